@@ -1,0 +1,240 @@
+"""The one executable: `euca --role ROLES` runs roles; `euca admin ...` administers the cloud."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+import trio
+
+from euca.core.config import Config, ConfigError, load_config
+from euca.core.credentials import write_credentials
+from euca.core.identity import ADMIN_USER, Identity, IdentityError
+from euca.core.pki import CloudCA
+from euca.core.store import open_store
+from euca.core.supervisor import RoleNotBuilt, Supervisor, resolve_roles, serve_until_signalled
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _load(ctx: click.Context) -> Config:
+    obj = ctx.obj
+    overrides: dict[str, Any] = {}
+    if obj["data_dir"]:
+        overrides["data_dir"] = obj["data_dir"]
+    if obj["host"]:
+        for role in ("clc", "walrus", "sc", "cc", "nc"):
+            overrides[f"{role}.listen.host"] = obj["host"]
+    for item in obj["set"]:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--set wants KEY=VALUE, got {item!r}")
+        overrides[key] = _coerce(value)
+    try:
+        return load_config(obj["config"], overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _coerce(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--role", "roles", default=None, help="Roles to run: all, or a comma list of clc,walrus,sc,cc,nc.")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="TOML configuration file.")
+@click.option("--data-dir", default=None, help="Where state, objects and credentials live.")
+@click.option("--host", default=None, help="Listen address for every role (default 0.0.0.0).")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="Override a configuration key, e.g. walrus.listen.port=9000.")
+@click.pass_context
+def main(ctx: click.Context, roles: str | None, config: str | None, data_dir: str | None, host: str | None,
+         set_: tuple[str, ...]) -> None:
+    """euca: a private cloud that speaks EC2 and S3."""
+    ctx.obj = {"config": config, "data_dir": data_dir, "host": host, "set": set_}
+    if ctx.invoked_subcommand is not None:
+        return
+    if roles is None:
+        click.echo(ctx.get_help())
+        return
+    cfg = _load(ctx)
+    setup_logging(cfg.log_level)
+    try:
+        run, skipped = resolve_roles(roles)
+    except (ValueError, RoleNotBuilt) as e:
+        raise click.ClickException(str(e)) from e
+    log = logging.getLogger("euca")
+    for name in skipped:
+        log.warning("role %s is not built yet; not started", name)
+    if not run:
+        raise click.ClickException("no role to run")
+    try:
+        trio.run(serve_until_signalled, Supervisor(cfg, run))
+    except OSError as e:
+        raise click.ClickException(f"cannot start: {e}") from e
+
+
+@main.group()
+def admin() -> None:
+    """Accounts, users and access keys (run on the CLC host)."""
+
+
+def _identity(ctx: click.Context) -> tuple[Config, Identity]:
+    cfg = _load(ctx)
+    cfg.data_path.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
+    return cfg, Identity(store)
+
+
+def _fail(e: Exception) -> click.ClickException:
+    return click.ClickException(str(e))
+
+
+@admin.command("create-account")
+@click.argument("name")
+@click.pass_context
+def create_account(ctx: click.Context, name: str) -> None:
+    """Create an account (with its admin user and one access key)."""
+    cfg, identity = _identity(ctx)
+    try:
+        account = identity.create_account(name)
+        key = identity.create_access_key(name, ADMIN_USER)
+    except IdentityError as e:
+        raise _fail(e) from e
+    directory = _write_user_credentials(cfg, key)
+    click.echo(f"ACCOUNT\t{account.name}\t{account.account_id}")
+    click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
+    click.echo(f"CREDENTIALS\t{directory}")
+
+
+@admin.command("list-accounts")
+@click.pass_context
+def list_accounts(ctx: click.Context) -> None:
+    _, identity = _identity(ctx)
+    for a in identity.list_accounts():
+        click.echo(f"ACCOUNT\t{a.name}\t{a.account_id}\t{a.canonical_id}")
+
+
+@admin.command("create-user")
+@click.option("--account", required=True)
+@click.argument("name")
+@click.pass_context
+def create_user(ctx: click.Context, account: str, name: str) -> None:
+    _, identity = _identity(ctx)
+    try:
+        identity.create_user(account, name)
+    except IdentityError as e:
+        raise _fail(e) from e
+    click.echo(f"USER\t{account}\t{name}")
+
+
+@admin.command("list-users")
+@click.option("--account", required=True)
+@click.pass_context
+def list_users(ctx: click.Context, account: str) -> None:
+    _, identity = _identity(ctx)
+    try:
+        for name in identity.list_users(account):
+            click.echo(f"USER\t{account}\t{name}")
+    except IdentityError as e:
+        raise _fail(e) from e
+
+
+@admin.command("create-access-key")
+@click.option("--account", required=True)
+@click.option("--user", default=ADMIN_USER, show_default=True)
+@click.option("--write-credentials/--no-write-credentials", default=True, show_default=True)
+@click.pass_context
+def create_access_key(ctx: click.Context, account: str, user: str, write_credentials: bool) -> None:
+    cfg, identity = _identity(ctx)
+    try:
+        key = identity.create_access_key(account, user)
+    except IdentityError as e:
+        raise _fail(e) from e
+    click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
+    if write_credentials:
+        click.echo(f"CREDENTIALS\t{_write_user_credentials(cfg, key)}")
+
+
+@admin.command("list-access-keys")
+@click.option("--account", default=None)
+@click.pass_context
+def list_access_keys(ctx: click.Context, account: str | None) -> None:
+    _, identity = _identity(ctx)
+    try:
+        keys = identity.list_access_keys(account)
+    except IdentityError as e:
+        raise _fail(e) from e
+    for k in keys:
+        status = "Active" if k.active else "Inactive"
+        click.echo(f"ACCESSKEY\t{k.principal.account_name}\t{k.principal.user_name}\t{k.access_key_id}\t{status}")
+
+
+@admin.command("disable-access-key")
+@click.argument("access_key_id")
+@click.pass_context
+def disable_access_key(ctx: click.Context, access_key_id: str) -> None:
+    _, identity = _identity(ctx)
+    try:
+        identity.set_access_key_active(access_key_id, False)
+    except IdentityError as e:
+        raise _fail(e) from e
+    click.echo(f"ACCESSKEY\t{access_key_id}\tInactive")
+
+
+@admin.command("enable-access-key")
+@click.argument("access_key_id")
+@click.pass_context
+def enable_access_key(ctx: click.Context, access_key_id: str) -> None:
+    _, identity = _identity(ctx)
+    try:
+        identity.set_access_key_active(access_key_id, True)
+    except IdentityError as e:
+        raise _fail(e) from e
+    click.echo(f"ACCESSKEY\t{access_key_id}\tActive")
+
+
+@admin.command("delete-access-key")
+@click.argument("access_key_id")
+@click.pass_context
+def delete_access_key(ctx: click.Context, access_key_id: str) -> None:
+    _, identity = _identity(ctx)
+    try:
+        identity.delete_access_key(access_key_id)
+    except IdentityError as e:
+        raise _fail(e) from e
+    click.echo(f"ACCESSKEY\t{access_key_id}\tDeleted")
+
+
+def _write_user_credentials(cfg: Config, key: Any) -> str:
+    ca = CloudCA.load_or_create(cfg.data_path / "pki")
+    p = key.principal
+    directory = cfg.data_path / "credentials" / p.account_name / p.user_name
+    write_credentials(
+        directory,
+        key,
+        ec2_url=cfg.endpoint_url("clc"),
+        s3_url=cfg.endpoint_url("walrus"),
+        region=cfg.region,
+        cloud_cert_pem=ca.cert_pem,
+    )
+    return str(directory)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Typed configuration: one TOML file (optional), overridden by command-line flags.
+
+Every key is declared here with its default, so `euca --role all` runs with no file at all.
+A bad key or value is refused at start with the offending key named (msgspec reports `$.walrus.port`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ROLE_NAMES = ("clc", "walrus", "sc", "cc", "nc")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class Listen(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "0.0.0.0"
+    port: int = 8773
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range 0..65535")
+
+
+class HttpLimits(msgspec.Struct, forbid_unknown_fields=True):
+    max_header_bytes: int = 64 * 1024
+    # Seconds a client may take to send a request head, or to stay idle between requests.
+    header_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    # Seconds without progress while reading a body or sending a response.
+    io_timeout: float = 120.0
+    # On SIGTERM/SIGINT requests in flight get this long to finish.
+    shutdown_grace: float = 30.0
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # "sqlite:PATH" (relative paths are under data_dir). PostgreSQL may be added later.
+    url: str = "sqlite:state.db"
+    # NORMAL survives a process crash (kill -9) in WAL mode; FULL also survives power loss.
+    synchronous: str = "NORMAL"
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith("sqlite:"):
+            raise ValueError(f"unsupported store url {self.url!r}: only sqlite:PATH is built")
+        if self.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {self.synchronous!r}")
+
+
+class ClcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8773))
+
+
+class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # Same port as the EC2 API by default, as Eucalyptus; requests are told apart by path and signature.
+    listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8773))
+    # Virtual-host-style addressing: "<bucket>.<domain>". Path style always works.
+    domains: list[str] = msgspec.field(default_factory=lambda: ["s3.localhost", "walrus.localhost"])
+    # Where object bytes live; relative to data_dir.
+    objects_dir: str = "objects"
+
+
+class ScConfig(msgspec.Struct, forbid_unknown_fields=True):
+    listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8773))
+
+
+class CcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8774))
+    cluster: str = "cluster01"
+    scheduler: str = "GREEDY"
+
+    def __post_init__(self) -> None:
+        if self.scheduler.upper() not in ("GREEDY", "ROUNDROBIN", "POWERSAVE"):
+            raise ValueError(f"scheduler must be GREEDY, ROUNDROBIN or POWERSAVE, not {self.scheduler!r}")
+
+
+class NcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8775))
+    libvirt_uri: str = "qemu:///system"
+    hypervisor: str = "auto"  # "kvm", "qemu" (TCG) or "auto"
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    data_dir: str = ""
+    region: str = "eucalyptus"
+    zone: str = "euca-1a"
+    # The address clients are told to use in the credentials files.
+    public_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    http: HttpLimits = msgspec.field(default_factory=HttpLimits)
+    clc: ClcConfig = msgspec.field(default_factory=ClcConfig)
+    walrus: WalrusConfig = msgspec.field(default_factory=WalrusConfig)
+    sc: ScConfig = msgspec.field(default_factory=ScConfig)
+    cc: CcConfig = msgspec.field(default_factory=CcConfig)
+    nc: NcConfig = msgspec.field(default_factory=NcConfig)
+
+    def __post_init__(self) -> None:
+        if not self.data_dir:
+            self.data_dir = default_data_dir()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def path(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.data_path / p
+
+    def listen_for(self, role: str) -> Listen:
+        section = getattr(self, role)
+        listen: Listen = section.listen
+        return listen
+
+    def endpoint_url(self, role: str) -> str:
+        return f"http://{self.public_host}:{self.listen_for(role).port}"
+
+
+def default_data_dir() -> str:
+    env = os.environ.get("EUCA_DATA_DIR")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/lib/euca"
+    return str(Path.home() / ".local/share/euca")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read the TOML file (if any), apply dotted-key overrides ("walrus.listen.port": 9000), validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                tree = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    try:
+        return msgspec.convert(tree, Config)
+    except msgspec.ValidationError as e:
+        # msgspec names the key as `$.section.key`; keep that, it is what an operator needs.
+        raise ConfigError(f"invalid configuration: {e}") from e

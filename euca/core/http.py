@@ -1,0 +1,508 @@
+"""The HTTP/1.1 server every role serves on: trio + h11.
+
+- keep-alive, pipelining-safe request cycles, chunked request and response bodies;
+- `Expect: 100-continue` answered lazily, when the handler first reads the body, so a request refused
+  on its headers alone (bad signature, no such bucket) never uploads its body;
+- bodies streamed both ways, never held whole; file responses go out with os.sendfile;
+- limits on header size and on time without progress;
+- graceful shutdown: stop accepting, close idle connections, let requests in flight finish.
+
+A handler is `async def handler(request: Request) -> Response`. It never sees h11.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as pysocket
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import trio
+
+from euca.core.config import HttpLimits
+
+log = logging.getLogger("euca.http")
+
+RECV_SIZE = 256 * 1024
+
+
+class Headers:
+    """Request headers: case-insensitive lookup, values decoded as latin-1 (what HTTP carries)."""
+
+    __slots__ = ("raw", "_map")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]):
+        self.raw = raw
+        m: dict[str, str] = {}
+        for k, v in raw:
+            name = k.decode("latin-1").lower()
+            value = v.decode("latin-1")
+            # Repeated headers fold into one comma-separated value (RFC 9110 5.3).
+            m[name] = f"{m[name]},{value}" if name in m else value
+        self._map = m
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._map.get(name.lower(), default)
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._map
+
+    def __getitem__(self, name: str) -> str:
+        return self._map[name.lower()]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._map.items())
+
+    def keys(self) -> list[str]:
+        return list(self._map)
+
+
+class ClientDisconnected(Exception):
+    """The peer went away (or stalled past the I/O timeout) while we were reading its body."""
+
+
+class Body:
+    """The request body as a stream. `read()` returns b"" at the end."""
+
+    def __init__(self, conn: _Connection):
+        self._conn = conn
+        self._pending = b""
+        self.done = False
+        self.bytes_read = 0
+        self.trailers: list[tuple[bytes, bytes]] = []
+
+    async def read(self, max_bytes: int = RECV_SIZE) -> bytes:
+        if self._pending:
+            chunk, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+            return chunk
+        if self.done:
+            return b""
+        while True:
+            event = await self._conn.next_event_for_body()
+            if isinstance(event, h11.Data):
+                data = bytes(event.data)
+                if not data:
+                    continue
+                self.bytes_read += len(data)
+                if len(data) > max_bytes:
+                    self._pending = data[max_bytes:]
+                    data = data[:max_bytes]
+                return data
+            if isinstance(event, h11.EndOfMessage):
+                self.trailers = list(event.headers)
+                self.done = True
+                return b""
+            raise ClientDisconnected(f"unexpected {type(event).__name__} in request body")
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body, refused (ValueError) past `limit` bytes: only for small XML/form bodies."""
+        parts = []
+        size = 0
+        while True:
+            chunk = await self.read()
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"request body larger than {limit} bytes")
+            parts.append(chunk)
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        while True:
+            chunk = await self.read()
+            if not chunk:
+                return
+            yield chunk
+
+
+@dataclass
+class Request:
+    method: str
+    target: str  # raw request target, percent-encoding intact
+    path: str  # raw path part of target (still percent-encoded)
+    query: str  # raw query string, without '?'
+    headers: Headers
+    body: Body
+    client: tuple[str, int]
+    http_version: str = "1.1"
+    received_at: float = field(default_factory=time.time)
+    # Free space for the dispatcher and roles (e.g. the mount prefix that was stripped).
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FileBody:
+    """Send `length` bytes of an open file from `offset` with os.sendfile. The fd is closed after sending."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+ResponseBody = bytes | FileBody | AsyncIterable[bytes]
+
+
+@dataclass
+class Response:
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: ResponseBody = b""
+    # For HEAD: the length the GET would have had; Content-Length is set from it, no body sent.
+    head_length: int | None = None
+
+    def header(self, name: str, value: str) -> Response:
+        self.headers.append((name, value))
+        return self
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Connection:
+    def __init__(self, server: HttpServer, stream: trio.SocketStream):
+        self.server = server
+        self.stream = stream
+        self.limits = server.limits
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        self.idle = True
+        self.cancel_scope = trio.CancelScope()
+        try:
+            peer = stream.socket.getpeername()
+            self.client = (str(peer[0]), int(peer[1]))
+        except OSError:
+            self.client = ("?", 0)
+
+    async def _receive(self, timeout: float) -> None:
+        with trio.move_on_after(timeout) as cs:
+            try:
+                data = await self.stream.receive_some(RECV_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+        if cs.cancelled_caught:
+            raise ClientDisconnected("timed out waiting for the client")
+        self.conn.receive_data(data)
+
+    async def next_event(self, timeout: float) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                await self._receive(timeout)
+                continue
+            return event
+
+    async def next_event_for_body(self) -> Any:
+        if self.conn.they_are_waiting_for_100_continue:
+            await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+        try:
+            return await self.next_event(self.limits.io_timeout)
+        except h11.RemoteProtocolError as e:
+            raise ClientDisconnected(f"bad request body: {e}") from e
+
+    async def send(self, event: Any) -> None:
+        data = self.conn.send(event)
+        if data:
+            await self._send_bytes(data)
+
+    async def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        with trio.move_on_after(self.limits.io_timeout) as cs:
+            await self.stream.send_all(data)
+        if cs.cancelled_caught:
+            raise ClientDisconnected("timed out sending to the client")
+
+    async def _sendfile(self, body: FileBody) -> None:
+        sock = self.stream.socket
+        fd = sock.fileno()
+        offset, remaining = body.offset, body.length
+        while remaining > 0:
+            try:
+                sent = os.sendfile(fd, body.fd, offset, min(remaining, 1 << 30))
+            except BlockingIOError:
+                sent = -1
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    sent = -1
+                else:
+                    raise ClientDisconnected(f"sendfile: {e}") from e
+            if sent == 0:
+                raise ClientDisconnected("file shorter than announced")
+            if sent < 0:
+                with trio.move_on_after(self.limits.io_timeout) as cs:
+                    await trio.lowlevel.wait_writable(sock)
+                if cs.cancelled_caught:
+                    raise ClientDisconnected("timed out sending to the client")
+                continue
+            offset += sent
+            remaining -= sent
+
+    async def send_response(self, request_method: str, response: Response) -> None:
+        headers = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers]
+        names = {k.lower() for k, _ in response.headers}
+        body = response.body
+        is_head = request_method == "HEAD"
+        no_body_status = response.status in (204, 304) or response.status < 200
+        if "date" not in names:
+            headers.append((b"Date", _http_date()))
+        if "server" not in names:
+            headers.append((b"Server", b"euca"))
+        if self.server.closing:
+            headers.append((b"Connection", b"close"))
+        if no_body_status:
+            pass
+        elif is_head:
+            if "content-length" not in names and response.head_length is not None:
+                headers.append((b"Content-Length", str(response.head_length).encode()))
+        elif isinstance(body, bytes | bytearray | memoryview):
+            if "content-length" not in names:
+                headers.append((b"Content-Length", str(len(body)).encode()))
+        elif isinstance(body, FileBody):
+            if "content-length" not in names:
+                headers.append((b"Content-Length", str(body.length).encode()))
+        elif "content-length" not in names:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        try:
+            await self.send(h11.Response(status_code=response.status, headers=headers))
+            if not (is_head or no_body_status):
+                if isinstance(body, bytes | bytearray | memoryview):
+                    if body:
+                        await self.send(h11.Data(data=body))
+                elif isinstance(body, FileBody):
+                    # h11 frames the bytes (it only needs their length); we move them with sendfile.
+                    for piece in self.conn.send_with_data_passthrough(h11.Data(data=body)):
+                        if isinstance(piece, FileBody):
+                            await self._sendfile(piece)
+                        else:
+                            await self._send_bytes(piece)
+                else:
+                    async for chunk in body:
+                        if chunk:
+                            await self.send(h11.Data(data=chunk))
+            await self.send(h11.EndOfMessage())
+        finally:
+            if isinstance(body, FileBody):
+                body.close()
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await aclose()
+                    except Exception:  # a generator's cleanup failing must not mask the real error
+                        pass
+
+    async def _drain_body(self, body: Body) -> bool:
+        """Read and drop what the handler left unread, so the connection can be reused."""
+        if self.conn.their_state is not h11.SEND_BODY:
+            return True
+        if self.conn.they_are_waiting_for_100_continue:
+            # The client never sent the body: it must not be told to now; close instead.
+            return False
+        limit = 64 * 1024 * 1024
+        try:
+            while not body.done and body.bytes_read < limit:
+                await body.read()
+        except ClientDisconnected:
+            return False
+        return body.done
+
+    async def run(self) -> None:
+        with self.cancel_scope:
+            try:
+                await self._cycle_loop()
+            except ClientDisconnected:
+                pass
+            except h11.LocalProtocolError as e:
+                log.debug("local protocol error: %s", e)
+            finally:
+                with trio.move_on_after(1) as cs:
+                    cs.shield = True
+                    try:
+                        await self.stream.aclose()
+                    except (trio.BrokenResourceError, OSError):
+                        pass
+
+    async def _cycle_loop(self) -> None:
+        first = True
+        while True:
+            self.idle = True
+            if self.server.closing:
+                return
+            try:
+                event = await self.next_event(self.limits.header_timeout if first else self.limits.idle_timeout)
+            except h11.RemoteProtocolError as e:
+                await self._send_error_and_close(e)
+                return
+            first = False
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return
+            if not isinstance(event, h11.Request):
+                return
+            self.idle = False
+            await self._handle(event)
+            if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
+                return
+            if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
+                return
+            if self.server.closing:
+                return
+            self.conn.start_next_cycle()
+
+    async def _handle(self, event: h11.Request) -> None:
+        target = event.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        request = Request(
+            method=event.method.decode("ascii", "replace").upper(),
+            target=target,
+            path=path,
+            query=query,
+            headers=Headers(list(event.headers)),
+            body=Body(self),
+            client=self.client,
+            http_version=event.http_version.decode("ascii", "replace"),
+        )
+        started = time.monotonic()
+        self.server.in_flight += 1
+        try:
+            try:
+                response = await self.server.handler(request)
+            except ClientDisconnected:
+                raise
+            except Exception:
+                log.exception("handler failed for %s %s", request.method, request.target)
+                response = Response(
+                    500,
+                    [("Content-Type", "text/plain")],
+                    b"internal error\n",
+                )
+            if not await self._drain_body(request.body):
+                response.headers.append(("Connection", "close"))
+                # h11 would refuse to keep the connection; make the intent explicit to the client.
+            await self.send_response(request.method, response)
+            if self.conn.their_state is h11.SEND_BODY:
+                # Body left unread (100-continue declined or too big to drain): this connection is done.
+                raise ClientDisconnected("request body not consumed")
+        finally:
+            self.server.in_flight -= 1
+            if self.server.access_log:
+                log.info(
+                    "%s %s %s %.1fms",
+                    request.client[0],
+                    request.method,
+                    request.target[:200],
+                    (time.monotonic() - started) * 1000,
+                )
+
+    async def _send_error_and_close(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint or 400
+        body = f"{status} bad request: {exc}\n".encode()
+        try:
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self.send(
+                    h11.Response(
+                        status_code=status,
+                        headers=[(b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")],
+                    )
+                )
+                await self.send(h11.Data(data=body))
+                await self.send(h11.EndOfMessage())
+        except (ClientDisconnected, h11.LocalProtocolError):
+            pass
+
+
+def _http_date() -> bytes:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()).encode()
+
+
+class HttpServer:
+    """One listening address, one handler. `await nursery.start(server.serve)`; `server.shutdown()` to stop."""
+
+    def __init__(self, handler: Handler, host: str, port: int, limits: HttpLimits, *, access_log: bool = False):
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.access_log = access_log
+        self.closing = False
+        self.in_flight = 0
+        self.connections: set[_Connection] = set()
+        self._listeners: list[trio.SocketListener] = []
+        self._accept_scope: trio.CancelScope | None = None
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host or None, backlog=1024)
+        for listener in listeners:
+            listener.socket.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
+        self._listeners = listeners
+        if self.port == 0:
+            self.port = listeners[0].socket.getsockname()[1]
+        try:
+            async with trio.open_nursery() as conn_nursery:
+                async with trio.open_nursery() as accept_nursery:
+                    self._accept_scope = accept_nursery.cancel_scope
+                    for listener in listeners:
+                        accept_nursery.start_soon(self._accept_loop, listener, conn_nursery)
+                    task_status.started(self.port)
+                # shutdown() cancelled the accept loops: let requests in flight finish, then stop.
+                await self._finish_in_flight()
+                conn_nursery.cancel_scope.cancel()
+        finally:
+            for listener in listeners:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while not self.closing:
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept: %s; pausing", e)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            try:
+                stream.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            nursery.start_soon(self._run_connection, stream)
+
+    async def _run_connection(self, stream: trio.SocketStream) -> None:
+        conn = _Connection(self, stream)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    def shutdown(self) -> None:
+        """Stop accepting; idle keep-alive connections close now, busy ones after their response."""
+        if self.closing:
+            return
+        self.closing = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.cancel_scope.cancel()
+
+    async def _finish_in_flight(self) -> None:
+        with trio.move_on_after(self.limits.shutdown_grace):
+            while self.connections:
+                for conn in list(self.connections):
+                    if conn.idle:
+                        conn.cancel_scope.cancel()
+                await trio.sleep(0.05)

@@ -1,0 +1,187 @@
+"""The state store: every role keeps its metadata here.
+
+SQLite in WAL mode. All SQLite calls run in worker threads so the event loop never blocks:
+one writer (a CapacityLimiter of 1, BEGIN IMMEDIATE ... COMMIT around each unit of work) and
+a small pool of readers that see the last committed state.
+
+The interface roles use is narrow on purpose: `migrate()` at start, `write(fn)` for a
+transaction, `read(fn)` for a snapshot, where `fn` receives a `Tx` with execute/one/all.
+Only plain SQL with `?` placeholders goes through it, so a PostgreSQL store can translate.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+log = logging.getLogger("euca.store")
+
+T = TypeVar("T")
+Params = Sequence[Any] | dict[str, Any]
+
+
+class Tx:
+    """One unit of work on one connection."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run a statement; returns the number of rows it changed."""
+        return self._conn.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+
+class Store:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", readers: int = 4):
+        self.path = str(path)
+        self.synchronous = synchronous.upper()
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._connect()
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (namespace TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def migrate(self, namespace: str, steps: Sequence[str | Callable[[Tx], None]]) -> None:
+        """Apply the steps of `namespace` not applied yet (synchronous: called once at start).
+
+        A step is SQL (may hold several statements) or a function of a Tx. Steps are only ever appended.
+        """
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT version FROM schema_migrations WHERE namespace=?", (namespace,)).fetchone()
+            done = row[0] if row else 0
+            for i, step in enumerate(steps[done:], start=done + 1):
+                if callable(step):
+                    step(Tx(conn))
+                else:
+                    for statement in _split_sql(step):
+                        conn.execute(statement)
+                log.info("store migrated namespace=%s version=%d", namespace, i)
+            if len(steps) > done:
+                conn.execute(
+                    "INSERT INTO schema_migrations(namespace, version) VALUES(?, ?) "
+                    "ON CONFLICT(namespace) DO UPDATE SET version=excluded.version",
+                    (namespace, len(steps)),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- work ---------------------------------------------------------------------------------
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one write transaction on the calling thread (for CLI tools and start-up)."""
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(Tx(conn))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
+        conn = self._take_reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(Tx(conn))
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            self._give_reader(conn)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one write transaction, in the writer thread; commit if it returns, roll back if it raises."""
+        async with self._write_limiter:
+            return await trio.to_thread.run_sync(self.write_sync, fn)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` against a consistent snapshot, in a reader thread."""
+        async with self._read_limiter:
+            return await trio.to_thread.run_sync(self.read_sync, fn)
+
+    def _take_reader(self) -> sqlite3.Connection:
+        with self._readers_lock:
+            if self._readers:
+                return self._readers.pop()
+        return self._connect()
+
+    def _give_reader(self, conn: sqlite3.Connection) -> None:
+        with self._readers_lock:
+            if not self._closed:
+                self._readers.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        self._writer.close()
+
+
+def _split_sql(script: str) -> list[str]:
+    statements = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
+
+
+def open_store(url: str, data_dir: Path, synchronous: str = "NORMAL") -> Store:
+    if not url.startswith("sqlite:"):
+        raise ValueError(f"unsupported store url {url!r}")
+    path = Path(url[len("sqlite:") :])
+    if not path.is_absolute():
+        path = data_dir / path
+    return Store(path, synchronous=synchronous)

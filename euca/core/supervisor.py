@@ -1,0 +1,245 @@
+"""The role supervisor: runs the chosen roles in one trio nursery on a shared HTTP core.
+
+Each role is a package `euca.roles.<name>` with `create(ctx) -> Role`. The supervisor knows roles only by
+name; roles that share a listen address share one HTTP server, and a dispatcher hands each request to the
+role it is for. A role reaches another only over HTTP through euca/protocol, so `--role all` and one role
+per host take the same path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from euca.core.config import ROLE_NAMES, Config
+from euca.core.credentials import write_credentials
+from euca.core.http import HttpServer, Request, Response
+from euca.core.identity import ADMIN_ACCOUNT, ADMIN_USER, Identity
+from euca.core.pki import CloudCA
+from euca.core.store import Store, open_store
+
+log = logging.getLogger("euca.supervisor")
+
+
+class RoleNotBuilt(Exception):
+    """A role whose package exists but cannot run yet."""
+
+
+class App(Protocol):
+    """What a role mounts on an HTTP listener."""
+
+    name: str
+    # SigV4 credential-scope service names this app answers ("s3", "ec2").
+    services: frozenset[str]
+    # Path prefixes that select this app and are stripped before it sees the request.
+    path_prefixes: tuple[str, ...]
+
+    def claims(self, request: Request) -> bool:
+        """A last look for requests no prefix or signature placed (virtual hosts, `?Action=`)."""
+        ...
+
+    async def handle(self, request: Request) -> Response: ...
+
+
+class Role(Protocol):
+    name: str
+    apps: list[App]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work of the role; calls task_status.started() when ready; runs until cancelled."""
+        ...
+
+
+@dataclass
+class RoleContext:
+    config: Config
+    store: Store
+    identity: Identity
+    ca: CloudCA
+    # Filled in once listeners are bound: role name -> "http://host:port" where it answers.
+    endpoints: dict[str, str] = field(default_factory=dict)
+    # Called by the supervisor once every listener is up (port 0 resolved).
+    on_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def _scope_service(request: Request) -> str | None:
+    """The service named in a SigV4 credential scope (header or presigned query), if any."""
+    auth = request.headers.get("authorization") or ""
+    idx = auth.find("Credential=")
+    if idx >= 0:
+        scope = auth[idx + len("Credential=") :].split(",", 1)[0].strip()
+        parts = scope.split("/")
+        return parts[3] if len(parts) >= 5 else None
+    q = request.query
+    idx = q.find("X-Amz-Credential=")
+    if idx >= 0:
+        scope = q[idx + len("X-Amz-Credential=") :].split("&", 1)[0].replace("%2F", "/").replace("%2f", "/")
+        parts = scope.split("/")
+        return parts[3] if len(parts) >= 5 else None
+    return None
+
+
+class Dispatcher:
+    """Chooses the app for a request: path prefix, then signature scope, then claims, then the default."""
+
+    def __init__(self, apps: list[App]):
+        self.apps = apps
+        self.default = apps[-1] if apps else None
+        for app in apps:  # S3 takes what nobody claims: its paths are arbitrary bucket names.
+            if "s3" in app.services:
+                self.default = app
+
+    async def __call__(self, request: Request) -> Response:
+        app = self.choose(request)
+        if app is None:
+            return Response(404, [("Content-Type", "text/plain")], b"no service here\n")
+        return await app.handle(request)
+
+    def choose(self, request: Request) -> App | None:
+        for app in self.apps:
+            for prefix in app.path_prefixes:
+                if request.path == prefix or request.path.startswith(prefix + "/"):
+                    request.context["mount"] = prefix
+                    request.path = request.path[len(prefix) :] or "/"
+                    return app
+        service = _scope_service(request)
+        if service is not None:
+            for app in self.apps:
+                if service in app.services:
+                    return app
+        for app in self.apps:
+            if app.claims(request):
+                return app
+        return self.default
+
+
+def first_start(ctx: RoleContext) -> None:
+    """Make the admin account, its key and its credentials directory, once."""
+    account, key, created = ctx.identity.ensure_admin()
+    creds = ctx.config.data_path / "credentials" / ADMIN_ACCOUNT / ADMIN_USER
+    if created or not (creds / "eucarc").exists():
+        write_credentials(
+            creds,
+            key,
+            ec2_url=ctx.config.endpoint_url("clc"),
+            s3_url=ctx.config.endpoint_url("walrus"),
+            region=ctx.config.region,
+            cloud_cert_pem=ctx.ca.cert_pem,
+        )
+        log.info("credentials written account=%s dir=%s", account.name, creds)
+
+
+class Supervisor:
+    def __init__(self, config: Config, role_names: list[str]):
+        self.config = config
+        self.role_names = role_names
+        self.servers: list[HttpServer] = []
+        self.ctx: RoleContext | None = None
+        self._stop = trio.Event()
+
+    def open_context(self) -> RoleContext:
+        cfg = self.config
+        cfg.data_path.mkdir(parents=True, exist_ok=True)
+        store = open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
+        identity = Identity(store)
+        ca = CloudCA.load_or_create(cfg.data_path / "pki")
+        ctx = RoleContext(config=cfg, store=store, identity=identity, ca=ca)
+        first_start(ctx)
+        return ctx
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        started = time.monotonic()
+        ctx = self.ctx = self.open_context()
+        roles: list[Role] = []
+        for name in self.role_names:
+            module = importlib.import_module(f"euca.roles.{name}")
+            roles.append(module.create(ctx))
+        by_address: dict[tuple[str, int], list[tuple[str, App]]] = {}
+        for role in roles:
+            listen = self.config.listen_for(role.name)
+            for app in role.apps:
+                by_address.setdefault((listen.host, listen.port), []).append((role.name, app))
+        try:
+            async with trio.open_nursery() as roles_nursery:
+                async with trio.open_nursery() as http_nursery:
+                    for (host, port), mounted in by_address.items():
+                        server = HttpServer(
+                            Dispatcher([app for _, app in mounted]),
+                            host,
+                            port,
+                            self.config.http,
+                            access_log=True,
+                        )
+                        bound = await http_nursery.start(server.serve)
+                        self.servers.append(server)
+                        public = self.config.public_host if host in ("0.0.0.0", "::", "") else host
+                        for role_name, _ in mounted:
+                            ctx.endpoints[role_name] = f"http://{public}:{bound}"
+                        log.info("listening address=%s:%d roles=%s", host, bound,
+                                 ",".join(sorted({r for r, _ in mounted})))
+                    for role in roles:
+                        await roles_nursery.start(role.run)
+                        log.info("role ready name=%s", role.name)
+                    for hook in ctx.on_ready:
+                        await hook()
+                    log.info("cloud ready roles=%s in %.2fs", ",".join(self.role_names), time.monotonic() - started)
+                    task_status.started(ctx)
+                    await self._stop.wait()
+                    log.info("shutting down: finishing requests in flight")
+                    for server in self.servers:
+                        server.shutdown()
+                roles_nursery.cancel_scope.cancel()
+        finally:
+            ctx.store.close()
+            log.info("stopped")
+
+
+def resolve_roles(spec: str) -> tuple[list[str], list[str]]:
+    """`all` or a comma list -> (roles to run, unbuilt roles skipped). Explicitly named unbuilt roles raise."""
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    explicit = "all" not in names
+    wanted = list(ROLE_NAMES) if not explicit else names
+    unknown = [n for n in wanted if n not in ROLE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLE_NAMES)} or all")
+    run, skipped = [], []
+    for name in dict.fromkeys(wanted):
+        module = importlib.import_module(f"euca.roles.{name}")
+        reason = getattr(module, "NOT_BUILT", None)
+        if reason:
+            if explicit:
+                raise RoleNotBuilt(f"role {name} cannot start: {reason}")
+            skipped.append(name)
+        else:
+            run.append(name)
+    return run, skipped
+
+
+async def serve_until_signalled(supervisor: Supervisor) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully (requests in flight finish)."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal %s received", signal.Signals(signum).name)
+                    supervisor.stop()
+
+        nursery.start_soon(watch_signals)
+        await supervisor.run()
+        nursery.cancel_scope.cancel()
+
+
+def credentials_dir(config: Config, account: str = ADMIN_ACCOUNT, user: str = ADMIN_USER) -> Path:
+    return config.data_path / "credentials" / account / user

@@ -1,0 +1,1 @@
+"""Roles: one package each; the supervisor imports them by name only."""
