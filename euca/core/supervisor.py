@@ -104,6 +104,7 @@ class Dispatcher:
         return await app.handle(request)
 
     def choose(self, request: Request) -> App | None:
+        request.context["raw_path"] = request.path
         for app in self.apps:
             for prefix in app.path_prefixes:
                 if request.path == prefix or request.path.startswith(prefix + "/"):
