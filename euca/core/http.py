@@ -19,7 +19,7 @@ import socket as pysocket
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import h11
 import trio
@@ -101,7 +101,7 @@ class Body:
 
     async def read_all(self, limit: int) -> bytes:
         """The whole body, refused (ValueError) past `limit` bytes: only for small XML/form bodies."""
-        parts = []
+        parts: list[bytes] = []
         size = 0
         while True:
             chunk = await self.read()
@@ -281,7 +281,9 @@ class _Connection:
                         await self.send(h11.Data(data=body))
                 elif isinstance(body, FileBody):
                     # h11 frames the bytes (it only needs their length); we move them with sendfile.
-                    for piece in self.conn.send_with_data_passthrough(h11.Data(data=body)):
+                    # (h11 types Data.data as bytes; passthrough hands our FileBody back untouched.)
+                    pieces: list[Any] = self.conn.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or []
+                    for piece in pieces:
                         if isinstance(piece, FileBody):
                             await self._sendfile(piece)
                         else:

@@ -55,7 +55,7 @@ class CloudCA:
         ca.key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "euca"),
                              x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         ca.cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -78,7 +78,7 @@ class CloudCA:
     def issue(self, common_name: str, organization: str = "euca", days: int = 3650) -> tuple[bytes, bytes]:
         """A new key and a certificate for it signed by the cloud CA: (key PEM, cert PEM)."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
