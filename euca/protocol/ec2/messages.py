@@ -1,0 +1,419 @@
+"""Typed EC2 requests and results: the values handlers take and return.
+
+Field names are the model's member names in snake_case (`rename="pascal"` maps them back), so a request
+Struct converts straight from the tree wire.decode_input() builds and a result Struct renders through the
+output shape. Only the members euca reads or answers are declared; a request member the client sends that is
+not declared here is accepted by the wire decoder (it is in the model) and ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from euca.protocol.ec2.filters import Filter
+
+
+class Wire(msgspec.Struct, rename="pascal", kw_only=True):
+    pass
+
+
+# -- shared pieces ---------------------------------------------------------------------------------------
+
+
+class Tag(Wire):
+    key: str | None = None
+    value: str | None = None
+
+
+class TagSpecification(Wire):
+    resource_type: str | None = None
+    tags: list[Tag] = []
+
+
+class AttributeValue(Wire):
+    value: str | None = None
+
+
+# -- regions and zones -----------------------------------------------------------------------------------
+
+
+class DescribeRegionsRequest(Wire):
+    region_names: list[str] = []
+    filters: list[Filter] = []
+    all_regions: bool = False
+    dry_run: bool = False
+
+
+class Region(Wire):
+    region_name: str
+    endpoint: str
+    opt_in_status: str = "opt-in-not-required"
+
+
+class DescribeRegionsResult(Wire):
+    regions: list[Region]
+
+
+class DescribeAvailabilityZonesRequest(Wire):
+    zone_names: list[str] = []
+    zone_ids: list[str] = []
+    filters: list[Filter] = []
+    all_availability_zones: bool = False
+    dry_run: bool = False
+
+
+class AvailabilityZoneMessage(Wire):
+    message: str
+
+
+class AvailabilityZone(Wire):
+    zone_name: str
+    state: str
+    region_name: str
+    zone_id: str | None = None
+    zone_type: str | None = "availability-zone"
+    opt_in_status: str | None = "opt-in-not-required"
+    group_name: str | None = None
+    network_border_group: str | None = None
+    messages: list[AvailabilityZoneMessage] = []
+
+
+class DescribeAvailabilityZonesResult(Wire):
+    availability_zones: list[AvailabilityZone]
+
+
+class DescribeAccountAttributesRequest(Wire):
+    attribute_names: list[str] = []
+    dry_run: bool = False
+
+
+class AccountAttributeValue(Wire):
+    attribute_value: str
+
+
+class AccountAttribute(Wire):
+    attribute_name: str
+    attribute_values: list[AccountAttributeValue]
+
+
+class DescribeAccountAttributesResult(Wire):
+    account_attributes: list[AccountAttribute]
+
+
+# -- key pairs -------------------------------------------------------------------------------------------
+
+
+class CreateKeyPairRequest(Wire):
+    key_name: str
+    key_type: str | None = None
+    key_format: str | None = None
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class KeyPair(Wire):
+    """CreateKeyPair's result: the private key is shown this once and never kept."""
+
+    key_name: str
+    key_fingerprint: str
+    key_material: str
+    key_pair_id: str
+    tags: list[Tag] | None = None
+
+
+class ImportKeyPairRequest(Wire):
+    key_name: str
+    public_key_material: bytes
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class ImportKeyPairResult(Wire):
+    key_name: str
+    key_fingerprint: str
+    key_pair_id: str
+    tags: list[Tag] | None = None
+
+
+class DescribeKeyPairsRequest(Wire):
+    key_names: list[str] = []
+    key_pair_ids: list[str] = []
+    filters: list[Filter] = []
+    include_public_key: bool = False
+    dry_run: bool = False
+
+
+class KeyPairInfo(Wire):
+    key_pair_id: str
+    key_name: str
+    key_fingerprint: str
+    key_type: str
+    create_time: datetime
+    public_key: str | None = None
+    tags: list[Tag] | None = None
+
+
+class DescribeKeyPairsResult(Wire):
+    key_pairs: list[KeyPairInfo]
+
+
+class DeleteKeyPairRequest(Wire):
+    key_name: str | None = None
+    key_pair_id: str | None = None
+    dry_run: bool = False
+
+
+class DeleteKeyPairResult(Wire):
+    # The model's member is `Return`; `return` cannot be a Python name.
+    ok: bool = msgspec.field(default=True, name="Return")
+    key_pair_id: str | None = None
+
+
+# -- tags ------------------------------------------------------------------------------------------------
+
+
+class CreateTagsRequest(Wire):
+    resources: list[str]
+    tags: list[Tag]
+    dry_run: bool = False
+
+
+class DeleteTagsRequest(Wire):
+    resources: list[str]
+    tags: list[Tag] | None = None
+    dry_run: bool = False
+
+
+class DescribeTagsRequest(Wire):
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class TagDescription(Wire):
+    resource_id: str
+    resource_type: str
+    key: str
+    value: str
+
+
+class DescribeTagsResult(Wire):
+    tags: list[TagDescription]
+    next_token: str | None = None
+
+
+# -- instance types --------------------------------------------------------------------------------------
+
+
+class DescribeInstanceTypesRequest(Wire):
+    instance_types: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class VCpuInfo(Wire):
+    default_v_cpus: int = msgspec.field(name="DefaultVCpus")
+    default_cores: int | None = None
+    default_threads_per_core: int | None = None
+
+
+class MemoryInfo(Wire):
+    size_in_mib: int = msgspec.field(name="SizeInMiB")
+
+
+class DiskInfo(Wire):
+    size_in_gb: int = msgspec.field(name="SizeInGB")
+    count: int = 1
+    type: str = "hdd"
+
+
+class InstanceStorageInfo(Wire):
+    total_size_in_gb: int = msgspec.field(name="TotalSizeInGB")
+    disks: list[DiskInfo] = []
+
+
+class ProcessorInfo(Wire):
+    supported_architectures: list[str] = []
+
+
+class InstanceTypeInfo(Wire):
+    instance_type: str
+    v_cpu_info: VCpuInfo = msgspec.field(name="VCpuInfo")
+    memory_info: MemoryInfo
+    current_generation: bool = True
+    instance_storage_supported: bool = True
+    instance_storage_info: InstanceStorageInfo | None = None
+    processor_info: ProcessorInfo | None = None
+    supported_root_device_types: list[str] = []
+    supported_virtualization_types: list[str] = []
+    supported_usage_classes: list[str] = []
+    hypervisor: str | None = None
+
+
+class DescribeInstanceTypesResult(Wire):
+    instance_types: list[InstanceTypeInfo]
+    next_token: str | None = None
+
+
+# -- images ----------------------------------------------------------------------------------------------
+
+
+class EbsBlockDevice(Wire):
+    snapshot_id: str | None = None
+    volume_size: int | None = None
+    delete_on_termination: bool | None = None
+    volume_type: str | None = None
+
+
+class BlockDeviceMapping(Wire):
+    device_name: str | None = None
+    virtual_name: str | None = None
+    ebs: EbsBlockDevice | None = None
+    no_device: str | None = None
+
+
+class RegisterImageRequest(Wire):
+    name: str
+    image_location: str | None = None
+    architecture: str | None = None
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    description: str | None = None
+    root_device_name: str | None = None
+    virtualization_type: str | None = None
+    block_device_mappings: list[BlockDeviceMapping] = []
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class RegisterImageResult(Wire):
+    image_id: str
+
+
+class DescribeImagesRequest(Wire):
+    image_ids: list[str] = []
+    owners: list[str] = []
+    executable_users: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    include_deprecated: bool = False
+    dry_run: bool = False
+
+
+class ProductCode(Wire):
+    product_code_id: str
+    product_code_type: str = "marketplace"
+
+
+class Image(Wire):
+    image_id: str
+    state: str
+    owner_id: str
+    creation_date: str
+    public: bool
+    architecture: str
+    image_type: str
+    name: str
+    image_location: str | None = None
+    description: str | None = None
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    platform: str | None = None
+    root_device_type: str = "instance-store"
+    root_device_name: str | None = None
+    virtualization_type: str | None = None
+    image_owner_alias: str | None = None
+    hypervisor: str | None = None
+    block_device_mappings: list[BlockDeviceMapping] = []
+    product_codes: list[ProductCode] | None = None
+    tags: list[Tag] | None = None
+
+
+class DescribeImagesResult(Wire):
+    images: list[Image]
+    next_token: str | None = None
+
+
+class DeregisterImageRequest(Wire):
+    image_id: str
+    dry_run: bool = False
+
+
+class DeregisterImageResult(Wire):
+    ok: bool = msgspec.field(default=True, name="Return")
+
+
+class DescribeImageAttributeRequest(Wire):
+    image_id: str
+    attribute: str
+    dry_run: bool = False
+
+
+class LaunchPermission(Wire):
+    user_id: str | None = None
+    group: str | None = None
+
+
+class ImageAttribute(Wire):
+    image_id: str
+    description: AttributeValue | None = None
+    kernel_id: AttributeValue | None = None
+    ramdisk_id: AttributeValue | None = None
+    launch_permissions: list[LaunchPermission] | None = None
+    product_codes: list[ProductCode] | None = None
+    block_device_mappings: list[BlockDeviceMapping] | None = None
+
+
+class LaunchPermissionModifications(Wire):
+    add: list[LaunchPermission] = []
+    remove: list[LaunchPermission] = []
+
+
+class ModifyImageAttributeRequest(Wire):
+    image_id: str
+    attribute: str | None = None
+    operation_type: str | None = None
+    user_ids: list[str] = []
+    user_groups: list[str] = []
+    product_codes: list[str] = []
+    value: str | None = None
+    description: AttributeValue | None = None
+    launch_permission: LaunchPermissionModifications | None = None
+    organization_arns: list[str] = []
+    organizational_unit_arns: list[str] = []
+    imds_support: AttributeValue | None = None
+    dry_run: bool = False
+
+
+class ResetImageAttributeRequest(Wire):
+    image_id: str
+    attribute: str
+    dry_run: bool = False
+
+
+# Action -> its request type. An action of the model missing here is answered UnsupportedOperation.
+REQUEST_TYPES: dict[str, type[Wire]] = {
+    "DescribeRegions": DescribeRegionsRequest,
+    "DescribeAvailabilityZones": DescribeAvailabilityZonesRequest,
+    "DescribeAccountAttributes": DescribeAccountAttributesRequest,
+    "CreateKeyPair": CreateKeyPairRequest,
+    "ImportKeyPair": ImportKeyPairRequest,
+    "DescribeKeyPairs": DescribeKeyPairsRequest,
+    "DeleteKeyPair": DeleteKeyPairRequest,
+    "CreateTags": CreateTagsRequest,
+    "DeleteTags": DeleteTagsRequest,
+    "DescribeTags": DescribeTagsRequest,
+    "DescribeInstanceTypes": DescribeInstanceTypesRequest,
+    "RegisterImage": RegisterImageRequest,
+    "DescribeImages": DescribeImagesRequest,
+    "DeregisterImage": DeregisterImageRequest,
+    "DescribeImageAttribute": DescribeImageAttributeRequest,
+    "ModifyImageAttribute": ModifyImageAttributeRequest,
+    "ResetImageAttribute": ResetImageAttributeRequest,
+}

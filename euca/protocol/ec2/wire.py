@@ -1,0 +1,390 @@
+"""The EC2 Query wire format, sans-I/O, driven by botocore's EC2 model.
+
+Requests: `Action=...&Version=...&Name.1=...&Filter.1.Value.2=...` (form body or query string) are decoded
+once, by walking the model's input shape, into a plain tree of typed values (str, int, bool, float, bytes,
+datetime, lists, dicts keyed by the model's member names), then converted into the action's msgspec Struct.
+Responses: a result Struct (or dict keyed by member names) is rendered by walking the output shape into the XML
+botocore's EC2 parser reads (`<XxxResponse xmlns=..><requestId/>..`, lists as `<xSet><item>..</item></xSet>`).
+Errors: `<Response><Errors><Error><Code/><Message/></Error></Errors><RequestID/></Response>`.
+
+The model is botocore's `ec2/2016-11-15/service-2.json` with the documentation stripped, vendored beside this
+file so the server needs no botocore and a botocore upgrade cannot change what the server accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import re
+import uuid
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+
+API_VERSION = "2016-11-15"
+MODEL_FILE = "service-2016-11-15.json.gz"
+
+T = TypeVar("T")
+
+# Parameters that belong to the signature (SigV2 in the form, SigV4 presigned in the query), not to the action.
+AUTH_PARAMS = frozenset(
+    {
+        "AWSAccessKeyId",
+        "Signature",
+        "SignatureMethod",
+        "SignatureVersion",
+        "Timestamp",
+        "Expires",
+        "SecurityToken",
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-Signature",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Security-Token",
+    }
+)
+
+# HTTP status AWS uses for an error code; every other code is a client error (400).
+_ERROR_STATUS = {
+    "AuthFailure": 401,
+    "UnauthorizedOperation": 403,
+    "DryRunOperation": 412,
+    "InternalError": 500,
+    "Unavailable": 503,
+    "RequestLimitExceeded": 503,
+}
+
+
+class Ec2Error(Exception):
+    """An error an EC2 client branches on: rendered as EC2's <Response><Errors> XML."""
+
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else _ERROR_STATUS.get(code, 400)
+
+
+# -- the model -------------------------------------------------------------------------------------------
+
+
+class Model:
+    def __init__(self, raw: dict[str, Any]):
+        self.metadata: dict[str, Any] = raw["metadata"]
+        self.operations: dict[str, dict[str, Any]] = raw["operations"]
+        self.shapes: dict[str, dict[str, Any]] = raw["shapes"]
+        self._wire_members: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+
+    def input_wire_members(self, shape_name: str) -> dict[str, tuple[str, dict[str, Any]]]:
+        """lower-cased wire name -> (member name, member reference), as EC2's query serialiser names them."""
+        found = self._wire_members.get(shape_name)
+        if found is None:
+            found = {}
+            for member, ref in self.shapes[shape_name].get("members", {}).items():
+                found[_input_wire_name(member, ref).lower()] = (member, ref)
+            self._wire_members[shape_name] = found
+        return found
+
+
+def _input_wire_name(member: str, ref: dict[str, Any]) -> str:
+    # EC2's rule (botocore EC2Serializer): queryName, else locationName capitalised, else the member name.
+    if "queryName" in ref:
+        return str(ref["queryName"])
+    if "locationName" in ref:
+        name = str(ref["locationName"])
+        return name[0].upper() + name[1:]
+    return member
+
+
+@cache
+def model() -> Model:
+    """The EC2 model, loaded on first use (about 20 ms) and kept."""
+    data = resources.files(__package__).joinpath(MODEL_FILE).read_bytes()
+    return Model(msgspec.json.decode(gzip.decompress(data)))
+
+
+def is_known_action(action: str) -> bool:
+    return action in model().operations
+
+
+# -- requests --------------------------------------------------------------------------------------------
+
+
+class QueryEnvelope(msgspec.Struct, frozen=True):
+    """What every Query request carries: the action, the API version, and the action's own parameters."""
+
+    action: str
+    version: str
+    params: dict[str, str]
+
+
+def parse_form(query: str, body: bytes, content_type: str | None) -> dict[str, str]:
+    """All request parameters: the query string, then a form-encoded body (the body wins on a repeated name)."""
+    params: dict[str, str] = {}
+    if query:
+        params.update(_parse_qs(query))
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if body and ctype in ("application/x-www-form-urlencoded", ""):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Ec2Error("InvalidParameterValue", "The request body is not valid UTF-8.") from e
+        params.update(_parse_qs(text))
+    return params
+
+
+def _parse_qs(text: str) -> dict[str, str]:
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Ec2Error("MalformedQueryString", "The query string is malformed.") from e
+
+
+def envelope(params: dict[str, str]) -> QueryEnvelope:
+    """Split Action and Version (and signature parameters) from the action's parameters."""
+    action = params.get("Action", "")
+    if not action:
+        raise Ec2Error("MissingAction", "The request must contain the parameter Action.")
+    version = params.get("Version", "") or API_VERSION
+    own = {k: v for k, v in params.items() if k not in ("Action", "Version") and k not in AUTH_PARAMS}
+    return QueryEnvelope(action=action, version=version, params=own)
+
+
+def decode_input(action: str, params: dict[str, str]) -> dict[str, Any]:
+    """The action's parameters as a tree keyed by the model's member names, values typed by the model."""
+    m = model()
+    op = m.operations.get(action)
+    if op is None:
+        raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
+    tree = _tree(params)
+    input_ref = op.get("input")
+    if input_ref is None:
+        if tree:
+            name = next(iter(params))
+            raise Ec2Error("UnknownParameter", f"The parameter {name} is not recognized")
+        return {}
+    result = _decode(m, input_ref["shape"], tree, "")
+    assert isinstance(result, dict)
+    return result
+
+
+def parse_request(action: str, params: dict[str, str], request_type: type[T]) -> T:
+    """Decode the parameters once and convert them into the action's request Struct."""
+    tree = decode_input(action, params)
+    try:
+        return msgspec.convert(tree, request_type)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        missing = re.match(r"Object missing required field `(\w+)`", text)
+        if missing:
+            raise Ec2Error("MissingParameter", f"The request must contain the parameter {missing.group(1)}") from e
+        raise Ec2Error("InvalidParameterValue", f"Invalid parameter: {text}") from e
+
+
+_Tree = dict[str, Any]
+
+
+def _tree(params: dict[str, str]) -> _Tree:
+    """`Filter.1.Value.2=x` -> {"Filter": {"1": {"Value": {"2": "x"}}}}."""
+    root: _Tree = {}
+    for key, value in params.items():
+        parts = key.split(".")
+        node = root
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                if child == "":  # `Name=` (an empty list, as botocore's query serialiser sends one) then `Name.1=`
+                    child = node[part] = {}
+                else:
+                    raise Ec2Error("InvalidParameterValue", f"The parameter {'.'.join(parts[: i + 1])} is repeated")
+            node = child
+        last = parts[-1]
+        if isinstance(node.get(last), dict):
+            if value == "":
+                continue
+            raise Ec2Error("InvalidParameterValue", f"The parameter {key} is repeated")
+        node[last] = value
+    return root
+
+
+def _decode(m: Model, shape_name: str, node: Any, path: str) -> Any:
+    shape = m.shapes[shape_name]
+    kind = shape["type"]
+    if kind == "structure":
+        if not isinstance(node, dict):
+            raise Ec2Error("InvalidParameterValue", f"The parameter {path} needs members, not a value")
+        wire = m.input_wire_members(shape_name)
+        out: dict[str, Any] = {}
+        for key, child in node.items():
+            found = wire.get(key.lower())
+            child_path = f"{path}.{key}" if path else key
+            if found is None:
+                raise Ec2Error("UnknownParameter", f"The parameter {child_path} is not recognized")
+            member, ref = found
+            out[member] = _decode(m, ref["shape"], child, child_path)
+        for member in shape.get("required", ()):
+            if member not in out:
+                ref = shape["members"][member]
+                name = _input_wire_name(member, ref)
+                raise Ec2Error("MissingParameter", f"The request must contain the parameter {path + '.' if path else ''}{name}")
+        return out
+    if kind == "list":
+        member_shape = shape["member"]["shape"]
+        if isinstance(node, str):
+            if node == "":
+                return []
+            # `ImageId=emi-..` without an index: older clients send single-element lists this way.
+            return [_decode(m, member_shape, node, path)]
+        items: list[tuple[int, Any]] = []
+        for key, child in node.items():
+            if not key.isdigit() or int(key) < 1:
+                raise Ec2Error("UnknownParameter", f"The parameter {path}.{key} is not recognized")
+            items.append((int(key), child))
+        items.sort(key=lambda kv: kv[0])
+        return [_decode(m, member_shape, child, f"{path}.{i}") for i, child in items]
+    if isinstance(node, dict):
+        raise Ec2Error("InvalidParameterValue", f"The parameter {path} takes a value, not members")
+    return _decode_scalar(kind, node, path)
+
+
+def _decode_scalar(kind: str, text: str, path: str) -> Any:
+    if kind == "string":
+        return text
+    if kind == "boolean":
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected: 'true' or 'false'.")
+    if kind in ("integer", "long"):
+        try:
+            return int(text)
+        except ValueError:
+            raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected an integer.") from None
+    if kind in ("float", "double"):
+        try:
+            return float(text)
+        except ValueError:
+            raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected a number.") from None
+    if kind == "timestamp":
+        return _parse_timestamp(text, path)
+    if kind == "blob":
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise Ec2Error("InvalidParameterValue", f"Value for parameter {path} is not valid base64.") from None
+    raise Ec2Error("InvalidParameterValue", f"The parameter {path} has an unsupported type")
+
+
+def _parse_timestamp(text: str, path: str) -> datetime:
+    value = text.strip()
+    try:
+        if re.fullmatch(r"\d+(\.\d+)?", value):
+            return datetime.fromtimestamp(float(value), UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is not a valid timestamp.") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- responses -------------------------------------------------------------------------------------------
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def namespace(version: str) -> str:
+    # Eucalyptus answered in the namespace of the version asked for; botocore does not check it.
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
+        version = API_VERSION
+    return f"http://ec2.amazonaws.com/doc/{version}/"
+
+
+def render_response(action: str, result: Any, request_id: str, version: str = API_VERSION) -> bytes:
+    """`<{action}Response>` with the result rendered by the operation's output shape."""
+    m = model()
+    op = m.operations[action]
+    out: list[str] = [
+        '<?xml version="1.0" encoding="UTF-8"?>\n',
+        f'<{action}Response xmlns="{namespace(version)}"><requestId>{_esc(request_id)}</requestId>',
+    ]
+    output_ref = op.get("output")
+    if output_ref is None:
+        out.append("<return>true</return>")
+    elif result is not None:
+        data = result if isinstance(result, dict) else msgspec.to_builtins(result, builtin_types=(datetime, bytes))
+        _render_members(m, output_ref["shape"], data, out)
+    out.append(f"</{action}Response>")
+    return "".join(out).encode("utf-8")
+
+
+def _render_members(m: Model, shape_name: str, data: dict[str, Any], out: list[str]) -> None:
+    members = m.shapes[shape_name]["members"]
+    unknown = set(data) - set(members)
+    if unknown:
+        raise ValueError(f"{shape_name} has no member(s) {sorted(unknown)}")
+    for member, ref in members.items():
+        value = data.get(member)
+        if value is None:
+            continue
+        _render_value(m, ref["shape"], ref.get("locationName", member), value, out)
+
+
+def _render_value(m: Model, shape_name: str, tag: str, value: Any, out: list[str]) -> None:
+    shape = m.shapes[shape_name]
+    kind = shape["type"]
+    if kind == "structure":
+        out.append(f"<{tag}>")
+        _render_members(m, shape_name, value, out)
+        out.append(f"</{tag}>")
+    elif kind == "list":
+        member_ref = shape["member"]
+        item_tag = member_ref.get("locationName", "item")
+        out.append(f"<{tag}>")
+        for item in value:
+            if item is not None:
+                _render_value(m, member_ref["shape"], item_tag, item, out)
+        out.append(f"</{tag}>")
+    else:
+        out.append(f"<{tag}>{_esc(_scalar_text(kind, value))}</{tag}>")
+
+
+def _scalar_text(kind: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, as EC2 writes them: 2024-05-01T12:00:00.000Z."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def render_error(error: Ec2Error, request_id: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Response><Errors><Error><Code>{_esc(error.code)}</Code><Message>{_esc(error.message)}</Message>"
+        f"</Error></Errors><RequestID>{_esc(request_id)}</RequestID></Response>"
+    ).encode()
+
+
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+# XML 1.0 cannot carry most control characters at all; they are dropped rather than making the document invalid.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _esc(text: str) -> str:
+    return _XML_INVALID.sub("", text.translate(_XML_ESCAPES))
