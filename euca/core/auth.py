@@ -10,15 +10,19 @@ CONTRACT (roles code against this; keep it stable):
                                 body_sha256=None, form=None, virtual_bucket=None)
     -> AuthResult(principal=Principal | None (anonymous), ...)
     raises AuthError(code, message, status) with AWS codes:
-        InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied (expired presigned URL, inactive key),
+        InvalidAccessKeyId (unknown or inactive key), SignatureDoesNotMatch, AccessDenied (expired presigned URL),
         RequestTimeTooSkewed, AuthorizationHeaderMalformed, AuthorizationQueryParametersError,
-        MissingSecurityHeader, InvalidArgument, IncompleteSignature
+        MissingSecurityHeader, InvalidArgument, IncompleteSignature, InvalidRequest
+    (for service="ec2" with SigV2 also MissingParameter, InvalidParameterValue, RequestExpired)
 
     stream = result.payload(request.body)   # the *decoded* payload (aws-chunked removed)
     chunk = await stream.read(n)            # b"" at the end; at the end the payload has been checked:
                                             # x-amz-content-sha256 hash, chunk signatures, trailer signature
                                             # -> raises AuthError / PayloadError on mismatch
     stream.trailers                         # dict of trailing headers (x-amz-checksum-*) once at the end
+                                            # (their values are NOT checked here: the role computes checksums)
+    -> PayloadError codes: XAmzContentSHA256Mismatch, SignatureDoesNotMatch (a chunk), IncompleteBody,
+       IncompleteSignature, InvalidRequest (bad aws-chunked framing), MalformedTrailerError
     result.decoded_length                   # x-amz-decoded-content-length or Content-Length, if known
 
 `request.context["raw_path"]` holds the path as the client sent it (before a mount prefix was stripped);
@@ -27,11 +31,34 @@ signatures are computed over that.
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from euca.core.http import Request
 from euca.core.identity import Identity, Principal
+from euca.protocol import sigv2, sigv4
+from euca.protocol.awschunked import AwsChunkedDecoder
+from euca.protocol.sigv4 import (
+    EMPTY_SHA256,
+    STREAMING_PAYLOAD,
+    STREAMING_PAYLOAD_TRAILER,
+    STREAMING_UNSIGNED_TRAILER,
+    UNSIGNED_PAYLOAD,
+    ChunkSignatureChain,
+    SignatureError,
+)
+
+INVALID_ACCESS_KEY = "The AWS Access Key Id you provided does not exist in our records."
+CONTENT_SHA256_MISMATCH = "The provided 'x-amz-content-sha256' header does not match what was computed."
+ONE_AUTH_MECHANISM = (
+    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string "
+    "parameter or the Authorization header should be specified"
+)
+# How much to read from the wire per step when decoding aws-chunked (framing is small; chunks are 64 KiB+).
+_CHUNKED_READ = 256 * 1024
 
 
 class AuthError(Exception):
@@ -68,6 +95,68 @@ class _PassThrough:
         return await self.source.read(max_bytes)
 
 
+class _HashCheckedPayload:
+    """The body as sent, its SHA-256 compared with the signed x-amz-content-sha256 when it ends."""
+
+    def __init__(self, source: BodySource, expected_hex: str):
+        self.source = source
+        self.expected = expected_hex.lower()
+        self.trailers: dict[str, str] = {}
+        self._hasher = hashlib.sha256()
+        self._checked = False
+
+    async def read(self, max_bytes: int = 262144) -> bytes:
+        data = await self.source.read(max_bytes)
+        if data:
+            self._hasher.update(data)
+        elif not self._checked:
+            self._checked = True
+            if self._hasher.hexdigest() != self.expected:
+                raise PayloadError("XAmzContentSHA256Mismatch", CONTENT_SHA256_MISMATCH, 400)
+        return data
+
+
+class _ChunkedPayload:
+    """The aws-chunked body decoded: payload bytes out, chunk signatures and trailers checked on the way."""
+
+    def __init__(self, source: BodySource, decoder: AwsChunkedDecoder):
+        self.source = source
+        self.decoder = decoder
+        self.trailers: dict[str, str] = {}
+        self._pending: deque[bytes] = deque()
+        self._finished = False
+
+    async def read(self, max_bytes: int = 262144) -> bytes:
+        while not self._pending:
+            if self._finished:
+                return b""
+            data = await self.source.read(max(max_bytes, _CHUNKED_READ))
+            try:
+                if data:
+                    self._pending.extend(self.decoder.feed(data))
+                else:
+                    self.decoder.finish()
+                    self.trailers.update(self.decoder.trailers)
+                    self._finished = True
+            except SignatureError as e:
+                self._finished = True
+                raise PayloadError(e.code, e.message, e.status) from None
+        piece = self._pending[0]
+        if len(piece) <= max_bytes:
+            self._pending.popleft()
+            return piece
+        self._pending[0] = piece[max_bytes:]
+        return piece[:max_bytes]
+
+
+@dataclass
+class _ChainSeed:
+    key: bytes
+    amz_date: str
+    scope: str
+    signature: str
+
+
 @dataclass
 class AuthResult:
     principal: Principal | None
@@ -76,9 +165,73 @@ class AuthResult:
     # The x-amz-content-sha256 value that was signed (hex, UNSIGNED-PAYLOAD, STREAMING-...), if any.
     content_sha256: str | None = None
     decoded_length: int | None = None
+    # Names announced in x-amz-trailer (aws-chunked with trailing checksums).
+    trailer_names: list[str] = field(default_factory=list)
+    _seed: _ChainSeed | None = field(default=None, repr=False)
 
     def payload(self, body: BodySource) -> PayloadStream:
-        return _PassThrough(body)
+        mode = self.content_sha256
+        if mode is None or mode == UNSIGNED_PAYLOAD:
+            return _PassThrough(body)
+        if mode == STREAMING_UNSIGNED_TRAILER:
+            return _ChunkedPayload(
+                body,
+                AwsChunkedDecoder(decoded_length=self.decoded_length, expected_trailers=self.trailer_names),
+            )
+        if mode in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
+            if (
+                self._seed is None
+            ):  # authenticate() refuses this case; a hand-made result cannot stream-verify
+                raise PayloadError(
+                    "InvalidRequest", "Streaming payload signatures need a SigV4 Authorization header"
+                )
+            seed = self._seed
+            chain = ChunkSignatureChain(seed.key, seed.amz_date, seed.scope, seed.signature)
+            decoder = AwsChunkedDecoder(
+                chain=chain,
+                signed_trailer=mode == STREAMING_PAYLOAD_TRAILER,
+                decoded_length=self.decoded_length,
+                expected_trailers=self.trailer_names,
+            )
+            return _ChunkedPayload(body, decoder)
+        return _HashCheckedPayload(body, mode)
+
+
+def _wire_headers(request: Request) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw]
+
+
+def _payload_fields(
+    request: Request, service: str, signed_hash: str | None
+) -> tuple[str | None, int | None, list[str]]:
+    """(content_sha256 the body must match, decoded length, trailer names) for the request's body."""
+    declared = request.headers.get("x-amz-content-sha256")
+    content_sha256 = declared.strip() if declared is not None else None
+    if content_sha256 is None and service == "s3":
+        content_sha256 = signed_hash if signed_hash not in (None, EMPTY_SHA256) else None
+    streaming = content_sha256 is not None and content_sha256.startswith("STREAMING-")
+    length_header = request.headers.get("x-amz-decoded-content-length") if streaming else None
+    if length_header is None and not streaming:
+        length_header = request.headers.get("content-length")
+    decoded_length: int | None = None
+    if length_header is not None:
+        try:
+            decoded_length = int(length_header.strip())
+        except ValueError:
+            raise AuthError("InvalidArgument", "x-amz-decoded-content-length is not a number", 400) from None
+        if decoded_length < 0:
+            raise AuthError("InvalidArgument", "x-amz-decoded-content-length is negative", 400)
+    trailer = request.headers.get("x-amz-trailer") or ""
+    names = [n.strip().lower() for n in trailer.split(",") if n.strip()] if streaming else []
+    return content_sha256, decoded_length, names
+
+
+async def _principal(identity: Identity, access_key_id: str) -> tuple[Principal, str]:
+    key = await identity.access_key(access_key_id)
+    # A disabled key answers like an unknown one, as AWS does.
+    if key is None or not key.active:
+        raise AuthError("InvalidAccessKeyId", INVALID_ACCESS_KEY, 403)
+    return key.principal, key.secret_key
 
 
 async def authenticate(
@@ -92,16 +245,129 @@ async def authenticate(
     virtual_bucket: str | None = None,
     now: float | None = None,
 ) -> AuthResult:
-    """PLACEHOLDER until the protocol modules land: trusts the access key named, verifies nothing."""
-    auth = request.headers.get("authorization") or ""
-    akid = None
-    if "Credential=" in auth:
-        akid = auth.split("Credential=", 1)[1].split("/", 1)[0]
-    elif auth.startswith("AWS "):
-        akid = auth[4:].split(":", 1)[0]
-    if akid is None:
-        return AuthResult(principal=None)
-    key = await identity.access_key(akid)
-    if key is None:
-        raise AuthError("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
-    return AuthResult(principal=key.principal, method="sigv4-header")
+    """Who signed `request`, checked. `region` is the cloud's; a credential scope naming another is accepted
+    and computed with its own region (Eucalyptus never enforced it, and clients default to us-east-1)."""
+    del region  # accepted in any credential scope, see above
+    now = time.time() if now is None else now
+    try:
+        return await _authenticate(request, identity, service, body_sha256, form, virtual_bucket, now)
+    except AuthError:
+        raise
+    except SignatureError as e:
+        raise AuthError(e.code, e.message, e.status) from None
+
+
+async def _authenticate(
+    request: Request,
+    identity: Identity,
+    service: str,
+    body_sha256: str | None,
+    form: dict[str, str] | None,
+    virtual_bucket: str | None,
+    now: float,
+) -> AuthResult:
+    raw_path = request.context.get("raw_path", request.path)
+    headers = _wire_headers(request)
+    query_keys = {k for k, _ in sigv4.parse_query(request.query)}
+    authorization = (request.headers.get("authorization") or "").strip()
+    v4_query = (
+        "X-Amz-Algorithm" in query_keys or "X-Amz-Credential" in query_keys or "X-Amz-Signature" in query_keys
+    )
+    v2_query_s3 = service == "s3" and ("AWSAccessKeyId" in query_keys or "Signature" in query_keys)
+    if sum(map(bool, (authorization, v4_query, v2_query_s3))) > 1:
+        raise AuthError("InvalidArgument", ONE_AUTH_MECHANISM, 400)
+
+    if authorization.startswith(sigv4.ALGORITHM + " ") or authorization == sigv4.ALGORITHM:
+        parsed4 = sigv4.parse_header_auth(
+            request.method,
+            raw_path,
+            request.query,
+            headers,
+            service=service,
+            now=now,
+            body_sha256=body_sha256,
+        )
+        return await _finish_v4(request, identity, service, parsed4, "sigv4-header")
+    if authorization.startswith("AWS ") and service == "s3":
+        parsed2 = sigv2.parse_s3_header_auth(
+            request.method, raw_path, request.query, headers, now=now, virtual_bucket=virtual_bucket
+        )
+        return await _finish_v2(request, identity, service, parsed2)
+    if authorization:
+        raise AuthError("InvalidArgument", "Unsupported Authorization Type", 400)
+    if v4_query:
+        parsed4 = sigv4.parse_query_auth(
+            request.method,
+            raw_path,
+            request.query,
+            headers,
+            service=service,
+            now=now,
+            body_sha256=body_sha256,
+        )
+        return await _finish_v4(request, identity, service, parsed4, "sigv4-query")
+    if v2_query_s3:
+        parsed2 = sigv2.parse_s3_query_auth(
+            request.method, raw_path, request.query, headers, now=now, virtual_bucket=virtual_bucket
+        )
+        return await _finish_v2(request, identity, service, parsed2)
+    if service != "s3":
+        params = form if form is not None else dict(sigv4.parse_query(request.query))
+        if "Signature" in params or "AWSAccessKeyId" in params:
+            parsed2 = sigv2.parse_query_api_auth(
+                request.method, raw_path, headers, params, service=service, now=now
+            )
+            return await _finish_v2(request, identity, service, parsed2)
+
+    content_sha256, decoded_length, trailer_names = _payload_fields(request, service, None)
+    if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
+        raise AuthError("AccessDenied", "Anonymous requests cannot carry signed streaming payloads", 403)
+    return AuthResult(
+        principal=None,
+        method="anonymous",
+        content_sha256=content_sha256,
+        decoded_length=decoded_length,
+        trailer_names=trailer_names,
+    )
+
+
+async def _finish_v4(
+    request: Request, identity: Identity, service: str, parsed: sigv4.SigV4Request, method: str
+) -> AuthResult:
+    principal, secret = await _principal(identity, parsed.credential.access_key_id)
+    key = parsed.verify(secret)
+    content_sha256, decoded_length, trailer_names = _payload_fields(request, service, parsed.payload_hash)
+    seed = None
+    if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
+        if parsed.presigned:
+            raise AuthError(
+                "InvalidRequest", "Streaming payload signatures need a SigV4 Authorization header", 400
+            )
+        seed = _ChainSeed(key, parsed.amz_date, parsed.credential.scope, parsed.signature)
+    return AuthResult(
+        principal=principal,
+        method=method,
+        content_sha256=content_sha256,
+        decoded_length=decoded_length,
+        trailer_names=trailer_names,
+        _seed=seed,
+    )
+
+
+async def _finish_v2(
+    request: Request, identity: Identity, service: str, parsed: sigv2.SigV2Request
+) -> AuthResult:
+    principal, secret = await _principal(identity, parsed.access_key_id)
+    parsed.verify(secret)
+    content_sha256, decoded_length, trailer_names = _payload_fields(request, service, None)
+    if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
+        raise AuthError(
+            "InvalidRequest", "Streaming payload signatures need a SigV4 Authorization header", 400
+        )
+    return AuthResult(
+        principal=principal,
+        method=parsed.method,
+        content_sha256=content_sha256,
+        decoded_length=decoded_length,
+        trailer_names=trailer_names,
+    )
