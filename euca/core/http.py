@@ -29,6 +29,8 @@ from euca.core.config import HttpLimits
 log = logging.getLogger("euca.http")
 
 RECV_SIZE = 256 * 1024
+# What a refused client may still send after its error response before we stop listening to it.
+LINGER_MAX_BYTES = 1024 * 1024
 
 
 class Headers:
@@ -351,6 +353,13 @@ class _Connection:
                 return
             if not isinstance(event, h11.Request):
                 return
+            if _head_size(event) > self.limits.max_header_bytes:
+                # h11 bounds only a head still incomplete in its buffer; one that arrived whole in a
+                # single read passes it, so the limit is checked again on the parsed head.
+                await self._send_error_and_close(
+                    h11.RemoteProtocolError("request header fields too large", error_status_hint=431)
+                )
+                return
             self.idle = False
             await self._handle(event)
             if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
@@ -420,7 +429,34 @@ class _Connection:
                 await self.send(h11.Data(data=body))
                 await self.send(h11.EndOfMessage())
         except (ClientDisconnected, h11.LocalProtocolError):
-            pass
+            return
+        await self._linger()
+
+    async def _linger(self) -> None:
+        """Half-close and swallow what the client is still sending, briefly, before the socket is closed.
+
+        Closing with unread input makes the kernel send a reset, which can destroy the error response
+        before the client reads it.
+        """
+        drained = 0
+        with trio.move_on_after(2):
+            try:
+                await self.stream.send_eof()
+                while drained < LINGER_MAX_BYTES:
+                    data = await self.stream.receive_some(RECV_SIZE)
+                    if not data:
+                        return
+                    drained += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+
+
+def _head_size(event: h11.Request) -> int:
+    """Bytes of the request line and header fields, as they were on the wire (give or take whitespace)."""
+    size = len(event.method) + len(event.target) + 12
+    for name, value in event.headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 def _http_date() -> bytes:

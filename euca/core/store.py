@@ -165,12 +165,14 @@ class Store:
 
 
 def _split_sql(script: str) -> list[str]:
+    """Statements of a script, split at each `;` that ends one (not those in literals or trigger bodies)."""
     statements = []
     buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
+    pieces = script.split(";")
+    for i, piece in enumerate(pieces):
+        buf += piece if i == len(pieces) - 1 else piece + ";"
         if sqlite3.complete_statement(buf):
-            if buf.strip():
+            if buf.strip().strip(";").strip():
                 statements.append(buf.strip())
             buf = ""
     if buf.strip():
