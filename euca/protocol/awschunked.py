@@ -209,7 +209,8 @@ class AwsChunkedDecoder:
             assert self.chain is not None
             if self._trailer_signature is None or not is_signature_hex(self._trailer_signature.lower()):
                 raise _malformed_trailer()
-            canonical = "".join(f"{name}:{value}\n" for name, value in self._trailer_lines)
+            # Signed like canonical headers: "name:value\n" per trailer, sorted by name (as the AWS SDKs sign them).
+            canonical = "".join(f"{name}:{value}\n" for name, value in sorted(self._trailer_lines))
             self.chain.check_trailer(
                 self._trailer_signature, hashlib.sha256(canonical.encode("latin-1")).hexdigest()
             )
