@@ -116,7 +116,8 @@ def canonical_amz_headers(headers: Sequence[tuple[str, str]], extra: Sequence[tu
     for name, value in list(headers) + list(extra):
         lname = name.lower().strip()
         if lname.startswith("x-amz-"):
-            values.setdefault(lname, []).append(" ".join(value.split()))
+            # Trimmed only: SigV2 (unlike SigV4) keeps inner runs of spaces.
+            values.setdefault(lname, []).append(value.strip())
     return "".join(f"{name}:{','.join(values[name])}\n" for name in sorted(values))
 
 
