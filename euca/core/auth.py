@@ -179,9 +179,8 @@ class AuthResult:
                 AwsChunkedDecoder(decoded_length=self.decoded_length, expected_trailers=self.trailer_names),
             )
         if mode in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
-            if (
-                self._seed is None
-            ):  # authenticate() refuses this case; a hand-made result cannot stream-verify
+            # authenticate() never returns this mode without a seed; a hand-made result cannot verify chunks.
+            if self._seed is None:
                 raise PayloadError(
                     "InvalidRequest", "Streaming payload signatures need a SigV4 Authorization header"
                 )
