@@ -493,7 +493,10 @@ def _check_contents(c: BundleContents) -> None:
     for i, part in enumerate(c.parts):
         if part.index != i:
             raise ValueError("parts must be listed in index order from 0")
-        _part_filename(part.filename)
+        try:
+            _part_filename(part.filename)
+        except ManifestError as e:
+            raise ValueError(str(e)) from e
         if not _HEX40.fullmatch(part.digest):
             raise ValueError(f"part {i}: digest must be 40 lowercase hex characters")
 
