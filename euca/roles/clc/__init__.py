@@ -1,4 +1,4 @@
-"""CLC: the EC2 Query API (the actions arrive with the EC2 issue)."""
+"""CLC: the EC2 Query API (regions and zones, key pairs, tags, instance types, images)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,30 @@ import trio
 
 from euca.core.http import Request, Response
 from euca.core.supervisor import RoleContext
+from euca.roles.clc import images, instance_types, keypairs, tags, zones
+from euca.roles.clc.app import Ec2Api, Handler
+from euca.roles.clc.schema import SCHEMA
+
+# Action -> handler. An action of the EC2 model missing here answers UnsupportedOperation.
+HANDLERS: dict[str, Handler] = {
+    "DescribeRegions": zones.describe_regions,
+    "DescribeAvailabilityZones": zones.describe_availability_zones,
+    "DescribeAccountAttributes": zones.describe_account_attributes,
+    "CreateKeyPair": keypairs.create_key_pair,
+    "ImportKeyPair": keypairs.import_key_pair,
+    "DescribeKeyPairs": keypairs.describe_key_pairs,
+    "DeleteKeyPair": keypairs.delete_key_pair,
+    "CreateTags": tags.create_tags,
+    "DeleteTags": tags.delete_tags,
+    "DescribeTags": tags.describe_tags,
+    "DescribeInstanceTypes": instance_types.describe_instance_types,
+    "RegisterImage": images.register_image,
+    "DescribeImages": images.describe_images,
+    "DeregisterImage": images.deregister_image,
+    "DescribeImageAttribute": images.describe_image_attribute,
+    "ModifyImageAttribute": images.modify_image_attribute,
+    "ResetImageAttribute": images.reset_image_attribute,
+}
 
 
 class Ec2App:
@@ -17,6 +41,7 @@ class Ec2App:
 
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
+        self.api = Ec2Api(ctx, HANDLERS)
 
     def claims(self, request: Request) -> bool:
         # EC2 Query requests: ?Action=... or a form POST to the root.
@@ -28,7 +53,7 @@ class Ec2App:
         )
 
     async def handle(self, request: Request) -> Response:
-        return Response(501, [("Content-Type", "text/plain")], b"EC2 API not built yet\n")
+        return await self.api(request)
 
 
 class ClcRole:
@@ -36,6 +61,7 @@ class ClcRole:
 
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
+        ctx.store.migrate("clc", SCHEMA)
         self.apps = [Ec2App(ctx)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -1,0 +1,117 @@
+"""The EC2 Query endpoint of the CLC: body -> authentication -> typed request -> handler -> XML.
+
+Handlers never see the wire: they take the request Struct euca.protocol.ec2 parsed and return a result
+Struct (or None for actions whose answer is just `<return>true</return>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from euca.core.auth import AuthError, authenticate
+from euca.core.http import Request, Response
+from euca.core.identity import Principal
+from euca.core.supervisor import RoleContext
+from euca.protocol.ec2 import messages, wire
+from euca.protocol.ec2.wire import Ec2Error
+
+log = logging.getLogger("euca.clc")
+
+# Query API bodies are small forms; anything bigger is not an EC2 request.
+MAX_BODY = 1024 * 1024
+
+XML = [("Content-Type", "text/xml;charset=UTF-8")]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authenticated EC2 call as handlers see it."""
+
+    ctx: RoleContext
+    principal: Principal
+    request_id: str
+
+    @property
+    def account_id(self) -> str:
+        return self.principal.account_id
+
+
+Handler = Callable[[Call, Any], Awaitable[Any]]
+
+# How an authentication failure reads to an EC2 client (EC2 has no SignatureDoesNotMatch or
+# InvalidAccessKeyId of its own: it answers AuthFailure).
+_AUTH_CODES = {
+    "InvalidAccessKeyId": ("AuthFailure", 401),
+    "SignatureDoesNotMatch": ("AuthFailure", 401),
+    "AccessDenied": ("AuthFailure", 401),
+    "RequestTimeTooSkewed": ("RequestExpired", 400),
+    "MissingSecurityHeader": ("MissingAuthenticationToken", 401),
+    "AuthorizationHeaderMalformed": ("IncompleteSignature", 400),
+    "AuthorizationQueryParametersError": ("IncompleteSignature", 400),
+}
+
+
+def auth_failure(error: AuthError) -> Ec2Error:
+    code, status = _AUTH_CODES.get(error.code, (error.code, 400 if error.status < 500 else error.status))
+    return Ec2Error(code, error.message, status)
+
+
+class Ec2Api:
+    """Parses, authenticates and dispatches one EC2 Query request."""
+
+    def __init__(self, ctx: RoleContext, handlers: dict[str, Handler]):
+        self.ctx = ctx
+        self.handlers = handlers
+
+    async def __call__(self, request: Request) -> Response:
+        request_id = wire.new_request_id()
+        version = wire.API_VERSION
+        try:
+            try:
+                body = await request.body.read_all(MAX_BODY)
+            except ValueError:
+                raise Ec2Error("InvalidParameterValue", f"The request body is larger than {MAX_BODY} bytes.") from None
+            ctype = request.headers.get("content-type")
+            form = wire.parse_form("", body, ctype) if request.method == "POST" else None
+            params = wire.parse_form(request.query, body if request.method == "POST" else b"", ctype)
+            try:
+                result = await authenticate(
+                    request,
+                    self.ctx.identity,
+                    service="ec2",
+                    region=self.ctx.config.region,
+                    body_sha256=hashlib.sha256(body).hexdigest(),
+                    form=form,
+                )
+            except AuthError as e:
+                raise auth_failure(e) from None
+            if result.principal is None:
+                raise Ec2Error("AuthFailure", "AWS was not able to validate the provided access credentials")
+            call = Call(self.ctx, result.principal, request_id)
+            env = wire.envelope(params)
+            version = env.version
+            answer = await self.dispatch(call, env)
+            return Response(200, list(XML), wire.render_response(env.action, answer, request_id, version))
+        except Ec2Error as e:
+            return Response(e.status, list(XML), wire.render_error(e, request_id))
+        except Exception:
+            log.exception("EC2 request failed request_id=%s", request_id)
+            error = Ec2Error("InternalError", "An internal error has occurred.")
+            return Response(error.status, list(XML), wire.render_error(error, request_id))
+
+    async def dispatch(self, call: Call, env: wire.QueryEnvelope) -> Any:
+        action = env.action
+        handler = self.handlers.get(action)
+        request_type = messages.REQUEST_TYPES.get(action)
+        if handler is None or request_type is None:
+            if not wire.is_known_action(action):
+                raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
+            raise Ec2Error("UnsupportedOperation", f"The action {action} is not supported by this cloud.")
+        typed = wire.parse_request(action, env.params, request_type)
+        if getattr(typed, "dry_run", False):
+            raise Ec2Error("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
+        return await handler(call, typed)
