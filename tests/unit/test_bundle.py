@@ -338,9 +338,6 @@ def test_sha1_of_signed_bytes_is_what_openssl_would_sign(keys: Keys) -> None:
 
     m = b.parse_manifest(build(keys))
     digest = hashlib.sha1(m.signed_bytes).digest()
-    keys.user_cert.public_key().verify(  # type: ignore[union-attr,call-arg]
-        bytes.fromhex(m.signature),
-        digest,
-        padding.PKCS1v15(),
-        utils.Prehashed(hashes.SHA1()),  # type: ignore[arg-type]
-    )
+    public = keys.user_cert.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(bytes.fromhex(m.signature), digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA1()))
