@@ -50,6 +50,40 @@ def signed_post(euca: Any, body: str, path: str = "/") -> httpx.Response:
     return httpx.post(url, content=body.encode(), headers=dict(req.headers.items()))
 
 
+def test_sigv2_form_post_and_query_get(euca: Any) -> None:
+    """euca2ools and older SDKs sign the Query API with Signature Version 2, in the form or the query string."""
+    from botocore.auth import SigV2Auth
+
+    creds = BotoCredentials(euca.admin.access_key, euca.admin.secret_key)
+    url = euca.url.rstrip("/") + "/services/compute"
+    post = AWSRequest(method="POST", url=url, data={"Action": "DescribeRegions", "Version": "2016-11-15"},
+                      headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    SigV2Auth(creds).add_auth(post)
+    prepared = post.prepare()
+    response = httpx.post(url, content=prepared.body, headers=dict(prepared.headers.items()))
+    assert response.status_code == 200, response.text
+    assert f"<regionName>{euca.region}</regionName>".encode() in response.content
+
+    get = AWSRequest(method="GET", url=url, params={"Action": "DescribeAvailabilityZones", "Version": "2016-11-15"})
+    SigV2Auth(creds).add_auth(get)
+    prepared = get.prepare()
+    response = httpx.get(prepared.url)
+    assert response.status_code == 200, response.text
+    assert b"<zoneState>available</zoneState>" in response.content
+
+    bad = httpx.get(prepared.url.replace("DescribeAvailabilityZones", "DescribeRegions"))
+    assert bad.status_code == 401 and b"<Code>AuthFailure</Code>" in bad.content
+
+
+def test_sigv4_get_with_query_string(euca: Any) -> None:
+    url = euca.url.rstrip("/") + "/?Action=DescribeRegions&Version=2016-11-15"
+    req = AWSRequest(method="GET", url=url)
+    SigV4Auth(BotoCredentials(euca.admin.access_key, euca.admin.secret_key), "ec2", euca.region).add_auth(req)
+    response = httpx.get(url, headers=dict(req.headers.items()))
+    assert response.status_code == 200, response.text
+    assert b"<DescribeRegionsResponse" in response.content
+
+
 # -- regions, zones, account attributes ------------------------------------------------------------------
 
 
@@ -112,6 +146,43 @@ def test_bad_credentials_are_auth_failure(euca: Any) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as err:
         unsigned.describe_regions()
     assert error_code(err) == "AuthFailure"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("Action=DescribeImages&Filter.1.Value.1=x", "InvalidParameterValue"),
+        ("Action=DescribeImages&Filter.1.Name=colour&Filter.1.Value.1=x", "InvalidParameterValue"),
+        ("Action=DescribeImages&MaxResults=99999999999999999999999", "InvalidParameterValue"),
+        ("Action=DescribeImages&MaxResults=x", "InvalidParameterValue"),
+        ("Action=DescribeImages&NextToken=%00%01", "InvalidPaginationToken"),
+        ("Action=DescribeImages&ImageId.1=emi-12345678&ImageId.1.Foo=1", "InvalidParameterValue"),
+        ("Action=DescribeImages&Colour=red", "UnknownParameter"),
+        ("Action=CreateTags&ResourceId.1=emi-12345678&Tag.1.Value=x", "InvalidParameterValue"),
+        ("Action=CreateTags&ResourceId.1=&Tag.1.Key=x", "InvalidID"),
+        ("Action=CreateKeyPair&KeyName=", "InvalidParameterValue"),
+        ("Action=CreateKeyPair&KeyName=k&KeyType=dsa", "InvalidParameterValue"),
+        ("Action=ImportKeyPair&KeyName=k&PublicKeyMaterial=AAAA", "InvalidKey.Format"),
+        ("Action=DeleteKeyPair", "MissingParameter"),
+        ("Action=ModifyImageAttribute&ImageId=emi-12345678", "MissingParameter"),
+        ("Action=DescribeImageAttribute&ImageId=emi-12345678&Attribute=bootMode", "UnsupportedOperation"),
+        ("Action=ResetImageAttribute&ImageId=emi-12345678&Attribute=kernel", "InvalidParameterValue"),
+        ("Action=RegisterImage&Name=ab", "InvalidAMIName.Malformed"),
+        ("Action=RegisterImage&Name=abc", "MissingParameter"),
+        ("Action=RegisterImage&Name=abc&ImageLocation=nobucket", "InvalidParameterValue"),
+        ("Action=RegisterImage&Name=abc&ImageLocation=b/m.xml&KernelId=eki-00000000", "InvalidAMIID.NotFound"),
+        ("Action=DescribeAvailabilityZones&ZoneName.1=verbose", None),
+        ("Action=&Version=2016-11-15", "MissingAction"),
+        ("Action=DescribeRegions&%ff=1", "MalformedQueryString"),
+    ],
+)
+def test_malformed_requests_get_ec2_errors(euca: Any, body: str, code: str | None) -> None:
+    response = signed_post(euca, body)
+    assert response.status_code < 500, response.text
+    if code is None:
+        assert response.status_code == 200, response.text
+    else:
+        assert f"<Code>{code}</Code>".encode() in response.content, response.text
 
 
 def test_dry_run(ec2: Any) -> None:
