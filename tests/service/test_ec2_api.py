@@ -257,6 +257,24 @@ def test_import_key_pairs_rsa_and_ed25519(ec2: Any) -> None:
     ec2.delete_key_pair(KeyName=name)
 
 
+def test_import_accepts_openssh_rfc4716_pem_and_der(ec2: Any) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    openssh = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    body = base64.b64encode(base64.b64decode(openssh.split()[1])).decode()
+    rfc4716 = "\n".join(
+        ["---- BEGIN SSH2 PUBLIC KEY ----", 'Comment: "2048-bit RSA, converted by me@host from OpenSSH"']
+        + [body[i : i + 70] for i in range(0, len(body), 70)]
+        + ["---- END SSH2 PUBLIC KEY ----", ""]
+    ).encode()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    expected = ":".join(f"{b:02x}" for b in hashlib.md5(der).digest())
+    for material in (openssh, rfc4716, pem, base64.b64encode(der)):
+        name = unique("fmt")
+        assert ec2.import_key_pair(KeyName=name, PublicKeyMaterial=material)["KeyFingerprint"] == expected
+        ec2.delete_key_pair(KeyName=name)
+
+
 def test_create_key_pair_with_tags_and_ed25519(ec2: Any) -> None:
     name = unique("tagged")
     created = ec2.create_key_pair(
@@ -308,6 +326,12 @@ def test_register_describe_and_deregister(ec2: Any, ec2_other: Any, account_ids:
     assert image["OwnerId"] == account_ids["eucalyptus"] and image["Public"] is False
     assert image["RootDeviceType"] == "instance-store" and image["Description"] == "a test image"
     assert image_id in [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]]
+    # The cloud admins' images answer to Owner=amazon, and an account name stands for its account.
+    for owner in ("amazon", "eucalyptus", account_ids["eucalyptus"]):
+        assert image_id in [i["ImageId"] for i in ec2.describe_images(Owners=[owner])["Images"]]
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.describe_images(Owners=["no-such-account"])
+    assert error_code(err) == "InvalidUserID.Malformed"
 
     # Private: the other account cannot see it, nor change it.
     with pytest.raises(botocore.exceptions.ClientError) as err:
