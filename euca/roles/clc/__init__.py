@@ -8,6 +8,7 @@ import trio
 
 from euca.core.http import Request, Response
 from euca.core.supervisor import RoleContext
+from euca.protocol.ec2 import wire
 from euca.roles.clc import images, instance_types, keypairs, tags, zones
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.schema import SCHEMA
@@ -62,6 +63,7 @@ class ClcRole:
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
         ctx.store.migrate("clc", SCHEMA)
+        wire.model()  # load the EC2 model (~50 ms) at start rather than on the first request
         self.apps = [Ec2App(ctx)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
