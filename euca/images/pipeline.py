@@ -56,6 +56,7 @@ MAX_PART_BYTES = 2 * PART_SIZE
 DEFAULT_CONCURRENCY = 4
 FETCH_ATTEMPTS = 3
 TAR_BLOCK = 512
+GZIP_MAGIC = b"\x1f\x8b\x08"  # gzip id bytes, then deflate
 MAX_TAR_META = 1024 * 1024
 
 Progress = Callable[[int, int], None]
@@ -237,12 +238,17 @@ async def _decrypt_stage(
     decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     # The last 16 plaintext bytes may be PKCS#7 padding: hold them back until the stream ends.
     held = b""
+    first = True
     async with parts, out:
         async for body in parts:
             plain = await trio.to_thread.run_sync(decryptor.update, body)
             del body
             if not plain:
                 continue
+            if first and plain[:3] != GZIP_MAGIC:
+                # A wrong key garbles every block, a wrong IV the first one: either way, no gzip header.
+                raise ImageKeyError("the decrypted bundle is not gzip data: wrong key or IV for this bundle")
+            first = False
             if held:
                 await out.send(memoryview(held))
             held = plain[-16:]
