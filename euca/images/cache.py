@@ -55,7 +55,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # A unique name in the cache's .tmp/ (cleaned at start): concurrent writers of one sidecar don't collide.
+    tmp = path.parent / TMP_DIR / f"{path.name}.{os.urandom(6).hex()}"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
