@@ -1,13 +1,29 @@
-"""Walrus: the S3 REST API."""
+"""Walrus: the S3 REST API, a real object store.
+
+app: request ids, virtual hosts, authentication, endpoint parsing, error rendering;
+handlers.py: one coroutine per S3 operation; meta.py: metadata (all SQL); storage.py: bytes on disk;
+acl.py: access control lists.
+"""
 
 from __future__ import annotations
 
+import base64
+import logging
+import secrets
 from typing import Any
 
 import trio
 
-from euca.core.http import Request, Response
+from euca.core.auth import AuthError, authenticate
+from euca.core.http import ClientDisconnected, Request, Response
 from euca.core.supervisor import RoleContext
+from euca.protocol import s3
+from euca.protocol.s3 import S3Error
+from euca.roles.walrus import meta
+from euca.roles.walrus.handlers import Call, Walrus
+from euca.roles.walrus.storage import Storage
+
+log = logging.getLogger("euca.walrus")
 
 
 class WalrusApp:
@@ -15,14 +31,74 @@ class WalrusApp:
     services = frozenset({"s3"})
     path_prefixes = ("/services/objectstorage", "/services/Walrus")
 
-    def __init__(self, ctx: RoleContext):
+    def __init__(self, ctx: RoleContext, walrus: Walrus):
         self.ctx = ctx
+        self.walrus = walrus
+        self.domains = tuple(d.lower().strip(".") for d in ctx.config.walrus.domains)
+
+    def virtual_bucket(self, request: Request) -> str | None:
+        """The bucket named by a Host of the form "<bucket>.<domain>" (virtual-host-style addressing)."""
+        if "mount" in request.context:
+            return None
+        host = (request.headers.get("host") or "").lower()
+        if host.startswith("["):
+            return None
+        host = host.rsplit(":", 1)[0] if ":" in host else host
+        for domain in self.domains:
+            if host.endswith("." + domain):
+                return host[: -len(domain) - 1] or None
+        return None
 
     def claims(self, request: Request) -> bool:
-        return False
+        return self.virtual_bucket(request) is not None
 
     async def handle(self, request: Request) -> Response:
-        return Response(501, [("Content-Type", "text/plain")], b"walrus not built yet\n")
+        request_id = secrets.token_hex(8).upper()
+        host_id = base64.b64encode(secrets.token_bytes(24)).decode()
+        try:
+            vbucket = self.virtual_bucket(request)
+            try:
+                auth = await authenticate(request, self.ctx.identity, service="s3", region=self.ctx.config.region,
+                                          virtual_bucket=vbucket)
+                endpoint = s3.parse_request(request.method, request.path, request.query, request.headers, vbucket)
+                response = await self.walrus.dispatch(Call(request, auth, request_id), endpoint)
+            except AuthError as e:
+                raise S3Error(e.code, e.message, e.status) from e
+        except S3Error as e:
+            await self.drain_small_body(request)
+            response = self.error_response(request, e, request_id, host_id)
+        except ClientDisconnected:
+            raise
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except Exception:
+            log.exception("walrus: %s %s failed", request.method, request.target[:200])
+            response = self.error_response(request, S3Error("InternalError"), request_id, host_id)
+        response.headers.append(("x-amz-request-id", request_id))
+        response.headers.append(("x-amz-id-2", host_id))
+        return response
+
+    @staticmethod
+    async def drain_small_body(request: Request) -> None:
+        """Read what is left of a small refused body before answering. Clients such as botocore send
+        `Expect: 100-continue` together with a small body; closing with those bytes unread would make the
+        kernel reset the connection and the client would lose the error response."""
+        length = request.headers.get("content-length")
+        if request.body.done or not length or not length.isdigit() or int(length) > 1024 * 1024:
+            return
+        try:
+            while await request.body.read():
+                pass
+        except ClientDisconnected:
+            pass
+
+    @staticmethod
+    def error_response(request: Request, e: S3Error, request_id: str, host_id: str) -> Response:
+        headers = list(e.headers)
+        if e.status == 304 or request.method == "HEAD":
+            return Response(e.status, headers, b"")
+        body = s3.render_error(e, request.context.get("raw_path", request.path), request_id, host_id)
+        return Response(e.status, [("Content-Type", "application/xml"), *headers], body)
 
 
 class WalrusRole:
@@ -30,9 +106,17 @@ class WalrusRole:
 
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
-        self.apps = [WalrusApp(ctx)]
+        ctx.store.migrate("walrus", meta.SCHEMA)
+        self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
+        self.walrus = Walrus(ctx.store, ctx.identity, self.storage, ctx.config.region)
+        self.apps = [WalrusApp(ctx, self.walrus)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        removed = await trio.to_thread.run_sync(self.storage.prepare)
+        if removed:
+            log.info("removed %d unfinished upload file(s) left by an earlier run", removed)
+        await self.walrus.load()
+        log.info("walrus ready objects_dir=%s buckets=%d", self.storage.root, len(self.walrus.buckets))
         task_status.started()
         await trio.sleep_forever()
 

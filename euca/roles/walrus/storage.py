@@ -1,0 +1,286 @@
+"""Object bytes on disk: temp file -> hash in the same pass -> fsync -> rename into a fan-out layout.
+
+Layout under the objects dir: `ab/cd/<32 hex>` (two levels of 256 directories, so even a hundred million
+objects stay at a few thousand files per directory) and `tmp/` for uploads in progress. Every blocking call
+runs in trio.to_thread; bytes are gathered into ~1 MiB batches before a thread hop.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+from awscrt import checksums as crt
+
+from euca.protocol.s3 import S3Error
+
+log = logging.getLogger("euca.walrus")
+
+BATCH = 1024 * 1024
+COPY_CHUNK = 8 * 1024 * 1024
+
+
+class Checksum:
+    """One running checksum of the x-amz-checksum-* family; `digest()` is the raw big-endian value."""
+
+    def __init__(self, algorithm: str):
+        self.algorithm = algorithm
+        self._crc = 0
+        self._hash: Any = None
+        if algorithm == "SHA1":
+            self._hash = hashlib.sha1()
+        elif algorithm == "SHA256":
+            self._hash = hashlib.sha256()
+        elif algorithm not in ("CRC32", "CRC32C", "CRC64NVME"):
+            raise ValueError(algorithm)
+
+    def update(self, data: bytes | memoryview) -> None:
+        a = self.algorithm
+        if a == "CRC32":
+            self._crc = zlib.crc32(data, self._crc)
+        elif a == "CRC32C":
+            self._crc = crt.crc32c(data, self._crc)
+        elif a == "CRC64NVME":
+            self._crc = crt.crc64nvme(data, self._crc)
+        else:
+            self._hash.update(data)
+
+    def digest(self) -> bytes:
+        if self._hash is not None:
+            return bytes(self._hash.digest())
+        return self._crc.to_bytes(8 if self.algorithm == "CRC64NVME" else 4, "big")
+
+    def b64(self) -> str:
+        return base64.b64encode(self.digest()).decode()
+
+
+def checksum_of(algorithm: str, data: bytes) -> bytes:
+    c = Checksum(algorithm)
+    c.update(data)
+    return c.digest()
+
+
+def combine_crc(algorithm: str, parts: Iterable[tuple[bytes, int]]) -> bytes:
+    """The CRC of a whole object from its parts' CRCs and sizes (FULL_OBJECT multipart checksums)."""
+    crc = 0
+    for raw, size in parts:
+        value = int.from_bytes(raw, "big")
+        if algorithm == "CRC32":
+            crc = crt.combine_crc32(crc, value, size)
+        elif algorithm == "CRC32C":
+            crc = crt.combine_crc32c(crc, value, size)
+        else:
+            crc = crt.combine_crc64nvme(crc, value, size)
+    return crc.to_bytes(8 if algorithm == "CRC64NVME" else 4, "big")
+
+
+class BodyStream(Protocol):
+    async def read(self, max_bytes: int = ...) -> bytes: ...
+
+
+class Written:
+    """What a finished write produced."""
+
+    __slots__ = ("storage_id", "size", "md5", "checksum")
+
+    def __init__(self, storage_id: str, size: int, md5: str, checksum: Checksum | None):
+        self.storage_id = storage_id
+        self.size = size
+        self.md5 = md5
+        self.checksum = checksum
+
+
+class Storage:
+    def __init__(self, root: Path):
+        self.root = root
+        self.tmp = root / "tmp"
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def prepare(self) -> int:
+        """Create the layout and remove temp files of uploads that never finished. Returns how many."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        if self.tmp.exists():
+            for entry in os.scandir(self.tmp):
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                    removed += 1
+                except OSError as e:
+                    log.warning("cannot remove leftover %s: %s", entry.path, e)
+        self.tmp.mkdir(exist_ok=True)
+        return removed
+
+    # -- paths ------------------------------------------------------------------------------------
+
+    def path(self, storage_id: str) -> Path:
+        return self.root / storage_id[:2] / storage_id[2:4] / storage_id
+
+    def _final(self, tmp_path: str) -> str:
+        storage_id = os.path.basename(tmp_path)
+        final = self.path(storage_id)
+        try:
+            os.rename(tmp_path, final)
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp_path, final)
+        return storage_id
+
+    def _new_tmp(self) -> tuple[str, int]:
+        path = str(self.tmp / uuid.uuid4().hex)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return path, fd
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    async def write_stream(
+        self,
+        stream: BodyStream,
+        algorithm: str | None,
+        *,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+    ) -> Written:
+        """Stream a body to a new file, hashing MD5 (+ `algorithm`) on the way; fsync; rename into place.
+
+        A client that goes away leaves only a temp file (removed here, or at the next start if killed)."""
+        md5 = hashlib.md5()
+        checksum = Checksum(algorithm) if algorithm else None
+        state: dict[str, Any] = {"fd": -1, "path": None, "size": 0}
+
+        def flush(data: bytes | bytearray, final: bool) -> str | None:
+            if state["fd"] < 0:
+                state["path"], state["fd"] = self._new_tmp()
+            fd = state["fd"]
+            view = memoryview(data)
+            if view:
+                md5.update(view)
+                if checksum is not None:
+                    checksum.update(view)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            if not final:
+                return None
+            os.fsync(fd)
+            os.close(fd)
+            state["fd"] = -1
+            return self._final(state["path"])
+
+        buf = bytearray()
+        size = 0
+        try:
+            while True:
+                chunk = await stream.read(BATCH)
+                if chunk:
+                    size += len(chunk)
+                    if max_size is not None and size > max_size:
+                        raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(max_size))
+                    buf += chunk
+                    if len(buf) < BATCH:
+                        continue
+                    await trio.to_thread.run_sync(flush, buf, False)
+                    buf = bytearray()
+                    continue
+                if expected_size is not None and size != expected_size:
+                    raise S3Error("IncompleteBody")
+                storage_id = await trio.to_thread.run_sync(flush, buf, True)
+                assert storage_id is not None
+                return Written(storage_id, size, md5.hexdigest(), checksum)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._discard_tmp, state["fd"], state["path"])
+            raise
+
+    @staticmethod
+    def _discard_tmp(fd: int, path: str | None) -> None:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def copy_sync(
+        self, sources: list[tuple[str, int, int]], algorithm: str | None, hash_md5: bool = True
+    ) -> Written:
+        """A new file from byte ranges (storage_id, offset, length) of existing files, hashed on the way.
+
+        With hash_md5=False and no algorithm the bytes move with copy_file_range and never enter Python."""
+        md5 = hashlib.md5()
+        checksum = Checksum(algorithm) if algorithm else None
+        path, fd = self._new_tmp()
+        size = 0
+        try:
+            for storage_id, offset, length in sources:
+                with open(self.path(storage_id), "rb", buffering=0) as src:
+                    if not hash_md5 and checksum is None:
+                        remaining = length
+                        off = offset
+                        while remaining > 0:
+                            n = os.copy_file_range(src.fileno(), fd, min(remaining, 1 << 30), off)
+                            if n <= 0:
+                                raise OSError("source shorter than recorded")
+                            off += n
+                            remaining -= n
+                    else:
+                        src.seek(offset)
+                        remaining = length
+                        while remaining > 0:
+                            data = src.read(min(COPY_CHUNK, remaining))
+                            if not data:
+                                raise OSError("source shorter than recorded")
+                            remaining -= len(data)
+                            md5.update(data)
+                            if checksum is not None:
+                                checksum.update(data)
+                            view = memoryview(data)
+                            while view:
+                                n = os.write(fd, view)
+                                view = view[n:]
+                size += length
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            return Written(self._final(path), size, md5.hexdigest(), checksum)
+        except BaseException:
+            self._discard_tmp(fd, path)
+            raise
+
+    async def copy(self, sources: list[tuple[str, int, int]], algorithm: str | None,
+                   hash_md5: bool = True) -> Written:
+        return await trio.to_thread.run_sync(self.copy_sync, sources, algorithm, hash_md5)
+
+    # -- reading and removing -----------------------------------------------------------------------
+
+    def open(self, storage_id: str) -> int:
+        return os.open(self.path(storage_id), os.O_RDONLY | os.O_CLOEXEC)
+
+    def remove_sync(self, storage_ids: Iterable[str]) -> None:
+        for storage_id in storage_ids:
+            try:
+                os.unlink(self.path(storage_id))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("cannot remove object file %s: %s", storage_id, e)
+
+    async def remove(self, storage_ids: list[str]) -> None:
+        if storage_ids:
+            await trio.to_thread.run_sync(self.remove_sync, storage_ids)
