@@ -698,10 +698,11 @@ class Walrus:
         by_number = {p.part_number: p for p in stored}
         chosen: list[meta.PartRow] = []
         previous = 0
-        for i, want in enumerate(requested):
+        for want in requested:
             if want.part_number <= previous:
                 raise S3Error("InvalidPartOrder")
             previous = want.part_number
+        for i, want in enumerate(requested):
             have = by_number.get(want.part_number)
             if have is None or have.etag != want.etag:
                 raise S3Error("InvalidPart", UploadId=ep.upload_id, PartNumber=str(want.part_number),
