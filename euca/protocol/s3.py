@@ -18,6 +18,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import parse_qsl, quote, unquote
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -197,6 +198,14 @@ def _url(value: str, encode: bool) -> str:
     return quote(value, safe="/~-_.") if encode else value
 
 
+class HeaderMap(Protocol):
+    """Request headers by lower-case name (euca.core.http.Headers, or a plain dict in tests)."""
+
+    def get(self, name: str, default: str | None = None) -> str | None: ...
+    def __contains__(self, name: str) -> bool: ...
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 # -- bucket naming ---------------------------------------------------------------------------------
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -352,7 +361,7 @@ _GRANT_HEADERS = {
 }
 
 
-def _parse_acl_headers(headers: Mapping[str, str]) -> AclRequest:
+def _parse_acl_headers(headers: HeaderMap) -> AclRequest:
     canned = headers.get("x-amz-acl")
     grants: list[Grant] = []
     for name, permission in _GRANT_HEADERS.items():
@@ -429,7 +438,7 @@ _STD_HEADER_NAMES = {
 }
 
 
-def _parse_object_headers(headers: Mapping[str, str]) -> ObjectHeaders:
+def _parse_object_headers(headers: HeaderMap) -> ObjectHeaders:
     encoding = headers.get("content-encoding")
     if encoding is not None:
         # aws-chunked is transfer framing, not a property of the object (S3 drops it).
@@ -467,7 +476,7 @@ class ChecksumRequest:
     content_md5: str | None = None  # base64, as sent
 
 
-def _parse_checksum(headers: Mapping[str, str]) -> ChecksumRequest:
+def _parse_checksum(headers: HeaderMap) -> ChecksumRequest:
     req = ChecksumRequest()
     md5 = headers.get("content-md5")
     if md5 is not None:
@@ -506,8 +515,8 @@ class CopySource:
     conditions: Conditions
 
 
-def _parse_copy_source(headers: Mapping[str, str]) -> CopySource:
-    raw = headers.get("x-amz-copy-source", "")
+def _parse_copy_source(headers: HeaderMap) -> CopySource:
+    raw = headers.get("x-amz-copy-source") or ""
     path, _, q = raw.partition("?")
     version_id = None
     if q:
@@ -858,7 +867,7 @@ def parse_query(query: str) -> dict[str, str]:
 
 
 def parse_request(
-    method: str, path: str, query: str, headers: Mapping[str, str], virtual_bucket: str | None = None
+    method: str, path: str, query: str, headers: HeaderMap, virtual_bucket: str | None = None
 ) -> Endpoint:
     """One typed endpoint for a request; S3Error for what cannot be an S3 request at all.
 
@@ -880,7 +889,7 @@ def parse_request(
     return _parse_object_op(method, bucket, key, q, headers)
 
 
-def _parse_bucket_op(method: str, bucket: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoint:
+def _parse_bucket_op(method: str, bucket: str, q: Mapping[str, str], h: HeaderMap) -> Endpoint:
     if method == "PUT":
         if "versioning" in q:
             return PutBucketVersioning(bucket)
@@ -964,7 +973,7 @@ def _version(q: Mapping[str, str]) -> str | None:
     return v
 
 
-def _conditions(h: Mapping[str, str]) -> Conditions:
+def _conditions(h: HeaderMap) -> Conditions:
     return Conditions(
         if_match=h.get("if-match"),
         if_none_match=h.get("if-none-match"),
@@ -973,7 +982,7 @@ def _conditions(h: Mapping[str, str]) -> Conditions:
     )
 
 
-def _content_length(h: Mapping[str, str]) -> int | None:
+def _content_length(h: HeaderMap) -> int | None:
     raw = h.get("x-amz-decoded-content-length") or h.get("content-length")
     if raw is None:
         return None
@@ -1008,7 +1017,7 @@ _OVERRIDES = {
 }
 
 
-def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoint:
+def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h: HeaderMap) -> Endpoint:
     if method == "PUT":
         if "uploadId" in q:
             if "x-amz-copy-source" in h:
