@@ -15,6 +15,7 @@ from euca.core.identity import ADMIN_USER, Identity, IdentityError
 from euca.core.pki import CloudCA
 from euca.core.store import open_store
 from euca.core.supervisor import RoleNotBuilt, Supervisor, resolve_roles, serve_until_signalled
+from euca.images.cli import bundle_image_command, unbundle_command
 
 
 def setup_logging(level: str) -> None:
@@ -234,6 +235,10 @@ def _write_user_credentials(cfg: Config, key: Any) -> str:
         cloud_cert_pem=ca.cert_pem,
     )
     return str(directory)
+
+
+main.add_command(bundle_image_command)
+main.add_command(unbundle_command)
 
 
 if __name__ == "__main__":
