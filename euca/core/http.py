@@ -221,7 +221,10 @@ class _Connection:
 
     async def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         with trio.move_on_after(self.limits.io_timeout) as cs:
-            await self.stream.send_all(data)
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                raise ClientDisconnected(f"send: {e}") from e
         if cs.cancelled_caught:
             raise ClientDisconnected("timed out sending to the client")
 
@@ -523,6 +526,9 @@ class HttpServer:
         self.connections.add(conn)
         try:
             await conn.run()
+        except Exception:
+            # One connection's failure must never take the listener (and the cloud) down with it.
+            log.exception("connection from %s failed", conn.client[0])
         finally:
             self.connections.discard(conn)
 

@@ -358,3 +358,30 @@ async def test_graceful_shutdown_finishes_in_flight_and_closes_idle() -> None:
     assert quick.status_code == 200
     assert (response.status_code, body) == (200, b"finished")
     assert header(response, "connection") == "close"
+
+
+async def test_client_gone_mid_response_does_not_stop_the_server() -> None:
+    """A peer that resets while its large response is being sent costs its connection only."""
+    big = b"x" * (8 << 20)
+    handler_entered = trio.Event()
+
+    async def handler(request: Request) -> Response:
+        handler_entered.set()
+        return Response(200, [], big)
+
+    async with serving(handler) as server:
+        for _ in range(3):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            # SO_LINGER 0: close() sends RST, so the server's next send fails with EPIPE/ECONNRESET.
+            import socket as pysocket
+            import struct
+
+            stream.socket.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.send_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            await handler_entered.wait()
+            await stream.receive_some(1024)
+            await stream.aclose()
+            handler_entered = trio.Event()
+        client = await Client.connect(server.port)
+        response, body = await client.request("GET", "/after")
+        assert response.status_code == 200 and len(body) == len(big)
