@@ -166,6 +166,14 @@ def _s3_strings(
     )
     if wider != resources[0]:
         resources.append(wider)
+    # botocore's HmacV1Auth signs a bucket-level path-style request as "/bucket/" (its auth_path, taken
+    # before the trailing slash is dropped from the URL), so accept the other spelling of a bare bucket.
+    for res in list(resources):
+        path, sep, query = res.partition("?")
+        if path.count("/") == 1 and len(path) > 1:
+            resources.append(f"{path}/{sep}{query}")
+        elif path.count("/") == 2 and path.endswith("/") and len(path) > 2:
+            resources.append(f"{path[:-1]}{sep}{query}")
     return [
         f"{method.upper()}\n{md5}\n{ctype}\n{date}\n{amz}{res}" for date in date_lines for res in resources
     ]
@@ -189,8 +197,10 @@ def parse_s3_header_auth(
         )
     amz_date = _header(headers, "x-amz-date")
     date = _header(headers, "date")
-    when = parse_http_date(amz_date) if amz_date else (parse_http_date(date) if date else None)
-    if when is None:
+    # An x-amz-date that is present overrides Date even when empty (S3 then refuses it as invalid);
+    # a date before the epoch is refused as invalid too, not as skewed.
+    when = parse_http_date(amz_date) if amz_date is not None else (parse_http_date(date) if date else None)
+    if when is None or when < 0:
         raise SignatureError(
             "AccessDenied", "AWS authentication requires a valid Date or x-amz-date header", 403
         )
