@@ -41,3 +41,10 @@ def test_sigv2_bad_amz_date_is_access_denied(euca, amz_date):
     with pytest.raises(ClientError) as e:
         v2.create_bucket(Bucket=f"v2-{uuid.uuid4().hex[:12]}")
     assert code(e) == "AccessDenied"
+
+
+def test_group_grants_render_before_the_owner(s3_client, bucket_name):
+    s3_client.create_bucket(Bucket=bucket_name, ACL="public-read-write")
+    grants = s3_client.get_bucket_acl(Bucket=bucket_name)["Grants"]
+    assert [g["Grantee"]["Type"] for g in grants] == ["Group", "Group", "CanonicalUser"]
+    assert grants[2]["Permission"] == "FULL_CONTROL" and grants[2]["Grantee"]["ID"]

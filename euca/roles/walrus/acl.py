@@ -5,6 +5,7 @@ Stored form (JSON in the store): {"owner": id, "owner_name": name, "grants": [[p
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from euca.core.identity import Principal
@@ -45,27 +46,39 @@ def from_grants(owner_id: str, owner_name: str, grants: list[Grant]) -> Acl:
 
 
 def to_policy(acl: Acl) -> AccessControlPolicy:
+    # Group (URI) grants are listed before user grants, as Ceph RGW does: clients such as s3-tests index
+    # into the list (the owner's FULL_CONTROL comes last in a public-read-write ACL) and sort user grants
+    # by DisplayName only when the first grant has one.
+    grants = sorted(acl.get("grants", []), key=lambda g: 0 if g[1] == "Group" else 1)
     return AccessControlPolicy(
         acl.get("owner", ""),
         acl.get("owner_name", ""),
-        [Grant(g[0], g[1], g[2], g[3]) for g in acl.get("grants", [])],
+        [Grant(g[0], g[1], g[2], g[3]) for g in grants],
     )
 
 
 _IMPLIED = {"READ", "WRITE", "READ_ACP", "WRITE_ACP"}
 
+# Set by policy.py around one request: the bucket policy allows it (every ACL check passes), and the bucket's
+# public access block says to ignore grants to everyone / to all authenticated users.
+POLICY_GRANT: ContextVar[bool] = ContextVar("walrus_policy_grant", default=False)
+IGNORE_PUBLIC_ACLS: ContextVar[bool] = ContextVar("walrus_ignore_public_acls", default=False)
+
 
 def allowed(acl: Acl | None, principal: Principal | None, permission: str) -> bool:
     """Whether `principal` (None: anonymous) holds `permission` through `acl`; owners always keep the ACP ones."""
+    if POLICY_GRANT.get():
+        return True
     if acl is None:
         return False
+    ignore_public = IGNORE_PUBLIC_ACLS.get()
     if principal is not None and acl.get("owner") == principal.canonical_id:
         if permission in ("READ_ACP", "WRITE_ACP"):
             return True
     for perm, gtype, grantee, _ in acl.get("grants", []):
         if perm != permission and not (perm == "FULL_CONTROL" and permission in _IMPLIED):
             continue
-        if gtype == "Group":
+        if gtype == "Group" and not ignore_public:
             if grantee == ALL_USERS:
                 return True
             if grantee == AUTHENTICATED_USERS and principal is not None:
