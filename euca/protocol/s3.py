@@ -627,6 +627,13 @@ class DeleteBucketTagging(BucketOp):
 
 
 @dataclass(slots=True)
+class PostObject(BucketOp):
+    """A browser-based upload (an HTML form, multipart/form-data): see euca/protocol/s3_post.py."""
+
+    content_type: str = ""
+
+
+@dataclass(slots=True)
 class ListObjects(BucketOp):
     prefix: str = ""
     delimiter: str = ""
@@ -875,6 +882,11 @@ def parse_request(
     bucket, key = split_path(path, virtual_bucket)
     q = parse_query(query) if query else {}
     method = method.upper()
+    from euca.protocol import s3_policy  # imports this module: resolved at call time
+
+    policy_op = s3_policy.parse_endpoint(method, bucket, key, q)
+    if policy_op is not None:
+        return policy_op
     for sub in _UNSUPPORTED_SUBRESOURCES:
         if sub in q:
             return Unsupported(f"{method} ?{sub}", bucket, key)
@@ -959,6 +971,9 @@ def _parse_bucket_op(method: str, bucket: str, q: Mapping[str, str], h: HeaderMa
     if method == "POST":
         if "delete" in q:
             return DeleteObjects(bucket)
+        content_type = h.get("content-type") or ""
+        if not q.keys() - {"x-id"} and content_type.lower().startswith("multipart/form-data"):
+            return PostObject(bucket, content_type)
         return Unsupported("POST bucket (browser-based upload)", bucket)
     raise S3Error("MethodNotAllowed", Method=method, ResourceType="BUCKET")
 

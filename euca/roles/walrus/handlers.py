@@ -25,6 +25,8 @@ from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
 from euca.roles.walrus.meta import BucketRow, ObjectRow
+from euca.roles.walrus.policy import Policies
+from euca.roles.walrus.post_object import post_object
 from euca.roles.walrus.storage import Checksum, Storage, Written, checksum_of, combine_crc
 
 log = logging.getLogger("euca.walrus")
@@ -101,6 +103,7 @@ class Walrus:
             s3.ListMultipartUploads: self.list_multipart_uploads,
             s3.DeleteObjects: self.delete_objects,
             s3.PutObject: self.put_object,
+            s3.PostObject: lambda call, ep: post_object(self, call, ep),
             s3.GetObject: self.get_object,
             s3.HeadObject: self.get_object,
             s3.DeleteObject: self.delete_object,
@@ -117,16 +120,19 @@ class Walrus:
             s3.PutObjectTagging: self.put_object_tagging,
             s3.DeleteObjectTagging: self.delete_object_tagging,
         }
+        self.policies = Policies(self)
+        self._routes.update(self.policies.routes())
 
     async def load(self) -> None:
         self.buckets = {b.name: b for b in await self.store.read(meta.load_buckets)}
+        await self.policies.load()
 
     async def dispatch(self, call: Call, endpoint: Any) -> Response:
         route = self._routes.get(type(endpoint))
         if route is None:
             what = endpoint.what if isinstance(endpoint, s3.Unsupported) else type(endpoint).__name__
             raise S3Error("NotImplemented", f"Walrus does not implement {what}")
-        return await route(call, endpoint)
+        return await self.policies.guard(call, endpoint, route)
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -138,7 +144,7 @@ class Walrus:
 
     @staticmethod
     def require(ok: bool) -> None:
-        if not ok:
+        if not ok and not acls.POLICY_GRANT.get():
             raise S3Error("AccessDenied")
 
     def bucket_access(self, call: Call, name: str, permission: str) -> BucketRow:
@@ -398,17 +404,24 @@ class Walrus:
         await self._check_write_conditions(b.name, ep.key, ep.conditions)
         acl = await self.acl_for(ep.acl, owner, (b.owner_id, b.owner_name))
         written = await self._receive(call, ep.checksum, ep.checksum.algorithm, ep.content_length, s3.MAX_PUT_SIZE)
+        row = await self.store_object(b, ep.key, written, owner, ep.headers, ep.checksum.algorithm, acl, ep.tagging)
+        headers = [("ETag", s3.quote_etag(row.etag)), *self.version_headers(b, row)]
+        if row.checksum:
+            headers.append((f"x-amz-checksum-{(row.checksum_algorithm or '').lower()}", row.checksum))
+        return _empty(200, headers)
+
+    async def store_object(self, b: BucketRow, key: str, written: Written, owner: tuple[str, str],
+                           headers: s3.ObjectHeaders, algorithm: str | None, acl: acls.Acl,
+                           tags: dict[str, str] | None) -> ObjectRow:
+        """Make a written file the object `key` (PutObject and POST Object); the file is removed on failure."""
         checksum = written.checksum.b64() if written.checksum else None
-        row = ObjectRow(ep.key, "", written.size, written.md5, time.time(), written.storage_id, owner[0], owner[1],
-                        ep.headers.to_dict(), ep.checksum.algorithm, "FULL_OBJECT" if checksum else None, checksum,
-                        None, acl, ep.tagging or None)
+        row = ObjectRow(key, "", written.size, written.md5, time.time(), written.storage_id, owner[0], owner[1],
+                        headers.to_dict(), algorithm, "FULL_OBJECT" if checksum else None, checksum,
+                        None, acl, tags or None)
         removed = await self.commit(lambda tx: meta.put_object(tx, b.name, row), [written.storage_id])
         await self.storage.remove(removed)
-        log.info("put bucket=%s key=%s size=%d etag=%s version=%s", b.name, ep.key, row.size, row.etag, row.version_id)
-        headers = [("ETag", s3.quote_etag(row.etag)), *self.version_headers(b, row)]
-        if checksum:
-            headers.append((f"x-amz-checksum-{(row.checksum_algorithm or '').lower()}", checksum))
-        return _empty(200, headers)
+        log.info("put bucket=%s key=%s size=%d etag=%s version=%s", b.name, key, row.size, row.etag, row.version_id)
+        return row
 
     def _object_headers(self, b: BucketRow, o: ObjectRow, checksum_mode: bool) -> list[tuple[str, str]]:
         headers = [

@@ -78,6 +78,14 @@ SCHEMA = [
         PRIMARY KEY (upload_id, part_number)
     );
     """,
+    # Bucket policies and public access block settings (JSON text each; NULL: none set).
+    """
+    CREATE TABLE walrus_bucket_policies (
+        bucket TEXT PRIMARY KEY,
+        policy TEXT,
+        public_access_block TEXT
+    );
+    """,
 ]
 
 _enc = msgspec.json.Encoder()

@@ -1,0 +1,409 @@
+"""S3 bucket policies (sans-I/O): the typed endpoints for ?policy, ?policyStatus and ?publicAccessBlock, parsing and
+validating a policy document, and evaluating it for one request (explicit Deny wins, then Allow, else no opinion).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from xml.etree import ElementTree
+
+from euca.protocol.s3 import BucketOp, S3Error
+
+ALLOW = "Allow"
+DENY = "Deny"
+
+# -- endpoints -------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PutBucketPolicy(BucketOp):
+    pass
+
+
+@dataclass(slots=True)
+class GetBucketPolicy(BucketOp):
+    pass
+
+
+@dataclass(slots=True)
+class DeleteBucketPolicy(BucketOp):
+    pass
+
+
+@dataclass(slots=True)
+class GetBucketPolicyStatus(BucketOp):
+    pass
+
+
+@dataclass(slots=True)
+class PutPublicAccessBlock(BucketOp):
+    pass
+
+
+@dataclass(slots=True)
+class GetPublicAccessBlock(BucketOp):
+    pass
+
+
+@dataclass(slots=True)
+class DeletePublicAccessBlock(BucketOp):
+    pass
+
+
+_ENDPOINTS: dict[tuple[str, str], type[BucketOp]] = {
+    ("PUT", "policy"): PutBucketPolicy,
+    ("GET", "policy"): GetBucketPolicy,
+    ("DELETE", "policy"): DeleteBucketPolicy,
+    ("GET", "policyStatus"): GetBucketPolicyStatus,
+    ("PUT", "publicAccessBlock"): PutPublicAccessBlock,
+    ("GET", "publicAccessBlock"): GetPublicAccessBlock,
+    ("DELETE", "publicAccessBlock"): DeletePublicAccessBlock,
+}
+
+
+def parse_endpoint(method: str, bucket: str | None, key: str | None, q: Mapping[str, str]) -> BucketOp | None:
+    """The policy endpoint a bucket-level request selects, or None when it is not one of them."""
+    if bucket is None or key is not None:
+        return None
+    for sub in ("policyStatus", "publicAccessBlock", "policy"):
+        if sub in q:
+            cls = _ENDPOINTS.get((method, sub))
+            return cls(bucket) if cls is not None else None
+    return None
+
+
+# -- policy documents ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Statement:
+    effect: str
+    principals: list[str] | None = None  # "*" or account ids/arns; None: no Principal element
+    not_principals: list[str] | None = None
+    actions: list[str] | None = None
+    not_actions: list[str] | None = None
+    resources: list[str] | None = None
+    not_resources: list[str] | None = None
+    conditions: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (operator, key, values)
+
+
+@dataclass(slots=True)
+class Policy:
+    statements: list[Statement]
+
+
+def _malformed(msg: str) -> S3Error:
+    return S3Error("MalformedPolicy", msg)
+
+
+def _str_list(v: Any, what: str) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return list(v)
+    raise _malformed(f"Invalid {what}")
+
+
+def _principals(v: Any) -> list[str]:
+    if v == "*":
+        return ["*"]
+    if isinstance(v, dict):
+        out: list[str] = []
+        for kind, ids in v.items():
+            if kind not in ("AWS", "CanonicalUser", "Service", "Federated"):
+                raise _malformed("Invalid principal in policy")
+            out += _str_list(ids, "principal")
+        return out
+    raise _malformed("Invalid principal in policy")
+
+
+_KNOWN_OPERATORS = {
+    "StringEquals", "StringNotEquals", "StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase", "StringLike",
+    "StringNotLike", "NumericEquals", "NumericNotEquals", "NumericLessThan", "NumericLessThanEquals",
+    "NumericGreaterThan", "NumericGreaterThanEquals", "DateEquals", "DateNotEquals", "DateLessThan",
+    "DateLessThanEquals", "DateGreaterThan", "DateGreaterThanEquals", "Bool", "IpAddress", "NotIpAddress",
+    "ArnEquals", "ArnLike", "ArnNotEquals", "ArnNotLike", "Null",
+}
+
+
+def _base_operator(op: str) -> str:
+    op = op.removesuffix("IfExists")
+    for prefix in ("ForAnyValue:", "ForAllValues:"):
+        op = op.removeprefix(prefix)
+    return op
+
+
+def parse_policy(text: bytes | str, bucket: str) -> Policy:
+    """Parse and validate a policy document; MalformedPolicy for anything S3 would refuse."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise _malformed("Policies must be valid JSON and the first byte must be '{'") from None
+    if not isinstance(doc, dict):
+        raise _malformed("Policies must be valid JSON and the first byte must be '{'")
+    version = doc.get("Version")
+    if version is not None and version not in ("2012-10-17", "2008-10-17"):
+        raise _malformed("Invalid policy document version")
+    raw = doc.get("Statement")
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise _malformed("Missing required field Statement")
+    statements = []
+    for s in raw:
+        if not isinstance(s, dict):
+            raise _malformed("Invalid statement")
+        effect = s.get("Effect")
+        if effect not in (ALLOW, DENY):
+            raise _malformed("Invalid effect")
+        st = Statement(effect)
+        if "Principal" in s:
+            st.principals = _principals(s["Principal"])
+        if "NotPrincipal" in s:
+            st.not_principals = _principals(s["NotPrincipal"])
+        if st.principals is None and st.not_principals is None:
+            raise _malformed("Missing required field Principal")
+        if "Action" in s:
+            st.actions = _str_list(s["Action"], "action")
+        if "NotAction" in s:
+            st.not_actions = _str_list(s["NotAction"], "action")
+        if st.actions is None and st.not_actions is None:
+            raise _malformed("Missing required field Action")
+        for a in (st.actions or []) + (st.not_actions or []):
+            if a != "*" and not a.lower().startswith("s3:"):
+                raise _malformed("Policy has invalid action")
+        if "Resource" in s:
+            st.resources = _str_list(s["Resource"], "resource")
+        if "NotResource" in s:
+            st.not_resources = _str_list(s["NotResource"], "resource")
+        if st.resources is None and st.not_resources is None:
+            raise _malformed("Missing required field Resource")
+        for r in (st.resources or []) + (st.not_resources or []):
+            if r == "*":
+                continue
+            if not r.startswith("arn:aws:s3:::"):
+                raise _malformed("Policy has invalid resource")
+            target = r[len("arn:aws:s3:::"):].split("/", 1)[0]
+            if not fnmatch.fnmatchcase(bucket, target.replace("[", "[[]")):
+                raise _malformed("Policy has invalid resource")
+        cond = s.get("Condition", {})
+        if not isinstance(cond, dict):
+            raise _malformed("Invalid Condition")
+        for op, body in cond.items():
+            if _base_operator(op) not in _KNOWN_OPERATORS or not isinstance(body, dict):
+                raise _malformed(f"Invalid Condition type : {op}")
+            for key, values in body.items():
+                if isinstance(values, (bool, int, float)):
+                    values = str(values).lower() if isinstance(values, bool) else str(values)
+                if isinstance(values, list):
+                    values = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+                st.conditions.append((op, key, _str_list(values, "condition value")))
+        statements.append(st)
+    return Policy(statements)
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Context:
+    """What a request looks like to a policy: action, resource arn, who, and condition keys (lower-case names)."""
+
+    action: str
+    resource: str
+    account_id: str | None  # None: anonymous
+    user_arn: str | None
+    keys: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _wild(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
+
+
+def _principal_matches(ids: list[str], ctx: Context) -> bool:
+    for p in ids:
+        if p == "*":
+            return True
+        if ctx.account_id is None:
+            continue
+        if p in (ctx.account_id, f"arn:aws:iam::{ctx.account_id}:root"):
+            return True
+        if ctx.user_arn is not None and _wild(p, ctx.user_arn):
+            return True
+    return False
+
+
+def _number(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _compare(op: str, actual: str, wanted: str) -> bool:
+    if op in ("StringEquals", "ArnEquals"):
+        return actual == wanted
+    if op == "StringEqualsIgnoreCase":
+        return actual.lower() == wanted.lower()
+    if op in ("StringLike", "ArnLike"):
+        return _wild(wanted, actual)
+    if op == "Bool":
+        return actual.lower() == wanted.lower()
+    if op == "IpAddress":
+        try:
+            return ipaddress.ip_address(actual) in ipaddress.ip_network(wanted, strict=False)
+        except ValueError:
+            return False
+    if op.startswith("Numeric"):
+        a, w = _number(actual), _number(wanted)
+        if a is None or w is None:
+            return False
+        return {"NumericEquals": a == w, "NumericLessThan": a < w, "NumericLessThanEquals": a <= w,
+                "NumericGreaterThan": a > w, "NumericGreaterThanEquals": a >= w}.get(op, False)
+    if op.startswith("Date"):
+        return False
+    return False
+
+
+_NEGATED = {"StringNotEquals": "StringEquals", "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
+            "StringNotLike": "StringLike", "NotIpAddress": "IpAddress", "NumericNotEquals": "NumericEquals",
+            "ArnNotEquals": "ArnEquals", "ArnNotLike": "ArnLike", "DateNotEquals": "DateEquals"}
+
+
+def _condition(op: str, key: str, wanted: list[str], ctx: Context) -> bool:
+    if_exists = op.endswith("IfExists")
+    base = op.removesuffix("IfExists")
+    quantifier = ""
+    for prefix in ("ForAnyValue:", "ForAllValues:"):
+        if base.startswith(prefix):
+            quantifier, base = prefix, base.removeprefix(prefix)
+    actual = ctx.keys.get(key.lower())
+    if base == "Null":
+        return (actual is None) == (wanted[0].lower() == "true")
+    if actual is None:
+        if if_exists:
+            return True
+        # A missing key fails a positive test and satisfies a negated one, as IAM does.
+        return base in _NEGATED or quantifier == "ForAllValues:"
+    negated = base in _NEGATED
+    positive = _NEGATED.get(base, base)
+
+    def one(value: str) -> bool:
+        return any(_compare(positive, value, w) for w in wanted)
+
+    if quantifier == "ForAllValues:":
+        hit = all(one(v) for v in actual)
+    else:
+        hit = any(one(v) for v in actual)
+    return not hit if negated else hit
+
+
+def _statement_applies(st: Statement, ctx: Context) -> bool:
+    if st.principals is not None and not _principal_matches(st.principals, ctx):
+        return False
+    if st.not_principals is not None and _principal_matches(st.not_principals, ctx):
+        return False
+    if st.actions is not None and not any(_wild(a, ctx.action, True) for a in st.actions):
+        return False
+    if st.not_actions is not None and any(_wild(a, ctx.action, True) for a in st.not_actions):
+        return False
+    if st.resources is not None and not any(_wild(r, ctx.resource) for r in st.resources):
+        return False
+    if st.not_resources is not None and any(_wild(r, ctx.resource) for r in st.not_resources):
+        return False
+    return all(_condition(op, key, values, ctx) for op, key, values in st.conditions)
+
+
+def evaluate(policy: Policy, ctx: Context) -> str | None:
+    """"Deny" if any statement denies, else "Allow" if one allows, else None (the policy has no opinion)."""
+    verdict = None
+    for st in policy.statements:
+        if _statement_applies(st, ctx):
+            if st.effect == DENY:
+                return DENY
+            verdict = ALLOW
+    return verdict
+
+
+def uses_key(policy: Policy, prefix: str) -> bool:
+    """Whether any condition reads a key starting with `prefix` (lower-case), so a caller loads it only then."""
+    return any(key.lower().startswith(prefix) for st in policy.statements for _, key, _ in st.conditions)
+
+
+def is_public(policy: Policy) -> bool:
+    """S3's idea of a public policy: an Allow to everyone ("*") not narrowed by a condition."""
+    return any(st.effect == ALLOW and st.principals is not None and "*" in st.principals and not st.conditions
+               for st in policy.statements)
+
+
+# Typed endpoint class name -> the S3 action it is authorised as.
+ACTIONS = {
+    "ListBuckets": "s3:ListAllMyBuckets", "CreateBucket": "s3:CreateBucket", "DeleteBucket": "s3:DeleteBucket",
+    "HeadBucket": "s3:ListBucket", "GetBucketLocation": "s3:GetBucketLocation",
+    "GetBucketVersioning": "s3:GetBucketVersioning", "PutBucketVersioning": "s3:PutBucketVersioning",
+    "GetBucketAcl": "s3:GetBucketAcl", "PutBucketAcl": "s3:PutBucketAcl",
+    "GetBucketTagging": "s3:GetBucketTagging", "PutBucketTagging": "s3:PutBucketTagging",
+    "DeleteBucketTagging": "s3:PutBucketTagging", "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions", "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "DeleteObjects": "s3:DeleteObject", "PutObject": "s3:PutObject", "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject", "CopyObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject", "UploadPartCopy": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "ListParts": "s3:ListMultipartUploadParts", "GetObjectAcl": "s3:GetObjectAcl", "PutObjectAcl": "s3:PutObjectAcl",
+    "GetObjectTagging": "s3:GetObjectTagging", "PutObjectTagging": "s3:PutObjectTagging",
+    "DeleteObjectTagging": "s3:DeleteObjectTagging",
+    "PutBucketPolicy": "s3:PutBucketPolicy", "GetBucketPolicy": "s3:GetBucketPolicy",
+    "DeleteBucketPolicy": "s3:DeleteBucketPolicy", "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock", "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+}
+
+
+def action_of(endpoint: Any) -> str | None:
+    name = type(endpoint).__name__
+    action = ACTIONS.get(name)
+    if name in ("GetObject", "HeadObject", "DeleteObject") and getattr(endpoint, "version_id", None):
+        action += "Version"  # type: ignore[operator]
+    if name in ("GetObjectAcl", "PutObjectAcl", "GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging") \
+            and getattr(endpoint, "version_id", None):
+        action = f"{action}Version" if name.endswith("Acl") else action.replace("Object", "ObjectVersion")  # type: ignore[union-attr]
+    return action
+
+
+# -- public access block ---------------------------------------------------------------------------------
+
+PAB_FIELDS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def parse_public_access_block(body: bytes) -> dict[str, bool]:
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        raise S3Error("MalformedXML") from None
+    out = dict.fromkeys(PAB_FIELDS, False)
+    for child in root:
+        tag = child.tag.rsplit("}", 1)[-1]
+        if tag in out:
+            out[tag] = (child.text or "").strip().lower() == "true"
+    return out
+
+
+def _doc(root: str, inner: str) -> bytes:
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{_NS}">{inner}</{root}>'.encode()
+
+
+def render_public_access_block(conf: Mapping[str, bool]) -> bytes:
+    inner = "".join(f"<{k}>{'true' if conf.get(k) else 'false'}</{k}>" for k in PAB_FIELDS)
+    return _doc("PublicAccessBlockConfiguration", inner)
+
+
+def render_policy_status(public: bool) -> bytes:
+    return _doc("PolicyStatus", f"<IsPublic>{'true' if public else 'false'}</IsPublic>")
