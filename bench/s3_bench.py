@@ -334,7 +334,8 @@ def start_euca(base: Path, port: int, extra_sets: list[str]) -> Target:
         if (creds / "aws-credentials").exists() and (creds / "eucarc").exists():
             break
         if t.proc.poll() is not None:
-            raise RuntimeError(f"euca exited with {t.proc.returncode}; see {t.log_path}")
+            tail = t.log_path.read_text(errors="replace").strip().splitlines()[-8:]
+            raise RuntimeError(f"euca exited with {t.proc.returncode}:\n  " + "\n  ".join(tail))
         time.sleep(0.1)
     else:
         raise RuntimeError("euca wrote no credentials within 60 s")
@@ -657,6 +658,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=None, help="override the wrk duration")
     ap.add_argument("--workdir", default=None, help="where data goes (default: a new directory in /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
+    ap.add_argument("--profile-euca", default=None, metavar="FILE",
+                    help="record euca with py-spy during its workloads (FILE.txt: collapsed stacks, FILE.svg)")
     opts = ap.parse_args()
 
     plan = QUICK if opts.quick else FULL
@@ -719,7 +722,12 @@ def main() -> int:
         for t in targets:
             if t.error:
                 continue
-            results[t.name] = bench_target(t, plan, s5cmd, files, work, only)
+            spy = start_profiler(t, opts.profile_euca) if t.name == "euca" and opts.profile_euca else None
+            try:
+                results[t.name] = bench_target(t, plan, s5cmd, files, work, only)
+            finally:
+                if spy is not None:
+                    stop_profiler(spy, opts.profile_euca)
             if t.proc is not None and t.proc.poll() is not None:
                 errors[t.name] = f"exited with {t.proc.returncode} during the run; see {t.log_path}"
     except KeyboardInterrupt:
@@ -732,6 +740,11 @@ def main() -> int:
     print_table(plan, results, names)
     for name, err in errors.items():
         print(f"{name}: {err}")
+    for t in targets:
+        if t.name in errors and t.log_path is not None and t.log_path.exists():
+            tail = t.log_path.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- last lines of {t.name}'s log ---")
+            print("\n".join(tail))
 
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
@@ -752,6 +765,34 @@ def main() -> int:
     else:
         shutil.rmtree(base, ignore_errors=True)
     return 0 if not errors else 1
+
+
+def start_profiler(t: Target, out: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy attached to the euca process (and its workers, --subprocesses), in raw and SVG form.
+
+    --gil samples only the thread holding the GIL: for a Python server that is where the CPU goes, and
+    threads parked in trio's thread cache do not drown the picture."""
+    spy = shutil.which("py-spy")
+    if spy is None or t.proc is None:
+        raise SystemExit("py-spy not found: pip install py-spy")
+    procs = []
+    for fmt, suffix in (("raw", ".txt"), ("flamegraph", ".svg")):
+        procs.append(subprocess.Popen(
+            [spy, "record", "--pid", str(t.proc.pid), "--subprocesses", "--gil", "--rate", "100", "--format", fmt,
+             "--output", out + suffix], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1)
+    return procs
+
+
+def stop_profiler(procs: list[subprocess.Popen[bytes]], out: str) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    print(f"profile: {out}.txt {out}.svg")
 
 
 def _git_head() -> str | None:
