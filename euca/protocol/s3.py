@@ -1353,7 +1353,9 @@ def _opt(tag: str, value: str | None, enc: bool = False) -> str:
 
 def render_list_objects(req: ListObjects, listing: Listing) -> bytes:
     enc = req.encoding_type == "url"
-    s = f"<Name>{_x(req.bucket)}</Name>{_opt('Prefix', req.prefix, enc)}{_opt('Marker', req.marker, enc)}"
+    # The V1 Prefix goes back as sent, as Ceph RGW does: botocore url-decodes Marker, NextMarker, Delimiter,
+    # keys and common prefixes of a ListObjects answer, but not its Prefix.
+    s = f"<Name>{_x(req.bucket)}</Name>{_opt('Prefix', req.prefix)}{_opt('Marker', req.marker, enc)}"
     s += f"<MaxKeys>{req.max_keys}</MaxKeys>"
     if req.delimiter:
         s += _opt("Delimiter", req.delimiter, enc)

@@ -48,3 +48,24 @@ def test_group_grants_render_before_the_owner(s3_client, bucket_name):
     grants = s3_client.get_bucket_acl(Bucket=bucket_name)["Grants"]
     assert [g["Grantee"]["Type"] for g in grants] == ["Group", "Group", "CanonicalUser"]
     assert grants[2]["Permission"] == "FULL_CONTROL" and grants[2]["Grantee"]["ID"]
+
+
+def test_listing_corner_cases(s3_client, s3_anonymous, bucket):
+    for key in ("a", "b/c"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    empty = s3_client.list_objects(Bucket=bucket, MaxKeys=0)
+    assert empty["IsTruncated"] is False and "Contents" not in empty
+    assert s3_client.list_objects_v2(Bucket=bucket, MaxKeys=0)["IsTruncated"] is False
+    assert s3_client.list_objects(Bucket=bucket, Prefix="\n")["Prefix"] == "\n"
+    assert s3_anonymous.list_buckets()["Buckets"] == []
+
+    def unordered(params: dict[str, Any], **_: Any) -> None:
+        params["url"] += "&allow-unordered=true"
+
+    s3_client.meta.events.register("before-call.s3.ListObjects", unordered)
+    try:
+        with pytest.raises(ClientError) as e:
+            s3_client.list_objects(Bucket=bucket, Delimiter="/")
+        assert code(e) == "InvalidArgument"
+    finally:
+        s3_client.meta.events.unregister("before-call.s3.ListObjects", unordered)

@@ -340,6 +340,8 @@ def list_objects(tx: Tx, bucket: str, prefix: str, delimiter: str, after: str, m
     pfx, dl = prefix.encode(), delimiter.encode()
     cursor = _skip_marker(after.encode(), pfx, dl)
     out = RawListing()
+    if max_keys <= 0:  # max-keys=0 answers nothing and is not truncated (as S3 does)
+        return out
     hi_clause = " AND key < ?" if pfx else ""
     hi = (pfx + b"\xff",) if pfx else ()
     sql = (f"SELECT {_OBJ_COLS} FROM walrus_objects WHERE bucket=? AND is_latest=1 AND delete_marker=0 "
