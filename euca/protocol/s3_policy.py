@@ -338,8 +338,10 @@ def uses_key(policy: Policy, prefix: str) -> bool:
 
 
 def is_public(policy: Policy) -> bool:
-    """S3's idea of a public policy: an Allow to everyone ("*") not narrowed by a condition."""
-    return any(st.effect == ALLOW and st.principals is not None and "*" in st.principals and not st.conditions
+    """S3's idea of a public policy: an Allow to everyone ("*", or everyone but some NotPrincipal) not narrowed
+    by a condition."""
+    return any(st.effect == ALLOW and not st.conditions
+               and ((st.principals is not None and "*" in st.principals) or st.not_principals is not None)
                for st in policy.statements)
 
 
