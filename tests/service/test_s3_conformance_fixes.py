@@ -69,3 +69,16 @@ def test_listing_corner_cases(s3_client, s3_anonymous, bucket):
         assert code(e) == "InvalidArgument"
     finally:
         s3_client.meta.events.unregister("before-call.s3.ListObjects", unordered)
+
+
+def test_version_walk_survives_deleting_the_marker_version(s3_client, bucket):
+    s3_client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"1", b"2", b"3"):
+        s3_client.put_object(Bucket=bucket, Key="k", Body=body)
+    page = s3_client.list_object_versions(Bucket=bucket, MaxKeys=1)
+    assert page["IsTruncated"]
+    for v in page["Versions"]:
+        s3_client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+    rest = s3_client.list_object_versions(Bucket=bucket, KeyMarker=page["NextKeyMarker"],
+                                          VersionIdMarker=page["NextVersionIdMarker"])
+    assert len(rest["Versions"]) == 2
