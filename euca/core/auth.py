@@ -200,6 +200,21 @@ def _wire_headers(request: Request) -> list[tuple[str, str]]:
     return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw]
 
 
+def _utf8_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """The headers with values re-read as UTF-8, or None when that reads nothing differently."""
+    changed = False
+    out = []
+    for name, value in headers:
+        if not value.isascii():
+            try:
+                value = value.encode("latin-1").decode("utf-8")
+                changed = True
+            except UnicodeDecodeError:
+                pass
+        out.append((name, value))
+    return out if changed else None
+
+
 def _payload_fields(
     request: Request, service: str, signed_hash: str | None
 ) -> tuple[str | None, int | None, list[str]]:
@@ -286,6 +301,14 @@ async def _authenticate(
             now=now,
             body_sha256=body_sha256,
         )
+        utf8 = _utf8_headers(headers)
+        if utf8 is not None:
+            # urllib3 2 sends non-ASCII header values (e.g. x-amz-meta-*) as UTF-8, and botocore signed the
+            # text: the UTF-8 reading of the wire bytes is the one it signed.
+            alt = sigv4.parse_header_auth(
+                request.method, raw_path, request.query, utf8, service=service, now=now, body_sha256=body_sha256
+            )
+            parsed4.strings_to_sign.extend(c for c in alt.strings_to_sign if c not in parsed4.strings_to_sign)
         return await _finish_v4(request, identity, service, parsed4, "sigv4-header")
     if authorization.startswith("AWS ") and service == "s3":
         parsed2 = sigv2.parse_s3_header_auth(

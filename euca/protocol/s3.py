@@ -445,6 +445,10 @@ def _parse_object_headers(headers: HeaderMap) -> ObjectHeaders:
         kept = [e.strip() for e in encoding.split(",") if e.strip() and e.strip().lower() != "aws-chunked"]
         encoding = ",".join(kept) or None
     meta = {k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
+    for value in meta.values():
+        # Control characters cannot be stored and returned as an HTTP header value intact.
+        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+            raise S3Error("InvalidArgument", "User-defined metadata values must not contain control characters")
     return ObjectHeaders(
         content_type=headers.get("content-type"),
         content_encoding=encoding,

@@ -82,3 +82,19 @@ def test_version_walk_survives_deleting_the_marker_version(s3_client, bucket):
     rest = s3_client.list_object_versions(Bucket=bucket, KeyMarker=page["NextKeyMarker"],
                                           VersionIdMarker=page["NextVersionIdMarker"])
     assert len(rest["Versions"]) == 2
+
+
+def test_metadata_utf8_value_and_control_characters(s3_client, bucket):
+    def unicode_meta(params: dict[str, Any], **_: Any) -> None:
+        params["headers"]["x-amz-meta-meta1"] = "Hello World\xe9"
+
+    s3_client.meta.events.register("before-call.s3.PutObject", unicode_meta)
+    try:
+        s3_client.put_object(Bucket=bucket, Key="u", Body=b"bar")
+    finally:
+        s3_client.meta.events.unregister("before-call.s3.PutObject", unicode_meta)
+    got = s3_client.get_object(Bucket=bucket, Key="u")["Metadata"]["meta1"]
+    assert got.encode("raw_unicode_escape").decode() == "Hello World\xe9"
+    with pytest.raises(ClientError) as e:
+        s3_client.put_object(Bucket=bucket, Key="c", Body=b"x", Metadata={"meta1": "\x04w"})
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
