@@ -886,11 +886,11 @@ def parse_request(
     bucket, key = split_path(path, virtual_bucket)
     q = parse_query(query) if query else {}
     method = method.upper()
-    from euca.protocol import s3_policy  # imports this module: resolved at call time
+    from euca.protocol import s3_cors, s3_policy  # they import this module: resolved at call time
 
-    policy_op = s3_policy.parse_endpoint(method, bucket, key, q)
+    policy_op = s3_policy.parse_endpoint(method, bucket, key, q) or s3_cors.parse_endpoint(method, bucket, key, q)
     if policy_op is not None:
-        return policy_op
+        return policy_op  # type: ignore[no-any-return]
     for sub in _UNSUPPORTED_SUBRESOURCES:
         if sub in q:
             return Unsupported(f"{method} ?{sub}", bucket, key)

@@ -1,9 +1,11 @@
-"""Bucket policies and public access blocks: storage, validation, Allow/Deny decisions combined with ACLs."""
+"""Bucket policies, public access blocks and CORS: storage, validation, Allow/Deny decisions combined with ACLs,
+preflight and Access-Control-* headers."""
 
 from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -84,3 +86,25 @@ def test_public_access_block(s3_client, s3_other, bucket):
         s3_other.get_object(Bucket=bucket, Key="k")
     s3_client.delete_public_access_block(Bucket=bucket)
     assert s3_other.get_object(Bucket=bucket, Key="k")["Body"].read() == b"k"
+
+
+def test_cors_rules_and_preflight(euca, s3_client, bucket):
+    with pytest.raises(ClientError) as e:
+        s3_client.get_bucket_cors(Bucket=bucket)
+    assert code(e) == "NoSuchCORSConfiguration"
+    rules = [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*.example.com"], "ExposeHeaders": ["x-amz-meta-a"]}]
+    s3_client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+    assert s3_client.get_bucket_cors(Bucket=bucket)["CORSRules"] == rules
+    s3_client.put_bucket_acl(Bucket=bucket, ACL="public-read")
+    r = httpx.get(f"{euca.url}/{bucket}", headers={"Origin": "https://a.example.com"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://a.example.com"
+    assert "access-control-allow-origin" not in httpx.get(f"{euca.url}/{bucket}", headers={"Origin": "x.org"}).headers
+    ok = httpx.options(f"{euca.url}/{bucket}/k", headers={"Origin": "https://a.example.com",
+                                                          "Access-Control-Request-Method": "GET"})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-methods"] == "GET"
+    assert httpx.options(f"{euca.url}/{bucket}/k", headers={"Origin": "https://a.example.com",
+                                                            "Access-Control-Request-Method": "PUT"}).status_code == 403
+    assert httpx.options(f"{euca.url}/{bucket}/k", headers={"Origin": "https://a.example.com"}).status_code == 400
+    s3_client.delete_bucket_cors(Bucket=bucket)
+    with pytest.raises(ClientError):
+        s3_client.get_bucket_cors(Bucket=bucket)

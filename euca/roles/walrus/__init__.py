@@ -74,6 +74,10 @@ class WalrusApp:
         except Exception:
             log.exception("walrus: %s %s failed", request.method, request.target[:200])
             response = self.error_response(request, S3Error("InternalError"), request_id, host_id)
+        try:
+            self.walrus.cors.decorate(request, s3.split_path(request.path, self.virtual_bucket(request))[0], response)
+        except S3Error:
+            pass
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", host_id))
         return response

@@ -24,6 +24,7 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
+from euca.roles.walrus.cors import Cors
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.policy import Policies
 from euca.roles.walrus.post_object import post_object
@@ -122,10 +123,13 @@ class Walrus:
         }
         self.policies = Policies(self)
         self._routes.update(self.policies.routes())
+        self.cors = Cors(self)
+        self._routes.update(self.cors.routes())  # type: ignore[arg-type]
 
     async def load(self) -> None:
         self.buckets = {b.name: b for b in await self.store.read(meta.load_buckets)}
         await self.policies.load()
+        await self.cors.load()
 
     async def dispatch(self, call: Call, endpoint: Any) -> Response:
         route = self._routes.get(type(endpoint))
@@ -724,9 +728,13 @@ class Walrus:
         chosen: list[meta.PartRow] = []
         previous = 0
         for want in requested:
-            if want.part_number <= previous:
+            if want.part_number < previous:
                 raise S3Error("InvalidPartOrder")
             previous = want.part_number
+        # A part number listed twice in a row (a part re-sent while the first upload was still going) counts
+        # once, with its last entry, as Ceph RGW does.
+        requested = [w for i, w in enumerate(requested)
+                     if i + 1 == len(requested) or requested[i + 1].part_number != w.part_number]
         for i, want in enumerate(requested):
             have = by_number.get(want.part_number)
             if have is None or have.etag != want.etag:

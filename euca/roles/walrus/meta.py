@@ -86,6 +86,13 @@ SCHEMA = [
         public_access_block TEXT
     );
     """,
+    # CORS rules per bucket (JSON list).
+    """
+    CREATE TABLE walrus_bucket_cors (
+        bucket TEXT PRIMARY KEY,
+        rules TEXT NOT NULL
+    );
+    """,
 ]
 
 _enc = msgspec.json.Encoder()

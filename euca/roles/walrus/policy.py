@@ -239,6 +239,8 @@ class Policies:
 
     async def _forget_deleted(self, endpoint: Any) -> None:
         """A deleted bucket takes its policy with it (a new bucket of the same name starts without one)."""
+        if isinstance(endpoint, s3.DeleteBucket):
+            await self.walrus.cors.forget(endpoint.bucket)
         if isinstance(endpoint, s3.DeleteBucket) and endpoint.bucket in self.entries:
             self.entries.pop(endpoint.bucket, None)
             await self.walrus.store.write(
