@@ -98,3 +98,12 @@ def test_metadata_utf8_value_and_control_characters(s3_client, bucket):
     with pytest.raises(ClientError) as e:
         s3_client.put_object(Bucket=bucket, Key="c", Body=b"x", Metadata={"meta1": "\x04w"})
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_complete_with_a_part_listed_twice_uses_the_last_entry(s3_client, bucket):
+    uid = s3_client.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+    first = s3_client.upload_part(Bucket=bucket, Key="m", UploadId=uid, PartNumber=1, Body=b"B" * 8)["ETag"]
+    last = s3_client.upload_part(Bucket=bucket, Key="m", UploadId=uid, PartNumber=1, Body=b"A" * 8)["ETag"]
+    s3_client.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 1, "ETag": last}]})
+    assert s3_client.get_object(Bucket=bucket, Key="m")["Body"].read() == b"A" * 8
