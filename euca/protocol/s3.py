@@ -219,7 +219,9 @@ def valid_bucket_name(name: str, strict: bool = True) -> bool:
         return bool(_LEGACY_BUCKET_RE.match(name))
     if not _BUCKET_RE.match(name) or _IP_RE.match(name):
         return False
-    if ".." in name or ".-" in name or "-." in name:
+    # "foo-.bar" is refused but "foo.-bar" accepted, as Ceph RGW (and s3-tests) do; AWS's current rules
+    # forbid neither.
+    if ".." in name or "-." in name:
         return False
     return not (name.startswith("xn--") or name.endswith("-s3alias"))
 

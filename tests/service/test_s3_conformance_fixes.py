@@ -107,3 +107,12 @@ def test_complete_with_a_part_listed_twice_uses_the_last_entry(s3_client, bucket
     s3_client.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=uid, MultipartUpload={
         "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 1, "ETag": last}]})
     assert s3_client.get_object(Bucket=bucket, Key="m")["Body"].read() == b"A" * 8
+
+
+def test_bucket_name_dot_dash(s3_client):
+    name = f"foo.-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=name)
+    s3_client.delete_bucket(Bucket=name)
+    with pytest.raises(ClientError) as e:
+        s3_client.create_bucket(Bucket=f"foo-.{uuid.uuid4().hex[:10]}")
+    assert code(e) == "InvalidBucketName"
