@@ -1,0 +1,393 @@
+"""Messages between the CLC, the CCs and the NCs: typed msgspec structs carried as JSON over HTTP.
+
+Who calls whom (always downward, as in Eucalyptus; the caller polls, nobody pushes upward):
+
+    CLC --(cc port 8774)--> CC --(nc port 8775)--> NC
+
+Wire (sans-I/O here; the transport lives in euca/core):
+    request:  POST /cluster/<MessageName>   body: JSON of the message struct
+    reply:    200, body: JSON of the message's reply struct
+    fault:    4xx/5xx, body: JSON of `Fault` (code, message) — codes are the EC2 codes the CLC passes on
+              (InsufficientInstanceCapacity, InvalidInstanceID.NotFound, ...) or `Unauthorized`/`BadMessage`.
+
+Authentication: mutual TLS. Every component holds a key and a certificate issued by the cloud CA, with
+Organization "euca", OrganizationalUnit = its role ("clc", "cc", "nc", "sc") and CommonName = its registered
+name. A listener only takes calls from the roles in `ALLOWED_CALLERS` for it; anything else is refused
+before a message is decoded.
+
+Instance states: the NC's own lifecycle (`NcState`) maps to the EC2 state the CC and CLC report (`ec2_state`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+PATH_PREFIX = "/cluster/"
+
+# Listener role -> roles whose certificates may call it.
+ALLOWED_CALLERS: dict[str, frozenset[str]] = {
+    "cc": frozenset({"clc"}),
+    "nc": frozenset({"cc"}),
+    "sc": frozenset({"clc", "nc"}),
+}
+
+Ec2State = Literal["pending", "running", "shutting-down", "terminated", "stopping", "stopped"]
+STATE_CODES: dict[str, int] = {
+    "pending": 0,
+    "running": 16,
+    "shutting-down": 32,
+    "terminated": 48,
+    "stopping": 64,
+    "stopped": 80,
+}
+
+# The NC's lifecycle, as Eucalyptus named it. staging: fetching images and making disks; booting: domain
+# created; running/blocked/paused: libvirt says so; teardown: being destroyed; terminated: gone (kept a
+# while so the CC/CLC see the end); canceled: failed before it ran (reason in InstanceStatus.reason).
+NcState = Literal["staging", "booting", "running", "blocked", "paused", "teardown", "terminated", "canceled"]
+
+_EC2_OF_NC: dict[str, Ec2State] = {
+    "staging": "pending",
+    "booting": "running",
+    "running": "running",
+    "blocked": "running",
+    "paused": "running",
+    "teardown": "shutting-down",
+    "terminated": "terminated",
+    "canceled": "terminated",
+}
+
+
+def ec2_state(nc_state: str) -> Ec2State:
+    return _EC2_OF_NC.get(nc_state, "pending")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared values
+
+
+class VmType(msgspec.Struct, frozen=True):
+    """An instance type as the admin defined it (REFERENCE.md has the 4.x defaults)."""
+
+    name: str
+    cores: int
+    memory_mb: int
+    disk_gb: int
+
+
+class ImageRef(msgspec.Struct, frozen=True):
+    """One image an instance needs, and how a node gets its bytes.
+
+    `download_manifest` is the signed download manifest (euca.protocol.bundle.build_download_manifest):
+    presigned part URLs and the bundle key/IV encrypted for the cluster's node certificate, so the key
+    never crosses the wire in plain text.
+    """
+
+    image_id: str
+    kind: Literal["machine", "kernel", "ramdisk"]
+    download_manifest: str
+
+
+class NetConfig(msgspec.Struct, frozen=True):
+    """The instance's place on the VM network; chosen by the CC, which owns the cluster's network."""
+
+    mac: str
+    private_ip: str
+    bridge: str | None = None  # the NC attaches the NIC to this bridge; None: no NIC
+
+
+class InstanceSpec(msgspec.Struct, frozen=True):
+    """Everything a node needs to run one instance."""
+
+    instance_id: str
+    reservation_id: str
+    account_id: str
+    launch_index: int
+    vm_type: VmType
+    machine: ImageRef
+    kernel: ImageRef | None = None
+    ramdisk: ImageRef | None = None
+    key_name: str | None = None
+    public_key: str | None = None  # OpenSSH line of the key pair, for the metadata service
+    user_data: bytes = b""  # raw bytes (JSON carries them base64)
+    net: NetConfig | None = None  # None from the CLC; the CC fills it in before it reaches the NC
+    launch_time: float = 0.0
+
+
+class InstanceStatus(msgspec.Struct, frozen=True):
+    instance_id: str
+    reservation_id: str
+    account_id: str
+    state: Ec2State
+    nc_state: NcState
+    node: str  # the node's registered name
+    vm_type: str
+    image_id: str
+    launch_index: int = 0
+    private_ip: str | None = None
+    mac: str | None = None
+    launch_time: float = 0.0
+    reason: str | None = None  # why it is terminated/canceled, if not by request
+
+
+class NodeResources(msgspec.Struct, frozen=True):
+    """What one node has. Max is the host's total; free is max minus what non-terminated instances use."""
+
+    node: str
+    state: Literal["up", "down"]
+    cores_max: int = 0
+    cores_free: int = 0
+    memory_mb_max: int = 0
+    memory_mb_free: int = 0
+    disk_gb_max: int = 0
+    disk_gb_free: int = 0
+    hypervisor: str = ""  # "kvm" or "qemu"
+    reason: str | None = None  # why it is down
+
+
+class TypeCapacity(msgspec.Struct, frozen=True):
+    """How many instances of one type still fit in the cluster (`free`) and would fit when empty (`max`)."""
+
+    vm_type: str
+    free: int
+    max: int
+
+
+class NodeAddress(msgspec.Struct, frozen=True):
+    """A registered node: its name and where its NC answers (https://host:8775)."""
+
+    name: str
+    url: str
+
+
+class Fault(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+
+
+class Ack(msgspec.Struct, frozen=True):
+    pass
+
+
+class InstancesReply(msgspec.Struct, frozen=True):
+    instances: list[InstanceStatus]
+
+
+class ConsoleOutput(msgspec.Struct, frozen=True):
+    instance_id: str
+    output: bytes  # the tail of the serial console (EC2 returns at most 64 KiB)
+    timestamp: float
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLC -> CC
+
+
+class DescribeResources(msgspec.Struct, frozen=True):
+    """The CLC's poll for capacity. It carries the cluster's topology and instance types, which are data in
+    the CLC: the CC keeps no configuration of its own beyond its name, so a CC restarted, or moved to another
+    host, learns its nodes on the next poll."""
+
+    cluster: str
+    nodes: list[NodeAddress]
+    vm_types: list[VmType]
+
+
+class ResourcesReply(msgspec.Struct, frozen=True):
+    cluster: str
+    nodes: list[NodeResources]
+    capacity: list[TypeCapacity]
+
+
+class DescribeInstances(msgspec.Struct, frozen=True):
+    instance_ids: list[str] = []  # empty: all
+
+
+class RunInstances(msgspec.Struct, frozen=True):
+    """Place and start these instances (all of one reservation). All or nothing: if the cluster cannot hold
+    every one, the CC starts none and answers Fault InsufficientInstanceCapacity. Idempotent per
+    instance id: a spec already placed is not placed twice (the CLC may resend after a timeout)."""
+
+    instances: list[InstanceSpec]
+
+
+class TerminateInstances(msgspec.Struct, frozen=True):
+    instance_ids: list[str]
+
+
+class RebootInstances(msgspec.Struct, frozen=True):
+    instance_ids: list[str]
+
+
+class GetConsoleOutput(msgspec.Struct, frozen=True):
+    instance_id: str
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CC -> NC (Eucalyptus's ncDescribeResource, ncRunInstance, ...)
+
+
+class NcDescribeResource(msgspec.Struct, frozen=True):
+    pass
+
+
+class NcDescribeInstances(msgspec.Struct, frozen=True):
+    instance_ids: list[str] = []
+
+
+class NcRunInstance(msgspec.Struct, frozen=True):
+    """Start one instance. Answers at once with state staging (pending); fetching the images, making the
+    disks and booting happen in the background and show in later NcDescribeInstances. Idempotent per
+    instance id."""
+
+    instance: InstanceSpec
+
+
+class NcTerminateInstance(msgspec.Struct, frozen=True):
+    instance_id: str
+
+
+class NcRebootInstance(msgspec.Struct, frozen=True):
+    instance_id: str
+
+
+class NcGetConsoleOutput(msgspec.Struct, frozen=True):
+    instance_id: str
+
+
+# Message -> the struct its successful reply decodes to.
+REPLIES: dict[type, type] = {
+    DescribeResources: ResourcesReply,
+    DescribeInstances: InstancesReply,
+    RunInstances: InstancesReply,
+    TerminateInstances: InstancesReply,
+    RebootInstances: Ack,
+    GetConsoleOutput: ConsoleOutput,
+    NcDescribeResource: NodeResources,
+    NcDescribeInstances: InstancesReply,
+    NcRunInstance: InstanceStatus,
+    NcTerminateInstance: InstanceStatus,
+    NcRebootInstance: Ack,
+    NcGetConsoleOutput: ConsoleOutput,
+}
+
+MESSAGES: dict[str, type] = {cls.__name__: cls for cls in REPLIES}
+
+# Which listener answers which messages.
+CC_MESSAGES = frozenset(
+    {
+        DescribeResources,
+        DescribeInstances,
+        RunInstances,
+        TerminateInstances,
+        RebootInstances,
+        GetConsoleOutput,
+    }
+)
+NC_MESSAGES = frozenset(
+    {
+        NcDescribeResource,
+        NcDescribeInstances,
+        NcRunInstance,
+        NcTerminateInstance,
+        NcRebootInstance,
+        NcGetConsoleOutput,
+    }
+)
+
+
+class BadMessage(Exception):
+    """A request this side cannot decode: unknown message name or a body that is not the message."""
+
+
+class ClusterFault(Exception):
+    """A fault to send back (server side) or one received (client side)."""
+
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+def _decoder(cls: type) -> msgspec.json.Decoder:
+    dec = _decoders.get(cls)
+    if dec is None:
+        dec = _decoders[cls] = msgspec.json.Decoder(cls)
+    return dec
+
+
+def encode_request(message: msgspec.Struct) -> tuple[str, bytes]:
+    """The path and body of a call carrying `message`."""
+    name = type(message).__name__
+    if name not in MESSAGES:
+        raise TypeError(f"{name} is not a cluster message")
+    return PATH_PREFIX + name, _encoder.encode(message)
+
+
+def decode_request(path: str, body: bytes) -> msgspec.Struct:
+    """The message a request carries (server side). `path` may be the full path or the part after a mount."""
+    name = path.rsplit("/", 1)[-1]
+    cls = MESSAGES.get(name)
+    if cls is None:
+        raise BadMessage(f"unknown cluster message {name!r}")
+    try:
+        message: msgspec.Struct = _decoder(cls).decode(body)
+    except msgspec.ValidationError as e:
+        raise BadMessage(f"{name}: {e}") from e
+    except msgspec.DecodeError as e:
+        raise BadMessage(f"{name}: body is not JSON: {e}") from e
+    return message
+
+
+def encode_reply(reply: msgspec.Struct) -> bytes:
+    return _encoder.encode(reply)
+
+
+def encode_fault(code: str, message: str) -> bytes:
+    return _encoder.encode(Fault(code, message))
+
+
+def decode_reply(message_type: type, status: int, body: bytes) -> msgspec.Struct:
+    """The reply to a `message_type` call (client side); raises ClusterFault for a fault answer."""
+    if status != 200:
+        try:
+            fault = _decoder(Fault).decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise ClusterFault("BadReply", f"HTTP {status}: {body[:200]!r}", status) from None
+        raise ClusterFault(fault.code, fault.message, status)
+    try:
+        reply: msgspec.Struct = _decoder(REPLIES[message_type]).decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ClusterFault("BadReply", f"{message_type.__name__}: {e}", 502) from e
+    return reply
+
+
+def vm_type_fits(vm: VmType, node: NodeResources) -> bool:
+    """The fit test every scheduling policy shares: cores, memory and disk all free on an up node."""
+    return (
+        node.state == "up"
+        and vm.cores <= node.cores_free
+        and vm.memory_mb <= node.memory_mb_free
+        and vm.disk_gb <= node.disk_gb_free
+    )
+
+
+def slots(vm: VmType, cores: int, memory_mb: int, disk_gb: int) -> int:
+    """How many instances of `vm` fit in the given amounts (what 'free / max' counts per node)."""
+    counts = [cores // vm.cores if vm.cores else 0, memory_mb // vm.memory_mb if vm.memory_mb else 0]
+    if vm.disk_gb:
+        counts.append(disk_gb // vm.disk_gb)
+    return max(0, min(counts))
+
+
+def mac_for_instance(instance_id: str) -> str:
+    """Eucalyptus's MAC: d0:0d followed by the first four bytes of the instance id's hex digits."""
+    digits = instance_id.split("-", 1)[-1][:8].ljust(8, "0")
+    return "d0:0d:" + ":".join(digits[i : i + 2] for i in range(0, 8, 2))
