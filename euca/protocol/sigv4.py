@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_tz
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -565,3 +565,110 @@ def is_signature_hex(value: str) -> bool:
 
 def is_sha256_hex(value: str) -> bool:
     return bool(_HEX64.match(value))
+
+
+# -- the client side: signing requests and presigning URLs -----------------------------------------
+#
+# Used where euca itself is the client (the CLC reading a manifest from Walrus as the caller, presigned part
+# URLs for nodes, the `euca upload-bundle` and `euca register` commands). Same rules as botocore's SigV4Auth
+# and S3SigV4QueryAuth, checked against the verifier above and against botocore in tests/unit/test_sigv4_client.py.
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """Who signs, and the credential scope's region and service."""
+
+    access_key_id: str
+    secret_key: str
+    region: str
+    service: str
+
+    def scope(self, date: str) -> str:
+        return f"{date}/{self.region}/{self.service}/aws4_request"
+
+
+def _url_parts(url: str) -> tuple[str, str, str]:
+    """(host header value, raw path, raw query) of an absolute http(s) URL; default ports are left out of the
+    host, as HTTP clients send it."""
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    host = split.netloc.rpartition("@")[2]
+    default = ":80" if split.scheme == "http" else ":443"
+    if host.endswith(default):
+        host = host[: -len(default)]
+    return host, split.path or "/", split.query
+
+
+def sign_request(
+    method: str,
+    url: str,
+    key: SigningKey,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    payload_hash: str = EMPTY_SHA256,
+    now: float,
+) -> list[tuple[str, str]]:
+    """The headers to send for a SigV4-signed request: `headers`, plus Host, X-Amz-Date,
+    X-Amz-Content-SHA256 (S3) and Authorization. Every header given is signed. `url`'s path must already be
+    percent-encoded as it will be sent."""
+    host, raw_path, raw_query = _url_parts(url)
+    amz_date = format_amz_date(now)
+    out = [(k, v) for k, v in headers if k.lower() not in ("host", "x-amz-date", "authorization")]
+    out += [("Host", host), ("X-Amz-Date", amz_date)]
+    if key.service == "s3" and not any(k.lower() == "x-amz-content-sha256" for k, _ in out):
+        out.append(("X-Amz-Content-SHA256", payload_hash))
+    signed = sorted({k.lower() for k, _ in out})
+    canonical = canonical_request(
+        method,
+        canonical_uri(raw_path, service=key.service),
+        canonical_query(raw_query),
+        canonical_headers(signed, out),
+        signed,
+        payload_hash,
+    )
+    scope = key.scope(amz_date[:8])
+    signature = sign(
+        signing_key(key.secret_key, amz_date[:8], key.region, key.service),
+        string_to_sign(amz_date, scope, canonical),
+    )
+    out.append(
+        (
+            "Authorization",
+            f"{ALGORITHM} Credential={key.access_key_id}/{scope}, SignedHeaders={';'.join(signed)}, "
+            f"Signature={signature}",
+        )
+    )
+    return out
+
+
+def presign_url(method: str, url: str, key: SigningKey, *, expires: int, now: float) -> str:
+    """`url` with X-Amz-* query parameters that let anyone holding it make this one kind of request until
+    `now + expires` (at most a week), signing only the Host header and an unsigned payload (S3's presign)."""
+    if not 1 <= expires <= MAX_PRESIGN_EXPIRES:
+        raise ValueError(f"expires must be 1..{MAX_PRESIGN_EXPIRES} seconds")
+    host, raw_path, raw_query = _url_parts(url)
+    amz_date = format_amz_date(now)
+    scope = key.scope(amz_date[:8])
+    auth_params = [
+        ("X-Amz-Algorithm", ALGORITHM),
+        ("X-Amz-Credential", f"{key.access_key_id}/{scope}"),
+        ("X-Amz-Date", amz_date),
+        ("X-Amz-Expires", str(expires)),
+        ("X-Amz-SignedHeaders", "host"),
+    ]
+    query = "&".join(filter(None, [raw_query, *(f"{k}={uri_encode(v)}" for k, v in auth_params)]))
+    canonical = canonical_request(
+        method,
+        canonical_uri(raw_path, service=key.service),
+        canonical_query(query),
+        canonical_headers(["host"], [("host", host)]),
+        ["host"],
+        UNSIGNED_PAYLOAD if key.service == "s3" else EMPTY_SHA256,
+    )
+    signature = sign(
+        signing_key(key.secret_key, amz_date[:8], key.region, key.service),
+        string_to_sign(amz_date, scope, canonical),
+    )
+    base = url.split("?", 1)[0].split("#", 1)[0]
+    return f"{base}?{query}&X-Amz-Signature={signature}"
