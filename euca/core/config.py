@@ -55,6 +55,12 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class ClcConfig(msgspec.Struct, forbid_unknown_fields=True):
     listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8773))
+    # Seconds between the CLC's polls of each cluster (resources and instances).
+    poll_interval: float = 5.0
+    # A terminated instance stays visible in DescribeInstances this long (Eucalyptus: about an hour).
+    terminated_ttl: float = 3600.0
+    # An instance no cluster reports for this long is marked terminated (its node vanished).
+    node_lost_timeout: float = 600.0
 
 
 class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,8 +78,18 @@ class ScConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class CcConfig(msgspec.Struct, forbid_unknown_fields=True):
     listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8774))
+    # This CC's cluster name; the zone it serves is registered with the CLC under the same name.
     cluster: str = "cluster01"
     scheduler: str = "GREEDY"
+    # Seconds between polls of each node; a node that misses a poll is marked down.
+    poll_interval: float = 6.0
+    # How many nodes are polled at once.
+    poll_fanout: int = 16
+    # The VM network: instances get addresses from this subnet on this bridge (created by the setup, inside
+    # `netns` when set), with DHCP served by the CC's dnsmasq.
+    subnet: str = "10.77.0.0/24"
+    bridge: str = "euca-br0"
+    netns: str = ""
 
     def __post_init__(self) -> None:
         if self.scheduler.upper() not in ("GREEDY", "ROUNDROBIN", "POWERSAVE"):
@@ -84,6 +100,16 @@ class NcConfig(msgspec.Struct, forbid_unknown_fields=True):
     listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8775))
     libvirt_uri: str = "qemu:///system"
     hypervisor: str = "auto"  # "kvm", "qemu" (TCG) or "auto"
+    # This node's registered name; empty: the host name.
+    name: str = ""
+    # Relative to data_dir.
+    instances_dir: str = "nc/instances"
+    cache_dir: str = "nc/cache"
+    cache_max_gb: float = 20.0
+    # What the node offers; 0: what the host has.
+    cores: int = 0
+    memory_mb: int = 0
+    disk_gb: int = 0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
