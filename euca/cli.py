@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 import trio
 
 from euca.core.config import Config, ConfigError, load_config
-from euca.core.credentials import write_credentials
-from euca.core.identity import ADMIN_USER, Identity, IdentityError
+from euca.core.credentials import write_user_credentials
+from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
 from euca.core.pki import CloudCA
 from euca.core.store import open_store
 from euca.core.supervisor import RoleNotBuilt, Supervisor, resolve_roles, serve_until_signalled
@@ -58,14 +59,30 @@ def _coerce(value: str) -> Any:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--role", "roles", default=None, help="Roles to run: all, or a comma list of clc,walrus,sc,cc,nc.")
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="TOML configuration file.")
+@click.option(
+    "--role", "roles", default=None, help="Roles to run: all, or a comma list of clc,walrus,sc,cc,nc."
+)
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None, help="TOML configuration file."
+)
 @click.option("--data-dir", default=None, help="Where state, objects and credentials live.")
 @click.option("--host", default=None, help="Listen address for every role (default 0.0.0.0).")
-@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="Override a configuration key, e.g. walrus.listen.port=9000.")
+@click.option(
+    "--set",
+    "set_",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a configuration key, e.g. walrus.listen.port=9000.",
+)
 @click.pass_context
-def main(ctx: click.Context, roles: str | None, config: str | None, data_dir: str | None, host: str | None,
-         set_: tuple[str, ...]) -> None:
+def main(
+    ctx: click.Context,
+    roles: str | None,
+    config: str | None,
+    data_dir: str | None,
+    host: str | None,
+    set_: tuple[str, ...],
+) -> None:
     """euca: a private cloud that speaks EC2 and S3."""
     ctx.obj = {"config": config, "data_dir": data_dir, "host": host, "set": set_}
     if ctx.invoked_subcommand is not None:
@@ -117,7 +134,7 @@ def create_account(ctx: click.Context, name: str) -> None:
         key = identity.create_access_key(name, ADMIN_USER)
     except IdentityError as e:
         raise _fail(e) from e
-    directory = _write_user_credentials(cfg, key)
+    directory = _write_user_credentials(cfg, identity, key)
     click.echo(f"ACCOUNT\t{account.name}\t{account.account_id}")
     click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
     click.echo(f"CREDENTIALS\t{directory}")
@@ -169,7 +186,7 @@ def create_access_key(ctx: click.Context, account: str, user: str, write_credent
         raise _fail(e) from e
     click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
     if write_credentials:
-        click.echo(f"CREDENTIALS\t{_write_user_credentials(cfg, key)}")
+        click.echo(f"CREDENTIALS\t{_write_user_credentials(cfg, identity, key)}")
 
 
 @admin.command("list-access-keys")
@@ -183,7 +200,9 @@ def list_access_keys(ctx: click.Context, account: str | None) -> None:
         raise _fail(e) from e
     for k in keys:
         status = "Active" if k.active else "Inactive"
-        click.echo(f"ACCESSKEY\t{k.principal.account_name}\t{k.principal.user_name}\t{k.access_key_id}\t{status}")
+        click.echo(
+            f"ACCESSKEY\t{k.principal.account_name}\t{k.principal.user_name}\t{k.access_key_id}\t{status}"
+        )
 
 
 @admin.command("disable-access-key")
@@ -222,19 +241,83 @@ def delete_access_key(ctx: click.Context, access_key_id: str) -> None:
     click.echo(f"ACCESSKEY\t{access_key_id}\tDeleted")
 
 
-def _write_user_credentials(cfg: Config, key: Any) -> str:
+@admin.command("write-credentials")
+@click.argument("account")
+@click.argument("user", default=ADMIN_USER)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write (default <data-dir>/credentials/ACCOUNT/USER).",
+)
+@click.pass_context
+def write_credentials_command(ctx: click.Context, account: str, user: str, directory: str | None) -> None:
+    """Write a user's credentials directory: eucarc, AWS files, cert.pem/pk.pem, cloud-cert.pem.
+
+    Uses the user's newest active access key (creating one if there is none); the certificate already in the
+    directory is kept while it is registered, otherwise a new one is issued by the cloud CA and registered."""
+    cfg, identity = _identity(ctx)
+    try:
+        keys = [k for k in identity.list_access_keys(account) if k.active and k.principal.user_name == user]
+        key = keys[-1] if keys else identity.create_access_key(account, user)
+        written = _write_user_credentials(cfg, identity, key, Path(directory) if directory else None)
+    except IdentityError as e:
+        raise _fail(e) from e
+    if not keys:
+        click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
+    click.echo(f"CREDENTIALS\t{written}")
+
+
+@admin.command("list-certificates")
+@click.option("--account", default=None)
+@click.option("--user", default=None)
+@click.pass_context
+def list_certificates(ctx: click.Context, account: str | None, user: str | None) -> None:
+    """Users' signing certificates (bundle manifests are verified against the active ones)."""
+    _, identity = _identity(ctx)
+    try:
+        certs = identity.list_certificates(account, user if account else None)
+    except IdentityError as e:
+        raise _fail(e) from e
+    names = {a.account_id: a.name for a in identity.list_accounts()}
+    for c in certs:
+        status = "Active" if c.active else "Inactive"
+        click.echo(
+            f"CERTIFICATE\t{names.get(c.account_id, c.account_id)}\t{c.user_name}\t{c.certificate_id}\t"
+            f"{status}\t{c.fingerprint}"
+        )
+
+
+@admin.command("disable-certificate")
+@click.argument("certificate_id")
+@click.pass_context
+def disable_certificate(ctx: click.Context, certificate_id: str) -> None:
+    _, identity = _identity(ctx)
+    try:
+        identity.set_certificate_active(certificate_id, False)
+    except IdentityError as e:
+        raise _fail(e) from e
+    click.echo(f"CERTIFICATE\t{certificate_id}\tInactive")
+
+
+@admin.command("enable-certificate")
+@click.argument("certificate_id")
+@click.pass_context
+def enable_certificate(ctx: click.Context, certificate_id: str) -> None:
+    _, identity = _identity(ctx)
+    try:
+        identity.set_certificate_active(certificate_id, True)
+    except IdentityError as e:
+        raise _fail(e) from e
+    click.echo(f"CERTIFICATE\t{certificate_id}\tActive")
+
+
+def _write_user_credentials(
+    cfg: Config, identity: Identity, key: AccessKey, directory: Path | None = None
+) -> str:
     ca = CloudCA.load_or_create(cfg.data_path / "pki")
-    p = key.principal
-    directory = cfg.data_path / "credentials" / p.account_name / p.user_name
-    write_credentials(
-        directory,
-        key,
-        ec2_url=cfg.endpoint_url("clc"),
-        s3_url=cfg.endpoint_url("walrus"),
-        region=cfg.region,
-        cloud_cert_pem=ca.cert_pem,
-    )
-    return str(directory)
+    return str(write_user_credentials(cfg, identity, ca, key, directory))
 
 
 main.add_command(bundle_image_command)

@@ -4,7 +4,9 @@
     eucarc              sourceable: EC2_URL, S3_URL, AWS_* and euca2ools' names
     aws-credentials     an AWS CLI/boto3 shared credentials file, profile [euca]
     aws-config          an AWS CLI/boto3 config file: region and endpoint_url for profile euca
-    cloud-cert.pem      the cloud certificate (for bundling)
+    cloud-cert.pem      the cloud certificate (for bundling: EUCALYPTUS_CERT)
+    cert.pem, pk.pem    the user's X.509 certificate, issued by the cloud CA and registered in the identity
+                        store, and its private key (EC2_CERT, EC2_PRIVATE_KEY: bundles are signed with it)
 """
 
 from __future__ import annotations
@@ -12,16 +14,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from euca.core.identity import AccessKey
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from euca.core.config import Config
+from euca.core.identity import AccessKey, Identity
+from euca.core.pki import CloudCA
 
 PROFILE = "euca"
 
 
-def _write(path: Path, text: str, mode: int = 0o600) -> None:
+def _write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    # Created with its final mode (a private key is never readable by others, not even for a moment).
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 
@@ -40,9 +49,7 @@ def write_credentials(
     p = key.principal
     (directory / "cloud-cert.pem").write_bytes(cloud_cert_pem)
     for name, data in (extra_files or {}).items():
-        target = directory / name
-        target.write_bytes(data)
-        os.chmod(target, 0o600)
+        _write(directory / name, data)
     eucarc = f"""# euca credentials for {p.user_name} in account {p.account_name} ({p.account_id})
 EUCA_KEY_DIR=$(cd "$(dirname "${{BASH_SOURCE:-$0}}")" && pwd -P)
 export EC2_URL={ec2_url}/services/compute
@@ -72,3 +79,51 @@ export AWS_PROFILE={PROFILE}
         "s3 =\n    addressing_style = path\n",
     )
     return directory
+
+
+def _reusable_certificate(directory: Path, identity: Identity, key: AccessKey) -> dict[str, bytes] | None:
+    """The certificate and key already in `directory`, if the certificate is still registered and active for
+    this user and the key is its key (so rewriting a directory does not pile up certificates)."""
+    try:
+        cert_pem = (directory / "cert.pem").read_bytes()
+        key_pem = (directory / "pk.pem").read_bytes()
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        private = serialization.load_pem_private_key(key_pem, None)
+    except (OSError, ValueError, TypeError):
+        return None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(
+        serialization.Encoding.PEM, public
+    ) != private.public_key().public_bytes(serialization.Encoding.PEM, public):
+        return None
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+    p = key.principal
+    registered = identity.list_certificates(p.account_name, p.user_name)
+    if not any(c.fingerprint == fingerprint and c.active for c in registered):
+        return None
+    return {"cert.pem": cert_pem, "pk.pem": key_pem}
+
+
+def write_user_credentials(
+    config: Config, identity: Identity, ca: CloudCA, key: AccessKey, directory: Path | None = None
+) -> Path:
+    """The complete credentials directory of `key`'s user (default <data_dir>/credentials/<account>/<user>):
+    the access key, a signing certificate issued by the cloud CA and registered for the user (the one already
+    there is kept while it is registered and active), its private key, and the cloud certificate.
+    Synchronous: for `euca admin` and the first start."""
+    p = key.principal
+    directory = directory or config.data_path / "credentials" / p.account_name / p.user_name
+    files = _reusable_certificate(directory, identity, key)
+    if files is None:
+        key_pem, cert_pem = ca.issue(p.user_name, organization=f"{p.account_name} {p.account_id}")
+        identity.add_certificate(p.account_name, p.user_name, cert_pem)
+        files = {"cert.pem": cert_pem, "pk.pem": key_pem}
+    return write_credentials(
+        directory,
+        key,
+        ec2_url=config.endpoint_url("clc"),
+        s3_url=config.endpoint_url("walrus"),
+        region=config.region,
+        cloud_cert_pem=ca.cert_pem,
+        extra_files=files,
+    )

@@ -6,10 +6,14 @@ The `eucalyptus` account is the cloud administrators' account, as in Eucalyptus.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
 from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from euca.core.store import Store, Tx
 
@@ -40,6 +44,21 @@ SCHEMA = [
         created REAL NOT NULL,
         FOREIGN KEY (account_id, user_name) REFERENCES users(account_id, name) ON DELETE CASCADE
     );
+    """,
+    # Users' X.509 signing certificates (IAM's UploadSigningCertificate; Eucalyptus issued them with the
+    # credentials). Bundle manifests are verified against them. Only certificates: never a private key.
+    """
+    CREATE TABLE signing_certificates (
+        certificate_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        pem TEXT NOT NULL,
+        fingerprint TEXT NOT NULL UNIQUE,
+        active INTEGER NOT NULL DEFAULT 1,
+        created REAL NOT NULL,
+        FOREIGN KEY (account_id, user_name) REFERENCES users(account_id, name) ON DELETE CASCADE
+    );
+    CREATE INDEX signing_certificates_account ON signing_certificates(account_id, active);
     """,
 ]
 
@@ -85,6 +104,22 @@ class Account:
     canonical_id: str
 
 
+@dataclass(frozen=True)
+class SigningCertificate:
+    certificate_id: str
+    account_id: str
+    user_name: str
+    pem: str
+    fingerprint: str  # SHA-256 hex of the DER
+    active: bool
+    created: float
+
+
+def _new_certificate_id() -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(32))
+
+
 def _new_access_key_id() -> str:
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
     return "AKI" + "".join(secrets.choice(alphabet) for _ in range(17))
@@ -124,6 +159,12 @@ class Identity:
 
     async def account_by_name(self, name: str) -> Account | None:
         return await self.store.read(lambda tx: _load_account(tx, "name", name))
+
+    async def account_certificates(self, account_id: str) -> list[SigningCertificate]:
+        """The active signing certificates of every user of the account (what a bundle may be signed with)."""
+        return await self.store.read(
+            lambda tx: _load_certificates(tx, "account_id=? AND active=1", (account_id,))
+        )
 
     def forget_cached(self) -> None:
         self._cache.clear()
@@ -200,13 +241,17 @@ class Identity:
         self._cache.pop(access_key_id, None)
 
     def list_accounts(self) -> list[Account]:
-        rows = self.store.read_sync(lambda tx: tx.all("SELECT account_id, name, canonical_id FROM accounts ORDER BY name"))
+        rows = self.store.read_sync(
+            lambda tx: tx.all("SELECT account_id, name, canonical_id FROM accounts ORDER BY name")
+        )
         return [Account(r["account_id"], r["name"], r["canonical_id"]) for r in rows]
 
     def list_users(self, account_name: str) -> list[str]:
         def fn(tx: Tx) -> list[str]:
             account_id = _account_id(tx, account_name)
-            return [r[0] for r in tx.all("SELECT name FROM users WHERE account_id=? ORDER BY name", (account_id,))]
+            return [
+                r[0] for r in tx.all("SELECT name FROM users WHERE account_id=? ORDER BY name", (account_id,))
+            ]
 
         return self.store.read_sync(fn)
 
@@ -219,12 +264,70 @@ class Identity:
                 ids = [
                     r[0]
                     for r in tx.all(
-                        "SELECT access_key_id FROM access_keys WHERE account_id=? ORDER BY created", (account_id,)
+                        "SELECT access_key_id FROM access_keys WHERE account_id=? ORDER BY created",
+                        (account_id,),
                     )
                 ]
             return [k for k in (_load_key(tx, i) for i in ids) if k is not None]
 
         return self.store.read_sync(fn)
+
+    def add_certificate(self, account_name: str, user_name: str, cert_pem: bytes) -> SigningCertificate:
+        """Record a user's X.509 signing certificate (PEM). The private key stays with the user."""
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError as e:
+            raise IdentityError(f"not a PEM X.509 certificate: {e}") from e
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+        def fn(tx: Tx) -> str:
+            account_id = _account_id(tx, account_name)
+            if not tx.one("SELECT 1 FROM users WHERE account_id=? AND name=?", (account_id, user_name)):
+                raise IdentityError(f"no user {user_name} in account {account_name}")
+            if tx.one("SELECT 1 FROM signing_certificates WHERE fingerprint=?", (fingerprint,)):
+                raise IdentityError("this certificate is already registered")
+            certificate_id = _new_certificate_id()
+            tx.execute(
+                "INSERT INTO signing_certificates(certificate_id, account_id, user_name, pem, fingerprint, active, "
+                "created) VALUES(?,?,?,?,?,1,?)",
+                (certificate_id, account_id, user_name, pem, fingerprint, time.time()),
+            )
+            return certificate_id
+
+        certificate_id = self.store.write_sync(fn)
+        found = self.store.read_sync(lambda tx: _load_certificates(tx, "certificate_id=?", (certificate_id,)))
+        return found[0]
+
+    def list_certificates(
+        self, account_name: str | None = None, user_name: str | None = None
+    ) -> list[SigningCertificate]:
+        def fn(tx: Tx) -> list[SigningCertificate]:
+            if account_name is None:
+                return _load_certificates(tx, "1=1", ())
+            account_id = _account_id(tx, account_name)
+            if user_name is None:
+                return _load_certificates(tx, "account_id=?", (account_id,))
+            return _load_certificates(tx, "account_id=? AND user_name=?", (account_id, user_name))
+
+        return self.store.read_sync(fn)
+
+    def set_certificate_active(self, certificate_id: str, active: bool) -> None:
+        def fn(tx: Tx) -> None:
+            if not tx.execute(
+                "UPDATE signing_certificates SET active=? WHERE certificate_id=?",
+                (1 if active else 0, certificate_id),
+            ):
+                raise IdentityError(f"no certificate {certificate_id}")
+
+        self.store.write_sync(fn)
+
+    def delete_certificate(self, certificate_id: str) -> None:
+        def fn(tx: Tx) -> None:
+            if not tx.execute("DELETE FROM signing_certificates WHERE certificate_id=?", (certificate_id,)):
+                raise IdentityError(f"no certificate {certificate_id}")
+
+        self.store.write_sync(fn)
 
     def ensure_admin(self) -> tuple[Account, AccessKey, bool]:
         """The `eucalyptus` account with one active admin key; created on first start. Returns (.., created)."""
@@ -234,7 +337,11 @@ class Identity:
             accounts[ADMIN_ACCOUNT] = self.create_account(ADMIN_ACCOUNT)
             created = True
         account = accounts[ADMIN_ACCOUNT]
-        keys = [k for k in self.list_access_keys(ADMIN_ACCOUNT) if k.active and k.principal.user_name == ADMIN_USER]
+        keys = [
+            k
+            for k in self.list_access_keys(ADMIN_ACCOUNT)
+            if k.active and k.principal.user_name == ADMIN_USER
+        ]
         if not keys:
             keys = [self.create_access_key(ADMIN_ACCOUNT, ADMIN_USER)]
             created = True
@@ -277,3 +384,23 @@ def _load_key(tx: Tx, access_key_id: str) -> AccessKey | None:
         access_key_id=row["access_key_id"],
     )
     return AccessKey(row["access_key_id"], row["secret_key"], bool(row["active"]), principal)
+
+
+def _load_certificates(tx: Tx, where: str, params: tuple[str, ...]) -> list[SigningCertificate]:
+    rows = tx.all(
+        "SELECT certificate_id, account_id, user_name, pem, fingerprint, active, created FROM signing_certificates "
+        f"WHERE {where} ORDER BY created",
+        params,
+    )
+    return [
+        SigningCertificate(
+            r["certificate_id"],
+            r["account_id"],
+            r["user_name"],
+            r["pem"],
+            r["fingerprint"],
+            bool(r["active"]),
+            r["created"],
+        )
+        for r in rows
+    ]

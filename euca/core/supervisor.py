@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import trio
 
 from euca.core.config import ROLE_NAMES, Config
-from euca.core.credentials import write_credentials
+from euca.core.credentials import write_user_credentials
 from euca.core.http import HttpServer, Request, Response
 from euca.core.identity import ADMIN_ACCOUNT, ADMIN_USER, Identity
 from euca.core.pki import CloudCA
@@ -123,18 +123,12 @@ class Dispatcher:
 
 
 def first_start(ctx: RoleContext) -> None:
-    """Make the admin account, its key and its credentials directory, once."""
+    """Make the admin account, its key and its credentials directory (with a signing certificate), once.
+    A directory from before certificates existed gets one added."""
     account, key, created = ctx.identity.ensure_admin()
     creds = ctx.config.data_path / "credentials" / ADMIN_ACCOUNT / ADMIN_USER
-    if created or not (creds / "eucarc").exists():
-        write_credentials(
-            creds,
-            key,
-            ec2_url=ctx.config.endpoint_url("clc"),
-            s3_url=ctx.config.endpoint_url("walrus"),
-            region=ctx.config.region,
-            cloud_cert_pem=ctx.ca.cert_pem,
-        )
+    if created or not (creds / "eucarc").exists() or not (creds / "cert.pem").exists():
+        write_user_credentials(ctx.config, ctx.identity, ctx.ca, key, creds)
         log.info("credentials written account=%s dir=%s", account.name, creds)
 
 
