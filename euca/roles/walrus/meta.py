@@ -333,12 +333,20 @@ class RawListing:
     last_version: str | None = None
 
 
+def _common_prefix(key: bytes, prefix: bytes, delimiter: bytes) -> bytes | None:
+    """The common prefix `key` rolls up into (through the first delimiter after `prefix`), if any."""
+    if not delimiter:
+        return None
+    idx = key.find(delimiter, len(prefix))
+    return key[: idx + len(delimiter)] if idx >= 0 else None
+
+
 def _skip_marker(marker: bytes, prefix: bytes, delimiter: bytes) -> bytes:
     """A marker inside a rolled-up common prefix resumes after the whole prefix (it was returned already)."""
-    if delimiter and marker.startswith(prefix):
-        idx = marker.find(delimiter, len(prefix))
-        if idx >= 0:
-            return marker[: idx + len(delimiter)] + b"\xff"
+    if marker.startswith(prefix):
+        cp = _common_prefix(marker, prefix, delimiter)
+        if cp is not None:
+            return cp + b"\xff"
     return marker
 
 
@@ -365,16 +373,14 @@ def list_objects(tx: Tx, bucket: str, prefix: str, delimiter: str, after: str, m
             if count >= max_keys:
                 out.truncated = True
                 return out
-            if dl:
-                idx = k.find(dl, len(pfx))
-                if idx >= 0:
-                    cp = k[: idx + len(dl)]
-                    out.prefixes.append(cp.decode())
-                    out.last = cp.decode()
-                    count += 1
-                    cursor = cp + b"\xff"
-                    restart = True
-                    break
+            cp = _common_prefix(k, pfx, dl)
+            if cp is not None:
+                out.prefixes.append(cp.decode())
+                out.last = cp.decode()
+                count += 1
+                cursor = cp + b"\xff"
+                restart = True
+                break
             out.rows.append(_object(r))
             out.last = k.decode()
             count += 1
@@ -415,16 +421,14 @@ def list_versions(tx: Tx, bucket: str, prefix: str, delimiter: str, key_marker: 
             if count >= max_keys:
                 out.truncated = True
                 return out
-            if dl:
-                idx = k.find(dl, len(pfx))
-                if idx >= 0:
-                    cp = k[: idx + len(dl)]
-                    out.prefixes.append(cp.decode())
-                    out.last, out.last_version = cp.decode(), None
-                    count += 1
-                    cursor_key, cursor_id = cp + b"\xff", None
-                    restart = True
-                    break
+            cp = _common_prefix(k, pfx, dl)
+            if cp is not None:
+                out.prefixes.append(cp.decode())
+                out.last, out.last_version = cp.decode(), None
+                count += 1
+                cursor_key, cursor_id = cp + b"\xff", None
+                restart = True
+                break
             o = _object(r)
             out.rows.append(o)
             out.last, out.last_version = o.key, o.version_id
@@ -527,12 +531,10 @@ def list_uploads(tx: Tx, bucket: str, prefix: str, delimiter: str, key_marker: s
             continue
         if len(uploads) + len(prefixes) >= max_uploads:
             return uploads, prefixes, True
-        if dl:
-            idx = k.find(dl, len(pfx))
-            if idx >= 0:
-                cp = k[: idx + len(dl)].decode()
-                if cp not in prefixes:
-                    prefixes.append(cp)
-                continue
+        cp = _common_prefix(k, pfx, dl)
+        if cp is not None:
+            if cp.decode() not in prefixes:
+                prefixes.append(cp.decode())
+            continue
         uploads.append(_upload(r))
     return uploads, prefixes, False
