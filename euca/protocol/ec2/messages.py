@@ -397,6 +397,182 @@ class ResetImageAttributeRequest(Wire):
     dry_run: bool = False
 
 
+# -- instances -------------------------------------------------------------------------------------------
+
+
+class Placement(Wire):
+    availability_zone: str | None = None
+    group_name: str | None = None
+    tenancy: str | None = None
+
+
+class RunInstancesRequest(Wire):
+    min_count: int
+    max_count: int
+    image_id: str | None = None
+    instance_type: str | None = None
+    key_name: str | None = None
+    security_groups: list[str] = []
+    security_group_ids: list[str] = []
+    user_data: str | None = None  # base64 text (botocore encodes it)
+    placement: Placement | None = None
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    client_token: str | None = None
+    subnet_id: str | None = None
+    private_ip_address: str | None = None
+    additional_info: str | None = None
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class InstanceState(Wire):
+    code: int
+    name: str
+
+
+class GroupIdentifier(Wire):
+    group_name: str | None = None
+    group_id: str | None = None
+
+
+class StateReason(Wire):
+    code: str | None = None
+    message: str | None = None
+
+
+class Monitoring(Wire):
+    state: str = "disabled"
+
+
+class Instance(Wire):
+    instance_id: str
+    image_id: str
+    state: InstanceState
+    instance_type: str
+    launch_time: datetime
+    placement: Placement
+    ami_launch_index: int = 0
+    private_dns_name: str | None = None
+    public_dns_name: str | None = None
+    state_transition_reason: str | None = None
+    key_name: str | None = None
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    monitoring: Monitoring | None = None
+    private_ip_address: str | None = None
+    public_ip_address: str | None = None
+    architecture: str | None = None
+    root_device_type: str | None = None
+    root_device_name: str | None = None
+    virtualization_type: str | None = None
+    hypervisor: str | None = None
+    client_token: str | None = None
+    ebs_optimized: bool | None = None
+    security_groups: list[GroupIdentifier] = []
+    state_reason: StateReason | None = None
+    tags: list[Tag] | None = None
+
+
+class Reservation(Wire):
+    reservation_id: str
+    owner_id: str
+    groups: list[GroupIdentifier] = []
+    instances: list[Instance] = []
+    requester_id: str | None = None
+
+
+class DescribeInstancesRequest(Wire):
+    instance_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class DescribeInstancesResult(Wire):
+    reservations: list[Reservation]
+    next_token: str | None = None
+
+
+class TerminateInstancesRequest(Wire):
+    instance_ids: list[str]
+    dry_run: bool = False
+
+
+class InstanceStateChange(Wire):
+    instance_id: str
+    current_state: InstanceState
+    previous_state: InstanceState
+
+
+class TerminateInstancesResult(Wire):
+    terminating_instances: list[InstanceStateChange]
+
+
+class RebootInstancesRequest(Wire):
+    instance_ids: list[str]
+    dry_run: bool = False
+
+
+class StopInstancesRequest(Wire):
+    instance_ids: list[str]
+    force: bool = False
+    hibernate: bool = False
+    dry_run: bool = False
+
+
+class StartInstancesRequest(Wire):
+    instance_ids: list[str]
+    additional_info: str | None = None
+    dry_run: bool = False
+
+
+class GetConsoleOutputRequest(Wire):
+    instance_id: str
+    latest: bool | None = None
+    dry_run: bool = False
+
+
+class GetConsoleOutputResult(Wire):
+    instance_id: str
+    output: str | None = None  # base64 of the console bytes (botocore decodes it)
+    timestamp: datetime | None = None
+
+
+class DescribeInstanceStatusRequest(Wire):
+    instance_ids: list[str] = []
+    filters: list[Filter] = []
+    include_all_instances: bool = False
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class InstanceStatusDetails(Wire):
+    name: str
+    status: str
+    impaired_since: datetime | None = None
+
+
+class InstanceStatusSummary(Wire):
+    status: str
+    details: list[InstanceStatusDetails] = []
+
+
+class InstanceStatus(Wire):
+    instance_id: str
+    availability_zone: str
+    instance_state: InstanceState
+    instance_status: InstanceStatusSummary
+    system_status: InstanceStatusSummary
+
+
+class DescribeInstanceStatusResult(Wire):
+    instance_statuses: list[InstanceStatus]
+    next_token: str | None = None
+
+
 # Action -> its request type. An action of the model missing here is answered UnsupportedOperation.
 REQUEST_TYPES: dict[str, type[Wire]] = {
     "DescribeRegions": DescribeRegionsRequest,
@@ -416,4 +592,12 @@ REQUEST_TYPES: dict[str, type[Wire]] = {
     "DescribeImageAttribute": DescribeImageAttributeRequest,
     "ModifyImageAttribute": ModifyImageAttributeRequest,
     "ResetImageAttribute": ResetImageAttributeRequest,
+    "RunInstances": RunInstancesRequest,
+    "DescribeInstances": DescribeInstancesRequest,
+    "TerminateInstances": TerminateInstancesRequest,
+    "RebootInstances": RebootInstancesRequest,
+    "StopInstances": StopInstancesRequest,
+    "StartInstances": StartInstancesRequest,
+    "GetConsoleOutput": GetConsoleOutputRequest,
+    "DescribeInstanceStatus": DescribeInstanceStatusRequest,
 }
