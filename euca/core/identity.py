@@ -166,6 +166,21 @@ class Identity:
             lambda tx: _load_certificates(tx, "account_id=? AND active=1", (account_id,))
         )
 
+    async def account_access_keys(self, account_id: str) -> list[AccessKey]:
+        """The account's active access keys, oldest first."""
+
+        def fn(tx: Tx) -> list[AccessKey]:
+            ids = [
+                r[0]
+                for r in tx.all(
+                    "SELECT access_key_id FROM access_keys WHERE account_id=? AND active=1 ORDER BY created",
+                    (account_id,),
+                )
+            ]
+            return [k for k in (_load_key(tx, i) for i in ids) if k is not None]
+
+        return await self.store.read(fn)
+
     def forget_cached(self) -> None:
         self._cache.clear()
 

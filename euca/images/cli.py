@@ -1,19 +1,23 @@
 """`euca bundle-image` and `euca unbundle`: euca2ools' commands of the same names, same options and env.
 
-Wire into the main CLI with `main.add_command(bundle_image_command)` and `main.add_command(unbundle_command)`
-(the commands carry their names).
+Also `euca upload-bundle`, `euca register` and `euca install-image` (bundle + upload + register), with
+euca2ools' options and environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, S3_URL, EC2_URL, as a sourced
+eucarc sets them). Wire into the main CLI with `main.add_command(...)` (the commands carry their names).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import httpx
 import trio
 
+from euca.core.s3client import S3Client, S3Error
 from euca.images.bundler import DEFAULT_COMPRESSLEVEL, BundleInputError, bundle_image
 from euca.images.pipeline import (
     DEFAULT_CONCURRENCY,
@@ -22,6 +26,15 @@ from euca.images.pipeline import (
     ImageSource,
     source_from_bundle_manifest,
     unbundle_image,
+)
+from euca.images.upload import (
+    BundleFiles,
+    Ec2ApiError,
+    UploadError,
+    bundle_files,
+    register_bundle,
+    split_bucket,
+    upload_bundle,
 )
 from euca.protocol.bundle import (
     IMAGE_TYPES,
@@ -32,6 +45,11 @@ from euca.protocol.bundle import (
     parse_manifest,
     verify_manifest,
 )
+from euca.protocol.sigv4 import SigningKey
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+UPLOAD_TIMEOUT = 300.0
 
 
 def _read(path: str, what: str) -> bytes:
@@ -275,3 +293,282 @@ def unbundle_command(
     except ImagePipelineError as e:
         raise click.ClickException(f"{type(e).__name__}: {e}") from e
     click.echo(f"Wrote {out}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# upload-bundle, register, install-image: euca2ools' commands, credentials from the environment (eucarc)
+
+
+def _with_credentials(url_option: tuple[str, ...], url_env: str, url_help: str) -> Callable[[F], F]:
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--region",
+            envvar="AWS_DEFAULT_REGION",
+            default="eucalyptus",
+            show_default=True,
+            help="Signing region.",
+        )(f)
+        f = click.option(*url_option, "url", envvar=url_env, default=None, help=f"{url_help} [{url_env}]")(f)
+        f = click.option(
+            "-S",
+            "--secret-key",
+            envvar=["AWS_SECRET_ACCESS_KEY", "EC2_SECRET_KEY"],
+            default=None,
+            help="Secret key [AWS_SECRET_ACCESS_KEY].",
+        )(f)
+        f = click.option(
+            "-I",
+            "--access-key-id",
+            "--access-key",
+            "access_key_id",
+            envvar=["AWS_ACCESS_KEY_ID", "EC2_ACCESS_KEY"],
+            default=None,
+            help="Access key id [AWS_ACCESS_KEY_ID].",
+        )(f)
+        return f
+
+    return decorate
+
+
+def _signing(access_key_id: str | None, secret_key: str | None, region: str, service: str) -> SigningKey:
+    if not access_key_id or not secret_key:
+        raise click.ClickException(
+            "no credentials: source your eucarc or pass --access-key-id and --secret-key"
+        )
+    return SigningKey(access_key_id, secret_key, region, service)
+
+
+def _url(url: str | None, env: str) -> str:
+    if not url:
+        raise click.ClickException(f"no endpoint: source your eucarc ({env}) or pass the URL option")
+    return url
+
+
+async def _upload(
+    files: BundleFiles, bucket: str, prefix: str, s3_url: str, key: SigningKey, progress: bool
+) -> str:
+    with _progress_bar(progress, files.size, "Uploading") as bar:
+        async with httpx.AsyncClient(timeout=UPLOAD_TIMEOUT) as http:
+            s3 = S3Client(http, s3_url, key)
+            return await upload_bundle(s3, bucket, prefix, files, progress=bar.update)
+
+
+async def _register(ec2_url: str, key: SigningKey, location: str, name: str, **kw: str | None) -> str:
+    async with httpx.AsyncClient(timeout=UPLOAD_TIMEOUT) as http:
+        return await register_bundle(http, ec2_url, key, location, name, **kw)
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return trio.run(fn)
+    except (UploadError, S3Error, Ec2ApiError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+@click.command("upload-bundle")
+@click.option(
+    "-b", "--bucket", required=True, help="BUCKET or BUCKET/PREFIX to upload into (created if missing)."
+)
+@click.option("-m", "--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "-d",
+    "--directory",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the parts are (default: next to the manifest).",
+)
+@click.option(
+    "--location",
+    "location_prefix",
+    default=None,
+    help="Key prefix inside the bucket (same as BUCKET/PREFIX).",
+)
+@_with_credentials(("-U", "--url"), "S3_URL", "Object storage (Walrus) URL.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def upload_bundle_command(
+    bucket: str,
+    manifest_path: str,
+    directory: str | None,
+    location_prefix: str | None,
+    access_key_id: str | None,
+    secret_key: str | None,
+    url: str | None,
+    region: str,
+    progress: bool,
+) -> None:
+    """Upload a bundle's parts, then its manifest, to Walrus (SigV4)."""
+    key = _signing(access_key_id, secret_key, region, "s3")
+    s3_url = _url(url, "S3_URL")
+    try:
+        bucket_name, prefix = split_bucket(bucket if not location_prefix else f"{bucket}/{location_prefix}")
+        files = bundle_files(Path(manifest_path), Path(directory) if directory else None)
+    except UploadError as e:
+        raise click.ClickException(str(e)) from e
+    location = _run(lambda: _upload(files, bucket_name, prefix, s3_url, key, progress))
+    click.echo(f"Uploaded {location}")
+
+
+@click.command("register")
+@click.argument("manifest_location")
+@click.option("-n", "--name", required=True, help="Image name.")
+@click.option("-a", "--architecture", default=None, help="i386, x86_64 or arm64 (default: the manifest's).")
+@click.option("--kernel", default=None, help="Kernel image id (eki-...) to boot with.")
+@click.option("--ramdisk", default=None, help="Ramdisk image id (eri-...) to boot with.")
+@click.option("-d", "--description", default=None)
+@click.option("--virtualization-type", type=click.Choice(["hvm", "paravirtual"]), default=None)
+@_with_credentials(("-U", "--url"), "EC2_URL", "Cloud controller (EC2) URL.")
+def register_command(
+    manifest_location: str,
+    name: str,
+    architecture: str | None,
+    kernel: str | None,
+    ramdisk: str | None,
+    description: str | None,
+    virtualization_type: str | None,
+    access_key_id: str | None,
+    secret_key: str | None,
+    url: str | None,
+    region: str,
+) -> None:
+    """Register an uploaded bundle (BUCKET/PREFIX.manifest.xml) as an image; prints IMAGE <id>."""
+    key = _signing(access_key_id, secret_key, region, "ec2")
+    ec2_url = _url(url, "EC2_URL")
+    image_id = _run(
+        lambda: _register(
+            ec2_url,
+            key,
+            manifest_location,
+            name,
+            architecture=architecture,
+            kernel_id=kernel,
+            ramdisk_id=ramdisk,
+            description=description,
+            virtualization_type=virtualization_type,
+        )
+    )
+    click.echo(f"IMAGE\t{image_id}")
+
+
+@click.command("install-image")
+@click.option(
+    "-i", "--image", "image", required=True, type=click.Path(dir_okay=False), help="The image file."
+)
+@click.option("-b", "--bucket", required=True, help="BUCKET or BUCKET/PREFIX to upload into.")
+@click.option("-n", "--name", required=True, help="Image name.")
+@click.option("-r", "--arch", default="x86_64", show_default=True, help="Architecture.")
+@click.option(
+    "--image-type",
+    type=click.Choice(IMAGE_TYPES),
+    default=None,
+    help="machine, kernel or ramdisk (default machine; --kernel true / --ramdisk true as euca2ools).",
+)
+@click.option(
+    "--kernel", default=None, help="Kernel image id for a machine image, or 'true' for a kernel image."
+)
+@click.option(
+    "--ramdisk", default=None, help="Ramdisk image id for a machine image, or 'true' for a ramdisk image."
+)
+@click.option("--description", default=None)
+@click.option("--virtualization-type", type=click.Choice(["hvm", "paravirtual"]), default=None)
+@click.option("-c", "--cert", envvar="EC2_CERT", required=True, help="Your certificate [EC2_CERT].")
+@click.option(
+    "-k", "--privatekey", envvar="EC2_PRIVATE_KEY", required=True, help="Your private key [EC2_PRIVATE_KEY]."
+)
+@click.option(
+    "--ec2cert", envvar="EUCALYPTUS_CERT", required=True, help="The cloud's certificate [EUCALYPTUS_CERT]."
+)
+@click.option("-u", "--user", envvar="EC2_USER_ID", required=True, help="Your account id [EC2_USER_ID].")
+@click.option("--s3-url", envvar="S3_URL", default=None, help="Object storage (Walrus) URL [S3_URL].")
+@_with_credentials(("-U", "--url"), "EC2_URL", "Cloud controller (EC2) URL.")
+@click.option(
+    "--directory",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where to write the bundle (default: a temporary directory, removed afterwards).",
+)
+@click.option("--compress-level", type=click.IntRange(1, 9), default=DEFAULT_COMPRESSLEVEL, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def install_image_command(
+    image: str,
+    bucket: str,
+    name: str,
+    arch: str,
+    image_type: str | None,
+    kernel: str | None,
+    ramdisk: str | None,
+    description: str | None,
+    virtualization_type: str | None,
+    cert: str,
+    privatekey: str,
+    ec2cert: str,
+    user: str,
+    s3_url: str | None,
+    access_key_id: str | None,
+    secret_key: str | None,
+    url: str | None,
+    region: str,
+    directory: str | None,
+    compress_level: int,
+    progress: bool,
+) -> None:
+    """Bundle, upload and register an image file in one go (euca-install-image); prints IMAGE <id>."""
+    if image_type is None:
+        image_type = "kernel" if kernel == "true" else "ramdisk" if ramdisk == "true" else "machine"
+    kernel_id = None if kernel == "true" else kernel
+    ramdisk_id = None if ramdisk == "true" else ramdisk
+    s3_key = _signing(access_key_id, secret_key, region, "s3")
+    ec2_key = _signing(access_key_id, secret_key, region, "ec2")
+    s3_endpoint = _url(s3_url, "S3_URL")
+    ec2_endpoint = _url(url, "EC2_URL")
+    try:
+        bucket_name, prefix = split_bucket(bucket)
+        user_cert = load_certificate(_read(cert, "certificate"))
+        user_key = load_private_key(_read(privatekey, "private key"))
+        cloud_cert = load_certificate(_read(ec2cert, "cloud certificate"))
+    except (UploadError, BundleError) as e:
+        raise click.ClickException(str(e)) from e
+    with tempfile.TemporaryDirectory(prefix="euca-bundle-") as tmp:
+        where = Path(directory) if directory else Path(tmp)
+        size = os.path.getsize(image) if os.path.isfile(image) else 0
+        with _progress_bar(progress, size, "Bundling") as bar:
+            last = 0
+
+            def advance(done: int, total: int) -> None:
+                nonlocal last
+                bar.update(done - last)
+                last = done
+
+            try:
+                result = bundle_image(
+                    Path(image),
+                    where,
+                    user=user,
+                    cloud_cert=cloud_cert,
+                    user_cert=user_cert,
+                    user_key=user_key,
+                    architecture=arch,
+                    image_type=image_type,
+                    kernel_id=kernel_id if image_type == "machine" else None,
+                    ramdisk_id=ramdisk_id if image_type == "machine" else None,
+                    compresslevel=compress_level,
+                    progress=advance,
+                )
+            except (BundleInputError, ValueError) as e:
+                raise click.ClickException(str(e)) from e
+        files = BundleFiles(result.manifest_path, result.part_paths)
+        location = _run(lambda: _upload(files, bucket_name, prefix, s3_endpoint, s3_key, progress))
+    click.echo(f"Uploaded {location}")
+    image_id = _run(
+        lambda: _register(
+            ec2_endpoint,
+            ec2_key,
+            location,
+            name,
+            architecture=arch,
+            kernel_id=kernel_id if image_type == "machine" else None,
+            ramdisk_id=ramdisk_id if image_type == "machine" else None,
+            description=description,
+            virtualization_type=virtualization_type,
+        )
+    )
+    click.echo(f"IMAGE\t{image_id}")

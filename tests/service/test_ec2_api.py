@@ -312,9 +312,22 @@ def test_instance_types(ec2: Any) -> None:
 # -- images ----------------------------------------------------------------------------------------------
 
 
+# RegisterImage reads and verifies a real bundle: one small bundle serves every image these tests register.
+TINY_BUNDLE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_bundle(euca: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from image_bundles import admin_signer, random_file, upload
+
+    tmp = tmp_path_factory.mktemp("tiny-bundle")
+    result = admin_signer(euca).bundle(random_file(tmp / "tiny.img", 4096), tmp / "bundle")
+    TINY_BUNDLE["location"] = upload(euca.client("s3"), unique("ec2-api-images"), result)
+
+
 def register(ec2: Any, **extra: Any) -> str:
     name = extra.pop("Name", unique("image"))
-    image_id: str = ec2.register_image(Name=name, ImageLocation=f"bucket-{name}/{name}.manifest.xml", **extra)["ImageId"]
+    image_id: str = ec2.register_image(Name=name, ImageLocation=TINY_BUNDLE["location"], **extra)["ImageId"]
     return image_id
 
 
@@ -488,7 +501,7 @@ def test_aws_cli_key_pairs_images_and_tags(euca: Any) -> None:
     assert [k["KeyFingerprint"] for k in listed["KeyPairs"]] == [created["KeyFingerprint"]]
 
     image_id = json.loads(euca.aws("ec2", "register-image", "--name", name, "--image-location",
-                                   f"{name}/{name}.manifest.xml", "--output", "json").stdout)["ImageId"]
+                                   TINY_BUNDLE["location"], "--output", "json").stdout)["ImageId"]
     euca.aws("ec2", "create-tags", "--resources", image_id, "--tags", "Key=cli,Value=yes")
     images = json.loads(euca.aws("ec2", "describe-images", "--owners", "self", "--filters",
                                  "Name=tag:cli,Values=yes", "--output", "json").stdout)["Images"]

@@ -63,6 +63,7 @@ class ClcRole:
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
         ctx.store.migrate("clc", SCHEMA)
+        images.migrate(ctx.store)  # the bundle manifests images were registered from
         wire.model()  # load the EC2 model (~50 ms) at start rather than on the first request
         self.apps = [Ec2App(ctx)]
 
