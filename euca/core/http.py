@@ -5,7 +5,9 @@
   on its headers alone (bad signature, no such bucket) never uploads its body;
 - bodies streamed both ways, never held whole; file responses go out with os.sendfile;
 - limits on header size and on time without progress;
-- graceful shutdown: stop accepting, close idle connections, let requests in flight finish.
+- graceful shutdown: stop accepting, close idle connections, let requests in flight finish;
+- optional TLS (the cluster listeners use mutual TLS): the verified peer certificate's subject reaches the
+  handler as `request.context["peer"]` (a `Peer`); file bodies are read and sent through the TLS stream.
 
 A handler is `async def handler(request: Request) -> Response`. It never sees h11.
 """
@@ -16,6 +18,7 @@ import errno
 import logging
 import os
 import socket as pysocket
+import ssl
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -64,6 +67,35 @@ class Headers:
 
     def keys(self) -> list[str]:
         return list(self._map)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a mutual-TLS connection: the subject of its verified certificate.
+
+    Components carry O=euca, OU=<role>, CN=<registered name> (see euca/core/components.py).
+    """
+
+    role: str  # organizationalUnitName
+    name: str  # commonName
+    organization: str = ""
+
+    @classmethod
+    def from_ssl(cls, tls: Any) -> Peer | None:
+        """The peer of a finished handshake (an ssl.SSLObject or a trio.SSLStream, which forwards
+        getpeercert), or None when it sent no verified certificate."""
+        cert = tls.getpeercert()
+        if not cert:
+            return None
+        fields: dict[str, str] = {}
+        for rdn in cert.get("subject", ()):
+            for key, value in rdn:
+                fields.setdefault(key, value)
+        return cls(
+            role=fields.get("organizationalUnitName", ""),
+            name=fields.get("commonName", ""),
+            organization=fields.get("organizationName", ""),
+        )
 
 
 class ClientDisconnected(Exception):
@@ -179,7 +211,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 class _Connection:
     def __init__(self, server: HttpServer, stream: trio.SocketStream):
         self.server = server
-        self.stream = stream
+        self.socket_stream = stream
+        # What requests are read from and responses written to: the socket, or TLS over it.
+        self.stream: trio.SocketStream | trio.SSLStream = stream
+        self.tls = False
+        self.peer: Peer | None = None
         self.limits = server.limits
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         self.idle = True
@@ -189,6 +225,28 @@ class _Connection:
             self.client = (str(peer[0]), int(peer[1]))
         except OSError:
             self.client = ("?", 0)
+
+    async def start_tls(self, context: ssl.SSLContext) -> bool:
+        """The TLS handshake, bounded by the header timeout. False (logged in one line) when it fails."""
+        stream = trio.SSLStream(self.socket_stream, context, server_side=True, https_compatible=True)
+        error: str | None = None
+        with trio.move_on_after(self.limits.header_timeout) as cs:
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as e:
+                cause = e.__cause__ or e
+                error = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+            except (trio.ClosedResourceError, OSError) as e:
+                error = str(e) or type(e).__name__
+        if cs.cancelled_caught:
+            error = "timed out"
+        if error is not None:
+            log.warning("tls handshake failed client=%s:%d error=%s", self.client[0], self.client[1], error)
+            return False
+        self.stream = stream
+        self.tls = True
+        self.peer = Peer.from_ssl(stream)
+        return True
 
     async def _receive(self, timeout: float) -> None:
         with trio.move_on_after(timeout) as cs:
@@ -231,7 +289,11 @@ class _Connection:
             raise ClientDisconnected("timed out sending to the client")
 
     async def _sendfile(self, body: FileBody) -> None:
-        sock = self.stream.socket
+        if self.tls:
+            # os.sendfile would bypass the encryption: read and send through the TLS stream instead.
+            await self._send_file_by_reads(body)
+            return
+        sock = self.socket_stream.socket
         fd = sock.fileno()
         offset, remaining = body.offset, body.length
         while remaining > 0:
@@ -254,6 +316,16 @@ class _Connection:
                 continue
             offset += sent
             remaining -= sent
+
+    async def _send_file_by_reads(self, body: FileBody) -> None:
+        offset, remaining = body.offset, body.length
+        while remaining > 0:
+            data = os.pread(body.fd, min(remaining, RECV_SIZE), offset)
+            if not data:
+                raise ClientDisconnected("file shorter than announced")
+            await self._send_bytes(data)
+            offset += len(data)
+            remaining -= len(data)
 
     async def send_response(self, request_method: str, response: Response) -> None:
         headers = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers]
@@ -288,7 +360,9 @@ class _Connection:
                 # Head, body and end in one write: one syscall and one checkpoint per small response
                 # instead of two or three, and the client gets it in one segment.
                 data = self.conn.send(h11.Data(data=body)) if body else b""
-                await self._send_bytes(b"".join((head, data or b"", self.conn.send(h11.EndOfMessage()) or b"")))
+                await self._send_bytes(
+                    b"".join((head, data or b"", self.conn.send(h11.EndOfMessage()) or b""))
+                )
             elif isinstance(body, FileBody) and body.length <= SMALL_FILE:
                 # A small file costs less read into memory and sent with the head than as a write plus a
                 # sendfile (a page-cache read either way; os.sendfile also reads in this thread).
@@ -296,13 +370,17 @@ class _Connection:
                 if len(data) != body.length:
                     raise ClientDisconnected("file shorter than announced")
                 framed = self.conn.send(h11.Data(data=data)) if data else b""
-                await self._send_bytes(b"".join((head, framed or b"", self.conn.send(h11.EndOfMessage()) or b"")))
+                await self._send_bytes(
+                    b"".join((head, framed or b"", self.conn.send(h11.EndOfMessage()) or b""))
+                )
             else:
                 await self._send_bytes(head)
                 if isinstance(body, FileBody):
                     # h11 frames the bytes (it only needs their length); we move them with sendfile.
                     # (h11 types Data.data as bytes; passthrough hands our FileBody back untouched.)
-                    pieces: list[Any] = self.conn.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or []
+                    pieces: list[Any] = (
+                        self.conn.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or []
+                    )
                     for piece in pieces:
                         if isinstance(piece, FileBody):
                             await self._sendfile(piece)
@@ -342,6 +420,8 @@ class _Connection:
     async def run(self) -> None:
         with self.cancel_scope:
             try:
+                if self.server.ssl_context is not None and not await self.start_tls(self.server.ssl_context):
+                    return
                 await self._cycle_loop()
             except ClientDisconnected:
                 pass
@@ -352,7 +432,7 @@ class _Connection:
                     cs.shield = True
                     try:
                         await self.stream.aclose()
-                    except (trio.BrokenResourceError, OSError):
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         pass
 
     async def _cycle_loop(self) -> None:
@@ -362,7 +442,9 @@ class _Connection:
             if self.server.closing:
                 return
             try:
-                event = await self.next_event(self.limits.header_timeout if first else self.limits.idle_timeout)
+                event = await self.next_event(
+                    self.limits.header_timeout if first else self.limits.idle_timeout
+                )
             except h11.RemoteProtocolError as e:
                 await self._send_error_and_close(e)
                 return
@@ -401,6 +483,8 @@ class _Connection:
             client=self.client,
             http_version=event.http_version.decode("ascii", "replace"),
         )
+        if self.tls:
+            request.context["peer"] = self.peer
         started = time.monotonic()
         self.server.in_flight += 1
         try:
@@ -459,7 +543,8 @@ class _Connection:
         drained = 0
         with trio.move_on_after(2):
             try:
-                await self.stream.send_eof()
+                if isinstance(self.stream, trio.SocketStream):
+                    await self.stream.send_eof()  # TLS has no half-close: just keep reading
                 while drained < LINGER_MAX_BYTES:
                     data = await self.stream.receive_some(RECV_SIZE)
                     if not data:
@@ -490,10 +575,23 @@ def _http_date() -> bytes:
 
 
 class HttpServer:
-    """One listening address, one handler. `await nursery.start(server.serve)`; `server.shutdown()` to stop."""
+    """One listening address, one handler. `await nursery.start(server.serve)`; `server.shutdown()` to stop.
 
-    def __init__(self, handler: Handler, host: str, port: int, limits: HttpLimits, *, access_log: bool = False):
+    With `ssl_context` every connection is TLS; a failed handshake closes that connection only.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        limits: HttpLimits,
+        *,
+        access_log: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.handler = handler
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.limits = limits

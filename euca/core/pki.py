@@ -2,23 +2,39 @@
 
 Bundled images encrypt their key for the cloud certificate, components get certificates issued by this CA,
 and users get X.509 certificates for bundling (euca2ools' EC2_CERT / EUCALYPTUS_CERT).
+
+Only the CLC host holds the CA key. A host that joined the cloud (`euca --role nc --join TOKEN`) has the
+CA certificate alone: `CloudCA.from_cert` gives a CA that verifies but cannot issue.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import ipaddress
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 KEY_BITS = 2048
+COMPONENT_DAYS = 3650
 
 
-def _write_private(path: Path, data: bytes) -> None:
+class NoCAKey(Exception):
+    """This host has the cloud certificate but not its key (it joined the cloud): it cannot issue."""
+
+
+class NoCloudCA(Exception):
+    """There is no cloud CA here and this host must not make one (it joins an existing cloud)."""
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret atomically, readable by the owner only."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -28,10 +44,69 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def write_public(path: Path, data: bytes) -> None:
+    """Write a certificate atomically (a crash never leaves half a PEM)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+_write_private = write_private  # the name other modules used before it was public
+
+
+def key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
+
+
+_key_pem = key_pem
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+
+
+def cert_sha256(cert: x509.Certificate | bytes) -> str:
+    """The SHA-256 of a certificate's DER encoding, lowercase hex (what join tokens pin)."""
+    if isinstance(cert, bytes):
+        cert = x509.load_pem_x509_certificate(cert)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    """Whether `cert` carries the signature of `ca_cert`'s key (and names it as issuer)."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except Exception:  # InvalidSignature, an issuer name mismatch, a key type that cannot have signed it
+        return False
+    return True
+
+
+def component_subject(role: str, name: str) -> x509.Name:
+    """O=euca, OU=<role>, CN=<name>: what a cluster listener checks (the OU) before it decodes a call."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "euca"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+
+
+def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName | None:
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(h for h in hosts if h and h not in ("0.0.0.0", "::")):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names) if names else None
 
 
 class CloudCA:
@@ -39,22 +114,48 @@ class CloudCA:
         self.dir = directory
         self.key_path = directory / "cloud-pk.pem"
         self.cert_path = directory / "cloud-cert.pem"
-        self.key: rsa.RSAPrivateKey
+        self._key: rsa.RSAPrivateKey | None = None
         self.cert: x509.Certificate
 
+    @property
+    def key(self) -> rsa.RSAPrivateKey:
+        if self._key is None:
+            raise NoCAKey(f"this host has no cloud CA key ({self.key_path}): it joined the cloud")
+        return self._key
+
+    @key.setter
+    def key(self, value: rsa.RSAPrivateKey) -> None:
+        self._key = value
+
+    @property
+    def has_key(self) -> bool:
+        return self._key is not None
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        return (directory / "cloud-pk.pem").exists() and (directory / "cloud-cert.pem").exists()
+
     @classmethod
-    def load_or_create(cls, directory: Path, name: str = "euca cloud") -> CloudCA:
+    def load_or_create(cls, directory: Path, name: str = "euca cloud", *, create: bool = True) -> CloudCA:
+        """The CA in `directory`, made there first if missing. With create=False a missing CA raises
+        NoCloudCA (a host joining a cloud must never make a CA of its own)."""
         ca = cls(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if ca.key_path.exists() and ca.cert_path.exists():
+        if cls.exists(directory):
             key = serialization.load_pem_private_key(ca.key_path.read_bytes(), None)
             assert isinstance(key, rsa.RSAPrivateKey)
             ca.key = key
             ca.cert = x509.load_pem_x509_certificate(ca.cert_path.read_bytes())
             return ca
-        ca.key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "euca"),
-                             x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        if not create:
+            raise NoCloudCA(f"no cloud CA in {directory}")
+        directory.mkdir(parents=True, exist_ok=True)
+        ca.key = new_key()
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "euca"),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
         now = dt.datetime.now(dt.UTC)
         ca.cert = (
             x509.CertificateBuilder()
@@ -65,24 +166,58 @@ class CloudCA:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca.key.public_key()), critical=False)
             .sign(ca.key, hashes.SHA256())
         )
-        _write_private(ca.key_path, _key_pem(ca.key))
-        ca.cert_path.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+        write_private(ca.key_path, key_pem(ca.key))
+        write_public(ca.cert_path, ca.cert.public_bytes(serialization.Encoding.PEM))
+        return ca
+
+    @classmethod
+    def from_cert(cls, cert_path: Path) -> CloudCA:
+        """A CA known by its certificate only (a joined host): verifies, cannot issue."""
+        ca = cls(cert_path.parent)
+        ca.cert_path = cert_path
+        ca.cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         return ca
 
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
+    @property
+    def sha256(self) -> str:
+        """The CA certificate's SHA-256 (DER), hex: what a join token carries."""
+        return cert_sha256(self.cert)
+
     def issue(self, common_name: str, organization: str = "euca", days: int = 3650) -> tuple[bytes, bytes]:
         """A new key and a certificate for it signed by the cloud CA: (key PEM, cert PEM)."""
-        key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+        key = new_key()
         now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                    ]
+                )
+            )
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -91,4 +226,84 @@ class CloudCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(self.key, hashes.SHA256())
         )
-        return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+        return key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue_component_cert(
+        self,
+        public_key: rsa.RSAPublicKey,
+        role: str,
+        name: str,
+        hosts: Iterable[str] = (),
+        *,
+        tls: bool = True,
+        days: int = COMPONENT_DAYS,
+    ) -> bytes:
+        """A component certificate (PEM) for `public_key`: O=euca, OU=role, CN=name, SAN = hosts.
+
+        tls=True: a TLS identity (clientAuth + serverAuth). tls=False: an encryption-only certificate
+        (the cluster's node image certificate, which download manifest keys are encrypted for).
+        """
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(component_subject(role, name))
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=tls,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=not tls,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.cert.public_key()),  # type: ignore[arg-type]
+                critical=False,
+            )
+        )
+        if tls:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+                critical=False,
+            )
+        san = _san(hosts)
+        if san is not None:
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def issue_component(
+        self, role: str, name: str, hosts: Iterable[str] = (), *, tls: bool = True
+    ) -> tuple[bytes, bytes]:
+        """A new key and its component certificate: (key PEM, cert PEM)."""
+        key = new_key()
+        return key_pem(key), self.issue_component_cert(key.public_key(), role, name, hosts, tls=tls)
+
+    def sign_csr(self, csr_pem: bytes, role: str, name: str, hosts: Iterable[str] = ()) -> bytes:
+        """A component certificate for the key in a CSR. Only the key is taken from the CSR (its signature
+        proves the requester holds it); the subject is the one the CLC registered, not what the CSR asks."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as e:
+            raise ValueError(f"not a PEM certificate request: {e}") from None
+        if not csr.is_signature_valid:
+            raise ValueError("the certificate request's signature does not verify")
+        public_key = csr.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey) or public_key.key_size < KEY_BITS:
+            raise ValueError(f"the certificate request must carry an RSA key of at least {KEY_BITS} bits")
+        return self.issue_component_cert(public_key, role, name, hosts)
+
+    def verify_issued(self, cert: x509.Certificate) -> bool:
+        """Whether `cert` carries this CA's signature."""
+        return issued_by(cert, self.cert)

@@ -1,0 +1,102 @@
+"""The cluster listener's app: mutual-TLS callers, cluster messages in, replies or Faults out.
+
+A CC or NC role mounts `ClusterApp(role, handlers)` as its App. The supervisor serves an app with
+`tls = True` on a TLS listener (euca/core/supervisor.py), so the caller's verified certificate is on
+`request.context["peer"]`. Order of checks: the caller's OU against ALLOWED_CALLERS (403 Unauthorized,
+before anything is decoded), then the message (400 BadMessage), then the handler. Every answer is JSON:
+a reply struct, or a `Fault` — never an HTML page or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from euca.core.http import Peer, Request, Response
+from euca.protocol.cluster import (
+    ALLOWED_CALLERS,
+    PATH_PREFIX,
+    BadMessage,
+    ClusterFault,
+    decode_request,
+    encode_fault,
+    encode_reply,
+)
+
+log = logging.getLogger("euca.cluster")
+
+# RunInstances of many instances with user data and download manifests stays well under this.
+MAX_BODY = 64 * 1024 * 1024
+
+JSON = [("Content-Type", "application/json")]
+
+ClusterHandler = Callable[[Any, Peer], Awaitable[msgspec.Struct]]
+
+
+def fault_response(status: int, code: str, message: str) -> Response:
+    return Response(status, list(JSON), encode_fault(code, message))
+
+
+class ClusterApp:
+    """An App (euca.core.supervisor.App) answering POST /cluster/<Message> for one role.
+
+    handlers: message type -> `async def handler(message, peer) -> reply struct`; a handler raises
+    ClusterFault(code, message, status) for an answer the caller should see as a fault.
+    """
+
+    services: frozenset[str] = frozenset()
+    path_prefixes = (PATH_PREFIX.rstrip("/"),)
+    tls = True  # the supervisor serves this app on a mutual-TLS listener
+
+    def __init__(self, role: str, handlers: Mapping[type, ClusterHandler]):
+        if role not in ALLOWED_CALLERS:
+            raise ValueError(f"no cluster listener is defined for role {role!r}")
+        self.name = role
+        self.role = role
+        self.allowed = ALLOWED_CALLERS[role]
+        self.handlers = dict(handlers)
+
+    def claims(self, request: Request) -> bool:
+        return False
+
+    async def handle(self, request: Request) -> Response:
+        peer = request.context.get("peer")
+        if not isinstance(peer, Peer) or peer.role not in self.allowed:
+            who = f"{peer.role}/{peer.name}" if isinstance(peer, Peer) else "no certificate"
+            log.warning("cluster call refused role=%s caller=%s path=%s", self.role, who, request.path[:100])
+            return fault_response(
+                403, "Unauthorized", f"a {self.role} takes calls from {sorted(self.allowed)} only"
+            )
+        if request.method != "POST":
+            return fault_response(405, "BadMessage", "cluster messages are sent with POST")
+        try:
+            body = await request.body.read_all(MAX_BODY)
+        except ValueError:
+            return fault_response(413, "BadMessage", f"message larger than {MAX_BODY} bytes")
+        try:
+            message = decode_request(request.path, body)
+        except BadMessage as e:
+            return fault_response(400, "BadMessage", str(e))
+        handler = self.handlers.get(type(message))
+        if handler is None:
+            return fault_response(
+                400, "BadMessage", f"a {self.role} does not answer {type(message).__name__}"
+            )
+        try:
+            reply = await handler(message, peer)
+        except ClusterFault as e:
+            log.info(
+                "cluster fault message=%s caller=%s code=%s status=%d",
+                type(message).__name__,
+                peer.name,
+                e.code,
+                e.status,
+            )
+            return fault_response(e.status, e.code, e.message)
+        except Exception:
+            log.exception("cluster handler failed message=%s caller=%s", type(message).__name__, peer.name)
+            return fault_response(500, "InternalError", f"{type(message).__name__} failed on the {self.role}")
+        return Response(200, list(JSON), encode_reply(reply))
