@@ -79,7 +79,8 @@ class AddressPool:
         hosts = self.network.hosts()
         self.gateway = next(hosts, None)
         self._addresses = list(hosts)  # allocatable, in order
-        if self.gateway is None or not self._addresses:
+        # A /31's two "hosts" include the network and broadcast addresses a DHCP subnet cannot use.
+        if self.gateway is None or not self._addresses or self.network.prefixlen > 30:
             raise ValueError(f"subnet {subnet} has no address for instances besides the gateway")
         self._index = {ip: i for i, ip in enumerate(self._addresses)}
         self._by_instance: dict[str, Lease] = {}
