@@ -19,6 +19,14 @@ from typing import Any, Protocol
 
 import trio
 
+from euca.core.components import (
+    COMPONENT_ROLES,
+    Components,
+    component_hosts,
+    component_name,
+    ensure_components,
+    open_cloud_ca,
+)
 from euca.core.config import ROLE_NAMES, Config
 from euca.core.credentials import write_user_credentials
 from euca.core.http import HttpServer, Request, Response
@@ -41,6 +49,8 @@ class App(Protocol):
     services: frozenset[str]
     # Path prefixes that select this app and are stripped before it sees the request.
     path_prefixes: tuple[str, ...]
+    # An app may set `tls = True` (ClusterApp does): its listener then serves mutual TLS with the role's
+    # component certificate, and the caller's certificate subject is on request.context["peer"].
 
     def claims(self, request: Request) -> bool:
         """A last look for requests no prefix or signature placed (virtual hosts, `?Action=`)."""
@@ -63,8 +73,12 @@ class RoleContext:
     config: Config
     store: Store
     identity: Identity
+    # The full CA on the CLC host (or one-box); on a host that joined the cloud, the CA certificate only
+    # (ca.has_key is False and ca.issue raises NoCAKey).
     ca: CloudCA
-    # Filled in once listeners are bound: role name -> "http://host:port" where it answers.
+    # This host's component certificates (pki/components): TLS contexts, node image key.
+    components: Components
+    # Filled in once listeners are bound: role name -> "http://host:port" ("https://" for TLS listeners).
     endpoints: dict[str, str] = field(default_factory=dict)
     # Called by the supervisor once every listener is up (port 0 resolved).
     on_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -145,9 +159,11 @@ class Supervisor:
         cfg.data_path.mkdir(parents=True, exist_ok=True)
         store = open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
         identity = Identity(store)
-        ca = CloudCA.load_or_create(cfg.data_path / "pki")
-        ctx = RoleContext(config=cfg, store=store, identity=identity, ca=ca)
-        first_start(ctx)
+        ca = open_cloud_ca(cfg)
+        components = open_components(cfg, ca, self.role_names)
+        ctx = RoleContext(config=cfg, store=store, identity=identity, ca=ca, components=components)
+        if ca.has_key:  # a joined host has no CA key: its admin credentials live on the CLC host
+            first_start(ctx)
         return ctx
 
     def stop(self) -> None:
@@ -165,30 +181,41 @@ class Supervisor:
             listen = self.config.listen_for(role.name)
             for app in role.apps:
                 by_address.setdefault((listen.host, listen.port), []).append((role.name, app))
+        tls_roles = {address: listener_tls_role(address, mounted) for address, mounted in by_address.items()}
         try:
             async with trio.open_nursery() as roles_nursery:
                 async with trio.open_nursery() as http_nursery:
                     for (host, port), mounted in by_address.items():
+                        tls_role = tls_roles[(host, port)]
                         server = HttpServer(
                             Dispatcher([app for _, app in mounted]),
                             host,
                             port,
                             self.config.http,
                             access_log=True,
+                            ssl_context=ctx.components.server_context(tls_role) if tls_role else None,
                         )
                         bound = await http_nursery.start(server.serve)
                         self.servers.append(server)
                         public = self.config.public_host if host in ("0.0.0.0", "::", "") else host
+                        scheme = "https" if tls_role else "http"
                         for role_name, _ in mounted:
-                            ctx.endpoints[role_name] = f"http://{public}:{bound}"
-                        log.info("listening address=%s:%d roles=%s", host, bound,
-                                 ",".join(sorted({r for r, _ in mounted})))
+                            ctx.endpoints[role_name] = f"{scheme}://{public}:{bound}"
+                        log.info(
+                            "listening address=%s:%d roles=%s tls=%s",
+                            host,
+                            bound,
+                            ",".join(sorted({r for r, _ in mounted})),
+                            tls_role or "no",
+                        )
                     for role in roles:
                         await roles_nursery.start(role.run)
                         log.info("role ready name=%s", role.name)
                     for hook in ctx.on_ready:
                         await hook()
-                    log.info("cloud ready roles=%s in %.2fs", ",".join(self.role_names), time.monotonic() - started)
+                    log.info(
+                        "cloud ready roles=%s in %.2fs", ",".join(self.role_names), time.monotonic() - started
+                    )
                     task_status.started(ctx)
                     await self._stop.wait()
                     log.info("shutting down: finishing requests in flight")
@@ -198,6 +225,38 @@ class Supervisor:
         finally:
             ctx.store.close()
             log.info("stopped")
+
+
+def open_components(config: Config, ca: CloudCA, role_names: list[str]) -> Components:
+    """This host's component files. With the CA key here, certificates missing for the roles it runs are
+    issued now, and the node image key where a CLC or NC runs (the CLC encrypts download manifests for it;
+    on one box the NC reads it from the same place). Without the CA key (a joined host) they must be there
+    already: MissingComponent says how to join."""
+    components = Components.for_config(config)
+    roles = [role for role in role_names if role in COMPONENT_ROLES]
+    if ca.has_key:
+        wanted = [(role, component_name(config, role), component_hosts(config, role)) for role in roles]
+        node_image = "clc" in role_names or "nc" in role_names
+        ensure_components(components, ca, wanted, node_image=node_image, node_image_name=config.cc.cluster)
+    else:
+        for role in roles:
+            components.identity(role)  # raises MissingComponent
+    return components
+
+
+def listener_tls_role(address: tuple[str, int], mounted: list[tuple[str, App]]) -> str | None:
+    """The role whose certificate a listener presents, or None for plain HTTP. TLS and plain apps, or two
+    TLS roles, cannot share one address: that is a configuration error, said at start."""
+    tls = {role for role, app in mounted if getattr(app, "tls", False)}
+    plain = {role for role, app in mounted if not getattr(app, "tls", False)}
+    if tls and plain:
+        raise ValueError(
+            f"{address[0]}:{address[1]}: roles {sorted(tls)} need mutual TLS and {sorted(plain)} plain HTTP; "
+            "give them different listen ports"
+        )
+    if len(tls) > 1:
+        raise ValueError(f"{address[0]}:{address[1]}: roles {sorted(tls)} each need their own listen port")
+    return next(iter(tls)) if tls else None
 
 
 def resolve_roles(spec: str) -> tuple[list[str], list[str]]:
