@@ -199,7 +199,7 @@ async def _fetch_checked(client: httpx.AsyncClient | None, part: PartRef, slot: 
     slot.ready.set()
 
 
-async def _fetch_in_order(
+async def fetch_in_order(
     parts: Sequence[PartRef],
     client: httpx.AsyncClient | None,
     concurrency: int,
@@ -526,7 +526,7 @@ async def _run_pipeline(
     total = source.size or 0
     report = (lambda done: progress(done, total)) if progress is not None else None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_fetch_in_order, source.parts, client, concurrency, parts_send)
+        nursery.start_soon(fetch_in_order, source.parts, client, concurrency, parts_send)
         nursery.start_soon(_decrypt_stage, source.key, source.iv, parts_recv, plain_send)
         nursery.start_soon(_inflate_stage, plain_recv, raw_send)
         nursery.start_soon(_extract_stage, raw_recv, extractor, report)
