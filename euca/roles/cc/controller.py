@@ -1,0 +1,587 @@
+"""The cluster controller's state and message handlers.
+
+Nothing here is stored on disk: the CLC's DescribeResources poll carries the cluster's nodes and instance
+types, and the nodes' reports carry the instances, so a restarted CC rebuilds everything from its first
+poll. What the CC knows on its own is only what it did since: instances it placed that no node has
+reported yet (pending), and the ROUNDROBIN cursor.
+
+Resource accounting: a node reports free = max - what its non-terminated instances use. An instance the
+CC placed counts against the node's free resources until a report that includes it arrives; the poller
+asks for instances before resources, so every instance in a report is also counted in the resources the
+same round reports.
+
+Reports and our own knowledge are ordered by a sequence number taken when a poll's request *starts* and
+when a reply of our own arrives: a report may only remove an instance if it was asked for after the CC last
+learned something about that instance. An NcRunInstance still on the wire is never removed by a report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+import trio
+
+from euca.protocol.cluster import (
+    Ack,
+    ClusterFault,
+    ConsoleOutput,
+    DescribeInstances,
+    DescribeResources,
+    GetConsoleOutput,
+    InstanceSpec,
+    InstancesReply,
+    InstanceStatus,
+    NcDescribeInstances,
+    NcDescribeResource,
+    NcGetConsoleOutput,
+    NcRebootInstance,
+    NcRunInstance,
+    NcTerminateInstance,
+    NodeAddress,
+    NodeResources,
+    RebootInstances,
+    ResourcesReply,
+    RunInstances,
+    TerminateInstances,
+    VmType,
+)
+from euca.roles.cc.scheduler import Scheduler, capacity
+from euca.roles.cc.vmnet import NetworkFull, VmNetwork
+
+log = logging.getLogger("euca.cc")
+
+T = TypeVar("T")
+
+
+class NodeClient(Protocol):
+    """How the CC calls a node: euca.core.cluster_client.ClusterClient, or an in-process stand-in in tests.
+    Raises ClusterFault for a fault answer; anything else raised counts as the node not answering."""
+
+    async def call(self, base_url: str, message: Any) -> Any: ...
+
+
+@dataclass(eq=False)
+class Node:
+    name: str
+    url: str
+    resources: NodeResources
+    up: bool | None = None  # None: not polled yet
+    # Sequence number (ClusterController.tick) of the request behind the report applied last.
+    report_started: int = -1
+    instances: dict[str, Tracked] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Tracked:
+    status: InstanceStatus
+    vm: VmType | None  # what it uses; None when its type is unknown here
+    # When the CC last learned this status (tick of a report's request, or of our own call's reply).
+    updated: int
+    in_flight: bool = False  # NcRunInstance sent, not answered yet
+    counted: bool = False  # included in the node's last resource report
+    released: bool = False  # its address went back to the network
+    started: trio.Event = field(default_factory=trio.Event)  # set when NcRunInstance is answered
+
+
+def _unpolled(name: str) -> NodeResources:
+    return NodeResources(node=name, state="down", reason="not polled yet")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ClusterFault):
+        return f"{exc.code}: {exc.message}"
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _fault(exc: Exception, default_code: str, context: str) -> ClusterFault:
+    """A fault to answer the CLC with: a node's own fault code passes through, a silent node is
+    `default_code`."""
+    if isinstance(exc, ClusterFault):
+        return ClusterFault(exc.code, f"{context}: {exc.message}", exc.status)
+    return ClusterFault(default_code, f"{context}: {_describe(exc)}", 503)
+
+
+class ClusterController:
+    def __init__(
+        self,
+        cluster: str,
+        client: NodeClient,
+        network: VmNetwork,
+        *,
+        scheduler: str = "GREEDY",
+        poll_interval: float = 6.0,
+        poll_fanout: int = 16,
+        call_timeout: float = 30.0,
+    ):
+        self.cluster = cluster
+        self.client = client
+        self.network = network
+        self.scheduler = Scheduler(scheduler)
+        self.poll_interval = poll_interval
+        # A node that takes longer than this to answer a poll is down.
+        self.poll_timeout = max(poll_interval, 5.0)
+        self.call_timeout = call_timeout
+        self.poll_limiter = trio.CapacityLimiter(max(1, poll_fanout))
+        self.call_limiter = trio.CapacityLimiter(max(1, poll_fanout))
+        self.nodes: dict[str, Node] = {}  # in the order the CLC lists them (GREEDY's order)
+        self.vm_types: dict[str, VmType] = {}
+        self.instances: dict[str, Tracked] = {}
+        self._kick = trio.Event()
+        self._cluster_name_warned = False
+        self._ticks = 0
+
+    def tick(self) -> int:
+        """The next number of a sequence that orders what the CC learns (reports, replies); a clock could
+        stand still between two events."""
+        self._ticks += 1
+        return self._ticks
+
+    # ------------------------------------------------------------------------------------------------
+    # Background: the poll loop
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.network.run)
+            nursery.start_soon(self._poll_loop)
+            task_status.started()
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await self.poll_round()
+            with trio.move_on_after(self.poll_interval):
+                await self._kick.wait()
+            self._kick = trio.Event()
+
+    def kick(self) -> None:
+        """Poll now rather than at the end of the interval."""
+        self._kick.set()
+
+    async def poll_round(self, nodes: Iterable[Node] | None = None) -> None:
+        """Ask every node (or the ones given) for its instances and resources, a bounded number at once."""
+        targets = list(self.nodes.values() if nodes is None else nodes)
+        async with trio.open_nursery() as nursery:
+            for node in targets:
+                nursery.start_soon(self._poll_limited, node)
+
+    async def _poll_limited(self, node: Node) -> None:
+        async with self.poll_limiter:
+            await self.poll_node(node)
+
+    async def poll_node(self, node: Node) -> None:
+        started = self.tick()
+        try:
+            with trio.fail_after(self.poll_timeout):
+                # Instances first: whatever they list is counted in the resources asked for after.
+                listed: InstancesReply = await self.client.call(node.url, NcDescribeInstances())
+                resources: NodeResources = await self.client.call(node.url, NcDescribeResource())
+        except Exception as e:
+            self._node_failed(node, started, _describe(e))
+            return
+        await self._apply_report(node, started, listed.instances, resources)
+
+    def _current(self, node: Node, started: int) -> bool:
+        """Whether a poll begun at `started` is still news for `node` (not removed, nothing newer applied)."""
+        return self.nodes.get(node.name) is node and started > node.report_started
+
+    def _node_failed(self, node: Node, started: int, reason: str) -> None:
+        if not self._current(node, started):
+            return
+        node.report_started = started
+        if node.up is not False:
+            log.warning("node down name=%s url=%s reason=%s", node.name, node.url, reason)
+        node.up = False
+        node.resources = NodeResources(node=node.name, state="down", reason=reason)
+        for tracked in node.instances.values():
+            tracked.counted = False  # a node that comes back reports afresh
+
+    async def _apply_report(
+        self, node: Node, started: int, listed: list[InstanceStatus], resources: NodeResources
+    ) -> None:
+        if not self._current(node, started):
+            return
+        node.report_started = started
+        if node.up is not True:
+            log.info(
+                "node up name=%s cores=%d/%d memory_mb=%d/%d disk_gb=%d/%d hypervisor=%s",
+                node.name,
+                resources.cores_free,
+                resources.cores_max,
+                resources.memory_mb_free,
+                resources.memory_mb_max,
+                resources.disk_gb_free,
+                resources.disk_gb_max,
+                resources.hypervisor or "-",
+            )
+        node.up = True
+        node.resources = msgspec.structs.replace(resources, node=node.name, state="up", reason=None)
+        seen: set[str] = set()
+        for status in listed:
+            if status.node != node.name:
+                status = msgspec.structs.replace(status, node=node.name)
+            seen.add(status.instance_id)
+            await self._reported(node, started, status)
+        for instance_id, tracked in list(node.instances.items()):
+            if instance_id in seen:
+                continue
+            if tracked.in_flight or tracked.updated > started:
+                tracked.counted = False  # placed after this report was asked for: still pending
+                continue
+            await self._forget(tracked, "gone from its node")
+
+    async def _reported(self, node: Node, started: int, status: InstanceStatus) -> None:
+        tracked = self.instances.get(status.instance_id)
+        if tracked is not None and tracked.status.node != node.name:
+            if tracked.in_flight or tracked.updated > started:
+                return  # a stale report from a node it left (rolled back and placed elsewhere)
+            log.warning(
+                "instance moved id=%s from=%s to=%s", status.instance_id, tracked.status.node, node.name
+            )
+            await self._forget(tracked, "reported by another node", release=False)
+            tracked = None
+        if tracked is None:
+            tracked = Tracked(status=status, vm=self.vm_types.get(status.vm_type), updated=started)
+            tracked.started.set()
+            self.instances[status.instance_id] = tracked
+            node.instances[status.instance_id] = tracked
+            log.info(
+                "instance found id=%s node=%s state=%s ip=%s",
+                status.instance_id,
+                node.name,
+                status.state,
+                status.private_ip or "-",
+            )
+            if status.state != "terminated" and status.private_ip and status.mac:
+                await self.network.adopt(status.instance_id, status.mac, status.private_ip)
+        else:
+            if (tracked.status.state, tracked.status.nc_state) != (status.state, status.nc_state):
+                log.info(
+                    "instance state id=%s node=%s state=%s nc_state=%s%s",
+                    status.instance_id,
+                    node.name,
+                    status.state,
+                    status.nc_state,
+                    f" reason={status.reason}" if status.reason else "",
+                )
+            tracked.status = self._keep_address(tracked.status, status)
+            tracked.updated = max(tracked.updated, started)
+        tracked.counted = True
+        if status.state == "terminated":
+            await self._release(tracked)
+
+    @staticmethod
+    def _keep_address(old: InstanceStatus, new: InstanceStatus) -> InstanceStatus:
+        if new.private_ip or not old.private_ip:
+            return new
+        return msgspec.structs.replace(new, private_ip=old.private_ip, mac=new.mac or old.mac)
+
+    async def _release(self, tracked: Tracked) -> None:
+        if not tracked.released:
+            tracked.released = True
+            await self.network.release(tracked.status.instance_id)
+
+    async def _forget(self, tracked: Tracked, why: str, *, release: bool = True) -> None:
+        instance_id = tracked.status.instance_id
+        if self.instances.get(instance_id) is tracked:
+            del self.instances[instance_id]
+        node = self.nodes.get(tracked.status.node)
+        if node is not None and node.instances.get(instance_id) is tracked:
+            del node.instances[instance_id]
+        tracked.started.set()
+        log.info("instance forgotten id=%s node=%s why=%s", instance_id, tracked.status.node, why)
+        if release:
+            await self._release(tracked)
+
+    # ------------------------------------------------------------------------------------------------
+    # Views
+
+    def node_view(self) -> list[NodeResources]:
+        """Each node's resources as the scheduler should see them: the last report, less what instances
+        placed since use."""
+        view = []
+        for node in self.nodes.values():
+            res = node.resources
+            if res.state == "up":
+                cores = memory = disk = 0
+                for tracked in node.instances.values():
+                    if tracked.counted or tracked.vm is None or tracked.status.state == "terminated":
+                        continue
+                    cores += tracked.vm.cores
+                    memory += tracked.vm.memory_mb
+                    disk += tracked.vm.disk_gb
+                if cores or memory or disk:
+                    res = msgspec.structs.replace(
+                        res,
+                        cores_free=res.cores_free - cores,
+                        memory_mb_free=res.memory_mb_free - memory,
+                        disk_gb_free=res.disk_gb_free - disk,
+                    )
+            view.append(res)
+        return view
+
+    # ------------------------------------------------------------------------------------------------
+    # Handlers (CLC -> CC); each takes the message and returns the reply or raises ClusterFault.
+
+    async def describe_resources(self, message: DescribeResources) -> ResourcesReply:
+        if message.cluster and message.cluster != self.cluster and not self._cluster_name_warned:
+            self._cluster_name_warned = True
+            log.warning("cluster name differs configured=%s clc=%s", self.cluster, message.cluster)
+        self.vm_types = {vm.name: vm for vm in message.vm_types}
+        for tracked in self.instances.values():
+            if tracked.vm is None:
+                tracked.vm = self.vm_types.get(tracked.status.vm_type)
+        added = await self._set_nodes(message.nodes)
+        if added:
+            # A node just registered (or this CC just restarted): learn it now, so this very reply has
+            # its capacity and its instances are known before anything new is placed.
+            await self.poll_round(added)
+        view = self.node_view()
+        return ResourcesReply(
+            cluster=message.cluster or self.cluster,
+            nodes=view,
+            capacity=capacity(message.vm_types, view),
+        )
+
+    async def _set_nodes(self, addresses: list[NodeAddress]) -> list[Node]:
+        wanted = {a.name: a for a in addresses}
+        for name in [n for n in self.nodes if n not in wanted]:
+            gone = self.nodes.pop(name)
+            log.info("node removed name=%s instances=%d", name, len(gone.instances))
+            for tracked in list(gone.instances.values()):
+                await self._forget(tracked, "node removed")
+        added: list[Node] = []
+        ordered: dict[str, Node] = {}
+        for address in addresses:
+            known = self.nodes.get(address.name)
+            if known is None:
+                node = Node(name=address.name, url=address.url, resources=_unpolled(address.name))
+                added.append(node)
+                log.info("node added name=%s url=%s", address.name, address.url)
+            else:
+                node = known
+            if node.url != address.url:
+                log.info("node moved name=%s url=%s", address.name, address.url)
+                node.url = address.url
+            ordered[address.name] = node
+        self.nodes = ordered
+        return added
+
+    async def describe_instances(self, message: DescribeInstances) -> InstancesReply:
+        if message.instance_ids:
+            found = (self.instances.get(i) for i in dict.fromkeys(message.instance_ids))
+            return InstancesReply([t.status for t in found if t is not None])
+        return InstancesReply([t.status for t in self.instances.values()])
+
+    async def run_instances(self, message: RunInstances) -> InstancesReply:
+        specs = list({s.instance_id: s for s in message.instances}.values())
+        new = [s for s in specs if s.instance_id not in self.instances]
+        if new:
+            await self._place_and_start(new)
+        return InstancesReply([self.instances[s.instance_id].status for s in specs])
+
+    async def _place_and_start(self, specs: list[InstanceSpec]) -> None:
+        reservation = specs[0].reservation_id
+        chosen = self.scheduler.plan([s.vm_type for s in specs], self.node_view())
+        if chosen is None:
+            log.info(
+                "run refused reservation=%s count=%d type=%s reason=InsufficientInstanceCapacity",
+                reservation,
+                len(specs),
+                ",".join(sorted({s.vm_type.name for s in specs})),
+            )
+            raise ClusterFault(
+                "InsufficientInstanceCapacity",
+                f"cluster {self.cluster} cannot hold {len(specs)} more instance(s) of the requested type",
+            )
+        # Reserve before the first await, so a request handled meanwhile sees these resources as used.
+        now = self.tick()
+        batch: list[tuple[InstanceSpec, Node, Tracked]] = []
+        for spec, node_name in zip(specs, chosen, strict=True):
+            node = self.nodes[node_name]
+            tracked = Tracked(
+                status=self._pending(spec, node_name), vm=spec.vm_type, updated=now, in_flight=True
+            )
+            self.instances[spec.instance_id] = tracked
+            node.instances[spec.instance_id] = tracked
+            batch.append((spec, node, tracked))
+        try:
+            for i, (spec, node, tracked) in enumerate(batch):
+                net = await self.network.allocate(spec.instance_id)
+                tracked.status = msgspec.structs.replace(
+                    tracked.status, private_ip=net.private_ip, mac=net.mac
+                )
+                batch[i] = (msgspec.structs.replace(spec, net=net), node, tracked)
+        except NetworkFull as e:
+            for _, _, tracked in batch:
+                await self._forget(tracked, "no address")
+            raise ClusterFault("InsufficientFreeAddressesInSubnet", str(e)) from None
+        log.info(
+            "run placed reservation=%s instances=%s",
+            reservation,
+            ",".join(f"{s.instance_id}@{n.name}" for s, n, _ in batch),
+        )
+        failures: list[tuple[InstanceSpec, Node, Exception]] = []
+
+        async def start(spec: InstanceSpec, node: Node, tracked: Tracked) -> None:
+            try:
+                status = await self._call(node, NcRunInstance(spec))
+            except Exception as e:
+                failures.append((spec, node, e))
+                return
+            finally:
+                tracked.in_flight = False
+                tracked.updated = self.tick()
+                tracked.started.set()
+            if status.node != node.name:
+                status = msgspec.structs.replace(status, node=node.name)
+            tracked.status = self._keep_address(tracked.status, status)
+
+        async with trio.open_nursery() as nursery:
+            for spec, node, tracked in batch:
+                nursery.start_soon(start, spec, node, tracked)
+        if not failures:
+            return
+        spec, node, error = failures[0]
+        log.warning(
+            "run failed reservation=%s instance=%s node=%s error=%s; rolling back %d",
+            reservation,
+            spec.instance_id,
+            node.name,
+            _describe(error),
+            len(batch),
+        )
+        await self._roll_back(batch)
+        raise _fault(
+            error,
+            "InsufficientInstanceCapacity",
+            f"node {node.name} could not start {spec.instance_id} (none of the request was started)",
+        )
+
+    async def _roll_back(self, batch: list[tuple[InstanceSpec, Node, Tracked]]) -> None:
+        """Terminate every instance of a failed request, the failed ones too (a call that timed out may
+        have started one), and forget them; what is left on a node shows in its next report."""
+
+        async def undo(spec: InstanceSpec, node: Node, tracked: Tracked) -> None:
+            try:
+                await self._call(node, NcTerminateInstance(spec.instance_id))
+            except Exception as e:
+                log.warning(
+                    "rollback terminate failed id=%s node=%s error=%s",
+                    spec.instance_id,
+                    node.name,
+                    _describe(e),
+                )
+            await self._forget(tracked, "run rolled back")
+
+        async with trio.open_nursery() as nursery:
+            for spec, node, tracked in batch:
+                nursery.start_soon(undo, spec, node, tracked)
+
+    @staticmethod
+    def _pending(spec: InstanceSpec, node: str) -> InstanceStatus:
+        return InstanceStatus(
+            instance_id=spec.instance_id,
+            reservation_id=spec.reservation_id,
+            account_id=spec.account_id,
+            state="pending",
+            nc_state="staging",
+            node=node,
+            vm_type=spec.vm_type.name,
+            image_id=spec.machine.image_id,
+            launch_index=spec.launch_index,
+            private_ip=spec.net.private_ip if spec.net else None,
+            mac=spec.net.mac if spec.net else None,
+            launch_time=spec.launch_time,
+        )
+
+    async def terminate_instances(self, message: TerminateInstances) -> InstancesReply:
+        """Instances this CC does not know are left out of the reply (the CLC decides what that means)."""
+        targets = [t for t in (self.instances.get(i) for i in dict.fromkeys(message.instance_ids)) if t]
+
+        async def terminate(tracked: Tracked) -> None:
+            with trio.move_on_after(self.call_timeout):
+                await tracked.started.wait()  # a run still on the wire: terminate after it, not before
+            instance_id = tracked.status.instance_id
+            node = self.nodes.get(tracked.status.node)
+            if node is None:
+                return
+            try:
+                status = await self._call(node, NcTerminateInstance(instance_id))
+            except Exception as e:
+                log.warning("terminate failed id=%s node=%s error=%s", instance_id, node.name, _describe(e))
+                return
+            if status.node != node.name:
+                status = msgspec.structs.replace(status, node=node.name)
+            tracked.status = self._keep_address(tracked.status, status)
+            tracked.updated = self.tick()
+            log.info("terminate id=%s node=%s state=%s", instance_id, node.name, status.state)
+            if status.state == "terminated":
+                await self._release(tracked)
+
+        async with trio.open_nursery() as nursery:
+            for tracked in targets:
+                nursery.start_soon(terminate, tracked)
+        return InstancesReply([t.status for t in targets])
+
+    def _known(self, instance_ids: Iterable[str]) -> list[tuple[Tracked, Node]]:
+        found = []
+        for instance_id in dict.fromkeys(instance_ids):
+            tracked = self.instances.get(instance_id)
+            node = self.nodes.get(tracked.status.node) if tracked else None
+            if tracked is None or node is None:
+                raise ClusterFault(
+                    "InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist"
+                )
+            found.append((tracked, node))
+        return found
+
+    async def reboot_instances(self, message: RebootInstances) -> Ack:
+        targets = self._known(message.instance_ids)
+        errors: list[tuple[str, Exception]] = []
+
+        async def reboot(tracked: Tracked, node: Node) -> None:
+            instance_id = tracked.status.instance_id
+            try:
+                await self._call(node, NcRebootInstance(instance_id))
+            except Exception as e:
+                log.warning("reboot failed id=%s node=%s error=%s", instance_id, node.name, _describe(e))
+                errors.append((instance_id, e))
+                return
+            log.info("reboot id=%s node=%s", instance_id, node.name)
+
+        async with trio.open_nursery() as nursery:
+            for tracked, node in targets:
+                nursery.start_soon(reboot, tracked, node)
+        if errors:
+            instance_id, error = errors[0]
+            raise _fault(error, "Unavailable", f"reboot of {instance_id}")
+        return Ack()
+
+    async def get_console_output(self, message: GetConsoleOutput) -> ConsoleOutput:
+        [(tracked, node)] = self._known([message.instance_id])
+        try:
+            output: ConsoleOutput = await self._call(node, NcGetConsoleOutput(message.instance_id))
+        except Exception as e:
+            raise _fault(e, "Unavailable", f"console of {message.instance_id} on node {node.name}") from None
+        return output
+
+    async def _call(self, node: Node, message: Any) -> Any:
+        async with self.call_limiter:
+            with trio.fail_after(self.call_timeout):
+                return await self.client.call(node.url, message)
+
+    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+        """Message type -> handler, for the CC's listener."""
+        return {
+            DescribeResources: self.describe_resources,
+            DescribeInstances: self.describe_instances,
+            RunInstances: self.run_instances,
+            TerminateInstances: self.terminate_instances,
+            RebootInstances: self.reboot_instances,
+            GetConsoleOutput: self.get_console_output,
+        }

@@ -1,0 +1,511 @@
+"""The cluster controller's handlers and poller against in-memory nodes.
+
+Every call goes through the wire format (encode_request -> decode_request -> handler -> encode_reply ->
+decode_reply), as it would over HTTP; only the sockets are left out. Poll rounds are driven by the test
+(`poll_round()`), never by waiting on a clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+from euca.protocol import cluster as c
+from euca.protocol.cluster import ClusterFault
+from euca.roles.cc.controller import ClusterController
+from euca.roles.cc.vmnet import SubnetAllocator
+
+SMALL = c.VmType("m1.small", 1, 256, 5)
+LARGE = c.VmType("c1.xlarge", 2, 2048, 10)
+VM_TYPES = [SMALL, LARGE]
+
+
+class NodeUnreachable(OSError):
+    pass
+
+
+class FakeNode:
+    """A node controller's behaviour, in memory: resources max minus what its live instances use."""
+
+    def __init__(self, name: str, cores: int = 4, memory_mb: int = 4096, disk_gb: int = 100):
+        self.name = name
+        self.cores, self.memory_mb, self.disk_gb = cores, memory_mb, disk_gb
+        self.instances: dict[str, tuple[c.InstanceSpec, str]] = {}  # id -> (spec, nc_state)
+        self.unreachable = False
+        self.fail_runs = False
+        self.run_gate: trio.Event | None = None  # when set, NcRunInstance waits for it
+        self.calls: list[Any] = []
+
+    def status(self, instance_id: str) -> c.InstanceStatus:
+        spec, nc_state = self.instances[instance_id]
+        return c.InstanceStatus(
+            instance_id=instance_id,
+            reservation_id=spec.reservation_id,
+            account_id=spec.account_id,
+            state=c.ec2_state(nc_state),
+            nc_state=nc_state,  # type: ignore[arg-type]
+            node=self.name,
+            vm_type=spec.vm_type.name,
+            image_id=spec.machine.image_id,
+            launch_index=spec.launch_index,
+            private_ip=spec.net.private_ip if spec.net else None,
+            mac=spec.net.mac if spec.net else None,
+            launch_time=spec.launch_time,
+        )
+
+    def set_state(self, instance_id: str, nc_state: str) -> None:
+        spec, _ = self.instances[instance_id]
+        self.instances[instance_id] = (spec, nc_state)
+
+    def _not_found(self, instance_id: str) -> ClusterFault:
+        return ClusterFault("InvalidInstanceID.NotFound", f"{instance_id} is not on {self.name}")
+
+    async def handle(self, message: Any) -> Any:
+        if self.unreachable:
+            raise NodeUnreachable(f"connection to {self.name} refused")
+        self.calls.append(message)
+        if isinstance(message, c.NcDescribeResource):
+            live = [s for s, st in self.instances.values() if st not in ("terminated", "canceled")]
+            return c.NodeResources(
+                node=self.name,
+                state="up",
+                cores_max=self.cores,
+                cores_free=self.cores - sum(s.vm_type.cores for s in live),
+                memory_mb_max=self.memory_mb,
+                memory_mb_free=self.memory_mb - sum(s.vm_type.memory_mb for s in live),
+                disk_gb_max=self.disk_gb,
+                disk_gb_free=self.disk_gb - sum(s.vm_type.disk_gb for s in live),
+                hypervisor="qemu",
+            )
+        if isinstance(message, c.NcDescribeInstances):
+            ids = message.instance_ids or list(self.instances)
+            return c.InstancesReply([self.status(i) for i in ids if i in self.instances])
+        if isinstance(message, c.NcRunInstance):
+            if self.run_gate is not None:
+                await self.run_gate.wait()
+            if self.fail_runs:
+                raise ClusterFault("InsufficientInstanceCapacity", f"{self.name} refuses")
+            spec = message.instance
+            if spec.instance_id not in self.instances:
+                self.instances[spec.instance_id] = (spec, "staging")
+            return self.status(spec.instance_id)
+        if isinstance(message, c.NcTerminateInstance):
+            if message.instance_id not in self.instances:
+                raise self._not_found(message.instance_id)
+            self.set_state(message.instance_id, "terminated")
+            return self.status(message.instance_id)
+        if isinstance(message, c.NcRebootInstance):
+            if message.instance_id not in self.instances:
+                raise self._not_found(message.instance_id)
+            return c.Ack()
+        if isinstance(message, c.NcGetConsoleOutput):
+            if message.instance_id not in self.instances:
+                raise self._not_found(message.instance_id)
+            return c.ConsoleOutput(message.instance_id, f"booted {message.instance_id}\n".encode(), 1.0)
+        raise AssertionError(f"unexpected {message!r}")
+
+    def count(self, kind: type) -> int:
+        return sum(1 for m in self.calls if isinstance(m, kind))
+
+
+class InProcessClient:
+    """ClusterClient's contract without sockets: the message and its reply cross the wire format."""
+
+    def __init__(self, nodes: dict[str, FakeNode]):
+        self.nodes = nodes  # url -> node
+
+    async def call(self, base_url: str, message: Any) -> Any:
+        path, body = c.encode_request(message)
+        decoded = c.decode_request(path, body)
+        try:
+            reply = await self.nodes[base_url].handle(decoded)
+        except ClusterFault as fault:
+            c.decode_reply(type(message), fault.status, c.encode_fault(fault.code, fault.message))
+            raise AssertionError("unreachable") from None
+        return c.decode_reply(type(message), 200, c.encode_reply(reply))
+
+
+def url(name: str) -> str:
+    return f"https://{name}:8775"
+
+
+class Cluster:
+    """A CC with its nodes, and the CLC's view of the topology."""
+
+    def __init__(self, *nodes: FakeNode, scheduler: str = "GREEDY", subnet: str = "10.77.0.0/24"):
+        self.nodes = {n.name: n for n in nodes}
+        self.client = InProcessClient({url(n.name): n for n in nodes})
+        self.network = SubnetAllocator(subnet, "euca-br0")
+        self.cc = ClusterController("cluster01", self.client, self.network, scheduler=scheduler)
+
+    def restart(self) -> None:
+        """A new CC process: nothing remembered."""
+        self.network = SubnetAllocator(str(self.network.network), "euca-br0")
+        self.cc = ClusterController(
+            "cluster01", self.client, self.network, scheduler=self.cc.scheduler.policy
+        )
+
+    async def describe_resources(self, names: list[str] | None = None) -> c.ResourcesReply:
+        names = list(self.nodes) if names is None else names
+        topology = [c.NodeAddress(n, url(n)) for n in names]
+        return await self.cc.describe_resources(c.DescribeResources("cluster01", topology, VM_TYPES))
+
+    async def instances(self) -> dict[str, c.InstanceStatus]:
+        reply = await self.cc.describe_instances(c.DescribeInstances())
+        return {s.instance_id: s for s in reply.instances}
+
+
+def spec(n: int, vm: c.VmType = SMALL, reservation: str = "r-00000001") -> c.InstanceSpec:
+    return c.InstanceSpec(
+        instance_id=f"i-{n:08x}",
+        reservation_id=reservation,
+        account_id="000000000001",
+        launch_index=n,
+        vm_type=vm,
+        machine=c.ImageRef("emi-12345678", "machine", "<manifest/>"),
+    )
+
+
+def capacity_of(reply: c.ResourcesReply, vm: c.VmType) -> tuple[int, int]:
+    [cap] = [t for t in reply.capacity if t.vm_type == vm.name]
+    return cap.free, cap.max
+
+
+async def test_describe_resources_learns_nodes_and_reports_capacity() -> None:
+    down = FakeNode("n3")
+    down.unreachable = True
+    cl = Cluster(FakeNode("n1", cores=4), FakeNode("n2", cores=2), down)
+    reply = await cl.describe_resources()
+    assert reply.cluster == "cluster01"
+    assert [(n.node, n.state) for n in reply.nodes] == [("n1", "up"), ("n2", "up"), ("n3", "down")]
+    assert reply.nodes[2].cores_max == 0 and reply.nodes[2].reason
+    assert capacity_of(reply, SMALL) == (6, 6)
+    assert capacity_of(reply, LARGE) == (3, 3)
+    # Known nodes are not polled again by DescribeResources; the poller does that.
+    await cl.describe_resources()
+    assert cl.nodes["n1"].count(c.NcDescribeResource) == 1
+
+
+async def test_run_instances_places_greedy_with_addresses_and_counts_before_the_next_poll() -> None:
+    cl = Cluster(FakeNode("n1", cores=2), FakeNode("n2", cores=2))
+    await cl.describe_resources()
+    reply = await cl.cc.run_instances(c.RunInstances([spec(1), spec(2), spec(3)]))
+    assert [(s.instance_id, s.node, s.state) for s in reply.instances] == [
+        ("i-00000001", "n1", "pending"),
+        ("i-00000002", "n1", "pending"),
+        ("i-00000003", "n2", "pending"),
+    ]
+    assert [s.private_ip for s in reply.instances] == ["10.77.0.2", "10.77.0.3", "10.77.0.4"]
+    assert reply.instances[0].mac == "d0:0d:00:00:00:01"
+    # The node got the network config with the spec.
+    sent = {
+        m.instance.instance_id: m.instance for m in cl.nodes["n1"].calls if isinstance(m, c.NcRunInstance)
+    }
+    assert sent["i-00000001"].net == c.NetConfig("d0:0d:00:00:00:01", "10.77.0.2", "euca-br0")
+    # No poll since: the capacity already counts the three.
+    resources = await cl.describe_resources()
+    assert capacity_of(resources, SMALL) == (1, 4)
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.run_instances(c.RunInstances([spec(4), spec(5)]))
+    assert e.value.code == "InsufficientInstanceCapacity"
+    # After a poll the nodes' own numbers say the same.
+    await cl.cc.poll_round()
+    resources = await cl.describe_resources()
+    assert capacity_of(resources, SMALL) == (1, 4)
+
+
+async def test_insufficient_capacity_sends_nothing_to_the_nodes() -> None:
+    cl = Cluster(FakeNode("n1", cores=2), FakeNode("n2", cores=2))
+    await cl.describe_resources()
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.run_instances(c.RunInstances([spec(i, LARGE) for i in range(3)]))
+    assert e.value.code == "InsufficientInstanceCapacity"
+    assert all(n.count(c.NcRunInstance) == 0 for n in cl.nodes.values())
+    assert await cl.instances() == {}
+
+
+async def test_run_is_all_or_nothing_when_a_node_fails(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "euca.cc")
+    n1, n2 = FakeNode("n1", cores=1), FakeNode("n2", cores=4)
+    cl = Cluster(n1, n2)
+    await cl.describe_resources()
+    n2.fail_runs = True
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.run_instances(c.RunInstances([spec(1), spec(2), spec(3)]))
+    assert e.value.code == "InsufficientInstanceCapacity"
+    assert "n2" in e.value.message
+    # n1 started i-1 and was told to terminate it; n2 is told too (a timed-out call may have started one).
+    assert n1.count(c.NcRunInstance) == 1 and n1.instances["i-00000001"][1] == "terminated"
+    assert n2.count(c.NcTerminateInstance) == 2
+    assert await cl.instances() == {}
+    assert cl.network.address_of("i-00000001") is None
+    assert sum("run failed" in r.getMessage() for r in caplog.records) == 1
+    # Nothing is held: the whole cluster is free again and a later request gets the first address.
+    n2.fail_runs = False
+    await cl.cc.poll_round()
+    resources = await cl.describe_resources()
+    assert capacity_of(resources, SMALL) == (5, 5)
+    reply = await cl.cc.run_instances(c.RunInstances([spec(7)]))
+    assert reply.instances[0].private_ip == "10.77.0.2"
+
+
+async def test_run_is_idempotent_per_instance_id() -> None:
+    cl = Cluster(FakeNode("n1"))
+    await cl.describe_resources()
+    message = c.RunInstances([spec(1), spec(2)])
+    first = await cl.cc.run_instances(message)
+    again = await cl.cc.run_instances(message)
+    assert first == again
+    assert cl.nodes["n1"].count(c.NcRunInstance) == 2
+    # A resend that adds one places only the new one; a duplicate inside one message counts once.
+    more = await cl.cc.run_instances(c.RunInstances([spec(1), spec(2), spec(3), spec(3)]))
+    assert [s.instance_id for s in more.instances] == ["i-00000001", "i-00000002", "i-00000003"]
+    assert cl.nodes["n1"].count(c.NcRunInstance) == 3
+    # Also after the node reported them running, and after they ended.
+    await cl.cc.poll_round()
+    cl.nodes["n1"].set_state("i-00000001", "running")
+    await cl.cc.poll_round()
+    assert (await cl.cc.run_instances(c.RunInstances([spec(1)]))).instances[0].state == "running"
+    await cl.cc.terminate_instances(c.TerminateInstances(["i-00000001"]))
+    assert (await cl.cc.run_instances(c.RunInstances([spec(1)]))).instances[0].state == "terminated"
+    assert cl.nodes["n1"].count(c.NcRunInstance) == 3
+
+
+async def test_resend_while_the_first_run_is_on_the_wire() -> None:
+    node = FakeNode("n1")
+    cl = Cluster(node)
+    await cl.describe_resources()
+    node.run_gate = trio.Event()
+    replies: list[c.InstancesReply] = []
+
+    async def run() -> None:
+        replies.append(await cl.cc.run_instances(c.RunInstances([spec(1)])))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        # The resend answers at once with the pending instance and sends nothing more.
+        resent = await cl.cc.run_instances(c.RunInstances([spec(1)]))
+        assert resent.instances[0].state == "pending"
+        # A poll now does not see it on the node, yet it stays (its run is still on the wire).
+        await cl.cc.poll_round()
+        assert (await cl.instances())["i-00000001"].state == "pending"
+        node.run_gate.set()
+    assert node.count(c.NcRunInstance) == 1
+    assert replies[0].instances[0].instance_id == "i-00000001"
+
+
+async def test_placed_but_unreported_stays_pending_until_a_later_report_lacks_it() -> None:
+    node = FakeNode("n1")
+    cl = Cluster(node)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    await cl.cc.poll_round()
+    node.set_state("i-00000001", "running")
+    await cl.cc.poll_round()
+    assert (await cl.instances())["i-00000001"].state == "running"
+    # The node loses it (it was never meant to): a report asked for after we knew it forgets it.
+    del node.instances["i-00000001"]
+    await cl.cc.poll_round()
+    assert await cl.instances() == {}
+    assert cl.network.address_of("i-00000001") is None
+
+
+async def test_node_down_and_back_up_logs_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "euca.cc")
+    n1, n2 = FakeNode("n1"), FakeNode("n2")
+    cl = Cluster(n1, n2)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    await cl.cc.poll_round()
+    n1.unreachable = True
+    for _ in range(3):
+        await cl.cc.poll_round()
+    reply = await cl.describe_resources()
+    assert [(n.node, n.state, n.cores_free, n.cores_max) for n in reply.nodes] == [
+        ("n1", "down", 0, 0),
+        ("n2", "up", 4, 4),
+    ]
+    assert "refused" in (reply.nodes[0].reason or "")
+    assert capacity_of(reply, SMALL) == (4, 4)
+    # Its instances stay as last reported (the CLC decides when a lost node's instances are gone).
+    assert (await cl.instances())["i-00000001"].node == "n1"
+    # Nothing is placed on a down node.
+    placed = await cl.cc.run_instances(c.RunInstances([spec(2)]))
+    assert placed.instances[0].node == "n2"
+    n1.unreachable = False
+    for _ in range(2):
+        await cl.cc.poll_round()
+    reply = await cl.describe_resources()
+    assert reply.nodes[0].state == "up" and reply.nodes[0].cores_free == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("node down name=n1") for m in messages) == 1
+    assert sum(m.startswith("node up name=n1") for m in messages) == 2  # first contact, and back
+    assert sum(m.startswith("node up name=n2") for m in messages) == 1
+
+
+async def test_restarted_cc_rebuilds_from_node_reports() -> None:
+    n1, n2 = FakeNode("n1", cores=2), FakeNode("n2", cores=2)
+    cl = Cluster(n1, n2, scheduler="ROUNDROBIN")
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+    await cl.cc.poll_round()
+    n1.set_state("i-00000001", "running")
+    before = await cl.instances()
+
+    cl.restart()
+    assert await cl.instances() == {}
+    # The CLC's next poll brings the topology; the new nodes are polled before the reply.
+    reply = await cl.describe_resources()
+    assert capacity_of(reply, SMALL) == (2, 4)
+    after = await cl.instances()
+    assert set(after) == set(before)
+    assert after["i-00000001"].state == "running"
+    assert after["i-00000002"].private_ip == before["i-00000002"].private_ip
+    # Addresses in use were adopted: a new instance does not get one of them.
+    new = await cl.cc.run_instances(c.RunInstances([spec(3)]))
+    assert new.instances[0].private_ip not in {s.private_ip for s in before.values()}
+    # Terminate/console still reach the right node after the restart.
+    console = await cl.cc.get_console_output(c.GetConsoleOutput("i-00000002"))
+    assert console.output == b"booted i-00000002\n"
+
+
+async def test_terminate_reboot_console_go_to_the_instance_node() -> None:
+    n1, n2 = FakeNode("n1", cores=1), FakeNode("n2", cores=1)
+    cl = Cluster(n1, n2)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+    await cl.cc.reboot_instances(c.RebootInstances(["i-00000002"]))
+    assert n2.count(c.NcRebootInstance) == 1 and n1.count(c.NcRebootInstance) == 0
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.reboot_instances(c.RebootInstances(["i-00000002", "i-0000dead"]))
+    assert e.value.code == "InvalidInstanceID.NotFound"
+    assert n2.count(c.NcRebootInstance) == 1  # nothing done when one id is unknown
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.get_console_output(c.GetConsoleOutput("i-0000dead"))
+    assert e.value.code == "InvalidInstanceID.NotFound"
+
+    reply = await cl.cc.terminate_instances(c.TerminateInstances(["i-00000001", "i-0000dead"]))
+    assert [(s.instance_id, s.state, s.node) for s in reply.instances] == [("i-00000001", "terminated", "n1")]
+    assert n1.count(c.NcTerminateInstance) == 1 and n2.count(c.NcTerminateInstance) == 0
+    assert cl.network.address_of("i-00000001") is None
+    # The node's freed resources count again once it reports.
+    await cl.cc.poll_round()
+    assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)
+    # A terminated instance the node no longer lists is forgotten.
+    del n1.instances["i-00000001"]
+    await cl.cc.poll_round()
+    assert set(await cl.instances()) == {"i-00000002"}
+
+
+async def test_console_of_an_instance_on_a_down_node_is_a_fault() -> None:
+    n1 = FakeNode("n1")
+    cl = Cluster(n1)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    n1.unreachable = True
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.get_console_output(c.GetConsoleOutput("i-00000001"))
+    assert e.value.code == "Unavailable"
+
+
+async def test_states_follow_the_node_reports(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "euca.cc")
+    n1 = FakeNode("n1")
+    cl = Cluster(n1)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    for nc_state, ec2 in [
+        ("staging", "pending"),
+        ("booting", "running"),
+        ("running", "running"),
+        ("teardown", "shutting-down"),
+        ("terminated", "terminated"),
+    ]:
+        n1.set_state("i-00000001", nc_state)
+        await cl.cc.poll_round()
+        status = (await cl.instances())["i-00000001"]
+        assert (status.state, status.nc_state) == (ec2, nc_state)
+    assert cl.network.address_of("i-00000001") is None
+    changes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("instance state")]
+    assert len(changes) == 4  # staging -> booting -> running -> teardown -> terminated
+
+
+async def test_nodes_removed_from_the_topology_are_forgotten() -> None:
+    cl = Cluster(FakeNode("n1", cores=1), FakeNode("n2", cores=1))
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+    reply = await cl.describe_resources(["n2"])
+    assert [n.node for n in reply.nodes] == ["n2"]
+    assert set(await cl.instances()) == {"i-00000002"}
+    await cl.cc.poll_round()
+    assert cl.nodes["n1"].count(c.NcDescribeInstances) == 1  # polled when added, never since
+    assert cl.nodes["n2"].count(c.NcDescribeInstances) == 2
+
+
+async def test_subnet_exhaustion_is_a_fault_and_holds_nothing() -> None:
+    cl = Cluster(FakeNode("n1", cores=16, memory_mb=16384), subnet="10.77.0.0/29")  # .2-.6 for instances
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(i) for i in range(4)]))
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.run_instances(c.RunInstances([spec(i) for i in range(4, 6)]))
+    assert e.value.code == "InsufficientFreeAddressesInSubnet"
+    assert len(await cl.instances()) == 4
+    assert cl.nodes["n1"].count(c.NcRunInstance) == 4
+    reply = await cl.cc.run_instances(c.RunInstances([spec(9)]))
+    assert reply.instances[0].private_ip == "10.77.0.6"
+
+
+async def test_poll_fanout_is_bounded() -> None:
+    nodes = [FakeNode(f"n{i}") for i in range(10)]
+    gate = trio.Event()
+    active = 0
+    most = 0
+
+    class Slow(InProcessClient):
+        async def call(self, base_url: str, message: Any) -> Any:
+            nonlocal active, most
+            active += 1
+            most = max(most, active)
+            try:
+                await gate.wait()
+                return await super().call(base_url, message)
+            finally:
+                active -= 1
+
+    client = Slow({url(n.name): n for n in nodes})
+    cc = ClusterController("cluster01", client, SubnetAllocator("10.77.0.0/24"), poll_fanout=3)
+    await cc._set_nodes([c.NodeAddress(n.name, url(n.name)) for n in nodes])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cc.poll_round)
+        await trio.testing.wait_all_tasks_blocked()
+        assert active == 3
+        gate.set()
+    assert most == 3
+    assert all(n.up for n in cc.nodes.values())
+
+
+async def test_the_poll_loop_runs_rounds_until_cancelled() -> None:
+    node = FakeNode("n1")
+    cl = Cluster(node)
+    cl.cc.poll_interval = 3600  # rounds come from kick(), not the clock
+    await cl.describe_resources()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cl.cc.run)
+        await trio.testing.wait_all_tasks_blocked()
+        first = node.count(c.NcDescribeResource)
+        cl.cc.kick()
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.count(c.NcDescribeResource) == first + 1
+        nursery.cancel_scope.cancel()
+
+
+def test_wire_round_trip_of_a_spec_with_network() -> None:
+    s = msgspec.structs.replace(spec(1), net=c.NetConfig("d0:0d:00:00:00:01", "10.77.0.2", "euca-br0"))
+    path, body = c.encode_request(c.NcRunInstance(s))
+    assert c.decode_request(path, body) == c.NcRunInstance(s)
