@@ -16,6 +16,7 @@ from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
 from euca.core.pki import CloudCA
 from euca.core.store import open_store
 from euca.core.supervisor import RoleNotBuilt, Supervisor, resolve_roles, serve_until_signalled
+from euca.images.bootimage import build_boot_image_command
 from euca.images.cli import (
     bundle_image_command,
     install_image_command,
@@ -328,6 +329,7 @@ def _write_user_credentials(
 
 main.add_command(bundle_image_command)
 main.add_command(unbundle_command)
+main.add_command(build_boot_image_command)
 main.add_command(upload_bundle_command)
 main.add_command(register_command)
 main.add_command(install_image_command)
