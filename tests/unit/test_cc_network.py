@@ -15,6 +15,7 @@ from euca.roles.cc.network import (
     AddressPool,
     ClusterNetwork,
     Lease,
+    ServedLeases,
     chain_name,
     dnsmasq_argv,
     in_netns,
@@ -187,6 +188,20 @@ def test_dnsmasq_command_line(tmp_path: Path) -> None:
         assert option in argv
     assert in_netns("euca", argv) == ["ip", "netns", "exec", "euca", *argv]
     assert in_netns(None, argv) == argv
+
+
+def test_served_leases_tell_a_reload_from_a_restart() -> None:
+    a = Lease("i-0000000a", "d0:0d:00:00:00:0a", "10.77.0.2")
+    b = Lease("i-0000000b", "d0:0d:00:00:00:0b", "10.77.0.3")
+    served = ServedLeases([a])
+    assert served.conflict([a, b]) is None  # an addition: SIGHUP is enough
+    served.add([a, b])
+    assert served.conflict([b]) is None  # a release: dnsmasq keeps a lease nobody asks for, harmless
+    # .2 handed to another MAC: dnsmasq would refuse it while it holds a's lease.
+    c = Lease("i-0000000c", "d0:0d:00:00:00:0c", "10.77.0.2")
+    assert served.conflict([b, c]) == "10.77.0.2 moves from d0:0d:00:00:00:0a to d0:0d:00:00:00:0c"
+    moved = Lease("i-0000000b", "d0:0d:00:00:00:0b", "10.77.0.9")
+    assert served.conflict([moved]) == "d0:0d:00:00:00:0b moves from 10.77.0.3 to 10.77.0.9"
 
 
 # --- the service with no bridge: allocation only ------------------------------------------------------------

@@ -278,6 +278,7 @@ class ClusterNetwork:
         self.dhcp: Dnsmasq | None = None
         self._generation = 0  # bumped on every change of the leases
         self._written = -1  # generation in the hosts file
+        self._written_leases: list[Lease] = []
         self._changed = trio.Event()
         self._restore()
 
@@ -365,7 +366,9 @@ class ClusterNetwork:
                     argv = in_netns(
                         self.netns, dnsmasq_argv(self.bridge, self.pool, self.hosts_path, user, group)
                     )
-                    self.dhcp = Dnsmasq(argv, self.hosts_path, lambda: self._written, self._kick)
+                    self.dhcp = Dnsmasq(
+                        argv, self.hosts_path, lambda: (self._written, self._written_leases), self._kick
+                    )
                     await nursery.start(self.dhcp.run)
                 log.info(
                     "VM network up cluster=%s subnet=%s bridge=%s %s dhcp=%s leases=%d",
@@ -407,9 +410,12 @@ class ClusterNetwork:
         self._kick()
 
     async def _write_hosts(self) -> None:
-        generation, text = self._generation, render_hosts(self.pool.leases())
-        await trio.to_thread.run_sync(write_atomically, self.hosts_path, text)
-        self._written = max(self._written, generation)
+        generation, leases = self._generation, self.pool.leases()
+        await trio.to_thread.run_sync(write_atomically, self.hosts_path, render_hosts(leases))
+        if generation > self._written:
+            self._written, self._written_leases = generation, leases
+            if self.dhcp is not None:
+                self.dhcp.note_written(leases)
         self._kick()
 
     async def _hosts_writer(self) -> None:
@@ -474,6 +480,37 @@ class ClusterNetwork:
         log.info("iptables chain ready chain=%s subnet=%s", self.chain, self.pool.network)
 
 
+class ServedLeases:
+    """Every (MAC, address) pair one dnsmasq process has read from a hosts file, hence may hold a lease for.
+
+    dnsmasq keeps the leases it gave in memory (leasefile-ro; "infinite") and does not give a leased address
+    to another MAC, even when the hosts file now says so. Additions need only a SIGHUP; an address or MAC
+    that changes hands needs a fresh process, which starts with no leases (static ones: clients that come
+    back get the same answer as before).
+    """
+
+    def __init__(self, leases: Iterable[Lease] = ()):
+        self._mac_of: dict[str, str] = {}
+        self._ip_of: dict[str, str] = {}
+        self.add(leases)
+
+    def add(self, leases: Iterable[Lease]) -> None:
+        for lease in leases:
+            self._mac_of[lease.ip] = lease.mac
+            self._ip_of[lease.mac] = lease.ip
+
+    def conflict(self, leases: Iterable[Lease]) -> str | None:
+        """Why these leases cannot be loaded by a SIGHUP, or None."""
+        for lease in leases:
+            mac = self._mac_of.get(lease.ip, lease.mac)
+            if mac != lease.mac:
+                return f"{lease.ip} moves from {mac} to {lease.mac}"
+            ip = self._ip_of.get(lease.mac, lease.ip)
+            if ip != lease.ip:
+                return f"{lease.mac} moves from {ip} to {lease.ip}"
+        return None
+
+
 class Dnsmasq:
     """One dnsmasq, kept running: restarted when it exits (with backoff), stopped with its nursery.
 
@@ -482,17 +519,23 @@ class Dnsmasq:
     """
 
     def __init__(
-        self, argv: list[str], hosts_path: Path, written: Callable[[], int], on_change: Callable[[], None]
+        self,
+        argv: list[str],
+        hosts_path: Path,
+        written: Callable[[], tuple[int, list[Lease]]],
+        on_change: Callable[[], None],
     ):
         self.argv = argv
         self.read_marker = f"read {hosts_path}"
-        self._written = written
+        self._written = written  # (generation, leases) of the hosts file on disk
         self._on_change = on_change
         self.process: trio.Process | None = None
         self.ready = False  # the current process has read the file at least once
         self.loaded = -1  # generation of the hosts file it last confirmed reading
         self.starts = 0  # processes that became ready
         self.disabled = False  # cannot be started at all: DHCP stays off
+        self._served = ServedLeases()
+        self._restart_why: str | None = None
         self._reads = 0  # "read" lines of the current process
         self._started = trio.Event()
         self._read_seen = trio.Event()
@@ -506,7 +549,12 @@ class Dnsmasq:
         return self.disabled or self.loaded >= generation
 
     def behind(self) -> bool:
-        return self.ready and self.loaded < self._written()
+        return self.ready and self._restart_why is None and self.loaded < self._written()[0]
+
+    def note_written(self, leases: list[Lease]) -> None:
+        """A new hosts file: a process that has not read its file yet may read this one."""
+        if self.process is not None and not self.ready:
+            self._served.add(leases)
 
     def _poke_readers(self) -> None:
         self._read_seen.set()
@@ -518,11 +566,18 @@ class Dnsmasq:
             await self._started.wait()
 
     async def reload(self) -> None:
-        """SIGHUP, then wait for the reread (bounded: an old dnsmasq may log differently)."""
+        """SIGHUP and wait for the reread (bounded: an old dnsmasq may log differently); or a restart."""
         process = self.process
-        if process is None or not self.ready or not self.behind():
+        if process is None or not self.behind():
             return
-        generation, reads, pid = self._written(), self._reads, process.pid
+        (generation, leases), reads, pid = self._written(), self._reads, process.pid
+        why = self._served.conflict(leases)
+        if why is not None:
+            log.info("dnsmasq restarting to drop old leases pid=%d why=%r", pid, why)
+            self._restart_why = why
+            process.terminate()
+            return
+        self._served.add(leases)
         process.send_signal(signal.SIGHUP)
         with trio.move_on_after(10) as scope:
             while self._reads == reads and self.process is process:
@@ -537,9 +592,8 @@ class Dnsmasq:
         backoff = 0.5
         while True:
             began = trio.current_time()
-            generation = self._written()
             try:
-                await self._run_once(generation, task_status)
+                await self._run_once(task_status)
             except OSError as e:
                 log.warning("dnsmasq cannot start: %s; DHCP off", e)
                 self.process, self.disabled = None, True
@@ -547,15 +601,20 @@ class Dnsmasq:
                 task_status.started()
                 await trio.sleep_forever()
             task_status = trio.TASK_STATUS_IGNORED
+            if self._restart_why is not None:
+                self._restart_why = None
+                continue  # we stopped it on purpose
             # Restart at once after a long run, slower and slower while it keeps dying young.
             backoff = 0.5 if trio.current_time() - began > 60 else min(backoff * 2, 30.0)
             await trio.sleep(backoff)
 
-    async def _run_once(self, generation: int, task_status: Any) -> None:
+    async def _run_once(self, task_status: Any) -> None:
+        generation, leases = self._written()
         process = await trio.lowlevel.open_process(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         self.process, self.ready, self._reads = process, False, 0
+        self._served = ServedLeases(leases)
         self._tail.clear()
         try:
             async with trio.open_nursery() as nursery:
@@ -565,9 +624,13 @@ class Dnsmasq:
                 with trio.move_on_after(2):  # the last words (why it exited) are still in the pipe
                     await reader_done.wait()
                 nursery.cancel_scope.cancel()
-            log.warning(
-                "dnsmasq exited pid=%d code=%s last=%r; restarting", process.pid, code, " | ".join(self._tail)
-            )
+            if self._restart_why is None:
+                log.warning(
+                    "dnsmasq exited pid=%d code=%s last=%r; restarting",
+                    process.pid,
+                    code,
+                    " | ".join(self._tail),
+                )
             if not self.ready:
                 task_status.started()  # the CC runs on; DHCP comes when a restart succeeds
         finally:
