@@ -152,7 +152,8 @@ class CpioWriter:
 
 def read_cpio(data: bytes) -> list[CpioEntry]:
     """The entries of a newc archive (up to the trailer); ValueError when it is not one."""
-    entries, pos = [], 0
+    entries: list[CpioEntry] = []
+    pos = 0
     while True:
         header = data[pos : pos + 110]
         if len(header) < 110 or header[:6] != CPIO_MAGIC:
