@@ -10,6 +10,7 @@ from typing import Any
 import click
 import trio
 
+from euca.core.components import JoinError, MissingComponent, join_cloud, parse_join_token
 from euca.core.config import Config, ConfigError, load_config
 from euca.core.credentials import write_user_credentials
 from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
@@ -81,6 +82,13 @@ def _coerce(value: str) -> Any:
     metavar="KEY=VALUE",
     help="Override a configuration key, e.g. walrus.listen.port=9000.",
 )
+@click.option(
+    "--join",
+    "join_token",
+    default=None,
+    metavar="TOKEN",
+    help="Join the cloud first with a token from `euca admin register-node`/`register-cluster` on the CLC host.",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -89,6 +97,7 @@ def main(
     data_dir: str | None,
     host: str | None,
     set_: tuple[str, ...],
+    join_token: str | None,
 ) -> None:
     """euca: a private cloud that speaks EC2 and S3."""
     ctx.obj = {"config": config, "data_dir": data_dir, "host": host, "set": set_}
@@ -108,10 +117,23 @@ def main(
         log.warning("role %s is not built yet; not started", name)
     if not run:
         raise click.ClickException("no role to run")
+    if join_token is not None:
+        _join(cfg, join_token, run)
     try:
         trio.run(serve_until_signalled, Supervisor(cfg, run))
-    except OSError as e:
+    except (OSError, MissingComponent) as e:
         raise click.ClickException(f"cannot start: {e}") from e
+
+
+def _join(cfg: Config, token_text: str, run: list[str]) -> None:
+    """Fetch this host's component certificate (and the CA's, and an NC's node image key) with a token."""
+    try:
+        token = parse_join_token(token_text)
+        if token.role not in run:
+            raise JoinError(f"the token is for role {token.role}, which --role does not run")
+        join_cloud(cfg, token_text)
+    except JoinError as e:
+        raise click.ClickException(f"cannot join: {e}") from e
 
 
 @main.group()

@@ -48,7 +48,7 @@ class ClusterApp:
     """
 
     services: frozenset[str] = frozenset()
-    path_prefixes = (PATH_PREFIX.rstrip("/"),)
+    path_prefixes: tuple[str, ...] = (PATH_PREFIX.rstrip("/"),)
     tls = True  # the supervisor serves this app on a mutual-TLS listener
 
     def __init__(self, role: str, handlers: Mapping[type, ClusterHandler]):

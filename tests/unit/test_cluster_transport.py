@@ -10,17 +10,30 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import trio
 
 from euca.core.cluster_app import ClusterApp
 from euca.core.cluster_client import ClusterClient
-from euca.core.components import Components, ensure_components
-from euca.core.config import HttpLimits
+from euca.core.components import (
+    ComponentIdentity,
+    Components,
+    JoinError,
+    JoinRequest,
+    encode_join_token,
+    ensure_components,
+    join_cloud,
+    parse_join_token,
+)
+from euca.core.config import Config, HttpLimits, load_config
 from euca.core.http import HttpServer, Peer, Request, Response
 from euca.core.pki import CloudCA
+from euca.core.store import open_store
+from euca.core.supervisor import Dispatcher, RoleContext, Supervisor
 from euca.protocol.cluster import (
     ClusterFault,
     DescribeInstances,
@@ -28,10 +41,12 @@ from euca.protocol.cluster import (
     InstancesReply,
     InstanceStatus,
     NcDescribeInstances,
+    NcDescribeResource,
     NodeResources,
     RebootInstances,
     TerminateInstances,
 )
+from euca.roles.clc.join import JoinApp, make_join_token, revoke_join_tokens
 
 HANG_GUARD = 30
 
@@ -263,8 +278,6 @@ async def test_unreachable_listener_is_unavailable(cloud: tuple[CloudCA, Compone
 
 
 async def test_cc_calls_nc(cloud: tuple[CloudCA, Components]) -> None:
-    from euca.protocol.cluster import NcDescribeResource
-
     _, components = cloud
     seen: list[Peer] = []
 
@@ -286,3 +299,121 @@ async def test_cc_calls_nc(cloud: tuple[CloudCA, Components]) -> None:
 def test_cluster_app_needs_a_known_listener_role() -> None:
     with pytest.raises(ValueError):
         ClusterApp("walrus", {})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Joining: a host without the CA gets its certificate from the CLC with a one-time token.
+
+
+@asynccontextmanager
+async def clc_join_endpoint(data_dir: Path) -> AsyncIterator[tuple[RoleContext, str]]:
+    """A CLC's RoleContext (real store, CA, components) with JoinApp on a plain HTTP listener."""
+    cfg = load_config(None, {"data_dir": str(data_dir), "cc.cluster": "cluster01"})
+    ctx = Supervisor(cfg, ["clc"]).open_context()
+    app = JoinApp(ctx)
+    dispatcher = Dispatcher([app])  # type: ignore[list-item]
+    server = HttpServer(dispatcher, "127.0.0.1", 0, HttpLimits(header_timeout=10))
+    try:
+        with trio.fail_after(HANG_GUARD):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(server.serve)
+                try:
+                    yield ctx, f"http://127.0.0.1:{port}"
+                finally:
+                    server.shutdown()
+    finally:
+        ctx.store.close()
+
+
+def _joiner(data_dir: Path) -> Config:
+    return load_config(None, {"data_dir": str(data_dir)})
+
+
+async def _join(data_dir: Path, token: str) -> ComponentIdentity:
+    return await trio.to_thread.run_sync(join_cloud, _joiner(data_dir), token)
+
+
+async def test_join_round_trip(tmp_path: Path) -> None:
+    async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
+        token = make_join_token(ctx.store, ctx.ca, "nc", "node-b", clc_url=clc_url, hosts=["127.0.0.1"])
+        ident = await _join(tmp_path / "node", token)
+        assert (ident.role, ident.name) == ("nc", "node-b")
+        joined = Components.for_config(_joiner(tmp_path / "node"))
+        assert joined.ca_cert_pem == ctx.ca.cert_pem
+        assert joined.node_image_cert_pem == ctx.components.node_image_cert_pem
+        assert joined.node_image_key_pem == ctx.components.node_image_key_pem
+        assert not (tmp_path / "node" / "pki" / "cloud-pk.pem").exists()
+        # Starting again with the same token is fine: already joined, nothing is asked of the CLC.
+        assert (await _join(tmp_path / "node", token)).name == "node-b"
+        # The token is spent: another host cannot use it.
+        with pytest.raises(JoinError, match="used already"):
+            await _join(tmp_path / "thief", token)
+        # A cc joins too, without the node image key.
+        cc_token = make_join_token(ctx.store, ctx.ca, "cc", "cluster02", clc_url=clc_url)
+        await _join(tmp_path / "cc", cc_token)
+        cc_joined = Components.for_config(_joiner(tmp_path / "cc"))
+        assert cc_joined.name("cc") == "cluster02" and not cc_joined.has_node_image
+
+        # The joined certificates work: the joined cc calls the joined nc over mutual TLS.
+        seen: list[Peer] = []
+
+        async def describe(message: NcDescribeResource, peer: Peer) -> NodeResources:
+            seen.append(peer)
+            return NodeResources(node="node-b", state="up")
+
+        async with cluster_listener(joined, "nc", {NcDescribeResource: describe}) as url:
+            async with ClusterClient(cc_joined, "cc") as client:
+                assert (await client.call(url, NcDescribeResource())).node == "node-b"
+        assert seen == [Peer("cc", "cluster02", "euca")]
+
+
+async def test_join_refusals(tmp_path: Path) -> None:
+    async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
+        expired = make_join_token(ctx.store, ctx.ca, "nc", "node-c", clc_url=clc_url, ttl=-1)
+        with pytest.raises(JoinError, match="expired"):
+            await _join(tmp_path / "n1", expired)
+
+        good = parse_join_token(make_join_token(ctx.store, ctx.ca, "nc", "node-d", clc_url=clc_url))
+        wrong_secret = encode_join_token(msgspec.structs.replace(good, secret="guess"))
+        with pytest.raises(JoinError, match="not known"):
+            await _join(tmp_path / "n2", wrong_secret)
+
+        # A token naming another CA (or a CLC impersonated on the way) is refused by the joiner, which
+        # stores nothing.
+        wrong_ca = encode_join_token(msgspec.structs.replace(good, ca_sha256="00" * 32))
+        with pytest.raises(JoinError, match="does not match"):
+            await _join(tmp_path / "n3", wrong_ca)
+        assert not (tmp_path / "n3" / "pki" / "components").exists()
+
+        # Not a join request at all.
+        async with httpx.AsyncClient() as http:
+            response = await http.post(clc_url + "/services/cluster/join", content=b"{}")
+            assert response.status_code == 400 and response.json()["code"] == "BadMessage"
+            response = await http.post(clc_url + "/services/cluster/other", content=b"{}")
+            assert response.status_code == 404
+
+
+async def test_bad_csr_leaves_the_token_unspent(tmp_path: Path) -> None:
+    async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
+        token = make_join_token(ctx.store, ctx.ca, "nc", "node-f", clc_url=clc_url)
+        parsed = parse_join_token(token)
+        async with httpx.AsyncClient() as http:
+            bad = JoinRequest(parsed.token_id, parsed.secret, "not a CSR")
+            response = await http.post(clc_url + "/services/cluster/join", content=msgspec.json.encode(bad))
+            assert response.status_code == 400
+        assert (await _join(tmp_path / "node", token)).name == "node-f"
+
+
+def test_make_join_token_checks_its_arguments(tmp_path: Path) -> None:
+    store = open_store("sqlite:state.db", tmp_path)
+    ca = CloudCA.load_or_create(tmp_path / "pki")
+    try:
+        with pytest.raises(ValueError):
+            make_join_token(store, ca, "clc", "x", clc_url="http://h:8773")
+        with pytest.raises(ValueError):
+            make_join_token(store, ca, "nc", "", clc_url="http://h:8773")
+        token = parse_join_token(make_join_token(store, ca, "nc", "n", clc_url="http://h:8773/", hosts=["h"]))
+        assert (token.url, token.role, token.name, token.ca_sha256) == ("http://h:8773", "nc", "n", ca.sha256)
+        assert revoke_join_tokens(store, "nc", "n") == 1
+    finally:
+        store.close()
