@@ -272,3 +272,33 @@ async def test_restart_restores_leases_from_the_hosts_file(tmp_path: Path) -> No
     # Instances no node reports any more are let go.
     await second.retain([iid(2)])
     assert [x.instance_id for x in second.pool.leases()] == [iid(2)]
+
+
+async def test_restored_leases_yield_to_node_reports_and_expire_unconfirmed(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    (tmp_path / "dhcp-hosts").write_text(
+        render_hosts(
+            [
+                Lease("i-00000001", "d0:0d:00:00:00:01", "10.77.0.2"),
+                Lease("i-00000002", "d0:0d:00:00:00:02", "10.77.0.3"),
+                Lease("i-00000003", "d0:0d:00:00:00:03", "10.77.0.4"),
+            ]
+        )
+    )
+    net = ClusterNetwork("c1", "10.77.0.0/24", None, None, tmp_path, restore_grace=60)
+    assert len(net.pool) == 3
+    # A node reports another instance on .3 (the file was stale): the report wins over the restored lease.
+    assert net.take_report("i-00000009", "d0:0d:00:00:00:09", "10.77.0.3")
+    assert net.pool.get("i-00000002") is None
+    # .2's instance is confirmed by its node; .4's never shows up.
+    assert net.take_report("i-00000001", "d0:0d:00:00:00:01", "10.77.0.2")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        await trio.sleep(59)
+        assert net.pool.get("i-00000003") is not None
+        await trio.sleep(2)
+        await net.sync()
+        assert [x.instance_id for x in net.pool.leases()] == ["i-00000001", "i-00000009"]
+        assert parse_hosts((tmp_path / "dhcp-hosts").read_text()) == net.pool.leases()
+        nursery.cancel_scope.cancel()

@@ -5,10 +5,12 @@ needs now.
   every node attaches its instances' NICs to.
 - A private subnet (`cc.subnet`); its first address is the bridge's own (the guests' gateway), the rest are
   handed to instances, lowest free first. The MAC is Eucalyptus's (`mac_for_instance`), so an instance keeps
-  MAC and address for its life and a restarted CC finds them again: from its last hosts file at start, then
-  from what the nodes report (`adopt`).
+  MAC and address for its life and a restarted CC finds them again: from its last hosts file at start
+  (provisionally: a node's report overrides such a lease, and one no node confirms expires), then from what
+  the nodes report (`adopt`).
 - DHCP from a dnsmasq the CC runs and supervises on the bridge, static leases only: it answers exactly the
-  MACs in a dhcp-hostsfile that is rewritten atomically and reloaded with SIGHUP when allocations change.
+  MACs in a dhcp-hostsfile that is rewritten atomically and reloaded with SIGHUP when allocations change
+  (restarted instead when an address changes hands: dnsmasq would keep the old owner's lease).
 - iptables: a chain of our own, EUCA-<cluster>, in the filter table (accept the subnet's traffic, jumped to
   from FORWARD) and in the nat table (MASQUERADE from the subnet to anywhere else, from POSTROUTING); each is
   declared and refilled with one `iptables-restore --noflush`, so a restart replaces rules instead of adding.
@@ -96,6 +98,15 @@ class AddressPool:
 
     def get(self, instance_id: str) -> Lease | None:
         return self._by_instance.get(instance_id)
+
+    def holders(self, mac: str, ip: str) -> set[str]:
+        """Instances that hold this MAC or this address."""
+        found = {self._by_mac.get(mac.lower())}
+        try:
+            found.add(self._by_ip.get(ipaddress.IPv4Address(ip)))
+        except ValueError:
+            pass
+        return {x for x in found if x is not None}
 
     def leases(self) -> list[Lease]:
         """All leases in address order."""
@@ -264,7 +275,13 @@ def create_network(ctx: RoleContext) -> ClusterNetwork:
 
 class ClusterNetwork:
     def __init__(
-        self, cluster: str, subnet: str, bridge: str | None, netns: str | None, state_dir: Path | str
+        self,
+        cluster: str,
+        subnet: str,
+        bridge: str | None,
+        netns: str | None,
+        state_dir: Path | str,
+        restore_grace: float = 600.0,
     ):
         self.cluster = cluster
         self.pool = AddressPool(subnet)
@@ -280,6 +297,10 @@ class ClusterNetwork:
         self._written = -1  # generation in the hosts file
         self._written_leases: list[Lease] = []
         self._changed = trio.Event()
+        # Leases read back from the last run's hosts file that nothing has confirmed yet: a node's report
+        # replaces them, and they expire `restore_grace` seconds after start (their instance ended meanwhile).
+        self.restore_grace = restore_grace
+        self._provisional: set[str] = set()
         self._restore()
 
     @classmethod
@@ -291,6 +312,7 @@ class ClusterNetwork:
 
     async def allocate(self, instance_id: str) -> NetConfig:
         """The instance's MAC and address (the same ones again if it has them already)."""
+        self._provisional.discard(instance_id)
         lease, new = self.pool.allocate(instance_id)
         if new:
             log.info("address allocated instance=%s ip=%s mac=%s", instance_id, lease.ip, lease.mac)
@@ -305,6 +327,7 @@ class ClusterNetwork:
         self._release(instance_id)
 
     def _release(self, instance_id: str) -> None:
+        self._provisional.discard(instance_id)
         lease = self.pool.release(instance_id)
         if lease is not None:
             log.info("address released instance=%s ip=%s", instance_id, lease.ip)
@@ -317,6 +340,10 @@ class ClusterNetwork:
         """Take what a node reports for a running instance; False (and a log line) when it conflicts."""
         if not mac or not ip:
             return False
+        self._provisional.discard(instance_id)
+        for holder in self.pool.holders(mac, ip) & self._provisional:
+            log.info("restored address superseded instance=%s by=%s", holder, instance_id)
+            self._release(holder)
         lease, outcome = self.pool.adopt(instance_id, mac, ip)
         if lease is None:
             log.warning("address not adopted instance=%s ip=%s mac=%s why=%r", instance_id, ip, mac, outcome)
@@ -359,6 +386,7 @@ class ClusterNetwork:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._hosts_writer)
+                nursery.start_soon(self._expire_restored)
                 if self.bridge_ready:
                     assert self.bridge is not None
                     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -397,9 +425,17 @@ class ClusterNetwork:
             text = self.hosts_path.read_text()
         except FileNotFoundError:
             return
-        adopted = sum(self.pool.adopt(x.instance_id, x.mac, x.ip)[0] is not None for x in parse_hosts(text))
-        if adopted:
-            log.info("addresses restored from %s count=%d", self.hosts_path, adopted)
+        for lease in parse_hosts(text):
+            if self.pool.adopt(lease.instance_id, lease.mac, lease.ip)[0] is not None:
+                self._provisional.add(lease.instance_id)
+        if self._provisional:
+            log.info("addresses restored from %s count=%d", self.hosts_path, len(self._provisional))
+
+    async def _expire_restored(self) -> None:
+        await trio.sleep(self.restore_grace)
+        for instance_id in sorted(self._provisional):
+            log.info("restored address expired instance=%s (no node reported it)", instance_id)
+            self._release(instance_id)
 
     def _kick(self) -> None:
         self._changed.set()
