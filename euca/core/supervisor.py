@@ -33,6 +33,7 @@ from euca.core.http import HttpServer, Request, Response
 from euca.core.identity import ADMIN_ACCOUNT, ADMIN_USER, Identity
 from euca.core.pki import CloudCA
 from euca.core.store import Store, open_store
+from euca.images.bootimage import default_image_hook
 
 log = logging.getLogger("euca.supervisor")
 
@@ -176,6 +177,8 @@ class Supervisor:
         for name in self.role_names:
             module = importlib.import_module(f"euca.roles.{name}")
             roles.append(module.create(ctx))
+        if {"clc", "walrus"} <= set(self.role_names):  # the one-box's default machine image, registered once
+            ctx.on_ready.append(default_image_hook(ctx))
         by_address: dict[tuple[str, int], list[tuple[str, App]]] = {}
         for role in roles:
             listen = self.config.listen_for(role.name)
