@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +17,10 @@ import h11
 import pytest
 import trio
 
+from euca.core.components import Components, ensure_components
 from euca.core.config import HttpLimits
-from euca.core.http import FileBody, HttpServer, Request, Response
+from euca.core.http import FileBody, HttpServer, Peer, Request, Response
+from euca.core.pki import CloudCA
 
 HANG_GUARD = 30  # seconds: turns a hang into a failure; nothing asserts on time
 
@@ -274,7 +277,9 @@ async def test_head_announces_the_length_and_sends_no_body() -> None:
 
     async with serving(handler) as server:
         client = await Client.connect(server.port)
-        await client.send(h11.Request(method="HEAD", target="/k", headers=[("Host", "x")]), h11.EndOfMessage())
+        await client.send(
+            h11.Request(method="HEAD", target="/k", headers=[("Host", "x")]), h11.EndOfMessage()
+        )
         response, body = await client.response()
         client.next_cycle()
         # Had any body bytes followed the HEAD response, this second response would be garbled.
@@ -344,7 +349,9 @@ async def test_graceful_shutdown_finishes_in_flight_and_closes_idle() -> None:
             idle = await Client.connect(server.port)
             quick, _ = await idle.request("GET", "/quick")  # now idle on keep-alive
             busy = await Client.connect(server.port)
-            await busy.send(h11.Request(method="GET", target="/slow", headers=[("Host", "x")]), h11.EndOfMessage())
+            await busy.send(
+                h11.Request(method="GET", target="/slow", headers=[("Host", "x")]), h11.EndOfMessage()
+            )
             await entered.wait()
 
             server.shutdown()
@@ -385,3 +392,123 @@ async def test_client_gone_mid_response_does_not_stop_the_server() -> None:
         client = await Client.connect(server.port)
         response, body = await client.request("GET", "/after")
         assert response.status_code == 200 and len(body) == len(big)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS (the cluster listeners): the same server over trio.SSLStream, with real certificates from a cloud CA.
+
+
+@pytest.fixture(scope="module")
+def tls_components(tmp_path_factory: pytest.TempPathFactory) -> Components:
+    base = tmp_path_factory.mktemp("tls")
+    ca = CloudCA.load_or_create(base / "pki")
+    components = Components(base / "components")
+    ensure_components(components, ca, [("cc", "cluster01", ["127.0.0.1"]), ("clc", "clc", [])])
+    return components
+
+
+@asynccontextmanager
+async def serving_tls(
+    handler: Callable[[Request], Awaitable[Response]],
+    context: ssl.SSLContext,
+    limits: HttpLimits | None = None,
+) -> AsyncIterator[HttpServer]:
+    server = HttpServer(handler, "127.0.0.1", 0, limits or HttpLimits(), ssl_context=context)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            try:
+                yield server
+            finally:
+                server.shutdown()
+
+
+async def tls_connect(port: int, context: ssl.SSLContext) -> Client:
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, context, server_hostname="127.0.0.1", https_compatible=True)
+    await stream.do_handshake()
+    return Client(stream)  # type: ignore[arg-type]  # SSLStream has the same send/receive interface
+
+
+async def test_tls_request_carries_the_peer_certificate(tls_components: Components, tmp_path: Path) -> None:
+    peers: list[object] = []
+    big = os.urandom(3 * 1024 * 1024 + 17)  # past SMALL_FILE: the sendfile path, which TLS must not take
+    small = b"small file body"
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "small").write_bytes(small)
+
+    async def handler(request: Request) -> Response:
+        peers.append(request.context.get("peer"))
+        if request.path in ("/big", "/small"):
+            path = tmp_path / request.path.lstrip("/")
+            return Response(200, [], FileBody(os.open(path, os.O_RDONLY), 0, path.stat().st_size))
+        return await echo(request)
+
+    async with serving_tls(handler, tls_components.server_context("cc")) as server:
+        client = await tls_connect(server.port, tls_components.client_context("clc"))
+        r1, b1 = await client.request("PUT", "/a", body=b"over tls")
+        r2, b2 = await client.request("GET", "/big")
+        r3, b3 = await client.request("GET", "/small")
+        await client.aclose()
+    assert (r1.status_code, b1) == (200, b"over tls")
+    assert r2.status_code == 200 and hashlib.sha256(b2).digest() == hashlib.sha256(big).digest()
+    assert (r3.status_code, b3) == (200, small)
+    assert peers == [Peer(role="clc", name="clc", organization="euca")] * 3
+
+
+async def test_tls_without_client_verification_has_no_peer(tls_components: Components) -> None:
+    ident = tls_components.identity("cc")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(ident.cert_path, ident.key_path)  # verify_mode stays CERT_NONE
+    seen: list[object] = []
+
+    async def handler(request: Request) -> Response:
+        seen.append(request.context.get("peer", "unset"))
+        return Response(200, [], b"ok")
+
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.load_verify_locations(cafile=str(tls_components.ca_cert_path))
+    async with serving_tls(handler, context) as server:
+        client = await tls_connect(server.port, client_context)  # SAN 127.0.0.1: the host name verifies
+        response, _ = await client.request("GET", "/")
+        await client.aclose()
+    assert response.status_code == 200 and seen == [None]
+
+
+async def test_failed_handshakes_close_that_connection_only(
+    tls_components: Components, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving_tls(
+        echo, tls_components.server_context("cc"), HttpLimits(header_timeout=0.5)
+    ) as server:
+        with caplog.at_level("WARNING", logger="euca.http"):
+            # Plain HTTP on a TLS port.
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"HTTP/1.1 200" not in await Client(stream).read_until_closed()
+            await stream.aclose()
+            # TLS without a client certificate (TLS 1.3: the server refuses after the client's Finished).
+            no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            no_cert.check_hostname = False
+            no_cert.load_verify_locations(cafile=str(tls_components.ca_cert_path))
+            client = await tls_connect(server.port, no_cert)
+            try:
+                await client.stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            except trio.BrokenResourceError:
+                pass
+            assert b"HTTP/1.1" not in await client.read_until_closed()  # an alert or EOF, no answer
+            await client.aclose()
+            # A client that connects and never says anything is dropped after the header timeout.
+            silent = await trio.open_tcp_stream("127.0.0.1", server.port)
+            assert await Client(silent).read_until_closed() == b""
+            await silent.aclose()
+        # The server is still serving.
+        client = await tls_connect(server.port, tls_components.client_context("clc"))
+        response, body = await client.request("PUT", "/", body=b"still here")
+        await client.aclose()
+    assert (response.status_code, body) == (200, b"still here")
+    failures = [r.getMessage() for r in caplog.records if "tls handshake failed" in r.getMessage()]
+    assert len(failures) == 3, failures
+    assert any("timed out" in m for m in failures)
+    assert all("\n" not in m for m in failures)
+    assert not [r for r in caplog.records if r.exc_info]
