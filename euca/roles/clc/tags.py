@@ -42,12 +42,19 @@ def _keypair_visible(tx: Tx, key_pair_id: str, account_id: str) -> bool:
     return bool(tx.one("SELECT 1 FROM clc_keypairs WHERE key_pair_id=? AND account_id=?", (key_pair_id, account_id)))
 
 
+def _instance_visible(tx: Tx, instance_id: str, account_id: str) -> bool:
+    return bool(
+        tx.one("SELECT 1 FROM clc_instances WHERE instance_id=? AND account_id=?", (instance_id, account_id))
+    )
+
+
 _IMAGE = ResourceKind("image", "InvalidAMIID.NotFound", _image_visible)
 RESOURCE_KINDS: dict[str, ResourceKind] = {
     "emi": _IMAGE,
     "eki": _IMAGE,
     "eri": _IMAGE,
     "key": ResourceKind("key-pair", "InvalidKeyPair.NotFound", _keypair_visible),
+    "i": ResourceKind("instance", "InvalidInstanceID.NotFound", _instance_visible),
 }
 
 

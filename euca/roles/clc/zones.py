@@ -1,14 +1,27 @@
-"""Regions, availability zones and account attributes: what the cloud looks like from outside."""
+"""Regions, availability zones and account attributes: what the cloud looks like from outside.
+
+One availability zone per registered cluster, `available` while its CC answers the CLC's polls. An admin
+asking for the zone `verbose` (euca-describe-availability-zones verbose) gets Eucalyptus's capacity rows as
+extra zone entries: `|- vm types` / `free / max   cpu   ram  disk`, then one `|- <type>` row per instance
+type with how many more fit and how many would fit on the zone's empty nodes.
+"""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc import instance_types, topology
 from euca.roles.clc.app import Call
 
 REGION_FILTERS: FilterSet[m.Region] = FilterSet(
-    {"region-name": lambda r: r.region_name, "endpoint": lambda r: r.endpoint, "opt-in-status": lambda r: r.opt_in_status}
+    {
+        "region-name": lambda r: r.region_name,
+        "endpoint": lambda r: r.endpoint,
+        "opt-in-status": lambda r: r.opt_in_status,
+    }
 )
 
 ZONE_FILTERS: FilterSet[m.AvailabilityZone] = FilterSet(
@@ -40,19 +53,45 @@ def _regions(call: Call) -> list[m.Region]:
     return [m.Region(region_name=call.ctx.config.region, endpoint=_endpoint(call))]
 
 
-def _zones(call: Call) -> list[m.AvailabilityZone]:
-    # One zone per cluster; until clusters register with the CLC there is the configured one.
-    cfg = call.ctx.config
-    return [
-        m.AvailabilityZone(
-            zone_name=cfg.zone,
-            zone_id=cfg.zone,
-            state="available",
-            region_name=cfg.region,
-            group_name=cfg.region,
-            network_border_group=cfg.region,
-        )
+def _zone(call: Call, name: str, state: str) -> m.AvailabilityZone:
+    region = call.ctx.config.region
+    return m.AvailabilityZone(
+        zone_name=name,
+        zone_id=name,
+        state=state,
+        region_name=region,
+        group_name=region,
+        network_border_group=region,
+    )
+
+
+def _zones(call: Call, clusters: list[topology.Cluster]) -> list[m.AvailabilityZone]:
+    # One zone per cluster. A CLC with no cluster registered yet (a CLC-only host before
+    # `euca admin register-cluster`) shows the configured zone, as it did before clusters existed.
+    if not clusters:
+        return [_zone(call, call.ctx.config.zone, "available")]
+    return [_zone(call, c.zone, "available" if c.available else "unavailable") for c in clusters]
+
+
+def _verbose_rows(
+    call: Call, c: topology.Cluster, types: list[instance_types.InstanceType]
+) -> list[m.AvailabilityZone]:
+    """Eucalyptus's admin view of one zone: where its CC is, then free / max per instance type."""
+    host = urlsplit(c.url).hostname or c.url
+    rows = [
+        _zone(call, c.zone, f"{host} arn:euca:eucalyptus:{c.zone}:cluster:{c.name}/"),
+        _zone(call, "|- vm types", "free / max   cpu   ram  disk"),
     ]
+    capacity = {t.vm_type: t for t in c.capacity}
+    for t in types:
+        have = capacity.get(t.name)
+        free, most = (have.free, have.max) if have and c.available else (0, 0)
+        rows.append(
+            _zone(
+                call, f"|- {t.name}", f"{free:04d} / {most:04d} {t.cpu:4d} {t.memory_mib:6d} {t.disk_gib:5d}"
+            )
+        )
+    return rows
 
 
 async def describe_regions(call: Call, req: m.DescribeRegionsRequest) -> m.DescribeRegionsResult:
@@ -69,9 +108,13 @@ async def describe_regions(call: Call, req: m.DescribeRegionsRequest) -> m.Descr
 async def describe_availability_zones(
     call: Call, req: m.DescribeAvailabilityZonesRequest
 ) -> m.DescribeAvailabilityZonesResult:
-    zones = _zones(call)
+    clusters, types = await call.ctx.store.read(
+        lambda tx: (topology.list_clusters(tx), instance_types.load_instance_types(tx))
+    )
+    zones = _zones(call, clusters)
     wanted = [*req.zone_names, *req.zone_ids]
-    # `verbose` (euca-describe-availability-zones verbose) asks admins for capacity; it arrives with clusters.
+    # `verbose` (euca-describe-availability-zones verbose) asks for capacity; only admins get it.
+    verbose = "verbose" in wanted
     wanted = [w for w in wanted if w != "verbose"]
     known = {z.zone_name for z in zones} | {z.zone_id for z in zones if z.zone_id}
     unknown = [w for w in wanted if w not in known]
@@ -79,7 +122,11 @@ async def describe_availability_zones(
         raise Ec2Error("InvalidParameterValue", f"Invalid availability zone: [{', '.join(unknown)}]")
     if wanted:
         zones = [z for z in zones if z.zone_name in wanted or z.zone_id in wanted]
-    return m.DescribeAvailabilityZonesResult(availability_zones=ZONE_FILTERS.apply(req.filters, zones))
+    zones = ZONE_FILTERS.apply(req.filters, zones)
+    if verbose and call.principal.is_cloud_admin and clusters:
+        shown = {z.zone_name for z in zones}
+        zones = [row for c in clusters if c.zone in shown for row in _verbose_rows(call, c, types)]
+    return m.DescribeAvailabilityZonesResult(availability_zones=zones)
 
 
 async def describe_account_attributes(
@@ -88,12 +135,16 @@ async def describe_account_attributes(
     names = req.attribute_names or list(ACCOUNT_ATTRIBUTES)
     unknown = [n for n in names if n not in ACCOUNT_ATTRIBUTES]
     if unknown:
-        raise Ec2Error("InvalidParameterValue", f"Value ({unknown[0]}) for parameter attributeName is invalid.")
+        raise Ec2Error(
+            "InvalidParameterValue", f"Value ({unknown[0]}) for parameter attributeName is invalid."
+        )
     return m.DescribeAccountAttributesResult(
         account_attributes=[
             m.AccountAttribute(
                 attribute_name=name,
-                attribute_values=[m.AccountAttributeValue(attribute_value=v) for v in ACCOUNT_ATTRIBUTES[name]],
+                attribute_values=[
+                    m.AccountAttributeValue(attribute_value=v) for v in ACCOUNT_ATTRIBUTES[name]
+                ],
             )
             for name in names
         ]

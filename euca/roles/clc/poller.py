@@ -1,0 +1,301 @@
+"""The CLC's poll of its clusters: capacity for placement and zones, instance state for DescribeInstances.
+
+Every `clc.poll_interval` seconds, for each registered cluster at once: DescribeResources (carrying the
+cluster's nodes and the instance types, so the CC learns its topology from the CLC) and DescribeInstances.
+What the CC says is recorded (topology.record_poll) and the instance table is reconciled with it
+(`reconcile`, a pure function):
+
+- a reported instance takes the reported state, node, address (states only move forward);
+- an instance the CLC is terminating that the CC still runs is terminated again; one the CC no longer
+  reports is gone (terminated);
+- an instance its cluster has not reported for `clc.node_lost_timeout` goes terminated (its node vanished),
+  as Eucalyptus did — only counted while the CC answers, a silent CC leaves its instances as they were;
+- terminated instances are forgotten `clc.terminated_ttl` after they ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from euca.core.store import Tx
+from euca.protocol import cluster
+from euca.protocol.cluster import ClusterFault, InstanceStatus, VmType
+from euca.roles.clc import instance_types, topology
+from euca.roles.clc.instances import NODE_LOST, RANK, mark_terminated
+from euca.roles.clc.topology import ClusterCaller
+
+log = logging.getLogger("euca.clc")
+
+
+# -- reconciliation (pure) -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the CLC's table says about one instance of the cluster being reconciled."""
+
+    instance_id: str
+    state: str
+    node: str | None = None
+    private_ip: str | None = None
+    mac: str | None = None
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class Update:
+    instance_id: str
+    state: str
+    node: str | None
+    private_ip: str | None
+    mac: str | None
+    reason: str | None = None  # why it ended, when the CC says it ended on its own
+    previous: str = ""
+
+
+@dataclass
+class Reconciliation:
+    updates: list[Update] = field(default_factory=list)  # changed state, node or address
+    seen: list[str] = field(default_factory=list)  # reported now
+    gone: list[str] = field(default_factory=list)  # were terminating, no longer reported: terminated
+    lost: list[str] = field(default_factory=list)  # not reported for longer than the timeout: terminated
+    terminate_again: list[str] = field(default_factory=list)  # terminating here, still alive there
+    unknown: list[str] = field(default_factory=list)  # reported but not in the table
+
+
+def reconcile(
+    known: Sequence[Known], reported: Sequence[InstanceStatus], now: float, node_lost_timeout: float
+) -> Reconciliation:
+    """How the table changes for one cluster's DescribeInstances answer."""
+    out = Reconciliation()
+    table = {k.instance_id: k for k in known}
+    reported_ids = set()
+    for r in reported:
+        reported_ids.add(r.instance_id)
+        k = table.get(r.instance_id)
+        if k is None:
+            if r.state != "terminated":
+                out.unknown.append(r.instance_id)
+            continue
+        out.seen.append(r.instance_id)
+        if k.state in ("shutting-down", "terminated") and r.state in ("pending", "running"):
+            out.terminate_again.append(r.instance_id)
+        state = r.state if RANK.get(r.state, 0) >= RANK.get(k.state, 0) else k.state
+        node = r.node or k.node
+        ip = r.private_ip or k.private_ip
+        mac = r.mac or k.mac
+        if (state, node, ip, mac) != (k.state, k.node, k.private_ip, k.mac):
+            reason = r.reason if state == "terminated" and k.state != "shutting-down" else None
+            out.updates.append(Update(k.instance_id, state, node, ip, mac, reason, previous=k.state))
+    for k in known:
+        if k.instance_id in reported_ids or k.state == "terminated":
+            continue
+        if k.state == "shutting-down":
+            out.gone.append(k.instance_id)
+        elif now - k.last_seen > node_lost_timeout:
+            out.lost.append(k.instance_id)
+    return out
+
+
+# -- applying it -----------------------------------------------------------------------------------------
+
+
+def _chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
+    for u in result.updates:
+        if u.state == "terminated":
+            code, message = (
+                ("Server.InternalError", f"Server.InternalError: {u.reason}") if u.reason else (None, None)
+            )
+            tx.execute(
+                "UPDATE clc_instances SET state='terminated', node=?, private_ip=?, mac=?, "
+                "terminated_at=COALESCE(terminated_at, ?), "
+                "state_reason_code=COALESCE(?, state_reason_code), state_reason_message=COALESCE(?, state_reason_message), "
+                "reason=COALESCE(?, reason) WHERE instance_id=?",
+                (u.node, u.private_ip, u.mac, now, code, message, message, u.instance_id),
+            )
+        else:
+            tx.execute(
+                "UPDATE clc_instances SET state=?, node=?, private_ip=?, mac=? WHERE instance_id=?",
+                (u.state, u.node, u.private_ip, u.mac, u.instance_id),
+            )
+    for chunk in _chunks(result.seen):
+        marks = ",".join("?" * len(chunk))
+        tx.execute(f"UPDATE clc_instances SET last_seen=? WHERE instance_id IN ({marks})", (now, *chunk))
+    for chunk in _chunks(result.gone):
+        marks = ",".join("?" * len(chunk))
+        tx.execute(
+            f"UPDATE clc_instances SET state='terminated', terminated_at=COALESCE(terminated_at, ?) "
+            f"WHERE instance_id IN ({marks})",
+            (now, *chunk),
+        )
+    mark_terminated(tx, result.lost, *NODE_LOST, now)
+
+
+def known_instances(tx: Tx, cluster_name: str, *, since: float) -> list[Known]:
+    """The cluster's instances that are alive, or ended recently enough that a late report still matters."""
+    return [
+        Known(r["instance_id"], r["state"], r["node"], r["private_ip"], r["mac"], r["last_seen"])
+        for r in tx.all(
+            "SELECT instance_id, state, node, private_ip, mac, last_seen FROM clc_instances "
+            "WHERE cluster=? AND (state!='terminated' OR terminated_at>=?)",
+            (cluster_name, since),
+        )
+    ]
+
+
+def forget_terminated(tx: Tx, before: float) -> list[str]:
+    """Terminated instances that ended before `before` disappear, with their tags and empty reservations."""
+    ids = [
+        r["instance_id"]
+        for r in tx.all(
+            "SELECT instance_id FROM clc_instances WHERE state='terminated' AND terminated_at<?", (before,)
+        )
+    ]
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        tx.execute(f"DELETE FROM clc_instances WHERE instance_id IN ({marks})", chunk)
+        tx.execute(f"DELETE FROM clc_tags WHERE resource_id IN ({marks})", chunk)
+    if ids:
+        tx.execute(
+            "DELETE FROM clc_reservations WHERE NOT EXISTS ("
+            "SELECT 1 FROM clc_instances i WHERE i.reservation_id = clc_reservations.reservation_id)"
+        )
+    return ids
+
+
+# -- the loop --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    interval: float
+    node_lost_timeout: float
+    terminated_ttl: float
+    call_timeout: float = 30.0
+
+
+class Poller:
+    """Polls every registered cluster each interval (or sooner when poked); one task in the CLC's nursery."""
+
+    def __init__(
+        self,
+        store: Any,
+        caller: ClusterCaller,
+        settings: PollSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.caller = caller
+        self.settings = settings
+        self.clock = clock
+        self._poked = trio.Event()
+        self._rounds = 0
+        self._round_done = trio.Condition()
+        # Last state logged per cluster, so a cluster that stays down is logged once, not every poll.
+        self._logged_state: dict[str, str] = {}
+
+    def poke(self) -> None:
+        self._poked.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            with trio.move_on_after(self.settings.interval):
+                await self._poked.wait()
+            self._poked = trio.Event()
+            await self.poll_once()
+
+    async def wait_for_round(self) -> None:
+        """Until a round that started after this call has finished (tests, and one-box start-up)."""
+        target = self._rounds + 2
+        async with self._round_done:
+            while self._rounds < target:
+                await self._round_done.wait()
+
+    async def poll_once(self) -> None:
+        clusters, nodes, vm_types = await self.store.read(
+            lambda tx: (topology.list_clusters(tx), topology.list_nodes(tx), instance_types.vm_types(tx))
+        )
+        async with trio.open_nursery() as nursery:
+            for c in clusters:
+                addresses = [n.address for n in nodes if n.cluster == c.name]
+                nursery.start_soon(self._poll_cluster, c, addresses, vm_types)
+        before = self.clock() - self.settings.terminated_ttl
+        forgotten = await self.store.write(lambda tx: forget_terminated(tx, before))
+        if forgotten:
+            log.info("terminated instances forgotten count=%d", len(forgotten))
+        async with self._round_done:
+            self._rounds += 1
+            self._round_done.notify_all()
+
+    async def _poll_cluster(
+        self, c: topology.Cluster, nodes: list[cluster.NodeAddress], vm_types: list[VmType]
+    ) -> None:
+        try:
+            with trio.fail_after(self.settings.call_timeout):
+                resources = await self.caller.call(c.url, cluster.DescribeResources(c.name, nodes, vm_types))
+                described = await self.caller.call(c.url, cluster.DescribeInstances())
+        except (ClusterFault, trio.TooSlowError) as e:
+            reason = f"{e.code}: {e.message}" if isinstance(e, ClusterFault) else "no answer in time"
+            now = self.clock()
+            await self.store.write(
+                lambda tx: topology.record_poll(tx, c.name, now=now, ok=False, reason=reason)
+            )
+            if self._logged_state.get(c.name) != "down":
+                log.warning("cluster down name=%s url=%s reason=%s", c.name, c.url, reason)
+                self._logged_state[c.name] = "down"
+            return
+        now = self.clock()
+        lost_after = self.settings.node_lost_timeout
+        since = now - self.settings.terminated_ttl
+
+        def write(tx: Tx) -> Reconciliation:
+            topology.record_poll(
+                tx, c.name, now=now, ok=True, nodes=resources.nodes, capacity=resources.capacity
+            )
+            result = reconcile(known_instances(tx, c.name, since=since), described.instances, now, lost_after)
+            apply_reconciliation(tx, result, now)
+            return result
+
+        result = await self.store.write(write)
+        if self._logged_state.get(c.name) != "up":
+            up = sum(1 for n in resources.nodes if n.state == "up")
+            log.info("cluster up name=%s url=%s nodes_up=%d/%d", c.name, c.url, up, len(resources.nodes))
+            self._logged_state[c.name] = "up"
+        for u in result.updates:
+            if u.state != u.previous:
+                log.info(
+                    "instance state id=%s from=%s to=%s node=%s ip=%s",
+                    u.instance_id,
+                    u.previous,
+                    u.state,
+                    u.node,
+                    u.private_ip,
+                )
+        for instance_id in result.gone:
+            log.info("instance state id=%s from=shutting-down to=terminated", instance_id)
+        for instance_id in result.lost:
+            log.warning(
+                "instance lost id=%s cluster=%s: not reported for %.0fs", instance_id, c.name, lost_after
+            )
+        if result.unknown:
+            log.warning(
+                "instances not known to the CLC cluster=%s ids=%s", c.name, ",".join(result.unknown[:20])
+            )
+        if result.terminate_again:
+            try:
+                await self.caller.call(c.url, cluster.TerminateInstances(result.terminate_again))
+                log.info("terminate resent cluster=%s ids=%s", c.name, ",".join(result.terminate_again))
+            except ClusterFault as e:
+                log.warning("terminate resend failed cluster=%s fault=%s", c.name, e.code)

@@ -1,0 +1,335 @@
+"""The cloud's topology as data in the CLC: clusters (one per availability zone, each with its CC) and nodes.
+
+An admin registers them (`euca admin register-cluster`, `register-node`); the CLC's poller sends each CC its
+nodes and the instance types on every poll, so a CC needs no configuration of its own and the topology is
+never a file edit. The poller also records here what it last heard from each CC (state, node resources,
+capacity per type), which placement, DescribeAvailabilityZones and `euca admin describe-nodes` read.
+
+Functions take a store Tx, so the CLI (store.write_sync) and the CLC (await store.write) share them.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from euca.core.store import Store, Tx
+from euca.protocol.cluster import NodeAddress, NodeResources, TypeCapacity
+
+NAMESPACE = "clc.topology"
+CC_PORT = 8774
+NC_PORT = 8775
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+SCHEMA: list[str | Callable[[Tx], None]] = [
+    """
+    -- One cluster = one availability zone = one CC (Eucalyptus's partition). The poll columns are what the
+    -- CLC's poller last heard from the CC.
+    CREATE TABLE clc_clusters (
+        name TEXT PRIMARY KEY,
+        zone TEXT NOT NULL UNIQUE,
+        url TEXT NOT NULL,
+        registered REAL NOT NULL,
+        -- 'admin': registered by `euca admin`; 'local': by a one-box start (its URL follows the local CC)
+        origin TEXT NOT NULL DEFAULT 'admin',
+        polled REAL,
+        last_seen REAL,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        reason TEXT,
+        nodes TEXT NOT NULL DEFAULT '[]',
+        capacity TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE clc_nodes (
+        name TEXT PRIMARY KEY,
+        cluster TEXT NOT NULL REFERENCES clc_clusters(name) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        registered REAL NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'admin'
+    );
+    CREATE INDEX clc_nodes_cluster ON clc_nodes(cluster);
+    """,
+]
+
+
+def migrate(store: Store) -> None:
+    store.migrate(NAMESPACE, SCHEMA)
+
+
+if TYPE_CHECKING:
+    from euca.core.supervisor import RoleContext
+
+
+class TopologyError(Exception):
+    """A registration that cannot be done; the message says why."""
+
+
+_nodes_codec = msgspec.json.Decoder(list[NodeResources])
+_capacity_codec = msgspec.json.Decoder(list[TypeCapacity])
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    zone: str
+    url: str
+    registered: float
+    polled: float | None = None
+    last_seen: float | None = None
+    state: str = "unknown"  # up: its CC answered the last poll; down: it did not; unknown: not polled yet
+    reason: str | None = None
+    nodes: list[NodeResources] = field(default_factory=list)
+    capacity: list[TypeCapacity] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return self.state == "up"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cluster: str
+    url: str
+    registered: float
+
+    @property
+    def address(self) -> NodeAddress:
+        return NodeAddress(self.name, self.url)
+
+
+def service_url(host: str, port: int) -> str:
+    """Where a CC or NC answers: always TLS (the cluster listeners take only mutual-TLS calls)."""
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise TopologyError(f"invalid host {host!r}")
+    if not 0 < port < 65536:
+        raise TopologyError(f"invalid port {port}")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6 literal
+    return f"https://{host}:{port}"
+
+
+def check_name(name: str, what: str) -> None:
+    if not NAME_RE.match(name):
+        raise TopologyError(f"invalid {what} name {name!r}: letters, digits, '.', '_' and '-', at most 64")
+
+
+def _cluster(r: sqlite3.Row) -> Cluster:
+    return Cluster(
+        name=r["name"],
+        zone=r["zone"],
+        url=r["url"],
+        registered=r["registered"],
+        polled=r["polled"],
+        last_seen=r["last_seen"],
+        state=r["state"],
+        reason=r["reason"],
+        nodes=_nodes_codec.decode(r["nodes"]),
+        capacity=_capacity_codec.decode(r["capacity"]),
+    )
+
+
+def _node(r: sqlite3.Row) -> Node:
+    return Node(r["name"], r["cluster"], r["url"], r["registered"])
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+
+
+def list_clusters(tx: Tx) -> list[Cluster]:
+    return [_cluster(r) for r in tx.all("SELECT * FROM clc_clusters ORDER BY zone")]
+
+
+def get_cluster(tx: Tx, name: str) -> Cluster | None:
+    row = tx.one("SELECT * FROM clc_clusters WHERE name=?", (name,))
+    return _cluster(row) if row else None
+
+
+def list_nodes(tx: Tx, cluster: str | None = None) -> list[Node]:
+    if cluster is None:
+        rows = tx.all("SELECT * FROM clc_nodes ORDER BY cluster, name")
+    else:
+        rows = tx.all("SELECT * FROM clc_nodes WHERE cluster=? ORDER BY name", (cluster,))
+    return [_node(r) for r in rows]
+
+
+# -- registration ----------------------------------------------------------------------------------------
+
+
+def register_cluster(
+    tx: Tx,
+    name: str,
+    url: str,
+    zone: str | None = None,
+    *,
+    now: float | None = None,
+    origin: str = "admin",
+) -> Cluster:
+    """Add a cluster serving `zone` (default: its name). Registering the same cluster again with the same
+    URL and zone changes nothing; a different one is refused (deregister first)."""
+    zone = zone or name
+    check_name(name, "cluster")
+    check_name(zone, "zone")
+    existing = get_cluster(tx, name)
+    if existing is not None:
+        if existing.url == url and existing.zone == zone:
+            return existing
+        raise TopologyError(f"cluster {name} is already registered (zone {existing.zone} at {existing.url})")
+    other = tx.one("SELECT name FROM clc_clusters WHERE zone=?", (zone,))
+    if other is not None:
+        raise TopologyError(f"zone {zone} is already served by cluster {other['name']}")
+    tx.execute(
+        "INSERT INTO clc_clusters(name, zone, url, registered, origin) VALUES(?,?,?,?,?)",
+        (name, zone, url, time.time() if now is None else now, origin),
+    )
+    found = get_cluster(tx, name)
+    assert found is not None
+    return found
+
+
+def deregister_cluster(tx: Tx, name: str) -> Cluster:
+    """Remove a cluster and its nodes. Refused while instances still run in it (terminate them first)."""
+    cluster = get_cluster(tx, name)
+    if cluster is None:
+        raise TopologyError(f"no cluster {name}")
+    running = tx.scalar("SELECT COUNT(*) FROM clc_instances WHERE cluster=? AND state!='terminated'", (name,))
+    if running:
+        raise TopologyError(f"cluster {name} still has {running} instance(s); terminate them first")
+    tx.execute("DELETE FROM clc_nodes WHERE cluster=?", (name,))
+    tx.execute("DELETE FROM clc_clusters WHERE name=?", (name,))
+    return cluster
+
+
+def register_node(
+    tx: Tx, name: str, cluster: str, url: str, *, now: float | None = None, origin: str = "admin"
+) -> Node:
+    check_name(name, "node")
+    if get_cluster(tx, cluster) is None:
+        raise TopologyError(f"no cluster {cluster}; register it first")
+    row = tx.one("SELECT * FROM clc_nodes WHERE name=?", (name,))
+    if row is not None:
+        node = _node(row)
+        if node.cluster == cluster and node.url == url:
+            return node
+        raise TopologyError(f"node {name} is already registered (cluster {node.cluster} at {node.url})")
+    at = time.time() if now is None else now
+    tx.execute(
+        "INSERT INTO clc_nodes(name, cluster, url, registered, origin) VALUES(?,?,?,?,?)",
+        (name, cluster, url, at, origin),
+    )
+    return Node(name, cluster, url, at)
+
+
+def deregister_node(tx: Tx, name: str) -> Node:
+    row = tx.one("SELECT * FROM clc_nodes WHERE name=?", (name,))
+    if row is None:
+        raise TopologyError(f"no node {name}")
+    tx.execute("DELETE FROM clc_nodes WHERE name=?", (name,))
+    return _node(row)
+
+
+def register_local(
+    tx: Tx, cluster: str, zone: str, cc_url: str, node: str | None, nc_url: str | None, now: float
+) -> list[str]:
+    """One-box: the CC and NC running in this process become the cloud's first cluster and node, once
+    (when no cluster is registered yet). Later starts only follow the local listeners' URLs (port 0 picks
+    a new port each start) for what a one-box start registered. Returns what changed, for the log."""
+    changed: list[str] = []
+    if not tx.one("SELECT 1 FROM clc_clusters"):
+        register_cluster(tx, cluster, cc_url, zone, now=now, origin="local")
+        changed.append(f"cluster {cluster} zone={zone} url={cc_url}")
+        if node is not None and nc_url is not None:
+            register_node(tx, node, cluster, nc_url, now=now, origin="local")
+            changed.append(f"node {node} url={nc_url}")
+        return changed
+    if tx.execute(
+        "UPDATE clc_clusters SET url=? WHERE name=? AND origin='local' AND url!=?", (cc_url, cluster, cc_url)
+    ):
+        changed.append(f"cluster {cluster} url={cc_url}")
+    if node is not None and nc_url is not None:
+        if tx.execute(
+            "UPDATE clc_nodes SET url=? WHERE name=? AND origin='local' AND url!=?", (nc_url, node, nc_url)
+        ):
+            changed.append(f"node {node} url={nc_url}")
+    return changed
+
+
+# -- how the CLC reaches its clusters --------------------------------------------------------------------
+
+
+class ClusterCaller(Protocol):
+    """euca.core.cluster_client.ClusterClient as the CLC uses it (or an in-process stand-in in tests).
+    Raises euca.protocol.cluster.ClusterFault for a fault or an unreachable CC."""
+
+    async def call(self, base_url: str, message: Any) -> Any: ...
+
+
+@dataclass
+class ClusterLink:
+    """What the CLC's EC2 handlers and its poller share: the caller and the node image certificate
+    download manifests are encrypted for (all nodes of the cloud share it, as Eucalyptus's node-cert.pem)."""
+
+    caller: ClusterCaller
+    node_image_cert_pem: Callable[[], bytes]
+    # Asks the poller for a poll now (after a RunInstances or TerminateInstances) rather than at its next tick.
+    poke: Callable[[], None] = lambda: None
+
+
+# The CLC role attaches its link for its context at start; handlers find it from the call's context.
+_links: dict[int, ClusterLink] = {}
+
+
+def attach_link(ctx: RoleContext, link: ClusterLink) -> None:
+    _links[id(ctx)] = link
+
+
+def detach_link(ctx: RoleContext) -> None:
+    _links.pop(id(ctx), None)
+
+
+def link_of(ctx: RoleContext) -> ClusterLink | None:
+    return _links.get(id(ctx))
+
+
+# -- what the poller heard -------------------------------------------------------------------------------
+
+
+def record_poll(
+    tx: Tx,
+    cluster: str,
+    *,
+    now: float,
+    ok: bool,
+    reason: str | None = None,
+    nodes: Sequence[NodeResources] | None = None,
+    capacity: Sequence[TypeCapacity] | None = None,
+) -> None:
+    """The outcome of one poll of a cluster's CC. A failed poll keeps the last resources but marks the cluster
+    down, so placement skips it."""
+    if ok:
+        tx.execute(
+            "UPDATE clc_clusters SET polled=?, last_seen=?, state='up', reason=NULL, nodes=?, capacity=? "
+            "WHERE name=?",
+            (now, now, _encoder.encode(list(nodes or [])), _encoder.encode(list(capacity or [])), cluster),
+        )
+    else:
+        tx.execute(
+            "UPDATE clc_clusters SET polled=?, state='down', reason=? WHERE name=?", (now, reason, cluster)
+        )
+
+
+def record_resources(
+    tx: Tx, cluster: str, nodes: Sequence[NodeResources], capacity: Sequence[TypeCapacity]
+) -> None:
+    """The CLC's own estimate after placing instances, until the next poll brings the CC's numbers."""
+    tx.execute(
+        "UPDATE clc_clusters SET nodes=?, capacity=? WHERE name=?",
+        (_encoder.encode(list(nodes)), _encoder.encode(list(capacity)), cluster),
+    )
