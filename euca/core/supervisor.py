@@ -179,17 +179,20 @@ class Supervisor:
             roles.append(module.create(ctx))
         if {"clc", "walrus"} <= set(self.role_names):  # the one-box's default machine image, registered once
             ctx.on_ready.append(default_image_hook(ctx))
-        by_address: dict[tuple[str, int], list[tuple[str, App]]] = {}
+        by_address: dict[tuple[str, int, str], list[tuple[str, App]]] = {}
         for role in roles:
             listen = self.config.listen_for(role.name)
             for app in role.apps:
-                by_address.setdefault((listen.host, listen.port), []).append((role.name, app))
-        tls_roles = {address: listener_tls_role(address, mounted) for address, mounted in by_address.items()}
+                # Port 0 (tests: any free port) is a listener per role for TLS apps, which cannot share
+                # one with plain apps or another role's certificate; fixed ports are shared as configured.
+                own = role.name if listen.port == 0 and getattr(app, "tls", False) else ""
+                by_address.setdefault((listen.host, listen.port, own), []).append((role.name, app))
+        tls_roles = {key: listener_tls_role(key[:2], mounted) for key, mounted in by_address.items()}
         try:
             async with trio.open_nursery() as roles_nursery:
                 async with trio.open_nursery() as http_nursery:
-                    for (host, port), mounted in by_address.items():
-                        tls_role = tls_roles[(host, port)]
+                    for (host, port, own), mounted in by_address.items():
+                        tls_role = tls_roles[(host, port, own)]
                         server = HttpServer(
                             Dispatcher([app for _, app in mounted]),
                             host,
