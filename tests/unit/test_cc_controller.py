@@ -316,6 +316,19 @@ async def test_placed_but_unreported_stays_pending_until_a_later_report_lacks_it
     assert cl.network.address_of("i-00000001") is None
 
 
+async def test_addresses_are_not_retained_away_while_a_node_is_down() -> None:
+    n1, n2 = FakeNode("n1"), FakeNode("n2")
+    n2.unreachable = True
+    cl = Cluster(n1, n2)
+    await cl.network.adopt("i-000000ee", "d0:0d:00:00:00:ee", "10.77.0.9")  # perhaps alive on n2
+    await cl.describe_resources()
+    await cl.cc.poll_round()
+    assert cl.network.address_of("i-000000ee") is not None
+    n2.unreachable = False
+    await cl.cc.poll_round()
+    assert cl.network.address_of("i-000000ee") is None
+
+
 async def test_node_down_and_back_up_logs_once_each(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "euca.cc")
     n1, n2 = FakeNode("n1"), FakeNode("n2")
@@ -360,6 +373,12 @@ async def test_restarted_cc_rebuilds_from_node_reports() -> None:
 
     cl.restart()
     assert await cl.instances() == {}
+    # The network kept addresses across the restart (network.py restores its hosts file), one of them
+    # for an instance that ended meanwhile.
+    await cl.network.adopt("i-000000ee", "d0:0d:00:00:00:ee", "10.77.0.9")
+    await cl.network.adopt(
+        "i-00000002", before["i-00000002"].mac or "", before["i-00000002"].private_ip or ""
+    )
     # The CLC's next poll brings the topology; the new nodes are polled before the reply.
     reply = await cl.describe_resources()
     assert capacity_of(reply, SMALL) == (2, 4)
@@ -367,6 +386,9 @@ async def test_restarted_cc_rebuilds_from_node_reports() -> None:
     assert set(after) == set(before)
     assert after["i-00000001"].state == "running"
     assert after["i-00000002"].private_ip == before["i-00000002"].private_ip
+    # Every node answered: the address of the instance no node knows is free again, the others kept.
+    assert cl.network.address_of("i-000000ee") is None
+    assert cl.network.address_of("i-00000001") is not None
     # Addresses in use were adopted: a new instance does not get one of them.
     new = await cl.cc.run_instances(c.RunInstances([spec(3)]))
     assert new.instances[0].private_ip not in {s.private_ip for s in before.values()}

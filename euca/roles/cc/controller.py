@@ -135,6 +135,7 @@ class ClusterController:
         self._kick = trio.Event()
         self._cluster_name_warned = False
         self._ticks = 0
+        self._topology_known = False  # a DescribeResources has told us the nodes
 
     def tick(self) -> int:
         """The next number of a sequence that orders what the CC learns (reports, replies); a clock could
@@ -168,6 +169,9 @@ class ClusterController:
         async with trio.open_nursery() as nursery:
             for node in targets:
                 nursery.start_soon(self._poll_limited, node)
+        if self._topology_known and all(node.up for node in self.nodes.values()):
+            # Every node has answered since it was added: what is not tracked now is not alive anywhere.
+            await self.network.retain(list(self.instances))
 
     async def _poll_limited(self, node: Node) -> None:
         async with self.poll_limiter:
@@ -336,6 +340,7 @@ class ClusterController:
             if tracked.vm is None:
                 tracked.vm = self.vm_types.get(tracked.status.vm_type)
         added = await self._set_nodes(message.nodes)
+        self._topology_known = True
         if added:
             # A node just registered (or this CC just restarted): learn it now, so this very reply has
             # its capacity and its instances are known before anything new is placed.

@@ -7,13 +7,16 @@ The real network (euca/roles/cc/network.py: bridge, dnsmasq in a network namespa
 which only hands out addresses.
 
 The CC keeps no state on disk: after a restart it learns its instances from the nodes' reports and calls
-`adopt` for each live one before it places anything new, so addresses in use are never handed out twice.
+`adopt` for each live one before it places anything new, so addresses in use are never handed out twice;
+once every node has answered it calls `retain` with all the instances alive, so an address kept across the
+restart for an instance that ended meanwhile is freed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import trio
@@ -43,6 +46,11 @@ class VmNetwork(Protocol):
 
     async def adopt(self, instance_id: str, mac: str, ip: str) -> None:
         """A running instance reported by a node (after a CC restart): keep its address reserved."""
+        ...
+
+    async def retain(self, instance_ids: Iterable[str]) -> None:
+        """Every node has answered and these are all the instances alive: release any other address (one
+        kept from before a restart for an instance that ended meanwhile)."""
         ...
 
 
@@ -86,6 +94,11 @@ class SubnetAllocator:
         if ip in self._used:
             log.warning("address claimed twice ip=%s instance=%s", ip, instance_id)
         self._reserve(instance_id, mac, ip)
+
+    async def retain(self, instance_ids: Iterable[str]) -> None:
+        keep = set(instance_ids)
+        for instance_id in [i for i in self._by_instance if i not in keep]:
+            await self.release(instance_id)
 
     def _reserve(self, instance_id: str, mac: str, ip: str) -> NetConfig:
         net = NetConfig(mac=mac, private_ip=ip, bridge=self.bridge)
