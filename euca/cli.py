@@ -15,7 +15,7 @@ from euca.core.config import Config, ConfigError, load_config
 from euca.core.credentials import write_user_credentials
 from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
 from euca.core.pki import CloudCA
-from euca.core.store import open_store
+from euca.core.store import Store, open_store
 from euca.core.supervisor import RoleNotBuilt, Supervisor, resolve_roles, serve_until_signalled
 from euca.images.bootimage import build_boot_image_command
 from euca.images.cli import (
@@ -340,6 +340,213 @@ def enable_certificate(ctx: click.Context, certificate_id: str) -> None:
     except IdentityError as e:
         raise _fail(e) from e
     click.echo(f"CERTIFICATE\t{certificate_id}\tActive")
+
+
+# -- topology and instance types (the CLC's store; a running CLC picks changes up at its next poll) ---------
+
+
+def _clc_store(ctx: click.Context) -> tuple[Config, Store]:
+    from euca.roles.clc import instances, topology
+    from euca.roles.clc.schema import SCHEMA
+
+    cfg = _load(ctx)
+    cfg.data_path.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
+    store.migrate("clc", SCHEMA)
+    topology.migrate(store)
+    instances.migrate(store)
+    return cfg, store
+
+
+def _ago(then: float | None, now: float) -> str:
+    return "never" if then is None else f"{max(0.0, now - then):.0f}s ago"
+
+
+def _print_join_token(cfg: Config, store: Store, role: str, name: str, host: str) -> None:
+    """A one-time token for a component on another host (`euca --role ROLE --join TOKEN` there)."""
+    try:
+        from euca.roles.clc.join import make_join_token
+    except ImportError:  # joining arrives with the transport work
+        return
+    ca = CloudCA.load_or_create(cfg.data_path / "pki")
+    token = make_join_token(store, ca, role, name, clc_url=cfg.endpoint_url("clc"), hosts=[host])
+    click.echo(f"JOINTOKEN\t{token}")
+
+
+@admin.command("register-cluster")
+@click.argument("name")
+@click.option("--host", required=True, help="Where the cluster's CC answers.")
+@click.option("--port", default=8774, show_default=True, type=int)
+@click.option("--zone", default=None, help="The availability zone it serves (default: NAME).")
+@click.option(
+    "--join-token/--no-join-token", default=True, show_default=True, help="Print a join token for the CC."
+)
+@click.pass_context
+def register_cluster(
+    ctx: click.Context, name: str, host: str, port: int, zone: str | None, join_token: bool
+) -> None:
+    """Register a cluster (one availability zone, one CC)."""
+    from euca.roles.clc import topology
+
+    cfg, store = _clc_store(ctx)
+    try:
+        url = topology.service_url(host, port)
+        cluster = store.write_sync(lambda tx: topology.register_cluster(tx, name, url, zone))
+    except topology.TopologyError as e:
+        raise _fail(e) from e
+    click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\t{cluster.url}")
+    if join_token:
+        _print_join_token(cfg, store, "cc", cluster.name, host)
+
+
+@admin.command("deregister-cluster")
+@click.argument("name")
+@click.pass_context
+def deregister_cluster(ctx: click.Context, name: str) -> None:
+    """Remove a cluster and its nodes (refused while it runs instances)."""
+    from euca.roles.clc import topology
+
+    _, store = _clc_store(ctx)
+    try:
+        cluster = store.write_sync(lambda tx: topology.deregister_cluster(tx, name))
+    except topology.TopologyError as e:
+        raise _fail(e) from e
+    click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\tDeregistered")
+
+
+@admin.command("register-node")
+@click.option("--cluster", "cluster_name", required=True)
+@click.option("--host", required=True, help="Where the node's NC answers.")
+@click.option("--port", default=8775, show_default=True, type=int)
+@click.option("--name", default=None, help="The node's name (default: the host; the NC's nc.name).")
+@click.option(
+    "--join-token/--no-join-token", default=True, show_default=True, help="Print a join token for the NC."
+)
+@click.pass_context
+def register_node(
+    ctx: click.Context, cluster_name: str, host: str, port: int, name: str | None, join_token: bool
+) -> None:
+    """Register a node of a cluster; its NC joins with the printed token (`euca --role nc --join TOKEN`)."""
+    from euca.roles.clc import topology
+
+    cfg, store = _clc_store(ctx)
+    node_name = name or host
+    try:
+        url = topology.service_url(host, port)
+        node = store.write_sync(lambda tx: topology.register_node(tx, node_name, cluster_name, url))
+    except topology.TopologyError as e:
+        raise _fail(e) from e
+    click.echo(f"NODE\t{node.name}\t{node.cluster}\t{node.url}")
+    if join_token:
+        _print_join_token(cfg, store, "nc", node.name, host)
+
+
+@admin.command("deregister-node")
+@click.argument("name")
+@click.pass_context
+def deregister_node(ctx: click.Context, name: str) -> None:
+    from euca.roles.clc import topology
+
+    _, store = _clc_store(ctx)
+    try:
+        node = store.write_sync(lambda tx: topology.deregister_node(tx, name))
+    except topology.TopologyError as e:
+        raise _fail(e) from e
+    click.echo(f"NODE\t{node.name}\t{node.cluster}\tDeregistered")
+
+
+@admin.command("describe-services")
+@click.pass_context
+def describe_services(ctx: click.Context) -> None:
+    """Each registered CC and NC: where it answers and its state at the CLC's last poll."""
+    import time
+
+    from euca.roles.clc import topology
+
+    _, store = _clc_store(ctx)
+    clusters, nodes = store.read_sync(lambda tx: (topology.list_clusters(tx), topology.list_nodes(tx)))
+    now = time.time()
+    for c in clusters:
+        reason = f"\t{c.reason}" if c.reason and c.state != "up" else ""
+        click.echo(
+            f"SERVICE\tcluster\t{c.name}\t{c.zone}\t{c.url}\t{c.state}\t{_ago(c.last_seen, now)}{reason}"
+        )
+        reported = {n.node: n for n in c.nodes}
+        for n in nodes:
+            if n.cluster != c.name:
+                continue
+            res = reported.get(n.name)
+            state = res.state if res is not None and c.state == "up" else "unknown"
+            why = f"\t{res.reason}" if res is not None and res.reason and state != "up" else ""
+            click.echo(f"SERVICE\tnode\t{n.name}\t{c.name}\t{n.url}\t{state}\t{_ago(c.last_seen, now)}{why}")
+
+
+@admin.command("describe-nodes")
+@click.pass_context
+def describe_nodes(ctx: click.Context) -> None:
+    """Nodes as their CC reported them at the last poll: state, cores/memory/disk free/max, instances."""
+    from euca.roles.clc import topology
+
+    _, store = _clc_store(ctx)
+
+    def read(tx: Any) -> tuple[list[topology.Cluster], list[topology.Node], dict[str, list[str]]]:
+        running: dict[str, list[str]] = {}
+        for r in tx.all(
+            "SELECT node, instance_id FROM clc_instances WHERE node IS NOT NULL AND state!='terminated' ORDER BY seq"
+        ):
+            running.setdefault(r["node"], []).append(r["instance_id"])
+        return topology.list_clusters(tx), topology.list_nodes(tx), running
+
+    clusters, nodes, running = store.read_sync(read)
+    by_cluster = {c.name: c for c in clusters}
+    for n in nodes:
+        c = by_cluster[n.cluster]
+        res = next((r for r in c.nodes if r.node == n.name), None)
+        if res is None:
+            click.echo(f"NODE\t{n.name}\t{n.cluster}\tunknown\tnot reported yet")
+            continue
+        click.echo(
+            f"NODE\t{n.name}\t{n.cluster}\t{res.state}\tcores {res.cores_free}/{res.cores_max}\t"
+            f"memory {res.memory_mb_free}/{res.memory_mb_max} MiB\tdisk {res.disk_gb_free}/{res.disk_gb_max} GiB\t"
+            f"{res.hypervisor or '-'}\tinstances {','.join(running.get(n.name, [])) or '-'}"
+        )
+
+
+@admin.command("describe-instance-types")
+@click.pass_context
+def describe_instance_types(ctx: click.Context) -> None:
+    """The instance types: cores, memory (MiB), disk (GiB)."""
+    from euca.roles.clc import instance_types
+
+    _, store = _clc_store(ctx)
+    for t in store.read_sync(instance_types.load_instance_types):
+        click.echo(f"TYPE\t{t.name}\t{t.cpu}\t{t.memory_mib}\t{t.disk_gib}")
+
+
+@admin.command("modify-instance-type")
+@click.argument("name")
+@click.option("--cpu", type=int, default=None, help="Cores.")
+@click.option("--memory", type=int, default=None, help="Memory in MiB.")
+@click.option("--disk", type=int, default=None, help="Disk in GiB.")
+@click.pass_context
+def modify_instance_type(
+    ctx: click.Context, name: str, cpu: int | None, memory: int | None, disk: int | None
+) -> None:
+    """Change an instance type (new instances get the new size; running ones keep theirs)."""
+    from euca.roles.clc import instance_types
+
+    if cpu is None and memory is None and disk is None:
+        raise click.UsageError("give at least one of --cpu, --memory, --disk")
+    _, store = _clc_store(ctx)
+    try:
+        t = store.write_sync(
+            lambda tx: instance_types.modify_instance_type(
+                tx, name, cpu=cpu, memory_mib=memory, disk_gib=disk
+            )
+        )
+    except instance_types.InstanceTypeError as e:
+        raise _fail(e) from e
+    click.echo(f"TYPE\t{t.name}\t{t.cpu}\t{t.memory_mib}\t{t.disk_gib}")
 
 
 def _write_user_credentials(
