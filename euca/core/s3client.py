@@ -22,6 +22,7 @@ import trio
 from euca.protocol.sigv4 import EMPTY_SHA256, SigningKey, presign_url, sign_request, uri_encode
 
 UPLOAD_CHUNK = 1024 * 1024
+MAX_ERROR_BODY = 65536
 _CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]{0,2000})</Message>")
 # What a HEAD (which has no body) most likely meant, by status.
@@ -109,12 +110,14 @@ class S3Client:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) > max_bytes and response.status_code == 200:
+                    if response.status_code != 200 and len(body) > MAX_ERROR_BODY:
+                        break  # an error document is small: its code and message come first
+                    if response.status_code == 200 and len(body) > max_bytes:
                         raise S3Error(
                             0, "EntityTooLarge", f"s3://{bucket}/{key} is larger than {max_bytes} bytes"
                         )
                 if response.status_code != 200:
-                    raise _error(response, bytes(body[:65536]))
+                    raise _error(response, bytes(body[:MAX_ERROR_BODY]))
                 return bytes(body)
         except httpx.HTTPError as e:
             raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
@@ -151,7 +154,7 @@ class S3Client:
             raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
         if response.status_code == 200:
             return
-        error = _error(response, response.content[:65536])
+        error = _error(response, response.content[:MAX_ERROR_BODY])
         if error.code != "BucketAlreadyOwnedByYou":
             raise error
 
@@ -191,5 +194,5 @@ class S3Client:
         except httpx.HTTPError as e:
             raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
         if response.status_code != 200:
-            raise _error(response, response.content[:65536])
+            raise _error(response, response.content[:MAX_ERROR_BODY])
         return ObjectInfo(size, response.headers.get("etag", ""))

@@ -19,7 +19,7 @@ import httpx
 import trio
 
 from euca.core.s3client import S3Client
-from euca.protocol.bundle import parse_manifest
+from euca.protocol.bundle import BundleError, parse_manifest
 from euca.protocol.sigv4 import SigningKey, sign_request
 
 UPLOAD_CONCURRENCY = 4
@@ -57,7 +57,7 @@ def bundle_files(manifest_path: Path, directory: Path | None = None) -> BundleFi
         manifest = parse_manifest(manifest_path.read_bytes())
     except OSError as e:
         raise UploadError(f"cannot read the manifest {manifest_path}: {e.strerror}") from e
-    except ValueError as e:  # BundleError and friends
+    except BundleError as e:
         raise UploadError(f"{manifest_path} is not a bundle manifest: {e}") from e
     directory = directory or manifest_path.parent
     parts = tuple(directory / p.filename for p in manifest.parts)
