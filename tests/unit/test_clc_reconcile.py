@@ -1,0 +1,158 @@
+"""The CLC's reconciliation of its instance table with what a CC reports (pure), and applying it to a real
+SQLite store with the CLC's schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from euca.core.store import Store, Tx
+from euca.protocol.cluster import InstanceStatus
+from euca.roles.clc import instances, topology
+from euca.roles.clc.poller import Known, apply_reconciliation, forget_terminated, known_instances, reconcile
+from euca.roles.clc.schema import SCHEMA
+
+LOST_AFTER = 600.0
+
+
+def status(
+    instance_id: str, state: str, *, node: str = "n1", ip: str | None = "10.0.0.5", reason: str | None = None
+) -> InstanceStatus:
+    nc_state = {
+        "pending": "staging",
+        "running": "running",
+        "shutting-down": "teardown",
+        "terminated": "terminated",
+    }[state]
+    return InstanceStatus(
+        instance_id,
+        "r-00000001",
+        "123456789012",
+        state,
+        nc_state,
+        node,
+        "m1.small",
+        "emi-00000001",  # type: ignore[arg-type]
+        private_ip=ip,
+        mac="d0:0d:00:00:00:01",
+        reason=reason,
+    )
+
+
+def test_reported_state_node_and_address_are_taken() -> None:
+    known = [Known("i-00000001", "pending", last_seen=0.0)]
+    result = reconcile(known, [status("i-00000001", "running")], now=10.0, node_lost_timeout=LOST_AFTER)
+    (u,) = result.updates
+    assert (u.state, u.node, u.private_ip, u.previous) == ("running", "n1", "10.0.0.5", "pending")
+    assert result.seen == ["i-00000001"] and not result.lost and not result.gone
+
+
+def test_nothing_changed_means_no_update_but_seen() -> None:
+    known = [Known("i-00000001", "running", "n1", "10.0.0.5", "d0:0d:00:00:00:01", 0.0)]
+    result = reconcile(known, [status("i-00000001", "running")], now=10.0, node_lost_timeout=LOST_AFTER)
+    assert result.updates == [] and result.seen == ["i-00000001"]
+
+
+def test_states_never_go_back() -> None:
+    known = [Known("i-00000001", "shutting-down", "n1", "10.0.0.5", "d0:0d:00:00:00:01")]
+    result = reconcile(known, [status("i-00000001", "running")], now=1.0, node_lost_timeout=LOST_AFTER)
+    assert result.updates == []
+    # the CC still runs what the CLC is terminating: tell it again
+    assert result.terminate_again == ["i-00000001"]
+    known = [Known("i-00000002", "running")]
+    result = reconcile(known, [status("i-00000002", "pending")], now=1.0, node_lost_timeout=LOST_AFTER)
+    assert [u.state for u in result.updates] == ["running"]  # node/ip learned, state kept
+
+
+def test_terminated_by_the_cc_carries_its_reason_unless_we_asked() -> None:
+    known = [Known("i-00000001", "running"), Known("i-00000002", "shutting-down")]
+    reported = [
+        status("i-00000001", "terminated", reason="image download failed"),
+        status("i-00000002", "terminated", reason="terminated by request"),
+    ]
+    result = reconcile(known, reported, now=1.0, node_lost_timeout=LOST_AFTER)
+    reasons = {u.instance_id: (u.state, u.reason) for u in result.updates}
+    assert reasons == {
+        "i-00000001": ("terminated", "image download failed"),
+        "i-00000002": ("terminated", None),
+    }
+
+
+def test_unreported_instances_lost_after_the_timeout_and_terminating_ones_gone_at_once() -> None:
+    known = [
+        Known("i-00000001", "running", last_seen=100.0),  # silent for 600.5 s: lost
+        Known("i-00000002", "pending", last_seen=500.0),  # silent for 200.5 s: still waiting
+        Known("i-00000003", "shutting-down", last_seen=650.0),  # the CC forgot it: it is gone
+        Known("i-00000004", "terminated", last_seen=0.0),  # already terminated: nothing to do
+    ]
+    result = reconcile(known, [status("i-00000099", "running")], now=700.5, node_lost_timeout=LOST_AFTER)
+    assert result.lost == ["i-00000001"]
+    assert result.gone == ["i-00000003"]
+    assert result.unknown == ["i-00000099"]
+    assert result.updates == [] and result.seen == []
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "state.db")
+    store.migrate("clc", SCHEMA)
+    topology.migrate(store)
+    instances.migrate(store)
+    return store
+
+
+def _insert(
+    tx: Tx, instance_id: str, state: str, *, last_seen: float, terminated_at: float | None = None
+) -> None:
+    tx.execute(
+        "INSERT OR IGNORE INTO clc_reservations(reservation_id, account_id, requester, request_digest, created) "
+        "VALUES('r-00000001', '123456789012', 'arn', 'x', 0)"
+    )
+    tx.execute(
+        "INSERT INTO clc_instances(instance_id, reservation_id, account_id, launch_index, image_id, instance_type, "
+        "zone, cluster, state, launch_time, last_seen, terminated_at) "
+        "VALUES(?, 'r-00000001', '123456789012', 0, 'emi-00000001', 'm1.small', 'z', 'c1', ?, 0, ?, ?)",
+        (instance_id, state, last_seen, terminated_at),
+    )
+
+
+def test_apply_to_the_store_and_forget_after_ttl(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    def setup(tx: Tx) -> None:
+        topology.register_cluster(tx, "c1", "https://127.0.0.1:8774", "z")
+        _insert(tx, "i-00000001", "pending", last_seen=0.0)
+        _insert(tx, "i-00000002", "running", last_seen=0.0)
+        _insert(tx, "i-00000003", "shutting-down", last_seen=0.0)
+        _insert(tx, "i-00000004", "terminated", last_seen=0.0, terminated_at=5.0)
+        tx.execute(
+            "INSERT INTO clc_tags(account_id, resource_id, resource_type, key, value) "
+            "VALUES('123456789012', 'i-00000004', 'instance', 'k', 'v')"
+        )
+
+    store.write_sync(setup)
+    known = store.read_sync(lambda tx: known_instances(tx, "c1", since=0.0))
+    assert {k.instance_id for k in known} == {"i-00000001", "i-00000002", "i-00000003", "i-00000004"}
+    result = reconcile(known, [status("i-00000001", "running")], now=1000.0, node_lost_timeout=LOST_AFTER)
+    store.write_sync(lambda tx: apply_reconciliation(tx, result, 1000.0))
+    rows = {
+        r["instance_id"]: r
+        for r in store.read_sync(lambda tx: tx.all("SELECT * FROM clc_instances ORDER BY instance_id"))
+    }
+    assert (
+        rows["i-00000001"]["state"],
+        rows["i-00000001"]["private_ip"],
+        rows["i-00000001"]["last_seen"],
+    ) == (
+        "running",
+        "10.0.0.5",
+        1000.0,
+    )
+    assert rows["i-00000002"]["state"] == "terminated"  # lost
+    assert rows["i-00000002"]["state_reason_code"] == "Server.InternalError"
+    assert rows["i-00000002"]["terminated_at"] == 1000.0
+    assert rows["i-00000003"]["state"] == "terminated"  # gone
+    # i-00000004 ended at 5: forgotten once the TTL has passed, with its tags; the reservation stays for the rest
+    assert store.write_sync(lambda tx: forget_terminated(tx, before=6.0)) == ["i-00000004"]
+    assert store.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM clc_tags")) == 0
+    assert store.write_sync(lambda tx: forget_terminated(tx, before=2000.0)) == ["i-00000002", "i-00000003"]
+    assert store.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM clc_reservations")) == 1
+    store.close()
