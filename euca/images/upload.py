@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
-from euca.core.s3client import S3Client
+from euca.core.s3client import S3Client, S3Error
 from euca.protocol.bundle import BundleError, parse_manifest
 from euca.protocol.sigv4 import SigningKey, sign_request
 
@@ -90,14 +90,22 @@ async def upload_bundle(
     if create_bucket and not await s3.bucket_exists(bucket):
         await s3.create_bucket(bucket)
     limiter = trio.CapacityLimiter(concurrency)
+    failures: list[S3Error] = []
 
-    async def put(path: Path) -> None:
+    async def put(path: Path, cancel: trio.CancelScope) -> None:
         async with limiter:
-            await s3.put_file(bucket, prefix + path.name, path, progress=progress)
+            try:
+                await s3.put_file(bucket, prefix + path.name, path, progress=progress)
+            except S3Error as e:
+                # The first failure stops the rest and is what the user sees (not a group of them).
+                failures.append(e)
+                cancel.cancel()
 
     async with trio.open_nursery() as nursery:
         for part in files.parts:
-            nursery.start_soon(put, part)
+            nursery.start_soon(put, part, nursery.cancel_scope)
+    if failures:
+        raise failures[0]
     await s3.put_file(
         bucket, prefix + files.manifest.name, files.manifest, progress=progress, content_type="text/xml"
     )
