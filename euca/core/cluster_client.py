@@ -62,9 +62,20 @@ class ClusterClient:
             headers={"Content-Type": "application/json", "User-Agent": f"euca-{role}"},
         )
 
-    async def call(self, base_url: str, message: msgspec.Struct, *, timeout: float | None = None) -> Any:
+    async def call(
+        self,
+        base_url: str,
+        message: msgspec.Struct,
+        *,
+        timeout: float | None = None,
+        expect_name: str | None = None,
+    ) -> Any:
         """Send `message` to the listener at `base_url` (https://host:port) and return its reply struct
-        (the type REPLIES names for the message). Raises ClusterFault."""
+        (the type REPLIES names for the message). Raises ClusterFault.
+
+        `timeout`: seconds for this call instead of the client's default. `expect_name`: the listener's
+        registered name, checked against its certificate's CN when a connection is made (a node answering
+        at another node's address is refused)."""
         message_type = type(message)
         path, body = encode_request(message)
         expected = listener_role(message_type)
@@ -78,19 +89,27 @@ class ClusterClient:
             stream = info.get("return_value")
             ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
             peer = Peer.from_ssl(ssl_object) if ssl_object is not None else None
-            if peer is None or peer.role != expected:
+            if (
+                peer is None
+                or peer.role != expected
+                or (expect_name is not None and peer.name != expect_name)
+            ):
                 if stream is not None:
                     await stream.aclose()
                 got = f"{peer.role}/{peer.name}" if peer else "no certificate"
-                raise ClusterFault(
-                    "Unauthorized", f"{base_url} is not a {expected} (its certificate: {got})", 403
-                )
+                want = f"{expected}/{expect_name}" if expect_name is not None else f"a {expected}"
+                log.warning("cluster listener refused url=%s expected=%s certificate=%s", base_url, want, got)
+                raise ClusterFault("Unauthorized", f"{base_url} is not {want} (its certificate: {got})", 403)
 
-        extensions: dict[str, Any] = {"trace": check_listener}
-        if timeout is not None:
-            extensions["timeout"] = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)).as_dict()
+        call_timeout: Any = (
+            httpx.USE_CLIENT_DEFAULT
+            if timeout is None
+            else httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
+        )
         try:
-            response = await self._http.post(url, content=body, extensions=extensions)
+            response = await self._http.post(
+                url, content=body, extensions={"trace": check_listener}, timeout=call_timeout
+            )
         except httpx.TimeoutException as e:
             raise ClusterFault("Unavailable", f"{url}: timed out ({type(e).__name__})", 503) from None
         except httpx.TransportError as e:

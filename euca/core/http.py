@@ -510,11 +510,12 @@ class _Connection:
             self.server.in_flight -= 1
             if self.server.access_log:
                 log.info(
-                    "%s %s %s %.1fms",
+                    "%s %s %s %.1fms%s",
                     request.client[0],
                     request.method,
                     request.target[:200],
                     (time.monotonic() - started) * 1000,
+                    f" peer={self.peer.role}/{self.peer.name}" if self.peer is not None else "",
                 )
 
     async def _send_error_and_close(self, exc: h11.RemoteProtocolError) -> None:

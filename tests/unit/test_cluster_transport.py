@@ -218,6 +218,39 @@ async def test_caller_checks_the_listener_role(cloud: tuple[CloudCA, Components]
     assert handlers.callers == []
 
 
+async def test_caller_checks_the_listener_name(cloud: tuple[CloudCA, Components]) -> None:
+    _, components = cloud
+
+    async def describe(message: NcDescribeResource, peer: Peer) -> NodeResources:
+        return NodeResources(node="node-a", state="up")
+
+    async with cluster_listener(components, "nc", {NcDescribeResource: describe}) as url:
+        async with ClusterClient(components, "cc") as client:
+            with pytest.raises(ClusterFault) as fault:
+                await client.call(url, NcDescribeResource(), expect_name="node-b")
+        assert (fault.value.code, fault.value.status) == ("Unauthorized", 403)
+        async with ClusterClient(components, "cc") as client:
+            assert (await client.call(url, NcDescribeResource(), expect_name="node-a")).node == "node-a"
+
+
+async def test_per_call_timeout(cloud: tuple[CloudCA, Components]) -> None:
+    """A listener that does not answer within the call's timeout is Unavailable (503)."""
+    _, components = cloud
+    never = trio.Event()  # set only after the caller gave up
+
+    async def stuck(message: DescribeInstances, peer: Peer) -> InstancesReply:
+        await never.wait()
+        return InstancesReply([])
+
+    async with cluster_listener(components, "cc", {DescribeInstances: stuck}) as url:
+        async with ClusterClient(components, "clc") as client:
+            with pytest.raises(ClusterFault) as fault:
+                await client.call(url, DescribeInstances([]), timeout=0.2)
+        never.set()  # let the listener finish the abandoned call and shut down
+    assert (fault.value.code, fault.value.status) == ("Unavailable", 503)
+    assert "timed out" in fault.value.message
+
+
 async def test_certificate_from_another_ca_fails_the_handshake(
     cloud: tuple[CloudCA, Components], stranger: Components, caplog: pytest.LogCaptureFixture
 ) -> None:
