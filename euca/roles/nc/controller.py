@@ -1,0 +1,679 @@
+"""The node controller: instances on this host's libvirt, answering the CC's Nc* messages.
+
+Lifecycle of one instance (NcState, see euca/protocol/cluster.py):
+
+    staging --(images cached, disks made, domain defined and started)--> booting --(libvirt)--> running
+       |                                                                    | blocked/paused as libvirt says
+       +--(failure: reason)--> canceled                                     v
+       +--(terminate)--------> teardown --> terminated   <--(terminate, guest powered off, crashed, vanished)
+
+NcRunInstance answers at once with `staging`; the work runs as a task in the role's nursery. Terminated and
+canceled instances leave nothing on the node (domain undefined, instance directory removed, cache pins
+released) and stay in memory for `terminated_ttl` seconds so the CC's next polls see how they ended.
+
+Restart: the instance directories (instance.json is the spec) and the domains carrying our metadata are
+the state. At start, a running domain with a directory is adopted; a directory without a domain (the node
+stopped while it staged) and a domain without a directory are cleaned away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import libvirt
+import msgspec
+import trio
+
+from euca.core.config import Config
+from euca.images.cache import ImageCache
+from euca.protocol.cluster import (
+    Ack,
+    ClusterFault,
+    ConsoleOutput,
+    InstanceSpec,
+    InstancesReply,
+    InstanceStatus,
+    NcDescribeInstances,
+    NcDescribeResource,
+    NcGetConsoleOutput,
+    NcRebootInstance,
+    NcRunInstance,
+    NcState,
+    NcTerminateInstance,
+    NodeResources,
+    ec2_state,
+    vm_type_fits,
+)
+from euca.roles.nc import disks
+from euca.roles.nc.disks import (
+    CONSOLE_FILE,
+    EPHEMERAL_FILE,
+    ROOT_FILE,
+    SPEC_FILE,
+    SWAP_FILE,
+    DiskLayout,
+    GiB,
+)
+from euca.roles.nc.domain import (
+    DEFAULT_CMDLINE,
+    INSTANCE_ID,
+    Disk,
+    DomainSpec,
+    DomainType,
+    choose_domain_type,
+    domain_xml,
+    kvm_usable,
+)
+from euca.roles.nc.hypervisor import (
+    ALIVE_STATES,
+    HostInfo,
+    Hypervisor,
+    HypervisorError,
+    nc_state_of,
+    state_name,
+)
+from euca.roles.nc.images import KeySource, NodeImages, NodeKeys
+
+log = logging.getLogger("euca.nc")
+
+TERMINATED_TTL = 600.0  # seconds an ended instance stays visible (the CC polls every 6 s)
+MONITOR_INTERVAL = 5.0  # seconds between looks at libvirt when nobody asks
+
+ALIVE: frozenset[NcState] = frozenset({"booting", "running", "blocked", "paused"})
+ENDED: frozenset[NcState] = frozenset({"terminated", "canceled"})
+
+
+@dataclass
+class NcSettings:
+    name: str
+    data_dir: Path
+    instances_dir: Path
+    cache_dir: Path
+    cache_max_bytes: int
+    libvirt_uri: str = "qemu:///system"
+    hypervisor: str = "auto"
+    cores: int = 0  # 0: what libvirt says the host has
+    memory_mb: int = 0
+    disk_gb: int = 0  # 0: the instances file system's free space at start
+    terminated_ttl: float = TERMINATED_TTL
+    monitor_interval: float = MONITOR_INTERVAL
+
+    @classmethod
+    def from_config(cls, config: Config) -> NcSettings:
+        nc = config.nc
+        return cls(
+            name=nc.name or socket.gethostname(),
+            data_dir=config.data_path,
+            instances_dir=config.path(nc.instances_dir),
+            cache_dir=config.path(nc.cache_dir),
+            cache_max_bytes=int(nc.cache_max_gb * GiB),
+            libvirt_uri=nc.libvirt_uri,
+            hypervisor=nc.hypervisor,
+            cores=nc.cores,
+            memory_mb=nc.memory_mb,
+            disk_gb=nc.disk_gb,
+        )
+
+
+class InstanceRecord(msgspec.Struct):
+    """instance.json: what the node needs to know about an instance after a restart."""
+
+    spec: InstanceSpec
+    node: str
+    domain_type: str
+    created: float
+
+
+_record_decoder = msgspec.json.Decoder(InstanceRecord)
+
+
+class Instance:
+    """One instance on this node, in memory."""
+
+    def __init__(self, spec: InstanceSpec, directory: Path, domain_type: str, state: NcState = "staging"):
+        # domain_type: "kvm" or "qemu", fixed when it was staged (kept across restarts in instance.json)
+        self.spec = spec
+        self.dir = directory
+        self.domain_type = domain_type
+        self.state: NcState = state
+        self.reason: str | None = None
+        self.pinned: list[str] = []  # image cache keys this instance holds
+        self.ended_at: float | None = None
+        self.console = b""  # the console's tail, kept once the files are gone
+        self.staging: trio.CancelScope | None = None
+        self.terminate_requested = False
+        self.tearing_down = False
+        self.lock = trio.Lock()  # reboot and teardown, one at a time
+        self.settled = trio.Event()  # left staging: booting, or ended
+        self.ended = trio.Event()
+        self.reboots = 0
+
+    @property
+    def id(self) -> str:
+        return self.spec.instance_id
+
+    def status(self, node: str) -> InstanceStatus:
+        spec = self.spec
+        return InstanceStatus(
+            instance_id=spec.instance_id,
+            reservation_id=spec.reservation_id,
+            account_id=spec.account_id,
+            state=ec2_state(self.state),
+            nc_state=self.state,
+            node=node,
+            vm_type=spec.vm_type.name,
+            image_id=spec.machine.image_id,
+            launch_index=spec.launch_index,
+            private_ip=spec.net.private_ip if spec.net else None,
+            mac=spec.net.mac if spec.net and spec.net.mac else None,
+            launch_time=spec.launch_time,
+            reason=self.reason,
+        )
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _reason(exc: BaseException) -> str:
+    leaf = _leaf(exc)
+    text = str(leaf) or type(leaf).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _image_ids(spec: InstanceSpec) -> list[str]:
+    return [ref.image_id for ref in (spec.machine, spec.kernel, spec.ramdisk) if ref is not None]
+
+
+def _not_found(instance_id: str) -> ClusterFault:
+    return ClusterFault(
+        "InvalidInstanceID.NotFound", f"the instance ID '{instance_id}' is not on this node", 404
+    )
+
+
+class NodeController:
+    """The NC's state and its answers to the CC. `run` (or `open` with a nursery) before answering."""
+
+    def __init__(
+        self,
+        settings: NcSettings,
+        hypervisor: Hypervisor,
+        *,
+        keys: KeySource | None = None,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.hv = hypervisor
+        self.keys: KeySource = keys or (lambda: NodeKeys.load(settings.data_dir))
+        self.client = client
+        self.clock = clock
+        self.instances: dict[str, Instance] = {}
+        self.images: NodeImages | None = None
+        self.domain_type: DomainType = choose_domain_type(settings.hypervisor, kvm_usable())
+        self.host: HostInfo | None = None
+        self.host_error: str | None = None
+        self.disk_max_gb = settings.disk_gb
+        self.restored = False
+        self._nursery: trio.Nursery | None = None
+        self._owner = str(settings.instances_dir.resolve())
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    # -- start ------------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await self.open(nursery)
+            task_status.started()
+            while True:
+                await trio.sleep(self.settings.monitor_interval)
+                await self.refresh()
+
+    async def open(self, nursery: trio.Nursery) -> None:
+        """Ready the controller: directories, image cache, host facts, and the instances already here."""
+        self._nursery = nursery
+        s = self.settings
+
+        def prepare() -> None:
+            s.instances_dir.mkdir(parents=True, exist_ok=True)
+            s.cache_dir.mkdir(parents=True, exist_ok=True)
+
+        await trio.to_thread.run_sync(prepare)
+        cache = await ImageCache.open(s.cache_dir, s.cache_max_bytes)
+        self.images = NodeImages(cache, self.keys, self.client)
+        await self._host_info()
+        await self._restore()
+        log.info(
+            "node ready name=%s hypervisor=%s uri=%s instances=%d",
+            self.name,
+            self.domain_type,
+            s.libvirt_uri,
+            sum(1 for i in self.instances.values() if i.state not in ENDED),
+        )
+
+    async def _host_info(self) -> HostInfo | None:
+        try:
+            self.host = await self.hv.host_info()
+            self.host_error = None
+        except HypervisorError as e:
+            if self.host_error != str(e):
+                log.error("libvirt unavailable uri=%s error=%s", self.settings.libvirt_uri, e)
+            self.host_error = str(e)
+        return self.host
+
+    async def _restore(self) -> None:
+        """Find what a previous run of this node left: adopt running instances, clean away the rest."""
+        try:
+            domains = await self.hv.list_domains()
+        except HypervisorError as e:
+            log.error("cannot list domains, will retry error=%s", e)
+            return
+        ours = {d.name: d for d in domains if INSTANCE_ID.fullmatch(d.name) and d.owner_dir == self._owner}
+
+        def scan() -> dict[str, InstanceRecord | None]:
+            found: dict[str, InstanceRecord | None] = {}
+            for path in self.settings.instances_dir.iterdir():
+                if not (path.is_dir() and INSTANCE_ID.fullmatch(path.name)):
+                    continue
+                try:
+                    record = _record_decoder.decode((path / SPEC_FILE).read_bytes())
+                except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                    record = None
+                # A spec naming another instance is no instance of ours (it would name another domain).
+                found[path.name] = record if record and record.spec.instance_id == path.name else None
+            return found
+
+        dirs = await trio.to_thread.run_sync(scan)
+        for instance_id, record in sorted(dirs.items()):
+            if instance_id in self.instances:
+                continue
+            directory = self.settings.instances_dir / instance_id
+            domain = ours.get(instance_id)
+            if record is None:
+                try:
+                    if domain is not None:
+                        await self.hv.destroy(instance_id, owner=self._owner)
+                    await trio.to_thread.run_sync(disks.remove_tree, directory)
+                except (HypervisorError, OSError) as e:
+                    log.error("leftover not removed id=%s error=%s", instance_id, e)
+                else:
+                    log.info("leftover removed id=%s what=directory-without-spec", instance_id)
+                continue
+            inst = Instance(record.spec, directory, record.domain_type)
+            self.instances[instance_id] = inst
+            if domain is None:
+                # It was staging when the node stopped: there is no domain to adopt.
+                reason = "the node restarted while the instance was being prepared"
+                await self._cleanup_or_retry(inst, "canceled", reason)
+            elif domain.state in ALIVE_STATES:
+                inst.state = nc_state_of(domain.state)
+                for image_id in _image_ids(record.spec):
+                    if self.images is not None and self.images.pin(image_id):
+                        inst.pinned.append(image_id)
+                    else:
+                        log.warning("image not in the cache id=%s instance=%s", image_id, instance_id)
+                inst.settled.set()
+                log.info(
+                    "instance adopted id=%s node=%s state=%s",
+                    instance_id,
+                    self.name,
+                    state_name(domain.state),
+                )
+            else:
+                reason = f"the domain was {state_name(domain.state)} when the node started"
+                await self._cleanup_or_retry(inst, "terminated", reason)
+        for instance_id in sorted(set(ours) - set(dirs)):
+            try:
+                await self.hv.destroy(instance_id, owner=self._owner)
+            except HypervisorError as e:
+                log.error("leftover not removed id=%s error=%s", instance_id, e)
+            else:
+                log.info("leftover removed id=%s what=domain-without-directory", instance_id)
+        if self.settings.disk_gb == 0:
+            st = await trio.to_thread.run_sync(os.statvfs, self.settings.instances_dir)
+            reserved = sum(i.spec.vm_type.disk_gb for i in self.instances.values() if i.state not in ENDED)
+            self.disk_max_gb = st.f_bavail * st.f_frsize // GiB + reserved
+        self.restored = True
+
+    # -- watching libvirt -------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Bring instance states in line with libvirt; end instances whose guest stopped; forget old ends."""
+        if not self.restored:
+            await self._host_info()
+            await self._restore()
+            if not self.restored:
+                return
+        try:
+            states = await self.hv.domain_states()
+        except HypervisorError as e:
+            log.warning("cannot read domain states error=%s", e)
+            return
+        now = self.clock()
+        for inst in list(self.instances.values()):
+            if inst.state in ALIVE and not inst.lock.locked():
+                st = states.get(inst.id)
+                if st is None:
+                    self._begin_teardown(inst, "terminated", "the instance's domain disappeared")
+                elif st == libvirt.VIR_DOMAIN_SHUTOFF:
+                    self._begin_teardown(inst, "terminated", "the guest powered off")
+                elif st == libvirt.VIR_DOMAIN_CRASHED:
+                    self._begin_teardown(inst, "terminated", "the guest crashed")
+                else:
+                    new = nc_state_of(st)
+                    if new != inst.state:
+                        inst.state = new
+                        log.info("instance %s id=%s node=%s", new, inst.id, self.name)
+            elif inst.state == "teardown" and inst.staging is None and not inst.tearing_down:
+                self._begin_teardown(inst, "terminated", inst.reason)  # an earlier teardown failed: again
+            elif inst.ended_at is not None and now - inst.ended_at > self.settings.terminated_ttl:
+                del self.instances[inst.id]
+
+    # -- the CC's messages ------------------------------------------------------------------------------
+
+    def handlers(self) -> dict[type, Callable[[Any], Awaitable[msgspec.Struct]]]:
+        return {
+            NcDescribeResource: self.describe_resource,
+            NcDescribeInstances: self.describe_instances,
+            NcRunInstance: self.run_instance,
+            NcTerminateInstance: self.terminate_instance,
+            NcRebootInstance: self.reboot_instance,
+            NcGetConsoleOutput: self.get_console_output,
+        }
+
+    def _used(self) -> tuple[int, int, int]:
+        cores = memory = disk = 0
+        for inst in self.instances.values():
+            if inst.state not in ENDED:
+                vm = inst.spec.vm_type
+                cores, memory, disk = cores + vm.cores, memory + vm.memory_mb, disk + vm.disk_gb
+        return cores, memory, disk
+
+    def resources(self) -> NodeResources:
+        host = self.host
+        if host is None or self.host_error or not self.restored:
+            return NodeResources(
+                node=self.name,
+                state="down",
+                hypervisor=self.domain_type,
+                reason=self.host_error or "starting",
+            )
+        cores_max = self.settings.cores or host.cores
+        memory_max = self.settings.memory_mb or host.memory_mb
+        disk_max = self.disk_max_gb
+        cores, memory, disk = self._used()
+        return NodeResources(
+            node=self.name,
+            state="up",
+            cores_max=cores_max,
+            cores_free=max(0, cores_max - cores),
+            memory_mb_max=memory_max,
+            memory_mb_free=max(0, memory_max - memory),
+            disk_gb_max=disk_max,
+            disk_gb_free=max(0, disk_max - disk),
+            hypervisor=self.domain_type,
+        )
+
+    async def describe_resource(self, message: NcDescribeResource) -> NodeResources:
+        await self._host_info()  # one cheap call: also how the CC learns that libvirt went away
+        if not self.restored:
+            await self.refresh()
+        return self.resources()
+
+    async def describe_instances(self, message: NcDescribeInstances) -> InstancesReply:
+        await self.refresh()
+        wanted = set(message.instance_ids)
+        return InstancesReply(
+            [inst.status(self.name) for inst in self.instances.values() if not wanted or inst.id in wanted]
+        )
+
+    async def run_instance(self, message: NcRunInstance) -> InstanceStatus:
+        spec = message.instance
+        if not INSTANCE_ID.fullmatch(spec.instance_id):
+            raise ClusterFault("InvalidParameterValue", f"bad instance id {spec.instance_id[:40]!r}")
+        existing = self.instances.get(spec.instance_id)
+        if existing is not None:  # the CC resent it: same answer, nothing started twice
+            return existing.status(self.name)
+        _check_spec(spec)
+        if self._nursery is None or self.images is None or not self.restored:
+            raise ClusterFault("ServiceUnavailable", f"node {self.name} is not ready: {self.host_error}", 503)
+        if not vm_type_fits(spec.vm_type, self.resources()):
+            raise ClusterFault(
+                "InsufficientInstanceCapacity",
+                f"node {self.name} has no room for a {spec.vm_type.name} "
+                f"({spec.vm_type.cores} cores, {spec.vm_type.memory_mb} MiB, {spec.vm_type.disk_gb} GiB)",
+                503,
+            )
+        inst = Instance(spec, self.settings.instances_dir / spec.instance_id, self.domain_type)
+        inst.staging = trio.CancelScope()
+        self.instances[spec.instance_id] = inst  # counted from now on: a second run cannot take its room
+        record = InstanceRecord(spec=spec, node=self.name, domain_type=self.domain_type, created=time.time())
+        try:
+            await trio.to_thread.run_sync(self._write_record, inst.dir, msgspec.json.encode(record))
+        except OSError as e:
+            del self.instances[spec.instance_id]
+            raise ClusterFault("InternalError", f"cannot make the instance directory: {e}", 500) from e
+        log.info(
+            "instance staging id=%s node=%s type=%s image=%s",
+            spec.instance_id,
+            self.name,
+            spec.vm_type.name,
+            spec.machine.image_id,
+        )
+        self._nursery.start_soon(self._stage, inst)
+        return inst.status(self.name)
+
+    @staticmethod
+    def _write_record(directory: Path, data: bytes) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        disks.write_durably(directory / SPEC_FILE, data)
+
+    async def terminate_instance(self, message: NcTerminateInstance) -> InstanceStatus:
+        inst = self.instances.get(message.instance_id)
+        if inst is None:
+            raise _not_found(message.instance_id)
+        if inst.state == "staging":
+            inst.terminate_requested = True
+            inst.state = "teardown"
+            if inst.staging is not None:
+                inst.staging.cancel()  # _stage cleans up once its work has stopped
+            log.info("instance teardown id=%s node=%s while=staging", inst.id, self.name)
+        elif inst.state in ALIVE:
+            inst.terminate_requested = True
+            self._begin_teardown(inst, "terminated", None)
+        return inst.status(self.name)
+
+    async def reboot_instance(self, message: NcRebootInstance) -> Ack:
+        inst = self.instances.get(message.instance_id)
+        if inst is None:
+            raise _not_found(message.instance_id)
+        if inst.state == "staging":
+            log.info("instance reboot skipped id=%s node=%s why=staging", inst.id, self.name)
+            return Ack()
+        if inst.state not in ALIVE:
+            raise ClusterFault(
+                "IncorrectInstanceState", f"the instance '{inst.id}' is {ec2_state(inst.state)}", 400
+            )
+        async with inst.lock:
+            if inst.state not in ALIVE:
+                raise ClusterFault(
+                    "IncorrectInstanceState", f"the instance '{inst.id}' is {ec2_state(inst.state)}", 400
+                )
+            try:
+                how = await self.hv.reboot(inst.id)
+            except HypervisorError as e:
+                log.warning("instance reboot failed id=%s node=%s error=%s", inst.id, self.name, e)
+                raise ClusterFault("InternalError", f"cannot reboot {inst.id}: {e}", 500) from e
+            inst.reboots += 1
+        log.info("instance rebooted id=%s node=%s how=%s", inst.id, self.name, how)
+        return Ack()
+
+    async def get_console_output(self, message: NcGetConsoleOutput) -> ConsoleOutput:
+        inst = self.instances.get(message.instance_id)
+        if inst is None:
+            raise _not_found(message.instance_id)
+        if inst.state in ENDED:
+            output = inst.console
+        else:
+            output = await trio.to_thread.run_sync(disks.read_tail, inst.dir / CONSOLE_FILE)
+        return ConsoleOutput(instance_id=inst.id, output=output, timestamp=time.time())
+
+    # -- staging ----------------------------------------------------------------------------------------
+
+    async def _stage(self, inst: Instance) -> None:
+        assert inst.staging is not None
+        started = self.clock()
+        try:
+            with inst.staging:
+                await self._prepare(inst)
+        except Exception as e:
+            reason = _reason(e)
+            log.warning("instance staging failed id=%s node=%s reason=%s", inst.id, self.name, reason)
+            inst.staging = None
+            with trio.CancelScope(shield=True):
+                await self._cleanup_or_retry(inst, "canceled", reason)
+            return
+        inst.staging = None
+        if inst.terminate_requested:
+            with trio.CancelScope(shield=True):
+                await self._cleanup_or_retry(inst, "terminated", None)
+            return
+        inst.settled.set()
+        log.info(
+            "instance booting id=%s node=%s hypervisor=%s in=%.2fs",
+            inst.id,
+            self.name,
+            inst.domain_type,
+            self.clock() - started,
+        )
+
+    async def _prepare(self, inst: Instance) -> None:
+        assert self.images is not None
+        images = self.images
+        spec = inst.spec
+        paths: dict[str, Path] = {}
+
+        async def fetch(kind: str, ref: Any) -> None:
+            paths[kind] = await images.acquire(ref, spec.instance_id)
+            inst.pinned.append(ref.image_id)
+
+        async with trio.open_nursery() as nursery:
+            for kind, ref in (("machine", spec.machine), ("kernel", spec.kernel), ("ramdisk", spec.ramdisk)):
+                if ref is not None:
+                    nursery.start_soon(fetch, kind, ref)
+
+        machine = paths["machine"]
+        image_bytes = (await trio.to_thread.run_sync(machine.stat)).st_size
+        layout = disks.disk_layout(spec.vm_type.disk_gb, image_bytes)
+        devices = await trio.to_thread.run_sync(self._make_disks, inst.dir, machine, layout)
+        kernel = paths.get("kernel")
+        ramdisk = paths.get("ramdisk")
+        xml = domain_xml(
+            DomainSpec(
+                name=spec.instance_id,
+                domain_type="kvm" if inst.domain_type == "kvm" else "qemu",
+                cores=spec.vm_type.cores,
+                memory_mb=spec.vm_type.memory_mb,
+                disks=devices,
+                console_path=str(inst.dir / CONSOLE_FILE),
+                owner_dir=self._owner,
+                kernel=str(kernel) if kernel else None,
+                ramdisk=str(ramdisk) if kernel and ramdisk else None,
+                # The guest may print its id (the boot image's init does): no metadata service needed.
+                cmdline=f"{DEFAULT_CMDLINE} euca.instance_id={spec.instance_id}",
+                bridge=spec.net.bridge if spec.net else None,
+                mac=spec.net.mac if spec.net and spec.net.mac else None,
+            )
+        )
+        await self.hv.define_and_start(xml)
+        if not inst.terminate_requested:
+            inst.state = "booting"
+
+    @staticmethod
+    def _make_disks(directory: Path, base: Path, layout: DiskLayout) -> tuple[Disk, ...]:
+        root = directory / ROOT_FILE
+        disks.make_overlay(base, root)
+        devices = [Disk(str(root), "vda", "qcow2")]
+        if layout.ephemeral_bytes:
+            path = directory / EPHEMERAL_FILE
+            disks.make_ephemeral(path, layout.ephemeral_bytes)
+            devices.append(Disk(str(path), "vdb", "raw"))
+        if layout.swap_bytes:
+            path = directory / SWAP_FILE
+            disks.make_swap(path, layout.swap_bytes)
+            devices.append(Disk(str(path), "vdc", "raw"))
+        return tuple(devices)
+
+    # -- ending -----------------------------------------------------------------------------------------
+
+    def _begin_teardown(self, inst: Instance, final: NcState, reason: str | None) -> None:
+        if inst.tearing_down or inst.state in ENDED:
+            return
+        inst.state = "teardown"
+        inst.reason = reason
+        inst.tearing_down = True
+        log.info("instance teardown id=%s node=%s reason=%s", inst.id, self.name, reason or "requested")
+        assert self._nursery is not None
+        self._nursery.start_soon(self._teardown, inst, final, reason)
+
+    async def _teardown(self, inst: Instance, final: NcState, reason: str | None) -> None:
+        try:
+            async with inst.lock:
+                if inst.state not in ENDED:
+                    await self._cleanup_or_retry(inst, final, reason)
+        finally:
+            inst.tearing_down = False
+
+    async def _cleanup_or_retry(self, inst: Instance, final: NcState, reason: str | None) -> None:
+        """Clean up and end the instance; if libvirt fails, stay in teardown (refresh tries again)."""
+        try:
+            await self._cleanup(inst)
+        except (HypervisorError, OSError) as e:
+            inst.state = "teardown"
+            inst.reason = reason
+            log.error("instance cleanup failed id=%s node=%s error=%s: will retry", inst.id, self.name, e)
+            return
+        self._end(inst, final, reason)
+
+    async def _cleanup(self, inst: Instance) -> None:
+        """Leave nothing of the instance on the node: domain, directory, cache pins."""
+        await self.hv.destroy(inst.id, owner=self._owner)
+        inst.console = await trio.to_thread.run_sync(disks.read_tail, inst.dir / CONSOLE_FILE)
+        await trio.to_thread.run_sync(disks.remove_tree, inst.dir)
+        if self.images is not None:
+            for image_id in inst.pinned:
+                self.images.release(image_id)
+        inst.pinned.clear()
+
+    def _end(self, inst: Instance, state: NcState, reason: str | None) -> None:
+        inst.state = state
+        inst.reason = reason
+        inst.ended_at = self.clock()
+        inst.settled.set()
+        inst.ended.set()
+        log.info("instance %s id=%s node=%s reason=%s", state, inst.id, self.name, reason or "requested")
+
+
+def _check_spec(spec: InstanceSpec) -> None:
+    vm = spec.vm_type
+    if vm.cores < 1 or vm.memory_mb < 1 or vm.disk_gb < 0:
+        raise ClusterFault("InvalidParameterValue", f"instance type {vm.name} has no cores or no memory")
+    if spec.machine.kind != "machine":
+        raise ClusterFault("InvalidParameterValue", f"{spec.machine.image_id} is not a machine image")
+    if spec.kernel is not None and spec.kernel.kind != "kernel":
+        raise ClusterFault("InvalidParameterValue", f"{spec.kernel.image_id} is not a kernel image")
+    if spec.ramdisk is not None and spec.ramdisk.kind != "ramdisk":
+        raise ClusterFault("InvalidParameterValue", f"{spec.ramdisk.image_id} is not a ramdisk image")
