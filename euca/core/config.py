@@ -61,6 +61,8 @@ class ClcConfig(msgspec.Struct, forbid_unknown_fields=True):
     terminated_ttl: float = 3600.0
     # An instance no cluster reports for this long is marked terminated (its node vanished).
     node_lost_timeout: float = 600.0
+    # Where the CLC reaches Walrus (to read manifests, presign image parts); empty: this host's walrus port.
+    walrus_url: str = ""
 
 
 class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -197,7 +197,7 @@ class ManifestFacts:
 def walrus_endpoint(ctx: RoleContext) -> str:
     """Walrus' S3 endpoint as this process reaches it: the listener of an in-process Walrus, else the
     configured one."""
-    base = ctx.endpoints.get("walrus") or ctx.config.endpoint_url("walrus")
+    base = ctx.config.clc.walrus_url or ctx.endpoints.get("walrus") or ctx.config.endpoint_url("walrus")
     return base.rstrip("/") + WALRUS_PATH
 
 
