@@ -119,11 +119,16 @@ class InProcessClient:
     def __init__(self, nodes: dict[str, FakeNode]):
         self.nodes = nodes  # url -> node
 
-    async def call(self, base_url: str, message: Any) -> Any:
+    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any:
         path, body = c.encode_request(message)
         decoded = c.decode_request(path, body)
+        node = self.nodes[base_url]
+        if expect_name is not None and expect_name != node.name:
+            raise ClusterFault(
+                "Unauthorized", f"{base_url} is not nc/{expect_name} (its certificate: {node.name})"
+            )
         try:
-            reply = await self.nodes[base_url].handle(decoded)
+            reply = await node.handle(decoded)
         except ClusterFault as fault:
             c.decode_reply(type(message), fault.status, c.encode_fault(fault.code, fault.message))
             raise AssertionError("unreachable") from None
@@ -362,6 +367,29 @@ async def test_node_down_and_back_up_logs_once_each(caplog: pytest.LogCaptureFix
     assert sum(m.startswith("node up name=n2") for m in messages) == 1
 
 
+async def test_a_node_reporting_itself_down_is_down_and_its_list_not_taken() -> None:
+    n1 = FakeNode("n1")
+    cl = Cluster(n1)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    await cl.cc.poll_round()
+    real = n1.handle
+
+    async def starting(message: Any) -> Any:
+        if isinstance(message, c.NcDescribeResource):
+            return c.NodeResources(node="n1", state="down", reason="libvirt: connection lost")
+        if isinstance(message, c.NcDescribeInstances):
+            return c.InstancesReply([])  # what a node that has not found its instances yet would say
+        return await real(message)
+
+    n1.handle = starting  # type: ignore[method-assign]
+    await cl.cc.poll_round()
+    reply = await cl.describe_resources()
+    assert (reply.nodes[0].state, reply.nodes[0].reason) == ("down", "libvirt: connection lost")
+    assert set(await cl.instances()) == {"i-00000001"}
+    assert cl.network.address_of("i-00000001") is not None
+
+
 async def test_restarted_cc_rebuilds_from_node_reports() -> None:
     n1, n2 = FakeNode("n1", cores=2), FakeNode("n2", cores=2)
     cl = Cluster(n1, n2, scheduler="ROUNDROBIN")
@@ -490,13 +518,13 @@ async def test_poll_fanout_is_bounded() -> None:
     most = 0
 
     class Slow(InProcessClient):
-        async def call(self, base_url: str, message: Any) -> Any:
+        async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any:
             nonlocal active, most
             active += 1
             most = max(most, active)
             try:
                 await gate.wait()
-                return await super().call(base_url, message)
+                return await super().call(base_url, message, expect_name=expect_name)
             finally:
                 active -= 1
 
@@ -531,3 +559,11 @@ def test_wire_round_trip_of_a_spec_with_network() -> None:
     s = msgspec.structs.replace(spec(1), net=c.NetConfig("d0:0d:00:00:00:01", "10.77.0.2", "euca-br0"))
     path, body = c.encode_request(c.NcRunInstance(s))
     assert c.decode_request(path, body) == c.NcRunInstance(s)
+
+
+async def test_a_node_answering_under_another_name_is_down() -> None:
+    cl = Cluster(FakeNode("n1"))
+    topology = [c.NodeAddress("n9", url("n1"))]  # registered as n9, but n1 answers there
+    reply = await cl.cc.describe_resources(c.DescribeResources("cluster01", topology, VM_TYPES))
+    assert reply.nodes[0].state == "down"
+    assert (reply.nodes[0].reason or "").startswith("Unauthorized")

@@ -59,9 +59,11 @@ T = TypeVar("T")
 
 class NodeClient(Protocol):
     """How the CC calls a node: euca.core.cluster_client.ClusterClient, or an in-process stand-in in tests.
-    Raises ClusterFault for a fault answer; anything else raised counts as the node not answering."""
+    `expect_name`: the node's registered name, which its certificate must carry (a node answering at another
+    node's address is refused). Raises ClusterFault for a fault answer; anything else raised counts as the
+    node not answering."""
 
-    async def call(self, base_url: str, message: Any) -> Any: ...
+    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any: ...
 
 
 @dataclass(eq=False)
@@ -182,8 +184,12 @@ class ClusterController:
         try:
             with trio.fail_after(self.poll_timeout):
                 # Instances first: whatever they list is counted in the resources asked for after.
-                listed: InstancesReply = await self.client.call(node.url, NcDescribeInstances())
-                resources: NodeResources = await self.client.call(node.url, NcDescribeResource())
+                listed: InstancesReply = await self.client.call(
+                    node.url, NcDescribeInstances(), expect_name=node.name
+                )
+                resources: NodeResources = await self.client.call(
+                    node.url, NcDescribeResource(), expect_name=node.name
+                )
         except Exception as e:
             self._node_failed(node, started, _describe(e))
             return
@@ -197,6 +203,9 @@ class ClusterController:
         if not self._current(node, started):
             return
         node.report_started = started
+        self._mark_down(node, reason)
+
+    def _mark_down(self, node: Node, reason: str) -> None:
         if node.up is not False:
             log.warning("node down name=%s url=%s reason=%s", node.name, node.url, reason)
         node.up = False
@@ -210,6 +219,11 @@ class ClusterController:
         if not self._current(node, started):
             return
         node.report_started = started
+        if resources.state != "up":
+            # The NC answers but cannot run instances (starting, libvirt gone): down, and its instance
+            # list (perhaps not restored yet) is not taken as the truth.
+            self._mark_down(node, resources.reason or "the node reports itself down")
+            return
         if node.up is not True:
             log.info(
                 "node up name=%s cores=%d/%d memory_mb=%d/%d disk_gb=%d/%d hypervisor=%s",
@@ -578,7 +592,7 @@ class ClusterController:
     async def _call(self, node: Node, message: Any) -> Any:
         async with self.call_limiter:
             with trio.fail_after(self.call_timeout):
-                return await self.client.call(node.url, message)
+                return await self.client.call(node.url, message, expect_name=node.name)
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         """Message type -> handler, for the CC's listener."""
