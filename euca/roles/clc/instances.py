@@ -673,8 +673,17 @@ async def _reservation_result(call: Call, reservation_id: str) -> list[m.Reserva
 
 
 async def _fail(call: Call, placed: Placed, code: str, message: str) -> None:
+    """The launch failed: its instances end with the reason, and its client token is free again, so the
+    client's retry with the same token is a new attempt rather than this failure replayed."""
     now = time.time()
-    await call.ctx.store.write(lambda tx: mark_terminated(tx, placed.instance_ids, code, message, now))
+
+    def write(tx: Tx) -> None:
+        mark_terminated(tx, placed.instance_ids, code, message, now)
+        tx.execute(
+            "UPDATE clc_reservations SET client_token=NULL WHERE reservation_id=?", (placed.reservation_id,)
+        )
+
+    await call.ctx.store.write(write)
 
 
 # -- DescribeInstances -----------------------------------------------------------------------------------

@@ -1,0 +1,260 @@
+"""An in-process stand-in for a CC, for the CLC's service tests: the real cluster listener (ClusterApp on a
+mutual-TLS HttpServer with a certificate from the cloud CA), answering the CLC->CC messages from a small
+model of nodes and instances that tests control (capacity, faults, a node that loses an instance).
+
+The CLC talks to it exactly as to a real CC (ClusterClient, mTLS, JSON messages); only the scheduling and the
+virtual machines are simulated. Tests of the real CC and NC roles live with them.
+
+    with FakeCluster(euca.ctx.components, "fake-a", nodes=[FakeNode("n1", cores=4)]) as cc:
+        register it at cc.port, run instances, look at cc.specs ...
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from euca.core.cluster_app import ClusterApp
+from euca.core.components import Components
+from euca.core.config import HttpLimits
+from euca.core.http import HttpServer, Peer
+from euca.protocol import cluster as c
+from euca.protocol.cluster import ClusterFault, NodeResources, VmType, mac_for_instance, vm_type_fits
+from euca.roles.clc.placement import type_capacity
+
+
+@dataclass
+class FakeNode:
+    name: str
+    cores: int = 4
+    memory_mb: int = 4096
+    disk_gb: int = 100
+
+
+@dataclass
+class FakeInstance:
+    spec: c.InstanceSpec
+    node: str
+    ip: str
+    state: str = "pending"  # becomes running at the next DescribeInstances
+    reason: str | None = None
+    reboots: int = 0
+
+
+@dataclass
+class FakeCluster:
+    components: Components
+    name: str
+    nodes: list[FakeNode] = field(default_factory=lambda: [FakeNode("node-1")])
+    subnet: int = 99
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.instances: dict[str, FakeInstance] = {}
+        self.run_calls: list[list[c.InstanceSpec]] = []  # each RunInstances received
+        self.terminate_calls: list[list[str]] = []
+        self.last_topology: c.DescribeResources | None = None
+        self.refuse_calls = False  # answer every call with Unavailable (a CC that is down)
+        self.run_fault: tuple[str, str] | None = None  # answer RunInstances with this fault
+        self.port = 0
+        self._token: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- control (from the test's thread) ---------------------------------------------------------------
+
+    @property
+    def specs(self) -> list[c.InstanceSpec]:
+        with self.lock:
+            return [s for call in self.run_calls for s in call]
+
+    def forget(self, instance_id: str) -> None:
+        """The instance's node vanished: the CC no longer reports it."""
+        with self.lock:
+            self.instances.pop(instance_id, None)
+
+    def reboots(self, instance_id: str) -> int:
+        with self.lock:
+            return self.instances[instance_id].reboots
+
+    # -- the model --------------------------------------------------------------------------------------
+
+    def _free(self) -> list[NodeResources]:
+        out = []
+        for n in self.nodes:
+            used = [
+                i.spec.vm_type
+                for i in self.instances.values()
+                if i.node == n.name and i.state != "terminated"
+            ]
+            out.append(
+                NodeResources(
+                    node=n.name,
+                    state="up",
+                    cores_max=n.cores,
+                    cores_free=n.cores - sum(v.cores for v in used),
+                    memory_mb_max=n.memory_mb,
+                    memory_mb_free=n.memory_mb - sum(v.memory_mb for v in used),
+                    disk_gb_max=n.disk_gb,
+                    disk_gb_free=n.disk_gb - sum(v.disk_gb for v in used),
+                    hypervisor="qemu",
+                )
+            )
+        return out
+
+    def _status(self, i: FakeInstance) -> c.InstanceStatus:
+        nc_state = {"pending": "staging", "running": "running", "terminated": "terminated"}[i.state]
+        return c.InstanceStatus(
+            instance_id=i.spec.instance_id,
+            reservation_id=i.spec.reservation_id,
+            account_id=i.spec.account_id,
+            state=i.state,  # type: ignore[arg-type]
+            nc_state=nc_state,  # type: ignore[arg-type]
+            node=i.node,
+            vm_type=i.spec.vm_type.name,
+            image_id=i.spec.machine.image_id,
+            launch_index=i.spec.launch_index,
+            private_ip=i.ip,
+            mac=mac_for_instance(i.spec.instance_id),
+            launch_time=i.spec.launch_time,
+            reason=i.reason,
+        )
+
+    def _check(self) -> None:
+        if self.refuse_calls:
+            raise ClusterFault("Unavailable", f"{self.name} is down", 503)
+
+    async def describe_resources(self, msg: c.DescribeResources, peer: Peer) -> c.ResourcesReply:
+        with self.lock:
+            self._check()
+            self.last_topology = msg
+            nodes = self._free()
+            return c.ResourcesReply(msg.cluster, nodes, type_capacity(msg.vm_types, nodes))
+
+    async def describe_instances(self, msg: c.DescribeInstances, peer: Peer) -> c.InstancesReply:
+        with self.lock:
+            self._check()
+            out = []
+            for i in self.instances.values():
+                if not msg.instance_ids or i.spec.instance_id in msg.instance_ids:
+                    out.append(self._status(i))
+                    if i.state == "pending":
+                        i.state = "running"
+            return c.InstancesReply(out)
+
+    async def run_instances(self, msg: c.RunInstances, peer: Peer) -> c.InstancesReply:
+        with self.lock:
+            self._check()
+            self.run_calls.append(list(msg.instances))
+            if self.run_fault is not None:
+                raise ClusterFault(*self.run_fault)
+            free = self._free()
+            placed: list[tuple[c.InstanceSpec, str]] = []
+            for spec in msg.instances:
+                if spec.instance_id in self.instances:
+                    continue
+                node = self._fit(free, spec.vm_type)
+                if node is None:
+                    raise ClusterFault(
+                        "InsufficientInstanceCapacity", f"{self.name}: not enough room for all"
+                    )
+                placed.append((spec, node))
+            for spec, node in placed:
+                n = len(self.instances) + 2
+                self.instances[spec.instance_id] = FakeInstance(
+                    spec, node, f"10.{self.subnet}.{n // 250}.{n % 250}"
+                )
+            return c.InstancesReply([self._status(self.instances[s.instance_id]) for s in msg.instances])
+
+    def _fit(self, free: list[NodeResources], vm: VmType) -> str | None:
+        for k, n in enumerate(free):
+            if vm_type_fits(vm, n):
+                free[k] = NodeResources(
+                    n.node,
+                    n.state,
+                    n.cores_max,
+                    n.cores_free - vm.cores,
+                    n.memory_mb_max,
+                    n.memory_mb_free - vm.memory_mb,
+                    n.disk_gb_max,
+                    n.disk_gb_free - vm.disk_gb,
+                )
+                return n.node
+        return None
+
+    async def terminate_instances(self, msg: c.TerminateInstances, peer: Peer) -> c.InstancesReply:
+        with self.lock:
+            self._check()
+            self.terminate_calls.append(list(msg.instance_ids))
+            out = []
+            for instance_id in msg.instance_ids:
+                i = self.instances.get(instance_id)
+                if i is not None:
+                    i.state = "terminated"
+                    out.append(self._status(i))
+            return c.InstancesReply(out)
+
+    async def reboot_instances(self, msg: c.RebootInstances, peer: Peer) -> c.Ack:
+        with self.lock:
+            self._check()
+            for instance_id in msg.instance_ids:
+                if instance_id not in self.instances:
+                    raise ClusterFault("InvalidInstanceID.NotFound", f"no instance {instance_id}")
+                self.instances[instance_id].reboots += 1
+            return c.Ack()
+
+    async def get_console_output(self, msg: c.GetConsoleOutput, peer: Peer) -> c.ConsoleOutput:
+        with self.lock:
+            self._check()
+            i = self.instances.get(msg.instance_id)
+            if i is None or i.state == "terminated":
+                raise ClusterFault("InvalidInstanceID.NotFound", f"no instance {msg.instance_id}")
+            text = f"euca-guest: booted {msg.instance_id}\n" * (1 + i.reboots)
+            return c.ConsoleOutput(msg.instance_id, text.encode(), time.time())
+
+    # -- serving ----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeCluster:
+        app = ClusterApp(
+            "cc",
+            {
+                c.DescribeResources: self.describe_resources,
+                c.DescribeInstances: self.describe_instances,
+                c.RunInstances: self.run_instances,
+                c.TerminateInstances: self.terminate_instances,
+                c.RebootInstances: self.reboot_instances,
+                c.GetConsoleOutput: self.get_console_output,
+            },
+        )
+        server = HttpServer(
+            app.handle, "127.0.0.1", 0, HttpLimits(), ssl_context=self.components.server_context("cc")
+        )
+        ready = threading.Event()
+
+        def main() -> None:
+            async def serve() -> None:
+                self._token = trio.lowlevel.current_trio_token()
+                async with trio.open_nursery() as nursery:
+                    self.port = await nursery.start(server.serve)
+                    ready.set()
+
+            trio.run(serve)
+
+        self._server = server
+        self._thread = threading.Thread(target=main, name=f"fake-cc-{self.name}", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        assert self.port, "the fake CC did not start"
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: Any) -> None:
+        trio.from_thread.run_sync(self._server.shutdown, trio_token=self._token)
+        assert self._thread is not None
+        self._thread.join(30)
