@@ -110,9 +110,10 @@ class NodeImages:
             # Same id, other bytes (an image re-registered under an id a test reused): fetch it again.
             if await self.cache.evict(key):
                 log.info("image cache entry replaced id=%s", key)
-        cached = key in self.cache
+        produced = False
 
         async def produce(tmp: Path) -> None:
+            nonlocal produced
             if manifest.expires <= dt.datetime.now(dt.UTC):
                 raise ImageFetchError(f"{ref.image_id}: the download manifest expired at {manifest.expires}")
             source = pipeline.source_from_download_manifest(manifest, keys.node_key)
@@ -132,6 +133,7 @@ class NodeImages:
                     log.info("image fetch progress id=%s done=%d%%", ref.image_id, done * 100 // total)
 
             await pipeline.write_image(source, tmp, client=self.client, progress=progress)
+            produced = True
 
         try:
             path = await self.cache.acquire(
@@ -143,7 +145,7 @@ class NodeImages:
             raise ImageFetchError(f"{ref.image_id}: {e}") from e
         except Exception as e:  # CacheFullError, OSError: still a reason the CC can show
             raise ImageFetchError(f"{ref.image_id}: {type(e).__name__}: {e}") from e
-        if not cached:
+        if produced:
             log.info("image cached id=%s kind=%s bytes=%d", ref.image_id, ref.kind, manifest.size)
         return path
 
