@@ -567,3 +567,18 @@ async def test_a_node_answering_under_another_name_is_down() -> None:
     reply = await cl.cc.describe_resources(c.DescribeResources("cluster01", topology, VM_TYPES))
     assert reply.nodes[0].state == "down"
     assert (reply.nodes[0].reason or "").startswith("Unauthorized")
+
+
+async def test_a_cancelled_run_holds_nothing_after_the_next_report() -> None:
+    node = FakeNode("n1")
+    cl = Cluster(node)
+    await cl.describe_resources()
+    node.run_gate = trio.Event()  # never set: the call hangs until cancelled
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cl.cc.run_instances, c.RunInstances([spec(1)]))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert (await cl.instances())["i-00000001"].state == "pending"
+    await cl.cc.poll_round()  # the node never got it
+    assert await cl.instances() == {}
+    assert capacity_of(await cl.describe_resources(), SMALL) == (4, 4)

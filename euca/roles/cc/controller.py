@@ -156,7 +156,11 @@ class ClusterController:
 
     async def _poll_loop(self) -> None:
         while True:
-            await self.poll_round()
+            try:
+                await self.poll_round()
+            except Exception:
+                # A bug here must not take the whole process (every role in it) down: said, and next round.
+                log.exception("poll round failed")
             with trio.move_on_after(self.poll_interval):
                 await self._kick.wait()
             self._kick = trio.Event()
@@ -428,6 +432,20 @@ class ClusterController:
             self.instances[spec.instance_id] = tracked
             node.instances[spec.instance_id] = tracked
             batch.append((spec, node, tracked))
+        try:
+            await self._allocate_and_start(reservation, batch)
+        finally:
+            # Cancelled half way (the CLC hung up): what was not answered is left to the next reports,
+            # which keep what the nodes have and drop the rest.
+            for _, _, tracked in batch:
+                if tracked.in_flight:
+                    tracked.in_flight = False
+                    tracked.updated = self.tick()
+                    tracked.started.set()
+
+    async def _allocate_and_start(
+        self, reservation: str, batch: list[tuple[InstanceSpec, Node, Tracked]]
+    ) -> None:
         try:
             for i, (spec, node, tracked) in enumerate(batch):
                 net = await self.network.allocate(spec.instance_id)
