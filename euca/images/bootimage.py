@@ -6,15 +6,16 @@ Three files, cached per kernel version and rebuilt only when missing:
     ~/.cache/euca/bootimage/<kernel version>/initrd.img   gzip'd newc cpio: busybox-static, virtio modules, /init
     ~/.cache/euca/bootimage/<kernel version>/root.img     a 4 MiB ext2 file system with a marker file
 
-($XDG_CACHE_HOME replaces ~/.cache when set.) `find_boot_image()` returns the newest complete set without
-building anything; `build_boot_image()` builds what is missing (`euca build-boot-image` on the command line).
+plus a `recipe` stamp: a set made by another version of this recipe counts as missing. ($XDG_CACHE_HOME
+replaces ~/.cache when set.) `find_boot_image()` returns the newest complete set without building anything;
+`build_boot_image()` builds what is missing (`euca build-boot-image` on the command line).
 
 The guest needs nothing but a kernel command line with `console=ttyS0` (the initramfs ignores `root=`): its
 /init loads the virtio modules in dependency order, prints `euca-guest: booted <instance id>` on the console
 (the id comes from `euca.instance_id=` on the kernel command line or an SMBIOS system serial starting with
 "i-", else "unknown"), mounts /dev/vda read-only and lists it, asks for a DHCP lease on eth0 in the background,
-then hands PID 1 to busybox init, which never exits and powers off on the ACPI power button (so libvirt's
-ACPI reboot and shutdown work). `euca.shell=1` on the command line adds a shell on ttyS0 for debugging.
+then hands PID 1 to busybox init, which never exits. busybox acpid, started before the marker, powers off on
+the ACPI power button, so libvirt's ACPI reboot and shutdown work once the marker is out. `euca.shell=1` on the command line adds a shell on ttyS0 for debugging.
 
 At the first start of `--role all` the image is bundled, uploaded to the admin account's bucket
 `euca-default-images` and registered (eki, eri, emi; public) by `ensure_default_image`. EUCA_DEFAULT_IMAGE=0
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -65,6 +67,7 @@ BUSYBOX = Path("/bin/busybox")
 # (virtio, virtio_ring, failover, ...) come from each module's own .modinfo; built-in ones are skipped.
 WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "button", "evdev")
 FILE_NAMES = ("vmlinuz", "initrd.img", "root.img")
+RECIPE_FILE = "recipe"
 
 Progress = Callable[[str], None]
 
@@ -91,7 +94,12 @@ class BootImage:
         return self.directory / "root.img"
 
     def complete(self) -> bool:
-        return all((self.directory / name).is_file() for name in FILE_NAMES)
+        """All three files, built by this version of the recipe (a set from an older one is rebuilt)."""
+        try:
+            stamp = (self.directory / RECIPE_FILE).read_text().strip()
+        except OSError:
+            return False
+        return stamp == recipe_id() and all((self.directory / name).is_file() for name in FILE_NAMES)
 
 
 def default_cache_root() -> Path:
@@ -344,9 +352,12 @@ INITTAB = """::ctrlaltdel:/bin/busybox reboot
 ::shutdown:/bin/busybox umount -a -r
 """
 
+# poweroff -f: straight to the kernel, as PID 1 may still be /init (which ignores poweroff's signal) when the
+# button is pressed early; nothing needs an orderly shutdown (the root disk is mounted read-only).
 POWER_BUTTON = """#!/bin/sh
 echo "euca-guest: power button, powering off" > /dev/console
-poweroff
+sync
+poweroff -f
 """
 
 UDHCPC_SCRIPT = r"""#!/bin/sh
@@ -378,6 +389,21 @@ def init_script(kernel_version: str, modules: list[str]) -> str:
         .replace("@MARKER@", BOOT_MARKER)
         .replace("@ROOT_MARKER@", ROOT_MARKER_FILE)
     )
+
+
+def recipe_id() -> str:
+    """A digest of what goes into the image besides the kernel package (scripts, module list, sizes), so a
+    cached set made by an older euca is rebuilt rather than booted."""
+    parts = (
+        INIT_TEMPLATE,
+        INITTAB,
+        POWER_BUTTON,
+        UDHCPC_SCRIPT,
+        " ".join(WANTED_MODULES),
+        str(ROOT_IMAGE_MIB),
+        "1",
+    )
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def build_initramfs(kernel_version: str, modules: list[tuple[str, bytes]], busybox: bytes) -> bytes:
@@ -528,7 +554,8 @@ def build_from_tree(tree: Path, kernel_version: str, out: Path, progress: Progre
         progress(f"initrd.img {len(initrd) // 1024} KiB")
         make_root_image(staging / "root.img", kernel_version)
         progress(f"root.img {ROOT_IMAGE_MIB} MiB ext2")
-        for name in FILE_NAMES:  # root.img last: its presence marks the set complete
+        (staging / RECIPE_FILE).write_text(recipe_id() + "\n")
+        for name in (*FILE_NAMES, RECIPE_FILE):  # the stamp last: it marks the set complete
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

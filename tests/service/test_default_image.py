@@ -24,6 +24,7 @@ def stand_in_image(root: Path) -> bi.BootImage:
     (directory / "vmlinuz").write_bytes(b"MZ kernel" + bytes(20000))
     (directory / "initrd.img").write_bytes(b"\x1f\x8b initrd" + bytes(5000))
     (directory / "root.img").write_bytes(bytes(64 * 1024))
+    (directory / bi.RECIPE_FILE).write_text(bi.recipe_id())
     return bi.BootImage(KVER, directory)
 
 

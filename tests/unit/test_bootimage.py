@@ -255,6 +255,12 @@ def test_build_then_reuse_from_cache(tmp_path: Path) -> None:
     # Nothing but the image directory and the lock is left in the cache.
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", KVER]
 
+    # A set made by another recipe (an older euca's init script) is rebuilt, not booted.
+    (image.directory / bi.RECIPE_FILE).write_text("0123456789abcdef\n")
+    assert bi.find_boot_image(tmp_path) is None
+    rebuilt = bi.build_boot_image(tmp_path, package=PACKAGE, fetch=fetch, progress=lines.append)
+    assert rebuilt == image and rebuilt.complete() and fetch.calls == [PACKAGE, PACKAGE]
+
 
 @needs_busybox
 @needs_mke2fs

@@ -1,0 +1,182 @@
+"""The default guest image booted for real: QEMU (TCG) under libvirt's qemu:///system, kernel + initramfs +
+root disk as the NC boots them, serial console to a file. The guest must print its boot marker with the
+instance id (SMBIOS serial), find its root disk, and obey libvirt's ACPI reboot and shutdown.
+
+Needs root, libvirtd (started here with scripts/setup-host when it is not running) and the kernel package
+(apt). The boot image comes from ~/.cache/euca/bootimage (built on first use, ~10 s)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from euca.images import bootimage as bi
+
+REPO = Path(__file__).resolve().parents[2]
+URI = "qemu:///system"
+# Bounds each wait on the guest, so a guest that never comes up fails the test instead of hanging it.
+HANG_GUARD = 180
+
+libvirt: Any
+try:
+    import libvirt
+except ImportError:  # pragma: no cover - the nc extra is not installed
+    libvirt = None
+
+
+def _connect() -> Any:
+    libvirt.registerErrorHandler(lambda *a: None, None)
+    return libvirt.open(URI)
+
+
+def _libvirt_unusable() -> str | None:
+    if libvirt is None:
+        return "libvirt-python is not installed"
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed"
+    try:
+        _connect().close()
+        return None
+    except libvirt.libvirtError:
+        pass
+    if os.geteuid() != 0 or shutil.which("libvirtd") is None:
+        return f"{URI} does not answer and libvirtd cannot be started here (run scripts/setup-host as root)"
+    setup = subprocess.run(["bash", str(REPO / "scripts" / "setup-host")], capture_output=True, text=True)
+    try:
+        _connect().close()
+        return None
+    except libvirt.libvirtError as e:
+        return f"{URI} does not answer after scripts/setup-host ({e}): {setup.stdout[-300:]}{setup.stderr[-300:]}"
+
+
+_REASON = _libvirt_unusable()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+
+@pytest.fixture(scope="module")
+def boot_image() -> bi.BootImage:
+    try:
+        return bi.find_boot_image() or bi.build_boot_image()
+    except bi.BootImageUnavailable as e:
+        pytest.skip(f"no kernel for the boot image: {e}")
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[Any]:
+    c = _connect()
+    yield c
+    c.close()
+
+
+def domain_xml(name: str, image: bi.BootImage, disk: Path, console: Path) -> str:
+    """What the NC writes for an instance, reduced to what this image needs."""
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <sysinfo type='smbios'><system><entry name='serial'>{name}</entry></system></sysinfo>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{image.vmlinuz}</kernel>
+    <initrd>{image.initrd}</initrd>
+    <cmdline>console=ttyS0 root=/dev/vda</cmdline>
+    <smbios mode='sysinfo'/>
+  </os>
+  <features><acpi/><apic/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'><source path='{console}'/><target port='0'/></serial>
+    <console type='file'><source path='{console}'/><target type='serial' port='0'/></console>
+  </devices>
+</domain>"""
+
+
+def wait_for(what: str, check: Callable[[], bool], console: Path) -> float:
+    """Poll until check() holds; the seconds it took. Fails with the console's tail after HANG_GUARD."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > HANG_GUARD:
+            tail = console.read_text(errors="replace")[-3000:] if console.exists() else "(no console file)"
+            pytest.fail(f"guest never got to: {what}\n--- console ---\n{tail}")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def console_lines(console: Path, prefix: str) -> list[str]:
+    if not console.exists():
+        return []
+    return [
+        line.strip() for line in console.read_text(errors="replace").splitlines() if line.startswith(prefix)
+    ]
+
+
+@pytest.fixture
+def guest(conn: Any, boot_image: bi.BootImage, tmp_path: Path) -> Iterator[tuple[Any, Path, str]]:
+    """A running transient domain of the boot image on a qcow2 overlay, destroyed afterwards."""
+    name = f"i-{uuid.uuid4().hex[:8]}"
+    disk = tmp_path / "root.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(boot_image.root), str(disk)],
+        check=True,
+    )
+    console = tmp_path / "console.log"
+    dom = conn.createXML(domain_xml(name, boot_image, disk, console), 0)
+    try:
+        yield dom, console, name
+    finally:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError:
+            pass  # already gone (powered off)
+
+
+def test_boots_and_prints_the_marker(guest: tuple[Any, Path, str]) -> None:
+    dom, console, name = guest
+    took = wait_for("boot marker", lambda: bool(console_lines(console, bi.BOOT_MARKER)), console)
+    marker = console_lines(console, bi.BOOT_MARKER)[0]
+    assert marker.startswith(f"{bi.BOOT_MARKER} {name} ")
+    wait_for("ready", lambda: bool(console_lines(console, "euca-guest: ready")), console)
+    lines = console_lines(console, "euca-guest:")
+    assert any(line.startswith("euca-guest: modules loaded: ") and "failed" not in line for line in lines), (
+        lines
+    )
+    assert "euca-guest: disks: vda" in lines
+    assert any(line.startswith("euca-guest: root marker: euca default root image") for line in lines), lines
+    print(f"boot marker {took:.1f}s after the domain started: {marker}")
+
+
+def test_acpi_reboot_and_shutdown(conn: Any, guest: tuple[Any, Path, str]) -> None:
+    dom, console, name = guest
+    # The marker is printed once the power button is watched, so the request below is not lost.
+    wait_for("boot marker", lambda: bool(console_lines(console, bi.BOOT_MARKER)), console)
+    dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+    took = wait_for("second boot", lambda: len(console_lines(console, bi.BOOT_MARKER)) >= 2, console)
+    assert "euca-guest: power button, powering off" in console_lines(console, "euca-guest:")
+    print(f"ACPI reboot to the second marker: {took:.1f}s")
+
+    dom.shutdown()
+
+    def gone() -> bool:
+        try:
+            conn.lookupByName(name)
+            return False
+        except libvirt.libvirtError:
+            return True
+
+    took = wait_for("power off", gone, console)
+    print(f"ACPI shutdown: domain gone after {took:.1f}s")
