@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpcore
 import httpx
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -48,9 +49,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     _inflate_lib = zlib
 
 # Output of one inflate step handed to the writer: big enough to amortise thread hops, small enough that a
-# part of zeros (which inflates ~1000:1) never sits in memory whole.
+# part of zeros (which inflates ~1000:1) never sits in memory whole. It comes in pieces of at most
+# INFLATE_PIECE: allocations of that size are recycled by malloc instead of mapped afresh each time.
 INFLATE_OUT = 8 * 1024 * 1024
+INFLATE_PIECE = 1024 * 1024
 INFLATE_IN = 1024 * 1024
+RAW_QUEUE = 2
+WRITEBACK_STEP = 32 * 1024 * 1024
 # A part body larger than this is refused while it downloads (bounds memory against a hostile server).
 MAX_PART_BYTES = 2 * PART_SIZE
 DEFAULT_CONCURRENCY = 4
@@ -138,18 +143,79 @@ def source_from_bundle_manifest(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Buffers. The big buffers of a run (part bodies, decrypted parts) are taken from a pool and given back,
+# so a run touches a few dozen MiB of memory over and over instead of gigabytes of fresh allocations:
+# fresh pages cost page faults, and on a VM with free page reporting a trip to the hypervisor each.
+
+
+class _BufferPool:
+    """Reusable bytearrays of at least `size` bytes. Used from the trio thread only."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._free: list[bytearray] = []
+
+    def get(self) -> bytearray:
+        return self._free.pop() if self._free else bytearray(self.size)
+
+    def put(self, buf: bytearray) -> None:
+        self._free.append(buf)
+
+
+class Chunk:
+    """Bytes handed from one stage to the next; `release()` gives the buffer back once they are used."""
+
+    __slots__ = ("data", "_buf", "_pool")
+
+    def __init__(self, data: memoryview, buf: bytearray | None = None, pool: _BufferPool | None = None):
+        self.data = data
+        self._buf = buf
+        self._pool = pool
+
+    def release(self) -> None:
+        self.data.release()
+        if self._pool is not None and self._buf is not None:
+            self._pool.put(self._buf)
+        self._buf = self._pool = None
+
+
+# httpcore reads a response 64 KiB at a time (AsyncHTTP11Connection.READ_NUM_BYTES): a 10 MiB part is
+# then 160 trips through httpcore, h11 and httpx, which costs several times the CPU of the transfer (and
+# keeps the server's sendfile loop busy). A read returns what the socket holds, up to this, so raising
+# it changes nothing for small responses. bench/image_pipeline.py: fetch CPU 1.5 s -> 0.5 s per GiB.
+HTTP_READ_BYTES = 1024 * 1024
+
+
+def _raise_http_read_size() -> None:
+    conn = getattr(httpcore, "AsyncHTTP11Connection", None)
+    if conn is not None and getattr(conn, "READ_NUM_BYTES", HTTP_READ_BYTES) < HTTP_READ_BYTES:
+        conn.READ_NUM_BYTES = HTTP_READ_BYTES
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Fetching, in order, with a bounded window
 
 
 class _Slot:
-    __slots__ = ("ready", "body")
+    __slots__ = ("ready", "chunk")
 
     def __init__(self) -> None:
         self.ready = trio.Event()
-        self.body: bytes | None = None
+        self.chunk: Chunk | None = None
 
 
-async def _fetch_http(client: httpx.AsyncClient, part: PartRef) -> bytes:
+def _store(buf: bytearray, at: int, data: bytes | memoryview) -> int:
+    end = at + len(data)
+    if end > MAX_PART_BYTES:
+        raise PartDigestError(f"a part is larger than {MAX_PART_BYTES} bytes")
+    if end > len(buf):
+        buf.extend(bytes(end - len(buf)))  # only for parts bigger than the usual 10 MiB
+    buf[at:end] = data
+    return end
+
+
+async def _fetch_http(client: httpx.AsyncClient, part: PartRef, buf: bytearray) -> int:
+    """The part's body into `buf`; its length."""
     last: Exception | None = None
     for attempt in range(FETCH_ATTEMPTS):
         if attempt:
@@ -161,41 +227,54 @@ async def _fetch_http(client: httpx.AsyncClient, part: PartRef) -> bytes:
                 if response.status_code != 200:
                     last = PartMissingError(f"part {part.index}: HTTP {response.status_code}")
                     continue
-                body = bytearray()
-                async for chunk in response.aiter_raw():
-                    body += chunk
-                    if len(body) > MAX_PART_BYTES:
-                        raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes")
-                return bytes(body)
+                length = 0
+                try:
+                    async for data in response.aiter_raw():
+                        length = _store(buf, length, data)
+                except PartDigestError:
+                    raise PartDigestError(
+                        f"part {part.index} is larger than {MAX_PART_BYTES} bytes"
+                    ) from None
+                return length
         except httpx.HTTPError as e:
             last = e
     raise PartMissingError(f"part {part.index}: cannot fetch it after {FETCH_ATTEMPTS} attempts: {last}")
 
 
-def _read_local(part: PartRef) -> bytes:
+def _read_local(part: PartRef, buf: bytearray) -> int:
     try:
-        with open(part.location, "rb") as f:
-            body = f.read(MAX_PART_BYTES + 1)
+        with open(part.location, "rb", buffering=0) as f:
+            length = 0
+            while data := f.read(PART_SIZE):
+                length = _store(buf, length, data)
     except FileNotFoundError as e:
         raise PartMissingError(f"part {part.index}: {part.location} does not exist") from e
+    except PartDigestError:
+        raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes") from None
     except OSError as e:
         raise PartMissingError(f"part {part.index}: cannot read {part.location}: {e.strerror}") from e
-    if len(body) > MAX_PART_BYTES:
-        raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes")
-    return body
+    return length
 
 
-async def _fetch_checked(client: httpx.AsyncClient | None, part: PartRef, slot: _Slot) -> None:
+def _sha1_hex(data: memoryview) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+async def _fetch_checked(
+    client: httpx.AsyncClient | None, part: PartRef, slot: _Slot, pool: _BufferPool
+) -> None:
+    buf = pool.get()
     if part.location.startswith(("http://", "https://")):
         if client is None:
             raise ValueError("an httpx.AsyncClient is needed for URL parts")
-        body = await _fetch_http(client, part)
+        length = await _fetch_http(client, part, buf)
     else:
-        body = await trio.to_thread.run_sync(_read_local, part)
-    digest = await trio.to_thread.run_sync(lambda: hashlib.sha1(body).hexdigest())
+        length = await trio.to_thread.run_sync(_read_local, part, buf)
+    data = memoryview(buf)[:length]
+    digest = await trio.to_thread.run_sync(_sha1_hex, data)
     if digest != part.digest:
         raise PartDigestError(f"part {part.index}: SHA1 {digest} does not match the manifest's {part.digest}")
-    slot.body = body
+    slot.chunk = Chunk(data, buf, pool)
     slot.ready.set()
 
 
@@ -203,9 +282,14 @@ async def fetch_in_order(
     parts: Sequence[PartRef],
     client: httpx.AsyncClient | None,
     concurrency: int,
-    out: trio.MemorySendChannel[bytes],
+    out: trio.MemorySendChannel[Chunk],
 ) -> None:
-    """Fetch up to `concurrency` parts ahead of the consumer; send bodies in index order."""
+    """Fetch up to `concurrency` parts ahead of the consumer; send them, checked, in index order.
+
+    The receiver calls `chunk.release()` when it is done with a part's bytes (the buffer is reused).
+    """
+    _raise_http_read_size()
+    pool = _BufferPool(PART_SIZE)
     window = trio.Semaphore(concurrency)
     slots_send, slots_recv = trio.open_memory_channel[_Slot](concurrency)
 
@@ -214,7 +298,7 @@ async def fetch_in_order(
             for part in parts:
                 await window.acquire()
                 slot = _Slot()
-                nursery.start_soon(_fetch_checked, client, part, slot)
+                nursery.start_soon(_fetch_checked, client, part, slot, pool)
                 await slots_send.send(slot)
 
     async with out, trio.open_nursery() as nursery:
@@ -222,9 +306,9 @@ async def fetch_in_order(
         async with slots_recv:
             async for slot in slots_recv:
                 await slot.ready.wait()
-                body, slot.body = slot.body, None
-                assert body is not None
-                await out.send(body)
+                chunk, slot.chunk = slot.chunk, None
+                assert chunk is not None
+                await out.send(chunk)
                 window.release()
 
 
@@ -232,38 +316,66 @@ async def fetch_in_order(
 # Decrypt
 
 
-async def _decrypt_stage(
-    key: bytes, iv: bytes, parts: trio.MemoryReceiveChannel[bytes], out: trio.MemorySendChannel[memoryview]
-) -> None:
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    # The last 16 plaintext bytes may be PKCS#7 padding: hold them back until the stream ends.
-    held = b""
-    first = True
-    async with parts, out:
-        async for body in parts:
-            plain = await trio.to_thread.run_sync(decryptor.update, body)
-            del body
-            if not plain:
-                continue
-            if first and plain[:3] != GZIP_MAGIC:
-                # A wrong key garbles every block, a wrong IV the first one: either way, no gzip header.
+class Decrypter:
+    """AES-128-CBC with PKCS#7 padding, part by part into reusable buffers.
+
+    The last 16 plaintext bytes may be padding: they are held back until the stream ends.
+    """
+
+    def __init__(self, key: bytes, iv: bytes):
+        self._decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        self._held = b""
+        self._first = True
+
+    def update_into(self, data: memoryview, out: bytearray) -> memoryview:
+        """Decrypt `data` into `out` (grown if needed); the plaintext that can be passed on (a view of out)."""
+        need = len(self._held) + len(data) + 16
+        if len(out) < need:
+            out.extend(bytes(need - len(out)))
+        held = len(self._held)
+        out[:held] = self._held
+        n = held + self._decryptor.update_into(data, memoryview(out)[held:])
+        if self._first and n >= 16:
+            # A wrong key garbles every block, a wrong IV the first one: either way, no gzip header.
+            if out[held : held + 3] != GZIP_MAGIC:
                 raise ImageKeyError("the decrypted bundle is not gzip data: wrong key or IV for this bundle")
-            first = False
-            if held:
-                await out.send(memoryview(held))
-            held = plain[-16:]
-            if len(plain) > 16:
-                await out.send(memoryview(plain)[:-16])
+            self._first = False
+        keep = min(16, n)
+        self._held = bytes(out[n - keep : n])
+        return memoryview(out)[: n - keep]
+
+    def finish(self) -> bytes:
+        """The last plaintext bytes, padding removed."""
         try:
-            last = decryptor.finalize()
+            held = self._held + self._decryptor.finalize()
         except ValueError as e:
             raise ImageCorruptError("the encrypted stream is not a whole number of AES blocks") from e
-        held += last
+        if self._first and held[:3] != GZIP_MAGIC and len(held) >= 3:
+            raise ImageKeyError("the decrypted bundle is not gzip data: wrong key or IV for this bundle")
         if len(held) < 16 or not 1 <= held[-1] <= 16 or held[-held[-1] :] != bytes([held[-1]]) * held[-1]:
             raise ImageCorruptError("bad padding at the end of the decrypted stream")
-        tail = held[: -held[-1]]
+        return held[: -held[-1]]
+
+
+async def _decrypt_stage(
+    key: bytes, iv: bytes, parts: trio.MemoryReceiveChannel[Chunk], out: trio.MemorySendChannel[Chunk]
+) -> None:
+    decrypter = Decrypter(key, iv)
+    pool = _BufferPool(PART_SIZE + 32)
+    async with parts, out:
+        async for part in parts:
+            buf = pool.get()
+            try:
+                plain = await trio.to_thread.run_sync(decrypter.update_into, part.data, buf)
+            finally:
+                part.release()
+            if plain:
+                await out.send(Chunk(plain, buf, pool))
+            else:
+                pool.put(buf)
+        tail = decrypter.finish()
         if tail:
-            await out.send(memoryview(tail))
+            await out.send(Chunk(memoryview(tail)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,12 +383,17 @@ async def _decrypt_stage(
 
 
 class Inflater:
-    """gzip -> raw bytes, in bounded steps; concatenated gzip members are one stream (as gunzip does)."""
+    """gzip -> raw bytes, in bounded steps; concatenated gzip members are one stream (as gunzip does).
 
-    def __init__(self) -> None:
+    With `sha1`, every byte produced is also hashed here, so the image digest is computed in the inflate
+    thread while the writer thread writes the previous step's output.
+    """
+
+    def __init__(self, sha1: Any = None) -> None:
         self._d: Any = _inflate_lib.decompressobj(31)
         self._pending: list[memoryview] = []
         self._tail: bytes | memoryview = b""
+        self._sha1 = sha1
         self.produced = 0
         self.finished_member = False
 
@@ -302,7 +419,7 @@ class Inflater:
                     continue
                 self._d = _inflate_lib.decompressobj(31)
             try:
-                chunk = self._d.decompress(data, room)
+                chunk = self._d.decompress(data, min(room, INFLATE_PIECE))
             except _inflate_lib.error as e:
                 if self.produced == 0:
                     raise ImageKeyError(
@@ -311,6 +428,8 @@ class Inflater:
                 raise ImageCorruptError(f"the bundle's gzip stream is corrupt: {e}") from e
             self._tail = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
             if chunk:
+                if self._sha1 is not None:
+                    self._sha1.update(chunk)
                 out.append(chunk)
                 room -= len(chunk)
                 self.produced += len(chunk)
@@ -322,19 +441,36 @@ class Inflater:
 
 
 async def _inflate_stage(
-    plain: trio.MemoryReceiveChannel[memoryview], out: trio.MemorySendChannel[list[bytes]]
+    plain: trio.MemoryReceiveChannel[Chunk],
+    to_writer: trio.MemorySendChannel[list[bytes]],
+    to_digest: trio.MemorySendChannel[list[bytes]],
 ) -> None:
+    """Inflate; every step's output goes both to the writer and to the digest, which run side by side."""
     inflater = Inflater()
-    async with plain, out:
-        async for data in plain:
-            inflater.add(data)
-            while True:
-                pieces = await trio.to_thread.run_sync(inflater.step)
-                if not pieces:
-                    break
-                await out.send(pieces)
-        # Whatever the last step left (it stops at INFLATE_OUT) is drained above; the stream must be complete.
+    async with plain, to_writer, to_digest:
+        async for chunk in plain:
+            try:
+                inflater.add(chunk.data)
+                while True:
+                    pieces = await trio.to_thread.run_sync(inflater.step)
+                    if not pieces:
+                        break
+                    await to_digest.send(pieces)
+                    await to_writer.send(pieces)
+            finally:
+                chunk.release()  # step() returned []: nothing refers to the chunk's bytes any more
         inflater.finish()
+
+
+def _hash_pieces(sha1: Any, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        sha1.update(piece)
+
+
+async def _digest_stage(pieces: trio.MemoryReceiveChannel[list[bytes]], sha1: Any) -> None:
+    async with pieces:
+        async for batch in pieces:
+            await trio.to_thread.run_sync(_hash_pieces, sha1, batch)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -377,13 +513,17 @@ class TarExtractor:
     """Writes the first regular member of a tar stream to `fd`; SHA1 over every byte of the stream.
 
     Understands what tar writers put before a member (GNU long names, pax headers). Once the member's data
-    is written the rest of the stream (padding, end-of-archive blocks) is only hashed.
+    is written the rest of the stream (padding, end-of-archive blocks) is only hashed. With
+    `hash_stream=False` the caller feeds `sha1` itself (the pipeline hashes in its inflate thread, so the
+    hashing and the writing overlap).
     """
 
-    def __init__(self, fd: int, expected_size: int | None = None):
+    def __init__(self, fd: int, expected_size: int | None = None, *, hash_stream: bool = True):
         self.fd = fd
         self.expected_size = expected_size
         self.sha1 = hashlib.sha1()
+        self._hash_stream = hash_stream
+        self._flushed = 0  # bytes up to which writeback has been started
         self.name: str | None = None
         self.size = 0
         self.written = 0
@@ -398,7 +538,8 @@ class TarExtractor:
 
     def feed(self, pieces: Sequence[bytes | memoryview]) -> None:
         for piece in pieces:
-            self.sha1.update(piece)
+            if self._hash_stream:
+                self.sha1.update(piece)
             view = memoryview(piece)
             while view:
                 view = self._consume(view)
@@ -424,6 +565,8 @@ class TarExtractor:
                     raise ImageDiskFullError(f"no space left for the image: {e.strerror}") from e
                 raise
             self.written += take
+            if self.written - self._flushed >= WRITEBACK_STEP:
+                self._start_writeback()
         elif state == "meta":
             keep = self._meta_size - len(self._meta)
             if keep > 0:
@@ -483,6 +626,18 @@ class TarExtractor:
             elif self._meta_type == b"x":
                 self._pax = _pax_records(data)
 
+    def _start_writeback(self) -> None:
+        # The kernel would otherwise keep the whole image dirty in memory (it is under dirty_background
+        # bytes on most nodes) and the final fsync would write it all while the pipeline waits. FADV_DONTNEED
+        # starts writeback of the dirty range without waiting, and drops the pages of the range before it,
+        # written back by now: the flush overlaps the download, and the image does not crowd the page cache.
+        start = max(0, self._flushed - WRITEBACK_STEP)
+        try:
+            os.posix_fadvise(self.fd, start, self.written - start, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass  # only advice: the fsync at the end is what makes the image durable
+        self._flushed = self.written
+
     def finish(self) -> ImageWritten:
         if self.name is None or self.written != self.size:
             raise ImageCorruptError("the bundle's tar stream ends before the image does")
@@ -519,16 +674,19 @@ async def _run_pipeline(
     concurrency: int,
     progress: Progress | None,
 ) -> ImageWritten:
-    extractor = TarExtractor(fd, source.size)
-    parts_send, parts_recv = trio.open_memory_channel[bytes](0)
-    plain_send, plain_recv = trio.open_memory_channel[memoryview](1)
-    raw_send, raw_recv = trio.open_memory_channel[list[bytes]](1)
+    extractor = TarExtractor(fd, source.size, hash_stream=False)
+    parts_send, parts_recv = trio.open_memory_channel[Chunk](0)
+    plain_send, plain_recv = trio.open_memory_channel[Chunk](1)
+    # Room for a few inflate steps, so the writer has work queued when the inflater is between parts.
+    raw_send, raw_recv = trio.open_memory_channel[list[bytes]](RAW_QUEUE)
+    digest_send, digest_recv = trio.open_memory_channel[list[bytes]](RAW_QUEUE)
     total = source.size or 0
     report = (lambda done: progress(done, total)) if progress is not None else None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fetch_in_order, source.parts, client, concurrency, parts_send)
         nursery.start_soon(_decrypt_stage, source.key, source.iv, parts_recv, plain_send)
-        nursery.start_soon(_inflate_stage, plain_recv, raw_send)
+        nursery.start_soon(_inflate_stage, plain_recv, raw_send, digest_send)
+        nursery.start_soon(_digest_stage, digest_recv, extractor.sha1)
         nursery.start_soon(_extract_stage, raw_recv, extractor, report)
     written = extractor.finish()
     if written.digest != source.digest:
