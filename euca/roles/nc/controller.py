@@ -540,11 +540,15 @@ class NodeController:
             with inst.staging:
                 await self._prepare(inst)
         except Exception as e:
-            reason = _reason(e)
-            log.warning("instance staging failed id=%s node=%s reason=%s", inst.id, self.name, reason)
             inst.staging = None
+            if inst.terminate_requested:  # it was ending anyway: a terminate, not a failure
+                final: NcState = "terminated"
+                reason: str | None = None
+            else:
+                final, reason = "canceled", _reason(e)
+                log.warning("instance staging failed id=%s node=%s reason=%s", inst.id, self.name, reason)
             with trio.CancelScope(shield=True):
-                await self._cleanup_or_retry(inst, "canceled", reason)
+                await self._cleanup_or_retry(inst, final, reason)
             return
         inst.staging = None
         if inst.terminate_requested:
