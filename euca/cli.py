@@ -34,6 +34,8 @@ def setup_logging(level: str) -> None:
         datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO; the listener's access log already has one line per cluster call.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _load(ctx: click.Context) -> Config:

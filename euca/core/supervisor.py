@@ -246,8 +246,28 @@ def open_components(config: Config, ca: CloudCA, role_names: list[str]) -> Compo
         ensure_components(components, ca, wanted, node_image=node_image, node_image_name=config.cc.cluster)
     else:
         for role in roles:
-            components.identity(role)  # raises MissingComponent
+            adopt_registered_name(config, role, components.identity(role).name)  # MissingComponent if none
     return components
+
+
+def adopt_registered_name(config: Config, role: str, registered: str) -> None:
+    """On a joined host the certificate's CN is the name the CLC registered: the NC reports itself, and the
+    CC knows its cluster, under that name whatever the local configuration guessed (the host name)."""
+    if role == "nc":
+        if config.nc.name and config.nc.name != registered:
+            log.warning(
+                "nc.name=%s differs from the registered name %s; using %s",
+                config.nc.name,
+                registered,
+                registered,
+            )
+        config.nc.name = registered
+    elif role == "cc":
+        if config.cc.cluster != registered:
+            log.info(
+                "cluster name from the certificate cluster=%s (configured %s)", registered, config.cc.cluster
+            )
+        config.cc.cluster = registered
 
 
 def listener_tls_role(address: tuple[str, int], mounted: list[tuple[str, App]]) -> str | None:

@@ -162,7 +162,7 @@ def test_fresh_host_makes_a_ca(tmp_path: Path) -> None:
 def test_joined_host_never_makes_a_ca(ca: CloudCA, tmp_path: Path) -> None:
     """A host holding only the CA certificate and its own nc identity (what --join leaves) starts with
     the CA certificate alone, and refuses a role it has no certificate for."""
-    cfg = load_config(None, {"data_dir": str(tmp_path), "nc.name": "node-1"})
+    cfg = load_config(None, {"data_dir": str(tmp_path)})  # nc.name unset: the host name would be guessed
     components = Components.for_config(cfg)
     components.write_ca_cert(ca.cert_pem)
     key, cert = ca.issue_component("nc", "node-1")
@@ -173,6 +173,7 @@ def test_joined_host_never_makes_a_ca(ca: CloudCA, tmp_path: Path) -> None:
     try:
         assert not ctx.ca.has_key and ctx.ca.sha256 == ca.sha256
         assert ctx.components.name("nc") == "node-1"
+        assert ctx.config.nc.name == "node-1"  # the NC reports itself under the name it registered with
         assert not (tmp_path / "pki" / "cloud-pk.pem").exists()
         assert not (tmp_path / "credentials").exists()  # the admin's credentials live on the CLC host
     finally:

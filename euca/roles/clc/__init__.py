@@ -14,7 +14,7 @@ from euca.core.components import component_name
 from euca.core.http import Request, Response
 from euca.core.supervisor import RoleContext
 from euca.protocol.ec2 import wire
-from euca.roles.clc import images, instance_types, instances, keypairs, tags, topology, zones
+from euca.roles.clc import images, instance_types, instances, join, keypairs, tags, topology, zones
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.poller import Poller, PollSettings
 from euca.roles.clc.schema import SCHEMA
@@ -86,7 +86,8 @@ class ClcRole:
         topology.migrate(ctx.store)
         instances.migrate(ctx.store)
         wire.model()  # load the EC2 model (~50 ms) at start rather than on the first request
-        self.apps = [Ec2App(ctx)]
+        # Components on other hosts join at POST /services/cluster/join with a token (join.py).
+        self.apps = [Ec2App(ctx), join.JoinApp(ctx)]
         # The CLC calls its CCs as component "clc" (mutual TLS); tests may hand in another caller.
         self._own_caller = caller is None
         self.caller: ClusterCaller = caller if caller is not None else ClusterClient(ctx.components, "clc")
