@@ -10,7 +10,7 @@ from typing import Any
 import click
 import trio
 
-from euca.core.components import JoinError, MissingComponent, join_cloud, parse_join_token
+from euca.core.components import JoinError, MissingComponent, join_cloud, open_cloud_ca, parse_join_token
 from euca.core.config import Config, ConfigError, load_config
 from euca.core.credentials import write_user_credentials
 from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
@@ -370,7 +370,7 @@ def _print_join_token(cfg: Config, store: Store, role: str, name: str, host: str
         from euca.roles.clc.join import make_join_token
     except ImportError:  # joining arrives with the transport work
         return
-    ca = CloudCA.load_or_create(cfg.data_path / "pki")
+    ca = _cloud_ca(cfg)
     token = make_join_token(store, ca, role, name, clc_url=cfg.endpoint_url("clc"), hosts=[host])
     click.echo(f"JOINTOKEN\t{token}")
 
@@ -554,8 +554,18 @@ def modify_instance_type(
 def _write_user_credentials(
     cfg: Config, identity: Identity, key: AccessKey, directory: Path | None = None
 ) -> str:
-    ca = CloudCA.load_or_create(cfg.data_path / "pki")
-    return str(write_user_credentials(cfg, identity, ca, key, directory))
+    return str(write_user_credentials(cfg, identity, _cloud_ca(cfg), key, directory))
+
+
+def _cloud_ca(cfg: Config) -> CloudCA:
+    """The cloud CA, for commands that issue certificates. Made on first use on a fresh host; refused on a
+    host that joined a cloud (only the CLC host holds the CA key, and a second CA there would split it)."""
+    ca = open_cloud_ca(cfg)
+    if not ca.has_key:
+        raise click.ClickException(
+            "this host joined a cloud and has no CA key: run this command on the CLC host"
+        )
+    return ca
 
 
 main.add_command(bundle_image_command)

@@ -213,3 +213,17 @@ def test_listener_tls_role() -> None:
         listener_tls_role(address, [("cc", _App(True)), ("clc", _App(False))])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="own listen port"):
         listener_tls_role(address, [("cc", _App(True)), ("nc", _App(True))])  # type: ignore[list-item]
+
+
+def test_admin_commands_on_a_joined_host_make_no_ca(ca: CloudCA, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from euca.cli import main
+
+    components = Components(tmp_path / "pki" / "components")
+    components.write_ca_cert(ca.cert_pem)
+    key, cert = ca.issue_component("nc", "node-1")
+    components.write_identity("nc", key, cert)
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "admin", "create-account", "acme"])
+    assert result.exit_code != 0 and "run this command on the CLC host" in result.output
+    assert not (tmp_path / "pki" / "cloud-pk.pem").exists()
