@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -422,6 +423,21 @@ def check_join_reply(
     return reply.cert_pem.encode(), node_key
 
 
+def _retire_local_ca(config: Config, joined_sha256: str) -> None:
+    """A CA this host made for itself before it joined (it ran standalone once) would win over the joined
+    cloud's at the next start and re-issue the identities: move it aside, keeping the files."""
+    pki = config.data_path / "pki"
+    if not CloudCA.exists(pki):
+        return
+    local = CloudCA.load_or_create(pki, create=False)
+    if local.sha256 == joined_sha256.lower():
+        return  # this host is the CLC's own (one data dir): nothing to retire
+    suffix = f".before-join-{int(time.time())}"
+    for path in (local.key_path, local.cert_path):
+        path.rename(path.with_name(path.name + suffix))
+    log.warning("local cloud CA moved aside ca=%s files=%s/*%s", local.sha256[:16], pki, suffix)
+
+
 def join_cloud(config: Config, token_text: str, *, timeout: float = 30.0) -> ComponentIdentity:
     """Join the cloud with a token from `euca admin register-node`/`register-cluster`: make a key, send a
     CSR to the CLC, check the answer against the token, store the files. Synchronous (run before the
@@ -465,6 +481,7 @@ def join_cloud(config: Config, token_text: str, *, timeout: float = 30.0) -> Com
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise JoinError(f"the CLC's answer is not a join reply: {e}") from None
     cert_pem, node_key = check_join_reply(token, key, reply)
+    _retire_local_ca(config, token.ca_sha256)
     components.write_ca_cert(reply.ca_cert_pem.encode())
     components.write_identity(token.role, key_pem(key), cert_pem)
     if node_key is not None and reply.node_image_cert_pem is not None:

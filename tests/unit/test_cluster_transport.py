@@ -27,6 +27,7 @@ from euca.core.components import (
     encode_join_token,
     ensure_components,
     join_cloud,
+    open_cloud_ca,
     parse_join_token,
 )
 from euca.core.config import Config, HttpLimits, load_config
@@ -398,6 +399,20 @@ async def test_join_round_trip(tmp_path: Path) -> None:
             async with ClusterClient(cc_joined, "cc") as client:
                 assert (await client.call(url, NcDescribeResource())).node == "node-b"
         assert seen == [Peer("cc", "cluster02", "euca")]
+
+
+async def test_join_retires_a_ca_the_host_made_for_itself(tmp_path: Path) -> None:
+    """A host that once ran standalone (and so made its own CA) joins: the joined cloud's CA is the one the
+    next start opens, and the old files are kept aside."""
+    standalone = CloudCA.load_or_create(tmp_path / "node" / "pki")
+    async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
+        await _join(tmp_path / "node", make_join_token(ctx.store, ctx.ca, "nc", "node-g", clc_url=clc_url))
+        cfg = _joiner(tmp_path / "node")
+        opened = open_cloud_ca(cfg)
+        assert not opened.has_key and opened.sha256 == ctx.ca.sha256
+    kept = sorted(p.name for p in (tmp_path / "node" / "pki").glob("cloud-*.before-join-*"))
+    assert [name.split(".before-join-")[0] for name in kept] == ["cloud-cert.pem", "cloud-pk.pem"]
+    assert standalone.sha256 != ctx.ca.sha256
 
 
 async def test_join_refusals(tmp_path: Path) -> None:
