@@ -236,6 +236,10 @@ class _Connection:
             except trio.BrokenResourceError as e:
                 cause = e.__cause__ or e
                 error = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+                # e.g. "unable to get local issuer certificate" for a certificate of another CA
+                detail = getattr(cause, "verify_message", None)
+                if detail:
+                    error = f"{error} ({detail})"
             except (trio.ClosedResourceError, OSError) as e:
                 error = str(e) or type(e).__name__
         if cs.cancelled_caught:
