@@ -812,3 +812,38 @@ def _register_tiny_image(euca: Any, tmp: Path) -> str:
     location = upload(euca.client("s3"), unique("tiny"), result)
     image_id: str = euca.client("ec2").register_image(Name=unique("tiny"), ImageLocation=location)["ImageId"]
     return image_id
+
+
+# -- one box: the real CC and NC roles in the same process, libvirt's test:///default driver ---------------
+
+
+def test_one_box_runs_instances_through_the_real_cc_and_nc(tmp_path: Path) -> None:
+    """`euca --role all` registers its own CC and NC at start; instances go CLC -> CC -> NC over mutual TLS.
+    The NC drives libvirt's test driver, so no guest boots (real guests are in tests/e2e)."""
+    from conftest import start_euca
+
+    overrides = {"nc.libvirt_uri": "test:///default", "clc.poll_interval": POLL, "cc.poll_interval": POLL}
+    server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
+    euca = next(server)
+    try:
+        ec2 = euca.client("ec2")
+        assert zone_state(ec2, euca.ctx.config.zone) == "available"  # polled before the cloud said ready
+        image_id = _register_tiny_image(euca, tmp_path)
+        reservation = ec2.run_instances(ImageId=image_id, MinCount=2, MaxCount=2, InstanceType="m1.small")
+        ids = instances_of(reservation)
+        assert {i["Placement"]["AvailabilityZone"] for i in reservation["Instances"]} == {
+            euca.ctx.config.zone
+        }
+        running = wait_state(ec2, ids, "running")
+        assert all(i["PrivateIpAddress"].startswith("10.77.0.") for i in running.values())
+        nodes = wait_for(
+            "the local node to report the instances",
+            lambda: (out := admin(euca, "describe-nodes")) and all(i in out for i in ids) and out,
+        )
+        assert nodes.startswith("NODE\t") and "\tup\t" in nodes
+        ec2.reboot_instances(InstanceIds=ids[:1])
+        assert ec2.get_console_output(InstanceId=ids[0])["InstanceId"] == ids[0]
+        ec2.terminate_instances(InstanceIds=ids)
+        wait_state(ec2, ids, "terminated")
+    finally:
+        server.close()
