@@ -76,7 +76,7 @@ def conn() -> Iterator[Any]:
     c.close()
 
 
-def domain_xml(name: str, image: bi.BootImage, disk: Path, console: Path) -> str:
+def domain_xml(name: str, image: bi.BootImage, disk: Path, console: Path, nic: str = "") -> str:
     """What the NC writes for an instance, reduced to what this image needs."""
     return f"""<domain type='qemu'>
   <name>{name}</name>
@@ -100,6 +100,7 @@ def domain_xml(name: str, image: bi.BootImage, disk: Path, console: Path) -> str
       <source file='{disk}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
+    {nic}
     <serial type='file'><source path='{console}'/><target port='0'/></serial>
     <console type='file'><source path='{console}'/><target type='serial' port='0'/></console>
   </devices>
@@ -125,24 +126,32 @@ def console_lines(console: Path, prefix: str) -> list[str]:
     ]
 
 
-@pytest.fixture
-def guest(conn: Any, boot_image: bi.BootImage, tmp_path: Path) -> Iterator[tuple[Any, Path, str]]:
-    """A running transient domain of the boot image on a qcow2 overlay, destroyed afterwards."""
+def start_guest(conn: Any, image: bi.BootImage, where: Path, nic: str = "") -> tuple[Any, Path, str]:
+    """A running transient domain of the boot image on a qcow2 overlay in `where`."""
     name = f"i-{uuid.uuid4().hex[:8]}"
-    disk = tmp_path / "root.qcow2"
+    disk = where / "root.qcow2"
     subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(boot_image.root), str(disk)],
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.root), str(disk)],
         check=True,
     )
-    console = tmp_path / "console.log"
-    dom = conn.createXML(domain_xml(name, boot_image, disk, console), 0)
+    console = where / "console.log"
+    return conn.createXML(domain_xml(name, image, disk, console, nic), 0), console, name
+
+
+def destroy(dom: Any) -> None:
+    try:
+        dom.destroy()
+    except libvirt.libvirtError:
+        pass  # already gone (powered off)
+
+
+@pytest.fixture
+def guest(conn: Any, boot_image: bi.BootImage, tmp_path: Path) -> Iterator[tuple[Any, Path, str]]:
+    dom, console, name = start_guest(conn, boot_image, tmp_path)
     try:
         yield dom, console, name
     finally:
-        try:
-            dom.destroy()
-        except libvirt.libvirtError:
-            pass  # already gone (powered off)
+        destroy(dom)
 
 
 def test_boots_and_prints_the_marker(guest: tuple[Any, Path, str]) -> None:
@@ -180,3 +189,85 @@ def test_acpi_reboot_and_shutdown(conn: Any, guest: tuple[Any, Path, str]) -> No
 
     took = wait_for("power off", gone, console)
     print(f"ACPI shutdown: domain gone after {took:.1f}s")
+
+
+def _libvirtd_netns() -> str:
+    pid = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout.split()
+    if not pid:
+        return ""
+    return subprocess.run(["ip", "netns", "identify", pid[0]], capture_output=True, text=True).stdout.strip()
+
+
+def sh(*argv: str) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+@pytest.fixture
+def dhcp_bridge(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(bridge, gateway): a bridge of this test's own in libvirtd's network namespace (scripts/setup-host's
+    "euca"), with busybox udhcpd serving it; both removed afterwards. Never in the host's namespace."""
+    ns = _libvirtd_netns()
+    if not ns:
+        pytest.skip("libvirtd does not run in a network namespace (scripts/setup-host starts it in one)")
+    tag = uuid.uuid4().hex[:6]
+    bridge, octet = f"eucat{tag}", 100 + int(tag, 16) % 100
+    gateway = f"10.79.{octet}.1"
+    sh("ip", "-n", ns, "link", "add", bridge, "type", "bridge")
+    server = None
+    try:
+        sh("ip", "-n", ns, "addr", "add", f"{gateway}/24", "dev", bridge)
+        sh("ip", "-n", ns, "link", "set", bridge, "up")
+        conf = tmp_path / "udhcpd.conf"
+        conf.write_text(
+            f"start 10.79.{octet}.10\nend 10.79.{octet}.20\ninterface {bridge}\n"
+            f"lease_file {tmp_path}/udhcpd.leases\npidfile {tmp_path}/udhcpd.pid\n"
+            f"option subnet 255.255.255.0\noption router {gateway}\n"
+        )
+        (tmp_path / "udhcpd.leases").touch()
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "busybox", "udhcpd", "-f", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        yield bridge, gateway
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+        subprocess.run(["ip", "-n", ns, "link", "del", bridge], capture_output=True)
+
+
+def test_network_in_the_namespace(
+    conn: Any, boot_image: bi.BootImage, dhcp_bridge: tuple[str, str], tmp_path: Path
+) -> None:
+    """A virtio NIC on a bridge inside libvirtd's namespace: the guest's udhcpc gets a lease and the guest
+    answers ping from inside the namespace (nothing reaches the host's own network)."""
+    bridge, gateway = dhcp_bridge
+    mac = "d0:0d:" + ":".join(uuid.uuid4().hex[i : i + 2] for i in range(0, 8, 2))
+    nic = f"<interface type='bridge'><source bridge='{bridge}'/><mac address='{mac}'/><model type='virtio'/></interface>"
+    dom, console, name = start_guest(conn, boot_image, tmp_path, nic)
+    try:
+        took = wait_for(
+            "DHCP lease", lambda: bool(console_lines(console, "euca-guest: eth0 bound ")), console
+        )
+        lease = console_lines(console, "euca-guest: eth0 bound ")[0]
+        address = lease.split()[3].split("/")[0]
+        assert address.startswith(gateway.rsplit(".", 1)[0] + ".") and f"router={gateway}" in lease
+        print(f"lease {took:.1f}s after start: {lease}")
+        ns = _libvirtd_netns()
+        wait_for(
+            f"answering ping at {address}",
+            lambda: (
+                subprocess.run(
+                    ["ip", "netns", "exec", ns, "busybox", "ping", "-c", "1", "-W", "1", address],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ),
+            console,
+        )
+    finally:
+        destroy(dom)
