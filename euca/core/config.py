@@ -130,8 +130,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     nc: NcConfig = msgspec.field(default_factory=NcConfig)
 
     def __post_init__(self) -> None:
-        if not self.data_dir:
-            self.data_dir = default_data_dir()
+        # Absolute: paths under it go to programs that resolve them elsewhere (a qcow2 overlay's backing file
+        # is relative to the overlay, dnsmasq changes to /), so `--data-dir rel` must not reach them relative.
+        self.data_dir = os.path.abspath(self.data_dir or default_data_dir())
 
     @property
     def data_path(self) -> Path:

@@ -86,3 +86,12 @@ def test_unreadable_and_invalid_files_are_refused(tmp_path: Path) -> None:
     broken.write_text("[walrus\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+
+
+def test_a_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # qemu-img resolves an overlay's backing file against the overlay, dnsmasq runs from /: neither may get
+    # a path relative to where `euca --data-dir rel` was started.
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, {"data_dir": "rel"}).data_dir == str(tmp_path / "rel")
+    monkeypatch.setenv("EUCA_DATA_DIR", "env-rel")
+    assert load_config(None).data_path == tmp_path / "env-rel"
