@@ -5,8 +5,11 @@ model of nodes and instances that tests control (capacity, faults, a node that l
 The CLC talks to it exactly as to a real CC (ClusterClient, mTLS, JSON messages); only the scheduling and the
 virtual machines are simulated. Tests of the real CC and NC roles live with them.
 
-    with FakeCluster(euca.ctx.components, "fake-a", nodes=[FakeNode("n1", cores=4)]) as cc:
+    with FakeCluster(euca.ctx.ca, tmp_path / "fake-a", "fake-a", nodes=[FakeNode("n1", cores=4)]) as cc:
         register it at cc.port, run instances, look at cc.specs ...
+
+Each stand-in holds its own CC certificate (OU=cc, CN=its name, or `cert_name`), issued by the cloud CA into
+its own directory, as a CC that joined the cloud would.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from euca.core.cluster_app import ClusterApp
-from euca.core.components import Components
+from euca.core.components import Components, ensure_components
 from euca.core.config import HttpLimits
 from euca.core.http import HttpServer, Peer
+from euca.core.pki import CloudCA
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault, NodeResources, VmType, mac_for_instance, vm_type_fits
 from euca.roles.clc.placement import type_capacity
@@ -47,12 +52,16 @@ class FakeInstance:
 
 @dataclass
 class FakeCluster:
-    components: Components
+    ca: CloudCA
+    directory: Path
     name: str
     nodes: list[FakeNode] = field(default_factory=lambda: [FakeNode("node-1")])
     subnet: int = 99
+    cert_name: str | None = None  # the CN of its certificate (default: its name)
 
     def __post_init__(self) -> None:
+        self.components = Components(self.directory)
+        ensure_components(self.components, self.ca, [("cc", self.cert_name or self.name, ["127.0.0.1"])])
         self.lock = threading.Lock()
         self.instances: dict[str, FakeInstance] = {}
         self.run_calls: list[list[c.InstanceSpec]] = []  # each RunInstances received

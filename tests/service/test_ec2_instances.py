@@ -21,7 +21,6 @@ from click.testing import CliRunner
 from fake_cluster import FakeCluster, FakeNode
 
 from euca.cli import main
-from euca.core.components import ensure_components
 from euca.protocol import bundle as b
 
 POLL = 0.2
@@ -38,8 +37,6 @@ def start(data_dir: Path, **overrides: Any) -> Iterator[Any]:
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server = start(tmp_path_factory.mktemp("euca-instances"))
     euca = next(server)
-    # The stand-in CCs present a "cc" certificate from this cloud's CA, as a registered CC would.
-    ensure_components(euca.ctx.components, euca.ctx.ca, [("cc", "fake-cc", ["127.0.0.1"])])
     yield euca
     server.close()
 
@@ -86,13 +83,13 @@ def zone_state(ec2: Any, zone: str) -> str | None:
 
 
 @pytest.fixture
-def zones(cloud: Any, ec2: Any, ec2_other: Any) -> Iterator[Callable[..., FakeCluster]]:
+def zones(cloud: Any, ec2: Any, ec2_other: Any, tmp_path: Path) -> Iterator[Callable[..., FakeCluster]]:
     """`zones("name", [FakeNode(...)])` -> a registered stand-in CC serving that zone, available."""
     made: list[FakeCluster] = []
 
     def make(name: str, nodes: list[FakeNode] | None = None) -> FakeCluster:
         fake = FakeCluster(
-            cloud.ctx.components, name, nodes or [FakeNode(f"{name}-n1")], random.randint(10, 250)
+            cloud.ctx.ca, tmp_path / name, name, nodes or [FakeNode(f"{name}-n1")], random.randint(10, 250)
         )
         fake.__enter__()
         made.append(fake)
@@ -619,6 +616,38 @@ def test_zones_from_clusters_and_verbose(
     wait_for("zone available again", lambda: zone_state(ec2, zone) == "available")
 
 
+def test_a_cc_whose_certificate_names_another_cluster_is_refused(
+    cloud: Any, ec2: Any, tmp_path: Path
+) -> None:
+    with FakeCluster(cloud.ctx.ca, tmp_path / "impostor", "zimp", cert_name="someone-else") as fake:
+        admin(
+            cloud,
+            "register-cluster",
+            "zimp",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(fake.port),
+            "--no-join-token",
+        )
+        try:
+            line = wait_for(
+                "the poll to refuse it",
+                lambda: (
+                    next(
+                        (x for x in admin(cloud, "describe-services").splitlines() if "\tzimp\t" in x), ""
+                    ).find("Unauthorized")
+                    >= 0
+                    and next(x for x in admin(cloud, "describe-services").splitlines() if "\tzimp\t" in x)
+                ),
+            )
+            assert "\tdown\t" in line and "someone-else" in line
+            assert zone_state(ec2, "zimp") == "unavailable"
+            assert fake.last_topology is None  # it was never told anything
+        finally:
+            admin(cloud, "deregister-cluster", "zimp")
+
+
 def test_admin_describe_services_and_nodes(cloud: Any, ec2: Any, zones: Any, images: dict[str, str]) -> None:
     zone = unique("zs")
     zones(zone, [FakeNode(f"{zone}-n1", cores=4), FakeNode(f"{zone}-n2", cores=2)])
@@ -723,10 +752,9 @@ def test_lost_instances_terminate_and_terminated_ones_are_forgotten(
     server = start(tmp_path / "short", **{"clc.node_lost_timeout": 1.0, "clc.terminated_ttl": 1.0})
     euca = next(server)
     try:
-        ensure_components(euca.ctx.components, euca.ctx.ca, [("cc", "fake-cc", ["127.0.0.1"])])
         ec2 = euca.client("ec2")
         image_id = _register_tiny_image(euca, tmp_path)
-        with FakeCluster(euca.ctx.components, "zl") as fake:
+        with FakeCluster(euca.ctx.ca, tmp_path / "zl", "zl") as fake:
             admin(
                 euca,
                 "register-cluster",
@@ -768,8 +796,7 @@ def test_a_restarted_clc_keeps_its_instances(tmp_path: Path) -> None:
     data = tmp_path / "restart"
     server = start(data)
     euca = next(server)
-    ensure_components(euca.ctx.components, euca.ctx.ca, [("cc", "fake-cc", ["127.0.0.1"])])
-    with FakeCluster(euca.ctx.components, "zr") as fake:
+    with FakeCluster(euca.ctx.ca, tmp_path / "zr", "zr") as fake:
         try:
             ec2 = euca.client("ec2")
             image_id = _register_tiny_image(euca, tmp_path)

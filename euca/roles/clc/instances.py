@@ -647,7 +647,7 @@ async def run_instances(call: Call, req: m.RunInstancesRequest) -> m.Reservation
         for index, instance_id in enumerate(placed.instance_ids)
     ]
     try:
-        reply = await link.caller.call(target.url, cluster.RunInstances(specs))
+        reply = await link.caller.call(target.url, cluster.RunInstances(specs), expect_name=target.name)
     except ClusterFault as e:
         code = NO_CAPACITY if e.code == "InsufficientInstanceCapacity" else LAUNCH_FAILED
         await _fail(call, placed, code, e.message)
@@ -827,7 +827,7 @@ async def _tell_clusters(call: Call, link: ClusterLink, grouped: dict[str, list[
         if url is None:
             return
         try:
-            reply = await link.caller.call(url, cluster.TerminateInstances(ids))
+            reply = await link.caller.call(url, cluster.TerminateInstances(ids), expect_name=name)
         except ClusterFault as e:
             log.warning(
                 "%s not delivered cluster=%s ids=%s fault=%s: %s",
@@ -865,7 +865,7 @@ async def reboot_instances(call: Call, req: m.RebootInstancesRequest) -> None:
         if url is None:
             raise Ec2Error("Unavailable", f"The cluster {name} of these instances is no longer registered.")
         try:
-            await link.caller.call(url, cluster.RebootInstances(cluster_ids))
+            await link.caller.call(url, cluster.RebootInstances(cluster_ids), expect_name=name)
         except ClusterFault as e:
             raise ec2_error_of(e) from None
 
@@ -906,7 +906,7 @@ async def get_console_output(call: Call, req: m.GetConsoleOutputRequest) -> m.Ge
     if url is None:
         return m.GetConsoleOutputResult(instance_id=instance_id, timestamp=now)
     try:
-        reply = await link.caller.call(url, cluster.GetConsoleOutput(instance_id))
+        reply = await link.caller.call(url, cluster.GetConsoleOutput(instance_id), expect_name=record.cluster)
     except ClusterFault as e:
         if e.code == "InvalidInstanceID.NotFound":  # not on a node yet, or already gone
             return m.GetConsoleOutputResult(instance_id=instance_id, timestamp=now)

@@ -244,8 +244,10 @@ class Poller:
     ) -> None:
         try:
             with trio.fail_after(self.settings.call_timeout):
-                resources = await self.caller.call(c.url, cluster.DescribeResources(c.name, nodes, vm_types))
-                described = await self.caller.call(c.url, cluster.DescribeInstances())
+                resources = await self.caller.call(
+                    c.url, cluster.DescribeResources(c.name, nodes, vm_types), expect_name=c.name
+                )
+                described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
         except (ClusterFault, trio.TooSlowError) as e:
             reason = f"{e.code}: {e.message}" if isinstance(e, ClusterFault) else "no answer in time"
             now = self.clock()
@@ -295,7 +297,9 @@ class Poller:
             )
         if result.terminate_again:
             try:
-                await self.caller.call(c.url, cluster.TerminateInstances(result.terminate_again))
+                await self.caller.call(
+                    c.url, cluster.TerminateInstances(result.terminate_again), expect_name=c.name
+                )
                 log.info("terminate resent cluster=%s ids=%s", c.name, ",".join(result.terminate_again))
             except ClusterFault as e:
                 log.warning("terminate resend failed cluster=%s fault=%s", c.name, e.code)

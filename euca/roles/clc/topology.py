@@ -266,9 +266,10 @@ def register_local(
 
 class ClusterCaller(Protocol):
     """euca.core.cluster_client.ClusterClient as the CLC uses it (or an in-process stand-in in tests).
-    Raises euca.protocol.cluster.ClusterFault for a fault or an unreachable CC."""
+    `expect_name` is the registered cluster name the CC's certificate must carry. Raises
+    euca.protocol.cluster.ClusterFault for a fault or an unreachable CC."""
 
-    async def call(self, base_url: str, message: Any) -> Any: ...
+    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any: ...
 
 
 @dataclass
