@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -218,19 +219,15 @@ async def settings(workdir: Path) -> AsyncIterator[NcSettings]:
         monitor_interval=3600,  # the test drives refresh through describe_instances
     )
     yield s
-    # Whatever happens, leave no guest of ours running.
-    conn = _connect()
+    # Whatever happens, leave no guest of ours running (only ours: other test runs may share this libvirtd).
+    hv = Hypervisor(URI)
     try:
-        for name in ("i-0e2e0001", "i-0e2e0002"):
-            try:
-                dom = conn.lookupByName(name)
-            except libvirt.libvirtError:
-                continue
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
+        owner = str(s.instances_dir.resolve())
+        for domain in await hv.list_domains():
+            if domain.owner_dir == owner:
+                await hv.destroy(domain.name, owner=owner)
     finally:
-        conn.close()
+        await hv.close()
 
 
 async def console(nc: NodeController, instance_id: str) -> str:
@@ -246,6 +243,9 @@ async def wait_for_marker(nc: NodeController, instance_id: str, count: int = 1) 
             text = await console(nc, instance_id)
             if text.count(marker) >= count:
                 return text
+            await nc.refresh()  # as the CC's polls do: a guest that died ends the wait with its reason
+            inst = nc.instances[instance_id]
+            assert inst.state not in ("teardown", "terminated", "canceled"), (inst.state, inst.reason)
             await trio.sleep(0.5)
     raise AssertionError(f"{instance_id}: no '{marker}' x{count} on the console:\n{text[-3000:]}")
 
@@ -259,7 +259,8 @@ async def test_guests_boot_reboot_survive_an_nc_restart_and_leave_nothing(
     resources = await nc.describe_resource(NcDescribeResource())
     assert resources.state == "up" and resources.cores_free >= 2, resources
 
-    ids = ["i-0e2e0001", "i-0e2e0002"]
+    # Fresh ids: another test run on this host may share the libvirtd, and domain names are global there.
+    ids = [f"i-{secrets.token_hex(4)}" for _ in range(2)]
     for instance_id in ids:
         status = await nc.run_instance(NcRunInstance(spec(images, instance_id, bridge)))
         assert status.state == "pending"
