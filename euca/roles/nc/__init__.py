@@ -49,11 +49,10 @@ class NcRole:
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
         settings = NcSettings.from_config(ctx.config)
-        ca_cert = ctx.ca.cert_pem
         self.controller = NodeController(
             settings,
             Hypervisor(settings.libvirt_uri),
-            keys=lambda: NodeKeys.load(settings.data_dir, ca_cert),
+            keys=lambda: NodeKeys.from_components(ctx.components),
         )
         self.apps: list[App] = _cluster_apps(self.controller)
 

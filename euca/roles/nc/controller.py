@@ -32,6 +32,7 @@ import libvirt
 import msgspec
 import trio
 
+from euca.core.components import COMPONENTS_DIR, Components
 from euca.core.config import Config
 from euca.images.cache import ImageCache
 from euca.protocol.cluster import (
@@ -215,7 +216,9 @@ class NodeController:
     ):
         self.settings = settings
         self.hv = hypervisor
-        self.keys: KeySource = keys or (lambda: NodeKeys.load(settings.data_dir))
+        self.keys: KeySource = keys or (
+            lambda: NodeKeys.from_components(Components(settings.data_dir / COMPONENTS_DIR))
+        )
         self.client = client
         self.clock = clock
         self.instances: dict[str, Instance] = {}

@@ -17,21 +17,15 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from euca.core.components import Components, MissingComponent
 from euca.images import pipeline
 from euca.images.cache import ImageCache
 from euca.protocol import bundle
 from euca.protocol.cluster import ImageRef
 
 log = logging.getLogger("euca.nc")
-
-# Where the transport's component files live (euca/core/components.py writes them).
-COMPONENTS_DIR = "pki/components"
-NODE_IMAGE_KEY = "node-image-key.pem"
-NODE_IMAGE_CERT = "node-image-cert.pem"
-CLOUD_CERT = "cloud-cert.pem"
 
 
 class ImageFetchError(Exception):
@@ -45,26 +39,18 @@ class NodeKeys:
     cloud_cert: x509.Certificate
 
     @classmethod
-    def load(cls, data_dir: Path, fallback_cloud_cert: bytes | None = None) -> NodeKeys:
-        """The node image key and certificate and the cloud certificate from <data_dir>/pki/components/."""
-        d = data_dir / COMPONENTS_DIR
+    def from_components(cls, components: Components) -> NodeKeys:
+        """The node image key and certificate and the cloud certificate this host holds."""
         try:
-            key = serialization.load_pem_private_key((d / NODE_IMAGE_KEY).read_bytes(), None)
-            cert = x509.load_pem_x509_certificate((d / NODE_IMAGE_CERT).read_bytes())
-        except FileNotFoundError as e:
+            return cls(
+                components.node_image_key(),
+                components.node_image_cert(),
+                x509.load_pem_x509_certificate(components.ca_cert_pem),
+            )
+        except (MissingComponent, FileNotFoundError) as e:
             raise ImageFetchError(
-                f"this node has no node image key ({e.filename}): it has not joined the cloud as an NC"
+                f"this node has no node image key ({e}): it has not joined the cloud as an NC"
             ) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ImageFetchError("the node image key is not an RSA key")
-        cloud_path = d / CLOUD_CERT
-        if cloud_path.exists():
-            cloud = x509.load_pem_x509_certificate(cloud_path.read_bytes())
-        elif fallback_cloud_cert is not None:
-            cloud = x509.load_pem_x509_certificate(fallback_cloud_cert)
-        else:
-            raise ImageFetchError(f"no cloud certificate at {cloud_path}")
-        return cls(key, cert, cloud)
 
 
 KeySource = Callable[[], NodeKeys]
