@@ -57,9 +57,9 @@ class Ec2App:
     services = frozenset({"ec2"})
     path_prefixes = ("/services/compute", "/services/Eucalyptus")
 
-    def __init__(self, ctx: RoleContext):
+    def __init__(self, ctx: RoleContext, cluster: ClusterLink | None = None):
         self.ctx = ctx
-        self.api = Ec2Api(ctx, HANDLERS)
+        self.api = Ec2Api(ctx, HANDLERS, cluster)
 
     def claims(self, request: Request) -> bool:
         # EC2 Query requests: ?Action=... or a form POST to the root.
@@ -86,8 +86,6 @@ class ClcRole:
         topology.migrate(ctx.store)
         instances.migrate(ctx.store)
         wire.model()  # load the EC2 model (~50 ms) at start rather than on the first request
-        # Components on other hosts join at POST /services/cluster/join with a token (join.py).
-        self.apps = [Ec2App(ctx), join.JoinApp(ctx)]
         # The CLC calls its CCs as component "clc" (mutual TLS); tests may hand in another caller.
         self._own_caller = caller is None
         self.caller: ClusterCaller = caller if caller is not None else ClusterClient(ctx.components, "clc")
@@ -100,6 +98,8 @@ class ClcRole:
             node_image_cert_pem=lambda: ctx.components.node_image_cert_pem,
             poke=self.poller.poke,
         )
+        # Components on other hosts join at POST /services/cluster/join with a token (join.py).
+        self.apps = [Ec2App(ctx, self.link), join.JoinApp(ctx)]
         ctx.on_ready.append(self.on_ready)
 
     async def on_ready(self) -> None:
@@ -121,13 +121,11 @@ class ClcRole:
             await self.poller.poll_once()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        topology.attach_link(self.ctx, self.link)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.poller.run)
                 task_status.started()
         finally:
-            topology.detach_link(self.ctx)
             if self._own_caller and isinstance(self.caller, ClusterClient):
                 with trio.CancelScope(shield=True):
                     await self.caller.aclose()

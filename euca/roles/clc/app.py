@@ -18,6 +18,7 @@ from euca.core.identity import Principal
 from euca.core.supervisor import RoleContext
 from euca.protocol.ec2 import messages, wire
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.topology import ClusterLink
 
 log = logging.getLogger("euca.clc")
 
@@ -34,6 +35,9 @@ class Call:
     ctx: RoleContext
     principal: Principal
     request_id: str
+    # The CLC's connection to its clusters (caller, node image certificate, poller poke); None where the
+    # API runs without one (a handler needing it answers Unavailable).
+    cluster: ClusterLink | None = None
 
     @property
     def account_id(self) -> str:
@@ -63,9 +67,10 @@ def auth_failure(error: AuthError) -> Ec2Error:
 class Ec2Api:
     """Parses, authenticates and dispatches one EC2 Query request."""
 
-    def __init__(self, ctx: RoleContext, handlers: dict[str, Handler]):
+    def __init__(self, ctx: RoleContext, handlers: dict[str, Handler], cluster: ClusterLink | None = None):
         self.ctx = ctx
         self.handlers = handlers
+        self.cluster = cluster
 
     async def __call__(self, request: Request) -> Response:
         request_id = wire.new_request_id()
@@ -74,7 +79,9 @@ class Ec2Api:
             try:
                 body = await request.body.read_all(MAX_BODY)
             except ValueError:
-                raise Ec2Error("InvalidParameterValue", f"The request body is larger than {MAX_BODY} bytes.") from None
+                raise Ec2Error(
+                    "InvalidParameterValue", f"The request body is larger than {MAX_BODY} bytes."
+                ) from None
             ctype = request.headers.get("content-type")
             form = wire.parse_form("", body, ctype) if request.method == "POST" else None
             params = wire.parse_form(request.query, body if request.method == "POST" else b"", ctype)
@@ -91,7 +98,7 @@ class Ec2Api:
                 raise auth_failure(e) from None
             if result.principal is None:
                 raise Ec2Error("AuthFailure", "AWS was not able to validate the provided access credentials")
-            call = Call(self.ctx, result.principal, request_id)
+            call = Call(self.ctx, result.principal, request_id, self.cluster)
             env = wire.envelope(params)
             version = env.version
             answer = await self.dispatch(call, env)

@@ -263,7 +263,7 @@ def _owned(tx: Tx, account_id: str, ids: Sequence[str]) -> list[InstanceRecord]:
 
 
 def _link(call: Call) -> ClusterLink:
-    link = topology.link_of(call.ctx)
+    link = call.cluster
     if link is None:
         raise Ec2Error("Unavailable", "The cloud controller is not connected to any cluster.")
     return link
@@ -800,7 +800,7 @@ async def terminate_instances(call: Call, req: m.TerminateInstancesRequest) -> m
         log.info(
             "terminate instances account=%s ids=%s", call.account_id, ",".join(r.instance_id for r in to_tell)
         )
-        link = topology.link_of(call.ctx)
+        link = call.cluster
         if link is not None:
             await _tell_clusters(call, link, _by_cluster(to_tell), "terminate")
             link.poke()

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -60,10 +60,6 @@ SCHEMA: list[str | Callable[[Tx], None]] = [
 
 def migrate(store: Store) -> None:
     store.migrate(NAMESPACE, SCHEMA)
-
-
-if TYPE_CHECKING:
-    from euca.core.supervisor import RoleContext
 
 
 class TopologyError(Exception):
@@ -281,22 +277,6 @@ class ClusterLink:
     node_image_cert_pem: Callable[[], bytes]
     # Asks the poller for a poll now (after a RunInstances or TerminateInstances) rather than at its next tick.
     poke: Callable[[], None] = lambda: None
-
-
-# The CLC role attaches its link for its context at start; handlers find it from the call's context.
-_links: dict[int, ClusterLink] = {}
-
-
-def attach_link(ctx: RoleContext, link: ClusterLink) -> None:
-    _links[id(ctx)] = link
-
-
-def detach_link(ctx: RoleContext) -> None:
-    _links.pop(id(ctx), None)
-
-
-def link_of(ctx: RoleContext) -> ClusterLink | None:
-    return _links.get(id(ctx))
 
 
 # -- what the poller heard -------------------------------------------------------------------------------
