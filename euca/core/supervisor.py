@@ -153,6 +153,7 @@ class Supervisor:
         self.role_names = role_names
         self.servers: list[HttpServer] = []
         self.ctx: RoleContext | None = None
+        self.ready = False  # every role started (the graceful stop waits for that)
         self._stop = trio.Event()
 
     def open_context(self) -> RoleContext:
@@ -222,6 +223,7 @@ class Supervisor:
                     log.info(
                         "cloud ready roles=%s in %.2fs", ",".join(self.role_names), time.monotonic() - started
                     )
+                    self.ready = True
                     task_status.started(ctx)
                     await self._stop.wait()
                     log.info("shutting down: finishing requests in flight")
@@ -307,14 +309,21 @@ def resolve_roles(spec: str) -> tuple[list[str], list[str]]:
 
 
 async def serve_until_signalled(supervisor: Supervisor) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully (requests in flight finish)."""
+    """Run until SIGTERM or SIGINT, then stop gracefully (requests in flight finish). Before the cloud is
+    ready (a role still starting, which may wait on something that never comes) a signal cancels the start
+    instead: the graceful stop only begins once every role has started."""
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
-                    log.info("signal %s received", signal.Signals(signum).name)
-                    supervisor.stop()
+                    name = signal.Signals(signum).name
+                    if supervisor.ready:
+                        log.info("signal %s received", name)
+                        supervisor.stop()
+                    else:
+                        log.info("signal %s received while starting; start abandoned", name)
+                        nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch_signals)
         await supervisor.run()
