@@ -556,8 +556,9 @@ def _network_args(bridges: GuestBridges, bridge: str | None, subnet: str) -> lis
 def cloud(default_boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iterator[Cloud]:
     tag = uuid.uuid4().hex[:4]
     cluster = f"e2e{tag}a"
-    octet = random.randrange(100, 250)
-    bridge = guest_bridges.add(f"eucae2e{tag}a", f"10.79.{octet}.1/24")
+    # Subnets of their own (euca-br0 has 10.77.0.0/24, test_bootimage_qemu 10.79.x.0/24).
+    octet = random.randrange(1, 255)
+    bridge = guest_bridges.add(f"eucae2e{tag}a", f"10.76.{octet}.1/24")
     if bridge is not None:
         guest_bridges.forget_chain(chain_name(cluster))
     work = _workdir("euca-e2e-cloud-")
@@ -584,7 +585,7 @@ def cloud(default_boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iter
         "cc.poll_interval=0.5",
         "--set",
         f"cc.cluster={cluster}",
-        *_network_args(guest_bridges, bridge, f"10.79.{octet}.0/24"),
+        *_network_args(guest_bridges, bridge, f"10.76.{octet}.0/24"),
     ]
     # tests/conftest.py turns the default image off for the servers tests start; this one is the one-box.
     env = dict(os.environ, EUCA_DEFAULT_IMAGE="1")
@@ -655,7 +656,7 @@ def _token(output: str) -> str:
 def second_cluster(cloud: Cloud, guest_bridges: GuestBridges) -> Iterator[SecondCluster]:
     name = cloud.cluster[:-1] + "b"
     node = f"{name}-node"
-    octet = random.randrange(100, 250)
+    octet = random.randrange(1, 255)
     bridge = guest_bridges.add(f"eucae2e{name[3:7]}b", f"10.78.{octet}.1/24")
     if bridge is not None:
         guest_bridges.forget_chain(chain_name(name))
@@ -832,6 +833,10 @@ def test_a_second_cluster_is_a_second_zone_and_runs_the_instance_placed_there(
     }, zones
     described = cloud.describe([zone2_instance])[zone2_instance]
     assert described["Placement"]["AvailabilityZone"] == second_cluster.name
+    in_zone = cloud.aws(
+        "ec2", "describe-instances", "--filters", f"Name=availability-zone,Values={second_cluster.name}"
+    )
+    assert [i["InstanceId"] for r in in_zone["Reservations"] for i in r["Instances"]] == [zone2_instance]
     # It runs on the second cluster's node (its own process and data dir), not on the one-box's.
     assert (second_cluster.nc_dir / "nc" / "instances" / zone2_instance).is_dir()
     assert not (cloud.data_dir / "nc" / "instances" / zone2_instance).exists()
