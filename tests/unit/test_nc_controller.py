@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from euca.protocol.cluster import (
     encode_request,
     mac_for_instance,
 )
-from euca.roles.nc.controller import Instance, NcSettings, NodeController
+from euca.roles.nc.controller import DISK_OPS_AT_ONCE, Instance, NcSettings, NodeController
 from euca.roles.nc.disks import GiB, MiB
 from euca.roles.nc.domain import METADATA_NS
 from euca.roles.nc.hypervisor import Hypervisor
@@ -619,3 +620,51 @@ async def test_handlers_answer_decoded_messages(node: Node, pki: Pki, bundles: d
     path, body = encode_request(NcDescribeResource())
     resources = await handlers[NcDescribeResource](decode_request(path, body))
     assert resources.cores_free == 3
+
+
+# -- many at once ------------------------------------------------------------------------------------------
+
+
+async def test_staging_makes_disks_a_few_at_a_time_and_never_holds_up_answers(
+    node: Node, pki: Pki, bundles: dict[str, Bundle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RunInstances of many: every NcRunInstance is answered while the disk work is held, and at most
+    DISK_OPS_AT_ONCE instances make their disks at the same time."""
+    make_disks = NodeController._make_disks
+    release = threading.Event()
+    lock = threading.Lock()
+    busy = [0, 0]  # now, most at once
+
+    def held(directory: Path, base: Path, layout: object) -> object:
+        with lock:
+            busy[0] += 1
+            busy[1] = max(busy[1], busy[0])
+        try:
+            release.wait(120)
+            return make_disks(directory, base, layout)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(NodeController, "_make_disks", staticmethod(held))
+    nc = await node.restart(cores=64, memory_mb=64 * 256, disk_gb=64)
+    count = DISK_OPS_AT_ONCE * 3
+    ids = [f"i-{n:08x}" for n in range(1, count + 1)]
+    try:
+        for instance_id in ids:
+            status = await nc.run_instance(NcRunInstance(make_spec(pki, bundles, instance_id, kernel=False)))
+            assert status.nc_state == "staging"
+        # The spec of each is on disk before the answer, synced later by staging.
+        assert all((node.instances_dir / i / "instance.json").exists() for i in ids)
+        with trio.fail_after(60):  # a guard against a hang
+            while busy[0] < DISK_OPS_AT_ONCE:
+                await trio.sleep(0.01)
+        reply = await nc.describe_instances(NcDescribeInstances())
+        assert len(reply.instances) == count
+    finally:
+        release.set()
+    with trio.fail_after(120):
+        for instance_id in ids:
+            await nc.instances[instance_id].settled.wait()
+    assert busy[1] == DISK_OPS_AT_ONCE
+    assert {nc.instances[i].state for i in ids} == {"booting"}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from euca.roles.nc import disks
 from euca.roles.nc.disks import (
     CONSOLE_TAIL,
     DiskError,
@@ -93,3 +94,26 @@ def test_remove_tree(tmp_path: Path) -> None:
     remove_tree(d)
     assert not d.exists()
     remove_tree(d)  # gone already: fine
+
+
+def test_disk_tools_run_below_the_node_priority(tmp_path: Path) -> None:
+    seen = tmp_path / "niceness"
+    disks._run(["sh", "-c", f"nice > {seen}"], "probe")
+    assert int(seen.read_text()) == min(19, os.nice(0) + disks.DISK_TOOL_NICENESS)
+    with pytest.raises(DiskError, match="probe: no-such-disk-tool is not installed"):
+        disks._run(["no-such-disk-tool"], "probe")
+
+
+def test_written_then_synced(tmp_path: Path) -> None:
+    d = tmp_path / "i-00000001"
+    d.mkdir()
+    disks.write_atomically(d / "instance.json", b"{}")
+    disks.write_atomically(d / "instance.json", b'{"a":1}')
+    disks.sync_tree(d)
+    assert files(d) == ["instance.json"] and (d / "instance.json").read_bytes() == b'{"a":1}'
+    disks.write_durably(d / "instance.json", b"[]")
+    assert files(d) == ["instance.json"] and (d / "instance.json").read_bytes() == b"[]"
+
+
+def files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())

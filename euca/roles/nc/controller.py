@@ -87,6 +87,9 @@ log = logging.getLogger("euca.nc")
 
 TERMINATED_TTL = 600.0  # seconds an ended instance stays visible (the CC polls every 6 s)
 MONITOR_INTERVAL = 5.0  # seconds between looks at libvirt when nobody asks
+# Instances whose disks are made at once (Eucalyptus' CONCURRENT_DISK_OPS): a RunInstances of 100 must not
+# start 100 qemu-img/mkfs runs that starve the node's answers to its CC.
+DISK_OPS_AT_ONCE = 4
 
 ALIVE: frozenset[NcState] = frozenset({"booting", "running", "blocked", "paused"})
 ENDED: frozenset[NcState] = frozenset({"terminated", "canceled"})
@@ -230,6 +233,8 @@ class NodeController:
         self.restored = False
         self._nursery: trio.Nursery | None = None
         self._owner = str(settings.instances_dir.resolve())
+        # Its own thread limiter too, so staging never holds the threads the CC's calls need.
+        self.disk_ops = trio.CapacityLimiter(DISK_OPS_AT_ONCE)
 
     @property
     def name(self) -> str:
@@ -481,8 +486,10 @@ class NodeController:
 
     @staticmethod
     def _write_record(directory: Path, data: bytes) -> None:
+        # Written, not yet synced: a kill -9 keeps it (the page cache), and staging syncs it before any
+        # disk or domain exists (_prepare), so the answer to the CC does not wait for two fsyncs.
         directory.mkdir(parents=True, exist_ok=True)
-        disks.write_durably(directory / SPEC_FILE, data)
+        disks.write_atomically(directory / SPEC_FILE, data)
 
     async def terminate_instance(self, message: NcTerminateInstance) -> InstanceStatus:
         inst = self.instances.get(message.instance_id)
@@ -572,6 +579,7 @@ class NodeController:
         images = self.images
         spec = inst.spec
         paths: dict[str, Path] = {}
+        await trio.to_thread.run_sync(disks.sync_tree, inst.dir, limiter=self.disk_ops)
 
         async def fetch(kind: str, ref: Any) -> None:
             paths[kind] = await images.acquire(ref, spec.instance_id)
@@ -585,7 +593,9 @@ class NodeController:
         machine = paths["machine"]
         image_bytes = (await trio.to_thread.run_sync(machine.stat)).st_size
         layout = disks.disk_layout(spec.vm_type.disk_gb, image_bytes)
-        devices = await trio.to_thread.run_sync(self._make_disks, inst.dir, machine, layout)
+        devices = await trio.to_thread.run_sync(
+            self._make_disks, inst.dir, machine, layout, limiter=self.disk_ops
+        )
         kernel = paths.get("kernel")
         ramdisk = paths.get("ramdisk")
         xml = domain_xml(
