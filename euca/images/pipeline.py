@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import h11
 import httpcore
 import httpx
 import trio
@@ -184,6 +185,8 @@ class Chunk:
 # keeps the server's sendfile loop busy). A read returns what the socket holds, up to this, so raising
 # it changes nothing for small responses. bench/image_pipeline.py: fetch CPU 1.5 s -> 0.5 s per GiB.
 HTTP_READ_BYTES = 1024 * 1024
+HTTP_HEAD_READ = 64 * 1024
+READ_TIMEOUT = 60.0  # seconds without progress on a part's connection before the attempt is abandoned
 
 
 def _raise_http_read_size() -> None:
@@ -212,6 +215,154 @@ def _store(buf: bytearray, at: int, data: bytes | memoryview) -> int:
         buf.extend(bytes(end - len(buf)))  # only for parts bigger than the usual 10 MiB
     buf[at:end] = data
     return end
+
+
+class _Connections:
+    """Keep-alive HTTP/1.1 connections of one pipeline run, by (host, port); one request at a time each."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[trio.SocketStream]] = {}
+
+    def take(self, address: tuple[str, int]) -> trio.SocketStream | None:
+        idle = self._idle.get(address)
+        return idle.pop() if idle else None
+
+    def give_back(self, address: tuple[str, int], stream: trio.SocketStream) -> None:
+        self._idle.setdefault(address, []).append(stream)
+
+    async def aclose(self) -> None:
+        for streams in self._idle.values():
+            for stream in streams:
+                await stream.aclose()
+        self._idle.clear()
+
+
+class _Retry(Exception):
+    """An attempt failed in a way worth retrying."""
+
+
+def _parse_http_url(url: str) -> tuple[tuple[str, int], str, str]:
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        raise PartMissingError(f"bad part URL {url[:200]!r}")
+    try:
+        port = parts.port or 80
+    except ValueError as e:
+        raise PartMissingError(f"bad part URL {url[:200]!r}") from e
+    host_header = parts.netloc.rpartition("@")[2]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (parts.hostname, port), host_header, target
+
+
+async def _receive(stream: trio.SocketStream) -> bytes:
+    with trio.fail_after(READ_TIMEOUT):
+        return await stream.receive_some(HTTP_HEAD_READ)
+
+
+async def _get_once(
+    stream: trio.SocketStream, host: str, target: str, part: PartRef, buf: bytearray
+) -> tuple[int, bool]:
+    """One GET on an open connection: (body length in buf, whether the connection can be reused)."""
+    conn = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="GET",
+        target=target,
+        headers=[("Host", host), ("Accept-Encoding", "identity"), ("User-Agent", "euca-image-pipeline")],
+    )
+    with trio.fail_after(READ_TIMEOUT):
+        await stream.send_all(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await _receive(stream))
+        elif isinstance(event, h11.Response):
+            break
+        elif not isinstance(event, h11.InformationalResponse):
+            raise _Retry(f"unexpected {type(event).__name__} instead of a response")
+    status = event.status_code
+    if status in (403, 404, 410):
+        raise PartMissingError(f"part {part.index}: HTTP {status} from the server")
+    if status != 200:
+        raise _Retry(f"HTTP {status}")
+    headers = {name.lower(): value for name, value in event.headers}
+    reusable = headers.get(b"connection", b"").lower() != b"close"
+    if b"content-length" not in headers or b"transfer-encoding" in headers:
+        return await _chunked_body(conn, stream, part, buf), False
+    length = int(headers[b"content-length"])
+    if length > MAX_PART_BYTES:
+        raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes")
+    if length > len(buf):
+        buf.extend(bytes(length - len(buf)))
+    # What came with the head is the start of the body; the rest goes from the socket into buf.
+    got = len(conn.trailing_data[0])
+    if got > length:
+        raise _Retry("more data than the Content-Length")
+    buf[:got] = conn.trailing_data[0]
+    view = memoryview(buf)
+    sock = stream.socket
+    while got < length:
+        with trio.fail_after(READ_TIMEOUT):
+            n = await sock.recv_into(view[got:length])
+        if not n:
+            raise _Retry(f"connection closed after {got} of {length} bytes")
+        got += n
+    return length, reusable
+
+
+async def _chunked_body(
+    conn: h11.Connection, stream: trio.SocketStream, part: PartRef, buf: bytearray
+) -> int:
+    length = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await _receive(stream))
+        elif isinstance(event, h11.Data):
+            try:
+                length = _store(buf, length, event.data)
+            except PartDigestError:
+                raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes") from None
+        elif isinstance(event, h11.EndOfMessage):
+            return length
+        else:
+            raise _Retry(f"unexpected {type(event).__name__} in a response body")
+
+
+async def _fetch_plain_http(connections: _Connections, part: PartRef, buf: bytearray) -> int:
+    """A part over plain HTTP, the body straight from the socket into `buf`; its length."""
+    address, host, target = _parse_http_url(part.location)
+    last: BaseException | None = None
+    attempt = 0
+    while attempt < FETCH_ATTEMPTS:
+        stream = connections.take(address)
+        fresh = stream is None
+        if stream is None:
+            if attempt:
+                await trio.sleep(0.5 * 2**attempt)
+            try:
+                with trio.fail_after(READ_TIMEOUT):
+                    stream = await trio.open_tcp_stream(*address)
+            except (OSError, trio.TooSlowError) as e:
+                last = e
+                attempt += 1
+                continue
+        try:
+            length, reusable = await _get_once(stream, host, target, part, buf)
+        except (_Retry, OSError, trio.BrokenResourceError, trio.TooSlowError, h11.ProtocolError) as e:
+            await stream.aclose()
+            last = e
+            if fresh:  # a kept-alive connection the server has closed meanwhile is not a failed attempt
+                attempt += 1
+            continue
+        except BaseException:
+            await stream.aclose()
+            raise
+        if reusable:
+            connections.give_back(address, stream)
+        else:
+            await stream.aclose()
+        return length
+    raise PartMissingError(f"part {part.index}: cannot fetch it after {FETCH_ATTEMPTS} attempts: {last}")
 
 
 async def _fetch_http(client: httpx.AsyncClient, part: PartRef, buf: bytearray) -> int:
@@ -261,10 +412,16 @@ def _sha1_hex(data: memoryview) -> str:
 
 
 async def _fetch_checked(
-    client: httpx.AsyncClient | None, part: PartRef, slot: _Slot, pool: _BufferPool
+    client: httpx.AsyncClient | None,
+    connections: _Connections,
+    part: PartRef,
+    slot: _Slot,
+    pool: _BufferPool,
 ) -> None:
     buf = pool.get()
-    if part.location.startswith(("http://", "https://")):
+    if part.location.startswith("http://"):
+        length = await _fetch_plain_http(connections, part, buf)
+    elif part.location.startswith("https://"):
         if client is None:
             raise ValueError("an httpx.AsyncClient is needed for URL parts")
         length = await _fetch_http(client, part, buf)
@@ -298,18 +455,26 @@ async def fetch_in_order(
             for part in parts:
                 await window.acquire()
                 slot = _Slot()
-                nursery.start_soon(_fetch_checked, client, part, slot, pool)
+                nursery.start_soon(_fetch_checked, client, connections, part, slot, pool)
                 await slots_send.send(slot)
 
-    async with out, trio.open_nursery() as nursery:
-        nursery.start_soon(start_fetches, nursery)
-        async with slots_recv:
-            async for slot in slots_recv:
-                await slot.ready.wait()
-                chunk, slot.chunk = slot.chunk, None
-                assert chunk is not None
-                await out.send(chunk)
-                window.release()
+    connections = _Connections()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(start_fetches, nursery)
+            async with slots_recv:
+                async for slot in slots_recv:
+                    await slot.ready.wait()
+                    chunk, slot.chunk = slot.chunk, None
+                    assert chunk is not None
+                    await out.send(chunk)
+                    window.release()
+        # Only a complete run ends the stream. After a failure `out` stays open: the consumer is cancelled
+        # with the rest of the pipeline instead of taking a cut-off stream for a whole one.
+        await out.aclose()
+    finally:
+        with trio.CancelScope(shield=True):
+            await connections.aclose()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,7 +527,7 @@ async def _decrypt_stage(
 ) -> None:
     decrypter = Decrypter(key, iv)
     pool = _BufferPool(PART_SIZE + 32)
-    async with parts, out:
+    async with parts:
         async for part in parts:
             buf = pool.get()
             try:
@@ -376,6 +541,7 @@ async def _decrypt_stage(
         tail = decrypter.finish()
         if tail:
             await out.send(Chunk(memoryview(tail)))
+    await out.aclose()  # as in fetch_in_order: only after the whole stream
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -447,7 +613,7 @@ async def _inflate_stage(
 ) -> None:
     """Inflate; every step's output goes both to the writer and to the digest, which run side by side."""
     inflater = Inflater()
-    async with plain, to_writer, to_digest:
+    async with plain:
         async for chunk in plain:
             try:
                 inflater.add(chunk.data)
@@ -460,6 +626,8 @@ async def _inflate_stage(
             finally:
                 chunk.release()  # step() returned []: nothing refers to the chunk's bytes any more
         inflater.finish()
+    await to_digest.aclose()  # as in fetch_in_order: only after the whole stream
+    await to_writer.aclose()
 
 
 def _hash_pieces(sha1: Any, pieces: list[bytes]) -> None:
