@@ -634,7 +634,7 @@ MEASURES = [
     Measure(
         "eucalyptus", "Eucalyptus 4 pipe: curl | openssl | gunzip | tar", measure_eucalyptus_pipe, "pipeline"
     ),
-    Measure("fetch", "fetch: pipeline fetcher, httpx + part SHA1", measure_fetch, "euca-stage"),
+    Measure("fetch", "fetch: pipeline fetcher, HTTP + part SHA1", measure_fetch, "euca-stage"),
     Measure("decrypt", "decrypt: Decrypter (AES-128-CBC, cryptography)", measure_decrypt, "euca-stage"),
     Measure("gunzip", "gunzip: Inflater ({decoder})", measure_gunzip, "euca-stage"),
     Measure("digest", "image digest: SHA1 of the tar stream", measure_digest, "euca-stage"),

@@ -2,12 +2,17 @@
 
     fetch parts (bounded concurrency, delivered in order) -> check each part's SHA1
       -> AES-128-CBC decrypt -> gunzip -> first tar member, chunk by chunk, into the output file
-      (SHA1 over the whole tar stream checked against the manifest) -> fsync
+                                       -> SHA1 over the whole tar stream, checked against the manifest
+      -> fsync
 
 Each stage is a trio task; the CPU work of each runs in a worker thread (trio.to_thread) in big chunks, so
 the stages overlap on several cores the way Eucalyptus 4's `openssl | gunzip | tar` pipe of processes did
-(hashlib, zlib/isal, AES and os.write all release the GIL on big buffers). Memory is bounded by the fetch
-window (`concurrency` parts of 10 MiB) plus a few chunks between stages, whatever the image size.
+(hashlib, isal/zlib, AES and os.write all release the GIL on big buffers). The image digest runs beside
+the writer, not before it. What is left on the event-loop thread is kept small, because it holds the GIL
+the worker threads need between their calls: plain-HTTP part bodies go from the socket straight into
+their buffer (h11 for the head, recv_into for the body), and big buffers are pooled, not reallocated.
+Memory is bounded by the fetch window (`concurrency` parts of 10 MiB) plus a few chunks between stages,
+whatever the image size. bench/image_pipeline.py measures it against Eucalyptus's pipe of processes.
 
 Errors are typed (PartMissingError, PartDigestError, ImageKeyError, ImageCorruptError, ImageDiskFullError,
 all ImagePipelineError), and a failed run leaves no output file behind.
@@ -26,7 +31,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import h11
-import httpcore
 import httpx
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -180,23 +184,11 @@ class Chunk:
         self._buf = self._pool = None
 
 
-# httpcore reads a response 64 KiB at a time (AsyncHTTP11Connection.READ_NUM_BYTES): a 10 MiB part is
-# then 160 trips through httpcore, h11 and httpx, which costs several times the CPU of the transfer (and
-# keeps the server's sendfile loop busy). A read returns what the socket holds, up to this, so raising
-# it changes nothing for small responses. bench/image_pipeline.py: fetch CPU 1.5 s -> 0.5 s per GiB.
-HTTP_READ_BYTES = 1024 * 1024
-HTTP_HEAD_READ = 64 * 1024
-READ_TIMEOUT = 60.0  # seconds without progress on a part's connection before the attempt is abandoned
-
-
-def _raise_http_read_size() -> None:
-    conn = getattr(httpcore, "AsyncHTTP11Connection", None)
-    if conn is not None and getattr(conn, "READ_NUM_BYTES", HTTP_READ_BYTES) < HTTP_READ_BYTES:
-        conn.READ_NUM_BYTES = HTTP_READ_BYTES
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Fetching, in order, with a bounded window
+
+HTTP_HEAD_READ = 64 * 1024  # a response head and the start of the body; the rest goes by recv_into
+READ_TIMEOUT = 60.0  # seconds without progress on a part's connection before the attempt is abandoned
 
 
 class _Slot:
@@ -445,7 +437,6 @@ async def fetch_in_order(
 
     The receiver calls `chunk.release()` when it is done with a part's bytes (the buffer is reused).
     """
-    _raise_http_read_size()
     pool = _BufferPool(PART_SIZE)
     window = trio.Semaphore(concurrency)
     slots_send, slots_recv = trio.open_memory_channel[_Slot](concurrency)
@@ -887,7 +878,8 @@ async def write_image(
     """Run the pipeline into `path` (created or truncated) and fsync it. On any failure `path` is removed.
 
     `path` is the caller's temporary name: publishing it (atomic rename) is the caller's business, see
-    unbundle_image and euca.images.cache.
+    unbundle_image and euca.images.cache. `client` fetches https:// parts; http:// parts (Walrus on the
+    cloud's network) are read over the pipeline's own keep-alive connections, without it.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
