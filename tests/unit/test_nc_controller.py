@@ -668,3 +668,30 @@ async def test_staging_makes_disks_a_few_at_a_time_and_never_holds_up_answers(
             await nc.instances[instance_id].settled.wait()
     assert busy[1] == DISK_OPS_AT_ONCE
     assert {nc.instances[i].state for i in ids} == {"booting"}
+
+
+async def test_a_look_at_libvirt_taken_before_the_domain_started_does_not_end_it(
+    node: Node, pki: Pki, bundles: dict[str, Bundle]
+) -> None:
+    """refresh() asks libvirt for every domain's state in a worker thread; an instance whose staging
+    finishes meanwhile (domain defined and started after the answer was taken) is not 'disappeared'."""
+    nc = node.nc
+    real_states = nc.hv.domain_states
+    spec = make_spec(pki, bundles, kernel=False)
+
+    async def stale_states() -> dict[str, int]:
+        states = await real_states()  # taken before the domain exists...
+        with trio.fail_after(60):  # a guard against a hang
+            await nc.instances[spec.instance_id].settled.wait()  # ...answered after it started
+        return states
+
+    await nc.run_instance(NcRunInstance(spec))
+    nc.hv.domain_states = stale_states  # type: ignore[method-assign]
+    try:
+        await nc.refresh()
+    finally:
+        nc.hv.domain_states = real_states  # type: ignore[method-assign]
+    inst = nc.instances[spec.instance_id]
+    assert inst.state == "booting", inst.reason
+    await nc.refresh()
+    assert inst.state == "running"

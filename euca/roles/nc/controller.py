@@ -365,6 +365,9 @@ class NodeController:
             await self._restore()
             if not self.restored:
                 return
+        # Only what was alive before libvirt was asked is judged by its answer: an instance whose staging
+        # started its domain while the answer was on its way is not in it, and has not disappeared.
+        alive_before = {i.id for i in self.instances.values() if i.state in ALIVE}
         try:
             states = await self.hv.domain_states()
         except HypervisorError as e:
@@ -373,6 +376,8 @@ class NodeController:
         now = self.clock()
         for inst in list(self.instances.values()):
             if inst.state in ALIVE and not inst.lock.locked():
+                if inst.id not in alive_before:
+                    continue  # the next look
                 st = states.get(inst.id)
                 if st is None:
                     self._begin_teardown(inst, "terminated", "the instance's domain disappeared")
