@@ -139,34 +139,45 @@ def process_cpu(pid: int) -> float:
 
 
 class LogTap:
-    """Reads a server's output as it is written: to a file, and the arrival time of lines that match."""
+    """Follows a server's log file as it is written and keeps the arrival time of lines that match.
 
-    def __init__(self, stream: Any, path: Path, patterns: dict[str, re.Pattern[str]]):
+    The server writes to the file itself (a pipe to this process could fill and block the server's event
+    loop in its logging call); a thread here reads what was added every few milliseconds."""
+
+    POLL = 0.003
+
+    def __init__(self, path: Path, patterns: dict[str, re.Pattern[str]]):
         self.path = path
         self.patterns = patterns
         self.events: dict[str, dict[str, tuple[float, re.Match[str]]]] = {k: {} for k in patterns}
-        self.lines: list[str] = []
         self.ready = threading.Event()
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.stopped = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
         self._thread.start()
 
-    def _read(self, stream: Any) -> None:
-        with open(self.path, "w", encoding="utf-8", errors="replace") as out:
-            for raw in stream:
+    def _follow(self) -> None:
+        partial = b""
+        with open(self.path, "rb") as f:
+            while not self.stopped.is_set():
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    time.sleep(self.POLL)
+                    continue
                 now = time.perf_counter()
-                line = raw.decode("utf-8", "replace")
-                out.write(line)
-                out.flush()
-                if "cloud ready" in line:
-                    self.ready.set()
-                for name, pattern in self.patterns.items():
-                    m = pattern.search(line)
-                    if m:
-                        with self.lock:
-                            self.events[name].setdefault(m.group("id"), (now, m))
-                if len(self.lines) < 200:
-                    self.lines.append(line)
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()
+                for raw in lines:
+                    self._line(raw.decode("utf-8", "replace"), now)
+
+    def _line(self, line: str, now: float) -> None:
+        if "cloud ready" in line:
+            self.ready.set()
+        for name, pattern in self.patterns.items():
+            m = pattern.search(line)
+            if m:
+                with self.lock:
+                    self.events[name].setdefault(m.group("id"), (now, m))
 
     def event(self, name: str, key: str) -> tuple[float, re.Match[str]] | None:
         with self.lock:
@@ -222,6 +233,8 @@ class Target:
         return process_cpu(self.proc.pid) if self.proc else 0.0
 
     def stop(self) -> None:
+        if self.tap is not None:
+            self.tap.stopped.set()
         if self.proc is None or self.proc.poll() is not None:
             return
         pids = [self.proc.pid, *descendants(self.proc.pid)]
@@ -290,10 +303,14 @@ def start_euca(
     t.info["settings"] = sets
     t.log_path = t.workdir / "euca.log"
     t.proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=t.workdir, env=env, start_new_session=True
+        args,
+        stdout=open(t.log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=t.workdir,
+        env=env,
+        start_new_session=True,
     )
-    assert t.proc.stdout is not None
-    t.tap = LogTap(t.proc.stdout, t.log_path, EUCA_EVENTS)
+    t.tap = LogTap(t.log_path, EUCA_EVENTS)
     deadline = time.monotonic() + ready_timeout
     while not t.tap.ready.wait(0.2):
         if t.proc.poll() is not None or time.monotonic() > deadline:
