@@ -20,6 +20,9 @@ for the joiner's own key.
 TLS: both sides verify the peer's chain to the cloud certificate. Host names are not checked (nodes are
 registered by address, and addresses change); the listener checks the caller's OU instead
 (euca/core/cluster_app.py) and the caller checks the listener's (euca/core/cluster_client.py).
+
+A node's certificate also names its cluster (SAN URI `urn:euca:cluster:<name>`, `cluster_of("nc")`): its
+NC takes calls only from the CC whose CN is that cluster, not from any CC of the cloud.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from cryptography.x509.oid import NameOID
 
 from euca.core.pki import (
     CloudCA,
+    cert_cluster,
     cert_sha256,
     component_subject,
     issued_by,
@@ -62,6 +66,8 @@ log = logging.getLogger("euca.components")
 COMPONENTS_DIR = "pki/components"
 # Roles that hold a TLS identity (walrus answers users only, on the plain port).
 COMPONENT_ROLES = ("clc", "cc", "nc", "sc")
+# Roles whose certificate names the cluster they belong to (a CC's and SC's CN is the cluster itself).
+CLUSTER_MEMBER_ROLES = ("nc",)
 NODE_IMAGE_ROLE = "node-image"  # OU of the node image certificate (encryption only, no TLS use)
 
 JOIN_PATH = "/services/cluster/join"
@@ -160,6 +166,12 @@ class Components:
         """The CN this host's `role` certificate carries: its registered name."""
         return self.identity(role).name
 
+    def cluster_of(self, role: str) -> str | None:
+        """The cluster this host's `role` certificate attests (an NC's: the cluster whose CC may call it),
+        or None when it names none (a node joined before certificates carried the cluster)."""
+        self.identity(role)  # MissingComponent if there is no certificate
+        return cert_cluster(x509.load_pem_x509_certificate(self.cert_path(role).read_bytes()))
+
     @property
     def ca_cert_pem(self) -> bytes:
         return self.ca_cert_path.read_bytes()
@@ -252,8 +264,9 @@ class Components:
 # Issuing on a host with the CA
 
 
-def _valid_for(ca: CloudCA, cert_path: Path, role: str, name: str | None) -> bool:
-    """Whether the certificate file exists, was issued by `ca`, and names `role` (and `name` if given)."""
+def _valid_for(ca: CloudCA, cert_path: Path, role: str, name: str | None, cluster: str | None = None) -> bool:
+    """Whether the certificate file exists, was issued by `ca`, names `role` (and `name` if given) and
+    attests exactly `cluster` (None: no cluster)."""
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError):
@@ -261,6 +274,8 @@ def _valid_for(ca: CloudCA, cert_path: Path, role: str, name: str | None) -> boo
     if not ca.verify_issued(cert):
         return False
     ou, cn = subject_fields(cert)
+    if cert_cluster(cert) != cluster:
+        return False
     return ou == role and (name is None or cn == name)
 
 
@@ -269,21 +284,29 @@ def ensure_components(
     ca: CloudCA,
     roles: Iterable[tuple[str, str, list[str]]],
     *,
+    cluster: str | None = None,
     node_image: bool = False,
     node_image_name: str = "cluster",
 ) -> list[str]:
     """Issue what is missing or stale (another CA's, another name's) for `roles` = (role, name, hosts).
+    An NC's certificate names `cluster` (one issued before, without it or with another, is re-issued).
     Needs the CA key. Returns what was issued, e.g. ["cc", "node-image"]."""
     issued: list[str] = []
     if not components.ca_cert_path.exists() or components.ca_cert_pem != ca.cert_pem:
         components.write_ca_cert(ca.cert_pem)
     for role, name, hosts in roles:
-        if components.has(role) and _valid_for(ca, components.cert_path(role), role, name):
+        member_of = cluster if role in CLUSTER_MEMBER_ROLES else None
+        if components.has(role) and _valid_for(ca, components.cert_path(role), role, name, member_of):
             continue
-        key, cert = ca.issue_component(role, name, hosts)
+        key, cert = ca.issue_component(role, name, hosts, cluster=member_of)
         components.write_identity(role, key, cert)
         issued.append(role)
-        log.info("component certificate issued role=%s name=%s", role, name)
+        log.info(
+            "component certificate issued role=%s name=%s%s",
+            role,
+            name,
+            f" cluster={member_of}" if member_of else "",
+        )
     if node_image and not (
         components.node_image_key_path.exists()
         and _valid_for(ca, components.node_image_cert_path, NODE_IMAGE_ROLE, None)
@@ -320,6 +343,7 @@ class JoinToken(msgspec.Struct, frozen=True):
     secret: str  # the CLC keeps only its SHA-256
     role: str
     name: str
+    cluster: str | None = None  # an NC's cluster, which its certificate will name (None in older tokens)
 
 
 class JoinRequest(msgspec.Struct, frozen=True):
@@ -408,6 +432,10 @@ def check_join_reply(
     ou, _ = subject_fields(cert)
     if ou != token.role:
         raise JoinError(f"the certificate the CLC sent is for role {ou!r}, not {token.role!r}")
+    if token.cluster is not None and cert_cluster(cert) != token.cluster:
+        raise JoinError(
+            f"the certificate the CLC sent names cluster {cert_cluster(cert)!r}, not {token.cluster!r}"
+        )
     node_key: bytes | None = None
     if reply.node_image_cert_pem is not None and reply.node_image_key_sealed is not None:
         node_cert = x509.load_pem_x509_certificate(reply.node_image_cert_pem.encode())
@@ -450,7 +478,12 @@ def join_cloud(config: Config, token_text: str, *, timeout: float = 30.0) -> Com
     components = Components.for_config(config)
     if components.has(token.role):
         ident = components.identity(token.role)
-        if components.ca_sha256 == token.ca_sha256.lower() and ident.name == token.name:
+        if (
+            components.ca_sha256 == token.ca_sha256.lower()
+            and ident.name == token.name
+            # A node joined before certificates named the cluster joins again with a new token to get it.
+            and (token.cluster is None or components.cluster_of(token.role) == token.cluster)
+        ):
             log.info("already joined role=%s name=%s", token.role, token.name)
             return ident
     key = new_key()
@@ -486,5 +519,11 @@ def join_cloud(config: Config, token_text: str, *, timeout: float = 30.0) -> Com
     components.write_identity(token.role, key_pem(key), cert_pem)
     if node_key is not None and reply.node_image_cert_pem is not None:
         components.write_node_image(node_key, reply.node_image_cert_pem.encode())
-    log.info("joined cloud role=%s name=%s ca=%s", token.role, reply.name, token.ca_sha256[:16])
+    log.info(
+        "joined cloud role=%s name=%s%s ca=%s",
+        token.role,
+        reply.name,
+        f" cluster={token.cluster}" if token.cluster else "",
+        token.ca_sha256[:16],
+    )
     return components.identity(token.role)

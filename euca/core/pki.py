@@ -23,6 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 KEY_BITS = 2048
 COMPONENT_DAYS = 3650
+# A node's certificate names its cluster in a subjectAltName URI (signed by the CA like the rest, so the NC
+# cannot be told another cluster): the NC takes calls only from the CC whose CN is that cluster.
+CLUSTER_URI_PREFIX = "urn:euca:cluster:"
 
 
 class NoCAKey(Exception):
@@ -99,14 +102,28 @@ def component_subject(role: str, name: str) -> x509.Name:
     )
 
 
-def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName | None:
+def _san(hosts: Iterable[str], cluster: str | None = None) -> x509.SubjectAlternativeName | None:
     names: list[x509.GeneralName] = []
     for host in dict.fromkeys(h for h in hosts if h and h not in ("0.0.0.0", "::")):
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
+    if cluster:
+        names.append(x509.UniformResourceIdentifier(CLUSTER_URI_PREFIX + cluster))
     return x509.SubjectAlternativeName(names) if names else None
+
+
+def cert_cluster(cert: x509.Certificate) -> str | None:
+    """The cluster a component certificate attests (its `urn:euca:cluster:<name>` SAN), or None."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(CLUSTER_URI_PREFIX) and len(uri) > len(CLUSTER_URI_PREFIX):
+            return uri[len(CLUSTER_URI_PREFIX) :]
+    return None
 
 
 class CloudCA:
@@ -235,10 +252,12 @@ class CloudCA:
         name: str,
         hosts: Iterable[str] = (),
         *,
+        cluster: str | None = None,
         tls: bool = True,
         days: int = COMPONENT_DAYS,
     ) -> bytes:
-        """A component certificate (PEM) for `public_key`: O=euca, OU=role, CN=name, SAN = hosts.
+        """A component certificate (PEM) for `public_key`: O=euca, OU=role, CN=name, SAN = hosts (and
+        `urn:euca:cluster:<cluster>` for a node: the cluster whose CC alone may call it).
 
         tls=True: a TLS identity (clientAuth + serverAuth). tls=False: an encryption-only certificate
         (the cluster's node image certificate, which download manifest keys are encrypted for).
@@ -278,21 +297,38 @@ class CloudCA:
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
                 critical=False,
             )
-        san = _san(hosts)
+        san = _san(hosts, cluster)
         if san is not None:
             builder = builder.add_extension(san, critical=False)
         return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
     def issue_component(
-        self, role: str, name: str, hosts: Iterable[str] = (), *, tls: bool = True
+        self,
+        role: str,
+        name: str,
+        hosts: Iterable[str] = (),
+        *,
+        cluster: str | None = None,
+        tls: bool = True,
     ) -> tuple[bytes, bytes]:
         """A new key and its component certificate: (key PEM, cert PEM)."""
         key = new_key()
-        return key_pem(key), self.issue_component_cert(key.public_key(), role, name, hosts, tls=tls)
+        return key_pem(key), self.issue_component_cert(
+            key.public_key(), role, name, hosts, cluster=cluster, tls=tls
+        )
 
-    def sign_csr(self, csr_pem: bytes, role: str, name: str, hosts: Iterable[str] = ()) -> bytes:
+    def sign_csr(
+        self,
+        csr_pem: bytes,
+        role: str,
+        name: str,
+        hosts: Iterable[str] = (),
+        *,
+        cluster: str | None = None,
+    ) -> bytes:
         """A component certificate for the key in a CSR. Only the key is taken from the CSR (its signature
-        proves the requester holds it); the subject is the one the CLC registered, not what the CSR asks."""
+        proves the requester holds it); the subject (and cluster) are the ones the CLC registered, not
+        what the CSR asks."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as e:
@@ -302,7 +338,7 @@ class CloudCA:
         public_key = csr.public_key()
         if not isinstance(public_key, rsa.RSAPublicKey) or public_key.key_size < KEY_BITS:
             raise ValueError(f"the certificate request must carry an RSA key of at least {KEY_BITS} bits")
-        return self.issue_component_cert(public_key, role, name, hosts)
+        return self.issue_component_cert(public_key, role, name, hosts, cluster=cluster)
 
     def verify_issued(self, cert: x509.Certificate) -> bool:
         """Whether `cert` carries this CA's signature."""

@@ -3,10 +3,13 @@ tokens and the sealed node image key, and which CA a host opens (a joined host n
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import ssl
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,7 +32,7 @@ from euca.core.components import (
     unseal,
 )
 from euca.core.config import load_config
-from euca.core.pki import CloudCA, NoCAKey, NoCloudCA, issued_by, new_key
+from euca.core.pki import CloudCA, NoCAKey, NoCloudCA, cert_cluster, issued_by, new_key
 from euca.core.supervisor import Supervisor, listener_tls_role
 
 
@@ -56,6 +59,47 @@ def test_component_certificate_fields(ca: CloudCA) -> None:
     assert issued_by(cert, ca.cert)
     key = serialization.load_pem_private_key(key_pem, None)
     assert isinstance(key, rsa.RSAPrivateKey) and key.public_key() == cert.public_key()
+
+
+def test_a_node_certificate_names_its_cluster(ca: CloudCA) -> None:
+    """The cluster is a subjectAltName URI the CA signs: a node cannot claim another cluster."""
+    _, cert_pem = ca.issue_component("nc", "node-7", ["10.0.0.7"], cluster="cluster01")
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:euca:cluster:cluster01"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.7")]
+    assert cert_cluster(cert) == "cluster01" and subject_fields(cert) == ("nc", "node-7")
+    # Without hosts the SAN holds the cluster alone; without a cluster there is none to read.
+    only = x509.load_pem_x509_certificate(ca.issue_component("nc", "node-8", cluster="c2")[1])
+    assert cert_cluster(only) == "c2"
+    assert cert_cluster(x509.load_pem_x509_certificate(ca.issue_component("nc", "node-9")[1])) is None
+    # A CSR is signed with the cluster the CLC registered, whatever the CSR says.
+    key = new_key()
+    signed = ca.sign_csr(make_csr(key, "nc", "node-1"), "nc", "node-1", ["127.0.0.1"], cluster="cluster02")
+    assert cert_cluster(x509.load_pem_x509_certificate(signed)) == "cluster02"
+
+
+def test_cluster_of_reads_this_hosts_certificate(ca: CloudCA, tmp_path: Path) -> None:
+    components = Components(tmp_path / "components")
+    with pytest.raises(MissingComponent):
+        components.cluster_of("nc")
+    ensure_components(components, ca, [("nc", "node-1", []), ("cc", "cluster01", [])], cluster="cluster01")
+    assert components.cluster_of("nc") == "cluster01"
+    assert components.cluster_of("cc") is None  # a CC's name is its cluster
+
+
+def test_ensure_components_binds_the_local_node_to_its_cluster(ca: CloudCA, tmp_path: Path) -> None:
+    """One-box / CA host: the local NC's certificate names the configured cluster; one issued before the
+    certificate carried it (or naming another cluster) is issued again, with the same name."""
+    components = Components(tmp_path / "components")
+    assert ensure_components(components, ca, [("nc", "node-1", [])]) == ["nc"]
+    assert components.cluster_of("nc") is None  # what an older start left
+    roles = [("cc", "cluster01", []), ("nc", "node-1", [])]
+    assert ensure_components(components, ca, roles, cluster="cluster01") == ["cc", "nc"]
+    assert components.cluster_of("nc") == "cluster01" and components.name("nc") == "node-1"
+    assert ensure_components(components, ca, roles, cluster="cluster01") == []
+    assert ensure_components(components, ca, roles, cluster="cluster02") == ["nc"]  # cc: renamed separately
+    assert components.cluster_of("nc") == "cluster02"
 
 
 def test_node_image_certificate_is_for_encryption_only(ca: CloudCA) -> None:
@@ -142,10 +186,14 @@ def test_seal_round_trip() -> None:
 
 
 def test_join_token_round_trip() -> None:
-    token = JoinToken("http://10.0.0.1:8773", "ab" * 32, "0123456789abcdef", "s3cret", "nc", "node-1")
+    token = JoinToken("http://10.0.0.1:8773", "ab" * 32, "0123456789abcdef", "s3cret", "nc", "node-1", "c1")
     text = encode_join_token(token)
     assert text.startswith("euca1.") and "=" not in text
     assert parse_join_token(f"  {text}\n") == token
+    # A token printed before tokens named the cluster (no such field) still reads.
+    fields = {f: getattr(token, f) for f in ("url", "ca_sha256", "token_id", "secret", "role", "name")}
+    older = "euca1." + base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+    assert parse_join_token(older) == msgspec.structs.replace(token, cluster=None)
     with pytest.raises(JoinError):
         parse_join_token("not-a-token")
     with pytest.raises(JoinError):
@@ -193,6 +241,7 @@ def test_one_box_issues_every_role_it_runs(tmp_path: Path) -> None:
             "cc": "c1",
             "nc": "node-1",
         }
+        assert ctx.components.cluster_of("nc") == "c1"  # the local NC answers the local CC only
         assert not ctx.components.has("walrus")
         assert ctx.components.has_node_image
         assert subject_fields(ctx.components.node_image_cert())[0] == NODE_IMAGE_ROLE
