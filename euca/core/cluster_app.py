@@ -2,8 +2,9 @@
 
 A CC or NC role mounts `ClusterApp(role, handlers)` as its App. The supervisor serves an app with
 `tls = True` on a TLS listener (euca/core/supervisor.py), so the caller's verified certificate is on
-`request.context["peer"]`. Order of checks: the caller's OU against ALLOWED_CALLERS (403 Unauthorized,
-before anything is decoded), then the message (400 BadMessage), then the handler. Every answer is JSON:
+`request.context["peer"]`. Order of checks: the caller's OU against ALLOWED_CALLERS and, where the app
+was given one, its CN against `caller_name` (an NC: the CC of its own cluster, whose CN is the cluster) —
+403 Unauthorized before anything is decoded — then the message (400 BadMessage), then the handler. Every answer is JSON:
 a reply struct, or a `Fault` — never an HTML page or a traceback.
 """
 
@@ -45,19 +46,27 @@ class ClusterApp:
 
     handlers: message type -> `async def handler(message, peer) -> reply struct`; a handler raises
     ClusterFault(code, message, status) for an answer the caller should see as a fault.
+    caller_name: when given, the CN a caller must have as well as an allowed OU (an NC passes its cluster,
+    so only that cluster's CC drives it; without it any CC of the cloud could).
     """
 
     services: frozenset[str] = frozenset()
     path_prefixes: tuple[str, ...] = (PATH_PREFIX.rstrip("/"),)
     tls = True  # the supervisor serves this app on a mutual-TLS listener
 
-    def __init__(self, role: str, handlers: Mapping[type, ClusterHandler]):
+    def __init__(self, role: str, handlers: Mapping[type, ClusterHandler], *, caller_name: str | None = None):
         if role not in ALLOWED_CALLERS:
             raise ValueError(f"no cluster listener is defined for role {role!r}")
         self.name = role
         self.role = role
         self.allowed = ALLOWED_CALLERS[role]
+        self.caller_name = caller_name
         self.handlers = dict(handlers)
+
+    def _refuse(self, request: Request, peer: Peer | None, why: str) -> Response:
+        who = f"{peer.role}/{peer.name}" if peer is not None else "no certificate"
+        log.warning("cluster call refused role=%s caller=%s path=%s", self.role, who, request.path[:100])
+        return fault_response(403, "Unauthorized", why)
 
     def claims(self, request: Request) -> bool:
         return False
@@ -65,10 +74,16 @@ class ClusterApp:
     async def handle(self, request: Request) -> Response:
         peer = request.context.get("peer")
         if not isinstance(peer, Peer) or peer.role not in self.allowed:
-            who = f"{peer.role}/{peer.name}" if isinstance(peer, Peer) else "no certificate"
-            log.warning("cluster call refused role=%s caller=%s path=%s", self.role, who, request.path[:100])
-            return fault_response(
-                403, "Unauthorized", f"a {self.role} takes calls from {sorted(self.allowed)} only"
+            return self._refuse(
+                request,
+                peer if isinstance(peer, Peer) else None,
+                f"a {self.role} takes calls from {sorted(self.allowed)} only",
+            )
+        if self.caller_name is not None and peer.name != self.caller_name:
+            return self._refuse(
+                request,
+                peer,
+                f"this {self.role} takes calls from the {peer.role} of cluster {self.caller_name} only",
             )
         if request.method != "POST":
             return fault_response(405, "BadMessage", "cluster messages are sent with POST")
