@@ -364,14 +364,19 @@ def _ago(then: float | None, now: float) -> str:
     return "never" if then is None else f"{max(0.0, now - then):.0f}s ago"
 
 
-def _print_join_token(cfg: Config, store: Store, role: str, name: str, host: str) -> None:
-    """A one-time token for a component on another host (`euca --role ROLE --join TOKEN` there)."""
+def _print_join_token(
+    cfg: Config, store: Store, role: str, name: str, host: str, cluster: str | None = None
+) -> None:
+    """A one-time token for a component on another host (`euca --role ROLE --join TOKEN` there). A node's
+    token names its cluster: the certificate it joins with says so, and its NC answers only that CC."""
     try:
         from euca.roles.clc.join import make_join_token
     except ImportError:  # joining arrives with the transport work
         return
     ca = _cloud_ca(cfg)
-    token = make_join_token(store, ca, role, name, clc_url=cfg.endpoint_url("clc"), hosts=[host])
+    token = make_join_token(
+        store, ca, role, name, clc_url=cfg.endpoint_url("clc"), hosts=[host], cluster=cluster
+    )
     click.echo(f"JOINTOKEN\t{token}")
 
 
@@ -407,12 +412,14 @@ def register_cluster(
 def deregister_cluster(ctx: click.Context, name: str) -> None:
     """Remove a cluster and its nodes (refused while it runs instances)."""
     from euca.roles.clc import topology
+    from euca.roles.clc.join import revoke_cluster_join_tokens
 
     _, store = _clc_store(ctx)
     try:
         cluster = store.write_sync(lambda tx: topology.deregister_cluster(tx, name))
     except topology.TopologyError as e:
         raise _fail(e) from e
+    revoke_cluster_join_tokens(store, cluster.name)  # unused tokens must not join a cluster that is gone
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\tDeregistered")
 
 
@@ -440,7 +447,7 @@ def register_node(
         raise _fail(e) from e
     click.echo(f"NODE\t{node.name}\t{node.cluster}\t{node.url}")
     if join_token:
-        _print_join_token(cfg, store, "nc", node.name, host)
+        _print_join_token(cfg, store, "nc", node.name, host, cluster=node.cluster)
 
 
 @admin.command("deregister-node")
@@ -448,12 +455,14 @@ def register_node(
 @click.pass_context
 def deregister_node(ctx: click.Context, name: str) -> None:
     from euca.roles.clc import topology
+    from euca.roles.clc.join import revoke_join_tokens
 
     _, store = _clc_store(ctx)
     try:
         node = store.write_sync(lambda tx: topology.deregister_node(tx, name))
     except topology.TopologyError as e:
         raise _fail(e) from e
+    revoke_join_tokens(store, "nc", node.name)  # an unused token would join it to its old cluster
     click.echo(f"NODE\t{node.name}\t{node.cluster}\tDeregistered")
 
 

@@ -6,8 +6,10 @@ server with an SSL context; the client is the real httpx-based ClusterClient.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ import httpx
 import msgspec
 import pytest
 import trio
+from cryptography import x509
 
 from euca.core.cluster_app import ClusterApp
 from euca.core.cluster_client import ClusterClient
@@ -27,12 +30,13 @@ from euca.core.components import (
     encode_join_token,
     ensure_components,
     join_cloud,
+    make_csr,
     open_cloud_ca,
     parse_join_token,
 )
 from euca.core.config import Config, HttpLimits, load_config
 from euca.core.http import HttpServer, Peer, Request, Response
-from euca.core.pki import CloudCA
+from euca.core.pki import CloudCA, cert_cluster, new_key
 from euca.core.store import open_store
 from euca.core.supervisor import Dispatcher, RoleContext, Supervisor
 from euca.protocol.cluster import (
@@ -47,7 +51,15 @@ from euca.protocol.cluster import (
     RebootInstances,
     TerminateInstances,
 )
-from euca.roles.clc.join import JoinApp, make_join_token, revoke_join_tokens
+from euca.roles.clc.join import (
+    NAMESPACE,
+    SCHEMA,
+    JoinApp,
+    _redeem,
+    make_join_token,
+    revoke_cluster_join_tokens,
+    revoke_join_tokens,
+)
 
 HANG_GUARD = 30
 
@@ -62,9 +74,19 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> tuple[CloudCA, Components
         components,
         ca,
         [("clc", "clc", ["127.0.0.1"]), ("cc", "cluster01", ["127.0.0.1"]), ("nc", "node-a", ["127.0.0.1"])],
+        cluster="cluster01",
         node_image=True,
     )
     return ca, components
+
+
+@pytest.fixture(scope="module")
+def other_cluster(cloud: tuple[CloudCA, Components], tmp_path_factory: pytest.TempPathFactory) -> Components:
+    """The CC of another cluster of the same cloud (same CA): cluster02."""
+    ca, _ = cloud
+    components = Components(tmp_path_factory.mktemp("cluster02") / "components")
+    ensure_components(components, ca, [("cc", "cluster02", ["127.0.0.1"])])
+    return components
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +136,9 @@ class CcHandlers:
 
 @asynccontextmanager
 async def cluster_listener(
-    components: Components, role: str, handlers: dict[type, object]
+    components: Components, role: str, handlers: dict[type, object], *, caller_name: str | None = None
 ) -> AsyncIterator[str]:
-    app = ClusterApp(role, handlers)  # type: ignore[arg-type]
+    app = ClusterApp(role, handlers, caller_name=caller_name)  # type: ignore[arg-type]
 
     async def dispatch(request: Request) -> Response:
         # What the supervisor's Dispatcher does for a mounted app: strip the prefix.
@@ -330,6 +352,47 @@ async def test_cc_calls_nc(cloud: tuple[CloudCA, Components]) -> None:
     assert fault.value.code == "Unauthorized"
 
 
+async def test_an_nc_refuses_the_cc_of_another_cluster(
+    cloud: tuple[CloudCA, Components], other_cluster: Components, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The NC's listener takes its own cluster's CC (CN = the cluster its certificate names) and refuses
+    another cluster's — a valid certificate of the same cloud and role — before decoding anything."""
+    _, components = cloud
+    cluster = components.cluster_of("nc")
+    assert cluster == "cluster01"
+    seen: list[Peer] = []
+
+    async def describe(message: NcDescribeResource, peer: Peer) -> NodeResources:
+        seen.append(peer)
+        return NodeResources(node="node-a", state="up")
+
+    async with cluster_listener(components, "nc", {NcDescribeResource: describe}, caller_name=cluster) as url:
+        async with ClusterClient(components, "cc") as client:
+            assert (await client.call(url, NcDescribeResource(), expect_name="node-a")).node == "node-a"
+        caplog.set_level(logging.WARNING, logger="euca.cluster")
+        async with ClusterClient(other_cluster, "cc") as client:
+            with pytest.raises(ClusterFault) as fault:
+                await client.call(url, NcDescribeResource(), expect_name="node-a")
+        # Refused before the body is read: garbage is Unauthorized, not BadMessage.
+        async with httpx.AsyncClient(verify=other_cluster.client_context("cc")) as http:
+            response = await http.post(url + "/cluster/NcDescribeResource", content=b"{not json")
+        # The role check still comes first: a CLC is refused as before.
+        async with ClusterClient(components, "clc") as client:
+            with pytest.raises(ClusterFault) as by_role:
+                await client.call(url, NcDescribeResource())
+    assert (fault.value.code, fault.value.status) == ("Unauthorized", 403)
+    assert "cluster01" in fault.value.message
+    assert response.status_code == 403 and response.json()["code"] == "Unauthorized"
+    assert by_role.value.code == "Unauthorized"
+    assert seen == [Peer("cc", "cluster01", "euca")]
+    refused = [r.getMessage() for r in caplog.records if "cluster call refused" in r.getMessage()]
+    assert refused == [  # one line per refusal
+        "cluster call refused role=nc caller=cc/cluster02 path=/NcDescribeResource",
+        "cluster call refused role=nc caller=cc/cluster02 path=/NcDescribeResource",
+        "cluster call refused role=nc caller=clc/clc path=/NcDescribeResource",
+    ]
+
+
 def test_cluster_app_needs_a_known_listener_role() -> None:
     with pytest.raises(ValueError):
         ClusterApp("walrus", {})
@@ -369,10 +432,13 @@ async def _join(data_dir: Path, token: str) -> ComponentIdentity:
 
 async def test_join_round_trip(tmp_path: Path) -> None:
     async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
-        token = make_join_token(ctx.store, ctx.ca, "nc", "node-b", clc_url=clc_url, hosts=["127.0.0.1"])
+        token = make_join_token(
+            ctx.store, ctx.ca, "nc", "node-b", clc_url=clc_url, hosts=["127.0.0.1"], cluster="cluster02"
+        )
         ident = await _join(tmp_path / "node", token)
         assert (ident.role, ident.name) == ("nc", "node-b")
         joined = Components.for_config(_joiner(tmp_path / "node"))
+        assert joined.cluster_of("nc") == "cluster02"  # the CLC signed the cluster it registered
         assert joined.ca_cert_pem == ctx.ca.cert_pem
         assert joined.node_image_cert_pem == ctx.components.node_image_cert_pem
         assert joined.node_image_key_pem == ctx.components.node_image_key_pem
@@ -395,9 +461,19 @@ async def test_join_round_trip(tmp_path: Path) -> None:
             seen.append(peer)
             return NodeResources(node="node-b", state="up")
 
-        async with cluster_listener(joined, "nc", {NcDescribeResource: describe}) as url:
+        # ... and the CC of another cluster of the same cloud (joined just the same) is refused.
+        await _join(tmp_path / "cc3", make_join_token(ctx.store, ctx.ca, "cc", "cluster03", clc_url=clc_url))
+        cc3 = Components.for_config(_joiner(tmp_path / "cc3"))
+
+        async with cluster_listener(
+            joined, "nc", {NcDescribeResource: describe}, caller_name=joined.cluster_of("nc")
+        ) as url:
             async with ClusterClient(cc_joined, "cc") as client:
                 assert (await client.call(url, NcDescribeResource())).node == "node-b"
+            async with ClusterClient(cc3, "cc") as client:
+                with pytest.raises(ClusterFault) as fault:
+                    await client.call(url, NcDescribeResource())
+        assert fault.value.code == "Unauthorized"
         assert seen == [Peer("cc", "cluster02", "euca")]
 
 
@@ -406,7 +482,10 @@ async def test_join_retires_a_ca_the_host_made_for_itself(tmp_path: Path) -> Non
     next start opens, and the old files are kept aside."""
     standalone = CloudCA.load_or_create(tmp_path / "node" / "pki")
     async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
-        await _join(tmp_path / "node", make_join_token(ctx.store, ctx.ca, "nc", "node-g", clc_url=clc_url))
+        await _join(
+            tmp_path / "node",
+            make_join_token(ctx.store, ctx.ca, "nc", "node-g", clc_url=clc_url, cluster="c1"),
+        )
         cfg = _joiner(tmp_path / "node")
         opened = open_cloud_ca(cfg)
         assert not opened.has_key and opened.sha256 == ctx.ca.sha256
@@ -417,11 +496,13 @@ async def test_join_retires_a_ca_the_host_made_for_itself(tmp_path: Path) -> Non
 
 async def test_join_refusals(tmp_path: Path) -> None:
     async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
-        expired = make_join_token(ctx.store, ctx.ca, "nc", "node-c", clc_url=clc_url, ttl=-1)
+        expired = make_join_token(ctx.store, ctx.ca, "nc", "node-c", clc_url=clc_url, cluster="c1", ttl=-1)
         with pytest.raises(JoinError, match="expired"):
             await _join(tmp_path / "n1", expired)
 
-        good = parse_join_token(make_join_token(ctx.store, ctx.ca, "nc", "node-d", clc_url=clc_url))
+        good = parse_join_token(
+            make_join_token(ctx.store, ctx.ca, "nc", "node-d", clc_url=clc_url, cluster="c1")
+        )
         wrong_secret = encode_join_token(msgspec.structs.replace(good, secret="guess"))
         with pytest.raises(JoinError, match="not known"):
             await _join(tmp_path / "n2", wrong_secret)
@@ -443,7 +524,7 @@ async def test_join_refusals(tmp_path: Path) -> None:
 
 async def test_bad_csr_leaves_the_token_unspent(tmp_path: Path) -> None:
     async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
-        token = make_join_token(ctx.store, ctx.ca, "nc", "node-f", clc_url=clc_url)
+        token = make_join_token(ctx.store, ctx.ca, "nc", "node-f", clc_url=clc_url, cluster="c1")
         parsed = parse_join_token(token)
         async with httpx.AsyncClient() as http:
             bad = JoinRequest(parsed.token_id, parsed.secret, "not a CSR")
@@ -459,9 +540,66 @@ def test_make_join_token_checks_its_arguments(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             make_join_token(store, ca, "clc", "x", clc_url="http://h:8773")
         with pytest.raises(ValueError):
-            make_join_token(store, ca, "nc", "", clc_url="http://h:8773")
-        token = parse_join_token(make_join_token(store, ca, "nc", "n", clc_url="http://h:8773/", hosts=["h"]))
-        assert (token.url, token.role, token.name, token.ca_sha256) == ("http://h:8773", "nc", "n", ca.sha256)
+            make_join_token(store, ca, "nc", "", clc_url="http://h:8773", cluster="c")
+        with pytest.raises(ValueError, match="joins a cluster"):
+            make_join_token(store, ca, "nc", "n", clc_url="http://h:8773")
+        with pytest.raises(ValueError, match="names no cluster"):
+            make_join_token(store, ca, "cc", "c", clc_url="http://h:8773", cluster="c")
+        token = parse_join_token(
+            make_join_token(store, ca, "nc", "n", clc_url="http://h:8773/", hosts=["h"], cluster="c")
+        )
+        assert (token.url, token.role, token.name, token.ca_sha256, token.cluster) == (
+            "http://h:8773",
+            "nc",
+            "n",
+            ca.sha256,
+            "c",
+        )
         assert revoke_join_tokens(store, "nc", "n") == 1
+        # Deregistering a cluster forgets the unused tokens of its CC and of its nodes, not others'.
+        make_join_token(store, ca, "cc", "c", clc_url="http://h:8773")
+        make_join_token(store, ca, "nc", "n1", clc_url="http://h:8773", cluster="c")
+        make_join_token(store, ca, "nc", "n2", clc_url="http://h:8773", cluster="other")
+        assert revoke_cluster_join_tokens(store, "c") == 2
+        assert revoke_join_tokens(store, "nc", "n2") == 1
     finally:
         store.close()
+
+
+def test_a_token_made_before_tokens_named_the_cluster_still_joins(tmp_path: Path) -> None:
+    """A row of the first schema (no cluster column) survives the migration and is redeemed as before:
+    a certificate without a cluster (the NC then takes any CC of the cloud, and warns at start)."""
+    store = open_store("sqlite:state.db", tmp_path)
+    ca = CloudCA.load_or_create(tmp_path / "pki")
+    try:
+        store.migrate(NAMESPACE, SCHEMA[:1])
+        store.write_sync(
+            lambda tx: tx.execute(
+                "INSERT INTO cluster_join_tokens(token_id, secret_sha256, role, name, hosts, created, expires) "
+                "VALUES('00ff', ?, 'nc', 'node-old', '[]', 0, 1e12)",
+                (hashlib.sha256(b"s").hexdigest(),),
+            )
+        )
+        store.migrate(NAMESPACE, SCHEMA)
+        key = new_key()
+        request = JoinRequest("00ff", "s", make_csr(key, "nc", "node-old").decode())
+        redeemed = store.write_sync(lambda tx: _redeem(tx, request, ca, "127.0.0.1", time.time()))
+    finally:
+        store.close()
+    assert (redeemed.role, redeemed.name, redeemed.cluster) == ("nc", "node-old", None)
+    assert cert_cluster(x509.load_pem_x509_certificate(redeemed.cert_pem)) is None
+
+
+async def test_a_node_joined_without_a_cluster_joins_again_to_get_it(tmp_path: Path) -> None:
+    """The way out of role-only checking for a node that joined before certificates named the cluster: a
+    new token (register-node) makes it join again rather than count as joined already."""
+    async with clc_join_endpoint(tmp_path / "clc") as (ctx, clc_url):
+        old = Components.for_config(_joiner(tmp_path / "node"))
+        old.write_ca_cert(ctx.ca.cert_pem)
+        old.write_identity("nc", *ctx.ca.issue_component("nc", "node-h"))
+        assert old.cluster_of("nc") is None
+        token = make_join_token(ctx.store, ctx.ca, "nc", "node-h", clc_url=clc_url, cluster="c1")
+        assert (await _join(tmp_path / "node", token)).name == "node-h"
+        assert Components.for_config(_joiner(tmp_path / "node")).cluster_of("nc") == "c1"
+        # Joined now: starting again with the same (spent) token asks nothing of the CLC.
+        assert (await _join(tmp_path / "node", token)).name == "node-h"

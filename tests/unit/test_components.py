@@ -20,8 +20,10 @@ from euca.core.components import (
     NODE_IMAGE_ROLE,
     Components,
     JoinError,
+    JoinReply,
     JoinToken,
     MissingComponent,
+    check_join_reply,
     encode_join_token,
     ensure_components,
     make_csr,
@@ -276,3 +278,18 @@ def test_admin_commands_on_a_joined_host_make_no_ca(ca: CloudCA, tmp_path: Path)
     result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "admin", "create-account", "acme"])
     assert result.exit_code != 0 and "run this command on the CLC host" in result.output
     assert not (tmp_path / "pki" / "cloud-pk.pem").exists()
+
+
+def test_the_joiner_checks_the_cluster_its_certificate_names(ca: CloudCA) -> None:
+    key = new_key()
+    token = JoinToken("http://h:8773", ca.sha256, "00ff", "s", "nc", "node-1", "cluster01")
+
+    def reply(cluster: str | None) -> JoinReply:
+        cert = ca.sign_csr(make_csr(key, "nc", "node-1"), "nc", "node-1", cluster=cluster)
+        return JoinReply("nc", "node-1", cert.decode(), ca.cert_pem.decode())
+
+    cert, _ = check_join_reply(token, key, reply("cluster01"))
+    assert cert_cluster(x509.load_pem_x509_certificate(cert)) == "cluster01"
+    for wrong in ("cluster02", None):
+        with pytest.raises(JoinError, match="names cluster"):
+            check_join_reply(token, key, reply(wrong))

@@ -4,8 +4,9 @@
 component on the other host runs `euca --role nc --join TOKEN` (euca.core.components.join_cloud): it sends
 the token's id and secret with a CSR for a key it just made; this endpoint checks the token (known, secret
 matches, not used, not expired), signs a certificate for the CSR's key with the subject the admin
-registered (the CSR's own subject is ignored), marks the token used and answers with the certificate, the
-CA certificate and, for an NC, the cluster's node image key sealed for the CSR's key.
+registered (the CSR's own subject is ignored; an NC's certificate also names the cluster it was registered
+in), marks the token used and answers with the certificate, the CA certificate and, for an NC, the
+cluster's node image key sealed for the CSR's key.
 
 Tokens are kept hashed (SHA-256 of the secret); the token itself pins the CA certificate's SHA-256, so the
 joiner can check the answer even though this port is plain HTTP.
@@ -28,7 +29,15 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from euca.core.components import JOIN_PATH, JoinReply, JoinRequest, JoinToken, encode_join_token, seal
+from euca.core.components import (
+    CLUSTER_MEMBER_ROLES,
+    JOIN_PATH,
+    JoinReply,
+    JoinRequest,
+    JoinToken,
+    encode_join_token,
+    seal,
+)
 from euca.core.http import Request, Response
 from euca.core.pki import CloudCA, cert_sha256
 from euca.core.store import Store, Tx
@@ -53,7 +62,10 @@ SCHEMA = [
         cert_sha256 TEXT
     );
     CREATE INDEX cluster_join_tokens_name ON cluster_join_tokens(role, name);
-    """
+    """,
+    # An NC's token names its cluster, which the certificate it gets attests (rows made before: NULL,
+    # redeemed as before into a certificate without a cluster).
+    "ALTER TABLE cluster_join_tokens ADD COLUMN cluster TEXT",
 ]
 
 JOIN_ROLES = ("cc", "nc", "sc")
@@ -78,15 +90,21 @@ def make_join_token(
     *,
     clc_url: str,
     hosts: Iterable[str] = (),
+    cluster: str | None = None,
     ttl: float = TOKEN_TTL,
 ) -> str:
     """A one-time token for component `name` of `role` to join with (valid `ttl` seconds). `clc_url` is
     where the joiner reaches this CLC (http://host:8773); `hosts` go into the certificate's
-    subjectAltName. Synchronous (the admin CLI runs it on the store directly)."""
+    subjectAltName; `cluster` (an NC's, required there) too, so the NC answers that cluster's CC only.
+    Synchronous (the admin CLI runs it on the store directly)."""
     if role not in JOIN_ROLES:
         raise ValueError(f"role must be one of {', '.join(JOIN_ROLES)}, not {role!r}")
     if not name:
         raise ValueError("a component needs a name")
+    if role in CLUSTER_MEMBER_ROLES and not cluster:
+        raise ValueError(f"a {role} joins a cluster: name it")
+    if role not in CLUSTER_MEMBER_ROLES and cluster is not None:
+        raise ValueError(f"a {role} certificate names no cluster (its name is the cluster)")
     migrate(store)
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -95,14 +113,21 @@ def make_join_token(
 
     def insert(tx: Tx) -> None:
         tx.execute(
-            "INSERT INTO cluster_join_tokens(token_id, secret_sha256, role, name, hosts, created, expires) "
-            "VALUES(?,?,?,?,?,?,?)",
-            (token_id, _secret_hash(secret), role, name, hosts_json, now, now + ttl),
+            "INSERT INTO cluster_join_tokens(token_id, secret_sha256, role, name, hosts, cluster, created, "
+            "expires) VALUES(?,?,?,?,?,?,?,?)",
+            (token_id, _secret_hash(secret), role, name, hosts_json, cluster, now, now + ttl),
         )
 
     store.write_sync(insert)
-    log.info("join token made role=%s name=%s token=%s expires_in=%ds", role, name, token_id, int(ttl))
-    return encode_join_token(JoinToken(clc_url.rstrip("/"), ca.sha256, token_id, secret, role, name))
+    log.info(
+        "join token made role=%s name=%s%s token=%s expires_in=%ds",
+        role,
+        name,
+        f" cluster={cluster}" if cluster else "",
+        token_id,
+        int(ttl),
+    )
+    return encode_join_token(JoinToken(clc_url.rstrip("/"), ca.sha256, token_id, secret, role, name, cluster))
 
 
 def revoke_join_tokens(store: Store, role: str, name: str) -> int:
@@ -111,6 +136,19 @@ def revoke_join_tokens(store: Store, role: str, name: str) -> int:
     return store.write_sync(
         lambda tx: tx.execute(
             "DELETE FROM cluster_join_tokens WHERE role=? AND name=? AND used IS NULL", (role, name)
+        )
+    )
+
+
+def revoke_cluster_join_tokens(store: Store, cluster: str) -> int:
+    """Forget the unused tokens of a cluster's CC/SC and of its nodes (on deregister-cluster): none of them
+    can join a cluster that is gone, nor one registered later under the same name. Returns how many."""
+    migrate(store)
+    return store.write_sync(
+        lambda tx: tx.execute(
+            "DELETE FROM cluster_join_tokens WHERE used IS NULL AND "
+            "((role IN ('cc', 'sc') AND name=?) OR (role='nc' AND cluster=?))",
+            (cluster, cluster),
         )
     )
 
@@ -127,6 +165,7 @@ class JoinRefused(Exception):
 class Redeemed:
     role: str
     name: str
+    cluster: str | None
     cert_pem: bytes
 
 
@@ -141,7 +180,13 @@ def _redeem(tx: Tx, request: JoinRequest, ca: CloudCA, client: str, now: float) 
     if row["expires"] < now:
         raise JoinRefused("ExpiredToken", "the join token has expired; make a new one")
     try:
-        cert_pem = ca.sign_csr(request.csr_pem.encode(), row["role"], row["name"], json.loads(row["hosts"]))
+        cert_pem = ca.sign_csr(
+            request.csr_pem.encode(),
+            row["role"],
+            row["name"],
+            json.loads(row["hosts"]),
+            cluster=row["cluster"],
+        )
     except ValueError as e:
         # Refused before the token is spent: the joiner may retry with a good CSR.
         raise JoinRefused("BadMessage", str(e), 400) from None
@@ -149,7 +194,7 @@ def _redeem(tx: Tx, request: JoinRequest, ca: CloudCA, client: str, now: float) 
         "UPDATE cluster_join_tokens SET used=?, used_by=?, cert_sha256=? WHERE token_id=?",
         (now, client, cert_sha256(cert_pem), request.token_id),
     )
-    return Redeemed(row["role"], row["name"], cert_pem)
+    return Redeemed(row["role"], row["name"], row["cluster"], cert_pem)
 
 
 class JoinApp:
@@ -201,7 +246,13 @@ class JoinApp:
             node_image_cert_pem=node_cert,
             node_image_key_sealed=node_key,
         )
-        log.info("component joined role=%s name=%s client=%s", redeemed.role, redeemed.name, client)
+        log.info(
+            "component joined role=%s name=%s%s client=%s",
+            redeemed.role,
+            redeemed.name,
+            f" cluster={redeemed.cluster}" if redeemed.cluster else "",
+            client,
+        )
         return Response(200, list(JSON), msgspec.json.encode(reply))
 
 
