@@ -245,7 +245,15 @@ def open_components(config: Config, ca: CloudCA, role_names: list[str]) -> Compo
     if ca.has_key:
         wanted = [(role, component_name(config, role), component_hosts(config, role)) for role in roles]
         node_image = "clc" in role_names or "nc" in role_names
-        ensure_components(components, ca, wanted, node_image=node_image, node_image_name=config.cc.cluster)
+        # This host's NC belongs to its configured cluster (one-box: the local CC's, registered at first start).
+        ensure_components(
+            components,
+            ca,
+            wanted,
+            cluster=config.cc.cluster,
+            node_image=node_image,
+            node_image_name=config.cc.cluster,
+        )
     else:
         for role in roles:
             adopt_registered_name(config, role, components.identity(role).name)  # MissingComponent if none

@@ -603,3 +603,20 @@ async def test_a_node_joined_without_a_cluster_joins_again_to_get_it(tmp_path: P
         assert Components.for_config(_joiner(tmp_path / "node")).cluster_of("nc") == "c1"
         # Joined now: starting again with the same (spent) token asks nothing of the CLC.
         assert (await _join(tmp_path / "node", token)).name == "node-h"
+
+
+def test_the_nc_listens_for_the_cc_its_certificate_names(
+    cloud: tuple[CloudCA, Components], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from euca.roles.nc import own_cluster
+
+    ca, components = cloud
+    caplog.set_level(logging.WARNING, logger="euca.nc")
+    assert own_cluster(components) == "cluster01"
+    assert not caplog.records
+    # A node joined before certificates named the cluster: role-only checking, said once at start.
+    older = Components(tmp_path / "components")
+    ensure_components(older, ca, [("nc", "node-old", [])])
+    assert own_cluster(older) is None
+    [warning] = caplog.records
+    assert "names no cluster" in warning.getMessage() and "\n" not in warning.getMessage()

@@ -9,6 +9,7 @@ images.py      download manifests -> the node's image cache
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,10 +17,14 @@ import httpx
 import msgspec
 import trio
 
+from euca.core.cluster_app import ClusterApp
+from euca.core.components import Components
 from euca.core.supervisor import App, RoleContext
 from euca.roles.nc.controller import NcSettings, NodeController
 from euca.roles.nc.hypervisor import Hypervisor
 from euca.roles.nc.images import NodeKeys
+
+log = logging.getLogger("euca.nc")
 
 # Part fetches are 10 MiB each from Walrus, usually on the same network.
 FETCH_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
@@ -34,13 +39,21 @@ def _with_peer(
     return call
 
 
-def _cluster_apps(controller: NodeController) -> list[App]:
-    try:
-        from euca.core.cluster_app import ClusterApp
-    except ImportError:  # the transport is not here yet: the controller runs, nobody can call it
-        return []
+def own_cluster(components: Components) -> str | None:
+    """The cluster this node's certificate attests: only that cluster's CC (CN = the cluster) may call it.
+    A node that joined before certificates named the cluster takes any CC of the cloud, and says so."""
+    cluster = components.cluster_of("nc")
+    if cluster is None:
+        log.warning(
+            "nc certificate names no cluster: any cc of the cloud may call this node; join again with a new "
+            "token (euca admin register-node --cluster NAME) to bind it to its cluster"
+        )
+    return cluster
+
+
+def _cluster_apps(controller: NodeController, cluster: str | None) -> list[App]:
     handlers = {cls: _with_peer(fn) for cls, fn in controller.handlers().items()}
-    return [ClusterApp("nc", handlers)]
+    return [ClusterApp("nc", handlers, caller_name=cluster)]
 
 
 class NcRole:
@@ -54,7 +67,7 @@ class NcRole:
             Hypervisor(settings.libvirt_uri),
             keys=lambda: NodeKeys.from_components(ctx.components),
         )
-        self.apps: list[App] = _cluster_apps(self.controller)
+        self.apps: list[App] = _cluster_apps(self.controller, own_cluster(ctx.components))
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:
