@@ -1,8 +1,13 @@
 """The state store: every role keeps its metadata here.
 
 SQLite in WAL mode. All SQLite calls run in worker threads so the event loop never blocks:
-one writer (a CapacityLimiter of 1, BEGIN IMMEDIATE ... COMMIT around each unit of work) and
-a small pool of readers that see the last committed state.
+one writer connection and a small pool of readers that see the last committed state.
+
+Writes are group-committed: units of work that arrive while a transaction is in flight wait, and then run
+together, one after the other, in the next transaction (BEGIN IMMEDIATE, a SAVEPOINT around each unit, one
+COMMIT). Each unit still sees the ones before it, one that raises is rolled back alone (to its savepoint),
+and every caller returns only once the COMMIT is done. Concurrent writers thus share one thread hop, one
+commit and, for `durable` writes, one WAL sync, instead of queueing for one each.
 
 The interface roles use is narrow on purpose: `migrate()` at start, `write(fn)` for a
 transaction, `read(fn)` for a snapshot, where `fn` receives a `Tx` with execute/one/all.
@@ -16,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -53,13 +58,32 @@ class Tx:
         return None if row is None else row[0]
 
 
+# Most units of work one transaction takes: bounds how long the last of a burst waits for its commit.
+MAX_BATCH = 256
+
+
+class _WriteJob(Generic[T]):
+    __slots__ = ("fn", "durable", "taken", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[Tx], T], durable: bool):
+        self.fn = fn
+        self.durable = durable
+        self.taken = False  # part of a transaction now: its outcome will stand
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class Store:
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", readers: int = 4):
         self.path = str(path)
         self.synchronous = synchronous.upper()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect()
-        self._write_limiter = trio.CapacityLimiter(1)
+        # Held while the writer connection is in a transaction (batches in worker threads, write_sync).
+        self._writer_lock = threading.Lock()
+        self._pending: list[_WriteJob[Any]] = []
+        self._committing = False
         self._read_limiter = trio.CapacityLimiter(readers)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -109,17 +133,49 @@ class Store:
 
     # -- work ---------------------------------------------------------------------------------
 
-    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+    def write_sync(self, fn: Callable[[Tx], T], *, durable: bool = False) -> T:
         """Run `fn` in one write transaction on the calling thread (for CLI tools and start-up)."""
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(Tx(conn))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        job = _WriteJob(fn, durable)
+        self._run_batch([job])
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def _run_batch(self, batch: list[_WriteJob[Any]]) -> None:
+        """One transaction for the batch (in a worker thread); sets each job's result or error."""
+        with self._writer_lock:
+            conn = self._writer
+            sync = any(j.durable for j in batch) and self.synchronous == "NORMAL"
+            if sync:
+                # A durable unit is on disk when its caller hears back: this commit syncs the WAL.
+                conn.execute("PRAGMA synchronous=FULL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if len(batch) == 1:
+                        batch[0].result = batch[0].fn(Tx(conn))
+                    else:
+                        for job in batch:
+                            conn.execute("SAVEPOINT unit")
+                            try:
+                                job.result = job.fn(Tx(conn))
+                            except Exception as e:
+                                job.error = e
+                                conn.execute("ROLLBACK TO unit")
+                            conn.execute("RELEASE unit")
+                    conn.execute("COMMIT")
+                except BaseException as e:
+                    # The function of a lone unit raised, or the transaction itself failed (I/O error, a unit
+                    # that broke it): nothing of this batch is committed.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    for job in batch:
+                        if job.error is None:
+                            job.result = None
+                            job.error = e
+            finally:
+                if sync:
+                    conn.execute(f"PRAGMA synchronous={self.synchronous}")
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         conn = self._take_reader()
@@ -132,10 +188,41 @@ class Store:
         finally:
             self._give_reader(conn)
 
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in one write transaction, in the writer thread; commit if it returns, roll back if it raises."""
-        async with self._write_limiter:
-            return await trio.to_thread.run_sync(self.write_sync, fn)
+    async def write(self, fn: Callable[[Tx], T], *, durable: bool = False) -> T:
+        """Run `fn` in a write transaction, in the writer thread; committed if it returns, rolled back if it
+        raises (the exception is raised here). With `durable`, the commit is synced to disk (WAL fsync) even
+        when the store runs at synchronous=NORMAL, before this returns.
+
+        Cancelled before its transaction started, `fn` does not run; once started, the outcome stands and
+        is returned (the cancellation arrives at the caller's next checkpoint), as with a thread call."""
+        job: _WriteJob[T] = _WriteJob(fn, durable)
+        self._pending.append(job)
+        if not self._committing:
+            # No transaction in flight: this task commits, for itself and whoever queues meanwhile.
+            self._committing = True
+            try:
+                with trio.CancelScope(shield=True):
+                    while self._pending:
+                        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                        for j in batch:
+                            j.taken = True
+                        await trio.to_thread.run_sync(self._run_batch, batch)
+                        for j in batch:
+                            j.done.set()
+            finally:
+                self._committing = False
+        else:
+            try:
+                await job.done.wait()
+            except trio.Cancelled:
+                if not job.taken:
+                    self._pending.remove(job)
+                    raise
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` against a consistent snapshot, in a reader thread."""
@@ -161,7 +248,8 @@ class Store:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
-        self._writer.close()
+        with self._writer_lock:
+            self._writer.close()
 
 
 def _split_sql(script: str) -> list[str]:

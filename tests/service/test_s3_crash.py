@@ -53,8 +53,10 @@ def client(data_dir: Path, port: int):  # type: ignore[no-untyped-def]
                         config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
 
+# The old version small (kept inline in the state store, no object file) or large (an object file).
 @pytest.mark.slow
-def test_kill_9_mid_upload(tmp_path):
+@pytest.mark.parametrize(("old", "old_files"), [(b"old version", 0), (b"old version" * 20000, 1)], ids=["inline", "file"])
+def test_kill_9_mid_upload(tmp_path, old, old_files):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     port = free_port()
@@ -62,7 +64,7 @@ def test_kill_9_mid_upload(tmp_path):
     try:
         s3 = client(data_dir, port)
         s3.create_bucket(Bucket="crash")
-        s3.put_object(Bucket="crash", Key="obj", Body=b"old version")
+        s3.put_object(Bucket="crash", Key="obj", Body=old)
         url = s3.generate_presigned_url("put_object", Params={"Bucket": "crash", "Key": "obj"})
         halfway = threading.Event()
         release = threading.Event()
@@ -97,12 +99,12 @@ def test_kill_9_mid_upload(tmp_path):
 
         proc = start(data_dir, port)
         s3 = client(data_dir, port)
-        assert s3.get_object(Bucket="crash", Key="obj")["Body"].read() == b"old version"
+        assert s3.get_object(Bucket="crash", Key="obj")["Body"].read() == old
         versions = s3.list_object_versions(Bucket="crash").get("Versions", [])
         assert len(versions) == 1
         assert list(tmp_dir.iterdir()) == []
         files = [p for p in (data_dir / "objects").rglob("*") if p.is_file()]
-        assert len(files) == 1
+        assert len(files) == old_files
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -39,14 +39,16 @@ def test_put_get_head_delete(s3_client, bucket):
     assert status(e) == 404
 
 
-def test_overwrite_removes_old_bytes(euca, s3_client, bucket):
+# Small bodies are kept inline in the state store (no object file); larger ones get a file each.
+@pytest.mark.parametrize(("size", "files"), [(3, 0), (100 * 1024, 1)], ids=["inline", "file"])
+def test_overwrite_removes_old_bytes(euca, s3_client, bucket, size, files):
     root = euca.data_dir / "objects"
     before = sum(1 for p in root.rglob("*") if p.is_file())
-    s3_client.put_object(Bucket=bucket, Key="k", Body=b"one")
-    s3_client.put_object(Bucket=bucket, Key="k", Body=b"two")
-    assert s3_client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"two"
+    s3_client.put_object(Bucket=bucket, Key="k", Body=b"1" * size)
+    s3_client.put_object(Bucket=bucket, Key="k", Body=b"2" * size)
+    assert s3_client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"2" * size
     after = sum(1 for p in root.rglob("*") if p.is_file())
-    assert after == before + 1
+    assert after == before + files
     assert not list((root / "tmp").iterdir())
 
 

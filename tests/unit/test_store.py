@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from euca.core.store import Store, Tx, open_store
 
@@ -142,3 +144,61 @@ async def test_concurrent_reads_run_beside_a_write(store: Store) -> None:
             nursery.start_soon(reader)
     # Each read saw one committed state, before or after the update, never anything else.
     assert set(results) <= {1, 2} and len(results) == 10
+
+
+async def test_concurrent_writes_share_transactions_and_fail_alone(store: Store) -> None:
+    """Writers that queue while a transaction is in flight are group-committed; one that raises is rolled back
+    alone (its savepoint) and the others of its batch still commit."""
+    data_versions: list[int] = []
+
+    def put(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        def fn(tx: Tx) -> str:
+            tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,))
+            data_versions.append(tx.scalar("SELECT count(*) FROM item"))
+            if fail:
+                raise ValueError(name)
+            return name
+
+        return fn
+
+    results: dict[str, object] = {}
+
+    async def writer(name: str, fail: bool) -> None:
+        try:
+            results[name] = await store.write(put(name, fail), durable=name.endswith("0"))
+        except ValueError as e:
+            results[name] = e
+
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(writer, f"w{i}", i % 7 == 3)
+    failed = {f"w{i}" for i in range(40) if i % 7 == 3}
+    assert all(isinstance(results[n], ValueError) for n in failed)
+    assert all(results[n] == n for n in results if n not in failed)
+    names = await store.read(lambda tx: {r[0] for r in tx.all("SELECT name FROM item")})
+    assert names == {f"w{i}" for i in range(40)} - failed
+    # The store is back at its configured synchronous mode after durable batches.
+    assert store.read_sync(lambda tx: tx.scalar("PRAGMA synchronous")) == 1  # NORMAL
+    assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+async def test_a_write_cancelled_before_its_transaction_does_not_run(store: Store) -> None:
+    ran: list[str] = []
+    gate = threading.Event()
+
+    def slow(tx: Tx) -> None:
+        gate.wait(10)
+        ran.append("slow")
+
+    def queued(tx: Tx) -> None:
+        ran.append("queued")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.write, slow)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as cs:
+            cs.cancel()
+            await store.write(queued)  # queued behind `slow`, cancelled before its turn
+        assert cs.cancelled_caught
+        gate.set()
+    assert ran == ["slow"]

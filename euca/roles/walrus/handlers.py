@@ -28,7 +28,7 @@ from euca.roles.walrus.cors import Cors
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.policy import Policies
 from euca.roles.walrus.post_object import post_object
-from euca.roles.walrus.storage import Checksum, Storage, Written, checksum_of, combine_crc
+from euca.roles.walrus.storage import Checksum, Source, Storage, Written, checksum_of, combine_crc
 
 log = logging.getLogger("euca.walrus")
 
@@ -77,6 +77,53 @@ def _owner_of(p: Principal) -> tuple[str, str]:
     return p.canonical_id, p.account_name
 
 
+class ObjectCache:
+    """The latest versions of recently read objects (their rows, and an inline object's bytes), so that GET and
+    HEAD of a hot key need no store read and no thread hop.
+
+    Coherent because this process is the only writer of the Walrus tables (as for the bucket cache): every
+    write of a key drops it before and after the store write (`forget`), and a read that overlapped a write
+    does not fill the cache (`generation`, bumped by each forget, must be unchanged since the read began)."""
+
+    def __init__(self, max_entries: int = 16384, max_bytes: int = 64 * 1024 * 1024):
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.generation = 0
+        self._rows: dict[tuple[str, str], ObjectRow] = {}
+        self._bytes = 0
+
+    def get(self, bucket: str, key: str) -> ObjectRow | None:
+        return self._rows.get((bucket, key))
+
+    def fill(self, bucket: str, key: str, row: ObjectRow, generation: int) -> None:
+        if generation != self.generation or row.delete_marker:
+            return
+        size = len(row.data) if row.data is not None else 0
+        if size > self.max_bytes // 64:
+            return
+        old = self._rows.pop((bucket, key), None)
+        if old is not None and old.data is not None:
+            self._bytes -= len(old.data)
+        while self._rows and (len(self._rows) >= self.max_entries or self._bytes + size > self.max_bytes):
+            # Oldest filled first out (dicts keep insertion order).
+            evicted = self._rows.pop(next(iter(self._rows)))
+            if evicted.data is not None:
+                self._bytes -= len(evicted.data)
+        self._rows[(bucket, key)] = row
+        self._bytes += size
+
+    def forget(self, bucket: str, key: str) -> None:
+        self.generation += 1
+        old = self._rows.pop((bucket, key), None)
+        if old is not None and old.data is not None:
+            self._bytes -= len(old.data)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._rows.clear()
+        self._bytes = 0
+
+
 class Walrus:
     def __init__(self, store: Store, identity: Identity, storage: Storage, region: str):
         self.store = store
@@ -85,6 +132,7 @@ class Walrus:
         self.region = region
         # Every bucket, in memory: one process owns the Walrus tables, so the cache is the truth after start.
         self.buckets: dict[str, BucketRow] = {}
+        self.objects = ObjectCache()
         self._routes: dict[type, Callable[[Call, Any], Awaitable[Response]]] = {
             s3.ListBuckets: self.list_buckets,
             s3.CreateBucket: self.create_bucket,
@@ -195,9 +243,9 @@ class Walrus:
             return [("x-amz-version-id", o.version_id)]
         return []
 
-    async def fetch(self, bucket: str, key: str, version_id: str | None) -> ObjectRow:
+    async def fetch(self, bucket: str, key: str, version_id: str | None, *, with_data: bool = False) -> ObjectRow:
         """The version asked for (latest if None); NoSuchKey/NoSuchVersion/delete-marker errors as S3."""
-        o = await self.store.read(lambda tx: meta.get_object(tx, bucket, key, version_id))
+        o = await self.store.read(lambda tx: meta.get_object(tx, bucket, key, version_id, with_data=with_data))
         return self.live(o, bucket, key, version_id)
 
     @staticmethod
@@ -217,14 +265,48 @@ class Walrus:
             raise S3Error("NoSuchKey", headers=hdrs, Key=key)
         return o
 
-    async def commit(self, fn: Callable[[Tx], Any], written: list[str]) -> Any:
-        """Run a metadata write; if it fails, the files written for it are removed (nothing becomes visible)."""
+    async def write(self, fn: Callable[[Tx], Any], bucket: str, key: str | None, *, durable: bool = False) -> Any:
+        """A metadata write that changes object `key` (every key of the bucket if None): the object cache
+        forgets it before the write starts and again once it is committed."""
+        self._forget(bucket, key)
         try:
-            return await self.store.write(fn)
+            return await self.store.write(fn, durable=durable)
+        finally:
+            self._forget(bucket, key)
+
+    def _forget(self, bucket: str, key: str | None) -> None:
+        if key is None:
+            self.objects.clear()
+        else:
+            self.objects.forget(bucket, key)
+
+    async def commit(self, fn: Callable[[Tx], Any], written: list[str], bucket: str, key: str) -> Any:
+        """Make an object version visible: a durable metadata write (the bytes of an inline object go with it);
+        if it fails, the files written for it are removed (nothing becomes visible)."""
+        try:
+            return await self.write(fn, bucket, key, durable=True)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.storage.remove(written)
             raise
+
+    async def commit_part(self, fn: Callable[[Tx], Any], written: list[str]) -> Any:
+        """Record an uploaded part (durably: it is acknowledged); its file is removed if that fails."""
+        try:
+            return await self.store.write(fn, durable=True)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.storage.remove(written)
+            raise
+
+    @staticmethod
+    def _source(o: ObjectRow, offset: int, length: int) -> Source:
+        """Where a byte range of a live object's content is, for Storage.copy."""
+        if o.storage_id is not None:
+            return (o.storage_id, offset, length)
+        if o.data is None:
+            raise S3Error("InternalError", "inline object read without its bytes")
+        return (o.data, offset, length)
 
     # -- service and buckets ------------------------------------------------------------------------------
 
@@ -264,7 +346,7 @@ class Walrus:
 
     async def delete_bucket(self, call: Call, ep: s3.DeleteBucket) -> Response:
         self.bucket_owner(call, ep.bucket)
-        files = await self.store.write(lambda tx: meta.delete_bucket(tx, ep.bucket))
+        files = await self.write(lambda tx: meta.delete_bucket(tx, ep.bucket), ep.bucket, None)
         self.buckets.pop(ep.bucket, None)
         await self.storage.remove(files)
         log.info("delete-bucket bucket=%s", ep.bucket)
@@ -396,9 +478,10 @@ class Walrus:
         s3.evaluate_conditions(cond, o.etag, o.last_modified, mode="write")
 
     async def _receive(self, call: Call, cs: s3.ChecksumRequest, algorithm: str | None,
-                       content_length: int | None, max_size: int) -> Written:
+                       content_length: int | None, max_size: int, *, inline: bool = False) -> Written:
         stream = call.payload()
-        written = await self.storage.write_stream(stream, algorithm, expected_size=content_length, max_size=max_size)
+        written = await self.storage.write_stream(stream, algorithm, expected_size=content_length, max_size=max_size,
+                                                  inline=inline)
         try:
             if cs.content_md5 is not None and base64.b64decode(cs.content_md5) != bytes.fromhex(written.md5):
                 raise S3Error("BadDigest", ExpectedDigest=cs.content_md5,
@@ -409,7 +492,7 @@ class Walrus:
             if expected is not None and written.checksum is not None and expected != written.checksum.b64():
                 raise S3Error("BadDigest", f"The {cs.algorithm} you specified did not match the calculated checksum.")
         except BaseException:
-            await self.storage.remove([written.storage_id])
+            await self.storage.remove(written.files)
             raise
         return written
 
@@ -419,7 +502,8 @@ class Walrus:
         owner = _owner_of(p) if p is not None else (b.owner_id, b.owner_name)
         await self._check_write_conditions(b.name, ep.key, ep.conditions)
         acl = await self.acl_for(ep.acl, owner, (b.owner_id, b.owner_name))
-        written = await self._receive(call, ep.checksum, ep.checksum.algorithm, ep.content_length, s3.MAX_PUT_SIZE)
+        written = await self._receive(call, ep.checksum, ep.checksum.algorithm, ep.content_length, s3.MAX_PUT_SIZE,
+                                      inline=True)
         row = await self.store_object(b, ep.key, written, owner, ep.headers, ep.checksum.algorithm, acl, ep.tagging)
         headers = [("ETag", s3.quote_etag(row.etag)), *self.version_headers(b, row)]
         if row.checksum:
@@ -433,8 +517,8 @@ class Walrus:
         checksum = written.checksum.b64() if written.checksum else None
         row = ObjectRow(key, "", written.size, written.md5, time.time(), written.storage_id, owner[0], owner[1],
                         headers.to_dict(), algorithm, "FULL_OBJECT" if checksum else None, checksum,
-                        None, acl, tags or None)
-        removed = await self.commit(lambda tx: meta.put_object(tx, b.name, row), [written.storage_id])
+                        None, acl, tags or None, data=written.data)
+        removed = await self.commit(lambda tx: meta.put_object(tx, b.name, row), written.files, b.name, key)
         await self.storage.remove(removed)
         log.info("put bucket=%s key=%s size=%d etag=%s version=%s", b.name, key, row.size, row.etag, row.version_id)
         return row
@@ -461,7 +545,7 @@ class Walrus:
         storage = self.storage
 
         def load(tx: Tx) -> tuple[ObjectRow | None, int]:
-            o = meta.get_object(tx, b.name, ep.key, ep.version_id)
+            o = meta.get_object(tx, b.name, ep.key, ep.version_id, with_data=True)
             fd = -1
             if o is not None and o.storage_id and not is_head:
                 try:
@@ -470,10 +554,25 @@ class Walrus:
                     fd = -2  # replaced between our snapshot and the open: read again
             return o, fd
 
-        for _ in range(3):
-            o, fd = await self.store.read(load)
-            if fd != -2:
-                break
+        o, fd = None, -2
+        cached = self.objects.get(b.name, ep.key) if ep.version_id is None else None
+        if cached is not None:
+            o, fd = cached, -1
+            if cached.storage_id and not is_head:
+                try:
+                    # A path lookup in a warm directory: cheaper here than a thread hop.
+                    fd = storage.open(cached.storage_id)
+                except FileNotFoundError:
+                    self.objects.forget(b.name, ep.key)
+                    fd = -2
+        if fd == -2:
+            for _ in range(3):
+                generation = self.objects.generation
+                o, fd = await self.store.read(load)
+                if fd != -2:
+                    break
+            if o is not None and ep.version_id is None:
+                self.objects.fill(b.name, ep.key, o, generation)
         try:
             if o is None and not acls.allowed(b.acl, call.principal, "READ"):
                 raise S3Error("AccessDenied")
@@ -511,6 +610,9 @@ class Walrus:
                 headers.append((name, value))
             if is_head:
                 return Response(status, headers, b"", head_length=length)
+            if o.data is not None:
+                data = o.data if first == 0 and length == len(o.data) else o.data[first : first + length]
+                return Response(status, headers, data)
             body = FileBody(fd, first, length)
             fd = -1
             return Response(status, headers, body)
@@ -530,8 +632,9 @@ class Walrus:
             if o is None or o.delete_marker:
                 raise S3Error("NoSuchKey", Key=ep.key)
             s3.evaluate_conditions(ep.conditions, o.etag, o.last_modified, mode="write")
-        d = await self.store.write(
-            lambda tx: meta.delete_object(tx, b.name, ep.key, ep.version_id, owner[0], owner[1], time.time()))
+        d = await self.write(
+            lambda tx: meta.delete_object(tx, b.name, ep.key, ep.version_id, owner[0], owner[1], time.time()),
+            b.name, ep.key)
         await self.storage.remove(d.removed)
         log.info("delete bucket=%s key=%s version=%s marker=%s", b.name, ep.key, d.version_id, d.delete_marker)
         headers = []
@@ -564,14 +667,15 @@ class Walrus:
                                                    d.version_id if d.delete_marker else None))
             return results, removed
 
-        results, removed = await self.store.write(work)
+        results, removed = await self.write(work, b.name, None)
         await self.storage.remove(removed)
         log.info("delete-objects bucket=%s count=%d", b.name, len(items))
         return _xml(s3.render_delete_result(results, quiet))
 
     async def _copy_source(self, call: Call, source: s3.CopySource) -> tuple[BucketRow, ObjectRow]:
         sb = self.bucket(source.bucket)
-        o = await self.store.read(lambda tx: meta.get_object(tx, sb.name, source.key, source.version_id))
+        o = await self.store.read(
+            lambda tx: meta.get_object(tx, sb.name, source.key, source.version_id, with_data=True))
         if o is None and not acls.allowed(sb.acl, call.principal, "READ"):
             raise S3Error("AccessDenied")
         if o is not None and o.delete_marker and source.version_id is not None:
@@ -599,9 +703,8 @@ class Walrus:
         multipart_src = "-" in src.etag
         reuse_checksum = algorithm == src.checksum_algorithm and src.checksum_type == "FULL_OBJECT"
         need_hash = multipart_src or (algorithm is not None and not reuse_checksum)
-        assert src.storage_id is not None
-        written = await self.storage.copy([(src.storage_id, 0, src.size)], algorithm if need_hash else None,
-                                          hash_md5=need_hash)
+        written = await self.storage.copy([self._source(src, 0, src.size)], algorithm if need_hash else None,
+                                          hash_md5=need_hash, inline=True)
         etag = written.md5 if need_hash else src.etag
         if written.checksum is not None:
             checksum: str | None = written.checksum.b64()
@@ -610,8 +713,9 @@ class Walrus:
         acl = await self.acl_for(ep.acl, owner, (b.owner_id, b.owner_name))
         now = time.time()
         row = ObjectRow(ep.key, "", written.size, etag, now, written.storage_id, owner[0], owner[1], headers,
-                        algorithm if checksum else None, "FULL_OBJECT" if checksum else None, checksum, None, acl, tags)
-        removed = await self.commit(lambda tx: meta.put_object(tx, b.name, row), [written.storage_id])
+                        algorithm if checksum else None, "FULL_OBJECT" if checksum else None, checksum, None, acl, tags,
+                        data=written.data)
+        removed = await self.commit(lambda tx: meta.put_object(tx, b.name, row), written.files, b.name, ep.key)
         await self.storage.remove(removed)
         log.info("copy bucket=%s key=%s from=%s/%s size=%d etag=%s", b.name, ep.key, sb.name, src.key, row.size, etag)
         out = self.version_headers(b, row)
@@ -633,7 +737,7 @@ class Walrus:
         o = await self.fetch(b.name, ep.key, ep.version_id)
         self.require(acls.allowed(o.acl, call.principal, "WRITE_ACP"))
         acl = await self._acl_from_request(call, ep.acl, (o.owner_id, o.owner_name), (b.owner_id, b.owner_name))
-        await self.store.write(lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, acl=acl))
+        await self.write(lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, acl=acl), b.name, o.key)
         log.info("put-object-acl bucket=%s key=%s grants=%d", b.name, o.key, len(acl["grants"]))
         return _empty(200, self.version_headers(b, o))
 
@@ -647,13 +751,13 @@ class Walrus:
         b = self.bucket_access(call, ep.bucket, "WRITE")
         o = await self.fetch(b.name, ep.key, ep.version_id)
         tags = s3.parse_tagging_body(await call.xml_body())
-        await self.store.write(lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, tags=tags))
+        await self.write(lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, tags=tags), b.name, o.key)
         return _empty(200, self.version_headers(b, o))
 
     async def delete_object_tagging(self, call: Call, ep: s3.DeleteObjectTagging) -> Response:
         b = self.bucket_access(call, ep.bucket, "WRITE")
         o = await self.fetch(b.name, ep.key, ep.version_id)
-        await self.store.write(lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, tags=None))
+        await self.write(lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, tags=None), b.name, o.key)
         return _empty(204, self.version_headers(b, o))
 
     # -- multipart -------------------------------------------------------------------------------------------------
@@ -687,9 +791,10 @@ class Walrus:
                           f"{upload.checksum_algorithm.lower()}, actual checksum Type: {ep.checksum.algorithm.lower()}")
         written = await self._receive(call, ep.checksum, algorithm, ep.content_length, s3.MAX_PUT_SIZE)
         checksum = written.checksum.b64() if written.checksum else None
+        assert written.storage_id is not None  # parts are always files
         part = meta.PartRow(ep.part_number, written.size, written.md5, written.storage_id, checksum, time.time())
-        removed = await self.commit(lambda tx: meta.put_part(tx, b.name, ep.key, ep.upload_id, part),
-                                    [written.storage_id])
+        removed = await self.commit_part(lambda tx: meta.put_part(tx, b.name, ep.key, ep.upload_id, part),
+                                         written.files)
         await self.storage.remove(removed)
         log.info("multipart-part bucket=%s key=%s upload=%s part=%d size=%d", b.name, ep.key, ep.upload_id,
                  ep.part_number, written.size)
@@ -704,14 +809,14 @@ class Walrus:
         _, src = await self._copy_source(call, ep.source)
         rng = s3.parse_copy_range(ep.source_range, src.size)
         first, last = rng if rng is not None else (0, src.size - 1)
-        assert src.storage_id is not None
-        written = await self.storage.copy([(src.storage_id, first, max(0, last - first + 1))],
+        written = await self.storage.copy([self._source(src, first, max(0, last - first + 1))],
                                           upload.checksum_algorithm)
+        assert written.storage_id is not None
         checksum = written.checksum.b64() if written.checksum else None
         now = time.time()
         part = meta.PartRow(ep.part_number, written.size, written.md5, written.storage_id, checksum, now)
-        removed = await self.commit(lambda tx: meta.put_part(tx, b.name, ep.key, ep.upload_id, part),
-                                    [written.storage_id])
+        removed = await self.commit_part(lambda tx: meta.put_part(tx, b.name, ep.key, ep.upload_id, part),
+                                         written.files)
         await self.storage.remove(removed)
         checks = {upload.checksum_algorithm: checksum} if checksum and upload.checksum_algorithm else {}
         return _xml(s3.render_copy_result("CopyPartResult", written.md5, now, checks))
@@ -769,7 +874,7 @@ class Walrus:
             parts = meta.finish_upload(tx, ep.upload_id)
             return meta.put_object(tx, b.name, row) + parts
 
-        removed = await self.commit(commit, [written.storage_id])
+        removed = await self.commit(commit, written.files, b.name, ep.key)
         await self.storage.remove(removed)
         log.info("multipart-complete bucket=%s key=%s upload=%s parts=%d size=%d etag=%s", b.name, ep.key,
                  ep.upload_id, n, row.size, etag)

@@ -93,6 +93,14 @@ SCHEMA = [
         rules TEXT NOT NULL
     );
     """,
+    # Small objects kept in the store itself (no file, no per-object fsync: the bytes commit, durably, with
+    # their metadata row); keyed by walrus_objects.id, a separate table so listings never read the bytes.
+    """
+    CREATE TABLE walrus_inline (
+        object_id INTEGER PRIMARY KEY,
+        data BLOB NOT NULL
+    );
+    """,
 ]
 
 _enc = msgspec.json.Encoder()
@@ -149,6 +157,12 @@ class ObjectRow:
     delete_marker: bool = False
     is_latest: bool = True
     id: int = 0
+    # The bytes of an object kept inline (storage_id None); loaded only by get_object(with_data=True).
+    data: bytes | None = None
+
+    @property
+    def inline(self) -> bool:
+        return self.storage_id is None and not self.delete_marker
 
 
 def _object(row: Any) -> ObjectRow:
@@ -171,6 +185,7 @@ def _object(row: Any) -> ObjectRow:
         acl=loads(row[16]),
         tags=loads(row[17]),
         id=row[0],
+        data=row[18] if len(row) > 18 else None,
     )
 
 
@@ -227,14 +242,30 @@ def update_bucket(tx: Tx, name: str, **values: Any) -> None:
 # -- object versions ----------------------------------------------------------------------------------
 
 
-def get_object(tx: Tx, bucket: str, key: str, version_id: str | None = None) -> ObjectRow | None:
-    if version_id is None:
-        row = tx.one(f"SELECT {_OBJ_COLS} FROM walrus_objects WHERE bucket=? AND key=? AND is_latest=1",
-                     (bucket, key.encode()))
+_OBJ_COLS_DATA = (
+    "o.id, o.key, o.version_id, o.is_latest, o.delete_marker, o.size, o.etag, o.last_modified, o.storage_id, "
+    "o.owner_id, o.owner_name, o.headers, o.checksum_algorithm, o.checksum_type, o.checksum, o.parts, o.acl, "
+    "o.tags, i.data FROM walrus_objects o LEFT JOIN walrus_inline i ON i.object_id = o.id"
+)
+
+
+def get_object(tx: Tx, bucket: str, key: str, version_id: str | None = None, *,
+               with_data: bool = False) -> ObjectRow | None:
+    """One version (the latest if None); with_data also loads the bytes of an inline object."""
+    if with_data:
+        cols, where = _OBJ_COLS_DATA, "o.bucket=? AND o.key=? AND "
+        where += "o.is_latest=1" if version_id is None else "o.version_id=?"
     else:
-        row = tx.one(f"SELECT {_OBJ_COLS} FROM walrus_objects WHERE bucket=? AND key=? AND version_id=?",
-                     (bucket, key.encode(), version_id))
+        cols, where = f"{_OBJ_COLS} FROM walrus_objects", "bucket=? AND key=? AND "
+        where += "is_latest=1" if version_id is None else "version_id=?"
+    params = (bucket, key.encode()) if version_id is None else (bucket, key.encode(), version_id)
+    row = tx.one(f"SELECT {cols} WHERE {where}", params)
     return None if row is None else _object(row)
+
+
+def get_inline_data(tx: Tx, object_id: int) -> bytes:
+    data = tx.scalar("SELECT data FROM walrus_inline WHERE object_id=?", (object_id,))
+    return bytes(data) if data is not None else b""
 
 
 def _insert(tx: Tx, bucket: str, o: ObjectRow) -> None:
@@ -247,6 +278,15 @@ def _insert(tx: Tx, bucket: str, o: ObjectRow) -> None:
          o.checksum, None if o.parts is None else dumps(o.parts), None if o.acl is None else dumps(o.acl),
          None if o.tags is None else dumps(o.tags)),
     )
+    if o.data is not None:
+        tx.execute("INSERT INTO walrus_inline(object_id, data) VALUES((SELECT id FROM walrus_objects "
+                   "WHERE bucket=? AND key=? AND version_id=?), ?)", (bucket, o.key.encode(), o.version_id, o.data))
+
+
+def _delete_version(tx: Tx, object_id: int) -> None:
+    """Remove one version row and its inline bytes, if any."""
+    tx.execute("DELETE FROM walrus_inline WHERE object_id=?", (object_id,))
+    tx.execute("DELETE FROM walrus_objects WHERE id=?", (object_id,))
 
 
 def bucket_versioning(tx: Tx, bucket: str) -> str:
@@ -268,12 +308,12 @@ def put_object(tx: Tx, bucket: str, o: ObjectRow) -> list[str]:
         o.version_id = new_version_id()
     else:
         o.version_id = "null"
-        old = tx.one("SELECT storage_id FROM walrus_objects WHERE bucket=? AND key=? AND version_id='null'",
+        old = tx.one("SELECT id, storage_id FROM walrus_objects WHERE bucket=? AND key=? AND version_id='null'",
                      (bucket, key))
         if old is not None:
-            if old[0]:
-                removed.append(old[0])
-            tx.execute("DELETE FROM walrus_objects WHERE bucket=? AND key=? AND version_id='null'", (bucket, key))
+            if old[1]:
+                removed.append(old[1])
+            _delete_version(tx, old[0])
     if versioning:
         tx.execute("UPDATE walrus_objects SET is_latest=0 WHERE bucket=? AND key=? AND is_latest=1", (bucket, key))
     _insert(tx, bucket, o)
@@ -296,7 +336,7 @@ def delete_object(tx: Tx, bucket: str, key: str, version_id: str | None,
                      "WHERE bucket=? AND key=? AND version_id=?", (bucket, k, version_id))
         if row is None:
             return Deleted(version_id)
-        tx.execute("DELETE FROM walrus_objects WHERE id=?", (row[0],))
+        _delete_version(tx, row[0])
         if row[2]:
             tx.execute("UPDATE walrus_objects SET is_latest=1 WHERE id=(SELECT id FROM walrus_objects "
                        "WHERE bucket=? AND key=? ORDER BY id DESC LIMIT 1)", (bucket, k))
@@ -306,7 +346,7 @@ def delete_object(tx: Tx, bucket: str, key: str, version_id: str | None,
                      (bucket, k))
         if row is None:
             return Deleted()
-        tx.execute("DELETE FROM walrus_objects WHERE id=?", (row[0],))
+        _delete_version(tx, row[0])
         return Deleted(None, False, [row[1]] if row[1] else [])
     marker = ObjectRow(key, "", 0, "", now, None, owner_id, owner_name, delete_marker=True)
     removed = put_object(tx, bucket, marker)

@@ -113,7 +113,7 @@ async def post_object(walrus: Walrus, call: Call, ep: s3.PostObject) -> Response
     try:
         s3_post.check_length(policy, written.size)
     except S3Error:
-        await walrus.storage.remove([written.storage_id])
+        await walrus.storage.remove(written.files)
         raise
     row = await walrus.store_object(b, key, written, owner, headers, None, acl, tags)
 
