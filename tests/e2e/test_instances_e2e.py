@@ -44,8 +44,9 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 import pytest
+from cryptography import x509
 
-from euca.core.pki import CloudCA
+from euca.core.pki import CloudCA, cert_cluster
 from euca.images import bootimage as bi
 from euca.protocol import cluster as proto
 from euca.roles.cc.network import chain_name
@@ -986,15 +987,28 @@ def test_cluster_listeners_refuse_what_is_not_their_registered_caller(
     assert not isinstance(result, str) and result[0] == 200, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an NC takes calls from any CC of the cloud (ALLOWED_CALLERS checks the OU only), not just its "
-    "cluster's: the NC does not know which cluster it belongs to",
-)
 def test_an_nc_refuses_the_cc_of_another_cluster(cloud: Cloud, second_cluster: SecondCluster) -> None:
+    """A node's certificate names its cluster (the one-box's NC: issued at start; the joined NC: signed at
+    join from `register-node --cluster`), and its NC takes calls from that cluster's CC only — not from the
+    CC of another cluster of the same cloud, though its certificate is valid and of the right role."""
     ca_file = cloud.components / "cloud-cert.pem"
-    other_cc = _component(cloud.components, "cc")  # the one-box's CC, registered for another cluster
-    result = _call(
-        f"https://127.0.0.1:{second_cluster.nc_port}", proto.NcDescribeInstances(), other_cc, ca_file
-    )
-    _assert_refused(result, "NC <- the CC of another cluster")
+    nc2_components = second_cluster.nc_dir / "pki" / "components"
+    for components, cluster in ((cloud.components, cloud.cluster), (nc2_components, second_cluster.name)):
+        cert = x509.load_pem_x509_certificate((components / "nc-cert.pem").read_bytes())
+        assert cert_cluster(cert) == cluster, components
+    one_box_cc = _component(cloud.components, "cc")
+    cc2 = _component(second_cluster.cc_dir / "pki" / "components", "cc")
+    nc1 = f"https://127.0.0.1:{cloud.nc_port}"
+    nc2 = f"https://127.0.0.1:{second_cluster.nc_port}"
+    # Each NC answers its own cluster's CC ...
+    for url, caller in ((nc1, one_box_cc), (nc2, cc2)):
+        result = _call(url, proto.NcDescribeInstances(), caller, ca_file)
+        assert not isinstance(result, str) and result[0] == 200, (caller.what, result)
+    # ... and refuses the other's, past the TLS handshake, with a Fault and one log line.
+    since = second_cluster.nc.log_size()
+    for url, caller in ((nc2, one_box_cc), (nc1, cc2)):
+        result = _call(url, proto.NcDescribeInstances(), caller, ca_file)
+        assert not isinstance(result, str), (caller.what, result)
+        _assert_refused(result, f"NC at {url} <- {caller.what}")
+    second_cluster.nc.wait_for_log(f"cluster call refused role=nc caller=cc/{cloud.cluster}", since=since)
+    cloud.proc.wait_for_log(f"cluster call refused role=nc caller=cc/{second_cluster.name}")
