@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import calendar
 import email.utils
+import functools
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -873,10 +874,19 @@ def _unquote(s: str) -> str:
 
 
 def parse_query(query: str) -> dict[str, str]:
+    """The query's parameters decoded as urllib.parse.parse_qsl(keep_blank_values=True) does ('+' is a space;
+    a later repeat wins), memoised per `key=value` piece: most repeat from request to request (a presigned
+    URL's X-Amz-* fields, a listing's prefix)."""
     try:
-        return dict(parse_qsl(query, keep_blank_values=True, errors="strict"))
+        return dict(_query_pair(piece) for piece in query.split("&") if piece)
     except (UnicodeDecodeError, ValueError) as e:
         raise S3Error("InvalidURI") from e
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_pair(piece: str) -> tuple[str, str]:
+    name, _, value = piece.partition("=")
+    return unquote(name.replace("+", " "), errors="strict"), unquote(value.replace("+", " "), errors="strict")
 
 
 def parse_request(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import secrets
+import os
 from typing import Any
 
 import trio
@@ -53,8 +53,11 @@ class WalrusApp:
         return self.virtual_bucket(request) is not None
 
     async def handle(self, request: Request) -> Response:
-        request_id = secrets.token_hex(8).upper()
-        host_id = base64.b64encode(secrets.token_bytes(24)).decode()
+        # One urandom call for both ids (8 bytes of request id, 24 of host id).
+        rand = os.urandom(32)
+        request_id = rand[:8].hex().upper()
+        host_id = base64.b64encode(rand[8:]).decode()
+        vbucket = None
         try:
             vbucket = self.virtual_bucket(request)
             try:
@@ -74,10 +77,11 @@ class WalrusApp:
         except Exception:
             log.exception("walrus: %s %s failed", request.method, request.target[:200])
             response = self.error_response(request, S3Error("InternalError"), request_id, host_id)
-        try:
-            self.walrus.cors.decorate(request, s3.split_path(request.path, self.virtual_bucket(request))[0], response)
-        except S3Error:
-            pass
+        if "origin" in request.headers:
+            try:
+                self.walrus.cors.decorate(request, s3.split_path(request.path, vbucket)[0], response)
+            except S3Error:
+                pass
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", host_id))
         return response
