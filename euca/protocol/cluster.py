@@ -245,6 +245,14 @@ class NcRunInstance(msgspec.Struct, frozen=True):
     instance: InstanceSpec
 
 
+class NcRunInstances(msgspec.Struct, frozen=True):
+    """Start these instances (those of one RunInstances the CC placed on this node): one call instead of one
+    per instance. Each is as NcRunInstance; all or nothing: a fault means none of them was started. The reply
+    lists their statuses in the order asked."""
+
+    instances: list[InstanceSpec]
+
+
 class NcTerminateInstance(msgspec.Struct, frozen=True):
     instance_id: str
 
@@ -268,6 +276,7 @@ REPLIES: dict[type, type] = {
     NcDescribeResource: NodeResources,
     NcDescribeInstances: InstancesReply,
     NcRunInstance: InstanceStatus,
+    NcRunInstances: InstancesReply,
     NcTerminateInstance: InstanceStatus,
     NcRebootInstance: Ack,
     NcGetConsoleOutput: ConsoleOutput,
@@ -291,6 +300,7 @@ NC_MESSAGES = frozenset(
         NcDescribeResource,
         NcDescribeInstances,
         NcRunInstance,
+        NcRunInstances,
         NcTerminateInstance,
         NcRebootInstance,
         NcGetConsoleOutput,

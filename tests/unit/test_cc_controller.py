@@ -40,6 +40,7 @@ class FakeNode:
         self.fail_runs = False
         self.run_gate: trio.Event | None = None  # when set, NcRunInstance waits for it
         self.calls: list[Any] = []
+        self.run_calls: list[list[str]] = []  # instance ids of each NcRunInstances
 
     def status(self, instance_id: str) -> c.InstanceStatus:
         spec, nc_state = self.instances[instance_id]
@@ -85,6 +86,17 @@ class FakeNode:
         if isinstance(message, c.NcDescribeInstances):
             ids = message.instance_ids or list(self.instances)
             return c.InstancesReply([self.status(i) for i in ids if i in self.instances])
+        if isinstance(message, c.NcRunInstances):
+            # The CC sends a request's instances on this node in one call; counted here per instance
+            # (as NcRunInstance), and all or none, as the NC admits them.
+            self.calls.pop()
+            self.run_calls.append([spec.instance_id for spec in message.instances])
+            before = dict(self.instances)
+            try:
+                return c.InstancesReply([await self.handle(c.NcRunInstance(s)) for s in message.instances])
+            except BaseException:
+                self.instances = before
+                raise
         if isinstance(message, c.NcRunInstance):
             if self.run_gate is not None:
                 await self.run_gate.wait()
@@ -222,6 +234,26 @@ async def test_run_instances_places_greedy_with_addresses_and_counts_before_the_
     await cl.cc.poll_round()
     resources = await cl.describe_resources()
     assert capacity_of(resources, SMALL) == (1, 4)
+
+
+async def test_run_instances_calls_each_node_once_with_its_instances() -> None:
+    cl = Cluster(FakeNode("n1", cores=4), FakeNode("n2", cores=4))
+    await cl.describe_resources()
+    reply = await cl.cc.run_instances(c.RunInstances([spec(n) for n in range(1, 8)]))
+    assert [s.node for s in reply.instances] == ["n1"] * 4 + ["n2"] * 3
+    assert cl.nodes["n1"].run_calls == [["i-00000001", "i-00000002", "i-00000003", "i-00000004"]]
+    assert cl.nodes["n2"].run_calls == [["i-00000005", "i-00000006", "i-00000007"]]
+    await cl.cc.terminate_instances(c.TerminateInstances(["i-00000001"]))
+    await cl.cc.poll_round()
+    # A node that refuses its part: none of the request runs anywhere (n1's part is rolled back).
+    cl.nodes["n2"].fail_runs = True
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.run_instances(c.RunInstances([spec(8, reservation="r-2"), spec(9, reservation="r-2")]))
+    assert "none of the request was started" in e.value.message
+    assert cl.nodes["n1"].run_calls[-1] == ["i-00000008"] and cl.nodes["n1"].instances["i-00000008"][1] == (
+        "terminated"
+    )
+    assert set(await cl.instances()) == {f"i-{n:08x}" for n in range(1, 8)}
 
 
 async def test_insufficient_capacity_sends_nothing_to_the_nodes() -> None:

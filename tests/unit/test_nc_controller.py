@@ -33,6 +33,7 @@ from euca.protocol.cluster import (
     NcGetConsoleOutput,
     NcRebootInstance,
     NcRunInstance,
+    NcRunInstances,
     NcTerminateInstance,
     NetConfig,
     VmType,
@@ -343,6 +344,36 @@ async def test_no_room_is_insufficient_capacity(node: Node, pki: Pki, bundles: d
     assert e.value.code == "InsufficientInstanceCapacity"
     assert "i-00000002" not in node.nc.instances
     assert files_of(node.instances_dir) == ["i-00000001"]
+
+
+async def test_run_instances_admits_all_or_none(node: Node, pki: Pki, bundles: dict[str, Bundle]) -> None:
+    """The CC's one call for a request's instances on this node: each as NcRunInstance, in the order asked,
+    one already here answered as it is; if they do not all fit, none is started and nothing is written."""
+    nc = node.nc
+    first = await node.run(make_spec(pki, bundles, "i-00000001", kernel=False))  # 1 of the 4 cores
+    specs = [make_spec(pki, bundles, f"i-0000000{n}", kernel=False) for n in (2, 1, 3, 4)]
+    reply = await nc.run_instances(NcRunInstances(specs))
+    assert [(s.instance_id, s.nc_state) for s in reply.instances] == [
+        ("i-00000002", "staging"),
+        ("i-00000001", first.state),
+        ("i-00000003", "staging"),
+        ("i-00000004", "staging"),
+    ]
+    assert all((node.instances_dir / s.instance_id / "instance.json").exists() for s in specs)
+    with trio.fail_after(60):  # a guard against a hang
+        for s in specs:
+            await nc.instances[s.instance_id].settled.wait()
+    await nc.terminate_instance(NcTerminateInstance("i-00000004"))
+    with trio.fail_after(60):
+        await nc.instances["i-00000004"].ended.wait()
+    # One core free: two more do not fit, so neither starts.
+    with pytest.raises(ClusterFault) as e:
+        await nc.run_instances(
+            NcRunInstances([make_spec(pki, bundles, f"i-0000000{n}", kernel=False) for n in (5, 6)])
+        )
+    assert e.value.code == "InsufficientInstanceCapacity"
+    assert "i-00000005" not in nc.instances and "i-00000006" not in nc.instances
+    assert files_of(node.instances_dir) == ["i-00000001", "i-00000002", "i-00000003"]
 
 
 async def test_bad_instance_id_is_refused(node: Node, pki: Pki, bundles: dict[str, Bundle]) -> None:

@@ -39,7 +39,7 @@ from euca.protocol.cluster import (
     NcDescribeResource,
     NcGetConsoleOutput,
     NcRebootInstance,
-    NcRunInstance,
+    NcRunInstances,
     NcTerminateInstance,
     NodeAddress,
     NodeResources,
@@ -463,24 +463,37 @@ class ClusterController:
             ",".join(f"{s.instance_id}@{n.name}" for s, n, _ in batch),
         )
         failures: list[tuple[InstanceSpec, Node, Exception]] = []
+        by_node: dict[str, list[tuple[InstanceSpec, Node, Tracked]]] = {}
+        for item in batch:
+            by_node.setdefault(item[1].name, []).append(item)
 
-        async def start(spec: InstanceSpec, node: Node, tracked: Tracked) -> None:
+        async def start(node: Node, items: list[tuple[InstanceSpec, Node, Tracked]]) -> None:
+            # One call per node for all of its instances of this request (the NC admits all or none).
             try:
-                status = await self._call(node, NcRunInstance(spec))
+                reply = await self._call(node, NcRunInstances([spec for spec, _, _ in items]))
             except Exception as e:
-                failures.append((spec, node, e))
+                failures.extend((spec, node, e) for spec, _, _ in items)
                 return
             finally:
-                tracked.in_flight = False
-                tracked.updated = self.tick()
-                tracked.started.set()
-            if status.node != node.name:
-                status = msgspec.structs.replace(status, node=node.name)
-            tracked.status = self._keep_address(tracked.status, status)
+                for _, _, tracked in items:
+                    tracked.in_flight = False
+                    tracked.updated = self.tick()
+                    tracked.started.set()
+            answered = {status.instance_id: status for status in reply.instances}
+            for spec, _, tracked in items:
+                status = answered.get(spec.instance_id)
+                if status is None:
+                    failures.append(
+                        (spec, node, ClusterFault("InternalError", "the node did not answer for it"))
+                    )
+                    continue
+                if status.node != node.name:
+                    status = msgspec.structs.replace(status, node=node.name)
+                tracked.status = self._keep_address(tracked.status, status)
 
         async with trio.open_nursery() as nursery:
-            for spec, node, tracked in batch:
-                nursery.start_soon(start, spec, node, tracked)
+            for items in by_node.values():
+                nursery.start_soon(start, items[0][1], items)
         if not failures:
             return
         spec, node, error = failures[0]

@@ -7,7 +7,8 @@ Lifecycle of one instance (NcState, see euca/protocol/cluster.py):
        +--(failure: reason)--> canceled                                     v
        +--(terminate)--------> teardown --> terminated   <--(terminate, guest powered off, crashed, vanished)
 
-NcRunInstance answers at once with `staging`; the work runs as a task in the role's nursery. Terminated and
+NcRunInstance (NcRunInstances: the CC's one call for a request's instances on this node) answers at once
+with `staging`; the work runs as a task in the role's nursery. Terminated and
 canceled instances leave nothing on the node (domain undefined, instance directory removed, cache pins
 released) and stay in memory for `terminated_ttl` seconds so the CC's next polls see how they ended.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +49,7 @@ from euca.protocol.cluster import (
     NcGetConsoleOutput,
     NcRebootInstance,
     NcRunInstance,
+    NcRunInstances,
     NcState,
     NcTerminateInstance,
     NodeResources,
@@ -402,6 +405,7 @@ class NodeController:
             NcDescribeResource: self.describe_resource,
             NcDescribeInstances: self.describe_instances,
             NcRunInstance: self.run_instance,
+            NcRunInstances: self.run_instances,
             NcTerminateInstance: self.terminate_instance,
             NcRebootInstance: self.reboot_instance,
             NcGetConsoleOutput: self.get_console_output,
@@ -454,47 +458,77 @@ class NodeController:
         )
 
     async def run_instance(self, message: NcRunInstance) -> InstanceStatus:
-        spec = message.instance
-        if not INSTANCE_ID.fullmatch(spec.instance_id):
-            raise ClusterFault("InvalidParameterValue", f"bad instance id {spec.instance_id[:40]!r}")
-        existing = self.instances.get(spec.instance_id)
-        if existing is not None:  # the CC resent it: same answer, nothing started twice
-            return existing.status(self.name)
-        _check_spec(spec)
-        if self._nursery is None or self.images is None or not self.restored:
+        reply = await self.run_instances(NcRunInstances([message.instance]))
+        return reply.instances[0]
+
+    async def run_instances(self, message: NcRunInstances) -> InstancesReply:
+        """Admit the instances (all or none), write each one's instance.json, answer `staging` for each and
+        stage them in the background. One already here (the CC resent it) answers as it is."""
+        specs = list({s.instance_id: s for s in message.instances}.values())
+        for spec in specs:
+            if not INSTANCE_ID.fullmatch(spec.instance_id):
+                raise ClusterFault("InvalidParameterValue", f"bad instance id {spec.instance_id[:40]!r}")
+        new = [s for s in specs if s.instance_id not in self.instances]
+        for spec in new:
+            _check_spec(spec)
+        if new and (self._nursery is None or self.images is None or not self.restored):
             raise ClusterFault("ServiceUnavailable", f"node {self.name} is not ready: {self.host_error}", 503)
-        if not vm_type_fits(spec.vm_type, self.resources()):
-            raise ClusterFault(
-                "InsufficientInstanceCapacity",
-                f"node {self.name} has no room for a {spec.vm_type.name} "
-                f"({spec.vm_type.cores} cores, {spec.vm_type.memory_mb} MiB, {spec.vm_type.disk_gb} GiB)",
-                503,
+        free = self.resources()
+        for spec in new:
+            vm = spec.vm_type
+            if not vm_type_fits(vm, free):
+                raise ClusterFault(
+                    "InsufficientInstanceCapacity",
+                    f"node {self.name} has no room for a {vm.name} "
+                    f"({vm.cores} cores, {vm.memory_mb} MiB, {vm.disk_gb} GiB)",
+                    503,
+                )
+            free = msgspec.structs.replace(
+                free,
+                cores_free=free.cores_free - vm.cores,
+                memory_mb_free=free.memory_mb_free - vm.memory_mb,
+                disk_gb_free=free.disk_gb_free - vm.disk_gb,
             )
-        inst = Instance(spec, self.settings.instances_dir / spec.instance_id, self.domain_type)
-        inst.staging = trio.CancelScope()
-        self.instances[spec.instance_id] = inst  # counted from now on: a second run cannot take its room
-        record = InstanceRecord(spec=spec, node=self.name, domain_type=self.domain_type, created=time.time())
-        try:
-            await trio.to_thread.run_sync(self._write_record, inst.dir, msgspec.json.encode(record))
-        except OSError as e:
-            del self.instances[spec.instance_id]
-            raise ClusterFault("InternalError", f"cannot make the instance directory: {e}", 500) from e
-        log.info(
-            "instance staging id=%s node=%s type=%s image=%s",
-            spec.instance_id,
-            self.name,
-            spec.vm_type.name,
-            spec.machine.image_id,
-        )
-        self._nursery.start_soon(self._stage, inst)
-        return inst.status(self.name)
+        admitted = [Instance(s, self.settings.instances_dir / s.instance_id, self.domain_type) for s in new]
+        now = time.time()
+        records = []
+        for inst in admitted:
+            inst.staging = trio.CancelScope()
+            self.instances[inst.id] = inst  # counted from now on: a second run cannot take its room
+            record = InstanceRecord(spec=inst.spec, node=self.name, domain_type=self.domain_type, created=now)
+            records.append((inst.dir, msgspec.json.encode(record)))
+        if records:
+            try:
+                await trio.to_thread.run_sync(self._write_records, records)
+            except OSError as e:
+                for inst in admitted:
+                    del self.instances[inst.id]
+                await trio.to_thread.run_sync(self._remove_dirs, [inst.dir for inst in admitted])
+                raise ClusterFault("InternalError", f"cannot make the instance directory: {e}", 500) from e
+        assert self._nursery is not None
+        for inst in admitted:
+            log.info(
+                "instance staging id=%s node=%s type=%s image=%s",
+                inst.id,
+                self.name,
+                inst.spec.vm_type.name,
+                inst.spec.machine.image_id,
+            )
+            self._nursery.start_soon(self._stage, inst)
+        return InstancesReply([self.instances[s.instance_id].status(self.name) for s in specs])
 
     @staticmethod
-    def _write_record(directory: Path, data: bytes) -> None:
-        # Written, not yet synced: a kill -9 keeps it (the page cache), and staging syncs it before any
-        # disk or domain exists (_prepare), so the answer to the CC does not wait for two fsyncs.
-        directory.mkdir(parents=True, exist_ok=True)
-        disks.write_atomically(directory / SPEC_FILE, data)
+    def _write_records(records: list[tuple[Path, bytes]]) -> None:
+        # Written, not yet synced: a kill -9 keeps them (the page cache), and staging syncs each before any
+        # disk or domain exists (_prepare), so the answer to the CC does not wait for fsyncs.
+        for directory, data in records:
+            directory.mkdir(parents=True, exist_ok=True)
+            disks.write_atomically(directory / SPEC_FILE, data)
+
+    @staticmethod
+    def _remove_dirs(directories: list[Path]) -> None:
+        for directory in directories:
+            shutil.rmtree(directory, ignore_errors=True)
 
     async def terminate_instance(self, message: NcTerminateInstance) -> InstanceStatus:
         inst = self.instances.get(message.instance_id)
