@@ -138,6 +138,14 @@ class Hypervisor:
         self._conn = conn
         self._owns_conn = conn is None
         self._lock = trio.Lock()  # one (re)connect at a time
+        # Calls running in worker threads: close() waits for them, since closing a libvirt connection under a
+        # call in flight crashes the process (seen: a segfault in lookupByName when an HTTP handler's call
+        # outlived the role that closed the connection).
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closing = False
+        self._dropped: list[libvirt.virConnect] = []
 
     # -- connection ---------------------------------------------------------------------------------------
 
@@ -161,15 +169,17 @@ class Hypervisor:
             return  # another task reconnected already
         self._conn = None
         if self._owns_conn:
-            try:
-                current.close()
-            except libvirt.libvirtError:
-                pass
+            # Other calls may still be running on it: it is closed with the rest in close().
+            self._dropped.append(current)
 
     async def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
         """fn(conn) in a worker thread; on a broken connection, reconnect and try once more."""
         for attempt in (1, 2):
+            if self._closing:
+                raise HypervisorUnavailable(f"the connection to {self.uri} is closing")
             conn = await self._connection()
+            self._in_flight += 1
+            self._idle = trio.Event() if self._in_flight == 1 else self._idle
             try:
                 return await trio.to_thread.run_sync(fn, conn)
             except libvirt.libvirtError as e:
@@ -178,12 +188,25 @@ class Hypervisor:
                     self._drop(conn)
                     continue
                 raise HypervisorError(str(e)) from e
+            finally:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.set()
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
+        self._closing = True
+        await self._idle.wait()
+        conns = self._dropped
+        self._dropped = []
         if self._conn is not None and self._owns_conn:
-            conn, self._conn = self._conn, None
-            await trio.to_thread.run_sync(conn.close)
+            conns.append(self._conn)
+        self._conn = None
+        for conn in conns:
+            try:
+                await trio.to_thread.run_sync(conn.close)
+            except libvirt.libvirtError:
+                pass
 
     # -- host ---------------------------------------------------------------------------------------------
 
