@@ -452,6 +452,12 @@ class NodeController:
 
     async def describe_instances(self, message: NcDescribeInstances) -> InstancesReply:
         await self.refresh()
+        if not self.restored:
+            # Before the instances already on this host are found again, an empty list would tell the CC
+            # they are gone; a fault makes it keep what it knew.
+            raise ClusterFault(
+                "Unavailable", f"node {self.name} has not found its instances yet: {self.host_error}", 503
+            )
         wanted = set(message.instance_ids)
         return InstancesReply(
             [inst.status(self.name) for inst in self.instances.values() if not wanted or inst.id in wanted]
