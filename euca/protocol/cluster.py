@@ -13,7 +13,8 @@ Wire (sans-I/O here; the transport lives in euca/core):
 Authentication: mutual TLS. Every component holds a key and a certificate issued by the cloud CA, with
 Organization "euca", OrganizationalUnit = its role ("clc", "cc", "nc", "sc") and CommonName = its registered
 name. A listener only takes calls from the roles in `ALLOWED_CALLERS` for it; anything else is refused
-before a message is decoded.
+before a message is decoded. An NC's certificate also names its cluster (SAN `urn:euca:cluster:<name>`), and
+an NC takes calls only from the CC whose CN is that cluster.
 
 Instance states: the NC's own lifecycle (`NcState`) maps to the EC2 state the CC and CLC report (`ec2_state`).
 """
