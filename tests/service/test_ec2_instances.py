@@ -366,6 +366,27 @@ def test_filters_and_pages(ec2: Any, zones: Any, images: dict[str, str], key_nam
         assert error_code(e) == code, kwargs
 
 
+def test_pages_without_filters_and_a_few_ids(ec2: Any, zones: Any, images: dict[str, str]) -> None:
+    """Without filters a page is read from the store as one (launch order after the token, one more than
+    asked); the walk still sees every instance once, and describing a few ids reads only those."""
+    zone = unique("zp")
+    zones(zone, [FakeNode(f"{zone}-n1", cores=16, memory_mb=8192)])
+    mine = instances_of(
+        ec2.run_instances(
+            ImageId=images["machine"], MinCount=7, MaxCount=7, Placement={"AvailabilityZone": zone}
+        )
+    )
+    wait_state(ec2, mine, "running")
+    everything = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    pages = list(ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 5}))
+    seen = [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
+    assert all(sum(len(r["Instances"]) for r in p["Reservations"]) <= 5 for p in pages)
+    assert len(seen) == len(set(seen)) and set(seen) == everything and set(mine) <= everything
+    assert len(pages) == -(-len(everything) // 5)
+    reservations = ec2.describe_instances(InstanceIds=[mine[5], mine[1]])["Reservations"]
+    assert [i["InstanceId"] for r in reservations for i in r["Instances"]] == [mine[1], mine[5]]
+
+
 def test_instances_are_visible_only_to_their_account(
     ec2: Any, ec2_other: Any, zones: Any, images: dict[str, str]
 ) -> None:

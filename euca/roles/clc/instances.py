@@ -30,7 +30,7 @@ from euca.core.store import Store, Tx
 from euca.protocol import cluster
 from euca.protocol.cluster import STATE_CODES, ClusterFault, ImageRef, InstanceSpec, VmType
 from euca.protocol.ec2 import messages as m
-from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
+from euca.protocol.ec2.filters import FilterSet, PageLimits, decode_token, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc import images, instance_types, placement, topology
 from euca.roles.clc import tags as tagging
@@ -190,14 +190,45 @@ def _record(row: sqlite3.Row, tags: dict[str, str] | None = None) -> InstanceRec
     )
 
 
-def load_instances(tx: Tx, account_id: str | None, *, with_tags: bool = True) -> list[InstanceRecord]:
-    """The account's instances (every account's for None), in launch order, with the account's tags."""
-    if account_id is None:
-        rows = tx.all(f"SELECT {_INSTANCE_COLUMNS} {_FROM} ORDER BY i.seq")
+def load_instances(
+    tx: Tx,
+    account_id: str | None,
+    *,
+    with_tags: bool = True,
+    ids: Sequence[str] | None = None,
+    after_seq: int | None = None,
+    limit: int | None = None,
+) -> list[InstanceRecord]:
+    """The account's instances (every account's for None), in launch order, with the account's tags.
+
+    Narrowed in the query, so a DescribeInstances of a few ids or of one page does not read them all:
+    `ids` only these; `after_seq` only those launched after that one (a page token); `limit` at most so many.
+    """
+    where: list[str] = []
+    args: list[object] = []
+    if account_id is not None:
+        where.append("i.account_id=?")
+        args.append(account_id)
+    if after_seq is not None:
+        where.append("i.seq>?")
+        args.append(after_seq)
+    if ids is not None:
+        rows = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            conditions = " AND ".join([*where, f"i.instance_id IN ({','.join('?' * len(chunk))})"])
+            rows.extend(tx.all(f"SELECT {_INSTANCE_COLUMNS} {_FROM} WHERE {conditions}", (*args, *chunk)))
+        rows.sort(key=lambda r: r["seq"])
+        if limit is not None:
+            rows = rows[:limit]
     else:
-        rows = tx.all(
-            f"SELECT {_INSTANCE_COLUMNS} {_FROM} WHERE i.account_id=? ORDER BY i.seq", (account_id,)
-        )
+        sql = f"SELECT {_INSTANCE_COLUMNS} {_FROM}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY i.seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = tx.all(sql, tuple(args))
     tags: dict[str, dict[str, str]] = {}
     if with_tags and rows:
         if account_id is None:
@@ -253,9 +284,7 @@ def not_found(ids: Sequence[str]) -> Ec2Error:
 
 def _owned(tx: Tx, account_id: str, ids: Sequence[str]) -> list[InstanceRecord]:
     """The caller's instances with these ids, in the order asked; any missing one is NotFound."""
-    found = {
-        r.instance_id: r for r in load_instances(tx, account_id, with_tags=False) if r.instance_id in set(ids)
-    }
+    found = {r.instance_id: r for r in load_instances(tx, account_id, with_tags=False, ids=ids)}
     missing = [i for i in ids if i not in found]
     if missing:
         raise not_found(missing)
@@ -724,6 +753,17 @@ def _page_key(r: InstanceRecord) -> str:
     return f"{r.seq:016d}"
 
 
+def _seq_after(next_token: str | None) -> int | None:
+    """The launch sequence number a page token names (paginate checks the token itself)."""
+    if not next_token:
+        return None
+    try:
+        key = decode_token(next_token)
+    except Ec2Error:
+        return None
+    return int(key) if key.isdigit() else None
+
+
 async def describe_instances(call: Call, req: m.DescribeInstancesRequest) -> m.DescribeInstancesResult:
     ids = list(req.instance_ids)
     everyone = call.principal.is_cloud_admin and "verbose" in ids  # euca-describe-instances verbose
@@ -735,7 +775,14 @@ async def describe_instances(call: Call, req: m.DescribeInstancesRequest) -> m.D
             "InvalidParameterCombination",
             "The parameter instancesSet cannot be used with the parameter maxResults",
         )
-    records = await call.ctx.store.read(lambda tx: load_instances(tx, None if everyone else call.account_id))
+    owner = None if everyone else call.account_id
+    after = _seq_after(req.next_token)
+    # Without filters a page is the next max_results in launch order: read only those (and one more, which
+    # says whether there is a next page).
+    limit = req.max_results + 1 if req.max_results is not None and not req.filters and not ids else None
+    records = await call.ctx.store.read(
+        lambda tx: load_instances(tx, owner, ids=ids or None, after_seq=after, limit=limit)
+    )
     if ids:
         wanted = set(ids)
         records = [r for r in records if r.instance_id in wanted]
@@ -962,7 +1009,9 @@ async def describe_instance_status(
             "InvalidParameterCombination",
             "The parameter instancesSet cannot be used with the parameter maxResults",
         )
-    records = await call.ctx.store.read(lambda tx: load_instances(tx, call.account_id, with_tags=False))
+    records = await call.ctx.store.read(
+        lambda tx: load_instances(tx, call.account_id, with_tags=False, ids=ids or None)
+    )
     if ids:
         known = {r.instance_id for r in records}
         missing = [i for i in ids if i not in known]
