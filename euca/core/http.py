@@ -189,7 +189,22 @@ class FileBody:
             pass
 
 
-ResponseBody = bytes | FileBody | AsyncIterable[bytes]
+@dataclass
+class FileSegments:
+    """Several file pieces sent one after another as one body (e.g. an object kept as its part files).
+    Every fd is closed after sending."""
+
+    parts: list[FileBody]
+
+    def __len__(self) -> int:
+        return sum(p.length for p in self.parts)
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+
+ResponseBody = bytes | FileBody | FileSegments | AsyncIterable[bytes]
 
 
 @dataclass
@@ -351,9 +366,9 @@ class _Connection:
         elif isinstance(body, bytes | bytearray | memoryview):
             if "content-length" not in names:
                 headers.append((b"Content-Length", str(len(body)).encode()))
-        elif isinstance(body, FileBody):
+        elif isinstance(body, FileBody | FileSegments):
             if "content-length" not in names:
-                headers.append((b"Content-Length", str(body.length).encode()))
+                headers.append((b"Content-Length", str(len(body)).encode()))
         elif "content-length" not in names:
             headers.append((b"Transfer-Encoding", b"chunked"))
         try:
@@ -367,36 +382,37 @@ class _Connection:
                 await self._send_bytes(
                     b"".join((head, data or b"", self.conn.send(h11.EndOfMessage()) or b""))
                 )
-            elif isinstance(body, FileBody) and body.length <= SMALL_FILE:
+            elif isinstance(body, FileBody | FileSegments) and len(body) <= SMALL_FILE:
                 # A small file costs less read into memory and sent with the head than as a write plus a
                 # sendfile (a page-cache read either way; os.sendfile also reads in this thread).
-                data = os.pread(body.fd, body.length, body.offset)
-                if len(data) != body.length:
-                    raise ClientDisconnected("file shorter than announced")
+                data = b"".join(_pread_all(piece) for piece in _pieces(body))
                 framed = self.conn.send(h11.Data(data=data)) if data else b""
                 await self._send_bytes(
                     b"".join((head, framed or b"", self.conn.send(h11.EndOfMessage()) or b""))
                 )
             else:
                 await self._send_bytes(head)
-                if isinstance(body, FileBody):
-                    # h11 frames the bytes (it only needs their length); we move them with sendfile.
-                    # (h11 types Data.data as bytes; passthrough hands our FileBody back untouched.)
-                    pieces: list[Any] = (
-                        self.conn.send_with_data_passthrough(h11.Data(data=cast(bytes, body))) or []
-                    )
-                    for piece in pieces:
-                        if isinstance(piece, FileBody):
-                            await self._sendfile(piece)
-                        else:
-                            await self._send_bytes(piece)
+                if isinstance(body, FileBody | FileSegments):
+                    for file_piece in _pieces(body):
+                        if not file_piece.length:
+                            continue
+                        # h11 frames the bytes (it only needs their length); we move them with sendfile.
+                        # (h11 types Data.data as bytes; passthrough hands our FileBody back untouched.)
+                        pieces: list[Any] = (
+                            self.conn.send_with_data_passthrough(h11.Data(data=cast(bytes, file_piece))) or []
+                        )
+                        for piece in pieces:
+                            if isinstance(piece, FileBody):
+                                await self._sendfile(piece)
+                            else:
+                                await self._send_bytes(piece)
                 else:
                     async for chunk in body:
                         if chunk:
                             await self.send(h11.Data(data=chunk))
                 await self.send(h11.EndOfMessage())
         finally:
-            if isinstance(body, FileBody):
+            if isinstance(body, FileBody | FileSegments):
                 body.close()
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
@@ -557,6 +573,17 @@ class _Connection:
                     drained += len(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
+
+
+def _pieces(body: FileBody | FileSegments) -> list[FileBody]:
+    return body.parts if isinstance(body, FileSegments) else [body]
+
+
+def _pread_all(body: FileBody) -> bytes:
+    data = os.pread(body.fd, body.length, body.offset) if body.length else b""
+    if len(data) != body.length:
+        raise ClientDisconnected("file shorter than announced")
+    return data
 
 
 def _head_size(event: h11.Request) -> int:

@@ -130,3 +130,48 @@ def test_transfer_manager(s3_client, bucket, tmp_path):
     dst = tmp_path / "back"
     s3_client.download_file(bucket, "managed", str(dst), Config=cfg)
     assert dst.read_bytes() == src.read_bytes()
+
+
+def _object_files(euca) -> set[str]:  # type: ignore[no-untyped-def]
+    root = euca.data_dir / "objects"
+    return {p.name for p in root.rglob("*") if p.is_file() and p.parent.name != "tmp"}
+
+
+def test_completed_object_kept_as_its_parts(euca, s3_client, bucket):
+    """CompleteMultipartUpload copies nothing: the object is its part files. Ranges across part boundaries,
+    part numbers, copies, an unused part's removal, and overwrite/delete leaving no file behind."""
+    before = _object_files(euca)
+    parts_data = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(777)]
+    uid = s3_client.create_multipart_upload(Bucket=bucket, Key="kept")["UploadId"]
+    etags = [s3_client.upload_part(Bucket=bucket, Key="kept", UploadId=uid, PartNumber=n, Body=d)["ETag"]
+             for n, d in enumerate(parts_data, 1)]
+    s3_client.upload_part(Bucket=bucket, Key="kept", UploadId=uid, PartNumber=9, Body=b"unused")
+    s3_client.complete_multipart_upload(Bucket=bucket, Key="kept", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    whole = b"".join(parts_data)
+    assert len(_object_files(euca) - before) == 3  # the three parts, no concatenated copy; part 9 removed
+    assert s3_client.get_object(Bucket=bucket, Key="kept")["Body"].read() == whole
+    for lo, hi in [(0, 0), (5 * MiB - 10, 5 * MiB + 10), (MiB, 10 * MiB + 5), (10 * MiB, 10 * MiB + 776)]:
+        got = s3_client.get_object(Bucket=bucket, Key="kept", Range=f"bytes={lo}-{hi}")
+        assert got["Body"].read() == whole[lo : hi + 1]
+        assert got["ContentRange"] == f"bytes {lo}-{hi}/{len(whole)}"
+    got = s3_client.get_object(Bucket=bucket, Key="kept", Range="bytes=-100")
+    assert got["Body"].read() == whole[-100:]
+    assert s3_client.get_object(Bucket=bucket, Key="kept", PartNumber=3)["Body"].read() == parts_data[2]
+    assert s3_client.head_object(Bucket=bucket, Key="kept")["ContentLength"] == len(whole)
+    # Copies read across the parts.
+    s3_client.copy_object(Bucket=bucket, Key="kept-copy", CopySource={"Bucket": bucket, "Key": "kept"})
+    assert s3_client.get_object(Bucket=bucket, Key="kept-copy")["Body"].read() == whole
+    uid2 = s3_client.create_multipart_upload(Bucket=bucket, Key="pc2")["UploadId"]
+    e = s3_client.upload_part_copy(Bucket=bucket, Key="pc2", UploadId=uid2, PartNumber=1,
+                                   CopySource={"Bucket": bucket, "Key": "kept"},
+                                   CopySourceRange=f"bytes={5 * MiB - 3}-{10 * MiB + 3}")["CopyPartResult"]["ETag"]
+    s3_client.complete_multipart_upload(Bucket=bucket, Key="pc2", UploadId=uid2,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+    assert s3_client.get_object(Bucket=bucket, Key="pc2")["Body"].read() == whole[5 * MiB - 3 : 10 * MiB + 4]
+    # Overwritten and deleted: every file goes.
+    s3_client.put_object(Bucket=bucket, Key="kept", Body=b"small now")
+    assert s3_client.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"small now"
+    for key in ("kept", "kept-copy", "pc2"):
+        s3_client.delete_object(Bucket=bucket, Key=key)
+    assert _object_files(euca) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import resource
 from typing import Any
 
 import trio
@@ -120,6 +121,7 @@ class WalrusRole:
         self.apps = [WalrusApp(ctx, self.walrus)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        _raise_open_files_limit()
         removed = await trio.to_thread.run_sync(self.storage.prepare)
         if removed:
             log.info("removed %d unfinished upload file(s) left by an earlier run", removed)
@@ -127,6 +129,19 @@ class WalrusRole:
         log.info("walrus ready objects_dir=%s buckets=%d", self.storage.root, len(self.walrus.buckets))
         task_status.started()
         await trio.sleep_forever()
+
+
+def _raise_open_files_limit() -> None:
+    """Open files up to the hard limit: every connection is one, and a GET of a multipart object kept as its
+    parts holds one per part it covers (the usual soft limit, 1024, is a few dozen such GETs)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:
+        log.warning("cannot raise the open files limit: %s", e)
 
 
 def create(ctx: RoleContext) -> WalrusRole:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from typing import Any
 import trio
 
 from euca.core.auth import AuthResult, PayloadStream
-from euca.core.http import FileBody, Request, Response
+from euca.core.http import FileBody, FileSegments, Request, Response
 from euca.core.identity import Identity, Principal
 from euca.core.store import Store, Tx
 from euca.protocol import s3
@@ -34,6 +33,9 @@ log = logging.getLogger("euca.walrus")
 
 XML = "application/xml"
 MAX_XML_BODY = 1024 * 1024
+# A multipart object of up to this many parts is kept as its part files (a manifest); one of more parts is
+# concatenated into one file at completion (a full GET opens every file it covers at once).
+MAX_SEGMENTS = 256
 
 
 @dataclass
@@ -300,13 +302,15 @@ class Walrus:
             raise
 
     @staticmethod
-    def _source(o: ObjectRow, offset: int, length: int) -> Source:
+    def _sources(o: ObjectRow, offset: int, length: int) -> list[Source]:
         """Where a byte range of a live object's content is, for Storage.copy."""
         if o.storage_id is not None:
-            return (o.storage_id, offset, length)
+            return [(o.storage_id, offset, length)]
+        if o.segments is not None:
+            return list(_ranges(o.segments, o.parts or [], offset, length))
         if o.data is None:
             raise S3Error("InternalError", "inline object read without its bytes")
-        return (o.data, offset, length)
+        return [(o.data, offset, length)]
 
     # -- service and buckets ------------------------------------------------------------------------------
 
@@ -540,85 +544,74 @@ class Walrus:
         return headers
 
     async def get_object(self, call: Call, ep: s3.GetObject) -> Response:
+        for _ in range(3):
+            response = await self._get_object(call, ep)
+            if response is not None:
+                return response
+        raise S3Error("InternalError", "the object kept changing while it was being read")
+
+    async def _get_object(self, call: Call, ep: s3.GetObject) -> Response | None:
+        """GET or HEAD; None when the object's files went away under us (it was just replaced): read again."""
         b = self.bucket(ep.bucket)
         is_head = isinstance(ep, s3.HeadObject)
-        storage = self.storage
-
-        def load(tx: Tx) -> tuple[ObjectRow | None, int]:
-            o = meta.get_object(tx, b.name, ep.key, ep.version_id, with_data=True)
-            fd = -1
-            if o is not None and o.storage_id and not is_head:
-                try:
-                    fd = storage.open(o.storage_id)
-                except FileNotFoundError:
-                    fd = -2  # replaced between our snapshot and the open: read again
-            return o, fd
-
-        o, fd = None, -2
-        cached = self.objects.get(b.name, ep.key) if ep.version_id is None else None
-        if cached is not None:
-            o, fd = cached, -1
-            if cached.storage_id and not is_head:
-                try:
-                    # A path lookup in a warm directory: cheaper here than a thread hop.
-                    fd = storage.open(cached.storage_id)
-                except FileNotFoundError:
-                    self.objects.forget(b.name, ep.key)
-                    fd = -2
-        if fd == -2:
-            for _ in range(3):
-                generation = self.objects.generation
-                o, fd = await self.store.read(load)
-                if fd != -2:
-                    break
+        o = self.objects.get(b.name, ep.key) if ep.version_id is None else None
+        if o is None:
+            generation = self.objects.generation
+            o = await self.store.read(
+                lambda tx: meta.get_object(tx, b.name, ep.key, ep.version_id, with_data=True))
             if o is not None and ep.version_id is None:
                 self.objects.fill(b.name, ep.key, o, generation)
-        try:
-            if o is None and not acls.allowed(b.acl, call.principal, "READ"):
-                raise S3Error("AccessDenied")
-            o = self.live(o, b.name, ep.key, ep.version_id)
-            self.require(acls.allowed(o.acl, call.principal, "READ"))
-            if ep.conditions:
-                try:
-                    s3.evaluate_conditions(ep.conditions, o.etag, o.last_modified)
-                except S3Error as e:
-                    if e.code == "NotModified":
-                        e.headers.append(("Last-Modified", s3.http_date(o.last_modified)))
-                    raise
-            headers = self._object_headers(b, o, ep.checksum_mode)
-            status = 200
-            first, length = 0, o.size
-            if ep.part_number is not None:
-                parts = o.parts or [o.size]
-                if ep.part_number > len(parts):
-                    raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
-                first = sum(parts[: ep.part_number - 1])
-                length = parts[ep.part_number - 1]
-                headers.append(("x-amz-mp-parts-count", str(len(parts))))
-                if o.parts:
-                    status = 206
-                    headers.append(("Content-Range", f"bytes {first}-{first + length - 1}/{o.size}"))
-            elif ep.range is not None:
-                lo, hi = ep.range.resolve(o.size)
-                first, length = lo, hi - lo + 1
+        if o is None and not acls.allowed(b.acl, call.principal, "READ"):
+            raise S3Error("AccessDenied")
+        o = self.live(o, b.name, ep.key, ep.version_id)
+        self.require(acls.allowed(o.acl, call.principal, "READ"))
+        if ep.conditions:
+            try:
+                s3.evaluate_conditions(ep.conditions, o.etag, o.last_modified)
+            except S3Error as e:
+                if e.code == "NotModified":
+                    e.headers.append(("Last-Modified", s3.http_date(o.last_modified)))
+                raise
+        headers = self._object_headers(b, o, ep.checksum_mode)
+        status = 200
+        first, length = 0, o.size
+        if ep.part_number is not None:
+            parts = o.parts or [o.size]
+            if ep.part_number > len(parts):
+                raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
+            first = sum(parts[: ep.part_number - 1])
+            length = parts[ep.part_number - 1]
+            headers.append(("x-amz-mp-parts-count", str(len(parts))))
+            if o.parts:
                 status = 206
-                headers.append(("Content-Range", f"bytes {lo}-{hi}/{o.size}"))
-            if status == 206 and ep.checksum_mode:
-                headers = [h for h in headers if not h[0].startswith("x-amz-checksum-")]
-            for name, value in ep.overrides:
-                headers = [h for h in headers if h[0].lower() != name.lower()]
-                headers.append((name, value))
-            if is_head:
-                return Response(status, headers, b"", head_length=length)
-            if o.data is not None:
-                data = o.data if first == 0 and length == len(o.data) else o.data[first : first + length]
-                return Response(status, headers, data)
-            body = FileBody(fd, first, length)
-            fd = -1
-            return Response(status, headers, body)
-        finally:
-            if fd >= 0:
-                os.close(fd)
+                headers.append(("Content-Range", f"bytes {first}-{first + length - 1}/{o.size}"))
+        elif ep.range is not None:
+            lo, hi = ep.range.resolve(o.size)
+            first, length = lo, hi - lo + 1
+            status = 206
+            headers.append(("Content-Range", f"bytes {lo}-{hi}/{o.size}"))
+        if status == 206 and ep.checksum_mode:
+            headers = [h for h in headers if not h[0].startswith("x-amz-checksum-")]
+        for name, value in ep.overrides:
+            headers = [h for h in headers if h[0].lower() != name.lower()]
+            headers.append((name, value))
+        if is_head:
+            return Response(status, headers, b"", head_length=length)
+        if o.data is not None:
+            data = o.data if first == 0 and length == len(o.data) else o.data[first : first + length]
+            return Response(status, headers, data)
+        # Only the files the range covers are opened (a path lookup in a warm directory: cheaper here than a
+        # thread hop). Once open, a concurrent overwrite cannot take them away; one removed before (the
+        # object was just replaced) sends us back to read the new version.
+        ranges = self._sources(o, first, length)
+        fds = self.storage.open_all([str(source) for source, _, _ in ranges])
+        if fds is None:
+            self.objects.forget(b.name, ep.key)
+            return None
+        pieces = [FileBody(fd, offset, n) for fd, (_, offset, n) in zip(fds, ranges, strict=True)]
+        if len(pieces) == 1:
+            return Response(status, headers, pieces[0])
+        return Response(status, headers, FileSegments(pieces))
 
     async def delete_object(self, call: Call, ep: s3.DeleteObject) -> Response:
         b = self.bucket_access(call, ep.bucket, "WRITE")
@@ -703,7 +696,7 @@ class Walrus:
         multipart_src = "-" in src.etag
         reuse_checksum = algorithm == src.checksum_algorithm and src.checksum_type == "FULL_OBJECT"
         need_hash = multipart_src or (algorithm is not None and not reuse_checksum)
-        written = await self.storage.copy([self._source(src, 0, src.size)], algorithm if need_hash else None,
+        written = await self.storage.copy(self._sources(src, 0, src.size), algorithm if need_hash else None,
                                           hash_md5=need_hash, inline=True)
         etag = written.md5 if need_hash else src.etag
         if written.checksum is not None:
@@ -809,7 +802,7 @@ class Walrus:
         _, src = await self._copy_source(call, ep.source)
         rng = s3.parse_copy_range(ep.source_range, src.size)
         first, last = rng if rng is not None else (0, src.size - 1)
-        written = await self.storage.copy([self._source(src, first, max(0, last - first + 1))],
+        written = await self.storage.copy(self._sources(src, first, max(0, last - first + 1)),
                                           upload.checksum_algorithm)
         assert written.storage_id is not None
         checksum = written.checksum.b64() if written.checksum else None
@@ -863,18 +856,31 @@ class Walrus:
                 checksum = base64.b64encode(combine_crc(algo, zip(raws, (p.size for p in chosen), strict=True))).decode()
             else:
                 checksum = base64.b64encode(checksum_of(algo, b"".join(raws))).decode() + f"-{n}"
-        written = await self.storage.copy([(p.storage_id, 0, p.size) for p in chosen], None, hash_md5=False)
-        row = ObjectRow(ep.key, "", written.size, etag, time.time(), written.storage_id, upload.owner_id,
+        sizes = [p.size for p in chosen]
+        if n <= MAX_SEGMENTS:
+            # The object is kept as its part files (already synced when each part was acknowledged): nothing
+            # is copied, and the commit below hands the files from the upload to the object.
+            segments: list[str] | None = [p.storage_id for p in chosen]
+            storage_id, files = None, []
+        else:
+            written = await self.storage.copy([(p.storage_id, 0, p.size) for p in chosen], None, hash_md5=False)
+            segments, storage_id, files = None, written.storage_id, written.files
+        row = ObjectRow(ep.key, "", sum(sizes), etag, time.time(), storage_id, upload.owner_id,
                         upload.owner_name, upload.headers, algo if checksum else None,
-                        upload.checksum_type if checksum else None, checksum, [p.size for p in chosen], upload.acl,
-                        upload.tags)
+                        upload.checksum_type if checksum else None, checksum, sizes, upload.acl,
+                        upload.tags, segments=segments)
+        chosen_ids = {p.storage_id for p in chosen}
 
         def commit(tx: Tx) -> list[str]:
             meta.get_upload(tx, b.name, ep.key, ep.upload_id)
-            parts = meta.finish_upload(tx, ep.upload_id)
+            now = {p.part_number: p.storage_id for p in meta.list_parts(tx, ep.upload_id)}
+            if any(now.get(p.part_number) != p.storage_id for p in chosen):
+                # A part was uploaded again while we validated: the files we checked are no longer its.
+                raise S3Error("InvalidPart", UploadId=ep.upload_id)
+            parts = [f for f in meta.finish_upload(tx, ep.upload_id) if segments is None or f not in chosen_ids]
             return meta.put_object(tx, b.name, row) + parts
 
-        removed = await self.commit(commit, written.files, b.name, ep.key)
+        removed = await self.commit(commit, files, b.name, ep.key)
         await self.storage.remove(removed)
         log.info("multipart-complete bucket=%s key=%s upload=%s parts=%d size=%d etag=%s", b.name, ep.key,
                  ep.upload_id, n, row.size, etag)
@@ -910,6 +916,19 @@ class Walrus:
                                 {algo: p.checksum} if algo and p.checksum else {}) for p in parts]
         return _xml(s3.render_list_parts(ep, s3.Owner(upload.owner_id, upload.owner_name), entries, truncated,
                                          algo, upload.checksum_type))
+
+
+def _ranges(items: list[Any], sizes: list[int], first: int, length: int) -> list[tuple[Any, int, int]]:
+    """(item, offset, count) for the byte range [first, first+length) of the concatenation of pieces of `sizes`
+    (one item each, e.g. a part's fd or storage id)."""
+    out = []
+    start = 0
+    for item, size in zip(items, sizes, strict=True):
+        lo, hi = max(first, start), min(first + length, start + size)
+        if lo < hi:
+            out.append((item, lo - start, hi - lo))
+        start += size
+    return out
 
 
 def _valid_version_id(v: str) -> bool:

@@ -101,6 +101,11 @@ SCHEMA = [
         data BLOB NOT NULL
     );
     """,
+    # A multipart object kept as its part files (JSON list of storage ids, in order; sizes in `parts`), so that
+    # CompleteMultipartUpload does not copy every byte into a new file.
+    """
+    ALTER TABLE walrus_objects ADD COLUMN segments TEXT;
+    """,
 ]
 
 _enc = msgspec.json.Encoder()
@@ -133,7 +138,7 @@ class BucketRow:
 
 _OBJ_COLS = (
     "id, key, version_id, is_latest, delete_marker, size, etag, last_modified, storage_id, owner_id, owner_name, "
-    "headers, checksum_algorithm, checksum_type, checksum, parts, acl, tags"
+    "headers, checksum_algorithm, checksum_type, checksum, parts, acl, tags, segments"
 )
 
 
@@ -159,10 +164,19 @@ class ObjectRow:
     id: int = 0
     # The bytes of an object kept inline (storage_id None); loaded only by get_object(with_data=True).
     data: bytes | None = None
+    # A multipart object kept as its part files (storage_id None): their storage ids, sizes in `parts`.
+    segments: list[str] | None = None
 
     @property
     def inline(self) -> bool:
-        return self.storage_id is None and not self.delete_marker
+        return self.storage_id is None and self.segments is None and not self.delete_marker
+
+    @property
+    def files(self) -> list[str]:
+        """The object files holding this version's bytes (none for inline objects and delete markers)."""
+        if self.storage_id:
+            return [self.storage_id]
+        return list(self.segments or [])
 
 
 def _object(row: Any) -> ObjectRow:
@@ -185,7 +199,8 @@ def _object(row: Any) -> ObjectRow:
         acl=loads(row[16]),
         tags=loads(row[17]),
         id=row[0],
-        data=row[18] if len(row) > 18 else None,
+        segments=loads(row[18]),
+        data=row[19] if len(row) > 19 else None,
     )
 
 
@@ -245,7 +260,7 @@ def update_bucket(tx: Tx, name: str, **values: Any) -> None:
 _OBJ_COLS_DATA = (
     "o.id, o.key, o.version_id, o.is_latest, o.delete_marker, o.size, o.etag, o.last_modified, o.storage_id, "
     "o.owner_id, o.owner_name, o.headers, o.checksum_algorithm, o.checksum_type, o.checksum, o.parts, o.acl, "
-    "o.tags, i.data FROM walrus_objects o LEFT JOIN walrus_inline i ON i.object_id = o.id"
+    "o.tags, o.segments, i.data FROM walrus_objects o LEFT JOIN walrus_inline i ON i.object_id = o.id"
 )
 
 
@@ -271,22 +286,25 @@ def get_inline_data(tx: Tx, object_id: int) -> bytes:
 def _insert(tx: Tx, bucket: str, o: ObjectRow) -> None:
     tx.execute(
         "INSERT INTO walrus_objects(bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
-        "storage_id, owner_id, owner_name, headers, checksum_algorithm, checksum_type, checksum, parts, acl, tags) "
-        "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "storage_id, owner_id, owner_name, headers, checksum_algorithm, checksum_type, checksum, parts, acl, tags, "
+        "segments) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (bucket, o.key.encode(), o.version_id, 1, int(o.delete_marker), o.size, o.etag, o.last_modified,
          o.storage_id, o.owner_id, o.owner_name, dumps(o.headers), o.checksum_algorithm, o.checksum_type,
          o.checksum, None if o.parts is None else dumps(o.parts), None if o.acl is None else dumps(o.acl),
-         None if o.tags is None else dumps(o.tags)),
+         None if o.tags is None else dumps(o.tags), None if o.segments is None else dumps(o.segments)),
     )
     if o.data is not None:
         tx.execute("INSERT INTO walrus_inline(object_id, data) VALUES((SELECT id FROM walrus_objects "
                    "WHERE bucket=? AND key=? AND version_id=?), ?)", (bucket, o.key.encode(), o.version_id, o.data))
 
 
-def _delete_version(tx: Tx, object_id: int) -> None:
-    """Remove one version row and its inline bytes, if any."""
+def _delete_version(tx: Tx, object_id: int, storage_id: str | None, segments: str | None) -> list[str]:
+    """Remove one version row and its inline bytes, if any; returns its files, to remove once committed."""
     tx.execute("DELETE FROM walrus_inline WHERE object_id=?", (object_id,))
     tx.execute("DELETE FROM walrus_objects WHERE id=?", (object_id,))
+    if storage_id:
+        return [storage_id]
+    return list(loads(segments) or [])
 
 
 def bucket_versioning(tx: Tx, bucket: str) -> str:
@@ -308,12 +326,10 @@ def put_object(tx: Tx, bucket: str, o: ObjectRow) -> list[str]:
         o.version_id = new_version_id()
     else:
         o.version_id = "null"
-        old = tx.one("SELECT id, storage_id FROM walrus_objects WHERE bucket=? AND key=? AND version_id='null'",
-                     (bucket, key))
+        old = tx.one("SELECT id, storage_id, segments FROM walrus_objects WHERE bucket=? AND key=? "
+                     "AND version_id='null'", (bucket, key))
         if old is not None:
-            if old[1]:
-                removed.append(old[1])
-            _delete_version(tx, old[0])
+            removed += _delete_version(tx, old[0], old[1], old[2])
     if versioning:
         tx.execute("UPDATE walrus_objects SET is_latest=0 WHERE bucket=? AND key=? AND is_latest=1", (bucket, key))
     _insert(tx, bucket, o)
@@ -332,22 +348,21 @@ def delete_object(tx: Tx, bucket: str, key: str, version_id: str | None,
     versioning = bucket_versioning(tx, bucket)
     k = key.encode()
     if version_id is not None:
-        row = tx.one("SELECT id, storage_id, is_latest, delete_marker FROM walrus_objects "
+        row = tx.one("SELECT id, storage_id, is_latest, delete_marker, segments FROM walrus_objects "
                      "WHERE bucket=? AND key=? AND version_id=?", (bucket, k, version_id))
         if row is None:
             return Deleted(version_id)
-        _delete_version(tx, row[0])
+        files = _delete_version(tx, row[0], row[1], row[4])
         if row[2]:
             tx.execute("UPDATE walrus_objects SET is_latest=1 WHERE id=(SELECT id FROM walrus_objects "
                        "WHERE bucket=? AND key=? ORDER BY id DESC LIMIT 1)", (bucket, k))
-        return Deleted(version_id, bool(row[3]), [row[1]] if row[1] else [])
+        return Deleted(version_id, bool(row[3]), files)
     if not versioning:
-        row = tx.one("SELECT id, storage_id FROM walrus_objects WHERE bucket=? AND key=? AND version_id='null'",
-                     (bucket, k))
+        row = tx.one("SELECT id, storage_id, segments FROM walrus_objects WHERE bucket=? AND key=? "
+                     "AND version_id='null'", (bucket, k))
         if row is None:
             return Deleted()
-        _delete_version(tx, row[0])
-        return Deleted(None, False, [row[1]] if row[1] else [])
+        return Deleted(None, False, _delete_version(tx, row[0], row[1], row[2]))
     marker = ObjectRow(key, "", 0, "", now, None, owner_id, owner_name, delete_marker=True)
     removed = put_object(tx, bucket, marker)
     return Deleted(marker.version_id, True, removed)

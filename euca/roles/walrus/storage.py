@@ -351,6 +351,22 @@ class Storage:
     def open(self, storage_id: str) -> int:
         return os.open(self.path(storage_id), os.O_RDONLY | os.O_CLOEXEC)
 
+    def open_all(self, storage_ids: list[str]) -> list[int] | None:
+        """Open every file, or none: None when one is gone (its object was replaced since it was read)."""
+        fds: list[int] = []
+        try:
+            for storage_id in storage_ids:
+                fds.append(self.open(storage_id))
+        except FileNotFoundError:
+            for fd in fds:
+                os.close(fd)
+            return None
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def remove_sync(self, storage_ids: Iterable[str | None]) -> None:
         for storage_id in storage_ids:
             if not storage_id:
