@@ -540,17 +540,12 @@ async def _decrypt_stage(
 
 
 class Inflater:
-    """gzip -> raw bytes, in bounded steps; concatenated gzip members are one stream (as gunzip does).
+    """gzip -> raw bytes, in bounded steps; concatenated gzip members are one stream (as gunzip does)."""
 
-    With `sha1`, every byte produced is also hashed here, so the image digest is computed in the inflate
-    thread while the writer thread writes the previous step's output.
-    """
-
-    def __init__(self, sha1: Any = None) -> None:
+    def __init__(self) -> None:
         self._d: Any = _inflate_lib.decompressobj(31)
         self._pending: list[memoryview] = []
         self._tail: bytes | memoryview = b""
-        self._sha1 = sha1
         self.produced = 0
         self.finished_member = False
 
@@ -585,8 +580,6 @@ class Inflater:
                 raise ImageCorruptError(f"the bundle's gzip stream is corrupt: {e}") from e
             self._tail = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
             if chunk:
-                if self._sha1 is not None:
-                    self._sha1.update(chunk)
                 out.append(chunk)
                 room -= len(chunk)
                 self.produced += len(chunk)
