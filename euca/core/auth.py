@@ -35,7 +35,7 @@ import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from euca.core.http import Request
 from euca.core.identity import Identity, Principal
@@ -96,7 +96,11 @@ class _PassThrough:
 
 
 class _HashCheckedPayload:
-    """The body as sent, its SHA-256 compared with the signed x-amz-content-sha256 when it ends."""
+    """The body as sent, its SHA-256 compared with the signed x-amz-content-sha256 when it ends.
+
+    A consumer that passes every byte through a thread anyway (the object store's writer) may take the hashing
+    over: `defer_hash()` hands it the hasher, and it calls `check_hash()` once it has fed it the whole body
+    (read() then no longer hashes or checks). That keeps a large body's SHA-256 off the event loop."""
 
     def __init__(self, source: BodySource, expected_hex: str):
         self.source = source
@@ -104,15 +108,25 @@ class _HashCheckedPayload:
         self.trailers: dict[str, str] = {}
         self._hasher = hashlib.sha256()
         self._checked = False
+        self._deferred = False
+
+    def defer_hash(self) -> Any:
+        self._deferred = True
+        return self._hasher
+
+    def check_hash(self) -> None:
+        self._checked = True
+        if self._hasher.hexdigest() != self.expected:
+            raise PayloadError("XAmzContentSHA256Mismatch", CONTENT_SHA256_MISMATCH, 400)
 
     async def read(self, max_bytes: int = 262144) -> bytes:
         data = await self.source.read(max_bytes)
+        if self._deferred:
+            return data
         if data:
             self._hasher.update(data)
         elif not self._checked:
-            self._checked = True
-            if self._hasher.hexdigest() != self.expected:
-                raise PayloadError("XAmzContentSHA256Mismatch", CONTENT_SHA256_MISMATCH, 400)
+            self.check_hash()
         return data
 
 

@@ -264,3 +264,30 @@ def test_aws_chunked_trailer_checksum(euca, s3_client, bucket):
     r = _signed_chunked_put(euca, f"{euca.url}/{bucket}/chunked", b"other", bad)
     assert r.status_code == 400 and b"BadDigest" in r.content
     assert s3_client.get_object(Bucket=bucket, Key="chunked")["Body"].read() == data
+
+
+@pytest.mark.parametrize("size", [3000, 3 * 1024 * 1024], ids=["inline", "file"])
+def test_signed_payload_hash_checked(euca, s3_client, bucket, size):
+    """A body whose SHA-256 is not the signed x-amz-content-sha256 is refused and stored nowhere (the hash of
+    a large body is computed in the writer thread and checked before the file is renamed into place)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    data = os.urandom(size)
+    url = f"{euca.url}/{bucket}/hashed"
+    root = euca.data_dir / "objects"
+    before = {p.name for p in root.rglob("*") if p.is_file()}
+    for body, ok in ((data, True), (data[:-1] + b"!", False)):
+        req = AWSRequest("PUT", url, data=data)
+        S3SigV4Auth(Credentials(euca.admin.access_key, euca.admin.secret_key), "s3", euca.region).add_auth(req)
+        assert req.headers["X-Amz-Content-SHA256"] == hashlib.sha256(data).hexdigest()
+        r = httpx.put(url, content=body, headers=dict(req.headers.items()))
+        if ok:
+            assert r.status_code == 200, r.text
+            s3_client.delete_object(Bucket=bucket, Key="hashed")
+        else:
+            assert r.status_code == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in r.content
+    with pytest.raises(ClientError):
+        s3_client.head_object(Bucket=bucket, Key="hashed")
+    assert {p.name for p in root.rglob("*") if p.is_file()} == before

@@ -184,27 +184,38 @@ class Storage:
         if inline and expected_size is not None and expected_size <= INLINE_MAX:
             return await self._read_inline(stream, md5, checksum, expected_size)
         state: dict[str, Any] = {"fd": -1, "path": None, "size": 0}
+        # A payload checked against a signed SHA-256 lets us feed its hash here, in the same thread pass as the
+        # MD5 and the write (one pass over each byte, off the event loop), and check it before the rename.
+        defer = getattr(stream, "defer_hash", None)
+        sha256 = defer() if defer is not None else None
+        check = getattr(stream, "check_hash", None) if sha256 is not None else None
 
-        def flush(data: bytes | bytearray, final: bool) -> str | None:
+        def flush(chunks: list[bytes], final: bool) -> str | None:
             if state["fd"] < 0:
                 state["path"], state["fd"] = self._new_tmp()
             fd = state["fd"]
-            view = memoryview(data)
-            if view:
-                md5.update(view)
+            for chunk in chunks:
+                md5.update(chunk)
                 if checksum is not None:
-                    checksum.update(view)
+                    checksum.update(chunk)
+                if sha256 is not None:
+                    sha256.update(chunk)
+                view = memoryview(chunk)
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
             if not final:
                 return None
+            if check is not None:
+                check()  # raises when the body is not what was signed: nothing is renamed into place
             os.fsync(fd)
             os.close(fd)
             state["fd"] = -1
             return self._final(state["path"])
 
-        buf = bytearray()
+        # Chunks are gathered as they came (no copy into one buffer) and handed to a thread ~1 MiB at a time.
+        chunks: list[bytes] = []
+        pending = 0
         size = 0
         try:
             while True:
@@ -213,15 +224,16 @@ class Storage:
                     size += len(chunk)
                     if max_size is not None and size > max_size:
                         raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(max_size))
-                    buf += chunk
-                    if len(buf) < BATCH:
+                    chunks.append(chunk)
+                    pending += len(chunk)
+                    if pending < BATCH:
                         continue
-                    await trio.to_thread.run_sync(flush, buf, False)
-                    buf = bytearray()
+                    batch, chunks, pending = chunks, [], 0
+                    await trio.to_thread.run_sync(flush, batch, False)
                     continue
                 if expected_size is not None and size != expected_size:
                     raise S3Error("IncompleteBody")
-                storage_id = await trio.to_thread.run_sync(flush, buf, True)
+                storage_id = await trio.to_thread.run_sync(flush, chunks, True)
                 assert storage_id is not None
                 return Written(storage_id, size, md5.hexdigest(), checksum)
         except BaseException:
