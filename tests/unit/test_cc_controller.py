@@ -41,6 +41,7 @@ class FakeNode:
         self.run_gate: trio.Event | None = None  # when set, NcRunInstance waits for it
         self.calls: list[Any] = []
         self.run_calls: list[list[str]] = []  # instance ids of each NcRunInstances
+        self.terminate_to = "terminated"  # "teardown": a terminate ends later, as on a real node
 
     def status(self, instance_id: str) -> c.InstanceStatus:
         spec, nc_state = self.instances[instance_id]
@@ -109,7 +110,7 @@ class FakeNode:
         if isinstance(message, c.NcTerminateInstance):
             if message.instance_id not in self.instances:
                 raise self._not_found(message.instance_id)
-            self.set_state(message.instance_id, "terminated")
+            self.set_state(message.instance_id, self.terminate_to)
             return self.status(message.instance_id)
         if isinstance(message, c.NcRebootInstance):
             if message.instance_id not in self.instances:
@@ -584,6 +585,40 @@ async def test_the_poll_loop_runs_rounds_until_cancelled() -> None:
         cl.cc.kick()
         await trio.testing.wait_all_tasks_blocked()
         assert node.count(c.NcDescribeResource) == first + 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_runs_and_terminates_are_watched_until_their_instances_arrive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After RunInstances (TerminateInstances) the CC polls the nodes concerned soon and then at doubling
+    intervals while their instances are pending (shutting down), not only every poll interval."""
+    node = FakeNode("n1")
+    cl = Cluster(node)
+    cl.cc.poll_interval = 3600  # only the watch polls within this test
+    await cl.describe_resources()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cl.cc.run)
+        await trio.testing.wait_all_tasks_blocked()
+        before = node.count(c.NcDescribeInstances)
+        await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+        await trio.sleep(0.35)  # watch polls at 0.1 and 0.3 s: the node still stages them
+        assert node.count(c.NcDescribeInstances) == before + 2
+        assert {s.state for s in (await cl.instances()).values()} == {"pending"}
+        node.set_state("i-00000001", "running")
+        node.set_state("i-00000002", "running")
+        await trio.sleep(0.4)  # the next, at 0.7 s
+        assert {s.state for s in (await cl.instances()).values()} == {"running"}
+        polls = node.count(c.NcDescribeInstances)
+        await trio.sleep(1000)  # nothing on the way: the watch has ended
+        assert node.count(c.NcDescribeInstances) == polls
+        node.terminate_to = "teardown"
+        await cl.cc.terminate_instances(c.TerminateInstances(["i-00000001"]))
+        await trio.sleep(0.15)
+        assert (await cl.instances())["i-00000001"].state == "shutting-down"
+        node.set_state("i-00000001", "terminated")
+        await trio.sleep(0.2)
+        assert (await cl.instances())["i-00000001"].state == "terminated"
         nursery.cancel_scope.cancel()
 
 

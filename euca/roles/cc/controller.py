@@ -109,6 +109,12 @@ def _fault(exc: Exception, default_code: str, context: str) -> ClusterFault:
     return ClusterFault(default_code, f"{context}: {_describe(exc)}", 503)
 
 
+# After a RunInstances or TerminateInstances its nodes are polled this soon, then at doubling intervals while
+# instances are on the way (IN_TRANSITION).
+PENDING_FIRST_POLL = 0.1
+IN_TRANSITION = frozenset({"pending", "shutting-down"})
+
+
 class ClusterController:
     def __init__(
         self,
@@ -138,6 +144,7 @@ class ClusterController:
         self._cluster_name_warned = False
         self._ticks = 0
         self._topology_known = False  # a DescribeResources has told us the nodes
+        self._nursery: trio.Nursery | None = None  # run()'s: where a run's watch goes
 
     def tick(self) -> int:
         """The next number of a sequence that orders what the CC learns (reports, replies); a clock could
@@ -152,6 +159,7 @@ class ClusterController:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.network.run)
             nursery.start_soon(self._poll_loop)
+            self._nursery = nursery
             task_status.started()
 
     async def _poll_loop(self) -> None:
@@ -405,7 +413,34 @@ class ClusterController:
         new = [s for s in specs if s.instance_id not in self.instances]
         if new:
             await self._place_and_start(new)
+            if self._nursery is not None:
+                self._nursery.start_soon(
+                    self._watch, {self.instances[s.instance_id].status.node for s in new}
+                )
         return InstancesReply([self.instances[s.instance_id].status for s in specs])
+
+    async def _watch(self, node_names: set[str]) -> None:
+        """A run's instances stay pending until their nodes report them started, which for a cached image
+        takes a fraction of a second (and a terminate's are shutting-down until the node has torn them
+        down): poll those nodes soon, then less and less often (0.1 s, 0.2 s, 0.4 s, ...) while they have
+        instances on the way, up to the poll interval, rather than a whole interval."""
+        delay = PENDING_FIRST_POLL
+        while delay < self.poll_interval:
+            await trio.sleep(delay)
+            delay *= 2
+            nodes = [
+                node
+                for name in node_names
+                if (node := self.nodes.get(name)) is not None
+                and any(t.status.state in IN_TRANSITION for t in node.instances.values())
+            ]
+            if not nodes:
+                return
+            try:
+                await self.poll_round(nodes)
+            except Exception:
+                log.exception("poll of pending instances failed")
+                return
 
     async def _place_and_start(self, specs: list[InstanceSpec]) -> None:
         reservation = specs[0].reservation_id
@@ -576,6 +611,8 @@ class ClusterController:
         async with trio.open_nursery() as nursery:
             for tracked in targets:
                 nursery.start_soon(terminate, tracked)
+        if self._nursery is not None and targets:
+            self._nursery.start_soon(self._watch, {t.status.node for t in targets})
         return InstancesReply([t.status for t in targets])
 
     def _known(self, instance_ids: Iterable[str]) -> list[tuple[Tracked, Node]]:

@@ -175,6 +175,16 @@ def forget_terminated(tx: Tx, before: float) -> list[str]:
 
 # -- the loop --------------------------------------------------------------------------------------------
 
+# After a poke the clusters are polled again this soon, then at doubling intervals while instances change.
+TRANSITION_FIRST_POLL = 0.1
+
+
+def in_transition(tx: Tx) -> bool:
+    """Whether some instance is on its way to running or to terminated."""
+    return (
+        tx.one("SELECT 1 FROM clc_instances WHERE state IN ('pending', 'shutting-down') LIMIT 1") is not None
+    )
+
 
 @dataclass(frozen=True)
 class PollSettings:
@@ -210,11 +220,19 @@ class Poller:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        # A poke (RunInstances, TerminateInstances) polls at once; then, while instances are pending or
+        # shutting down, again after 0.1 s, 0.2 s, 0.4 s, ... up to the interval: an instance whose image is
+        # cached runs a fraction of a second after its call, and the CLC should not add a whole interval.
+        soon = 0.0
         while True:
-            with trio.move_on_after(self.settings.interval):
+            with trio.move_on_after(soon or self.settings.interval):
                 await self._poked.wait()
+            poked = self._poked.is_set()
             self._poked = trio.Event()
             await self.poll_once()
+            soon = TRANSITION_FIRST_POLL if poked else soon * 2
+            if soon and (soon >= self.settings.interval or not await self.store.read(in_transition)):
+                soon = 0.0
 
     async def wait_for_round(self) -> None:
         """Until a round that started after this call has finished (tests, and one-box start-up)."""
