@@ -578,13 +578,16 @@ def bench_target(t: Target, plan: Plan, s5cmd: str, files: dict[str, Path], work
         if only and name not in only:
             return
         print(f"  {t.name:10s} {name:12s} ...", end="", flush=True)
+        load_before = os.getloadavg()[0]
         try:
             r = fn()
         except (WorkloadError, subprocess.TimeoutExpired, OSError) as e:
             r = {"value": None, "error": str(e)[:500]}
             print(f" FAILED: {r['error']}", flush=True)
         else:
-            print(f" {r['value']:,.1f} {r['unit']}", flush=True)
+            print(f" {r['value']:,.1f} {r['unit']}  (load {load_before:.1f})", flush=True)
+        # The machine is shared: the 1-minute load average when the workload started, to judge its figure.
+        r["load_avg_1m"] = round(load_before, 2)
         results[name] = r
 
     small = files["4k"]
