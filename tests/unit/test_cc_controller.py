@@ -622,6 +622,30 @@ async def test_runs_and_terminates_are_watched_until_their_instances_arrive(
         nursery.cancel_scope.cancel()
 
 
+async def test_one_watch_per_node_polling_every_second_while_instances_stay_pending(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    node = FakeNode("n1")
+    cl = Cluster(node)
+    cl.cc.poll_interval = 3600
+    await cl.describe_resources()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cl.cc.run)
+        await trio.testing.wait_all_tasks_blocked()
+        before = node.count(c.NcDescribeInstances)
+        await cl.cc.run_instances(c.RunInstances([spec(1)]))
+        await cl.cc.run_instances(c.RunInstances([spec(2), spec(3)]))  # the same node: the same watch
+        await trio.sleep(6.55)  # polls at 0.1, 0.3, 0.7, 1.5 s, then every second: 2.5 ... 6.5
+        assert node.count(c.NcDescribeInstances) == before + 4 + 5
+        for n in (1, 2, 3):
+            node.set_state(f"i-0000000{n}", "running")
+        await trio.sleep(1)
+        polls = node.count(c.NcDescribeInstances)
+        await trio.sleep(100)
+        assert node.count(c.NcDescribeInstances) == polls
+        nursery.cancel_scope.cancel()
+
+
 def test_wire_round_trip_of_a_spec_with_network() -> None:
     s = msgspec.structs.replace(spec(1), net=c.NetConfig("d0:0d:00:00:00:01", "10.77.0.2", "euca-br0"))
     path, body = c.encode_request(c.NcRunInstance(s))

@@ -109,9 +109,10 @@ def _fault(exc: Exception, default_code: str, context: str) -> ClusterFault:
     return ClusterFault(default_code, f"{context}: {_describe(exc)}", 503)
 
 
-# After a RunInstances or TerminateInstances its nodes are polled this soon, then at doubling intervals while
-# instances are on the way (IN_TRANSITION).
-PENDING_FIRST_POLL = 0.1
+# After a RunInstances or TerminateInstances its nodes are polled this soon, then at doubling intervals up to
+# WATCH_MAX_POLL while instances are on the way (IN_TRANSITION).
+WATCH_FIRST_POLL = 0.1
+WATCH_MAX_POLL = 1.0
 IN_TRANSITION = frozenset({"pending", "shutting-down"})
 
 
@@ -145,6 +146,7 @@ class ClusterController:
         self._ticks = 0
         self._topology_known = False  # a DescribeResources has told us the nodes
         self._nursery: trio.Nursery | None = None  # run()'s: where a run's watch goes
+        self._watching: dict[str, trio.Event] = {}  # node name -> set to start its watch over
 
     def tick(self) -> int:
         """The next number of a sequence that orders what the CC learns (reports, replies); a clock could
@@ -413,34 +415,46 @@ class ClusterController:
         new = [s for s in specs if s.instance_id not in self.instances]
         if new:
             await self._place_and_start(new)
-            if self._nursery is not None:
-                self._nursery.start_soon(
-                    self._watch, {self.instances[s.instance_id].status.node for s in new}
-                )
+            self._watch({self.instances[s.instance_id].status.node for s in new})
         return InstancesReply([self.instances[s.instance_id].status for s in specs])
 
-    async def _watch(self, node_names: set[str]) -> None:
+    def _watch(self, node_names: Iterable[str]) -> None:
         """A run's instances stay pending until their nodes report them started, which for a cached image
         takes a fraction of a second (and a terminate's are shutting-down until the node has torn them
-        down): poll those nodes soon, then less and less often (0.1 s, 0.2 s, 0.4 s, ...) while they have
-        instances on the way, up to the poll interval, rather than a whole interval."""
-        delay = PENDING_FIRST_POLL
-        while delay < self.poll_interval:
-            await trio.sleep(delay)
-            delay *= 2
-            nodes = [
-                node
-                for name in node_names
-                if (node := self.nodes.get(name)) is not None
-                and any(t.status.state in IN_TRANSITION for t in node.instances.values())
-            ]
-            if not nodes:
-                return
-            try:
-                await self.poll_round(nodes)
-            except Exception:
-                log.exception("poll of pending instances failed")
-                return
+        down): poll those nodes soon, then less often (0.1 s, 0.2 s, 0.4 s, 0.8 s, then every second) while
+        they have instances on the way, rather than after a whole poll interval. One watch per node; a new
+        request on a watched node starts its watch over."""
+        if self._nursery is None:
+            return
+        for name in node_names:
+            restart = self._watching.get(name)
+            if restart is not None:
+                restart.set()
+            else:
+                self._watching[name] = trio.Event()
+                self._nursery.start_soon(self._watch_node, name)
+
+    async def _watch_node(self, name: str) -> None:
+        delay = WATCH_FIRST_POLL
+        try:
+            while delay < self.poll_interval:
+                with trio.move_on_after(delay):
+                    await self._watching[name].wait()
+                if self._watching[name].is_set():  # a new request there: from the first short delay
+                    self._watching[name] = trio.Event()
+                    delay = WATCH_FIRST_POLL
+                    continue
+                delay = min(delay * 2, WATCH_MAX_POLL)
+                node = self.nodes.get(name)
+                if node is None or not any(t.status.state in IN_TRANSITION for t in node.instances.values()):
+                    return
+                try:
+                    await self.poll_round([node])
+                except Exception:
+                    log.exception("poll of instances on the way failed node=%s", name)
+                    return
+        finally:
+            del self._watching[name]
 
     async def _place_and_start(self, specs: list[InstanceSpec]) -> None:
         reservation = specs[0].reservation_id
@@ -611,8 +625,7 @@ class ClusterController:
         async with trio.open_nursery() as nursery:
             for tracked in targets:
                 nursery.start_soon(terminate, tracked)
-        if self._nursery is not None and targets:
-            self._nursery.start_soon(self._watch, {t.status.node for t in targets})
+        self._watch({t.status.node for t in targets})
         return InstancesReply([t.status for t in targets])
 
     def _known(self, instance_ids: Iterable[str]) -> list[tuple[Tracked, Node]]:

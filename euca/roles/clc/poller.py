@@ -175,8 +175,10 @@ def forget_terminated(tx: Tx, before: float) -> list[str]:
 
 # -- the loop --------------------------------------------------------------------------------------------
 
-# After a poke the clusters are polled again this soon, then at doubling intervals while instances change.
+# After a poke the clusters are polled again this soon, then at doubling intervals up to TRANSITION_MAX_POLL
+# while instances change.
 TRANSITION_FIRST_POLL = 0.1
+TRANSITION_MAX_POLL = 1.0
 
 
 def in_transition(tx: Tx) -> bool:
@@ -221,8 +223,9 @@ class Poller:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         # A poke (RunInstances, TerminateInstances) polls at once; then, while instances are pending or
-        # shutting down, again after 0.1 s, 0.2 s, 0.4 s, ... up to the interval: an instance whose image is
-        # cached runs a fraction of a second after its call, and the CLC should not add a whole interval.
+        # shutting down, again after 0.1 s, 0.2 s, 0.4 s, 0.8 s, then every second (never less often than
+        # the interval): an instance whose image is cached runs a fraction of a second after its call, and
+        # the CLC should not add a whole interval.
         soon = 0.0
         while True:
             with trio.move_on_after(soon or self.settings.interval):
@@ -230,7 +233,7 @@ class Poller:
             poked = self._poked.is_set()
             self._poked = trio.Event()
             await self.poll_once()
-            soon = TRANSITION_FIRST_POLL if poked else soon * 2
+            soon = TRANSITION_FIRST_POLL if poked else min(soon * 2, TRANSITION_MAX_POLL)
             if soon and (soon >= self.settings.interval or not await self.store.read(in_transition)):
                 soon = 0.0
 
