@@ -19,9 +19,11 @@ Walrus, each repetition measures:
 
 Figures are MB/s of *image* bytes (10^6 bytes of the raw image per second, whatever the stage handles), so
 every line is comparable: the best of --repeat runs. The ratios printed at the end are the issue's goals:
-euca / Eucalyptus pipe >= 1.0, euca / its slowest single stage >= 0.8. Results go to
+euca / Eucalyptus pipe >= 1.0, euca / its slowest single stage >= 0.8, and euca against the bound the
+cores set (no schedule beats the sum of the stages divided by the number of cores). Results go to
 bench/results/image-<time>.json. Walrus runs on the same machine as the pipelines, so its CPU is part of
-every fetch. Ports: --base-port (default 19240) only. Everything started is stopped by pid.
+every fetch. Ports: --base-port (default 19240) only. Everything started is stopped by pid. On a machine
+shared with other work, run it under `nice -n -15` and look at the `others` CPU of each run.
 """
 
 from __future__ import annotations
