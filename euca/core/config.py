@@ -72,6 +72,14 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     domains: list[str] = msgspec.field(default_factory=lambda: ["s3.localhost", "walrus.localhost"])
     # Where object bytes live; relative to data_dir.
     objects_dir: str = "objects"
+    # Processes serving S3 on walrus.listen (one Python process uses one core): this one plus workers-1 more
+    # on the same port (SO_REUSEPORT), sharing the store and the objects directory. Needs a port of walrus's
+    # own (not shared with the EC2 API); otherwise walrus runs in this process alone.
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"walrus.workers must be 1..64, not {self.workers}")
 
 
 class ScConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -606,6 +606,33 @@ def _http_date() -> bytes:
     return _date_cache[1]
 
 
+async def _reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """As trio.open_tcp_listeners, with SO_REUSEPORT set before bind (it cannot be set after)."""
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=pysocket.SOCK_STREAM, flags=pysocket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
+                sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEPORT, 1)
+                if family == pysocket.AF_INET6:
+                    sock.setsockopt(pysocket.IPPROTO_IPV6, pysocket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(1024)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
+
 class HttpServer:
     """One listening address, one handler. `await nursery.start(server.serve)`; `server.shutdown()` to stop.
 
@@ -621,9 +648,13 @@ class HttpServer:
         *,
         access_log: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ):
         self.handler = handler
         self.ssl_context = ssl_context
+        # SO_REUSEPORT: other processes may bind the same address, and the kernel spreads connections over
+        # them all (walrus.workers). Off by default: a second server on a port in use must fail to start.
+        self.reuse_port = reuse_port
         self.host = host
         self.port = port
         self.limits = limits
@@ -635,7 +666,10 @@ class HttpServer:
         self._accept_scope: trio.CancelScope | None = None
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host or None, backlog=1024)
+        if self.reuse_port:
+            listeners = await _reuse_port_listeners(self.host, self.port)
+        else:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host or None, backlog=1024)
         for listener in listeners:
             listener.socket.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
         self._listeners = listeners

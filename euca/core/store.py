@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -150,7 +151,7 @@ class Store:
                 # A durable unit is on disk when its caller hears back: this commit syncs the WAL.
                 conn.execute("PRAGMA synchronous=FULL")
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                _begin_immediate(conn)
                 try:
                     if len(batch) == 1:
                         batch[0].result = batch[0].fn(Tx(conn))
@@ -250,6 +251,33 @@ class Store:
             conn.close()
         with self._writer_lock:
             self._writer.close()
+
+
+# Waiting for another process's write transaction: SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between
+# tries, longer than most transactions here last; polling every 0.1-1 ms keeps a writer that shares the file
+# with other processes (walrus.workers) close behind them.
+_BUSY_POLL_FIRST = 0.0001
+_BUSY_POLL_MAX = 0.001
+_BUSY_TIMEOUT = 30.0
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        delay = _BUSY_POLL_FIRST
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                busy = e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # extended codes too
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, _BUSY_POLL_MAX)
+    finally:
+        conn.execute("PRAGMA busy_timeout=30000")
 
 
 def _split_sql(script: str) -> list[str]:

@@ -201,6 +201,8 @@ class Supervisor:
                             self.config.http,
                             access_log=True,
                             ssl_context=ctx.components.server_context(tls_role) if tls_role else None,
+                            # An app served by several processes (walrus.workers) shares its port.
+                            reuse_port=any(getattr(app, "reuse_port", False) for _, app in mounted),
                         )
                         bound = await http_nursery.start(server.serve)
                         self.servers.append(server)

@@ -11,16 +11,22 @@ import base64
 import logging
 import os
 import resource
+import sys
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from euca.core.auth import AuthError, authenticate
+from euca.core.config import ROLE_NAMES, Config
 from euca.core.http import ClientDisconnected, Request, Response
+from euca.core.identity import Identity
 from euca.core.supervisor import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import meta
+from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.handlers import Call, Walrus
 from euca.roles.walrus.storage import Storage
 
@@ -29,13 +35,16 @@ log = logging.getLogger("euca.walrus")
 
 class WalrusApp:
     name = "walrus"
-    services = frozenset({"s3"})
-    path_prefixes = ("/services/objectstorage", "/services/Walrus")
+    services: frozenset[str] = frozenset({"s3"})
+    path_prefixes: tuple[str, ...] = ("/services/objectstorage", "/services/Walrus")
 
-    def __init__(self, ctx: RoleContext, walrus: Walrus):
-        self.ctx = ctx
+    def __init__(self, config: Config, identity: Identity, walrus: Walrus, *, reuse_port: bool = False):
+        self.config = config
+        self.identity = identity
         self.walrus = walrus
-        self.domains = tuple(d.lower().strip(".") for d in ctx.config.walrus.domains)
+        self.domains = tuple(d.lower().strip(".") for d in config.walrus.domains)
+        # Served by several processes on one port (walrus.workers): the listener must allow it.
+        self.reuse_port = reuse_port
 
     def virtual_bucket(self, request: Request) -> str | None:
         """The bucket named by a Host of the form "<bucket>.<domain>" (virtual-host-style addressing)."""
@@ -59,10 +68,12 @@ class WalrusApp:
         request_id = rand[:8].hex().upper()
         host_id = base64.b64encode(rand[8:]).decode()
         vbucket = None
+        if self.walrus.changes is not None:
+            await self.walrus.sync()
         try:
             vbucket = self.virtual_bucket(request)
             try:
-                auth = await authenticate(request, self.ctx.identity, service="s3", region=self.ctx.config.region,
+                auth = await authenticate(request, self.identity, service="s3", region=self.config.region,
                                           virtual_bucket=vbucket)
                 endpoint = s3.parse_request(request.method, request.path, request.query, request.headers, vbucket)
                 response = await self.walrus.dispatch(Call(request, auth, request_id), endpoint)
@@ -118,7 +129,10 @@ class WalrusRole:
         ctx.store.migrate("walrus", meta.SCHEMA)
         self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = Walrus(ctx.store, ctx.identity, self.storage, ctx.config.region)
-        self.apps = [WalrusApp(ctx, self.walrus)]
+        self.workers = worker_count(ctx.config)
+        if self.workers > 1:
+            self.walrus.changes = Changes(changes_path(ctx.config), 0)
+        self.apps = [WalrusApp(ctx.config, ctx.identity, self.walrus, reuse_port=self.workers > 1)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         _raise_open_files_limit()
@@ -126,9 +140,44 @@ class WalrusRole:
         if removed:
             log.info("removed %d unfinished upload file(s) left by an earlier run", removed)
         await self.walrus.load()
-        log.info("walrus ready objects_dir=%s buckets=%d", self.storage.root, len(self.walrus.buckets))
-        task_status.started()
-        await trio.sleep_forever()
+        log.info("walrus ready objects_dir=%s buckets=%d processes=%d", self.storage.root, len(self.walrus.buckets),
+                 self.workers)
+        if self.workers == 1:
+            task_status.started()
+            await trio.sleep_forever()
+        port = int(self.ctx.endpoints["walrus"].rsplit(":", 1)[1])
+        async with trio.open_nursery() as nursery:
+            for index in range(1, self.workers):
+                nursery.start_soon(self._run_worker, index, port)
+            task_status.started()
+
+    async def _run_worker(self, index: int, port: int) -> None:
+        """One more process serving S3 on our port, restarted if it dies; stopped (SIGTERM: it finishes its
+        requests in flight) when the role stops."""
+        args = [sys.executable, "-m", "euca.roles.walrus.worker", str(index), str(port)]
+        config = msgspec.json.encode(self.ctx.config)
+        while True:
+            log.info("walrus worker starting index=%d port=%d", index, port)
+            result = await trio.run_process(args, stdin=config, check=False)
+            log.warning("walrus worker exited index=%d status=%s; restarting", index, result.returncode)
+            await trio.sleep(1)
+
+
+def worker_count(config: Config) -> int:
+    """How many processes serve S3: walrus.workers, when walrus has a port of its own."""
+    wanted = config.walrus.workers
+    if wanted > 1:
+        port = config.walrus.listen.port
+        shared = [role for role in ROLE_NAMES if role != "walrus" and config.listen_for(role).port == port]
+        if shared:
+            log.warning("walrus.workers=%d ignored: port %d is shared with %s (give walrus a port of its own)",
+                        wanted, port, ",".join(shared))
+            return 1
+    return wanted
+
+
+def changes_path(config: Config) -> Path:
+    return config.data_path / "walrus-changes"
 
 
 def _raise_open_files_limit() -> None:

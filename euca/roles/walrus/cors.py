@@ -46,7 +46,7 @@ class Cors:
     async def put_bucket_cors(self, call: Call, ep: s3_cors.PutBucketCors) -> Response:
         b = self.walrus.bucket_owner(call, ep.bucket)
         rules = s3_cors.parse_cors_body(await call.xml_body())
-        await self.walrus.store.write(lambda tx: _save(tx, b.name, rules))
+        await self.walrus.write_config(lambda tx: _save(tx, b.name, rules))
         self.rules[b.name] = rules
         return Response(200, [], b"")
 
@@ -60,7 +60,7 @@ class Cors:
 
     async def delete_bucket_cors(self, call: Call, ep: s3_cors.DeleteBucketCors) -> Response:
         b = self.walrus.bucket_owner(call, ep.bucket)
-        await self.walrus.store.write(lambda tx: _save(tx, b.name, None))
+        await self.walrus.write_config(lambda tx: _save(tx, b.name, None))
         self.rules.pop(b.name, None)
         return Response(204, [], b"")
 
@@ -98,4 +98,4 @@ class Cors:
 
     async def forget(self, bucket: str) -> None:
         if self.rules.pop(bucket, None) is not None:
-            await self.walrus.store.write(lambda tx: _save(tx, bucket, None))
+            await self.walrus.write_config(lambda tx: _save(tx, bucket, None))

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -23,6 +23,7 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
+from euca.roles.walrus.changes import CONFIG, OBJECTS, Changes
 from euca.roles.walrus.cors import Cors
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.policy import Policies
@@ -30,6 +31,7 @@ from euca.roles.walrus.post_object import post_object
 from euca.roles.walrus.storage import Checksum, Source, Storage, Written, checksum_of, combine_crc
 
 log = logging.getLogger("euca.walrus")
+T = TypeVar("T")
 
 XML = "application/xml"
 MAX_XML_BODY = 1024 * 1024
@@ -132,9 +134,14 @@ class Walrus:
         self.identity = identity
         self.storage = storage
         self.region = region
-        # Every bucket, in memory: one process owns the Walrus tables, so the cache is the truth after start.
+        # Every bucket, in memory: the process(es) serving S3 own the Walrus tables, so the cache is the truth
+        # after start; with walrus.workers, `changes` tells each process of the others' writes (see sync()).
         self.buckets: dict[str, BucketRow] = {}
         self.objects = ObjectCache()
+        self.changes: Changes | None = None
+        self._config_wanted = 0
+        self._config_loaded = 0
+        self._reload_lock = trio.Lock()
         self._routes: dict[type, Callable[[Call, Any], Awaitable[Response]]] = {
             s3.ListBuckets: self.list_buckets,
             s3.CreateBucket: self.create_bucket,
@@ -180,6 +187,36 @@ class Walrus:
         self.buckets = {b.name: b for b in await self.store.read(meta.load_buckets)}
         await self.policies.load()
         await self.cors.load()
+
+    async def sync(self) -> None:
+        """Before a request, with several processes serving S3: take in the others' committed writes (drop the
+        object cache; reload buckets, policies and CORS rules)."""
+        assert self.changes is not None
+        objects, config = self.changes.poll()
+        if objects:
+            self.objects.clear()
+        if config:
+            self._config_wanted += 1
+        if self._config_loaded < self._config_wanted:
+            async with self._reload_lock:
+                if self._config_loaded < self._config_wanted:
+                    target = self._config_wanted
+                    await self.load()
+                    self._config_loaded = target
+
+    def config_changed(self) -> None:
+        """This process committed a change of a bucket, its policy or its CORS rules."""
+        if self.changes is not None:
+            self.changes.bump(CONFIG)
+            # A reload begun before our commit would bring back the old state: load once more.
+            self._config_wanted += 1
+
+    async def write_config(self, fn: Callable[[Tx], T]) -> T:
+        """A metadata write of buckets (their settings, policies, CORS rules): other processes reload them."""
+        try:
+            return await self.store.write(fn)
+        finally:
+            self.config_changed()
 
     async def dispatch(self, call: Call, endpoint: Any) -> Response:
         route = self._routes.get(type(endpoint))
@@ -275,6 +312,8 @@ class Walrus:
             return await self.store.write(fn, durable=durable)
         finally:
             self._forget(bucket, key)
+            if self.changes is not None:
+                self.changes.bump(OBJECTS)
 
     def _forget(self, bucket: str, key: str | None) -> None:
         if key is None:
@@ -336,7 +375,7 @@ class Walrus:
             raise S3Error("BucketAlreadyExists", BucketName=ep.bucket)
         acl = await self.acl_for(ep.acl, _owner_of(p))
         row = BucketRow(ep.bucket, p.canonical_id, p.account_name, time.time(), location, "", acl, None)
-        clash = await self.store.write(lambda tx: meta.insert_bucket(tx, row))
+        clash = await self.write_config(lambda tx: meta.insert_bucket(tx, row))
         if clash is not None:
             code = "BucketAlreadyOwnedByYou" if clash.owner_id == p.canonical_id else "BucketAlreadyExists"
             raise S3Error(code, BucketName=ep.bucket)
@@ -352,6 +391,7 @@ class Walrus:
         self.bucket_owner(call, ep.bucket)
         files = await self.write(lambda tx: meta.delete_bucket(tx, ep.bucket), ep.bucket, None)
         self.buckets.pop(ep.bucket, None)
+        self.config_changed()
         await self.storage.remove(files)
         log.info("delete-bucket bucket=%s", ep.bucket)
         return _empty(204)
@@ -367,7 +407,7 @@ class Walrus:
     async def put_bucket_versioning(self, call: Call, ep: s3.PutBucketVersioning) -> Response:
         b = self.bucket_owner(call, ep.bucket)
         status = s3.parse_versioning_body(await call.xml_body())
-        await self.store.write(lambda tx: meta.update_bucket(tx, b.name, versioning=status))
+        await self.write_config(lambda tx: meta.update_bucket(tx, b.name, versioning=status))
         b.versioning = status
         log.info("versioning bucket=%s status=%s", b.name, status)
         return _empty(200)
@@ -389,7 +429,7 @@ class Walrus:
     async def put_bucket_acl(self, call: Call, ep: s3.PutBucketAcl) -> Response:
         b = self.bucket_access(call, ep.bucket, "WRITE_ACP")
         acl = await self._acl_from_request(call, ep.acl, (b.owner_id, b.owner_name), None)
-        await self.store.write(lambda tx: meta.update_bucket(tx, b.name, acl=acl))
+        await self.write_config(lambda tx: meta.update_bucket(tx, b.name, acl=acl))
         b.acl = acl
         log.info("put-bucket-acl bucket=%s grants=%d", b.name, len(acl["grants"]))
         return _empty(200)
@@ -403,13 +443,13 @@ class Walrus:
     async def put_bucket_tagging(self, call: Call, ep: s3.PutBucketTagging) -> Response:
         b = self.bucket_owner(call, ep.bucket)
         tags = s3.parse_tagging_body(await call.xml_body(), limit=50)
-        await self.store.write(lambda tx: meta.update_bucket(tx, b.name, tags=tags))
+        await self.write_config(lambda tx: meta.update_bucket(tx, b.name, tags=tags))
         b.tags = tags
         return _empty(204)
 
     async def delete_bucket_tagging(self, call: Call, ep: s3.DeleteBucketTagging) -> Response:
         b = self.bucket_owner(call, ep.bucket)
-        await self.store.write(lambda tx: meta.update_bucket(tx, b.name, tags=None))
+        await self.write_config(lambda tx: meta.update_bucket(tx, b.name, tags=None))
         b.tags = None
         return _empty(204)
 

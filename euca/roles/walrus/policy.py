@@ -80,7 +80,7 @@ class Policies:
             self.entries[bucket] = entry
 
     async def _store(self, bucket: str, entry: BucketPolicy) -> None:
-        await self.walrus.store.write(lambda tx: _save(tx, bucket, entry))
+        await self.walrus.write_config(lambda tx: _save(tx, bucket, entry))
         self.entries[bucket] = entry
 
     def _entry(self, bucket: str) -> BucketPolicy:
@@ -243,5 +243,5 @@ class Policies:
             await self.walrus.cors.forget(endpoint.bucket)
         if isinstance(endpoint, s3.DeleteBucket) and endpoint.bucket in self.entries:
             self.entries.pop(endpoint.bucket, None)
-            await self.walrus.store.write(
+            await self.walrus.write_config(
                 lambda tx: tx.execute("DELETE FROM walrus_bucket_policies WHERE bucket=?", (endpoint.bucket,)))
