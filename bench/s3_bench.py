@@ -730,6 +730,9 @@ def main() -> int:
         for t in targets:
             if t.error:
                 continue
+            # The input files (over 1 GiB) and the previous target's data are still being written back: a
+            # target that syncs (euca fsyncs every object) would wait behind that write-back. Flush first.
+            os.sync()
             spy = start_profiler(t, opts.profile_euca) if t.name == "euca" and opts.profile_euca else None
             try:
                 results[t.name] = bench_target(t, plan, s5cmd, files, work, only)
