@@ -176,7 +176,13 @@ def iso8601(ts: float) -> str:
 
 
 def http_date(ts: float) -> str:
-    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(int(ts)))
+    return _http_date(int(ts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
+    # Memoised: a hot object's Last-Modified is rendered on every GET.
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
 
 
 def parse_http_date(value: str | None) -> float | None:
@@ -825,6 +831,7 @@ _UNSUPPORTED_SUBRESOURCES = (
     "replication", "requestPayment", "website", "legal-hold", "retention", "restore", "select", "torrent",
     "attributes", "renameObject",
 )
+_UNSUPPORTED_SET = frozenset(_UNSUPPORTED_SUBRESOURCES)
 
 
 def _int_param(q: Mapping[str, str], name: str, default: int, lo: int = 0, hi: int | None = None) -> int:
@@ -903,9 +910,9 @@ def parse_request(
     policy_op = s3_policy.parse_endpoint(method, bucket, key, q) or s3_cors.parse_endpoint(method, bucket, key, q)
     if policy_op is not None:
         return policy_op  # type: ignore[no-any-return]
-    for sub in _UNSUPPORTED_SUBRESOURCES:
-        if sub in q:
-            return Unsupported(f"{method} ?{sub}", bucket, key)
+    if q and not _UNSUPPORTED_SET.isdisjoint(q):
+        sub = next(sub for sub in _UNSUPPORTED_SUBRESOURCES if sub in q)
+        return Unsupported(f"{method} ?{sub}", bucket, key)
     if bucket is None:
         if method == "GET":
             return ListBuckets()

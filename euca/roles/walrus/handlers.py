@@ -568,15 +568,18 @@ class Walrus:
         return row
 
     def _object_headers(self, b: BucketRow, o: ObjectRow, checksum_mode: bool) -> list[tuple[str, str]]:
-        headers = [
-            ("ETag", s3.quote_etag(o.etag)),
-            ("Last-Modified", s3.http_date(o.last_modified)),
-            ("Accept-Ranges", "bytes"),
-            *self.version_headers(b, o),
-            *s3.object_response_headers(s3.ObjectHeaders.from_dict(o.headers)),
-        ]
-        if o.tags:
-            headers.append(("x-amz-tagging-count", str(len(o.tags))))
+        rendered = o.rendered
+        if rendered is None:
+            rendered = [
+                ("ETag", s3.quote_etag(o.etag)),
+                ("Last-Modified", s3.http_date(o.last_modified)),
+                ("Accept-Ranges", "bytes"),
+                *s3.object_response_headers(s3.ObjectHeaders.from_dict(o.headers)),
+            ]
+            if o.tags:
+                rendered.append(("x-amz-tagging-count", str(len(o.tags))))
+            o.rendered = rendered  # a cached row serves many GETs
+        headers = [*rendered, *self.version_headers(b, o)]
         if checksum_mode and o.checksum and o.checksum_algorithm:
             headers.append((f"x-amz-checksum-{o.checksum_algorithm.lower()}", o.checksum))
             if o.checksum_type:

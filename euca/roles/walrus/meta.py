@@ -166,6 +166,8 @@ class ObjectRow:
     data: bytes | None = None
     # A multipart object kept as its part files (storage_id None): their storage ids, sizes in `parts`.
     segments: list[str] | None = None
+    # The response headers that depend on this row alone, rendered once (rows are not changed once read).
+    rendered: list[tuple[str, str]] | None = None
 
     @property
     def inline(self) -> bool:
