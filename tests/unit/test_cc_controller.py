@@ -646,6 +646,25 @@ async def test_one_watch_per_node_polling_every_second_while_instances_stay_pend
         nursery.cancel_scope.cancel()
 
 
+async def test_asked_about_instances_on_their_way_the_cc_asks_their_nodes_first() -> None:
+    node = FakeNode("n1")
+    cl = Cluster(node)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+    node.set_state("i-00000001", "running")
+    polls = node.count(c.NcDescribeInstances)
+    reply = await cl.cc.describe_instances(c.DescribeInstances(["i-00000001"]))
+    assert [(s.instance_id, s.state) for s in reply.instances] == [("i-00000001", "running")]
+    assert node.count(c.NcDescribeInstances) == polls + 1
+    # Nothing on its way among those asked: the CC's own view, no call to the node.
+    reply = await cl.cc.describe_instances(c.DescribeInstances(["i-00000001"]))
+    assert node.count(c.NcDescribeInstances) == polls + 1
+    # Everything (the CLC's regular poll): the CC's view as it is.
+    node.set_state("i-00000002", "running")
+    reply = await cl.cc.describe_instances(c.DescribeInstances())
+    assert {s.instance_id: s.state for s in reply.instances}["i-00000002"] == "pending"
+
+
 def test_wire_round_trip_of_a_spec_with_network() -> None:
     s = msgspec.structs.replace(spec(1), net=c.NetConfig("d0:0d:00:00:00:01", "10.77.0.2", "euca-br0"))
     path, body = c.encode_request(c.NcRunInstance(s))

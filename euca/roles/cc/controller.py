@@ -406,7 +406,18 @@ class ClusterController:
 
     async def describe_instances(self, message: DescribeInstances) -> InstancesReply:
         if message.instance_ids:
-            found = (self.instances.get(i) for i in dict.fromkeys(message.instance_ids))
+            ids = list(dict.fromkeys(message.instance_ids))
+            # The CLC asks about a few while they are on their way (pending, shutting down): what their
+            # nodes say now, not at our last poll.
+            moving = {
+                t.status.node
+                for t in (self.instances.get(i) for i in ids)
+                if t is not None and t.status.state in IN_TRANSITION
+            }
+            nodes = [node for name in moving if (node := self.nodes.get(name)) is not None and node.up]
+            if nodes:
+                await self.poll_round(nodes)
+            found = (self.instances.get(i) for i in ids)
             return InstancesReply([t.status for t in found if t is not None])
         return InstancesReply([t.status for t in self.instances.values()])
 
