@@ -277,7 +277,7 @@ async def _get_once(
     if status != 200:
         raise _Retry(f"HTTP {status}")
     headers = {name.lower(): value for name, value in event.headers}
-    reusable = headers.get(b"connection", b"").lower() != b"close"
+    reusable = event.http_version == b"1.1" and headers.get(b"connection", b"").lower() != b"close"
     if b"content-length" not in headers or b"transfer-encoding" in headers:
         return await _chunked_body(conn, stream, part, buf), False
     length = int(headers[b"content-length"])
