@@ -48,7 +48,7 @@ if [ "${EUCA_FORCE_PIP:-0}" = 1 ]; then
     need_pip=1
 elif ! "$PYTHON" - <<'PY' >/dev/null 2>&1
 import importlib.metadata as md, pathlib, sys
-import euca, pytest, pytest_trio, boto3, awscli, ruff, mypy, trio, h11, httpx, msgspec, click, cryptography  # noqa
+import euca, pytest, pytest_trio, boto3, awscli, ruff, mypy, trio, h11, httpx, msgspec, click, cryptography, isal  # noqa
 # The installed euca must be this checkout (editable), not another copy.
 here = pathlib.Path.cwd().resolve()
 sys.exit(0 if pathlib.Path(euca.__file__).resolve().is_relative_to(here) else 1)
