@@ -573,29 +573,11 @@ WORKLOADS = [
 ]
 
 
-def bench_target(t: Target, plan: Plan, s5cmd: str, files: dict[str, Path], work: Path,
-                 only: set[str] | None) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-
-    def attempt(name: str, fn: Any) -> None:
-        if only and name not in only:
-            return
-        print(f"  {t.name:10s} {name:12s} ...", end="", flush=True)
-        load_before = os.getloadavg()[0]
-        try:
-            r = fn()
-        except (WorkloadError, subprocess.TimeoutExpired, OSError) as e:
-            r = {"value": None, "error": str(e)[:500]}
-            print(f" FAILED: {r['error']}", flush=True)
-        else:
-            print(f" {r['value']:,.1f} {r['unit']}  (load {load_before:.1f})", flush=True)
-        # The machine is shared: the 1-minute load average when the workload started, to judge its figure.
-        r["load_avg_1m"] = round(load_before, 2)
-        results[name] = r
-
+def workloads_for(t: Target, plan: Plan, s5cmd: str, files: dict[str, Path], work: Path
+                  ) -> list[tuple[str, Any]]:
+    """(name, run) of every workload on target `t`, in the order they must run (get-4k and list-10k read
+    the keys s5cmd-put-4k writes)."""
     small = files["4k"]
-    attempt("s5cmd-put-4k", lambda: s5cmd_populate(t, plan, s5cmd, small, work))
-    attempt("list-10k", lambda: s5cmd_list(t, plan, s5cmd))
 
     def get_4k() -> dict[str, Any]:
         signer = t.presigner()
@@ -609,13 +591,31 @@ def bench_target(t: Target, plan: Plan, s5cmd: str, files: dict[str, Path], work
         preflight(t, "PUT", targets[-1], small.read_bytes())
         return wrk_run(t, plan, "PUT", targets, small, work)
 
-    attempt("get-4k", get_4k)
-    attempt("put-4k", put_4k)
-    attempt("put-64m", lambda: curl_transfer(t, plan, "PUT", files["big"], work))
-    attempt("get-64m", lambda: curl_transfer(t, plan, "GET", files["big"], work))
-    attempt("mpu-1g-up", lambda: s5cmd_multipart(t, plan, s5cmd, files["multipart"], work, "up"))
-    attempt("mpu-1g-down", lambda: s5cmd_multipart(t, plan, s5cmd, files["multipart"], work, "down"))
-    return results
+    return [
+        ("s5cmd-put-4k", lambda: s5cmd_populate(t, plan, s5cmd, small, work)),
+        ("list-10k", lambda: s5cmd_list(t, plan, s5cmd)),
+        ("get-4k", get_4k),
+        ("put-4k", put_4k),
+        ("put-64m", lambda: curl_transfer(t, plan, "PUT", files["big"], work)),
+        ("get-64m", lambda: curl_transfer(t, plan, "GET", files["big"], work)),
+        ("mpu-1g-up", lambda: s5cmd_multipart(t, plan, s5cmd, files["multipart"], work, "up")),
+        ("mpu-1g-down", lambda: s5cmd_multipart(t, plan, s5cmd, files["multipart"], work, "down")),
+    ]
+
+
+def attempt(t: Target, name: str, fn: Any) -> dict[str, Any]:
+    print(f"  {name:12s} {t.name:10s} ...", end="", flush=True)
+    load_before = os.getloadavg()[0]
+    try:
+        r: dict[str, Any] = fn()
+    except (WorkloadError, subprocess.TimeoutExpired, OSError) as e:
+        r = {"value": None, "error": str(e)[:500]}
+        print(f" FAILED: {r['error']}", flush=True)
+    else:
+        print(f" {r['value']:,.1f} {r['unit']}  (load {load_before:.1f})", flush=True)
+    # The machine is shared: the 1-minute load average when the workload started, to judge its figure.
+    r["load_avg_1m"] = round(load_before, 2)
+    return r
 
 
 def print_table(plan: Plan, results: dict[str, dict[str, Any]], names: list[str]) -> None:
@@ -727,20 +727,29 @@ def main() -> int:
                 errors[t.name] = str(e)
                 print(f"{t.name}: {e}")
 
-        for t in targets:
-            if t.error:
-                continue
-            # The input files (over 1 GiB) and the previous target's data are still being written back: a
-            # target that syncs (euca fsyncs every object) would wait behind that write-back. Flush first.
-            os.sync()
-            spy = start_profiler(t, opts.profile_euca) if t.name == "euca" and opts.profile_euca else None
-            try:
-                results[t.name] = bench_target(t, plan, s5cmd, files, work, only)
-            finally:
-                if spy is not None:
-                    stop_profiler(spy, opts.profile_euca)
-            if t.proc is not None and t.proc.poll() is not None:
-                errors[t.name] = f"exited with {t.proc.returncode} during the run; see {t.log_path}"
+        # Each workload runs on every target in turn before the next workload starts: the machine's load
+        # drifts over minutes, and target after target would give one of them a different machine.
+        live = [t for t in targets if not t.error]
+        runs = {t.name: workloads_for(t, plan, s5cmd, files, work) for t in live}
+        euca = next((t for t in live if t.name == "euca"), None)
+        spy = start_profiler(euca, opts.profile_euca) if euca is not None and opts.profile_euca else None
+        try:
+            for index, (name, _) in enumerate(WORKLOADS):
+                if only and name not in only:
+                    continue
+                for t in live:
+                    if t.proc is not None and t.proc.poll() is not None:
+                        errors[t.name] = f"exited with {t.proc.returncode} during the run; see {t.log_path}"
+                        continue
+                    # Written data is still being written back (the input files, over 1 GiB, and the other
+                    # target's objects): a target that syncs (euca fsyncs every object) would wait behind it.
+                    os.sync()
+                    run_name, fn = runs[t.name][index]
+                    assert run_name == name
+                    results.setdefault(t.name, {})[name] = attempt(t, name, fn)
+        finally:
+            if spy is not None:
+                stop_profiler(spy, opts.profile_euca)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
     finally:
