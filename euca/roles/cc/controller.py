@@ -409,14 +409,12 @@ class ClusterController:
             ids = list(dict.fromkeys(message.instance_ids))
             # The CLC asks about a few while they are on their way (pending, shutting down): what their
             # nodes say now, not at our last poll.
-            moving = {
-                t.status.node
-                for t in (self.instances.get(i) for i in ids)
-                if t is not None and t.status.state in IN_TRANSITION
-            }
-            nodes = [node for name in moving if (node := self.nodes.get(name)) is not None and node.up]
-            if nodes:
-                await self.poll_round(nodes)
+            moving: dict[str, list[str]] = {}
+            for t in (self.instances.get(i) for i in ids):
+                if t is not None and t.status.state in IN_TRANSITION:
+                    moving.setdefault(t.status.node, []).append(t.status.instance_id)
+            if moving:
+                await self._poll_moving(moving)
             found = (self.instances.get(i) for i in ids)
             return InstancesReply([t.status for t in found if t is not None])
         return InstancesReply([t.status for t in self.instances.values()])
@@ -457,15 +455,41 @@ class ClusterController:
                     continue
                 delay = min(delay * 2, WATCH_MAX_POLL)
                 node = self.nodes.get(name)
-                if node is None or not any(t.status.state in IN_TRANSITION for t in node.instances.values()):
+                moving = (
+                    [i for i, t in node.instances.items() if t.status.state in IN_TRANSITION] if node else []
+                )
+                if not moving:
                     return
-                try:
-                    await self.poll_round([node])
-                except Exception:
-                    log.exception("poll of instances on the way failed node=%s", name)
-                    return
+                await self._poll_moving({name: moving})
         finally:
             del self._watching[name]
+
+    async def _poll_moving(self, moving: dict[str, list[str]]) -> None:
+        """Ask nodes about some of their instances (node name -> ids): a short NcDescribeInstances whose
+        answer updates those alone. A node that does not answer is left to the regular poll."""
+
+        async def ask(node: Node, ids: list[str]) -> None:
+            started = self.tick()
+            try:
+                with trio.fail_after(self.poll_timeout):
+                    listed: InstancesReply = await self._call(node, NcDescribeInstances(ids))
+            except Exception as e:
+                log.debug("poll of instances on the way failed node=%s error=%s", node.name, _describe(e))
+                return
+            if self.nodes.get(node.name) is not node:
+                return
+            wanted = set(ids)
+            for status in listed.instances:
+                if status.instance_id in wanted:
+                    if status.node != node.name:
+                        status = msgspec.structs.replace(status, node=node.name)
+                    await self._reported(node, started, status)
+
+        async with trio.open_nursery() as nursery:
+            for name, ids in moving.items():
+                node = self.nodes.get(name)
+                if node is not None and node.up:
+                    nursery.start_soon(ask, node, ids)
 
     async def _place_and_start(self, specs: list[InstanceSpec]) -> None:
         reservation = specs[0].reservation_id
