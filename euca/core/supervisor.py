@@ -324,8 +324,9 @@ async def serve_until_signalled(supervisor: Supervisor) -> None:
     instead: the graceful stop only begins once every role has started."""
     async with trio.open_nursery() as nursery:
 
-        async def watch_signals() -> None:
+        async def watch_signals(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started()  # only now is a signal ours to handle, not the default (death)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if supervisor.ready:
@@ -335,7 +336,7 @@ async def serve_until_signalled(supervisor: Supervisor) -> None:
                         log.info("signal %s received while starting; start abandoned", name)
                         nursery.cancel_scope.cancel()
 
-        nursery.start_soon(watch_signals)
+        await nursery.start(watch_signals)
         await supervisor.run()
         nursery.cancel_scope.cancel()
 
