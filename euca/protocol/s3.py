@@ -172,7 +172,13 @@ def _doc(root: str, inner: str, ns: bool = True) -> bytes:
 
 def iso8601(ts: float) -> str:
     ms = int(round((ts - int(ts)) * 1000)) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(ts))) + f".{ms:03d}Z"
+    return f"{_iso_seconds(int(ts))}.{ms:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    # Memoised: a listing renders one per key, and keys written together share their second.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def http_date(ts: float) -> str:

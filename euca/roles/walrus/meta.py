@@ -181,6 +181,30 @@ class ObjectRow:
         return list(self.segments or [])
 
 
+# What a listing shows of each version: no JSON to decode (headers, ACL, tags, parts) for rows that only
+# become <Contents> entries.
+_LIST_COLS = ("id, key, version_id, is_latest, delete_marker, size, etag, last_modified, owner_id, owner_name, "
+              "checksum_algorithm, checksum_type")
+
+
+def _listed(row: Any) -> ObjectRow:
+    return ObjectRow(
+        key=bytes(row[1]).decode(),
+        version_id=row[2],
+        is_latest=bool(row[3]),
+        delete_marker=bool(row[4]),
+        size=row[5],
+        etag=row[6],
+        last_modified=row[7],
+        storage_id=None,
+        owner_id=row[8],
+        owner_name=row[9],
+        checksum_algorithm=row[10],
+        checksum_type=row[11],
+        id=row[0],
+    )
+
+
 def _object(row: Any) -> ObjectRow:
     return ObjectRow(
         key=bytes(row[1]).decode(),
@@ -416,7 +440,7 @@ def list_objects(tx: Tx, bucket: str, prefix: str, delimiter: str, after: str, m
         return out
     hi_clause = " AND key < ?" if pfx else ""
     hi = (pfx + b"\xff",) if pfx else ()
-    sql = (f"SELECT {_OBJ_COLS} FROM walrus_objects WHERE bucket=? AND is_latest=1 AND delete_marker=0 "
+    sql = (f"SELECT {_LIST_COLS} FROM walrus_objects WHERE bucket=? AND is_latest=1 AND delete_marker=0 "
            f"AND key > ? AND key >= ?{hi_clause} ORDER BY key LIMIT ?")
     count = 0
     while True:
@@ -438,7 +462,7 @@ def list_objects(tx: Tx, bucket: str, prefix: str, delimiter: str, after: str, m
                 cursor = cp + b"\xff"
                 restart = True
                 break
-            out.rows.append(_object(r))
+            out.rows.append(_listed(r))
             out.last = k.decode()
             count += 1
             cursor = k
@@ -464,11 +488,11 @@ def list_versions(tx: Tx, bucket: str, prefix: str, delimiter: str, key_marker: 
     while True:
         want = max_keys - count + 1
         if cursor_id is not None:
-            rows = tx.all(f"SELECT {_OBJ_COLS} FROM walrus_objects WHERE bucket=? AND "
+            rows = tx.all(f"SELECT {_LIST_COLS} FROM walrus_objects WHERE bucket=? AND "
                           f"((key = ? AND id < ?) OR key > ?) AND key >= ?{hi_clause} ORDER BY key, id DESC LIMIT ?",
                           (bucket, cursor_key, cursor_id, cursor_key, pfx, *hi, want))
         else:
-            rows = tx.all(f"SELECT {_OBJ_COLS} FROM walrus_objects WHERE bucket=? AND key > ? AND key >= ?{hi_clause} "
+            rows = tx.all(f"SELECT {_LIST_COLS} FROM walrus_objects WHERE bucket=? AND key > ? AND key >= ?{hi_clause} "
                           "ORDER BY key, id DESC LIMIT ?", (bucket, cursor_key, pfx, *hi, want))
         if not rows:
             return out
@@ -486,7 +510,7 @@ def list_versions(tx: Tx, bucket: str, prefix: str, delimiter: str, key_marker: 
                 cursor_key, cursor_id = cp + b"\xff", None
                 restart = True
                 break
-            o = _object(r)
+            o = _listed(r)
             out.rows.append(o)
             out.last, out.last_version = o.key, o.version_id
             count += 1
