@@ -54,7 +54,9 @@ def new_key_pair_id() -> str:
 
 
 def _openssh_public(key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey) -> str:
-    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode("ascii")
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode(
+        "ascii"
+    )
 
 
 def _ed25519_fingerprint(key: ed25519.Ed25519PublicKey) -> str:
@@ -78,11 +80,17 @@ def generate_key(key_type: str) -> GeneratedKey:
         ).decode("ascii")
         return GeneratedKey(pem, _openssh_public(ed.public_key()), _ed25519_fingerprint(ed.public_key()))
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-    pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     ).decode("ascii")
-    return GeneratedKey(pem.rstrip("\n"), _openssh_public(key.public_key()), colon_hex(hashlib.sha1(pkcs8).digest()))
+    return GeneratedKey(
+        pem.rstrip("\n"), _openssh_public(key.public_key()), colon_hex(hashlib.sha1(pkcs8).digest())
+    )
 
 
 def load_public_key(material: bytes) -> tuple[str, str, str]:
@@ -138,7 +146,13 @@ def check_key_name(name: str) -> None:
 
 
 def _insert(
-    tx: Tx, call: Call, name: str, key_type: str, public_key: str, fingerprint: str, tags: list[tuple[str, str]]
+    tx: Tx,
+    call: Call,
+    name: str,
+    key_type: str,
+    public_key: str,
+    fingerprint: str,
+    tags: list[tuple[str, str]],
 ) -> str:
     if tx.one("SELECT 1 FROM clc_keypairs WHERE account_id=? AND name=?", (call.account_id, name)):
         raise Ec2Error("InvalidKeyPair.Duplicate", f"The keypair '{name}' already exists.")
@@ -158,16 +172,22 @@ async def create_key_pair(call: Call, req: m.CreateKeyPairRequest) -> m.KeyPair:
     if key_type not in ("rsa", "ed25519"):
         raise Ec2Error("InvalidParameterValue", f"Value ({key_type}) for parameter keyType is invalid.")
     if (req.key_format or "pem") != "pem":
-        raise Ec2Error("InvalidParameterValue", f"Value ({req.key_format}) for parameter keyFormat is not supported.")
+        raise Ec2Error(
+            "InvalidParameterValue", f"Value ({req.key_format}) for parameter keyFormat is not supported."
+        )
     tags = tagging.tags_from_specifications(req.tag_specifications, "key-pair")
     exists = await call.ctx.store.read(
-        lambda tx: tx.one("SELECT 1 FROM clc_keypairs WHERE account_id=? AND name=?", (call.account_id, req.key_name))
+        lambda tx: tx.one(
+            "SELECT 1 FROM clc_keypairs WHERE account_id=? AND name=?", (call.account_id, req.key_name)
+        )
     )
     if exists:  # refuse before spending the CPU on a key
         raise Ec2Error("InvalidKeyPair.Duplicate", f"The keypair '{req.key_name}' already exists.")
     generated = await trio.to_thread.run_sync(generate_key, key_type)
     key_pair_id = await call.ctx.store.write(
-        lambda tx: _insert(tx, call, req.key_name, key_type, generated.public_openssh, generated.fingerprint, tags)
+        lambda tx: _insert(
+            tx, call, req.key_name, key_type, generated.public_openssh, generated.fingerprint, tags
+        )
     )
     return m.KeyPair(
         key_name=req.key_name,
@@ -268,7 +288,8 @@ async def delete_key_pair(call: Call, req: m.DeleteKeyPairRequest) -> m.DeleteKe
                 raise Ec2Error("InvalidKeyPair.NotFound", f"The key pair '{req.key_pair_id}' does not exist")
         else:
             row = tx.one(
-                "SELECT key_pair_id FROM clc_keypairs WHERE account_id=? AND name=?", (call.account_id, req.key_name)
+                "SELECT key_pair_id FROM clc_keypairs WHERE account_id=? AND name=?",
+                (call.account_id, req.key_name),
             )
             if row is None:  # EC2 answers success for a name that is not there
                 return None

@@ -39,7 +39,9 @@ def _image_visible(tx: Tx, image_id: str, account_id: str) -> bool:
 
 
 def _keypair_visible(tx: Tx, key_pair_id: str, account_id: str) -> bool:
-    return bool(tx.one("SELECT 1 FROM clc_keypairs WHERE key_pair_id=? AND account_id=?", (key_pair_id, account_id)))
+    return bool(
+        tx.one("SELECT 1 FROM clc_keypairs WHERE key_pair_id=? AND account_id=?", (key_pair_id, account_id))
+    )
 
 
 def _instance_visible(tx: Tx, instance_id: str, account_id: str) -> bool:
@@ -73,13 +75,18 @@ def check_tags(tags: Iterable[m.Tag], *, need_values: bool = True) -> list[tuple
         if not key:
             raise Ec2Error("InvalidParameterValue", "Tag keys must not be empty")
         if len(key) > MAX_KEY_LENGTH:
-            raise Ec2Error("InvalidParameterValue", f"Tag key exceeds the maximum length of {MAX_KEY_LENGTH} characters")
+            raise Ec2Error(
+                "InvalidParameterValue", f"Tag key exceeds the maximum length of {MAX_KEY_LENGTH} characters"
+            )
         if key.lower().startswith("aws:"):
-            raise Ec2Error("InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use")
+            raise Ec2Error(
+                "InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use"
+            )
         value = tag.value if tag.value is not None else ""
         if len(value) > MAX_VALUE_LENGTH:
             raise Ec2Error(
-                "InvalidParameterValue", f"Tag value exceeds the maximum length of {MAX_VALUE_LENGTH} characters"
+                "InvalidParameterValue",
+                f"Tag value exceeds the maximum length of {MAX_VALUE_LENGTH} characters",
             )
         out.append((key, value))
     return out
@@ -91,21 +98,29 @@ def tags_from_specifications(specs: list[m.TagSpecification], resource_type: str
     for spec in specs:
         if spec.resource_type != resource_type:
             raise Ec2Error(
-                "InvalidParameterValue", f"'{spec.resource_type}' is not a valid taggable resource type for this operation."
+                "InvalidParameterValue",
+                f"'{spec.resource_type}' is not a valid taggable resource type for this operation.",
             )
         tags.extend(spec.tags)
     return check_tags(tags)
 
 
-def write_tags(tx: Tx, account_id: str, resource_id: str, resource_type: str, tags: list[tuple[str, str]]) -> None:
+def write_tags(
+    tx: Tx, account_id: str, resource_id: str, resource_type: str, tags: list[tuple[str, str]]
+) -> None:
     tx.executemany(
         "INSERT INTO clc_tags(account_id, resource_id, resource_type, key, value) VALUES(?,?,?,?,?) "
         "ON CONFLICT(account_id, resource_id, key) DO UPDATE SET value=excluded.value",
         [(account_id, resource_id, resource_type, k, v) for k, v in tags],
     )
-    count = tx.scalar("SELECT COUNT(*) FROM clc_tags WHERE account_id=? AND resource_id=?", (account_id, resource_id))
+    count = tx.scalar(
+        "SELECT COUNT(*) FROM clc_tags WHERE account_id=? AND resource_id=?", (account_id, resource_id)
+    )
     if count > MAX_TAGS_PER_RESOURCE:
-        raise Ec2Error("TagLimitExceeded", f"The maximum number of tags per resource ({MAX_TAGS_PER_RESOURCE}) is exceeded")
+        raise Ec2Error(
+            "TagLimitExceeded",
+            f"The maximum number of tags per resource ({MAX_TAGS_PER_RESOURCE}) is exceeded",
+        )
 
 
 def tags_of(tx: Tx, account_id: str, resource_ids: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -166,7 +181,9 @@ async def delete_tags(call: Call, req: m.DeleteTagsRequest) -> None:
     def write(tx: Tx) -> None:
         for rid, _ in _check_resources(tx, call.account_id, req.resources):
             if req.tags is None:
-                tx.execute("DELETE FROM clc_tags WHERE account_id=? AND resource_id=?", (call.account_id, rid))
+                tx.execute(
+                    "DELETE FROM clc_tags WHERE account_id=? AND resource_id=?", (call.account_id, rid)
+                )
                 continue
             for tag in req.tags:
                 if not tag.key:
@@ -198,11 +215,14 @@ TAG_FILTERS: FilterSet[m.TagDescription] = FilterSet(
 async def describe_tags(call: Call, req: m.DescribeTagsRequest) -> m.DescribeTagsResult:
     rows = await call.ctx.store.read(
         lambda tx: tx.all(
-            "SELECT resource_id, resource_type, key, value FROM clc_tags WHERE account_id=?", (call.account_id,)
+            "SELECT resource_id, resource_type, key, value FROM clc_tags WHERE account_id=?",
+            (call.account_id,),
         )
     )
     tags = [
-        m.TagDescription(resource_id=r["resource_id"], resource_type=r["resource_type"], key=r["key"], value=r["value"])
+        m.TagDescription(
+            resource_id=r["resource_id"], resource_type=r["resource_type"], key=r["key"], value=r["value"]
+        )
         for r in rows
     ]
     tags = TAG_FILTERS.apply(req.filters, tags)
