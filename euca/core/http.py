@@ -299,6 +299,20 @@ class _Connection:
             await self._send_bytes(data)
 
     async def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.tls:
+            # Most responses fit in the socket's send buffer: one write(2) on the (non-blocking) socket takes
+            # them whole, without a timeout scope or trio's send machinery. The yield stays: without it a
+            # connection goes straight to an empty read instead of finding its next request there.
+            try:
+                sent = os.write(self.socket_stream.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:
+                raise ClientDisconnected(f"send: {e}") from e
+            if sent == len(data):
+                await trio.lowlevel.checkpoint()
+                return
+            data = memoryview(data)[sent:]
         with trio.move_on_after(self.limits.io_timeout) as cs:
             try:
                 await self.stream.send_all(data)
