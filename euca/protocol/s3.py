@@ -151,18 +151,16 @@ def render_error(err: S3Error, resource: str, request_id: str, host_id: str) -> 
 # -- small wire helpers ------------------------------------------------------------------------------
 
 
+_XML_SPECIAL = re.compile("[&<>\"'\r]")
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;", "\r": "&#13;"})
+
+
 def _x(value: object) -> str:
-    s = str(value)
-    if not any(c in s for c in "&<>\"'\r"):
+    # One C-level scan for the common case (nothing to escape): a listing calls this twice per key.
+    s = value if isinstance(value, str) else str(value)
+    if _XML_SPECIAL.search(s) is None:
         return s
-    return (
-        s.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&quot;")
-        .replace("'", "&apos;")
-        .replace("\r", "&#13;")
-    )
+    return s.translate(_XML_ESCAPES)
 
 
 def _doc(root: str, inner: str, ns: bool = True) -> bytes:
