@@ -82,7 +82,7 @@ class Store:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect()
         # Held while the writer connection is in a transaction (batches in worker threads, write_sync).
-        self._writer_lock = threading.Lock()
+        self._writer_lock = threading.RLock()  # re-entered only to fail as SQLite would, not to deadlock
         self._pending: list[_WriteJob[Any]] = []
         self._committing = False
         self._read_limiter = trio.CapacityLimiter(readers)
