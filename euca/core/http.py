@@ -462,12 +462,16 @@ class _Connection:
             except h11.LocalProtocolError as e:
                 log.debug("local protocol error: %s", e)
             finally:
-                with trio.move_on_after(1) as cs:
-                    cs.shield = True
-                    try:
-                        await self.stream.aclose()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        pass
+                if not self.tls:
+                    # Closing a plain socket cannot block: no timeout scope (costly, and every connection ends).
+                    self.socket_stream.socket.close()
+                else:
+                    with trio.move_on_after(1) as cs:
+                        cs.shield = True
+                        try:
+                            await self.stream.aclose()
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                            pass
 
     async def _cycle_loop(self) -> None:
         first = True
@@ -716,10 +720,7 @@ class HttpServer:
                     await trio.sleep(0.1)
                     continue
                 raise
-            try:
-                stream.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+            # (trio.SocketStream has set TCP_NODELAY already.)
             nursery.start_soon(self._run_connection, stream)
 
     async def _run_connection(self, stream: trio.SocketStream) -> None:
