@@ -51,10 +51,25 @@ def euca_workers(tmp_path):  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "data"
     s3_port, ec2_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "euca.cli", "--role", "walrus", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-         "--set", f"walrus.listen.port={s3_port}", "--set", f"clc.listen.port={ec2_port}",
-         "--set", "walrus.workers=2"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "euca.log", "ab"),
+        [
+            sys.executable,
+            "-m",
+            "euca.cli",
+            "--role",
+            "walrus",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            "127.0.0.1",
+            "--set",
+            f"walrus.listen.port={s3_port}",
+            "--set",
+            f"clc.listen.port={ec2_port}",
+            "--set",
+            "walrus.workers=2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "euca.log", "ab"),
     )
     try:
         for _ in range(600):
@@ -80,11 +95,19 @@ def client(data_dir: Path, port: int):  # type: ignore[no-untyped-def]
     akid = re.search(r"AWS_ACCESS_KEY_ID=['\"]?([^'\"\n]+)", rc).group(1)  # type: ignore[union-attr]
     secret = re.search(r"AWS_SECRET_ACCESS_KEY=['\"]?([^'\"\n]+)", rc).group(1)  # type: ignore[union-attr]
     # No connection reuse: each call is a new connection, placed by the kernel on either process.
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eucalyptus",
-                        aws_access_key_id=akid, aws_secret_access_key=secret,
-                        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                                          max_pool_connections=1, tcp_keepalive=False),
-                        ), akid
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="eucalyptus",
+        aws_access_key_id=akid,
+        aws_secret_access_key=secret,
+        config=BotoConfig(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            max_pool_connections=1,
+            tcp_keepalive=False,
+        ),
+    ), akid
 
 
 @pytest.mark.slow

@@ -41,8 +41,9 @@ async def serve(config: Config, index: int, port: int) -> None:
         walrus.changes = Changes(changes_path(config), index)
         await walrus.load()
         app = WalrusApp(config, identity, walrus, reuse_port=True)
-        server = HttpServer(Dispatcher([app]), config.walrus.listen.host, port, config.http, access_log=True,
-                            reuse_port=True)
+        server = HttpServer(
+            Dispatcher([app]), config.walrus.listen.host, port, config.http, access_log=True, reuse_port=True
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             log.info("walrus worker ready index=%d pid=%d port=%d", index, os.getpid(), port)
