@@ -76,6 +76,23 @@ def _progress_bar(shown: bool, length: int, label: str) -> Any:
     return click.progressbar(length=max(length, 1), label=label, show_percent=True, show_eta=True)
 
 
+def _bundle_with_progress(image: str, destination: Path, progress: bool, **options: Any) -> Any:
+    """bundle_image with a progress bar over the image's bytes; bad input becomes a ClickException."""
+    size = os.path.getsize(image) if os.path.isfile(image) else 0
+    with _progress_bar(progress, size, "Bundling") as bar:
+        last = 0
+
+        def advance(done: int, total: int) -> None:
+            nonlocal last
+            bar.update(done - last)
+            last = done
+
+        try:
+            return bundle_image(Path(image), destination, progress=advance, **options)
+        except (BundleInputError, ValueError) as e:
+            raise click.ClickException(str(e)) from e
+
+
 def _mappings(value: str | None) -> list[BlockDeviceMapping]:
     """`ami=sda1,root=/dev/sda1,ephemeral0=sda2` as euca-bundle-image's -B takes it."""
     out = []
@@ -166,36 +183,24 @@ def bundle_image_command(
         cloud_cert = load_certificate(_read(ec2cert, "cloud certificate"))
     except BundleError as e:
         raise click.ClickException(str(e)) from e
-    size = os.path.getsize(image) if os.path.isfile(image) else 0
     codes = [c.strip() for c in (productcodes or "").split(",") if c.strip()]
-    with _progress_bar(progress, size, "Bundling") as bar:
-        last = 0
-
-        def advance(done: int, total: int) -> None:
-            nonlocal last
-            bar.update(done - last)
-            last = done
-
-        try:
-            result = bundle_image(
-                Path(image),
-                Path(destination),
-                user=user,
-                cloud_cert=cloud_cert,
-                user_cert=user_cert,
-                user_key=user_key,
-                prefix=prefix,
-                architecture=arch,
-                image_type=image_type,
-                kernel_id=kernel,
-                ramdisk_id=ramdisk,
-                block_device_mappings=_mappings(block_device_mapping),
-                product_codes=codes,
-                compresslevel=compress_level,
-                progress=advance,
-            )
-        except (BundleInputError, ValueError) as e:
-            raise click.ClickException(str(e)) from e
+    result = _bundle_with_progress(
+        image,
+        Path(destination),
+        progress,
+        user=user,
+        cloud_cert=cloud_cert,
+        user_cert=user_cert,
+        user_key=user_key,
+        prefix=prefix,
+        architecture=arch,
+        image_type=image_type,
+        kernel_id=kernel,
+        ramdisk_id=ramdisk,
+        block_device_mappings=_mappings(block_device_mapping),
+        product_codes=codes,
+        compresslevel=compress_level,
+    )
     click.echo(f"Wrote manifest {result.manifest_path}")
 
 
@@ -529,32 +534,20 @@ def install_image_command(
         raise click.ClickException(str(e)) from e
     with tempfile.TemporaryDirectory(prefix="euca-bundle-") as tmp:
         where = Path(directory) if directory else Path(tmp)
-        size = os.path.getsize(image) if os.path.isfile(image) else 0
-        with _progress_bar(progress, size, "Bundling") as bar:
-            last = 0
-
-            def advance(done: int, total: int) -> None:
-                nonlocal last
-                bar.update(done - last)
-                last = done
-
-            try:
-                result = bundle_image(
-                    Path(image),
-                    where,
-                    user=user,
-                    cloud_cert=cloud_cert,
-                    user_cert=user_cert,
-                    user_key=user_key,
-                    architecture=arch,
-                    image_type=image_type,
-                    kernel_id=kernel_id if image_type == "machine" else None,
-                    ramdisk_id=ramdisk_id if image_type == "machine" else None,
-                    compresslevel=compress_level,
-                    progress=advance,
-                )
-            except (BundleInputError, ValueError) as e:
-                raise click.ClickException(str(e)) from e
+        result = _bundle_with_progress(
+            image,
+            where,
+            progress,
+            user=user,
+            cloud_cert=cloud_cert,
+            user_cert=user_cert,
+            user_key=user_key,
+            architecture=arch,
+            image_type=image_type,
+            kernel_id=kernel_id if image_type == "machine" else None,
+            ramdisk_id=ramdisk_id if image_type == "machine" else None,
+            compresslevel=compress_level,
+        )
         files = BundleFiles(result.manifest_path, result.part_paths)
         location = _run(lambda: _upload(files, bucket_name, prefix, s3_endpoint, s3_key, progress))
     click.echo(f"Uploaded {location}")
