@@ -7,8 +7,6 @@ Needs root, libvirtd (started here with scripts/setup-host when it is not runnin
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -17,47 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from qemu_host import LIBVIRT_URI, connect, libvirt, unusable_reason
 
 from euca.images import bootimage as bi
 
 REPO = Path(__file__).resolve().parents[2]
-URI = "qemu:///system"
+URI = LIBVIRT_URI
 # Bounds each wait on the guest, so a guest that never comes up fails the test instead of hanging it.
 HANG_GUARD = 180
 
-libvirt: Any
-try:
-    import libvirt
-except ImportError:  # pragma: no cover - the nc extra is not installed
-    libvirt = None
-
-
-def _connect() -> Any:
-    libvirt.registerErrorHandler(lambda *a: None, None)
-    return libvirt.open(URI)
-
-
-def _libvirt_unusable() -> str | None:
-    if libvirt is None:
-        return "libvirt-python is not installed"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed"
-    try:
-        _connect().close()
-        return None
-    except libvirt.libvirtError:
-        pass
-    if os.geteuid() != 0 or shutil.which("libvirtd") is None:
-        return f"{URI} does not answer and libvirtd cannot be started here (run scripts/setup-host as root)"
-    setup = subprocess.run(["bash", str(REPO / "scripts" / "setup-host")], capture_output=True, text=True)
-    try:
-        _connect().close()
-        return None
-    except libvirt.libvirtError as e:
-        return f"{URI} does not answer after scripts/setup-host ({e}): {setup.stdout[-300:]}{setup.stderr[-300:]}"
-
-
-_REASON = _libvirt_unusable()
+_REASON = unusable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
@@ -71,7 +38,7 @@ def boot_image() -> bi.BootImage:
 
 @pytest.fixture(scope="module")
 def conn() -> Iterator[Any]:
-    c = _connect()
+    c = connect()
     yield c
     c.close()
 

@@ -45,6 +45,7 @@ import httpx
 import msgspec
 import pytest
 from cryptography import x509
+from qemu_host import connect, libvirt, unusable_reason
 
 from euca.core.pki import CloudCA, cert_cluster
 from euca.images import bootimage as bi
@@ -56,18 +57,11 @@ from euca.roles.cc.network import chain_name
 # tests/conftest.py for the service tests' `from conftest import ...`.)
 
 REPO = Path(__file__).resolve().parents[2]
-LIBVIRT_URI = "qemu:///system"
 # Bounds every wait on a process or a guest: a guest that never boots fails its test instead of hanging the
 # run. Generous, as TCG guests on a busy 2-core box take their time.
 HANG_GUARD = 300.0
 
 T = TypeVar("T")
-
-libvirt: Any
-try:
-    import libvirt
-except ImportError:  # pragma: no cover - the nc extra is not installed
-    libvirt = None
 
 
 def free_ports(count: int) -> list[int]:
@@ -195,37 +189,8 @@ class EucaProcess:
 # -- libvirt ---------------------------------------------------------------------------------------------------
 
 
-def libvirt_connect() -> Any:
-    libvirt.registerErrorHandler(lambda *a: None, None)
-    return libvirt.open(LIBVIRT_URI)
-
-
-def qemu_system_unusable() -> str | None:
-    """Why guests cannot run under qemu:///system here, or None. Runs scripts/setup-host (as root) when
-    libvirtd does not answer."""
-    if libvirt is None:
-        return "libvirt-python is not installed"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed"
-    if shutil.which("qemu-img") is None:
-        return "qemu-img is not installed"
-    try:
-        libvirt_connect().close()
-        return None
-    except libvirt.libvirtError:
-        pass
-    if os.geteuid() != 0 or shutil.which("libvirtd") is None:
-        return f"{LIBVIRT_URI} does not answer and libvirtd cannot be started here (run scripts/setup-host as root)"
-    setup = subprocess.run(["bash", str(REPO / "scripts" / "setup-host")], capture_output=True, text=True)
-    try:
-        libvirt_connect().close()
-        return None
-    except libvirt.libvirtError as e:
-        return f"{LIBVIRT_URI} does not answer after scripts/setup-host ({e}): {setup.stdout[-300:]}{setup.stderr[-300:]}"
-
-
 def domain_names() -> set[str]:
-    conn = libvirt_connect()
+    conn = connect()
     try:
         return {d.name() for d in conn.listAllDomains(0)}
     finally:
@@ -236,7 +201,7 @@ def destroy_domains(names: set[str]) -> list[str]:
     """Destroy and undefine those of these domains that exist (a safety net for a failed test); returns
     the names it found."""
     found = []
-    conn = libvirt_connect()
+    conn = connect()
     try:
         for name in sorted(names):
             try:
@@ -336,7 +301,7 @@ def guest_bridges() -> Iterator[GuestBridges]:
         bridges.cleanup()
 
 
-_REASON = qemu_system_unusable()
+_REASON = unusable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 INSTANCE_TYPE = "t1.micro"

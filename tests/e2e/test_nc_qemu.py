@@ -22,10 +22,10 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
+from qemu_host import LIBVIRT_URI, connect, unusable_reason
 
 from euca.core.pki import CloudCA
 from euca.images import bootimage as bi
@@ -50,46 +50,14 @@ from euca.roles.nc.hypervisor import Hypervisor
 from euca.roles.nc.images import NodeKeys
 
 REPO = Path(__file__).resolve().parents[2]
-URI = "qemu:///system"
+URI = LIBVIRT_URI
 NETNS = "euca"
 BRIDGE = "euca-br0"
 # Bounds each wait on a guest, so a guest that never comes up fails the test instead of hanging it.
 HANG_GUARD = 300
 VM = VmType("m1.small", 1, 256, 1)
 
-libvirt: Any
-try:
-    import libvirt
-except ImportError:  # pragma: no cover
-    libvirt = None
-
-
-def _connect() -> Any:
-    libvirt.registerErrorHandler(lambda *a: None, None)
-    return libvirt.open(URI)
-
-
-def _libvirt_unusable() -> str | None:
-    if libvirt is None:
-        return "libvirt-python is not installed"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed"
-    try:
-        _connect().close()
-        return None
-    except libvirt.libvirtError:
-        pass
-    if os.geteuid() != 0 or shutil.which("libvirtd") is None:
-        return f"{URI} does not answer and libvirtd cannot be started here (run scripts/setup-host as root)"
-    setup = subprocess.run(["bash", str(REPO / "scripts" / "setup-host")], capture_output=True, text=True)
-    try:
-        _connect().close()
-        return None
-    except libvirt.libvirtError as e:
-        return f"{URI} does not answer after scripts/setup-host ({e}): {setup.stdout[-300:]}{setup.stderr[-300:]}"
-
-
-_REASON = _libvirt_unusable()
+_REASON = unusable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
@@ -300,7 +268,7 @@ async def test_guests_boot_reboot_survive_an_nc_restart_and_leave_nothing(
         with trio.fail_after(HANG_GUARD):
             await nc.instances[instance_id].ended.wait()
         assert nc.instances[instance_id].state == "terminated"
-    conn = _connect()
+    conn = connect()
     try:
         names = {d.name() for d in conn.listAllDomains(0)}
     finally:
