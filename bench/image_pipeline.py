@@ -39,7 +39,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))  # run from a checkout without install
 import httpx  # noqa: E402
 import trio  # noqa: E402
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
+from procs import free_port, proc_stat  # noqa: E402
 
 from euca.core.pki import CloudCA  # noqa: E402
 from euca.images import pipeline  # noqa: E402
@@ -133,26 +133,8 @@ def file_sha1(path: Path) -> str:
 # Walrus
 
 
-def free_port(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
 def process_cpu(pid: int) -> float:
-    fields = _proc_stat(pid)
+    fields = proc_stat(pid)
     if not fields:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -29,7 +29,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from procs import descendants, free_port, proc_stat
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -152,17 +153,6 @@ class Presigner:
 # Servers
 
 
-def free_port(port: int) -> bool:
-    with socket.socket() as s:
-        # As the servers do: a port with only TIME_WAIT leftovers of the previous run is free.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 @dataclass
 class Target:
     name: str
@@ -245,36 +235,11 @@ class Target:
                 pass
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces; everything after the last ')' is positional.
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _proc_stat(int(entry.name))
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
 def process_tree_cpu(pid: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for p in [pid, *descendants(pid)]:
-        fields = _proc_stat(p)
+        fields = proc_stat(p)
         if fields:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
