@@ -99,8 +99,14 @@ class Written:
 
     __slots__ = ("storage_id", "size", "md5", "checksum", "data")
 
-    def __init__(self, storage_id: str | None, size: int, md5: str, checksum: Checksum | None,
-                 data: bytes | None = None):
+    def __init__(
+        self,
+        storage_id: str | None,
+        size: int,
+        md5: str,
+        checksum: Checksum | None,
+        data: bytes | None = None,
+    ):
         self.storage_id = storage_id
         self.size = size
         self.md5 = md5
@@ -242,7 +248,9 @@ class Storage:
             raise
 
     @staticmethod
-    async def _read_inline(stream: BodyStream, md5: Any, checksum: Checksum | None, expected_size: int) -> Written:
+    async def _read_inline(
+        stream: BodyStream, md5: Any, checksum: Checksum | None, expected_size: int
+    ) -> Written:
         parts: list[bytes] = []
         size = 0
         while True:
@@ -275,8 +283,9 @@ class Storage:
             except OSError:
                 pass
 
-    def copy_sync(self, sources: list[Source], algorithm: str | None, hash_md5: bool = True,
-                  inline: bool = False) -> Written:
+    def copy_sync(
+        self, sources: list[Source], algorithm: str | None, hash_md5: bool = True, inline: bool = False
+    ) -> Written:
         """A new file from byte ranges (storage_id, offset, length) of existing files (or of inline bytes),
         hashed on the way; with `inline` and at most INLINE_MAX bytes, the bytes themselves (Written.data).
 
@@ -292,19 +301,23 @@ class Storage:
             return Written(None, len(data), md5.hexdigest(), checksum, data)
         path, fd = self._new_tmp()
         size = 0
+
+        def absorb(data: bytes) -> None:
+            """Hash `data` and append it to the new file."""
+            md5.update(data)
+            if checksum is not None:
+                checksum.update(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+
         try:
             for storage_id, offset, length in sources:
                 if isinstance(storage_id, bytes):
                     data = storage_id[offset : offset + length]
                     if len(data) != length:
                         raise OSError("source shorter than recorded")
-                    md5.update(data)
-                    if checksum is not None:
-                        checksum.update(data)
-                    view = memoryview(data)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
+                    absorb(data)
                     size += length
                     continue
                 with open(self.path(storage_id), "rb", buffering=0) as src:
@@ -325,13 +338,7 @@ class Storage:
                             if not data:
                                 raise OSError("source shorter than recorded")
                             remaining -= len(data)
-                            md5.update(data)
-                            if checksum is not None:
-                                checksum.update(data)
-                            view = memoryview(data)
-                            while view:
-                                n = os.write(fd, view)
-                                view = view[n:]
+                            absorb(data)
                 size += length
             os.fsync(fd)
             os.close(fd)
@@ -354,8 +361,9 @@ class Storage:
             raise OSError("source shorter than recorded")
         return data
 
-    async def copy(self, sources: list[Source], algorithm: str | None, hash_md5: bool = True,
-                   inline: bool = False) -> Written:
+    async def copy(
+        self, sources: list[Source], algorithm: str | None, hash_md5: bool = True, inline: bool = False
+    ) -> Written:
         return await trio.to_thread.run_sync(self.copy_sync, sources, algorithm, hash_md5, inline)
 
     # -- reading and removing -----------------------------------------------------------------------
