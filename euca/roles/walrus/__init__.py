@@ -30,7 +30,7 @@ from euca.protocol.s3 import S3Error
 from euca.roles.walrus import cors, meta
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
-from euca.roles.walrus.dispatch import dispatch
+from euca.roles.walrus.dispatch import dispatch as dispatch_request
 from euca.roles.walrus.service import WalrusService
 from euca.roles.walrus.storage import Storage
 
@@ -85,7 +85,7 @@ class WalrusApp:
                 endpoint = s3.parse_request(
                     request.method, request.path, request.query, request.headers, vbucket
                 )
-                response = await dispatch(self.walrus, S3Call(request, auth, request_id), endpoint)
+                response = await dispatch_request(self.walrus, S3Call(request, auth, request_id), endpoint)
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
         except S3Error as e:
