@@ -53,7 +53,7 @@ from euca.protocol.bundle import BundleError, load_certificate, load_private_key
 from euca.protocol.sigv4 import SigningKey
 
 if TYPE_CHECKING:
-    from euca.core.supervisor import RoleContext
+    from euca.core.roles import RoleContext
 
 log = logging.getLogger("euca.bootimage")
 

@@ -29,8 +29,8 @@ from image_bundles import Signer, admin_signer, new_account_signer, random_file,
 from euca.cli import main
 from euca.core.identity import Identity
 from euca.core.pki import CloudCA
+from euca.core.roles import RoleContext
 from euca.core.store import open_store
-from euca.core.supervisor import RoleContext
 from euca.images.pipeline import PartDigestError, source_from_download_manifest, unbundle_image
 from euca.protocol import bundle as b
 from euca.protocol.ec2.wire import Ec2Error

@@ -21,8 +21,8 @@ import trio
 from euca.core.config import Config
 from euca.core.http import HttpServer
 from euca.core.identity import Identity
+from euca.core.roles import Dispatcher
 from euca.core.store import open_store
-from euca.core.supervisor import Dispatcher
 from euca.roles.walrus import WalrusApp, changes_path
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.handlers import Walrus
