@@ -320,7 +320,13 @@ async def _authenticate(
             # urllib3 2 sends non-ASCII header values (e.g. x-amz-meta-*) as UTF-8, and botocore signed the
             # text: the UTF-8 reading of the wire bytes is the one it signed.
             alt = sigv4.parse_header_auth(
-                request.method, raw_path, request.query, utf8, service=service, now=now, body_sha256=body_sha256
+                request.method,
+                raw_path,
+                request.query,
+                utf8,
+                service=service,
+                now=now,
+                body_sha256=body_sha256,
             )
             parsed4.strings_to_sign.extend(c for c in alt.strings_to_sign if c not in parsed4.strings_to_sign)
         return await _finish_v4(request, identity, service, parsed4, "sigv4-header")

@@ -1,9 +1,10 @@
 """The role supervisor: runs the chosen roles in one trio nursery on a shared HTTP core.
 
 Each role is a package `euca.roles.<name>` with `create(ctx) -> Role` (the shapes are in euca.core.roles).
-The supervisor knows roles only by name; roles that share a listen address share one HTTP server, and a dispatcher hands each request to the
-role it is for. A role reaches another only over HTTP through euca/protocol, so `--role all` and one role
-per host take the same path.
+The supervisor knows roles only by name; roles that share a listen address share one HTTP server, and a
+dispatcher hands each request to the role it is for. A role reaches another only over HTTP through
+euca/protocol, so `--role all` and one role per host take the same path. What a particular set of roles
+does once all are up (the one-box's default image) comes in as start hooks from the caller.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,6 @@ from euca.core.identity import ADMIN_ACCOUNT, ADMIN_USER, Identity
 from euca.core.pki import CloudCA
 from euca.core.roles import App, Dispatcher, Role, RoleContext
 from euca.core.store import open_store
-from euca.images.bootimage import default_image_hook
 
 log = logging.getLogger("euca.supervisor")
 
@@ -51,10 +52,15 @@ def first_start(ctx: RoleContext) -> None:
         log.info("credentials written account=%s dir=%s", account.name, creds)
 
 
+# Run once every role has started and every on_ready callback has run (the one-box's default image is one).
+StartHook = Callable[[RoleContext], Awaitable[None]]
+
+
 class Supervisor:
-    def __init__(self, config: Config, role_names: list[str]):
+    def __init__(self, config: Config, role_names: list[str], start_hooks: Sequence[StartHook] = ()):
         self.config = config
         self.role_names = role_names
+        self.start_hooks = list(start_hooks)
         self.servers: list[HttpServer] = []
         self.ctx: RoleContext | None = None
         self.ready = False  # every role started (the graceful stop waits for that)
@@ -82,8 +88,6 @@ class Supervisor:
         for name in self.role_names:
             module = importlib.import_module(f"euca.roles.{name}")
             roles.append(module.create(ctx))
-        if {"clc", "walrus"} <= set(self.role_names):  # the one-box's default machine image, registered once
-            ctx.on_ready.append(default_image_hook(ctx))
         by_address: dict[tuple[str, int, str], list[tuple[str, App]]] = {}
         for role in roles:
             listen = self.config.listen_for(role.name)
@@ -124,8 +128,10 @@ class Supervisor:
                     for role in roles:
                         await roles_nursery.start(role.run)
                         log.info("role ready name=%s", role.name)
-                    for hook in ctx.on_ready:
-                        await hook()
+                    for on_ready in ctx.on_ready:
+                        await on_ready()
+                    for hook in self.start_hooks:
+                        await hook(ctx)
                     log.info(
                         "cloud ready roles=%s in %.2fs", ",".join(self.role_names), time.monotonic() - started
                     )

@@ -365,7 +365,8 @@ async def _register(ec2_url: str, key: SigningKey, location: str, name: str, **k
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
     try:
-        return trio.run(fn)
+        result: T = trio.run(fn)
+        return result
     except (UploadError, S3Error, Ec2ApiError) as e:
         raise click.ClickException(str(e)) from e
 

@@ -248,7 +248,8 @@ def _parse_http_url(url: str) -> tuple[tuple[str, int], str, str]:
 
 async def _receive(stream: trio.SocketStream) -> bytes:
     with trio.fail_after(READ_TIMEOUT):
-        return await stream.receive_some(HTTP_HEAD_READ)
+        data: bytes = await stream.receive_some(HTTP_HEAD_READ)
+        return data
 
 
 async def _get_once(
