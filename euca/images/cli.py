@@ -17,7 +17,7 @@ import click
 import httpx
 import trio
 
-from euca.core.s3client import S3Client, S3Error
+from euca.core.s3client import S3Client, S3ClientError
 from euca.images.bundler import DEFAULT_COMPRESSLEVEL, BundleInputError, bundle_image
 from euca.images.pipeline import (
     DEFAULT_CONCURRENCY,
@@ -367,7 +367,7 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
     try:
         result: T = trio.run(fn)
         return result
-    except (UploadError, S3Error, Ec2ApiError) as e:
+    except (UploadError, S3ClientError, Ec2ApiError) as e:
         raise click.ClickException(str(e)) from e
 
 

@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 import httpx
 import trio
 
-from euca.core.s3client import S3Client, S3Error
+from euca.core.s3client import S3Client, S3ClientError
 from euca.images import bootimage
 from euca.images.bootimage import BootImage, BootImageUnavailable
 from euca.images.bundler import BundleInputError, bundle_image
@@ -203,7 +203,7 @@ async def ensure_default_image(
         return None
     try:
         registered = await register_default_image(up, image, work_dir=work_dir)
-    except (Ec2ApiError, S3Error, UploadError, BundleError, BundleInputError, OSError) as e:
+    except (Ec2ApiError, S3ClientError, UploadError, BundleError, BundleInputError, OSError) as e:
         log.warning("default image not registered: %s", e)
         return None
     except Exception as e:  # a cloud without its default image still runs; say why and go on

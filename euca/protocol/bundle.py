@@ -91,7 +91,7 @@ class ManifestError(BundleError):
     """The manifest is not well-formed XML or lacks / misstates a required field."""
 
 
-class SignatureError(BundleError):
+class ManifestSignatureError(BundleError):
     """The signature is missing (UNSIGNED), malformed, or does not match the signed bytes."""
 
 
@@ -269,13 +269,15 @@ def sign_sha1(data: bytes, private_key: rsa.RSAPrivateKey) -> str:
 
 def _verify(signature_hex: str, data: bytes, cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> None:
     if signature_hex == UNSIGNED:
-        raise SignatureError("the manifest is unsigned")
+        raise ManifestSignatureError("the manifest is unsigned")
     if not _HEX.fullmatch(signature_hex):
-        raise SignatureError("the signature is not hex")
+        raise ManifestSignatureError("the signature is not hex")
     try:
         _rsa_public(cert).verify(bytes.fromhex(signature_hex), data, padding.PKCS1v15(), algorithm)
     except InvalidSignature as e:
-        raise SignatureError("the manifest signature does not match its contents and certificate") from e
+        raise ManifestSignatureError(
+            "the manifest signature does not match its contents and certificate"
+        ) from e
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -625,7 +627,7 @@ def _parse_parts(parts_el: _Element) -> tuple[BundlePart, ...]:
 
 
 def verify_manifest(manifest: BundleManifest, cert: x509.Certificate) -> None:
-    """SignatureError unless the manifest is signed by the key of `cert` over its raw signed bytes."""
+    """ManifestSignatureError unless the manifest is signed by the key of `cert` over its raw signed bytes."""
     _verify(manifest.signature, manifest.signed_bytes, cert, hashes.SHA1())
 
 
@@ -764,10 +766,10 @@ def verify_download_manifest(
     node_cert: x509.Certificate | None = None,
     now: dt.datetime | None = None,
 ) -> None:
-    """SignatureError unless signed by the cloud; also refuses one meant for another node, or expired."""
+    """ManifestSignatureError unless signed by the cloud; also refuses one meant for another node, or expired."""
     _verify(manifest.signature, manifest.signed_bytes, cloud_cert, hashes.SHA256())
     if node_cert is not None and certificate_fingerprint(node_cert) != manifest.recipient:
-        raise SignatureError("the download manifest was made for another node")
+        raise ManifestSignatureError("the download manifest was made for another node")
     if now is not None and now >= manifest.expires:
         raise ManifestExpired(f"the download manifest expired at {_iso(manifest.expires)}")
 

@@ -258,7 +258,7 @@ def test_download_manifest_is_for_one_node_and_uses_the_registered_manifest(
     other_key_pem, other_cert_pem = node.ca.issue("another-node")
     with pytest.raises(b.KeyUnwrapError):
         b.download_key_iv(manifest, b.load_private_key(other_key_pem))
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_download_manifest(manifest, node.ca.cert, node_cert=b.load_certificate(other_cert_pem))
     # The plain key is nowhere in it.
     key, _ = b.manifest_key_iv(result_manifest := b.parse_manifest(result.manifest), node.ca.key)
