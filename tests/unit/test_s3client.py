@@ -21,7 +21,7 @@ from euca.core.s3client import S3Client, S3ClientError
 from euca.images.bundler import bundle_image
 from euca.images.upload import UploadError, bundle_files, split_bucket, upload_bundle
 from euca.protocol import bundle as b
-from euca.protocol import sigv4
+from euca.protocol import sigv4, sigv4_verify
 
 KEY = sigv4.SigningKey("AKIDTEST", "secret/key+test", "eucalyptus", "s3")
 PREFIX = "/services/objectstorage"
@@ -45,7 +45,7 @@ class FakeS3:
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw]
         body = await request.body.read_all(64 * 1024 * 1024)
         try:
-            parsed = sigv4.parse_header_auth(
+            parsed = sigv4_verify.parse_header_auth(
                 request.method, request.path, request.query, headers, service="s3", now=time.time()
             )
             parsed.verify(KEY.secret_key)
