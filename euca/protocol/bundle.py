@@ -2,6 +2,11 @@
 
 Sans-I/O: bytes in, typed values out (and back). No files, no sockets.
 
+One module on purpose (~780 lines): the bundle manifest and the download manifest are two views of one
+format (the download manifest re-wraps the bundle's key for a node and lists its parts as URLs); they share
+the XML reader, the RSA key wrapping and signing, and the error types, and each is read by both the CLC and
+the image tools.
+
 The bundle manifest (`<prefix>.manifest.xml`, version 2007-10-10) is written in the element order
 euca2ools 1.x and Amazon's AMI tools used (euca2ools 3 moved `type` after `bundled_size`; readers
 look elements up by name, so both parse):
