@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import trio
 
+from euca import onebox
 from euca.core.components import JoinError, MissingComponent, join_cloud, open_cloud_ca, parse_join_token
 from euca.core.config import Config, ConfigError, load_config
 from euca.core.credentials import write_user_credentials
 from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
+from euca.core.logs import setup_logging
 from euca.core.pki import CloudCA
 from euca.core.store import Store, open_store
 from euca.core.supervisor import RoleNotBuilt, Supervisor, resolve_roles, serve_until_signalled
@@ -25,17 +26,6 @@ from euca.images.cli import (
     unbundle_command,
     upload_bundle_command,
 )
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
-    # httpx logs every request at INFO; the listener's access log already has one line per cluster call.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _load(ctx: click.Context) -> Config:
@@ -122,7 +112,7 @@ def main(
     if join_token is not None:
         _join(cfg, join_token, run)
     try:
-        trio.run(serve_until_signalled, Supervisor(cfg, run))
+        trio.run(serve_until_signalled, Supervisor(cfg, run, start_hooks=onebox.start_hooks(run)))
     except (OSError, MissingComponent) as e:
         raise click.ClickException(f"cannot start: {e}") from e
 

@@ -26,11 +26,8 @@ import pytest
 import trio
 
 from euca.core.config import ROLE_NAMES, load_config
-from euca.core.supervisor import RoleContext, Supervisor, resolve_roles
-
-# Servers started by tests (in process or as subprocesses, which inherit this) do not build and register the
-# one-box default image; a test that wants it sets EUCA_DEFAULT_IMAGE=1 for the server it starts.
-os.environ["EUCA_DEFAULT_IMAGE"] = "0"
+from euca.core.roles import RoleContext
+from euca.core.supervisor import Supervisor, resolve_roles
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from qemu_host import connect, libvirt, unusable_reason
 
 from euca.core.pki import CloudCA, cert_cluster
 from euca.images import bootimage as bi
+from euca.images import default_image as di
 from euca.protocol import cluster as proto
 from euca.roles.cc.network import chain_name
 
@@ -553,14 +554,14 @@ def cloud(default_boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iter
         f"cc.cluster={cluster}",
         *_network_args(guest_bridges, bridge, f"10.76.{octet}.0/24"),
     ]
-    # tests/conftest.py turns the default image off for the servers tests start; this one is the one-box.
-    env = dict(os.environ, EUCA_DEFAULT_IMAGE="1")
+    # The one-box, as a user starts it: it registers its default image (configuration key default_image).
+    env = dict(os.environ)
     proc = EucaProcess("one-box", args, work / "one-box.log", env).start()
     launched: set[str] = set()
     c: Cloud | None = None
     try:
         proc.wait_for_log("cloud ready")
-        state = data / bi.STATE_FILE
+        state = data / di.STATE_FILE
         if not state.exists():
             raise AssertionError(f"the one-box came up without its default image ({state})\n{proc.tail(80)}")
         image = json.loads(state.read_text())

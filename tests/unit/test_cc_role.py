@@ -14,7 +14,8 @@ from euca.core.cluster_client import ClusterClient
 from euca.core.components import ensure_components
 from euca.core.config import load_config
 from euca.core.http import HttpServer, Peer
-from euca.core.supervisor import Dispatcher, RoleContext, Supervisor
+from euca.core.roles import Dispatcher, RoleContext
+from euca.core.supervisor import Supervisor
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault
 

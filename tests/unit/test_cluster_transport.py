@@ -37,8 +37,9 @@ from euca.core.components import (
 from euca.core.config import Config, HttpLimits, load_config
 from euca.core.http import HttpServer, Peer, Request, Response
 from euca.core.pki import CloudCA, cert_cluster, new_key
+from euca.core.roles import Dispatcher, RoleContext
 from euca.core.store import open_store
-from euca.core.supervisor import Dispatcher, RoleContext, Supervisor
+from euca.core.supervisor import Supervisor
 from euca.protocol.cluster import (
     ClusterFault,
     DescribeInstances,

@@ -17,7 +17,7 @@ import trio
 from euca.core.config import HttpLimits
 from euca.core.http import FileBody, HttpServer, Request, Response
 from euca.core.pki import CloudCA
-from euca.images import pipeline
+from euca.images import part_fetch, untar
 from euca.images.bundler import bundle_image
 from euca.images.pipeline import (
     ImageCorruptError,
@@ -238,7 +238,7 @@ async def test_missing_part(
 async def test_unreachable_server(
     keys: Keys, tmp_path: Path, parts_dir: Path, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "FETCH_ATTEMPTS", 1)
+    monkeypatch.setattr(part_fetch, "FETCH_ATTEMPTS", 1)
     m = bundle(keys, make_image(tmp_path / "disk.img", 1000), parts_dir)
     dead = PartServer(parts_dir)
     dead.port = 1  # nothing listens on port 1
@@ -298,5 +298,5 @@ async def test_disk_full(
     monkeypatch.setattr(
         os, "posix_fallocate", lambda *a: (_ for _ in ()).throw(OSError(errno.EOPNOTSUPP, "no"))
     )
-    monkeypatch.setattr(pipeline, "_write_all", no_space)
+    monkeypatch.setattr(untar, "_write_all", no_space)
     await _expect_failure(source, tmp_path / "out2", client, ImageDiskFullError)

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from euca.core.pki import CloudCA
-from euca.images import pipeline
+from euca.images import part_fetch, pipeline
 from euca.images.bundler import bundle_image
 from euca.images.pipeline import PartMissingError, source_from_bundle_manifest, unbundle_image
 from euca.protocol import bundle as b
@@ -132,7 +132,7 @@ def local_source(keys: Keys, m: b.BundleManifest, server: RawServer) -> pipeline
 async def test_keep_alive_connection_dropped_by_the_server_is_not_a_failed_attempt(
     keys: Keys, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "FETCH_ATTEMPTS", 1)  # one failure of a fresh connection would be fatal
+    monkeypatch.setattr(part_fetch, "FETCH_ATTEMPTS", 1)  # one failure of a fresh connection would be fatal
     m, parts, expected = make_bundle(keys, tmp_path, 25 * MiB)
     assert len(m.parts) >= 2  # the second part goes out on the connection the server dropped
     server = await start_raw_server(nursery, parts, content_length_then_close)
@@ -153,7 +153,7 @@ async def test_chunked_part_bodies(keys: Keys, tmp_path: Path, nursery: trio.Nur
 async def test_body_cut_off_before_its_content_length(
     keys: Keys, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "FETCH_ATTEMPTS", 2)
+    monkeypatch.setattr(part_fetch, "FETCH_ATTEMPTS", 2)
     monkeypatch.setattr(trio, "sleep", _no_sleep)
     m, parts, _ = make_bundle(keys, tmp_path, 3 * MiB)
     server = await start_raw_server(nursery, parts, cut_off)

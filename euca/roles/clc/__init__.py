@@ -12,7 +12,7 @@ import trio
 from euca.core.cluster_client import ClusterClient
 from euca.core.components import component_name
 from euca.core.http import Request, Response
-from euca.core.supervisor import RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol.ec2 import wire
 from euca.roles.clc import images, instance_types, instances, join, keypairs, tags, topology, zones
 from euca.roles.clc.app import Ec2Api, Handler

@@ -15,7 +15,7 @@ from typing import Any
 from euca.core.auth import AuthError, authenticate
 from euca.core.http import Request, Response
 from euca.core.identity import Principal
-from euca.core.supervisor import RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol.ec2 import messages, wire
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.topology import ClusterLink

@@ -19,9 +19,10 @@ import httpx
 import trio
 
 from euca.core.identity import ADMIN_ACCOUNT
-from euca.core.s3client import ObjectInfo, S3Client, S3Error, object_url
+from euca.core.roles import RoleContext
+from euca.core.s3client import ObjectInfo, S3Client, object_url
+from euca.core.s3client import S3ClientError as S3Error  # the clc helper renames its uses
 from euca.core.store import Store, Tx
-from euca.core.supervisor import RoleContext
 from euca.protocol.bundle import (
     MAX_MANIFEST_BYTES,
     BundleError,

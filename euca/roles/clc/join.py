@@ -40,8 +40,8 @@ from euca.core.components import (
 )
 from euca.core.http import Request, Response
 from euca.core.pki import CloudCA, cert_sha256
+from euca.core.roles import RoleContext
 from euca.core.store import Store, Tx
-from euca.core.supervisor import RoleContext
 from euca.protocol.cluster import encode_fault
 
 log = logging.getLogger("euca.clc.join")
