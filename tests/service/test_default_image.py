@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EucaServer, start_euca
 
 from euca.images import bootimage as bi
+from helpers.server import EucaServer, start_euca
 
 KVER = "6.1.0-0-test-amd64"
 

@@ -1,4 +1,4 @@
-"""The EC2 Query API against a running euca, through boto3 and the aws CLI (fixtures in tests/conftest.py)."""
+"""The EC2 Query API against a running euca, through boto3 and the aws CLI (fixtures in tests/service/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from helpers.image_bundles import admin_signer, random_file, upload
 
 
 @pytest.fixture(scope="module")
@@ -318,8 +320,6 @@ TINY_BUNDLE: dict[str, str] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_bundle(euca: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from image_bundles import admin_signer, random_file, upload
-
     tmp = tmp_path_factory.mktemp("tiny-bundle")
     result = admin_signer(euca).bundle(random_file(tmp / "tiny.img", 4096), tmp / "bundle")
     TINY_BUNDLE["location"] = upload(euca.client("s3"), unique("ec2-api-images"), result)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import botocore.session
 import pytest
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
@@ -14,11 +13,6 @@ from botocore.serialize import create_serializer
 from euca.protocol.ec2 import filters, messages, wire
 from euca.protocol.ec2.filters import Filter, FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
-
-
-@pytest.fixture(scope="module")
-def service_model() -> Any:
-    return botocore.session.get_session().get_service_model("ec2")
 
 
 def botocore_params(service_model: Any, action: str, params: dict[str, Any]) -> dict[str, str]:
