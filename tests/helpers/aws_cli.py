@@ -43,5 +43,7 @@ def run_aws(
         proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"aws {' '.join(args)} failed ({proc.returncode}):\n{result.stderr}\n{result.stdout}")
+        raise AssertionError(
+            f"aws {' '.join(args)} failed ({proc.returncode}):\n{result.stderr}\n{result.stdout}"
+        )
     return result

@@ -117,7 +117,6 @@ class FakeNode:
         return sum(1 for m in self.calls if isinstance(m, kind))
 
 
-
 def spec(n: int, vm: c.VmType = SMALL, reservation: str = "r-00000001") -> c.InstanceSpec:
     return c.InstanceSpec(
         instance_id=f"i-{n:08x}",

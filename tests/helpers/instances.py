@@ -35,7 +35,9 @@ def instances_of(reservation: dict[str, Any]) -> list[str]:
 
 def describe(ec2: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
     return {
-        i["InstanceId"]: i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]
+        i["InstanceId"]: i
+        for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        for i in r["Instances"]
     }
 
 
@@ -43,7 +45,9 @@ def wait_state(ec2: Any, ids: list[str], state: str) -> dict[str, dict[str, Any]
     return wait_for(
         f"{ids} {state}",
         lambda: (
-            (found := describe(ec2, ids)) and all(i["State"]["Name"] == state for i in found.values()) and found
+            (found := describe(ec2, ids))
+            and all(i["State"]["Name"] == state for i in found.values())
+            and found
         ),
     )
 

@@ -100,7 +100,9 @@ class EucaServer:
         )
 
 
-def start_euca(data_dir: Path, roles: str = "all", overrides: dict[str, Any] | None = None) -> Iterator[EucaServer]:
+def start_euca(
+    data_dir: Path, roles: str = "all", overrides: dict[str, Any] | None = None
+) -> Iterator[EucaServer]:
     """Run euca in a background thread until the generator is closed."""
     settings: dict[str, Any] = {"data_dir": str(data_dir), "log_level": "WARNING"}
     for role in ROLE_NAMES:
@@ -145,7 +147,9 @@ def start_euca(data_dir: Path, roles: str = "all", overrides: dict[str, Any] | N
 
     def admin_creds() -> Credentials:
         _, key, _ = ctx.identity.ensure_admin()
-        return Credentials(key.access_key_id, key.secret_key, key.principal.account_name, key.principal.canonical_id)
+        return Credentials(
+            key.access_key_id, key.secret_key, key.principal.account_name, key.principal.canonical_id
+        )
 
     # Identity administration is synchronous on the store's writer: run it on the server's thread.
     admin = trio.from_thread.run_sync(admin_creds, trio_token=token)

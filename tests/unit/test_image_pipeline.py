@@ -140,7 +140,12 @@ def leftovers(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize("size", [0, 1, 10 * MiB, 10 * MiB + 1, 25 * MiB + 3])
 async def test_round_trip_exact_bytes(
-    keys: BundleKeys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient, size: int
+    keys: BundleKeys,
+    tmp_path: Path,
+    parts_dir: Path,
+    server: PartServer,
+    client: httpx.AsyncClient,
+    size: int,
 ) -> None:
     image = make_image(tmp_path / "disk.img", size)
     m = bundle(keys, image, parts_dir)
@@ -220,7 +225,11 @@ async def test_missing_part(
 
 
 async def test_unreachable_server(
-    keys: BundleKeys, tmp_path: Path, parts_dir: Path, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    keys: BundleKeys,
+    tmp_path: Path,
+    parts_dir: Path,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(pipeline, "FETCH_ATTEMPTS", 1)
     m = bundle(keys, make_image(tmp_path / "disk.img", 1000), parts_dir)
