@@ -19,7 +19,8 @@ echo "== ruff check euca tests"
 "$PYTHON" -m ruff check euca tests || failed+=("ruff check")
 
 echo "== ruff format --check euca tests"
-"$PYTHON" -m ruff format --check euca tests || failed+=("ruff format")
+# One line per file to reformat (`ruff format euca tests` does it; `ruff format --diff` shows how).
+"$PYTHON" -m ruff format --check --output-format concise euca tests || failed+=("ruff format")
 
 # The import rules live in .importlinter (the layers, independent roles, no cycles); checked once it exists.
 if [ -e .importlinter ]; then
@@ -50,7 +51,8 @@ esac
 
 summary="$(grep -E '(passed|failed|error|errors|skipped|no tests ran)( |,|$)' "$log" | grep -E ' in [0-9.]+s' | tail -n 1)"
 if [ "${#failed[@]}" -gt 0 ]; then
-    echo "test.sh: FAILED: ${failed[*]}"
+    joined="$(printf '%s, ' "${failed[@]}")"
+    echo "test.sh: FAILED: ${joined%, }"
 else
     echo "test.sh: static checks and pytest all green"
 fi
