@@ -7,6 +7,7 @@ call lives here, so no test imports from a conftest or from another test module.
     aws_cli       where the real `aws` executable is and how to run it against a server
     fake_cluster  an in-process stand-in CC for the CLC's service tests
     cc_nodes      in-memory node controllers for the CC's unit tests
+    bundle_keys   the cloud, user and node keys an image bundle involves (a throwaway CA)
     instances     polling and image registration for tests that run instances through the EC2 API
     image_bundles real bundles signed with a credentials directory, uploaded with boto3
     qemu_host     whether real guests can run here (the e2e tests that boot them)

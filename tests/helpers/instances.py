@@ -42,7 +42,8 @@ def describe(ec2: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def wait_state(ec2: Any, ids: list[str], state: str) -> dict[str, dict[str, Any]]:
-    return wait_for(
+    """Poll until every instance of `ids` is in `state`; their descriptions then."""
+    reached: dict[str, dict[str, Any]] = wait_for(
         f"{ids} {state}",
         lambda: (
             (found := describe(ec2, ids))
@@ -50,6 +51,7 @@ def wait_state(ec2: Any, ids: list[str], state: str) -> dict[str, dict[str, Any]
             and found
         ),
     )
+    return reached
 
 
 def register_tiny_image(euca: Any, tmp: Path) -> str:

@@ -1,5 +1,5 @@
 """Instances through the EC2 API (boto3 and the aws CLI) against a running CLC whose clusters are in-process
-stand-ins for CCs (fake_cluster.py: the real mutual-TLS cluster listener and messages, simulated nodes).
+stand-ins for CCs (helpers/fake_cluster.py: the real mutual-TLS cluster listener and messages, simulated nodes).
 
 The CLC here runs alone (roles clc,walrus) so each test registers the zones it needs with
 `euca admin register-cluster`, as an admin would, and they are deregistered after it. Tests that run guests
