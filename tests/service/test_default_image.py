@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EucaServer, start_euca
 
 from euca import onebox
 from euca.images import bootimage as bi
 from euca.images import default_image as di
+from helpers.server import EucaServer, start_euca
 
 KVER = "6.1.0-0-test-amd64"
 

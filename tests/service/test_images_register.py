@@ -24,7 +24,6 @@ import msgspec
 import pytest
 import trio
 from click.testing import CliRunner
-from image_bundles import Signer, admin_signer, new_account_signer, random_file, upload
 
 from euca.cli import main
 from euca.core.identity import Identity
@@ -35,6 +34,7 @@ from euca.images.pipeline import PartDigestError, source_from_download_manifest,
 from euca.protocol import bundle as b
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.images import download_manifest_for
+from helpers.image_bundles import Signer, admin_signer, new_account_signer, random_file, upload
 
 MiB = 1024 * 1024
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from test_cc_controller import VM_TYPES, FakeNode, spec  # tests/unit is on sys.path (pytest rootdir)
 
 from euca.core.cluster_app import ClusterApp
 from euca.core.cluster_client import ClusterClient
@@ -18,6 +17,7 @@ from euca.core.roles import Dispatcher, RoleContext
 from euca.core.supervisor import Supervisor
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault
+from helpers.cc_nodes import VM_TYPES, FakeNode, spec
 
 HANG_GUARD = 60
 
