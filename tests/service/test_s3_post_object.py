@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from euca.protocol import s3_post
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import post as s3_post
 
 
 def _policy(conditions: list[Any], seconds: int = 600) -> str:

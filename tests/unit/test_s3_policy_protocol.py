@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from euca.protocol import s3_cors, s3_policy
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import cors as s3_cors
+from euca.protocol.s3 import policy as s3_policy
 
 
 def doc(*statements: dict) -> str:

@@ -1,4 +1,4 @@
-"""euca/protocol/s3.py without sockets: endpoint parsing, conditions, ranges, XML bodies and rendering."""
+"""euca/protocol/s3/ without sockets: endpoint parsing, conditions, ranges, XML bodies and rendering."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from euca.core.http import Request, Response
 from euca.core.store import Tx
-from euca.protocol import s3_cors
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import cors as s3_cors
 
 if TYPE_CHECKING:
     from euca.roles.walrus.handlers import Call, Walrus

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from euca.core.http import Response
 from euca.core.store import Tx
-from euca.protocol import s3, s3_policy
+from euca.protocol import s3
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
 
