@@ -7,9 +7,10 @@ from pathlib import Path
 
 from euca.core.store import Store, Tx
 from euca.protocol.cluster import InstanceStatus
-from euca.roles.clc import instances, topology
-from euca.roles.clc.poller import Known, apply_reconciliation, forget_terminated, known_instances, reconcile
-from euca.roles.clc.schema import SCHEMA
+from euca.roles.clc import schema
+from euca.roles.clc.instances.reconcile import Known, reconcile
+from euca.roles.clc.instances.records import apply_reconciliation, forget_terminated, known_instances
+from euca.roles.clc.topology import records as topology
 
 LOST_AFTER = 600.0
 
@@ -93,9 +94,7 @@ def test_unreported_instances_lost_after_the_timeout_and_terminating_ones_gone_a
 
 def _store(tmp_path: Path) -> Store:
     store = Store(tmp_path / "state.db")
-    store.migrate("clc", SCHEMA)
-    topology.migrate(store)
-    instances.migrate(store)
+    schema.migrate(store)
     return store
 
 
