@@ -113,9 +113,9 @@ async def describe_instances(call: Ec2Call, req: m.DescribeInstancesRequest) -> 
 # -- TerminateInstances, RebootInstances -----------------------------------------------------------------
 
 
-def _by_cluster(found: Iterable[ClcInstance]) -> dict[str, list[str]]:
+def _by_cluster(instances: Iterable[ClcInstance]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
-    for r in found:
+    for r in instances:
         if r.cluster:
             grouped.setdefault(r.cluster, []).append(r.instance_id)
     return grouped
