@@ -4,8 +4,11 @@ Layout: one package per resource (topology: clusters and zones, keypairs, tags, 
 instances; next security groups, addresses, volumes, snapshots), each with
 - records.py: the only module that reads or writes the resource's tables (declared in schema.py), with the
   resource's rules; other modules call its functions, never its tables;
-- api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table.
-Beside them: app.py (the EC2 Query endpoint: authentication, dispatch), schema.py (every table and its
+- api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
+  below; a large resource splits its handlers further (instances: launch.py, render.py; images: bundles.py).
+A new resource adds its migration to schema.py, its HANDLERS below, its id prefix to tags/api.py's
+RESOURCE_KINDS if taggable, and its tables to tests/unit/test_clc_records.py's owners (which fails when a
+module queries a table another records module owns). Beside the packages: app.py (the EC2 Query endpoint: authentication, dispatch), schema.py (every table and its
 migrations), cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure),
 poller.py (the poll loop), join.py (components joining the cloud).
 """
