@@ -213,6 +213,15 @@ def test_malformed_requests_get_ec2_errors(euca: Any, body: str, code: str | Non
         assert f"<Code>{code}</Code>".encode() in response.content, response.text
 
 
+def test_get_password_data_of_an_unknown_instance(ec2: Any) -> None:
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.get_password_data(InstanceId="i-0123abcd")
+    assert error_code(err) == "InvalidInstanceID.NotFound"
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.get_password_data(InstanceId="not-an-instance")
+    assert error_code(err) == "InvalidInstanceID.Malformed"
+
+
 def test_dry_run(ec2: Any) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.describe_images(DryRun=True)
@@ -276,6 +285,11 @@ def test_import_key_pairs_rsa_and_ed25519(ec2: Any) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.import_key_pair(KeyName=unique("bad"), PublicKeyMaterial=b"ssh-rsa not-a-key")
     assert error_code(err) == "InvalidKey.Format"
+
+    # No key material at all is a missing parameter, as EC2 answers it (not a badly formatted key).
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.import_key_pair(KeyName=unique("empty"), PublicKeyMaterial=b"")
+    assert error_code(err) == "MissingParameter"
 
     found = ec2.describe_key_pairs(
         Filters=[{"Name": "key-type", "Values": ["ed25519"]}, {"Name": "key-name", "Values": ["ed-*"]}]
@@ -534,6 +548,19 @@ def test_tags_create_describe_delete(ec2: Any) -> None:
     assert error_code(err) == "InvalidParameterValue"
     ec2.deregister_image(ImageId=image_id)
     ec2.delete_key_pair(KeyPairId=key_id)
+
+
+def test_describe_tags_caps_max_results_at_1000(ec2: Any) -> None:
+    """EC2 answers a DescribeTags MaxResults above 1,000 with at most 1,000 tags rather than refusing it."""
+    image_id = register(ec2)
+    ec2.create_tags(Resources=[image_id], Tags=[{"Key": "capped", "Value": "yes"}])
+    found = ec2.describe_tags(MaxResults=5000, Filters=[{"Name": "resource-id", "Values": [image_id]}])
+    assert [(t["ResourceId"], t["Key"]) for t in found["Tags"]] == [(image_id, "capped")]
+    assert "NextToken" not in found
+    with pytest.raises(botocore.exceptions.ClientError) as err:  # below the minimum is still refused
+        ec2.describe_tags(MaxResults=4)
+    assert error_code(err) == "InvalidParameterValue"
+    ec2.deregister_image(ImageId=image_id)
 
 
 def test_describe_tags_pages(ec2: Any) -> None:

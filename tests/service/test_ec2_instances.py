@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -432,7 +433,9 @@ def test_placement_across_zones(ec2: Any, zones: Any, images: dict[str, str]) ->
     assert error_code(e) == "InvalidParameterValue"
 
 
-def test_reboot_and_console_output(cloud: Any, ec2: Any, zones: Any, images: dict[str, str]) -> None:
+def test_reboot_console_output_and_password_data(
+    cloud: Any, ec2: Any, ec2_other: Any, zones: Any, images: dict[str, str]
+) -> None:
     zone = unique("zr")
     fake = zones(zone)
     (instance_id,) = instances_of(
@@ -449,6 +452,15 @@ def test_reboot_and_console_output(cloud: Any, ec2: Any, zones: Any, images: dic
     assert ec2.get_console_output(InstanceId=instance_id)["Output"].count("booted") == 2
     text = cloud.aws("ec2", "get-console-output", "--instance-id", instance_id, "--output", "text").stdout
     assert f"euca-guest: booted {instance_id}" in text
+
+    # A Linux instance has no Windows password: EC2 answers with empty password data, not an error;
+    # another account's instance is not found.
+    password = ec2.get_password_data(InstanceId=instance_id)
+    assert (password["InstanceId"], password["PasswordData"]) == (instance_id, "")
+    assert isinstance(password["Timestamp"], datetime)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2_other.get_password_data(InstanceId=instance_id)
+    assert error_code(e) == "InvalidInstanceID.NotFound"
 
     for action in ("stop_instances", "start_instances"):
         with pytest.raises(botocore.exceptions.ClientError) as e:

@@ -33,7 +33,7 @@ from euca.core.store import open_store
 from euca.images.pipeline import PartDigestError, source_from_download_manifest, unbundle_image
 from euca.protocol import bundle as b
 from euca.protocol.ec2.wire import Ec2Error
-from euca.roles.clc.images import download_manifest_for
+from euca.roles.clc.images.bundles import download_manifest_for
 from helpers.image_bundles import Signer, admin_signer, new_account_signer, random_file, upload
 
 MiB = 1024 * 1024

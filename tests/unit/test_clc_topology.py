@@ -8,17 +8,16 @@ import pytest
 
 from euca.core.store import Store, Tx
 from euca.protocol.cluster import NodeResources, TypeCapacity
-from euca.roles.clc import instance_types, instances, topology
-from euca.roles.clc.schema import SCHEMA
-from euca.roles.clc.topology import TopologyError
+from euca.roles.clc import schema
+from euca.roles.clc.instance_types import records as instance_types
+from euca.roles.clc.topology import records as topology
+from euca.roles.clc.topology.records import TopologyError
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "state.db")
-    s.migrate("clc", SCHEMA)
-    topology.migrate(s)
-    instances.migrate(s)
+    schema.migrate(s)
     return s
 
 

@@ -543,6 +543,17 @@ class GetConsoleOutputResult(Wire):
     timestamp: datetime | None = None
 
 
+class GetPasswordDataRequest(Wire):
+    instance_id: str
+    dry_run: bool = False
+
+
+class GetPasswordDataResult(Wire):
+    instance_id: str
+    password_data: str
+    timestamp: datetime
+
+
 class DescribeInstanceStatusRequest(Wire):
     instance_ids: list[str] = []
     filters: list[Filter] = []
@@ -602,5 +613,6 @@ REQUEST_TYPES: dict[str, type[Wire]] = {
     "StopInstances": StopInstancesRequest,
     "StartInstances": StartInstancesRequest,
     "GetConsoleOutput": GetConsoleOutputRequest,
+    "GetPasswordData": GetPasswordDataRequest,
     "DescribeInstanceStatus": DescribeInstanceStatusRequest,
 }
