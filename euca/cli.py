@@ -398,13 +398,14 @@ def register_cluster(
 @click.pass_context
 def deregister_cluster(ctx: click.Context, name: str) -> None:
     """Remove a cluster and its nodes (refused while it runs instances)."""
+    from euca.roles.clc import admin
     from euca.roles.clc.join import revoke_cluster_join_tokens
-    from euca.roles.clc.topology import records as topology
+    from euca.roles.clc.topology.records import TopologyError
 
     _, store = _clc_store(ctx)
     try:
-        cluster = store.write_sync(lambda tx: topology.deregister_cluster(tx, name))
-    except topology.TopologyError as e:
+        cluster = store.write_sync(lambda tx: admin.deregister_cluster(tx, name))
+    except TopologyError as e:
         raise _fail(e) from e
     revoke_cluster_join_tokens(store, cluster.name)  # unused tokens must not join a cluster that is gone
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\tDeregistered")

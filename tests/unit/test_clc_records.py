@@ -13,7 +13,7 @@ import euca.roles.clc
 from euca.core.store import Store, Tx
 from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.wire import Ec2Error
-from euca.roles.clc import schema
+from euca.roles.clc import admin, schema
 from euca.roles.clc.images import records as images
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.keypairs import records as keypairs
@@ -137,11 +137,12 @@ def test_launch_terminate_and_what_others_ask(store: Store) -> None:
     assert store.read_sync(lambda tx: tags.tags_of(tx, ACCOUNT, ids)) == {}
 
 
-def test_deregister_cluster_asks_the_instance_records(store: Store) -> None:
+def test_admin_deregister_cluster_asks_the_instance_records(store: Store) -> None:
     store.write_sync(lambda tx: topology.register_cluster(tx, "c1", "https://10.0.0.1:8774", "z1"))
     store.write_sync(lambda tx: _launch(tx, 1))
     with pytest.raises(topology.TopologyError, match="still has 1 instance"):
-        store.write_sync(lambda tx: topology.deregister_cluster(tx, "c1"))
+        store.write_sync(lambda tx: admin.deregister_cluster(tx, "c1"))
+    assert [c.name for c in store.read_sync(topology.list_clusters)] == ["c1"]
 
 
 def test_tags_delete_by_key_or_by_key_and_value(store: Store) -> None:

@@ -6,11 +6,19 @@ instances; next security groups, addresses, volumes, snapshots), each with
   resource's rules; other modules call its functions, never its tables;
 - api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
   below; a large resource splits its handlers further (instances: launch.py, render.py; images: bundles.py).
-A new resource adds its migration to schema.py, its HANDLERS below, its id prefix to tags/api.py's
-RESOURCE_KINDS if taggable, and its tables to tests/unit/test_clc_records.py's owners (which fails when a
-module queries a table another records module owns). Beside the packages: app.py (the EC2 Query endpoint: authentication, dispatch), schema.py (every table and its
-migrations), cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure),
-poller.py (the poll loop), join.py (components joining the cloud).
+The resource packages import each other one way only (no cycles: .importlinter checks it). tags imports no
+other resource (any resource's records may call tags.records, any api tags.render's tag_list); instances,
+which refer to images, key pairs, instance types and the topology, sit highest. A rule spanning two resources
+that would make them import each other lives above both (admin.py: no deregistering a cluster that still runs
+instances), and a table naming every resource of some sort is assembled here, not in a resource package
+(TAGGABLE, handed to the tags API).
+A new resource adds its migration to schema.py, its HANDLERS below, its records module's TAG_KIND (a
+tags.records.ResourceKind: id prefixes, resource type, not-found code, visibility) to TAGGABLE if taggable,
+and its tables to tests/unit/test_clc_records.py's owners (which fails when a module queries a table another
+records module owns). Beside the packages: app.py (the EC2 Query endpoint: authentication, dispatch),
+schema.py (every table and its migrations), admin.py (the administrator's rules that span resources),
+cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure), poller.py (the
+poll loop), join.py (components joining the cloud).
 """
 
 from __future__ import annotations
@@ -30,22 +38,33 @@ from euca.roles.clc import join, schema
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.cluster_link import ClusterCaller, ClusterLink
 from euca.roles.clc.images import api as images_api
+from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
 from euca.roles.clc.instances import api as instances_api
+from euca.roles.clc.instances import records as instances_records
 from euca.roles.clc.keypairs import api as keypairs_api
+from euca.roles.clc.keypairs import records as keypairs_records
 from euca.roles.clc.poller import Poller, PollSettings
 from euca.roles.clc.tags import api as tags_api
+from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
 from euca.roles.clc.topology import records as topology_records
 
 log = logging.getLogger("euca.clc")
+
+# Every taggable kind of resource (CreateTags and DeleteTags find a resource's kind by its id prefix).
+TAGGABLE: tuple[ResourceKind, ...] = (
+    images_records.TAG_KIND,
+    keypairs_records.TAG_KIND,
+    instances_records.TAG_KIND,
+)
 
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
 # UnsupportedOperation.
 HANDLERS: dict[str, Handler] = {
     **topology_api.HANDLERS,
     **keypairs_api.HANDLERS,
-    **tags_api.HANDLERS,
+    **tags_api.handlers(TAGGABLE),
     **instance_types_api.HANDLERS,
     **images_api.HANDLERS,
     **instances_api.HANDLERS,

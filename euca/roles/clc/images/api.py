@@ -15,7 +15,7 @@ from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.images import bundles, records
 from euca.roles.clc.images.records import ImageRecord, LaunchChange
 from euca.roles.clc.tags import records as tags
-from euca.roles.clc.tags.api import tag_list
+from euca.roles.clc.tags.render import tag_list
 
 log = logging.getLogger("euca.clc")
 

@@ -119,6 +119,10 @@ def image_visible(tx: Tx, image_id: str, account_id: str) -> bool:
     )
 
 
+# Machine, kernel and ramdisk images are one taggable kind (tags record them all as "image").
+TAG_KIND = tags.ResourceKind(("emi", "eki", "eri"), "image", "InvalidAMIID.NotFound", image_visible)
+
+
 @dataclass(frozen=True)
 class Bundle:
     """Where an image's bundle is and the manifest it was registered from (None: none was recorded)."""

@@ -415,6 +415,9 @@ def instance_visible(tx: Tx, instance_id: str, account_id: str) -> bool:
     )
 
 
+TAG_KIND = tags.ResourceKind(("i",), "instance", "InvalidInstanceID.NotFound", instance_visible)
+
+
 def known_instances(tx: Tx, cluster_name: str, *, since: float) -> list[Known]:
     """The cluster's instances that are alive, or ended recently enough that a late report still matters."""
     return [

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from euca.protocol.ec2 import messages as m
 from euca.roles.clc.instances.records import ClcInstance
-from euca.roles.clc.tags.api import tag_list
+from euca.roles.clc.tags.render import tag_list
 
 
 def dns_name(ip: str | None) -> str:

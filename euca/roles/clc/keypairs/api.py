@@ -13,7 +13,7 @@ from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.keypairs import records
 from euca.roles.clc.keypairs.records import KeyPairRecord
 from euca.roles.clc.tags import records as tags
-from euca.roles.clc.tags.api import tag_list
+from euca.roles.clc.tags.render import tag_list
 
 
 async def create_key_pair(call: Ec2Call, req: m.CreateKeyPairRequest) -> m.KeyPair:

@@ -205,6 +205,9 @@ def key_pair_visible(tx: Tx, key_pair_id: str, account_id: str) -> bool:
     )
 
 
+TAG_KIND = tags.ResourceKind(("key",), "key-pair", "InvalidKeyPair.NotFound", key_pair_visible)
+
+
 def delete_key_pair(tx: Tx, account_id: str, *, key_pair_id: str | None, name: str | None) -> str | None:
     """Delete the account's key pair named by id (unknown: NotFound) or by name (unknown: nothing, as EC2),
     with its tags. The id deleted, if any."""

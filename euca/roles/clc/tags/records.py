@@ -2,12 +2,15 @@
 
 Tags belong to the account that set them. Other resources' records modules call these functions for their
 resources' tags (tags_of to show them, write_tags when created with TagSpecifications, forget_resource(s) when
-the resource goes).
+the resource goes). A taggable resource's records module also declares its ResourceKind (its id prefixes, and
+who can see a resource of it); the package's composition root hands every kind to the tags API, so tags, the
+lowest resource package, imports no other resource.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from euca.core.store import Tx
 from euca.protocol.ec2 import messages as m
@@ -18,6 +21,20 @@ MAX_KEY_LENGTH = 128
 MAX_VALUE_LENGTH = 256
 # SQLite's bound-parameter limit, with room for the other parameters of a statement.
 CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """A taggable kind of resource, as CreateTags and DeleteTags find one by its id."""
+
+    # The id prefixes before the dash ("emi" of emi-12345678).
+    id_prefixes: tuple[str, ...]
+    # The resource type tags record (DescribeTags' resource-type) and TagSpecification names.
+    resource_type: str
+    # The error code of an id the caller cannot see.
+    not_found_code: str
+    # (tx, resource id, caller's account id) -> the caller can see the resource
+    visible: Callable[[Tx, str, str], bool]
 
 
 def check_tags(tags: Iterable[m.Tag]) -> list[tuple[str, str]]:

@@ -21,7 +21,6 @@ import msgspec
 
 from euca.core.store import Tx
 from euca.protocol.cluster import NodeAddress, NodeResources, TypeCapacity
-from euca.roles.clc.instances import records as instances
 
 CC_PORT = 8774
 NC_PORT = 8775
@@ -158,13 +157,11 @@ def register_cluster(
 
 
 def deregister_cluster(tx: Tx, name: str) -> Cluster:
-    """Remove a cluster and its nodes. Refused while instances still run in it (terminate them first)."""
+    """Remove a cluster and its nodes. Whether instances still run there is not topology's to know: the
+    administrator deregisters through admin.deregister_cluster, which refuses then."""
     cluster = get_cluster(tx, name)
     if cluster is None:
         raise TopologyError(f"no cluster {name}")
-    running = instances.count_unterminated(tx, name)
-    if running:
-        raise TopologyError(f"cluster {name} still has {running} instance(s); terminate them first")
     tx.execute("DELETE FROM clc_nodes WHERE cluster=?", (name,))
     tx.execute("DELETE FROM clc_clusters WHERE name=?", (name,))
     return cluster
