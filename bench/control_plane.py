@@ -262,13 +262,13 @@ def start_euca(
         sets += [f"nc.cores={capacity}", f"nc.memory_mb={capacity * 256}", f"nc.disk_gb={capacity * 5}"]
     if poll_interval is not None:
         sets += [f"clc.poll_interval={poll_interval}", f"cc.poll_interval={poll_interval}"]
+    sets += [f"default_image={'true' if default_image else 'false'}"]
     sets += extra_sets or []
     t.info["poll_intervals"] = effective_poll_intervals(sets)
     args = [shutil.which("euca") or "euca", "--role", "all", "--data-dir", str(data), "--host", HOST]
     for s in sets:
         args += ["--set", s]
     env = dict(os.environ)
-    env["EUCA_DEFAULT_IMAGE"] = "1" if default_image else "0"
     t.info["command"] = args
     t.info["settings"] = sets
     t.log_path = t.workdir / "euca.log"

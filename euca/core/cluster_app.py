@@ -42,7 +42,7 @@ def fault_response(status: int, code: str, message: str) -> Response:
 
 
 class ClusterApp:
-    """An App (euca.core.supervisor.App) answering POST /cluster/<Message> for one role.
+    """An App (euca.core.roles.App) answering POST /cluster/<Message> for one role.
 
     handlers: message type -> `async def handler(message, peer) -> reply struct`; a handler raises
     ClusterFault(code, message, status) for an answer the caller should see as a fault.

@@ -129,6 +129,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     # The address clients are told to use in the credentials files.
     public_host: str = "127.0.0.1"
     log_level: str = "INFO"
+    # A process running both clc and walrus (the one-box) builds, bundles and registers the default machine
+    # image at its first start; false skips that.
+    default_image: bool = True
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     http: HttpLimits = msgspec.field(default_factory=HttpLimits)
     clc: ClcConfig = msgspec.field(default_factory=ClcConfig)
@@ -178,7 +181,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
     """Read the TOML file (if any), apply dotted-key overrides ("walrus.listen.port": 9000), validate."""
     tree: dict[str, Any] = {}
     if path is not None:

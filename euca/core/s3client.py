@@ -31,7 +31,7 @@ _HEAD_CODES = {403: "AccessDenied", 404: "NotFound", 301: "PermanentRedirect", 4
 Progress = Callable[[int], None]
 
 
-class S3Error(Exception):
+class S3ClientError(Exception):
     """An S3 error answer (status, code and message as the server sent them) or a transport failure
     (status 0, code "ConnectionError")."""
 
@@ -48,10 +48,10 @@ class ObjectInfo:
     etag: str
 
 
-def _error(response: httpx.Response, body: bytes) -> S3Error:
+def _error(response: httpx.Response, body: bytes) -> S3ClientError:
     code = _CODE.search(body)
     message = _MESSAGE.search(body)
-    return S3Error(
+    return S3ClientError(
         response.status_code,
         code.group(1).decode("utf-8", "replace") if code else _HEAD_CODES.get(response.status_code, "Error"),
         message.group(1).decode("utf-8", "replace") if message else response.reason_phrase,
@@ -103,7 +103,7 @@ class S3Client:
         )
 
     async def get_object(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
-        """The object's bytes; S3Error "EntityTooLarge" (status 0) past `max_bytes` without reading on."""
+        """The object's bytes; S3ClientError "EntityTooLarge" (status 0) past `max_bytes` without reading on."""
         url = self.url(bucket, key)
         try:
             async with self.http.stream("GET", url, headers=self._headers("GET", url)) as response:
@@ -113,32 +113,32 @@ class S3Client:
                     if response.status_code != 200 and len(body) > MAX_ERROR_BODY:
                         break  # an error document is small: its code and message come first
                     if response.status_code == 200 and len(body) > max_bytes:
-                        raise S3Error(
+                        raise S3ClientError(
                             0, "EntityTooLarge", f"s3://{bucket}/{key} is larger than {max_bytes} bytes"
                         )
                 if response.status_code != 200:
                     raise _error(response, bytes(body[:MAX_ERROR_BODY]))
                 return bytes(body)
         except httpx.HTTPError as e:
-            raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo:
         url = self.url(bucket, key)
         try:
             response = await self.http.head(url, headers=self._headers("HEAD", url))
         except httpx.HTTPError as e:
-            raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
         if response.status_code != 200:
             raise _error(response, b"")
         return ObjectInfo(int(response.headers.get("content-length", "0")), response.headers.get("etag", ""))
 
     async def bucket_exists(self, bucket: str) -> bool:
-        """True if the bucket exists and is ours to use, False if it does not exist; S3Error otherwise."""
+        """True if the bucket exists and is ours to use, False if it does not exist; S3ClientError otherwise."""
         url = self.url(bucket)
         try:
             response = await self.http.head(url, headers=self._headers("HEAD", url))
         except httpx.HTTPError as e:
-            raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
         if response.status_code == 404:
             return False
         if response.status_code != 200:
@@ -151,7 +151,7 @@ class S3Client:
         try:
             response = await self.http.put(url, headers=self._headers("PUT", url))
         except httpx.HTTPError as e:
-            raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
         if response.status_code == 200:
             return
         error = _error(response, response.content[:MAX_ERROR_BODY])
@@ -181,7 +181,7 @@ class S3Client:
                 while sent < size:
                     chunk = await f.read(min(UPLOAD_CHUNK, size - sent))
                     if not chunk:
-                        raise S3Error(0, "FileChanged", f"{path} shrank while it was being uploaded")
+                        raise S3ClientError(0, "FileChanged", f"{path} shrank while it was being uploaded")
                     sent += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
@@ -192,7 +192,7 @@ class S3Client:
                 url, headers=self._headers("PUT", url, payload_hash, extra), content=body()
             )
         except httpx.HTTPError as e:
-            raise S3Error(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
         if response.status_code != 200:
             raise _error(response, response.content[:MAX_ERROR_BODY])
         return ObjectInfo(size, response.headers.get("etag", ""))

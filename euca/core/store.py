@@ -112,7 +112,9 @@ class Store:
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT version FROM schema_migrations WHERE namespace=?", (namespace,)).fetchone()
+            row = conn.execute(
+                "SELECT version FROM schema_migrations WHERE namespace=?", (namespace,)
+            ).fetchone()
             done = row[0] if row else 0
             for i, step in enumerate(steps[done:], start=done + 1):
                 if callable(step):
@@ -228,7 +230,8 @@ class Store:
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` against a consistent snapshot, in a reader thread."""
         async with self._read_limiter:
-            return await trio.to_thread.run_sync(self.read_sync, fn)
+            result: T = await trio.to_thread.run_sync(self.read_sync, fn)
+            return result
 
     def _take_reader(self) -> sqlite3.Connection:
         with self._readers_lock:
@@ -271,7 +274,8 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as e:
-                busy = e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # extended codes too
+                # The primary code: extended codes (SQLITE_BUSY_SNAPSHOT ...) count too.
+                busy = e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
                 if not busy or time.monotonic() > deadline:
                     raise
             time.sleep(delay)

@@ -1,9 +1,10 @@
 """The role supervisor: runs the chosen roles in one trio nursery on a shared HTTP core.
 
-Each role is a package `euca.roles.<name>` with `create(ctx) -> Role`. The supervisor knows roles only by
-name; roles that share a listen address share one HTTP server, and a dispatcher hands each request to the
-role it is for. A role reaches another only over HTTP through euca/protocol, so `--role all` and one role
-per host take the same path.
+Each role is a package `euca.roles.<name>` with `create(ctx) -> Role` (the shapes are in euca.core.roles).
+The supervisor knows roles only by name; roles that share a listen address share one HTTP server, and a
+dispatcher hands each request to the role it is for. A role reaches another only over HTTP through
+euca/protocol, so `--role all` and one role per host take the same path. What a particular set of roles
+does once all are up (the one-box's default image) comes in as start hooks from the caller.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import importlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
@@ -29,112 +29,17 @@ from euca.core.components import (
 )
 from euca.core.config import ROLE_NAMES, Config
 from euca.core.credentials import write_user_credentials
-from euca.core.http import HttpServer, Request, Response
+from euca.core.http import HttpServer
 from euca.core.identity import ADMIN_ACCOUNT, ADMIN_USER, Identity
 from euca.core.pki import CloudCA
-from euca.core.store import Store, open_store
-from euca.images.bootimage import default_image_hook
+from euca.core.roles import App, Dispatcher, Role, RoleContext
+from euca.core.store import open_store
 
 log = logging.getLogger("euca.supervisor")
 
 
 class RoleNotBuilt(Exception):
     """A role whose package exists but cannot run yet."""
-
-
-class App(Protocol):
-    """What a role mounts on an HTTP listener."""
-
-    name: str
-    # SigV4 credential-scope service names this app answers ("s3", "ec2").
-    services: frozenset[str]
-    # Path prefixes that select this app and are stripped before it sees the request.
-    path_prefixes: tuple[str, ...]
-    # An app may set `tls = True` (ClusterApp does): its listener then serves mutual TLS with the role's
-    # component certificate, and the caller's certificate subject is on request.context["peer"].
-
-    def claims(self, request: Request) -> bool:
-        """A last look for requests no prefix or signature placed (virtual hosts, `?Action=`)."""
-        ...
-
-    async def handle(self, request: Request) -> Response: ...
-
-
-class Role(Protocol):
-    name: str
-    apps: list[App]
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Background work of the role; calls task_status.started() when ready; runs until cancelled."""
-        ...
-
-
-@dataclass
-class RoleContext:
-    config: Config
-    store: Store
-    identity: Identity
-    # The full CA on the CLC host (or one-box); on a host that joined the cloud, the CA certificate only
-    # (ca.has_key is False and ca.issue raises NoCAKey).
-    ca: CloudCA
-    # This host's component certificates (pki/components): TLS contexts, node image key.
-    components: Components
-    # Filled in once listeners are bound: role name -> "http://host:port" ("https://" for TLS listeners).
-    endpoints: dict[str, str] = field(default_factory=dict)
-    # Called by the supervisor once every listener is up (port 0 resolved).
-    on_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-
-def _scope_service(request: Request) -> str | None:
-    """The service named in a SigV4 credential scope (header or presigned query), if any."""
-    auth = request.headers.get("authorization") or ""
-    idx = auth.find("Credential=")
-    if idx >= 0:
-        scope = auth[idx + len("Credential=") :].split(",", 1)[0].strip()
-        parts = scope.split("/")
-        return parts[3] if len(parts) >= 5 else None
-    q = request.query
-    idx = q.find("X-Amz-Credential=")
-    if idx >= 0:
-        scope = q[idx + len("X-Amz-Credential=") :].split("&", 1)[0].replace("%2F", "/").replace("%2f", "/")
-        parts = scope.split("/")
-        return parts[3] if len(parts) >= 5 else None
-    return None
-
-
-class Dispatcher:
-    """Chooses the app for a request: path prefix, then signature scope, then claims, then the default."""
-
-    def __init__(self, apps: list[App]):
-        self.apps = apps
-        self.default = apps[-1] if apps else None
-        for app in apps:  # S3 takes what nobody claims: its paths are arbitrary bucket names.
-            if "s3" in app.services:
-                self.default = app
-
-    async def __call__(self, request: Request) -> Response:
-        app = self.choose(request)
-        if app is None:
-            return Response(404, [("Content-Type", "text/plain")], b"no service here\n")
-        return await app.handle(request)
-
-    def choose(self, request: Request) -> App | None:
-        request.context["raw_path"] = request.path
-        for app in self.apps:
-            for prefix in app.path_prefixes:
-                if request.path == prefix or request.path.startswith(prefix + "/"):
-                    request.context["mount"] = prefix
-                    request.path = request.path[len(prefix) :] or "/"
-                    return app
-        service = _scope_service(request)
-        if service is not None:
-            for app in self.apps:
-                if service in app.services:
-                    return app
-        for app in self.apps:
-            if app.claims(request):
-                return app
-        return self.default
 
 
 def first_start(ctx: RoleContext) -> None:
@@ -147,10 +52,15 @@ def first_start(ctx: RoleContext) -> None:
         log.info("credentials written account=%s dir=%s", account.name, creds)
 
 
+# Run once every role has started and every on_ready callback has run (the one-box's default image is one).
+StartHook = Callable[[RoleContext], Awaitable[None]]
+
+
 class Supervisor:
-    def __init__(self, config: Config, role_names: list[str]):
+    def __init__(self, config: Config, role_names: list[str], start_hooks: Sequence[StartHook] = ()):
         self.config = config
         self.role_names = role_names
+        self.start_hooks = list(start_hooks)
         self.servers: list[HttpServer] = []
         self.ctx: RoleContext | None = None
         self.ready = False  # every role started (the graceful stop waits for that)
@@ -178,8 +88,6 @@ class Supervisor:
         for name in self.role_names:
             module = importlib.import_module(f"euca.roles.{name}")
             roles.append(module.create(ctx))
-        if {"clc", "walrus"} <= set(self.role_names):  # the one-box's default machine image, registered once
-            ctx.on_ready.append(default_image_hook(ctx))
         by_address: dict[tuple[str, int, str], list[tuple[str, App]]] = {}
         for role in roles:
             listen = self.config.listen_for(role.name)
@@ -220,8 +128,10 @@ class Supervisor:
                     for role in roles:
                         await roles_nursery.start(role.run)
                         log.info("role ready name=%s", role.name)
-                    for hook in ctx.on_ready:
-                        await hook()
+                    for on_ready in ctx.on_ready:
+                        await on_ready()
+                    for hook in self.start_hooks:
+                        await hook(ctx)
                     log.info(
                         "cloud ready roles=%s in %.2fs", ",".join(self.role_names), time.monotonic() - started
                     )

@@ -17,7 +17,7 @@ import click
 import httpx
 import trio
 
-from euca.core.s3client import S3Client, S3Error
+from euca.core.s3client import S3Client, S3ClientError
 from euca.images.bundler import DEFAULT_COMPRESSLEVEL, BundleInputError, bundle_image
 from euca.images.pipeline import (
     DEFAULT_CONCURRENCY,
@@ -365,8 +365,9 @@ async def _register(ec2_url: str, key: SigningKey, location: str, name: str, **k
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
     try:
-        return trio.run(fn)
-    except (UploadError, S3Error, Ec2ApiError) as e:
+        result: T = trio.run(fn)
+        return result
+    except (UploadError, S3ClientError, Ec2ApiError) as e:
         raise click.ClickException(str(e)) from e
 
 

@@ -15,27 +15,37 @@ Memory is bounded by the fetch window (`concurrency` parts of 10 MiB) plus a few
 whatever the image size. bench/image_pipeline.py measures it against Eucalyptus's pipe of processes.
 
 Errors are typed (PartMissingError, PartDigestError, ImageKeyError, ImageCorruptError, ImageDiskFullError,
-all ImagePipelineError), and a failed run leaves no output file behind.
+all ImagePipelineError, in euca.images.errors), and a failed run leaves no output file behind. The fetch
+stage is euca.images.part_fetch, the untar stage euca.images.untar; decrypt, inflate, the digest and the
+run that joins them are here.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import h11
 import httpx
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from euca.images.errors import (
+    ImageCorruptError,
+    ImageDiskFullError,
+    ImageKeyError,
+    ImagePipelineError,
+    PartDigestError,
+    PartMissingError,
+)
+from euca.images.part_fetch import BufferPool, Chunk, PartRef, fetch_in_order
+from euca.images.untar import ImageWritten, TarExtractor
 from euca.protocol.bundle import (
     PART_SIZE,
     BundleManifest,
@@ -44,6 +54,25 @@ from euca.protocol.bundle import (
     download_key_iv,
     manifest_key_iv,
 )
+
+# The pipeline's interface: its stages' modules are details, its failures are part of it.
+__all__ = [
+    "ImageCorruptError",
+    "ImageDiskFullError",
+    "ImageKeyError",
+    "ImagePipelineError",
+    "ImageSource",
+    "ImageWritten",
+    "PartDigestError",
+    "PartMissingError",
+    "PartRef",
+    "fetch_in_order",
+    "fsync_directory",
+    "source_from_bundle_manifest",
+    "source_from_download_manifest",
+    "unbundle_image",
+    "write_image",
+]
 
 _inflate_lib: Any
 try:  # ISA-L's inflate is 2-3x zlib's and a drop-in replacement (same API, same formats).
@@ -60,47 +89,10 @@ INFLATE_OUT = 8 * 1024 * 1024
 INFLATE_PIECE = 1024 * 1024
 INFLATE_IN = 1024 * 1024
 RAW_QUEUE = 2
-WRITEBACK_STEP = 32 * 1024 * 1024
-# A part body larger than this is refused while it downloads (bounds memory against a hostile server).
-MAX_PART_BYTES = 2 * PART_SIZE
 DEFAULT_CONCURRENCY = 4
-FETCH_ATTEMPTS = 3
-TAR_BLOCK = 512
 GZIP_MAGIC = b"\x1f\x8b\x08"  # gzip id bytes, then deflate
-MAX_TAR_META = 1024 * 1024
 
 Progress = Callable[[int, int], None]
-
-
-class ImagePipelineError(Exception):
-    """Base of the pipeline's failures."""
-
-
-class PartMissingError(ImagePipelineError):
-    """A part could not be fetched (404, refused, or still failing after retries)."""
-
-
-class PartDigestError(ImagePipelineError):
-    """A part's bytes do not match the SHA1 the manifest lists."""
-
-
-class ImageKeyError(ImagePipelineError):
-    """The key or IV cannot be unwrapped, or decrypting with them does not give a gzip stream."""
-
-
-class ImageCorruptError(ImagePipelineError):
-    """The decrypted stream is not a valid gzip/tar of one image, or the image digest does not match."""
-
-
-class ImageDiskFullError(ImagePipelineError):
-    """No space left for the image."""
-
-
-@dataclass(frozen=True)
-class PartRef:
-    index: int
-    digest: str  # hex SHA1 of the part's bytes
-    location: str  # an http(s) URL, or a local file path
 
 
 @dataclass(frozen=True)
@@ -111,13 +103,6 @@ class ImageSource:
     digest: str  # hex SHA1 of the tar stream
     size: int | None = None  # raw image size, when known
     bundled_size: int | None = None
-
-
-@dataclass(frozen=True)
-class ImageWritten:
-    name: str  # the tar member's name (the original image file name)
-    size: int
-    digest: str
 
 
 def source_from_download_manifest(manifest: DownloadManifest, node_key: rsa.RSAPrivateKey) -> ImageSource:
@@ -145,327 +130,6 @@ def source_from_bundle_manifest(
         locations = [os.path.join(base, p.filename) for p in manifest.parts]
     parts = tuple(PartRef(p.index, p.digest, loc) for p, loc in zip(manifest.parts, locations, strict=True))
     return ImageSource(parts, key, iv, manifest.digest, manifest.size, manifest.bundled_size)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Buffers. The big buffers of a run (part bodies, decrypted parts) are taken from a pool and given back,
-# so a run touches a few dozen MiB of memory over and over instead of gigabytes of fresh allocations:
-# fresh pages cost page faults, and on a VM with free page reporting a trip to the hypervisor each.
-
-
-class _BufferPool:
-    """Reusable bytearrays of at least `size` bytes. Used from the trio thread only."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._free: list[bytearray] = []
-
-    def get(self) -> bytearray:
-        return self._free.pop() if self._free else bytearray(self.size)
-
-    def put(self, buf: bytearray) -> None:
-        self._free.append(buf)
-
-
-class Chunk:
-    """Bytes handed from one stage to the next; `release()` gives the buffer back once they are used."""
-
-    __slots__ = ("data", "_buf", "_pool")
-
-    def __init__(self, data: memoryview, buf: bytearray | None = None, pool: _BufferPool | None = None):
-        self.data = data
-        self._buf = buf
-        self._pool = pool
-
-    def release(self) -> None:
-        self.data.release()
-        if self._pool is not None and self._buf is not None:
-            self._pool.put(self._buf)
-        self._buf = self._pool = None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Fetching, in order, with a bounded window
-
-HTTP_HEAD_READ = 64 * 1024  # a response head and the start of the body; the rest goes by recv_into
-READ_TIMEOUT = 60.0  # seconds without progress on a part's connection before the attempt is abandoned
-
-
-class _Slot:
-    __slots__ = ("ready", "chunk")
-
-    def __init__(self) -> None:
-        self.ready = trio.Event()
-        self.chunk: Chunk | None = None
-
-
-def _store(buf: bytearray, at: int, data: bytes | memoryview) -> int:
-    end = at + len(data)
-    if end > MAX_PART_BYTES:
-        raise PartDigestError(f"a part is larger than {MAX_PART_BYTES} bytes")
-    if end > len(buf):
-        buf.extend(bytes(end - len(buf)))  # only for parts bigger than the usual 10 MiB
-    buf[at:end] = data
-    return end
-
-
-class _Connections:
-    """Keep-alive HTTP/1.1 connections of one pipeline run, by (host, port); one request at a time each."""
-
-    def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[trio.SocketStream]] = {}
-
-    def take(self, address: tuple[str, int]) -> trio.SocketStream | None:
-        idle = self._idle.get(address)
-        return idle.pop() if idle else None
-
-    def give_back(self, address: tuple[str, int], stream: trio.SocketStream) -> None:
-        self._idle.setdefault(address, []).append(stream)
-
-    async def aclose(self) -> None:
-        for streams in self._idle.values():
-            for stream in streams:
-                await stream.aclose()
-        self._idle.clear()
-
-
-class _Retry(Exception):
-    """An attempt failed in a way worth retrying."""
-
-
-def _parse_http_url(url: str) -> tuple[tuple[str, int], str, str]:
-    parts = urlsplit(url)
-    if parts.hostname is None:
-        raise PartMissingError(f"bad part URL {url[:200]!r}")
-    try:
-        port = parts.port or 80
-    except ValueError as e:
-        raise PartMissingError(f"bad part URL {url[:200]!r}") from e
-    host_header = parts.netloc.rpartition("@")[2]
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return (parts.hostname, port), host_header, target
-
-
-async def _receive(stream: trio.SocketStream) -> bytes:
-    with trio.fail_after(READ_TIMEOUT):
-        return await stream.receive_some(HTTP_HEAD_READ)
-
-
-async def _get_once(
-    stream: trio.SocketStream, host: str, target: str, part: PartRef, buf: bytearray
-) -> tuple[int, bool]:
-    """One GET on an open connection: (body length in buf, whether the connection can be reused)."""
-    conn = h11.Connection(h11.CLIENT)
-    request = h11.Request(
-        method="GET",
-        target=target,
-        headers=[("Host", host), ("Accept-Encoding", "identity"), ("User-Agent", "euca-image-pipeline")],
-    )
-    with trio.fail_after(READ_TIMEOUT):
-        await stream.send_all(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await _receive(stream))
-        elif isinstance(event, h11.Response):
-            break
-        elif not isinstance(event, h11.InformationalResponse):
-            raise _Retry(f"unexpected {type(event).__name__} instead of a response")
-    status = event.status_code
-    if status in (403, 404, 410):
-        raise PartMissingError(f"part {part.index}: HTTP {status} from the server")
-    if status != 200:
-        raise _Retry(f"HTTP {status}")
-    headers = {name.lower(): value for name, value in event.headers}
-    reusable = event.http_version == b"1.1" and headers.get(b"connection", b"").lower() != b"close"
-    if b"content-length" not in headers or b"transfer-encoding" in headers:
-        return await _chunked_body(conn, stream, part, buf), False
-    length = int(headers[b"content-length"])
-    if length > MAX_PART_BYTES:
-        raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes")
-    if length > len(buf):
-        buf.extend(bytes(length - len(buf)))
-    # What came with the head is the start of the body; the rest goes from the socket into buf.
-    got = len(conn.trailing_data[0])
-    if got > length:
-        raise _Retry("more data than the Content-Length")
-    buf[:got] = conn.trailing_data[0]
-    view = memoryview(buf)
-    sock = stream.socket
-    while got < length:
-        with trio.fail_after(READ_TIMEOUT):
-            n = await sock.recv_into(view[got:length])
-        if not n:
-            raise _Retry(f"connection closed after {got} of {length} bytes")
-        got += n
-    return length, reusable
-
-
-async def _chunked_body(
-    conn: h11.Connection, stream: trio.SocketStream, part: PartRef, buf: bytearray
-) -> int:
-    length = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await _receive(stream))
-        elif isinstance(event, h11.Data):
-            try:
-                length = _store(buf, length, event.data)
-            except PartDigestError:
-                raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes") from None
-        elif isinstance(event, h11.EndOfMessage):
-            return length
-        else:
-            raise _Retry(f"unexpected {type(event).__name__} in a response body")
-
-
-async def _fetch_plain_http(connections: _Connections, part: PartRef, buf: bytearray) -> int:
-    """A part over plain HTTP, the body straight from the socket into `buf`; its length."""
-    address, host, target = _parse_http_url(part.location)
-    last: BaseException | None = None
-    attempt = 0
-    while attempt < FETCH_ATTEMPTS:
-        stream = connections.take(address)
-        fresh = stream is None
-        if stream is None:
-            if attempt:
-                await trio.sleep(0.5 * 2**attempt)
-            try:
-                with trio.fail_after(READ_TIMEOUT):
-                    stream = await trio.open_tcp_stream(*address)
-            except (OSError, trio.TooSlowError) as e:
-                last = e
-                attempt += 1
-                continue
-        try:
-            length, reusable = await _get_once(stream, host, target, part, buf)
-        except (_Retry, OSError, trio.BrokenResourceError, trio.TooSlowError, h11.ProtocolError) as e:
-            await stream.aclose()
-            last = e
-            if fresh:  # a kept-alive connection the server has closed meanwhile is not a failed attempt
-                attempt += 1
-            continue
-        except BaseException:
-            await stream.aclose()
-            raise
-        if reusable:
-            connections.give_back(address, stream)
-        else:
-            await stream.aclose()
-        return length
-    raise PartMissingError(f"part {part.index}: cannot fetch it after {FETCH_ATTEMPTS} attempts: {last}")
-
-
-async def _fetch_http(client: httpx.AsyncClient, part: PartRef, buf: bytearray) -> int:
-    """The part's body into `buf`; its length."""
-    last: Exception | None = None
-    for attempt in range(FETCH_ATTEMPTS):
-        if attempt:
-            await trio.sleep(0.5 * 2**attempt)
-        try:
-            async with client.stream("GET", part.location) as response:
-                if response.status_code in (403, 404, 410):
-                    raise PartMissingError(f"part {part.index}: HTTP {response.status_code} from the server")
-                if response.status_code != 200:
-                    last = PartMissingError(f"part {part.index}: HTTP {response.status_code}")
-                    continue
-                length = 0
-                try:
-                    async for data in response.aiter_raw():
-                        length = _store(buf, length, data)
-                except PartDigestError:
-                    raise PartDigestError(
-                        f"part {part.index} is larger than {MAX_PART_BYTES} bytes"
-                    ) from None
-                return length
-        except httpx.HTTPError as e:
-            last = e
-    raise PartMissingError(f"part {part.index}: cannot fetch it after {FETCH_ATTEMPTS} attempts: {last}")
-
-
-def _read_local(part: PartRef, buf: bytearray) -> int:
-    try:
-        with open(part.location, "rb", buffering=0) as f:
-            length = 0
-            while data := f.read(PART_SIZE):
-                length = _store(buf, length, data)
-    except FileNotFoundError as e:
-        raise PartMissingError(f"part {part.index}: {part.location} does not exist") from e
-    except PartDigestError:
-        raise PartDigestError(f"part {part.index} is larger than {MAX_PART_BYTES} bytes") from None
-    except OSError as e:
-        raise PartMissingError(f"part {part.index}: cannot read {part.location}: {e.strerror}") from e
-    return length
-
-
-def _sha1_hex(data: memoryview) -> str:
-    return hashlib.sha1(data).hexdigest()
-
-
-async def _fetch_checked(
-    client: httpx.AsyncClient | None,
-    connections: _Connections,
-    part: PartRef,
-    slot: _Slot,
-    pool: _BufferPool,
-) -> None:
-    buf = pool.get()
-    if part.location.startswith("http://"):
-        length = await _fetch_plain_http(connections, part, buf)
-    elif part.location.startswith("https://"):
-        if client is None:
-            raise ValueError("an httpx.AsyncClient is needed for URL parts")
-        length = await _fetch_http(client, part, buf)
-    else:
-        length = await trio.to_thread.run_sync(_read_local, part, buf)
-    data = memoryview(buf)[:length]
-    digest = await trio.to_thread.run_sync(_sha1_hex, data)
-    if digest != part.digest:
-        raise PartDigestError(f"part {part.index}: SHA1 {digest} does not match the manifest's {part.digest}")
-    slot.chunk = Chunk(data, buf, pool)
-    slot.ready.set()
-
-
-async def fetch_in_order(
-    parts: Sequence[PartRef],
-    client: httpx.AsyncClient | None,
-    concurrency: int,
-    out: trio.MemorySendChannel[Chunk],
-) -> None:
-    """Fetch up to `concurrency` parts ahead of the consumer; send them, checked, in index order.
-
-    The receiver calls `chunk.release()` when it is done with a part's bytes (the buffer is reused).
-    """
-    pool = _BufferPool(PART_SIZE)
-    window = trio.Semaphore(concurrency)
-    slots_send, slots_recv = trio.open_memory_channel[_Slot](concurrency)
-
-    async def start_fetches(nursery: trio.Nursery) -> None:
-        async with slots_send:
-            for part in parts:
-                await window.acquire()
-                slot = _Slot()
-                nursery.start_soon(_fetch_checked, client, connections, part, slot, pool)
-                await slots_send.send(slot)
-
-    connections = _Connections()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(start_fetches, nursery)
-            async with slots_recv:
-                async for slot in slots_recv:
-                    await slot.ready.wait()
-                    chunk, slot.chunk = slot.chunk, None
-                    assert chunk is not None
-                    await out.send(chunk)
-                    window.release()
-        # Only a complete run ends the stream. After a failure `out` stays open: the consumer is cancelled
-        # with the rest of the pipeline instead of taking a cut-off stream for a whole one.
-        await out.aclose()
-    finally:
-        with trio.CancelScope(shield=True):
-            await connections.aclose()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -517,7 +181,7 @@ async def _decrypt_stage(
     key: bytes, iv: bytes, parts: trio.MemoryReceiveChannel[Chunk], out: trio.MemorySendChannel[Chunk]
 ) -> None:
     decrypter = Decrypter(key, iv)
-    pool = _BufferPool(PART_SIZE + 32)
+    pool = BufferPool(PART_SIZE + 32)
     async with parts:
         async for part in parts:
             buf = pool.get()
@@ -623,183 +287,6 @@ async def _digest_stage(pieces: trio.MemoryReceiveChannel[list[bytes]], sha1: An
     async with pieces:
         async for batch in pieces:
             await trio.to_thread.run_sync(_hash_pieces, sha1, batch)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Untar the first regular member into the output file, hashing the whole tar stream
-
-
-def _tar_number(field: bytes) -> int:
-    if field[:1] and field[0] & 0x80:  # GNU base-256 (sizes of 8 GiB and more)
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError as e:
-        raise ImageCorruptError("bad number in a tar header") from e
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        try:
-            length = int(data[pos:space])
-        except ValueError as e:
-            raise ImageCorruptError("bad pax header in the bundle's tar stream") from e
-        if length <= 0:
-            break
-        record = data[space + 1 : pos + length - 1]
-        k, _, v = record.partition(b"=")
-        records[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
-        pos += length
-    return records
-
-
-class TarExtractor:
-    """Writes the first regular member of a tar stream to `fd`; SHA1 over every byte of the stream.
-
-    Understands what tar writers put before a member (GNU long names, pax headers). Once the member's data
-    is written the rest of the stream (padding, end-of-archive blocks) is only hashed. With
-    `hash_stream=False` the caller feeds `sha1` itself (the pipeline hashes in its inflate thread, so the
-    hashing and the writing overlap).
-    """
-
-    def __init__(self, fd: int, expected_size: int | None = None, *, hash_stream: bool = True):
-        self.fd = fd
-        self.expected_size = expected_size
-        self.sha1 = hashlib.sha1()
-        self._hash_stream = hash_stream
-        self._flushed = 0  # bytes up to which writeback has been started
-        self.name: str | None = None
-        self.size = 0
-        self.written = 0
-        self._header = bytearray()
-        self._state = "header"  # header | meta | skip | data | rest
-        self._remaining = 0
-        self._meta = bytearray()
-        self._meta_size = 0
-        self._meta_type = b""
-        self._long_name: str | None = None
-        self._pax: dict[str, str] = {}
-
-    def feed(self, pieces: Sequence[bytes | memoryview]) -> None:
-        for piece in pieces:
-            if self._hash_stream:
-                self.sha1.update(piece)
-            view = memoryview(piece)
-            while view:
-                view = self._consume(view)
-
-    def _consume(self, view: memoryview) -> memoryview:
-        state = self._state
-        if state == "rest":
-            return view[len(view) :]
-        if state == "header":
-            need = TAR_BLOCK - len(self._header)
-            self._header += view[:need]
-            if len(self._header) == TAR_BLOCK:
-                block = bytes(self._header)
-                self._header.clear()
-                self._on_header(block)
-            return view[need:]
-        take = min(self._remaining, len(view))
-        if state == "data":
-            try:
-                _write_all(self.fd, view[:take])
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise ImageDiskFullError(f"no space left for the image: {e.strerror}") from e
-                raise
-            self.written += take
-            if self.written - self._flushed >= WRITEBACK_STEP:
-                self._start_writeback()
-        elif state == "meta":
-            keep = self._meta_size - len(self._meta)
-            if keep > 0:
-                self._meta += view[: min(take, keep)]
-        self._remaining -= take
-        if self._remaining == 0:
-            self._end_of_span()
-        return view[take:]
-
-    def _on_header(self, block: bytes) -> None:
-        if not any(block):
-            raise ImageCorruptError("the bundle's tar stream holds no file")
-        stored = _tar_number(block[148:156])
-        computed = sum(block[:148]) + 8 * 32 + sum(block[156:])
-        if stored != computed:
-            raise ImageCorruptError("bad tar header checksum in the bundle")
-        kind = block[156:157]
-        size = _tar_number(block[124:136])
-        if kind in (b"L", b"K", b"x", b"g"):
-            if size > MAX_TAR_META:
-                raise ImageCorruptError("oversized tar metadata record in the bundle")
-            self._meta_type, self._meta_size = kind, size
-            self._begin("meta", size + -size % TAR_BLOCK)
-        elif kind in (b"0", b"\0", b"7"):
-            name = self._long_name or self._pax.get("path")
-            if name is None:
-                name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            if "size" in self._pax:
-                try:
-                    size = int(self._pax["size"])
-                except ValueError as e:
-                    raise ImageCorruptError("bad pax size in the bundle's tar stream") from e
-            self.name, self.size = name, size
-            if self.expected_size is not None and size != self.expected_size:
-                raise ImageCorruptError(
-                    f"the bundle holds {size} bytes, its manifest says {self.expected_size}"
-                )
-            self._begin("data", size)
-        else:  # a directory, link, device...: not the image; skip its (normally empty) data
-            self._long_name, self._pax = None, {}
-            self._begin("skip", size + -size % TAR_BLOCK)
-
-    def _begin(self, state: str, length: int) -> None:
-        self._state, self._remaining = state, length
-        if length == 0:
-            self._end_of_span()
-
-    def _end_of_span(self) -> None:
-        state, self._state = self._state, "header"
-        if state == "data":
-            self._state = "rest"
-        elif state == "meta":
-            data = bytes(self._meta)
-            self._meta.clear()
-            if self._meta_type == b"L":
-                self._long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif self._meta_type == b"x":
-                self._pax = _pax_records(data)
-
-    def _start_writeback(self) -> None:
-        # The kernel would otherwise keep the whole image dirty in memory (it is under dirty_background
-        # bytes on most nodes) and the final fsync would write it all while the pipeline waits. FADV_DONTNEED
-        # starts writeback of the dirty range without waiting, and drops the pages of the range before it,
-        # written back by now: the flush overlaps the download, and the image does not crowd the page cache.
-        start = max(0, self._flushed - WRITEBACK_STEP)
-        try:
-            os.posix_fadvise(self.fd, start, self.written - start, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass  # only advice: the fsync at the end is what makes the image durable
-        self._flushed = self.written
-
-    def finish(self) -> ImageWritten:
-        if self.name is None or self.written != self.size:
-            raise ImageCorruptError("the bundle's tar stream ends before the image does")
-        return ImageWritten(name=self.name, size=self.size, digest=self.sha1.hexdigest())
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
-from euca.core.s3client import S3Client, S3Error
+from euca.core.s3client import S3Client, S3ClientError
 from euca.protocol.bundle import BundleError, parse_manifest
 from euca.protocol.sigv4 import SigningKey, sign_request
 
@@ -90,13 +90,13 @@ async def upload_bundle(
     if create_bucket and not await s3.bucket_exists(bucket):
         await s3.create_bucket(bucket)
     limiter = trio.CapacityLimiter(concurrency)
-    failures: list[S3Error] = []
+    failures: list[S3ClientError] = []
 
     async def put(path: Path, cancel: trio.CancelScope) -> None:
         async with limiter:
             try:
                 await s3.put_file(bucket, prefix + path.name, path, progress=progress)
-            except S3Error as e:
+            except S3ClientError as e:
                 # The first failure stops the rest and is what the user sees (not a group of them).
                 failures.append(e)
                 cancel.cancel()

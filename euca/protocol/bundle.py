@@ -2,6 +2,11 @@
 
 Sans-I/O: bytes in, typed values out (and back). No files, no sockets.
 
+One module on purpose (~780 lines): the bundle manifest and the download manifest are two views of one
+format (the download manifest re-wraps the bundle's key for a node and lists its parts as URLs); they share
+the XML reader, the RSA key wrapping and signing, and the error types, and each is read by both the CLC and
+the image tools.
+
 The bundle manifest (`<prefix>.manifest.xml`, version 2007-10-10) is written in the element order
 euca2ools 1.x and Amazon's AMI tools used (euca2ools 3 moved `type` after `bundled_size`; readers
 look elements up by name, so both parse):
@@ -91,7 +96,7 @@ class ManifestError(BundleError):
     """The manifest is not well-formed XML or lacks / misstates a required field."""
 
 
-class SignatureError(BundleError):
+class ManifestSignatureError(BundleError):
     """The signature is missing (UNSIGNED), malformed, or does not match the signed bytes."""
 
 
@@ -269,13 +274,15 @@ def sign_sha1(data: bytes, private_key: rsa.RSAPrivateKey) -> str:
 
 def _verify(signature_hex: str, data: bytes, cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> None:
     if signature_hex == UNSIGNED:
-        raise SignatureError("the manifest is unsigned")
+        raise ManifestSignatureError("the manifest is unsigned")
     if not _HEX.fullmatch(signature_hex):
-        raise SignatureError("the signature is not hex")
+        raise ManifestSignatureError("the signature is not hex")
     try:
         _rsa_public(cert).verify(bytes.fromhex(signature_hex), data, padding.PKCS1v15(), algorithm)
     except InvalidSignature as e:
-        raise SignatureError("the manifest signature does not match its contents and certificate") from e
+        raise ManifestSignatureError(
+            "the manifest signature does not match its contents and certificate"
+        ) from e
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -625,7 +632,7 @@ def _parse_parts(parts_el: _Element) -> tuple[BundlePart, ...]:
 
 
 def verify_manifest(manifest: BundleManifest, cert: x509.Certificate) -> None:
-    """SignatureError unless the manifest is signed by the key of `cert` over its raw signed bytes."""
+    """ManifestSignatureError unless the manifest is signed by the key of `cert` over its raw signed bytes."""
     _verify(manifest.signature, manifest.signed_bytes, cert, hashes.SHA1())
 
 
@@ -764,10 +771,10 @@ def verify_download_manifest(
     node_cert: x509.Certificate | None = None,
     now: dt.datetime | None = None,
 ) -> None:
-    """SignatureError unless signed by the cloud; also refuses one meant for another node, or expired."""
+    """ManifestSignatureError unless signed by the cloud; also refuses one meant for another node, or expired."""
     _verify(manifest.signature, manifest.signed_bytes, cloud_cert, hashes.SHA256())
     if node_cert is not None and certificate_fingerprint(node_cert) != manifest.recipient:
-        raise SignatureError("the download manifest was made for another node")
+        raise ManifestSignatureError("the download manifest was made for another node")
     if now is not None and now >= manifest.expires:
         raise ManifestExpired(f"the download manifest expired at {_iso(manifest.expires)}")
 

@@ -21,7 +21,7 @@ Instance states: the NC's own lifecycle (`NcState`) maps to the EC2 state the CC
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -324,10 +324,10 @@ class ClusterFault(Exception):
 
 
 _encoder = msgspec.json.Encoder()
-_decoders: dict[type, msgspec.json.Decoder] = {}
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
 
-def _decoder(cls: type) -> msgspec.json.Decoder:
+def _decoder(cls: type) -> msgspec.json.Decoder[Any]:
     dec = _decoders.get(cls)
     if dec is None:
         dec = _decoders[cls] = msgspec.json.Decoder(cls)

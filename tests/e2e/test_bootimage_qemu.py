@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qemu_host import LIBVIRT_URI, connect, libvirt, unusable_reason
 
 from euca.images import bootimage as bi
+from helpers.qemu_host import LIBVIRT_URI, connect, libvirt, unusable_reason
 
 REPO = Path(__file__).resolve().parents[2]
 URI = LIBVIRT_URI
@@ -26,14 +26,6 @@ HANG_GUARD = 180
 
 _REASON = unusable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
-
-
-@pytest.fixture(scope="module")
-def boot_image() -> bi.BootImage:
-    try:
-        return bi.find_boot_image() or bi.build_boot_image()
-    except bi.BootImageUnavailable as e:
-        pytest.skip(f"no kernel for the boot image: {e}")
 
 
 @pytest.fixture(scope="module")

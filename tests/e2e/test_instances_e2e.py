@@ -45,16 +45,16 @@ import httpx
 import msgspec
 import pytest
 from cryptography import x509
-from qemu_host import connect, libvirt, unusable_reason
 
 from euca.core.pki import CloudCA, cert_cluster
 from euca.images import bootimage as bi
+from euca.images import default_image as di
 from euca.protocol import cluster as proto
 from euca.roles.cc.network import chain_name
+from helpers.aws_cli import aws_executable
+from helpers.qemu_host import connect, libvirt, unusable_reason
 
 # -- processes, waits, libvirt, bridges ----------------------------------------------------------------------
-# (In this module rather than a tests/e2e/conftest.py: a second module named conftest would shadow
-# tests/conftest.py for the service tests' `from conftest import ...`.)
 
 REPO = Path(__file__).resolve().parents[2]
 # Bounds every wait on a process or a guest: a guest that never boots fails its test instead of hanging the
@@ -232,15 +232,6 @@ def libvirtd_netns() -> str | None:
 # -- fixtures --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def default_boot_image() -> bi.BootImage:
-    """The default guest image (kernel, busybox initramfs, root disk) the one-box registers at first start."""
-    try:
-        return bi.find_boot_image() or bi.build_boot_image()
-    except bi.BootImageUnavailable as e:
-        pytest.skip(f"no boot image in {bi.default_cache_root()} and none can be built: {e}")
-
-
 class GuestBridges:
     """Bridges inside libvirtd's namespace for test clusters (guests' NICs attach there and the CC's
     dnsmasq serves them); removed at the end, with the iptables chains the CCs added for their clusters."""
@@ -307,11 +298,6 @@ pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 INSTANCE_TYPE = "t1.micro"
 
 
-def _aws_executable() -> str:
-    here = Path(sys.executable).parent / "aws"
-    return str(here) if here.exists() else (shutil.which("aws") or "aws")
-
-
 @dataclass
 class Cloud:
     """The one-box cloud of this module and what the tests need to talk to it."""
@@ -342,7 +328,7 @@ class Cloud:
         """`aws ARGS --output json` in a shell that sourced the admin's eucarc, as the README says to;
         the decoded JSON (None for no output)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(AWS_CLI=_aws_executable(), AWS_EC2_METADATA_DISABLED="true")
+        env.update(AWS_CLI=aws_executable(), AWS_EC2_METADATA_DISABLED="true")
         script = '. "$0" && exec "$AWS_CLI" "$@"'
         cmd = ["bash", "-c", script, str(self.creds_dir / "eucarc"), *args, "--output", "json"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -519,7 +505,7 @@ def _network_args(bridges: GuestBridges, bridge: str | None, subnet: str) -> lis
 
 
 @pytest.fixture(scope="module")
-def cloud(default_boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iterator[Cloud]:
+def cloud(boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iterator[Cloud]:
     tag = uuid.uuid4().hex[:4]
     cluster = f"e2e{tag}a"
     # Subnets of their own (euca-br0 has 10.77.0.0/24, test_bootimage_qemu 10.79.x.0/24).
@@ -553,14 +539,14 @@ def cloud(default_boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iter
         f"cc.cluster={cluster}",
         *_network_args(guest_bridges, bridge, f"10.76.{octet}.0/24"),
     ]
-    # tests/conftest.py turns the default image off for the servers tests start; this one is the one-box.
-    env = dict(os.environ, EUCA_DEFAULT_IMAGE="1")
+    # The one-box, as a user starts it: it registers its default image (configuration key default_image).
+    env = dict(os.environ)
     proc = EucaProcess("one-box", args, work / "one-box.log", env).start()
     launched: set[str] = set()
     c: Cloud | None = None
     try:
         proc.wait_for_log("cloud ready")
-        state = data / bi.STATE_FILE
+        state = data / di.STATE_FILE
         if not state.exists():
             raise AssertionError(f"the one-box came up without its default image ({state})\n{proc.tail(80)}")
         image = json.loads(state.read_text())

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from qemu_host import LIBVIRT_URI, connect, unusable_reason
 
 from euca.core.pki import CloudCA
 from euca.images import bootimage as bi
@@ -48,6 +47,7 @@ from euca.roles.nc.controller import Instance, NcSettings, NodeController
 from euca.roles.nc.disks import GiB
 from euca.roles.nc.hypervisor import Hypervisor
 from euca.roles.nc.images import NodeKeys
+from helpers.qemu_host import LIBVIRT_URI, connect, unusable_reason
 
 REPO = Path(__file__).resolve().parents[2]
 URI = LIBVIRT_URI
@@ -71,17 +71,6 @@ def _libvirt_bridge() -> str | None:
         return None
     found = subprocess.run(["ip", "-n", NETNS, "link", "show", BRIDGE], capture_output=True)
     return BRIDGE if found.returncode == 0 else None
-
-
-@pytest.fixture(scope="module")
-def boot_image() -> bi.BootImage:
-    image = bi.find_boot_image()
-    if image is None:
-        try:
-            image = bi.build_boot_image()
-        except bi.BootImageUnavailable as e:
-            pytest.skip(f"no boot image in {bi.default_cache_root()} and none can be built: {e}")
-    return image
 
 
 @pytest.fixture(scope="module")

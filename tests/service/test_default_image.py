@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EucaServer, start_euca
 
+from euca import onebox
 from euca.images import bootimage as bi
+from euca.images import default_image as di
+from helpers.server import EucaServer, start_euca
 
 KVER = "6.1.0-0-test-amd64"
 
@@ -28,13 +30,13 @@ def stand_in_image(root: Path) -> bi.BootImage:
     return bi.BootImage(KVER, directory)
 
 
-def uploader(server: EucaServer) -> bi.Uploader:
+def uploader(server: EucaServer) -> di.Uploader:
     creds = server.data_dir / "credentials" / "eucalyptus" / "admin"
     account_id = re.search(r"EC2_USER_ID=(\d+)", (creds / "eucarc").read_text())
     assert account_id
-    return bi.Uploader(
-        ec2_url=server.url + bi.EC2_PATH,
-        s3_url=server.url + bi.S3_PATH,
+    return di.Uploader(
+        ec2_url=server.url + di.EC2_PATH,
+        s3_url=server.url + di.S3_PATH,
         access_key_id=server.admin.access_key,
         secret_key=server.admin.secret_key,
         region=server.region,
@@ -59,7 +61,6 @@ def _images(server: EucaServer, creds: Any = None, **kw: Any) -> dict[str, dict[
 async def test_registered_public_and_once(
     cloud: EucaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(bi.DEFAULT_IMAGE_ENV, "1")
     image = stand_in_image(tmp_path / "cache")
     builds: list[int] = []
 
@@ -68,14 +69,14 @@ async def test_registered_public_and_once(
         return image
 
     monkeypatch.setattr(bi, "build_boot_image", build)
-    state = tmp_path / bi.STATE_FILE
+    state = tmp_path / di.STATE_FILE
     up = uploader(cloud)
-    made = await bi.ensure_default_image(up, state, work_dir=tmp_path)
+    made = await di.ensure_default_image(up, state, work_dir=tmp_path)
     assert made is not None and made.kernel_version == KVER
     assert made.machine_id.startswith("emi-") and made.kernel_id.startswith("eki-")
     assert made.ramdisk_id.startswith("eri-")
 
-    names = bi.image_names(KVER)
+    names = di.image_names(KVER)
     images = _images(cloud, Owners=["self"])
     assert {names[t] for t in ("kernel", "ramdisk", "machine")} <= set(images)
     emi = images[names["machine"]]
@@ -84,20 +85,20 @@ async def test_registered_public_and_once(
     assert images[names["kernel"]]["ImageType"] == "kernel"
     assert images[names["ramdisk"]]["ImageType"] == "ramdisk"
     assert all(images[n]["Public"] for n in names.values())
-    assert emi["ImageLocation"] == f"{bi.DEFAULT_IMAGE_BUCKET}/{KVER}/root.img.manifest.xml"
+    assert emi["ImageLocation"] == f"{di.DEFAULT_IMAGE_BUCKET}/{KVER}/root.img.manifest.xml"
     # Another account sees (and may launch) the public images.
     assert made.machine_id in {i["ImageId"] for i in _images(cloud, creds=cloud.other).values()}
     # The bundle is in the admin's bucket.
-    keys = [o["Key"] for o in cloud.client("s3").list_objects_v2(Bucket=bi.DEFAULT_IMAGE_BUCKET)["Contents"]]
+    keys = [o["Key"] for o in cloud.client("s3").list_objects_v2(Bucket=di.DEFAULT_IMAGE_BUCKET)["Contents"]]
     assert f"{KVER}/root.img.manifest.xml" in keys and f"{KVER}/vmlinuz.part.00" in keys
 
     # Recorded: the next start neither builds nor registers.
-    assert await bi.ensure_default_image(up, state, work_dir=tmp_path) == made
+    assert await di.ensure_default_image(up, state, work_dir=tmp_path) == made
     assert builds == [1]
     # A run interrupted before the record was written finds its images by name instead of failing on
     # InvalidAMIName.Duplicate.
     state.unlink()
-    assert await bi.ensure_default_image(up, state, work_dir=tmp_path) == made
+    assert await di.ensure_default_image(up, state, work_dir=tmp_path) == made
     assert len(_images(cloud, Owners=["self"])) == 3
     # The bundles were made in a temporary directory that is gone.
     assert not list(tmp_path.glob("euca-default-image-*"))
@@ -106,19 +107,21 @@ async def test_registered_public_and_once(
 async def test_refused_registration_leaves_no_record(
     cloud: EucaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(bi.DEFAULT_IMAGE_ENV, "1")
     image = stand_in_image(tmp_path / "cache")
     monkeypatch.setattr(bi, "build_boot_image", lambda *a, **k: image)
     up = uploader(cloud)
-    wrong = bi.Uploader(**{**up.__dict__, "secret_key": "not-the-secret"})
-    state = tmp_path / bi.STATE_FILE
-    assert await bi.ensure_default_image(wrong, state, work_dir=tmp_path) is None
+    wrong = di.Uploader(**{**up.__dict__, "secret_key": "not-the-secret"})
+    state = tmp_path / di.STATE_FILE
+    assert await di.ensure_default_image(wrong, state, work_dir=tmp_path) is None
     assert not state.exists()
 
 
-def test_first_start_registers_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The supervisor's on_ready hook, with apt unavailable and a cached (stand-in) image."""
-    monkeypatch.setenv(bi.DEFAULT_IMAGE_ENV, "1")
+async def test_first_start_registers_it(
+    cloud: EucaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-box start hook (what `euca --role all` hands the supervisor) on a running CLC + Walrus, with
+    apt unavailable and a cached (stand-in) image. The supervisor running its start hooks is in
+    tests/unit/test_supervisor_signals.py."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     stand_in_image(tmp_path / "xdg" / "euca" / "bootimage")
 
@@ -126,11 +129,8 @@ def test_first_start_registers_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         raise bi.BootImageUnavailable("apt-cache not found")
 
     monkeypatch.setattr(bi, "resolve_kernel_package", no_apt)
-    servers = start_euca(tmp_path / "data", roles="clc,walrus")
-    server = next(servers)
-    try:
-        record = bi.DefaultImage(**json.loads((server.data_dir / bi.STATE_FILE).read_text()))
-        images = _images(server, Owners=["self"])
-        assert images[bi.image_names(KVER)["machine"]]["ImageId"] == record.machine_id
-    finally:
-        servers.close()
+    assert onebox.start_hooks(["clc", "walrus"]) == [onebox.register_default_image]
+    await onebox.register_default_image(cloud.ctx)
+    record = di.DefaultImage(**json.loads((cloud.data_dir / di.STATE_FILE).read_text()))
+    images = _images(cloud, Owners=["self"])
+    assert images[di.image_names(KVER)["machine"]]["ImageId"] == record.machine_id

@@ -1,4 +1,4 @@
-"""The EC2 Query API against a running euca, through boto3 and the aws CLI (fixtures in tests/conftest.py)."""
+"""The EC2 Query API against a running euca, through boto3 and the aws CLI (fixtures in tests/service/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from helpers.image_bundles import admin_signer, random_file, upload
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,12 @@ def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -
 def signed_post(euca: Any, body: str, path: str = "/") -> httpx.Response:
     """A raw SigV4-signed Query request (for actions boto3 cannot send)."""
     url = euca.url.rstrip("/") + path
-    req = AWSRequest(method="POST", url=url, data=body,
-                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    req = AWSRequest(
+        method="POST",
+        url=url,
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
     SigV4Auth(BotoCredentials(euca.admin.access_key, euca.admin.secret_key), "ec2", euca.region).add_auth(req)
     return httpx.post(url, content=body.encode(), headers=dict(req.headers.items()))
 
@@ -56,15 +62,21 @@ def test_sigv2_form_post_and_query_get(euca: Any) -> None:
 
     creds = BotoCredentials(euca.admin.access_key, euca.admin.secret_key)
     url = euca.url.rstrip("/") + "/services/compute"
-    post = AWSRequest(method="POST", url=url, data={"Action": "DescribeRegions", "Version": "2016-11-15"},
-                      headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    post = AWSRequest(
+        method="POST",
+        url=url,
+        data={"Action": "DescribeRegions", "Version": "2016-11-15"},
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
     SigV2Auth(creds).add_auth(post)
     prepared = post.prepare()
     response = httpx.post(url, content=prepared.body, headers=dict(prepared.headers.items()))
     assert response.status_code == 200, response.text
     assert f"<regionName>{euca.region}</regionName>".encode() in response.content
 
-    get = AWSRequest(method="GET", url=url, params={"Action": "DescribeAvailabilityZones", "Version": "2016-11-15"})
+    get = AWSRequest(
+        method="GET", url=url, params={"Action": "DescribeAvailabilityZones", "Version": "2016-11-15"}
+    )
     SigV2Auth(creds).add_auth(get)
     prepared = get.prepare()
     response = httpx.get(prepared.url)
@@ -92,8 +104,13 @@ def test_regions_zones_and_account_attributes(euca: Any, ec2: Any) -> None:
     assert [r["RegionName"] for r in regions] == [euca.region]
     assert regions[0]["Endpoint"].endswith("/services/compute")
     zones = ec2.describe_availability_zones()["AvailabilityZones"]
-    assert [(z["ZoneName"], z["State"], z["RegionName"]) for z in zones] == [("euca-1a", "available", euca.region)]
-    assert ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["gone"]}])["AvailabilityZones"] == []
+    assert [(z["ZoneName"], z["State"], z["RegionName"]) for z in zones] == [
+        ("euca-1a", "available", euca.region)
+    ]
+    assert (
+        ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["gone"]}])["AvailabilityZones"]
+        == []
+    )
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.describe_availability_zones(ZoneNames=["nowhere-1z"])
     assert error_code(err) == "InvalidParameterValue"
@@ -135,14 +152,22 @@ def test_bad_credentials_are_auth_failure(euca: Any) -> None:
     from botocore.config import Config
 
     wrong = boto3.client(
-        "ec2", endpoint_url=euca.url, region_name=euca.region, aws_access_key_id=euca.admin.access_key,
-        aws_secret_access_key="not-the-secret", config=Config(retries={"max_attempts": 1}),
+        "ec2",
+        endpoint_url=euca.url,
+        region_name=euca.region,
+        aws_access_key_id=euca.admin.access_key,
+        aws_secret_access_key="not-the-secret",
+        config=Config(retries={"max_attempts": 1}),
     )
     with pytest.raises(botocore.exceptions.ClientError) as err:
         wrong.describe_regions()
     assert error_code(err) == "AuthFailure"
-    unsigned = boto3.client("ec2", endpoint_url=euca.url, region_name=euca.region,
-                            config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}))
+    unsigned = boto3.client(
+        "ec2",
+        endpoint_url=euca.url,
+        region_name=euca.region,
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
     with pytest.raises(botocore.exceptions.ClientError) as err:
         unsigned.describe_regions()
     assert error_code(err) == "AuthFailure"
@@ -170,7 +195,10 @@ def test_bad_credentials_are_auth_failure(euca: Any) -> None:
         ("Action=RegisterImage&Name=ab", "InvalidAMIName.Malformed"),
         ("Action=RegisterImage&Name=abc", "MissingParameter"),
         ("Action=RegisterImage&Name=abc&ImageLocation=nobucket", "InvalidParameterValue"),
-        ("Action=RegisterImage&Name=abc&ImageLocation=b/m.xml&KernelId=eki-00000000", "InvalidAMIID.NotFound"),
+        (
+            "Action=RegisterImage&Name=abc&ImageLocation=b/m.xml&KernelId=eki-00000000",
+            "InvalidAMIID.NotFound",
+        ),
         ("Action=DescribeAvailabilityZones&ZoneName.1=verbose", None),
         ("Action=&Version=2016-11-15", "MissingAction"),
         ("Action=DescribeRegions&%ff=1", "MalformedQueryString"),
@@ -183,6 +211,15 @@ def test_malformed_requests_get_ec2_errors(euca: Any, body: str, code: str | Non
         assert response.status_code == 200, response.text
     else:
         assert f"<Code>{code}</Code>".encode() in response.content, response.text
+
+
+def test_get_password_data_of_an_unknown_instance(ec2: Any) -> None:
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.get_password_data(InstanceId="i-0123abcd")
+    assert error_code(err) == "InvalidInstanceID.NotFound"
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.get_password_data(InstanceId="not-an-instance")
+    assert error_code(err) == "InvalidInstanceID.Malformed"
 
 
 def test_dry_run(ec2: Any) -> None:
@@ -200,8 +237,9 @@ def test_create_key_pair_fingerprint_is_sha1_of_pkcs8(ec2: Any, ec2_other: Any) 
     assert created["KeyMaterial"].startswith("-----BEGIN RSA PRIVATE KEY-----")
     key = serialization.load_pem_private_key(created["KeyMaterial"].encode(), None)
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
-    pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     assert created["KeyFingerprint"] == ":".join(f"{b:02x}" for b in hashlib.sha1(pkcs8).digest())
     assert created["KeyPairId"].startswith("key-")
 
@@ -248,8 +286,14 @@ def test_import_key_pairs_rsa_and_ed25519(ec2: Any) -> None:
         ec2.import_key_pair(KeyName=unique("bad"), PublicKeyMaterial=b"ssh-rsa not-a-key")
     assert error_code(err) == "InvalidKey.Format"
 
-    found = ec2.describe_key_pairs(Filters=[{"Name": "key-type", "Values": ["ed25519"]},
-                                            {"Name": "key-name", "Values": ["ed-*"]}])["KeyPairs"]
+    # No key material at all is a missing parameter, as EC2 answers it (not a badly formatted key).
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.import_key_pair(KeyName=unique("empty"), PublicKeyMaterial=b"")
+    assert error_code(err) == "MissingParameter"
+
+    found = ec2.describe_key_pairs(
+        Filters=[{"Name": "key-type", "Values": ["ed25519"]}, {"Name": "key-name", "Values": ["ed-*"]}]
+    )["KeyPairs"]
     assert ed_name in [k["KeyName"] for k in found] and name not in [k["KeyName"] for k in found]
     by_fp = ec2.describe_key_pairs(Filters=[{"Name": "fingerprint", "Values": [result["KeyFingerprint"]]}])
     assert [k["KeyName"] for k in by_fp["KeyPairs"]] == [name]
@@ -278,7 +322,8 @@ def test_import_accepts_openssh_rfc4716_pem_and_der(ec2: Any) -> None:
 def test_create_key_pair_with_tags_and_ed25519(ec2: Any) -> None:
     name = unique("tagged")
     created = ec2.create_key_pair(
-        KeyName=name, KeyType="ed25519",
+        KeyName=name,
+        KeyType="ed25519",
         TagSpecifications=[{"ResourceType": "key-pair", "Tags": [{"Key": "team", "Value": "infra"}]}],
     )
     assert created["KeyMaterial"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
@@ -286,7 +331,9 @@ def test_create_key_pair_with_tags_and_ed25519(ec2: Any) -> None:
     found = ec2.describe_key_pairs(Filters=[{"Name": "tag:team", "Values": ["infra"]}])["KeyPairs"]
     assert [k["KeyName"] for k in found] == [name]
     ec2.delete_key_pair(KeyName=name)
-    assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [created["KeyPairId"]]}])["Tags"] == []
+    assert (
+        ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [created["KeyPairId"]]}])["Tags"] == []
+    )
 
 
 # -- instance types --------------------------------------------------------------------------------------
@@ -298,8 +345,11 @@ def test_instance_types(ec2: Any) -> None:
     assert len(pages) > 1
     types = {t["InstanceType"]: t for page in pages for t in page["InstanceTypes"]}
     small = types["m1.small"]
-    assert (small["VCpuInfo"]["DefaultVCpus"], small["MemoryInfo"]["SizeInMiB"],
-            small["InstanceStorageInfo"]["TotalSizeInGB"]) == (1, 256, 5)
+    assert (
+        small["VCpuInfo"]["DefaultVCpus"],
+        small["MemoryInfo"]["SizeInMiB"],
+        small["InstanceStorageInfo"]["TotalSizeInGB"],
+    ) == (1, 256, 5)
     assert types["m3.2xlarge"]["VCpuInfo"]["DefaultVCpus"] == 4
     two_cpus = ec2.describe_instance_types(Filters=[{"Name": "vcpu-info.default-vcpus", "Values": ["2"]}])
     assert "c1.medium" in [t["InstanceType"] for t in two_cpus["InstanceTypes"]]
@@ -318,8 +368,6 @@ TINY_BUNDLE: dict[str, str] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_bundle(euca: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from image_bundles import admin_signer, random_file, upload
-
     tmp = tmp_path_factory.mktemp("tiny-bundle")
     result = admin_signer(euca).bundle(random_file(tmp / "tiny.img", 4096), tmp / "bundle")
     TINY_BUNDLE["location"] = upload(euca.client("s3"), unique("ec2-api-images"), result)
@@ -383,13 +431,17 @@ def test_launch_permissions(euca: Any, ec2: Any, ec2_other: Any, account_ids: di
     assert error_code(err) == "AuthFailure"
 
     # The old style (Attribute/OperationType/UserGroup) makes it public.
-    ec2.modify_image_attribute(ImageId=image_id, Attribute="launchPermission", OperationType="remove",
-                               UserIds=[other_id])
-    ec2.modify_image_attribute(ImageId=image_id, Attribute="launchPermission", OperationType="add",
-                               UserGroups=["all"])
+    ec2.modify_image_attribute(
+        ImageId=image_id, Attribute="launchPermission", OperationType="remove", UserIds=[other_id]
+    )
+    ec2.modify_image_attribute(
+        ImageId=image_id, Attribute="launchPermission", OperationType="add", UserGroups=["all"]
+    )
     perms = ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")["LaunchPermissions"]
     assert perms == [{"Group": "all"}]
-    public = ec2_other.describe_images(ExecutableUsers=["all"], Filters=[{"Name": "is-public", "Values": ["true"]}])
+    public = ec2_other.describe_images(
+        ExecutableUsers=["all"], Filters=[{"Name": "is-public", "Values": ["true"]}]
+    )
     assert image_id in [i["ImageId"] for i in public["Images"]]
 
     ec2.reset_image_attribute(ImageId=image_id, Attribute="launchPermission")
@@ -412,18 +464,27 @@ def test_launch_permissions(euca: Any, ec2: Any, ec2_other: Any, account_ids: di
 
 def test_image_filters_tags_and_pages(ec2: Any, ec2_other: Any) -> None:
     run = uuid.uuid4().hex[:6]
-    ids = [register(ec2, Name=f"pages-{run}-{n:02d}", Architecture="i386" if n % 2 else "x86_64") for n in range(7)]
+    ids = [
+        register(ec2, Name=f"pages-{run}-{n:02d}", Architecture="i386" if n % 2 else "x86_64")
+        for n in range(7)
+    ]
     ec2.create_tags(Resources=ids[:3], Tags=[{"Key": "run", "Value": run}, {"Key": "tier", "Value": "gold"}])
 
     tagged = ec2.describe_images(Filters=[{"Name": "tag:run", "Values": [run]}])["Images"]
     assert sorted(i["ImageId"] for i in tagged) == sorted(ids[:3])
     assert all({"Key": "tier", "Value": "gold"} in i["Tags"] for i in tagged)
-    i386 = ec2.describe_images(Filters=[{"Name": "name", "Values": [f"pages-{run}-*"]},
-                                        {"Name": "architecture", "Values": ["i386"]}])["Images"]
+    i386 = ec2.describe_images(
+        Filters=[{"Name": "name", "Values": [f"pages-{run}-*"]}, {"Name": "architecture", "Values": ["i386"]}]
+    )["Images"]
     assert sorted(i["ImageId"] for i in i386) == sorted(ids[1::2])
 
-    pages = list(ec2.get_paginator("describe_images").paginate(
-        Owners=["self"], Filters=[{"Name": "name", "Values": [f"pages-{run}-*"]}], PaginationConfig={"PageSize": 5}))
+    pages = list(
+        ec2.get_paginator("describe_images").paginate(
+            Owners=["self"],
+            Filters=[{"Name": "name", "Values": [f"pages-{run}-*"]}],
+            PaginationConfig={"PageSize": 5},
+        )
+    )
     assert [len(p["Images"]) for p in pages] == [5, 2]
     assert sorted(i["ImageId"] for p in pages for i in p["Images"]) == sorted(ids)
 
@@ -449,16 +510,26 @@ def test_image_filters_tags_and_pages(ec2: Any, ec2_other: Any) -> None:
 def test_tags_create_describe_delete(ec2: Any) -> None:
     image_id = register(ec2)
     key_id = ec2.create_key_pair(KeyName=unique("tagkp"))["KeyPairId"]
-    ec2.create_tags(Resources=[image_id, key_id], Tags=[{"Key": "env", "Value": "prod"}, {"Key": "empty", "Value": ""}])
+    ec2.create_tags(
+        Resources=[image_id, key_id], Tags=[{"Key": "env", "Value": "prod"}, {"Key": "empty", "Value": ""}]
+    )
 
     mine = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [image_id, key_id]}])["Tags"]
-    assert sorted((t["ResourceId"], t["ResourceType"], t["Key"], t["Value"]) for t in mine) == sorted([
-        (image_id, "image", "env", "prod"), (image_id, "image", "empty", ""),
-        (key_id, "key-pair", "env", "prod"), (key_id, "key-pair", "empty", ""),
-    ])
-    images_only = ec2.describe_tags(Filters=[{"Name": "resource-type", "Values": ["image"]},
-                                             {"Name": "resource-id", "Values": [image_id]},
-                                             {"Name": "key", "Values": ["env"]}])["Tags"]
+    assert sorted((t["ResourceId"], t["ResourceType"], t["Key"], t["Value"]) for t in mine) == sorted(
+        [
+            (image_id, "image", "env", "prod"),
+            (image_id, "image", "empty", ""),
+            (key_id, "key-pair", "env", "prod"),
+            (key_id, "key-pair", "empty", ""),
+        ]
+    )
+    images_only = ec2.describe_tags(
+        Filters=[
+            {"Name": "resource-type", "Values": ["image"]},
+            {"Name": "resource-id", "Values": [image_id]},
+            {"Name": "key", "Values": ["env"]},
+        ]
+    )["Tags"]
     assert [(t["ResourceId"], t["Value"]) for t in images_only] == [(image_id, "prod")]
 
     # A value given deletes only a tag with that value; no value deletes the key.
@@ -479,11 +550,27 @@ def test_tags_create_describe_delete(ec2: Any) -> None:
     ec2.delete_key_pair(KeyPairId=key_id)
 
 
+def test_describe_tags_caps_max_results_at_1000(ec2: Any) -> None:
+    """EC2 answers a DescribeTags MaxResults above 1,000 with at most 1,000 tags rather than refusing it."""
+    image_id = register(ec2)
+    ec2.create_tags(Resources=[image_id], Tags=[{"Key": "capped", "Value": "yes"}])
+    found = ec2.describe_tags(MaxResults=5000, Filters=[{"Name": "resource-id", "Values": [image_id]}])
+    assert [(t["ResourceId"], t["Key"]) for t in found["Tags"]] == [(image_id, "capped")]
+    assert "NextToken" not in found
+    with pytest.raises(botocore.exceptions.ClientError) as err:  # below the minimum is still refused
+        ec2.describe_tags(MaxResults=4)
+    assert error_code(err) == "InvalidParameterValue"
+    ec2.deregister_image(ImageId=image_id)
+
+
 def test_describe_tags_pages(ec2: Any) -> None:
     image_id = register(ec2)
     ec2.create_tags(Resources=[image_id], Tags=[{"Key": f"k{n:02d}", "Value": str(n)} for n in range(12)])
-    pages = list(ec2.get_paginator("describe_tags").paginate(
-        Filters=[{"Name": "resource-id", "Values": [image_id]}], PaginationConfig={"PageSize": 5}))
+    pages = list(
+        ec2.get_paginator("describe_tags").paginate(
+            Filters=[{"Name": "resource-id", "Values": [image_id]}], PaginationConfig={"PageSize": 5}
+        )
+    )
     assert [len(p["Tags"]) for p in pages] == [5, 5, 2]
     assert [t["Key"] for p in pages for t in p["Tags"]] == [f"k{n:02d}" for n in range(12)]
     ec2.deregister_image(ImageId=image_id)
@@ -496,20 +583,54 @@ def test_aws_cli_key_pairs_images_and_tags(euca: Any) -> None:
     name = unique("cli")
     created = json.loads(euca.aws("ec2", "create-key-pair", "--key-name", name, "--output", "json").stdout)
     assert created["KeyName"] == name
-    listed = json.loads(euca.aws("ec2", "describe-key-pairs", "--filters", f"Name=key-name,Values={name}",
-                                 "--output", "json").stdout)
+    listed = json.loads(
+        euca.aws(
+            "ec2", "describe-key-pairs", "--filters", f"Name=key-name,Values={name}", "--output", "json"
+        ).stdout
+    )
     assert [k["KeyFingerprint"] for k in listed["KeyPairs"]] == [created["KeyFingerprint"]]
 
-    image_id = json.loads(euca.aws("ec2", "register-image", "--name", name, "--image-location",
-                                   TINY_BUNDLE["location"], "--output", "json").stdout)["ImageId"]
+    image_id = json.loads(
+        euca.aws(
+            "ec2",
+            "register-image",
+            "--name",
+            name,
+            "--image-location",
+            TINY_BUNDLE["location"],
+            "--output",
+            "json",
+        ).stdout
+    )["ImageId"]
     euca.aws("ec2", "create-tags", "--resources", image_id, "--tags", "Key=cli,Value=yes")
-    images = json.loads(euca.aws("ec2", "describe-images", "--owners", "self", "--filters",
-                                 "Name=tag:cli,Values=yes", "--output", "json").stdout)["Images"]
+    images = json.loads(
+        euca.aws(
+            "ec2",
+            "describe-images",
+            "--owners",
+            "self",
+            "--filters",
+            "Name=tag:cli,Values=yes",
+            "--output",
+            "json",
+        ).stdout
+    )["Images"]
     assert image_id in [i["ImageId"] for i in images]
-    euca.aws("ec2", "modify-image-attribute", "--image-id", image_id, "--launch-permission",
-             "Add=[{Group=all}]")
-    attr = json.loads(euca.aws("ec2", "describe-image-attribute", "--image-id", image_id, "--attribute",
-                               "launchPermission", "--output", "json").stdout)
+    euca.aws(
+        "ec2", "modify-image-attribute", "--image-id", image_id, "--launch-permission", "Add=[{Group=all}]"
+    )
+    attr = json.loads(
+        euca.aws(
+            "ec2",
+            "describe-image-attribute",
+            "--image-id",
+            image_id,
+            "--attribute",
+            "launchPermission",
+            "--output",
+            "json",
+        ).stdout
+    )
     assert attr["LaunchPermissions"] == [{"Group": "all"}]
     failed = euca.aws("ec2", "describe-images", "--image-ids", "emi-00000000", check=False)
     assert failed.returncode != 0 and "InvalidAMIID.NotFound" in failed.stderr

@@ -1,5 +1,5 @@
 """Instances through the EC2 API (boto3 and the aws CLI) against a running CLC whose clusters are in-process
-stand-ins for CCs (fake_cluster.py: the real mutual-TLS cluster listener and messages, simulated nodes).
+stand-ins for CCs (helpers/fake_cluster.py: the real mutual-TLS cluster listener and messages, simulated nodes).
 
 The CLC here runs alone (roles clc,walrus) so each test registers the zones it needs with
 `euca admin register-cluster`, as an admin would, and they are deregistered after it. Tests that run guests
@@ -9,26 +9,26 @@ through the real CC and NC roles live with those roles.
 from __future__ import annotations
 
 import random
-import time
-import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import pytest
 from click.testing import CliRunner
-from fake_cluster import FakeCluster, FakeNode
 
 from euca.cli import main
 from euca.protocol import bundle as b
+from helpers.fake_cluster import FakeCluster, FakeNode
+from helpers.image_bundles import admin_signer, random_file, upload
+from helpers.instances import describe, instances_of, register_tiny_image, unique, wait_for, wait_state
+from helpers.server import start_euca
 
 POLL = 0.2
 
 
 def start(data_dir: Path, **overrides: Any) -> Iterator[Any]:
-    from conftest import start_euca
-
     settings = {"clc.poll_interval": POLL, **overrides}
     yield from start_euca(data_dir, roles="clc,walrus", overrides=settings)
 
@@ -51,18 +51,6 @@ def ec2_other(cloud: Any) -> Any:
     return cloud.client("ec2", creds=cloud.other)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    """Poll `check` until it returns something true (the CLC polls its clusters every POLL seconds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
 def admin(euca: Any, *args: str) -> str:
     result = CliRunner().invoke(main, ["--data-dir", str(euca.data_dir), "admin", *args])
     assert result.exit_code == 0, result.output
@@ -71,10 +59,6 @@ def admin(euca: Any, *args: str) -> str:
 
 def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
     return str(excinfo.value.response["Error"]["Code"])
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def zone_state(ec2: Any, zone: str) -> str | None:
@@ -155,8 +139,6 @@ def zones(cloud: Any, ec2: Any, ec2_other: Any, tmp_path: Path) -> Iterator[Call
 
 @pytest.fixture(scope="module")
 def images(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from image_bundles import admin_signer, random_file, upload
-
     tmp = tmp_path_factory.mktemp("instance-images")
     signer = admin_signer(cloud)
     s3 = cloud.client("s3")
@@ -179,29 +161,6 @@ def key_name(ec2: Any) -> str:
     name = unique("key")
     ec2.create_key_pair(KeyName=name)
     return name
-
-
-def instances_of(reservation: dict[str, Any]) -> list[str]:
-    return [i["InstanceId"] for i in reservation["Instances"]]
-
-
-def describe(ec2: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
-    return {
-        i["InstanceId"]: i
-        for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
-        for i in r["Instances"]
-    }
-
-
-def wait_state(ec2: Any, ids: list[str], state: str) -> dict[str, dict[str, Any]]:
-    return wait_for(
-        f"{ids} {state}",
-        lambda: (
-            (found := describe(ec2, ids))
-            and all(i["State"]["Name"] == state for i in found.values())
-            and found
-        ),
-    )
 
 
 # -- tests ----------------------------------------------------------------------------------------------
@@ -474,7 +433,9 @@ def test_placement_across_zones(ec2: Any, zones: Any, images: dict[str, str]) ->
     assert error_code(e) == "InvalidParameterValue"
 
 
-def test_reboot_and_console_output(cloud: Any, ec2: Any, zones: Any, images: dict[str, str]) -> None:
+def test_reboot_console_output_and_password_data(
+    cloud: Any, ec2: Any, ec2_other: Any, zones: Any, images: dict[str, str]
+) -> None:
     zone = unique("zr")
     fake = zones(zone)
     (instance_id,) = instances_of(
@@ -491,6 +452,15 @@ def test_reboot_and_console_output(cloud: Any, ec2: Any, zones: Any, images: dic
     assert ec2.get_console_output(InstanceId=instance_id)["Output"].count("booted") == 2
     text = cloud.aws("ec2", "get-console-output", "--instance-id", instance_id, "--output", "text").stdout
     assert f"euca-guest: booted {instance_id}" in text
+
+    # A Linux instance has no Windows password: EC2 answers with empty password data, not an error;
+    # another account's instance is not found.
+    password = ec2.get_password_data(InstanceId=instance_id)
+    assert (password["InstanceId"], password["PasswordData"]) == (instance_id, "")
+    assert isinstance(password["Timestamp"], datetime)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2_other.get_password_data(InstanceId=instance_id)
+    assert error_code(e) == "InvalidInstanceID.NotFound"
 
     for action in ("stop_instances", "start_instances"):
         with pytest.raises(botocore.exceptions.ClientError) as e:
@@ -774,7 +744,7 @@ def test_lost_instances_terminate_and_terminated_ones_are_forgotten(
     euca = next(server)
     try:
         ec2 = euca.client("ec2")
-        image_id = _register_tiny_image(euca, tmp_path)
+        image_id = register_tiny_image(euca, tmp_path)
         with FakeCluster(euca.ctx.ca, tmp_path / "zl", "zl") as fake:
             admin(
                 euca,
@@ -820,7 +790,7 @@ def test_a_restarted_clc_keeps_its_instances(tmp_path: Path) -> None:
     with FakeCluster(euca.ctx.ca, tmp_path / "zr", "zr") as fake:
         try:
             ec2 = euca.client("ec2")
-            image_id = _register_tiny_image(euca, tmp_path)
+            image_id = register_tiny_image(euca, tmp_path)
             admin(
                 euca,
                 "register-cluster",
@@ -853,30 +823,19 @@ def test_a_restarted_clc_keeps_its_instances(tmp_path: Path) -> None:
             server.close()
 
 
-def _register_tiny_image(euca: Any, tmp: Path) -> str:
-    from image_bundles import admin_signer, random_file, upload
-
-    result = admin_signer(euca).bundle(random_file(tmp / "tiny.img", 4096), tmp / "bundle")
-    location = upload(euca.client("s3"), unique("tiny"), result)
-    image_id: str = euca.client("ec2").register_image(Name=unique("tiny"), ImageLocation=location)["ImageId"]
-    return image_id
-
-
 # -- one box: the real CC and NC roles in the same process, libvirt's test:///default driver ---------------
 
 
 def test_one_box_runs_instances_through_the_real_cc_and_nc(tmp_path: Path) -> None:
     """`euca --role all` registers its own CC and NC at start; instances go CLC -> CC -> NC over mutual TLS.
     The NC drives libvirt's test driver, so no guest boots (real guests are in tests/e2e)."""
-    from conftest import start_euca
-
     overrides = {"nc.libvirt_uri": "test:///default", "clc.poll_interval": POLL, "cc.poll_interval": POLL}
     server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
     euca = next(server)
     try:
         ec2 = euca.client("ec2")
         assert zone_state(ec2, euca.ctx.config.zone) == "available"  # polled before the cloud said ready
-        image_id = _register_tiny_image(euca, tmp_path)
+        image_id = register_tiny_image(euca, tmp_path)
         reservation = ec2.run_instances(ImageId=image_id, MinCount=2, MaxCount=2, InstanceType="m1.small")
         ids = instances_of(reservation)
         assert {i["Placement"]["AvailabilityZone"] for i in reservation["Instances"]} == {

@@ -24,17 +24,17 @@ import msgspec
 import pytest
 import trio
 from click.testing import CliRunner
-from image_bundles import Signer, admin_signer, new_account_signer, random_file, upload
 
 from euca.cli import main
 from euca.core.identity import Identity
 from euca.core.pki import CloudCA
+from euca.core.roles import RoleContext
 from euca.core.store import open_store
-from euca.core.supervisor import RoleContext
 from euca.images.pipeline import PartDigestError, source_from_download_manifest, unbundle_image
 from euca.protocol import bundle as b
 from euca.protocol.ec2.wire import Ec2Error
-from euca.roles.clc.images import download_manifest_for
+from euca.roles.clc.images.bundles import download_manifest_for
+from helpers.image_bundles import Signer, admin_signer, new_account_signer, random_file, upload
 
 MiB = 1024 * 1024
 
@@ -258,7 +258,7 @@ def test_download_manifest_is_for_one_node_and_uses_the_registered_manifest(
     other_key_pem, other_cert_pem = node.ca.issue("another-node")
     with pytest.raises(b.KeyUnwrapError):
         b.download_key_iv(manifest, b.load_private_key(other_key_pem))
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_download_manifest(manifest, node.ca.cert, node_cert=b.load_certificate(other_cert_pem))
     # The plain key is nowhere in it.
     key, _ = b.manifest_key_iv(result_manifest := b.parse_manifest(result.manifest), node.ca.key)

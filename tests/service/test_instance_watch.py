@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_ec2_instances import _register_tiny_image, instances_of, wait_state
+from helpers.instances import instances_of, register_tiny_image, wait_state
+from helpers.server import start_euca
 
 HOUR = 3600.0
 
 
 def test_run_and_terminate_do_not_wait_for_the_poll_intervals(tmp_path: Path) -> None:
-    from conftest import start_euca
-
     overrides = {"nc.libvirt_uri": "test:///default", "clc.poll_interval": HOUR, "cc.poll_interval": HOUR}
     server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
     euca = next(server)
     try:
         ec2 = euca.client("ec2")
-        image_id = _register_tiny_image(euca, tmp_path)
+        image_id = register_tiny_image(euca, tmp_path)
         ids = instances_of(
             ec2.run_instances(ImageId=image_id, MinCount=3, MaxCount=3, InstanceType="m1.small")
         )

@@ -41,10 +41,16 @@ def test_anonymous_public_read(euca, s3_client, s3_anonymous, bucket):
 def test_bucket_acl_canned_and_grants(euca, s3_client, s3_other, bucket):
     acl = s3_client.get_bucket_acl(Bucket=bucket)
     assert acl["Owner"]["ID"] == euca.admin.canonical_id
-    assert acl["Grants"] == [{"Grantee": {"ID": euca.admin.canonical_id, "DisplayName": "eucalyptus",
-                                          "Type": "CanonicalUser"}, "Permission": "FULL_CONTROL"}]
+    assert acl["Grants"] == [
+        {
+            "Grantee": {"ID": euca.admin.canonical_id, "DisplayName": "eucalyptus", "Type": "CanonicalUser"},
+            "Permission": "FULL_CONTROL",
+        }
+    ]
     s3_client.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
-    perms = {(g["Grantee"].get("URI"), g["Permission"]) for g in s3_client.get_bucket_acl(Bucket=bucket)["Grants"]}
+    perms = {
+        (g["Grantee"].get("URI"), g["Permission"]) for g in s3_client.get_bucket_acl(Bucket=bucket)["Grants"]
+    }
     assert ("http://acs.amazonaws.com/groups/global/AllUsers", "WRITE") in perms
     s3_client.put_bucket_acl(Bucket=bucket, ACL="private")
     s3_client.put_bucket_acl(Bucket=bucket, GrantRead=f'id="{euca.other.canonical_id}"')
@@ -52,7 +58,9 @@ def test_bucket_acl_canned_and_grants(euca, s3_client, s3_other, bucket):
     with pytest.raises(ClientError):
         s3_other.put_object(Bucket=bucket, Key="nope", Body=b"")
     with pytest.raises(ClientError) as e:
-        s3_client.put_bucket_acl(Bucket=bucket, GrantRead='id="0000000000000000000000000000000000000000000000000000000000000000"')
+        s3_client.put_bucket_acl(
+            Bucket=bucket, GrantRead='id="0000000000000000000000000000000000000000000000000000000000000000"'
+        )
     assert code(e) == "InvalidArgument"
 
 
@@ -61,22 +69,30 @@ def test_access_control_policy_xml(euca, s3_client, s3_other, bucket):
     policy = {
         "Owner": {"ID": euca.admin.canonical_id},
         "Grants": [
-            {"Grantee": {"Type": "CanonicalUser", "ID": euca.admin.canonical_id}, "Permission": "FULL_CONTROL"},
+            {
+                "Grantee": {"Type": "CanonicalUser", "ID": euca.admin.canonical_id},
+                "Permission": "FULL_CONTROL",
+            },
             {"Grantee": {"Type": "CanonicalUser", "ID": euca.other.canonical_id}, "Permission": "READ"},
         ],
     }
     s3_client.put_object_acl(Bucket=bucket, Key="o", AccessControlPolicy=policy)
     grants = s3_client.get_object_acl(Bucket=bucket, Key="o")["Grants"]
     assert {g["Grantee"]["ID"]: g["Permission"] for g in grants} == {
-        euca.admin.canonical_id: "FULL_CONTROL", euca.other.canonical_id: "READ"}
+        euca.admin.canonical_id: "FULL_CONTROL",
+        euca.other.canonical_id: "READ",
+    }
     assert s3_other.get_object(Bucket=bucket, Key="o")["Body"].read() == b"o"
     with pytest.raises(ClientError):
         s3_other.put_object_acl(Bucket=bucket, Key="o", ACL="public-read")
 
 
 def test_bucket_owner_full_control(euca, s3_client, s3_other, bucket):
-    s3_client.put_bucket_acl(Bucket=bucket, GrantWrite=f'id="{euca.other.canonical_id}"',
-                             GrantFullControl=f'id="{euca.admin.canonical_id}"')
+    s3_client.put_bucket_acl(
+        Bucket=bucket,
+        GrantWrite=f'id="{euca.other.canonical_id}"',
+        GrantFullControl=f'id="{euca.admin.canonical_id}"',
+    )
     s3_other.put_object(Bucket=bucket, Key="theirs", Body=b"t", ACL="bucket-owner-full-control")
     assert s3_client.get_object(Bucket=bucket, Key="theirs")["Body"].read() == b"t"
     s3_other.put_object(Bucket=bucket, Key="theirs-private", Body=b"t")
@@ -85,10 +101,14 @@ def test_bucket_owner_full_control(euca, s3_client, s3_other, bucket):
 
 
 def test_presigned_get_and_put(s3_client, bucket):
-    put_url = s3_client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "pre"}, ExpiresIn=300)
+    put_url = s3_client.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "pre"}, ExpiresIn=300
+    )
     r = httpx.put(put_url, content=b"presigned body")
     assert r.status_code == 200, r.text
-    get_url = s3_client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "pre"}, ExpiresIn=300)
+    get_url = s3_client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "pre"}, ExpiresIn=300
+    )
     r = httpx.get(get_url)
     assert r.status_code == 200 and r.content == b"presigned body"
     r = httpx.get(get_url, headers={"Range": "bytes=0-8"})

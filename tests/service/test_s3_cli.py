@@ -48,14 +48,19 @@ def test_sync_both_ways(aws_cli, bucket, tmp_path):
 def test_s3api(aws_cli, bucket, tmp_path):
     body = tmp_path / "b"
     body.write_bytes(b"s3api body")
-    out = json.loads(aws_cli("s3api", "put-object", "--bucket", bucket, "--key", "k", "--body", str(body),
-                             "--metadata", "a=b").stdout)
+    out = json.loads(
+        aws_cli(
+            "s3api", "put-object", "--bucket", bucket, "--key", "k", "--body", str(body), "--metadata", "a=b"
+        ).stdout
+    )
     assert out["ETag"] == f'"{hashlib.md5(b"s3api body").hexdigest()}"'
     head = json.loads(aws_cli("s3api", "head-object", "--bucket", bucket, "--key", "k").stdout)
     assert head["Metadata"] == {"a": "b"} and head["ContentLength"] == 10
     listed = json.loads(aws_cli("s3api", "list-objects-v2", "--bucket", bucket).stdout)
     assert [o["Key"] for o in listed["Contents"]] == ["k"]
-    failed = aws_cli("s3api", "get-object", "--bucket", bucket, "--key", "missing", str(tmp_path / "x"), check=False)
+    failed = aws_cli(
+        "s3api", "get-object", "--bucket", bucket, "--key", "missing", str(tmp_path / "x"), check=False
+    )
     assert failed.returncode != 0 and "NoSuchKey" in failed.stderr
 
 

@@ -79,8 +79,9 @@ def test_version_walk_survives_deleting_the_marker_version(s3_client, bucket):
     assert page["IsTruncated"]
     for v in page["Versions"]:
         s3_client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
-    rest = s3_client.list_object_versions(Bucket=bucket, KeyMarker=page["NextKeyMarker"],
-                                          VersionIdMarker=page["NextVersionIdMarker"])
+    rest = s3_client.list_object_versions(
+        Bucket=bucket, KeyMarker=page["NextKeyMarker"], VersionIdMarker=page["NextVersionIdMarker"]
+    )
     assert len(rest["Versions"]) == 2
 
 
@@ -104,8 +105,12 @@ def test_complete_with_a_part_listed_twice_uses_the_last_entry(s3_client, bucket
     uid = s3_client.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
     first = s3_client.upload_part(Bucket=bucket, Key="m", UploadId=uid, PartNumber=1, Body=b"B" * 8)["ETag"]
     last = s3_client.upload_part(Bucket=bucket, Key="m", UploadId=uid, PartNumber=1, Body=b"A" * 8)["ETag"]
-    s3_client.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=uid, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 1, "ETag": last}]})
+    s3_client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="m",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 1, "ETag": last}]},
+    )
     assert s3_client.get_object(Bucket=bucket, Key="m")["Body"].read() == b"A" * 8
 
 

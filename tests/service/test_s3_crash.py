@@ -28,9 +28,21 @@ def free_port() -> int:
 
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "euca.cli", "--role", "walrus", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-         "--set", f"walrus.listen.port={port}"],
-        stdout=subprocess.DEVNULL, stderr=open(data_dir.parent / f"euca-{port}.log", "ab"),
+        [
+            sys.executable,
+            "-m",
+            "euca.cli",
+            "--role",
+            "walrus",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            "127.0.0.1",
+            "--set",
+            f"walrus.listen.port={port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(data_dir.parent / f"euca-{port}.log", "ab"),
     )
     for _ in range(600):  # up to a minute to come up
         if proc.poll() is not None:
@@ -48,14 +60,21 @@ def client(data_dir: Path, port: int):  # type: ignore[no-untyped-def]
     rc = (data_dir / "credentials/eucalyptus/admin/eucarc").read_text()
     akid = re.search(r"AWS_ACCESS_KEY_ID=['\"]?([^'\"\n]+)", rc).group(1)  # type: ignore[union-attr]
     secret = re.search(r"AWS_SECRET_ACCESS_KEY=['\"]?([^'\"\n]+)", rc).group(1)  # type: ignore[union-attr]
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eucalyptus",
-                        aws_access_key_id=akid, aws_secret_access_key=secret,
-                        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="eucalyptus",
+        aws_access_key_id=akid,
+        aws_secret_access_key=secret,
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
 
 
 # The old version small (kept inline in the state store, no object file) or large (an object file).
 @pytest.mark.slow
-@pytest.mark.parametrize(("old", "old_files"), [(b"old version", 0), (b"old version" * 20000, 1)], ids=["inline", "file"])
+@pytest.mark.parametrize(
+    ("old", "old_files"), [(b"old version", 0), (b"old version" * 20000, 1)], ids=["inline", "file"]
+)
 def test_kill_9_mid_upload(tmp_path, old, old_files):
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -42,7 +42,9 @@ def test_v2_pagination_with_delimiter(s3_client, filled):
     while True:
         kw = {"ContinuationToken": token} if token else {}
         r = s3_client.list_objects_v2(Bucket=filled, MaxKeys=1, Delimiter="/", **kw)
-        items += [o["Key"] for o in r.get("Contents", [])] + [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+        items += [o["Key"] for o in r.get("Contents", [])] + [
+            p["Prefix"] for p in r.get("CommonPrefixes", [])
+        ]
         if not r["IsTruncated"]:
             break
         token = r["NextContinuationToken"]

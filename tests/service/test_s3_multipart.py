@@ -19,18 +19,25 @@ def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
 
 def test_multipart_roundtrip(s3_client, bucket):
     parts_data = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1234)]
-    up = s3_client.create_multipart_upload(Bucket=bucket, Key="mp", ContentType="text/mp", Metadata={"k": "v"})
+    up = s3_client.create_multipart_upload(
+        Bucket=bucket, Key="mp", ContentType="text/mp", Metadata={"k": "v"}
+    )
     uid = up["UploadId"]
     etags = []
     for n, data in enumerate(parts_data, 1):
-        etags.append(s3_client.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=n, Body=data)["ETag"])
+        etags.append(
+            s3_client.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=n, Body=data)["ETag"]
+        )
     listed = s3_client.list_parts(Bucket=bucket, Key="mp", UploadId=uid)["Parts"]
     assert [p["PartNumber"] for p in listed] == [1, 2, 3] and listed[2]["Size"] == 1234
     uploads = s3_client.list_multipart_uploads(Bucket=bucket)["Uploads"]
     assert [u["UploadId"] for u in uploads] == [uid]
     r = s3_client.complete_multipart_upload(
-        Bucket=bucket, Key="mp", UploadId=uid,
-        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+        Bucket=bucket,
+        Key="mp",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
+    )
     expected = hashlib.md5(b"".join(hashlib.md5(d).digest() for d in parts_data)).hexdigest() + "-3"
     assert r["ETag"] == f'"{expected}"'
     got = s3_client.get_object(Bucket=bucket, Key="mp")
@@ -46,23 +53,40 @@ def test_multipart_roundtrip(s3_client, bucket):
 
 def test_too_small_bad_part_and_order(s3_client, bucket):
     uid = s3_client.create_multipart_upload(Bucket=bucket, Key="small")["UploadId"]
-    e1 = s3_client.upload_part(Bucket=bucket, Key="small", UploadId=uid, PartNumber=1, Body=b"a" * 100)["ETag"]
-    e2 = s3_client.upload_part(Bucket=bucket, Key="small", UploadId=uid, PartNumber=2, Body=b"b" * 100)["ETag"]
+    e1 = s3_client.upload_part(Bucket=bucket, Key="small", UploadId=uid, PartNumber=1, Body=b"a" * 100)[
+        "ETag"
+    ]
+    e2 = s3_client.upload_part(Bucket=bucket, Key="small", UploadId=uid, PartNumber=2, Body=b"b" * 100)[
+        "ETag"
+    ]
     with pytest.raises(ClientError) as e:
-        s3_client.complete_multipart_upload(Bucket=bucket, Key="small", UploadId=uid, MultipartUpload={
-            "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+        s3_client.complete_multipart_upload(
+            Bucket=bucket,
+            Key="small",
+            UploadId=uid,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
+        )
     assert code(e) == "EntityTooSmall"
     with pytest.raises(ClientError) as e:
-        s3_client.complete_multipart_upload(Bucket=bucket, Key="small", UploadId=uid, MultipartUpload={
-            "Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]})
+        s3_client.complete_multipart_upload(
+            Bucket=bucket,
+            Key="small",
+            UploadId=uid,
+            MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]},
+        )
     assert code(e) == "InvalidPartOrder"
     with pytest.raises(ClientError) as e:
-        s3_client.complete_multipart_upload(Bucket=bucket, Key="small", UploadId=uid, MultipartUpload={
-            "Parts": [{"PartNumber": 1, "ETag": '"0123456789abcdef0123456789abcdef"'}]})
+        s3_client.complete_multipart_upload(
+            Bucket=bucket,
+            Key="small",
+            UploadId=uid,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"0123456789abcdef0123456789abcdef"'}]},
+        )
     assert code(e) == "InvalidPart"
     # A single small part is fine: the last part has no minimum.
-    s3_client.complete_multipart_upload(Bucket=bucket, Key="small", UploadId=uid, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": e1}]})
+    s3_client.complete_multipart_upload(
+        Bucket=bucket, Key="small", UploadId=uid, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]}
+    )
     assert s3_client.get_object(Bucket=bucket, Key="small")["Body"].read() == b"a" * 100
 
 
@@ -82,32 +106,59 @@ def test_upload_part_copy_with_range(s3_client, bucket):
     src = os.urandom(6 * MiB)
     s3_client.put_object(Bucket=bucket, Key="src", Body=src)
     uid = s3_client.create_multipart_upload(Bucket=bucket, Key="pc")["UploadId"]
-    p1 = s3_client.upload_part_copy(Bucket=bucket, Key="pc", UploadId=uid, PartNumber=1,
-                                    CopySource={"Bucket": bucket, "Key": "src"},
-                                    CopySourceRange=f"bytes=0-{5 * MiB - 1}")["CopyPartResult"]["ETag"]
-    p2 = s3_client.upload_part_copy(Bucket=bucket, Key="pc", UploadId=uid, PartNumber=2,
-                                    CopySource={"Bucket": bucket, "Key": "src"},
-                                    CopySourceRange=f"bytes={5 * MiB}-{6 * MiB - 1}")["CopyPartResult"]["ETag"]
+    p1 = s3_client.upload_part_copy(
+        Bucket=bucket,
+        Key="pc",
+        UploadId=uid,
+        PartNumber=1,
+        CopySource={"Bucket": bucket, "Key": "src"},
+        CopySourceRange=f"bytes=0-{5 * MiB - 1}",
+    )["CopyPartResult"]["ETag"]
+    p2 = s3_client.upload_part_copy(
+        Bucket=bucket,
+        Key="pc",
+        UploadId=uid,
+        PartNumber=2,
+        CopySource={"Bucket": bucket, "Key": "src"},
+        CopySourceRange=f"bytes={5 * MiB}-{6 * MiB - 1}",
+    )["CopyPartResult"]["ETag"]
     with pytest.raises(ClientError) as e:
-        s3_client.upload_part_copy(Bucket=bucket, Key="pc", UploadId=uid, PartNumber=3,
-                                   CopySource={"Bucket": bucket, "Key": "src"}, CopySourceRange="bytes=0-99999999")
+        s3_client.upload_part_copy(
+            Bucket=bucket,
+            Key="pc",
+            UploadId=uid,
+            PartNumber=3,
+            CopySource={"Bucket": bucket, "Key": "src"},
+            CopySourceRange="bytes=0-99999999",
+        )
     assert code(e) == "InvalidRange"
-    s3_client.complete_multipart_upload(Bucket=bucket, Key="pc", UploadId=uid, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]})
+    s3_client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="pc",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]},
+    )
     assert s3_client.get_object(Bucket=bucket, Key="pc")["Body"].read() == src
 
 
-@pytest.mark.parametrize("algo,ctype", [("CRC32", None), ("SHA256", None), ("CRC32C", "FULL_OBJECT"),
-                                        ("CRC64NVME", None)])
+@pytest.mark.parametrize(
+    "algo,ctype", [("CRC32", None), ("SHA256", None), ("CRC32C", "FULL_OBJECT"), ("CRC64NVME", None)]
+)
 def test_multipart_checksums(s3_client, bucket, algo, ctype):
     kwargs = {"ChecksumType": ctype} if ctype else {}
-    uid = s3_client.create_multipart_upload(Bucket=bucket, Key="ck", ChecksumAlgorithm=algo, **kwargs)["UploadId"]
+    uid = s3_client.create_multipart_upload(Bucket=bucket, Key="ck", ChecksumAlgorithm=algo, **kwargs)[
+        "UploadId"
+    ]
     datas = [os.urandom(5 * MiB), os.urandom(100)]
     parts = []
     for n, d in enumerate(datas, 1):
-        r = s3_client.upload_part(Bucket=bucket, Key="ck", UploadId=uid, PartNumber=n, Body=d, ChecksumAlgorithm=algo)
+        r = s3_client.upload_part(
+            Bucket=bucket, Key="ck", UploadId=uid, PartNumber=n, Body=d, ChecksumAlgorithm=algo
+        )
         parts.append({"PartNumber": n, "ETag": r["ETag"], f"Checksum{algo}": r[f"Checksum{algo}"]})
-    r = s3_client.complete_multipart_upload(Bucket=bucket, Key="ck", UploadId=uid, MultipartUpload={"Parts": parts})
+    r = s3_client.complete_multipart_upload(
+        Bucket=bucket, Key="ck", UploadId=uid, MultipartUpload={"Parts": parts}
+    )
     value = r[f"Checksum{algo}"]
     if algo == "CRC32":
         raw = b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)
@@ -143,11 +194,17 @@ def test_completed_object_kept_as_its_parts(euca, s3_client, bucket):
     before = _object_files(euca)
     parts_data = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(777)]
     uid = s3_client.create_multipart_upload(Bucket=bucket, Key="kept")["UploadId"]
-    etags = [s3_client.upload_part(Bucket=bucket, Key="kept", UploadId=uid, PartNumber=n, Body=d)["ETag"]
-             for n, d in enumerate(parts_data, 1)]
+    etags = [
+        s3_client.upload_part(Bucket=bucket, Key="kept", UploadId=uid, PartNumber=n, Body=d)["ETag"]
+        for n, d in enumerate(parts_data, 1)
+    ]
     s3_client.upload_part(Bucket=bucket, Key="kept", UploadId=uid, PartNumber=9, Body=b"unused")
-    s3_client.complete_multipart_upload(Bucket=bucket, Key="kept", UploadId=uid, MultipartUpload={
-        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    s3_client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="kept",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
+    )
     whole = b"".join(parts_data)
     assert len(_object_files(euca) - before) == 3  # the three parts, no concatenated copy; part 9 removed
     assert s3_client.get_object(Bucket=bucket, Key="kept")["Body"].read() == whole
@@ -163,11 +220,17 @@ def test_completed_object_kept_as_its_parts(euca, s3_client, bucket):
     s3_client.copy_object(Bucket=bucket, Key="kept-copy", CopySource={"Bucket": bucket, "Key": "kept"})
     assert s3_client.get_object(Bucket=bucket, Key="kept-copy")["Body"].read() == whole
     uid2 = s3_client.create_multipart_upload(Bucket=bucket, Key="pc2")["UploadId"]
-    e = s3_client.upload_part_copy(Bucket=bucket, Key="pc2", UploadId=uid2, PartNumber=1,
-                                   CopySource={"Bucket": bucket, "Key": "kept"},
-                                   CopySourceRange=f"bytes={5 * MiB - 3}-{10 * MiB + 3}")["CopyPartResult"]["ETag"]
-    s3_client.complete_multipart_upload(Bucket=bucket, Key="pc2", UploadId=uid2,
-                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+    e = s3_client.upload_part_copy(
+        Bucket=bucket,
+        Key="pc2",
+        UploadId=uid2,
+        PartNumber=1,
+        CopySource={"Bucket": bucket, "Key": "kept"},
+        CopySourceRange=f"bytes={5 * MiB - 3}-{10 * MiB + 3}",
+    )["CopyPartResult"]["ETag"]
+    s3_client.complete_multipart_upload(
+        Bucket=bucket, Key="pc2", UploadId=uid2, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]}
+    )
     assert s3_client.get_object(Bucket=bucket, Key="pc2")["Body"].read() == whole[5 * MiB - 3 : 10 * MiB + 4]
     # Overwritten and deleted: every file goes.
     s3_client.put_object(Bucket=bucket, Key="kept", Body=b"small now")

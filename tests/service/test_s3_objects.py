@@ -54,9 +54,17 @@ def test_overwrite_removes_old_bytes(euca, s3_client, bucket, size, files):
 
 def test_metadata_and_standard_headers(s3_client, bucket):
     s3_client.put_object(
-        Bucket=bucket, Key="m", Body=b"x", ContentType="text/plain", ContentEncoding="identity",
-        ContentDisposition='attachment; filename="m.txt"', ContentLanguage="en", CacheControl="max-age=60",
-        Expires=datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC), Metadata={"color": "blue", "n": "1"})
+        Bucket=bucket,
+        Key="m",
+        Body=b"x",
+        ContentType="text/plain",
+        ContentEncoding="identity",
+        ContentDisposition='attachment; filename="m.txt"',
+        ContentLanguage="en",
+        CacheControl="max-age=60",
+        Expires=datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
+        Metadata={"color": "blue", "n": "1"},
+    )
     h = s3_client.head_object(Bucket=bucket, Key="m")
     assert h["ContentType"] == "text/plain"
     assert h["ContentEncoding"] == "identity"
@@ -64,8 +72,13 @@ def test_metadata_and_standard_headers(s3_client, bucket):
     assert h["ContentLanguage"] == "en"
     assert h["CacheControl"] == "max-age=60"
     assert h["Metadata"] == {"color": "blue", "n": "1"}
-    g = s3_client.get_object(Bucket=bucket, Key="m", ResponseContentType="application/json",
-                             ResponseCacheControl="no-cache", ResponseContentDisposition="inline")
+    g = s3_client.get_object(
+        Bucket=bucket,
+        Key="m",
+        ResponseContentType="application/json",
+        ResponseCacheControl="no-cache",
+        ResponseContentDisposition="inline",
+    )
     assert g["ContentType"] == "application/json" and g["CacheControl"] == "no-cache"
     assert g["ContentDisposition"] == "inline"
 
@@ -168,20 +181,32 @@ def test_copy_object(s3_client, bucket):
     assert r["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(b"copy me").hexdigest()}"'
     h = s3_client.head_object(Bucket=bucket, Key="dst")
     assert h["Metadata"] == {"a": "1"} and h["ContentType"] == "text/x"
-    s3_client.copy_object(Bucket=bucket, Key="dst2", CopySource={"Bucket": bucket, "Key": "src"},
-                          MetadataDirective="REPLACE", Metadata={"b": "2"}, ContentType="text/y")
+    s3_client.copy_object(
+        Bucket=bucket,
+        Key="dst2",
+        CopySource={"Bucket": bucket, "Key": "src"},
+        MetadataDirective="REPLACE",
+        Metadata={"b": "2"},
+        ContentType="text/y",
+    )
     h = s3_client.head_object(Bucket=bucket, Key="dst2")
     assert h["Metadata"] == {"b": "2"} and h["ContentType"] == "text/y"
     assert s3_client.get_object(Bucket=bucket, Key="dst2")["Body"].read() == b"copy me"
     with pytest.raises(ClientError) as e:
         s3_client.copy_object(Bucket=bucket, Key="src", CopySource={"Bucket": bucket, "Key": "src"})
     assert code(e) == "InvalidRequest"
-    s3_client.copy_object(Bucket=bucket, Key="src", CopySource={"Bucket": bucket, "Key": "src"},
-                          MetadataDirective="REPLACE", Metadata={"c": "3"})
+    s3_client.copy_object(
+        Bucket=bucket,
+        Key="src",
+        CopySource={"Bucket": bucket, "Key": "src"},
+        MetadataDirective="REPLACE",
+        Metadata={"c": "3"},
+    )
     assert s3_client.head_object(Bucket=bucket, Key="src")["Metadata"] == {"c": "3"}
     with pytest.raises(ClientError) as e:
-        s3_client.copy_object(Bucket=bucket, Key="x", CopySource={"Bucket": bucket, "Key": "src"},
-                              CopySourceIfMatch='"nope"')
+        s3_client.copy_object(
+            Bucket=bucket, Key="x", CopySource={"Bucket": bucket, "Key": "src"}, CopySourceIfMatch='"nope"'
+        )
     assert status(e) == 412
     with pytest.raises(ClientError) as e:
         s3_client.copy_object(Bucket=bucket, Key="x", CopySource={"Bucket": bucket, "Key": "missing"})
@@ -191,17 +216,25 @@ def test_copy_object(s3_client, bucket):
 def test_delete_objects_quiet_and_verbose(s3_client, bucket):
     for i in range(5):
         s3_client.put_object(Bucket=bucket, Key=f"d{i}", Body=b"x")
-    r = s3_client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "d0"}, {"Key": "d1"}, {"Key": "nope"}]})
+    r = s3_client.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "d0"}, {"Key": "d1"}, {"Key": "nope"}]}
+    )
     assert sorted(d["Key"] for d in r["Deleted"]) == ["d0", "d1", "nope"]
-    r = s3_client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": f"d{i}"} for i in range(2, 5)],
-                                                        "Quiet": True})
+    r = s3_client.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": f"d{i}"} for i in range(2, 5)], "Quiet": True}
+    )
     assert not r.get("Deleted") and not r.get("Errors")
     assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
 def test_object_tagging(s3_client, bucket):
     s3_client.put_object(Bucket=bucket, Key="t", Body=b"x", Tagging="a=1&b=two")
-    assert s3_client.head_object(Bucket=bucket, Key="t")["ResponseMetadata"]["HTTPHeaders"]["x-amz-tagging-count"] == "2"
+    assert (
+        s3_client.head_object(Bucket=bucket, Key="t")["ResponseMetadata"]["HTTPHeaders"][
+            "x-amz-tagging-count"
+        ]
+        == "2"
+    )
     tags = s3_client.get_object_tagging(Bucket=bucket, Key="t")["TagSet"]
     assert {t["Key"]: t["Value"] for t in tags} == {"a": "1", "b": "two"}
     s3_client.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": [{"Key": "z", "Value": "9"}]})
@@ -234,7 +267,12 @@ def _signed_chunked_put(euca, url: str, data: bytes, trailer_value: str) -> http
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    body = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + f"x-amz-checksum-crc32:{trailer_value}\r\n\r\n".encode()
+    body = (
+        f"{len(data):x}\r\n".encode()
+        + data
+        + b"\r\n0\r\n"
+        + f"x-amz-checksum-crc32:{trailer_value}\r\n\r\n".encode()
+    )
     headers = {
         "Content-Encoding": "aws-chunked",
         "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
@@ -242,12 +280,15 @@ def _signed_chunked_put(euca, url: str, data: bytes, trailer_value: str) -> http
         "x-amz-trailer": "x-amz-checksum-crc32",
         "Content-Length": str(len(body)),
     }
+
     class StreamingTrailerAuth(S3SigV4Auth):
         def payload(self, request):  # type: ignore[no-untyped-def]
             return "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
     req = AWSRequest("PUT", url, headers=headers, data=body)
-    StreamingTrailerAuth(Credentials(euca.admin.access_key, euca.admin.secret_key), "s3", euca.region).add_auth(req)
+    StreamingTrailerAuth(
+        Credentials(euca.admin.access_key, euca.admin.secret_key), "s3", euca.region
+    ).add_auth(req)
     return httpx.put(url, content=body, headers=dict(req.headers.items()))
 
 
@@ -280,7 +321,9 @@ def test_signed_payload_hash_checked(euca, s3_client, bucket, size):
     before = {p.name for p in root.rglob("*") if p.is_file()}
     for body, ok in ((data, True), (data[:-1] + b"!", False)):
         req = AWSRequest("PUT", url, data=data)
-        S3SigV4Auth(Credentials(euca.admin.access_key, euca.admin.secret_key), "s3", euca.region).add_auth(req)
+        S3SigV4Auth(Credentials(euca.admin.access_key, euca.admin.secret_key), "s3", euca.region).add_auth(
+            req
+        )
         assert req.headers["X-Amz-Content-SHA256"] == hashlib.sha256(data).hexdigest()
         r = httpx.put(url, content=body, headers=dict(req.headers.items()))
         if ok:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from euca.protocol import s3_post
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import post as s3_post
 
 
 def _policy(conditions: list[Any], seconds: int = 600) -> str:
@@ -25,7 +25,9 @@ def _policy(conditions: list[Any], seconds: int = 600) -> str:
 
 
 def _v2_fields(euca: Any, policy: str) -> dict[str, str]:
-    signature = base64.b64encode(hmac.new(euca.admin.secret_key.encode(), policy.encode(), hashlib.sha1).digest())
+    signature = base64.b64encode(
+        hmac.new(euca.admin.secret_key.encode(), policy.encode(), hashlib.sha1).digest()
+    )
     return {"AWSAccessKeyId": euca.admin.access_key, "policy": policy, "signature": signature.decode()}
 
 
@@ -36,10 +38,16 @@ def _code(r: httpx.Response) -> str:
 def test_presigned_post_sigv4_from_boto3(euca, s3_client, bucket):
     data = os.urandom(3 * 1024 * 1024 + 17)  # several parser pieces
     post = s3_client.generate_presigned_post(
-        bucket, "uploads/${filename}",
+        bucket,
+        "uploads/${filename}",
         Fields={"x-amz-meta-color": "blue", "Content-Type": "image/png"},
-        Conditions=[["starts-with", "$key", "uploads/"], {"x-amz-meta-color": "blue"},
-                    ["starts-with", "$Content-Type", "image/"], ["content-length-range", 1, 4 * 1024 * 1024]])
+        Conditions=[
+            ["starts-with", "$key", "uploads/"],
+            {"x-amz-meta-color": "blue"},
+            ["starts-with", "$Content-Type", "image/"],
+            ["content-length-range", 1, 4 * 1024 * 1024],
+        ],
+    )
     r = httpx.post(post["url"], data=post["fields"], files={"file": ("photo.png", data)})
     assert r.status_code == 204, r.text
     got = s3_client.get_object(Bucket=bucket, Key="uploads/photo.png")
@@ -50,21 +58,39 @@ def test_presigned_post_sigv4_from_boto3(euca, s3_client, bucket):
 
 def test_sigv2_policy_201_response_acl_and_tags(euca, s3_client, bucket):
     tagging = "<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>"
-    policy = _policy([{"bucket": bucket}, ["starts-with", "$key", "foo"], {"acl": "public-read"},
-                      {"success_action_status": "201"}, ["starts-with", "$tagging", ""],
-                      ["content-length-range", 0, 1024]])
-    fields = {"key": "foo.txt", "acl": "public-read", "success_action_status": "201", "tagging": tagging,
-              **_v2_fields(euca, policy)}
+    policy = _policy(
+        [
+            {"bucket": bucket},
+            ["starts-with", "$key", "foo"],
+            {"acl": "public-read"},
+            {"success_action_status": "201"},
+            ["starts-with", "$tagging", ""],
+            ["content-length-range", 0, 1024],
+        ]
+    )
+    fields = {
+        "key": "foo.txt",
+        "acl": "public-read",
+        "success_action_status": "201",
+        "tagging": tagging,
+        **_v2_fields(euca, policy),
+    }
     r = httpx.post(f"{euca.url}/{bucket}", data=fields, files={"file": ("x", b"bar")})
     assert r.status_code == 201, r.text
     assert "<Key>foo.txt</Key>" in r.text and f"<Bucket>{bucket}</Bucket>" in r.text
     assert httpx.get(f"{euca.url}/{bucket}/foo.txt").content == b"bar"  # public-read
-    assert s3_client.get_object_tagging(Bucket=bucket, Key="foo.txt")["TagSet"] == [{"Key": "k", "Value": "v"}]
+    assert s3_client.get_object_tagging(Bucket=bucket, Key="foo.txt")["TagSet"] == [
+        {"Key": "k", "Value": "v"}
+    ]
 
 
 def test_redirect_after_upload(euca, s3_client, bucket):
     policy = _policy([{"bucket": bucket}, {"key": "r.txt"}, ["starts-with", "$success_action_redirect", ""]])
-    fields = {"key": "r.txt", "success_action_redirect": "http://example.invalid/done", **_v2_fields(euca, policy)}
+    fields = {
+        "key": "r.txt",
+        "success_action_redirect": "http://example.invalid/done",
+        **_v2_fields(euca, policy),
+    }
     r = httpx.post(f"{euca.url}/{bucket}", data=fields, files={"file": ("x", b"abc")})
     assert r.status_code == 303
     etag = hashlib.md5(b"abc").hexdigest()
@@ -80,17 +106,23 @@ def test_anonymous_needs_public_write(euca, s3_client, bucket, bucket_name):
     assert s3_client.get_object(Bucket=bucket, Key="a")["Body"].read() == b"1"
 
 
-@pytest.mark.parametrize("conditions,fields,status,code", [
-    ([["starts-with", "$key", "bar"]], {}, 403, "AccessDenied"),  # condition fails
-    ([{"key": "foo.txt"}], {"x-amz-meta-a": "b"}, 403, "AccessDenied"),  # field not named by the policy
-    ([{"key": "foo.txt"}, ["content-length-range", 0, 2]], {}, 400, "EntityTooLarge"),
-    ([{"key": "foo.txt"}, ["content-length-range", 10, 20]], {}, 400, "EntityTooSmall"),
-    ([{"key": "foo.txt"}, ["content-length-range", 0]], {}, 400, "InvalidPolicyDocument"),
-])
+@pytest.mark.parametrize(
+    "conditions,fields,status,code",
+    [
+        ([["starts-with", "$key", "bar"]], {}, 403, "AccessDenied"),  # condition fails
+        ([{"key": "foo.txt"}], {"x-amz-meta-a": "b"}, 403, "AccessDenied"),  # field not named by the policy
+        ([{"key": "foo.txt"}, ["content-length-range", 0, 2]], {}, 400, "EntityTooLarge"),
+        ([{"key": "foo.txt"}, ["content-length-range", 10, 20]], {}, 400, "EntityTooSmall"),
+        ([{"key": "foo.txt"}, ["content-length-range", 0]], {}, 400, "InvalidPolicyDocument"),
+    ],
+)
 def test_policy_violations(euca, s3_client, bucket, conditions, fields, status, code):
     policy = _policy([{"bucket": bucket}, *conditions])
-    r = httpx.post(f"{euca.url}/{bucket}", data={"key": "foo.txt", **fields, **_v2_fields(euca, policy)},
-                   files={"file": ("x", b"bar")})
+    r = httpx.post(
+        f"{euca.url}/{bucket}",
+        data={"key": "foo.txt", **fields, **_v2_fields(euca, policy)},
+        files={"file": ("x", b"bar")},
+    )
     assert (r.status_code, _code(r)) == (status, code)
     assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)
 
@@ -102,17 +134,22 @@ def test_bad_signature_and_expired_policy(euca, bucket):
     r = httpx.post(f"{euca.url}/{bucket}", data=fields, files={"file": ("x", b"bar")})
     assert (r.status_code, _code(r)) == (403, "SignatureDoesNotMatch")
     expired = _policy([{"bucket": bucket}, {"key": "foo.txt"}], seconds=-60)
-    r = httpx.post(f"{euca.url}/{bucket}", data={"key": "foo.txt", **_v2_fields(euca, expired)},
-                   files={"file": ("x", b"bar")})
+    r = httpx.post(
+        f"{euca.url}/{bucket}",
+        data={"key": "foo.txt", **_v2_fields(euca, expired)},
+        files={"file": ("x", b"bar")},
+    )
     assert (r.status_code, _code(r)) == (403, "AccessDenied")
 
 
 def test_parser_streams_file_byte_by_byte():
-    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"Key\"\r\n\r\nk\r\n"
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n"
-            b"Content-Type: application/octet-stream\r\n\r\n" + b"\r\n--Xy" * 3 + b"\r\n--XyZ--\r\n")
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="Key"\r\n\r\nk\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + b"\r\n--Xy" * 3 + b"\r\n--XyZ--\r\n"
+    )
     parser = s3_post.MultipartParser(s3_post.boundary_of("multipart/form-data; boundary=XyZ"))
-    events = [e for i in range(len(body)) for e in parser.feed(body[i:i + 1])]
+    events = [e for i in range(len(body)) for e in parser.feed(body[i : i + 1])]
     parser.finish()
     assert events[0] == s3_post.Field("Key", "k")
     assert events[1] == s3_post.FileStart("a.bin", "application/octet-stream")

@@ -9,10 +9,17 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from euca import onebox
+from euca.core.config import load_config
+from euca.core.roles import RoleContext
 from euca.images import bootimage as bi
+from euca.images import cpio, kmodules
+from euca.images import default_image as di
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 needs_busybox = pytest.mark.skipif(not Path("/bin/busybox").is_file(), reason="busybox-static not installed")
@@ -23,7 +30,7 @@ needs_mke2fs = pytest.mark.skipif(shutil.which("mke2fs") is None, reason="e2fspr
 
 
 def _archive() -> bytes:
-    w = bi.CpioWriter()
+    w = cpio.CpioWriter()
     w.add_file("bin/busybox", b"\x7fELF" + bytes(1000), 0o755)
     w.add_symlink("bin/sh", "busybox")
     w.add_char_device("dev/console", 5, 1)
@@ -34,17 +41,17 @@ def _archive() -> bytes:
 
 
 def test_cpio_round_trip_with_python_reader() -> None:
-    entries = {e.name: e for e in bi.read_cpio(_archive())}
+    entries = {e.name: e for e in cpio.read_cpio(_archive())}
     # parents come first, once each
     assert list(entries)[:2] == ["bin", "bin/busybox"]
     assert {"a", "a/b", "a/b/c", "empty", "dev"} <= set(entries)
     assert entries["bin/busybox"].data == b"\x7fELF" + bytes(1000)
-    assert entries["bin/busybox"].mode == bi.S_IFREG | 0o755
-    assert entries["bin/sh"].mode & 0o170000 == bi.S_IFLNK and entries["bin/sh"].data == b"busybox"
+    assert entries["bin/busybox"].mode == cpio.S_IFREG | 0o755
+    assert entries["bin/sh"].mode & 0o170000 == cpio.S_IFLNK and entries["bin/sh"].data == b"busybox"
     console = entries["dev/console"]
-    assert console.mode & 0o170000 == bi.S_IFCHR and (console.rdev_major, console.rdev_minor) == (5, 1)
+    assert console.mode & 0o170000 == cpio.S_IFCHR and (console.rdev_major, console.rdev_minor) == (5, 1)
     assert entries["a/b/c/odd-size"].data == b"xxx"
-    assert entries["empty"].mode == bi.S_IFDIR | 0o755
+    assert entries["empty"].mode == cpio.S_IFDIR | 0o755
 
 
 def test_cpio_is_deterministic_and_padded() -> None:
@@ -72,7 +79,7 @@ def test_cpio_lists_with_busybox_cpio(tmp_path: Path) -> None:
 
 def test_read_cpio_refuses_other_bytes() -> None:
     with pytest.raises(ValueError):
-        bi.read_cpio(b"not a cpio archive" * 10)
+        cpio.read_cpio(b"not a cpio archive" * 10)
 
 
 # -- kernel modules -----------------------------------------------------------------------------------------
@@ -100,10 +107,10 @@ def elf_module(depends: list[str], name: str = "m") -> bytes:
 
 
 def test_module_depends_reads_modinfo() -> None:
-    assert bi.module_depends(elf_module(["virtio", "virtio_ring"])) == ["virtio", "virtio_ring"]
-    assert bi.module_depends(elf_module([])) == []
+    assert kmodules.module_depends(elf_module(["virtio", "virtio_ring"])) == ["virtio", "virtio_ring"]
+    assert kmodules.module_depends(elf_module([])) == []
     with pytest.raises(ValueError):
-        bi.module_depends(b"not an elf file at all")
+        kmodules.module_depends(b"not an elf file at all")
 
 
 def _modules_tree(root: Path, deps: dict[str, list[str]], builtin: list[str] = ()) -> Path:
@@ -130,9 +137,9 @@ DEPS = {
 
 
 def test_load_order_puts_dependencies_first_and_skips_builtins(tmp_path: Path) -> None:
-    available, builtin = bi.kernel_modules(_modules_tree(tmp_path, DEPS, builtin=["ext4"]))
+    available, builtin = kmodules.kernel_modules(_modules_tree(tmp_path, DEPS, builtin=["ext4"]))
     assert "virtio_pci" in available  # the file is virtio-pci.ko: names normalise - to _
-    order, missing = bi.module_load_order(
+    order, missing = kmodules.module_load_order(
         ["virtio_pci", "virtio_blk", "virtio_net", "ext4", "nosuch"], available, builtin
     )
     assert missing == ["nosuch"]
@@ -144,16 +151,16 @@ def test_load_order_puts_dependencies_first_and_skips_builtins(tmp_path: Path) -
 
 
 def test_load_order_refuses_a_cycle(tmp_path: Path) -> None:
-    available, builtin = bi.kernel_modules(_modules_tree(tmp_path, {"a": ["b"], "b": ["a"]}))
+    available, builtin = kmodules.kernel_modules(_modules_tree(tmp_path, {"a": ["b"], "b": ["a"]}))
     with pytest.raises(ValueError):
-        bi.module_load_order(["a"], available, builtin)
+        kmodules.module_load_order(["a"], available, builtin)
 
 
 def test_parse_apt_depends_and_kconfig() -> None:
     text = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-57-cloud-amd64\n |Depends: <virtual>\n"
     assert bi.parse_apt_depends(text) == ["linux-image-6.1.0-57-cloud-amd64"]
     assert bi.kernel_version_of("linux-image-6.1.0-57-cloud-amd64") == "6.1.0-57-cloud-amd64"
-    conf = bi.parse_kconfig(
+    conf = kmodules.parse_kconfig(
         '# comment\nCONFIG_VIRTIO=m\nCONFIG_EXT4_FS=y\n# CONFIG_X is not set\nCONFIG_S="a=b"\n'
     )
     assert conf == {"CONFIG_VIRTIO": "m", "CONFIG_EXT4_FS": "y", "CONFIG_S": '"a=b"'}
@@ -224,7 +231,7 @@ def test_build_then_reuse_from_cache(tmp_path: Path) -> None:
     assert image.vmlinuz.read_bytes().startswith(b"MZ fake kernel")
     assert any("modules:" in line for line in lines)
 
-    entries = {e.name: e for e in bi.read_cpio(gzip.decompress(image.initrd.read_bytes()))}
+    entries = {e.name: e for e in cpio.read_cpio(gzip.decompress(image.initrd.read_bytes()))}
     assert entries["bin/busybox"].data == Path("/bin/busybox").read_bytes()
     assert entries["dev/console"].rdev_major == 5
     init = entries["init"].data.decode()
@@ -297,38 +304,39 @@ def test_a_package_without_a_kernel_is_unavailable(tmp_path: Path) -> None:
 # -- the default image's switch and record ------------------------------------------------------------------------
 
 
-async def test_disabled_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(bi.DEFAULT_IMAGE_ENV, "0")
-    up = bi.Uploader(
-        "http://127.0.0.1:9/services/compute", "http://127.0.0.1:9", "AK", "SK", "r", "1", b"", b"", b""
-    )
-    assert await bi.ensure_default_image(up, tmp_path / bi.STATE_FILE) is None
-    assert not (tmp_path / bi.STATE_FILE).exists()
+def test_the_one_box_hook_is_for_clc_with_walrus() -> None:
+    assert onebox.start_hooks(["clc", "walrus", "cc", "nc"]) == [onebox.register_default_image]
+    assert onebox.start_hooks(["clc"]) == [] and onebox.start_hooks(["walrus", "cc"]) == []
 
 
-async def test_registered_once_then_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(bi.DEFAULT_IMAGE_ENV, "1")
-    state = tmp_path / bi.STATE_FILE
+async def test_disabled_by_configuration(tmp_path: Path) -> None:
+    config = load_config(None, {"data_dir": str(tmp_path), "default_image": False})
+    # Nothing but the configuration is looked at: no identity, endpoints or CA are there to reach.
+    await onebox.register_default_image(cast(RoleContext, SimpleNamespace(config=config)))
+    assert not (tmp_path / di.STATE_FILE).exists()
+
+
+async def test_registered_once_then_read_back(tmp_path: Path) -> None:
+    state = tmp_path / di.STATE_FILE
     state.write_text(
         json.dumps(
             {"machine_id": "emi-1", "kernel_id": "eki-1", "ramdisk_id": "eri-1", "kernel_version": KVER}
         )
     )
     # The endpoint does not exist: a recorded image is not registered again, nothing is contacted.
-    up = bi.Uploader(
+    up = di.Uploader(
         "http://127.0.0.1:9/services/compute", "http://127.0.0.1:9", "AK", "SK", "r", "1", b"", b"", b""
     )
-    assert await bi.ensure_default_image(up, state) == bi.DefaultImage("emi-1", "eki-1", "eri-1", KVER)
+    assert await di.ensure_default_image(up, state) == di.DefaultImage("emi-1", "eki-1", "eri-1", KVER)
 
 
 async def test_no_kernel_skips_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(bi.DEFAULT_IMAGE_ENV, "1")
 
     def unavailable(*args: object, **kwargs: object) -> bi.BootImage:
         raise bi.BootImageUnavailable("apt-cache not found")
 
     monkeypatch.setattr(bi, "build_boot_image", unavailable)
-    up = bi.Uploader(
+    up = di.Uploader(
         "http://127.0.0.1:9/services/compute", "http://127.0.0.1:9", "AK", "SK", "r", "1", b"", b"", b""
     )
-    assert await bi.ensure_default_image(up, tmp_path / bi.STATE_FILE) is None
+    assert await di.ensure_default_image(up, tmp_path / di.STATE_FILE) is None

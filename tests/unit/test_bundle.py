@@ -11,26 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from euca.core.pki import CloudCA
 from euca.protocol import bundle as b
-
-
-class Keys:
-    def __init__(self, ca: CloudCA):
-        self.cloud_key = ca.key
-        self.cloud_cert = ca.cert
-        key_pem, cert_pem = ca.issue("user-000000000042")
-        self.user_key: rsa.RSAPrivateKey = b.load_private_key(key_pem)
-        self.user_cert: x509.Certificate = b.load_certificate(cert_pem)
-        key_pem, cert_pem = ca.issue("node-1")
-        self.node_key = b.load_private_key(key_pem)
-        self.node_cert = b.load_certificate(cert_pem)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return Keys(CloudCA.load_or_create(tmp_path_factory.mktemp("ca")))
-
+from helpers.bundle_keys import BundleKeys
 
 KEY = bytes(range(16))
 IV = bytes(range(16, 32))
@@ -61,7 +43,7 @@ def contents(**changes: object) -> b.BundleContents:
     return b.BundleContents(**fields)  # type: ignore[arg-type]
 
 
-def build(keys: Keys, c: b.BundleContents | None = None, signed: bool = True) -> bytes:
+def build(keys: BundleKeys, c: b.BundleContents | None = None, signed: bool = True) -> bytes:
     return b.build_manifest(
         c or contents(),
         key=KEY,
@@ -72,7 +54,7 @@ def build(keys: Keys, c: b.BundleContents | None = None, signed: bool = True) ->
     )
 
 
-def test_round_trip_and_signature(keys: Keys) -> None:
+def test_round_trip_and_signature(keys: BundleKeys) -> None:
     data = build(keys)
     m = b.parse_manifest(data)
     b.verify_manifest(m, keys.user_cert)
@@ -91,7 +73,7 @@ def test_round_trip_and_signature(keys: Keys) -> None:
     assert b.manifest_key_iv(m, keys.user_key, holder="user") == (KEY, IV)
 
 
-def test_element_order_is_euca2ools(keys: Keys) -> None:
+def test_element_order_is_euca2ools(keys: BundleKeys) -> None:
     text = build(keys).decode()
     root = ElementTree.fromstring(text)
     assert [c.tag for c in root] == ["version", "bundler", "machine_configuration", "image", "signature"]
@@ -121,7 +103,7 @@ def test_element_order_is_euca2ools(keys: Keys) -> None:
     assert '<parts count="2"><part index="0"><filename>disk.img.part.00</filename>' in text
 
 
-def test_wrapped_secret_is_hex_ascii_pkcs1(keys: Keys) -> None:
+def test_wrapped_secret_is_hex_ascii_pkcs1(keys: BundleKeys) -> None:
     # The ASCII hex string, not the raw bytes, is what is RSA-encrypted (euca2ools / openssl rsautl).
     from cryptography.hazmat.primitives.asymmetric import padding
 
@@ -129,20 +111,20 @@ def test_wrapped_secret_is_hex_ascii_pkcs1(keys: Keys) -> None:
     assert keys.cloud_key.decrypt(bytes.fromhex(wrapped), padding.PKCS1v15()) == KEY.hex().encode()
 
 
-def test_unsigned_manifest_is_refused(keys: Keys) -> None:
+def test_unsigned_manifest_is_refused(keys: BundleKeys) -> None:
     m = b.parse_manifest(build(keys, signed=False))
     assert m.signature == "UNSIGNED" and not m.signed
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_manifest(m, keys.user_cert)
 
 
-def test_other_certificate_is_refused(keys: Keys) -> None:
+def test_other_certificate_is_refused(keys: BundleKeys) -> None:
     m = b.parse_manifest(build(keys))
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_manifest(m, keys.node_cert)
 
 
-def test_wrong_private_key_cannot_unwrap(keys: Keys) -> None:
+def test_wrong_private_key_cannot_unwrap(keys: BundleKeys) -> None:
     m = b.parse_manifest(build(keys))
     with pytest.raises(b.KeyUnwrapError):
         b.manifest_key_iv(m, keys.node_key, holder="ec2")
@@ -158,7 +140,7 @@ def _refused(data: bytes, cert: x509.Certificate) -> bool:
     return False
 
 
-def test_any_changed_byte_of_the_signed_ranges_is_refused(keys: Keys) -> None:
+def test_any_changed_byte_of_the_signed_ranges_is_refused(keys: BundleKeys) -> None:
     data = build(keys)
     start = data.index(b"<machine_configuration>")
     end = data.index(b"</image>") + len(b"</image>")
@@ -189,28 +171,28 @@ def test_any_changed_byte_of_the_signed_ranges_is_refused(keys: Keys) -> None:
         (b">" + b"b" * 40 + b"<", b">" + b"c" * 40 + b"<"),
     ],
 )
-def test_tampered_field_is_refused(keys: Keys, old: bytes, new: bytes) -> None:
+def test_tampered_field_is_refused(keys: BundleKeys, old: bytes, new: bytes) -> None:
     data = build(keys)
     assert data.count(old) == 1
     tampered = data.replace(old, new)
     parsed = b.parse_manifest(tampered)  # still well-formed: only the signature can tell
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_manifest(parsed, keys.user_cert)
 
 
 @pytest.mark.parametrize(
     "field", ["ec2_encrypted_key", "user_encrypted_key", "ec2_encrypted_iv", "user_encrypted_iv"]
 )
-def test_tampered_wrapped_key_is_refused(keys: Keys, field: str) -> None:
+def test_tampered_wrapped_key_is_refused(keys: BundleKeys, field: str) -> None:
     data = build(keys)
     other = b.wrap_secret(bytes(16), keys.cloud_cert).encode()
     tampered = re.sub(rb"(<" + field.encode() + rb"[^>]*>)[0-9a-f]+<", rb"\g<1>" + other + b"<", data)
     assert tampered != data
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_manifest(b.parse_manifest(tampered), keys.user_cert)
 
 
-def test_signature_is_over_raw_bytes_not_a_reserialisation(keys: Keys) -> None:
+def test_signature_is_over_raw_bytes_not_a_reserialisation(keys: BundleKeys) -> None:
     # euca2ools 3 writes <type> after <bundled_size>, no XML declaration; a pretty-printer adds whitespace.
     data = build(keys).decode()
     data = data.replace("<type>machine</type>", "").replace(
@@ -228,7 +210,7 @@ def test_signature_is_over_raw_bytes_not_a_reserialisation(keys: Keys) -> None:
     assert m.image_type == "machine" and m.signed_bytes == (mc + image).encode()
 
 
-def test_kernel_marked_the_old_eucalyptus_way(keys: Keys) -> None:
+def test_kernel_marked_the_old_eucalyptus_way(keys: BundleKeys) -> None:
     data = build(
         keys, contents(kernel_id="true", ramdisk_id=None, block_device_mappings=(), product_codes=())
     )
@@ -250,12 +232,12 @@ def test_kernel_marked_the_old_eucalyptus_way(keys: Keys) -> None:
         (lambda d: d.replace(b"<user>000000000042</user>", b""), "<user> is missing"),
     ],
 )
-def test_malformed_manifest(keys: Keys, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_manifest(keys: BundleKeys, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(b.ManifestError, match=message):
         b.parse_manifest(mutate(build(keys)))
 
 
-def test_build_refuses_bad_contents(keys: Keys) -> None:
+def test_build_refuses_bad_contents(keys: BundleKeys) -> None:
     with pytest.raises(ValueError):
         build(keys, contents(image_type="vm"))
     with pytest.raises(ValueError):
@@ -273,7 +255,7 @@ NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 URLS = ["http://walrus:8773/bucket/disk.img.part.00?X-Amz-Signature=ab&a=1", "http://walrus/b/p1"]
 
 
-def download(keys: Keys) -> bytes:
+def download(keys: BundleKeys) -> bytes:
     m = b.parse_manifest(build(keys))
     return b.build_download_manifest(
         m,
@@ -285,7 +267,7 @@ def download(keys: Keys) -> bytes:
     )
 
 
-def test_download_manifest_round_trip(keys: Keys) -> None:
+def test_download_manifest_round_trip(keys: BundleKeys) -> None:
     data = download(keys)
     d = b.parse_download_manifest(data)
     b.verify_download_manifest(d, keys.cloud_cert, node_cert=keys.node_cert, now=NOW)
@@ -299,17 +281,17 @@ def test_download_manifest_round_trip(keys: Keys) -> None:
         b.download_key_iv(d, keys.cloud_key)
 
 
-def test_download_manifest_refusals(keys: Keys) -> None:
+def test_download_manifest_refusals(keys: BundleKeys) -> None:
     data = download(keys)
     d = b.parse_download_manifest(data)
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_download_manifest(d, keys.user_cert)  # not signed by the cloud
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_download_manifest(d, keys.cloud_cert, node_cert=keys.user_cert)  # meant for another node
     with pytest.raises(b.ManifestExpired):
         b.verify_download_manifest(d, keys.cloud_cert, now=NOW + dt.timedelta(hours=2))
     tampered = data.replace(b"http://walrus/b/p1", b"http://evil/b/p1")
-    with pytest.raises(b.SignatureError):
+    with pytest.raises(b.ManifestSignatureError):
         b.verify_download_manifest(b.parse_download_manifest(tampered), keys.cloud_cert)
     start, end = data.index(b"<signed>"), data.index(b"</signed>")
     for pos in range(start, end, 7):
@@ -318,7 +300,7 @@ def test_download_manifest_refusals(keys: Keys) -> None:
             b.verify_download_manifest(b.parse_download_manifest(changed), keys.cloud_cert)
 
 
-def test_download_manifest_needs_matching_urls(keys: Keys) -> None:
+def test_download_manifest_needs_matching_urls(keys: BundleKeys) -> None:
     m = b.parse_manifest(build(keys))
     with pytest.raises(ValueError):
         b.build_download_manifest(
@@ -331,7 +313,7 @@ def test_download_manifest_needs_matching_urls(keys: Keys) -> None:
         )
 
 
-def test_sha1_of_signed_bytes_is_what_openssl_would_sign(keys: Keys) -> None:
+def test_sha1_of_signed_bytes_is_what_openssl_would_sign(keys: BundleKeys) -> None:
     # Interop detail: the signature is PKCS#1 v1.5 over SHA1(mc + image), as `openssl dgst -sha1 -sign` makes.
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, utils

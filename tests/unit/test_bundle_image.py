@@ -13,22 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from euca.core.pki import CloudCA
 from euca.images.bundler import BundleInputError, bundle_image, tar_header, tar_trailer
 from euca.protocol import bundle as b
-
-
-class Keys:
-    def __init__(self, ca: CloudCA):
-        self.cloud_key, self.cloud_cert = ca.key, ca.cert
-        key_pem, cert_pem = ca.issue("user-000000000042")
-        self.user_key = b.load_private_key(key_pem)
-        self.user_cert = b.load_certificate(cert_pem)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return Keys(CloudCA.load_or_create(tmp_path_factory.mktemp("ca")))
+from helpers.bundle_keys import BundleKeys
 
 
 def make_image(path: Path, size: int) -> Path:
@@ -42,7 +29,7 @@ def make_image(path: Path, size: int) -> Path:
     return path
 
 
-def bundle(keys: Keys, image: Path, dest: Path, **kw: object) -> b.BundleManifest:
+def bundle(keys: BundleKeys, image: Path, dest: Path, **kw: object) -> b.BundleManifest:
     result = bundle_image(
         image,
         dest,
@@ -59,7 +46,7 @@ def bundle(keys: Keys, image: Path, dest: Path, **kw: object) -> b.BundleManifes
     return m
 
 
-def decrypt_all(keys: Keys, m: b.BundleManifest, dest: Path) -> bytes:
+def decrypt_all(keys: BundleKeys, m: b.BundleManifest, dest: Path) -> bytes:
     key, iv = b.manifest_key_iv(m, keys.cloud_key)
     d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     plain = d.update(b"".join((dest / p.filename).read_bytes() for p in m.parts)) + d.finalize()
@@ -67,7 +54,7 @@ def decrypt_all(keys: Keys, m: b.BundleManifest, dest: Path) -> bytes:
     return plain[: -plain[-1]]
 
 
-def test_layout_digests_and_sizes(keys: Keys, tmp_path: Path) -> None:
+def test_layout_digests_and_sizes(keys: BundleKeys, tmp_path: Path) -> None:
     image = make_image(tmp_path / "disk.img", 2 * b.PART_SIZE + 5000)
     m = bundle(keys, image, tmp_path / "out", architecture="i386", kernel_id="eki-1", ramdisk_id="eri-2")
     assert [p.filename for p in m.parts] == ["disk.img.part.00", "disk.img.part.01", "disk.img.part.02"]
@@ -90,7 +77,7 @@ def test_layout_digests_and_sizes(keys: Keys, tmp_path: Path) -> None:
     assert member == image.read_bytes()
 
 
-def test_part_names_keep_two_digits_then_grow(keys: Keys, tmp_path: Path) -> None:
+def test_part_names_keep_two_digits_then_grow(keys: BundleKeys, tmp_path: Path) -> None:
     image = make_image(tmp_path / "small.img", 120_000)
     m = bundle(keys, image, tmp_path / "out", part_size=1024, prefix="pfx")
     names = [p.filename for p in m.parts]
@@ -107,7 +94,7 @@ def test_tar_header_is_what_tarfile_reads(tmp_path: Path) -> None:
         assert (len(header) + size + len(tar_trailer(size, len(header)))) % 10240 == 0
 
 
-def test_missing_image_and_cleanup(keys: Keys, tmp_path: Path) -> None:
+def test_missing_image_and_cleanup(keys: BundleKeys, tmp_path: Path) -> None:
     with pytest.raises(BundleInputError):
         bundle(keys, tmp_path / "nope.img", tmp_path / "out")
     with pytest.raises(BundleInputError):
@@ -123,7 +110,7 @@ def test_missing_image_and_cleanup(keys: Keys, tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "out3") == []
 
 
-def test_progress_reports_bytes_of_the_image(keys: Keys, tmp_path: Path) -> None:
+def test_progress_reports_bytes_of_the_image(keys: BundleKeys, tmp_path: Path) -> None:
     image = make_image(tmp_path / "disk.img", 9 * 1024 * 1024 + 7)
     seen: list[tuple[int, int]] = []
     bundle(keys, image, tmp_path / "out", progress=lambda done, total: seen.append((done, total)))
@@ -133,7 +120,7 @@ def test_progress_reports_bytes_of_the_image(keys: Keys, tmp_path: Path) -> None
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 @pytest.mark.parametrize("size", [0, 1, b.PART_SIZE + 1])
-def test_eucalyptus_node_pipe_unbundles_it(keys: Keys, tmp_path: Path, size: int) -> None:
+def test_eucalyptus_node_pipe_unbundles_it(keys: BundleKeys, tmp_path: Path, size: int) -> None:
     """Eucalyptus 4's node: cat parts | openssl enc -d -aes-128-cbc -K .. -iv .. | gunzip | tar -x."""
     image = make_image(tmp_path / "disk.img", size)
     m = bundle(keys, image, tmp_path / "out")

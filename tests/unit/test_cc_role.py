@@ -7,16 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from test_cc_controller import VM_TYPES, FakeNode, spec  # tests/unit is on sys.path (pytest rootdir)
 
 from euca.core.cluster_app import ClusterApp
 from euca.core.cluster_client import ClusterClient
 from euca.core.components import ensure_components
 from euca.core.config import load_config
 from euca.core.http import HttpServer, Peer
-from euca.core.supervisor import Dispatcher, RoleContext, Supervisor
+from euca.core.roles import Dispatcher, RoleContext
+from euca.core.supervisor import Supervisor
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault
+from helpers.cc_nodes import VM_TYPES, FakeNode, spec
 
 HANG_GUARD = 60
 

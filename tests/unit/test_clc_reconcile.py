@@ -6,23 +6,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from euca.core.store import Store, Tx
-from euca.protocol.cluster import InstanceStatus
-from euca.roles.clc import instances, topology
-from euca.roles.clc.poller import Known, apply_reconciliation, forget_terminated, known_instances, reconcile
-from euca.roles.clc.schema import SCHEMA
+from euca.protocol.cluster import Ec2State, InstanceStatus, NcState
+from euca.roles.clc import schema
+from euca.roles.clc.instances.reconcile import Known, reconcile
+from euca.roles.clc.instances.records import apply_reconciliation, forget_terminated, known_instances
+from euca.roles.clc.topology import records as topology
 
 LOST_AFTER = 600.0
 
 
 def status(
-    instance_id: str, state: str, *, node: str = "n1", ip: str | None = "10.0.0.5", reason: str | None = None
+    instance_id: str,
+    state: Ec2State,
+    *,
+    node: str = "n1",
+    ip: str | None = "10.0.0.5",
+    reason: str | None = None,
 ) -> InstanceStatus:
-    nc_state = {
+    nc_states: dict[Ec2State, NcState] = {
         "pending": "staging",
         "running": "running",
         "shutting-down": "teardown",
         "terminated": "terminated",
-    }[state]
+    }
+    nc_state = nc_states[state]
     return InstanceStatus(
         instance_id,
         "r-00000001",
@@ -31,7 +38,7 @@ def status(
         nc_state,
         node,
         "m1.small",
-        "emi-00000001",  # type: ignore[arg-type]
+        "emi-00000001",
         private_ip=ip,
         mac="d0:0d:00:00:00:01",
         reason=reason,
@@ -93,9 +100,7 @@ def test_unreported_instances_lost_after_the_timeout_and_terminating_ones_gone_a
 
 def _store(tmp_path: Path) -> Store:
     store = Store(tmp_path / "state.db")
-    store.migrate("clc", SCHEMA)
-    topology.migrate(store)
-    instances.migrate(store)
+    schema.migrate(store)
     return store
 
 

@@ -8,17 +8,16 @@ import pytest
 
 from euca.core.store import Store, Tx
 from euca.protocol.cluster import NodeResources, TypeCapacity
-from euca.roles.clc import instance_types, instances, topology
-from euca.roles.clc.schema import SCHEMA
-from euca.roles.clc.topology import TopologyError
+from euca.roles.clc import admin, schema
+from euca.roles.clc.instance_types import records as instance_types
+from euca.roles.clc.topology import records as topology
+from euca.roles.clc.topology.records import TopologyError
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "state.db")
-    s.migrate("clc", SCHEMA)
-    topology.migrate(s)
-    instances.migrate(s)
+    schema.migrate(s)
     return s
 
 
@@ -62,9 +61,11 @@ def test_deregister_cluster_refused_while_instances_run(store: Store) -> None:
 
     store.write_sync(setup)
     with pytest.raises(TopologyError, match="still has 1 instance"):
-        store.write_sync(lambda tx: topology.deregister_cluster(tx, "c1"))
+        store.write_sync(lambda tx: admin.deregister_cluster(tx, "c1"))
+    with pytest.raises(TopologyError, match="no cluster"):
+        store.write_sync(lambda tx: admin.deregister_cluster(tx, "c2"))
     store.write_sync(lambda tx: tx.execute("UPDATE clc_instances SET state='terminated'"))
-    store.write_sync(lambda tx: topology.deregister_cluster(tx, "c1"))
+    store.write_sync(lambda tx: admin.deregister_cluster(tx, "c1"))
     assert store.read_sync(topology.list_nodes) == []
     with pytest.raises(TopologyError, match="no node"):
         store.write_sync(lambda tx: topology.deregister_node(tx, "n1"))

@@ -37,8 +37,9 @@ from euca.core.components import (
 from euca.core.config import Config, HttpLimits, load_config
 from euca.core.http import HttpServer, Peer, Request, Response
 from euca.core.pki import CloudCA, cert_cluster, new_key
+from euca.core.roles import Dispatcher, RoleContext
 from euca.core.store import open_store
-from euca.core.supervisor import Dispatcher, RoleContext, Supervisor
+from euca.core.supervisor import Supervisor
 from euca.protocol.cluster import (
     ClusterFault,
     DescribeInstances,
@@ -52,14 +53,13 @@ from euca.protocol.cluster import (
     TerminateInstances,
 )
 from euca.roles.clc.join import (
-    NAMESPACE,
-    SCHEMA,
     JoinApp,
     _redeem,
     make_join_token,
     revoke_cluster_join_tokens,
     revoke_join_tokens,
 )
+from euca.roles.clc.schema import JOIN_TOKENS
 
 HANG_GUARD = 30
 
@@ -572,7 +572,7 @@ def test_a_token_made_before_tokens_named_the_cluster_still_joins(tmp_path: Path
     store = open_store("sqlite:state.db", tmp_path)
     ca = CloudCA.load_or_create(tmp_path / "pki")
     try:
-        store.migrate(NAMESPACE, SCHEMA[:1])
+        store.migrate(JOIN_TOKENS.namespace, JOIN_TOKENS.steps[:1])
         store.write_sync(
             lambda tx: tx.execute(
                 "INSERT INTO cluster_join_tokens(token_id, secret_sha256, role, name, hosts, created, expires) "
@@ -580,7 +580,7 @@ def test_a_token_made_before_tokens_named_the_cluster_still_joins(tmp_path: Path
                 (hashlib.sha256(b"s").hexdigest(),),
             )
         )
-        store.migrate(NAMESPACE, SCHEMA)
+        store.migrate(JOIN_TOKENS.namespace, JOIN_TOKENS.steps)
         key = new_key()
         request = JoinRequest("00ff", "s", make_csr(key, "nc", "node-old").decode())
         redeemed = store.write_sync(lambda tx: _redeem(tx, request, ca, "127.0.0.1", time.time()))

@@ -7,18 +7,11 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-import botocore.session
-import pytest
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 
 from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2 import wire
-
-
-@pytest.fixture(scope="module")
-def service_model() -> Any:
-    return botocore.session.get_session().get_service_model("ec2")
 
 
 def parse(service_model: Any, action: str, params: dict[str, Any]) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import botocore.session
 import pytest
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
@@ -16,14 +15,11 @@ from euca.protocol.ec2.filters import Filter, FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 
 
-@pytest.fixture(scope="module")
-def service_model() -> Any:
-    return botocore.session.get_session().get_service_model("ec2")
-
-
 def botocore_params(service_model: Any, action: str, params: dict[str, Any]) -> dict[str, str]:
     """The form fields botocore sends for `action`, as strings (what arrives on the wire)."""
-    body = create_serializer("ec2").serialize_to_request(params, service_model.operation_model(action))["body"]
+    body = create_serializer("ec2").serialize_to_request(params, service_model.operation_model(action))[
+        "body"
+    ]
     return {k: str(v) for k, v in body.items()}
 
 
@@ -36,7 +32,9 @@ def parse(service_model: Any, action: str, params: dict[str, Any]) -> Any:
 
 def parse_back(service_model: Any, action: str, body: bytes, status: int = 200) -> dict[str, Any]:
     shape = service_model.operation_model(action).output_shape if status == 200 else None
-    parsed: dict[str, Any] = create_parser("ec2").parse({"body": body, "headers": {}, "status_code": status}, shape)
+    parsed: dict[str, Any] = create_parser("ec2").parse(
+        {"body": body, "headers": {}, "status_code": status}, shape
+    )
     return parsed
 
 
@@ -51,7 +49,10 @@ def test_describe_images_lists_filters_and_integers(service_model: Any) -> None:
             "ImageIds": ["emi-12345678", "emi-abcdef01"],
             "Owners": ["self", "123456789012"],
             "ExecutableUsers": ["all"],
-            "Filters": [{"Name": "tag:role", "Values": ["web", "db*"]}, {"Name": "state", "Values": ["available"]}],
+            "Filters": [
+                {"Name": "tag:role", "Values": ["web", "db*"]},
+                {"Name": "state", "Values": ["available"]},
+            ],
             "MaxResults": 10,
             "NextToken": "abc",
             "DryRun": True,
@@ -61,7 +62,10 @@ def test_describe_images_lists_filters_and_integers(service_model: Any) -> None:
     assert req.image_ids == ["emi-12345678", "emi-abcdef01"]
     assert req.owners == ["self", "123456789012"]
     assert req.executable_users == ["all"]
-    assert req.filters == [Filter(name="tag:role", values=["web", "db*"]), Filter(name="state", values=["available"])]
+    assert req.filters == [
+        Filter(name="tag:role", values=["web", "db*"]),
+        Filter(name="state", values=["available"]),
+    ]
     assert req.max_results == 10 and req.next_token == "abc" and req.dry_run is True
 
 
@@ -77,7 +81,10 @@ def test_nested_structures_and_tag_specifications(service_model: Any) -> None:
         "ModifyImageAttribute",
         {
             "ImageId": "emi-12345678",
-            "LaunchPermission": {"Add": [{"Group": "all"}, {"UserId": "123456789012"}], "Remove": [{"UserId": "1"}]},
+            "LaunchPermission": {
+                "Add": [{"Group": "all"}, {"UserId": "123456789012"}],
+                "Remove": [{"UserId": "1"}],
+            },
             "Description": {"Value": "hello"},
         },
     )
@@ -90,7 +97,10 @@ def test_nested_structures_and_tag_specifications(service_model: Any) -> None:
     req = parse(
         service_model,
         "CreateKeyPair",
-        {"KeyName": "k", "TagSpecifications": [{"ResourceType": "key-pair", "Tags": [{"Key": "a", "Value": ""}]}]},
+        {
+            "KeyName": "k",
+            "TagSpecifications": [{"ResourceType": "key-pair", "Tags": [{"Key": "a", "Value": ""}]}],
+        },
     )
     assert req.tag_specifications == [
         messages.TagSpecification(resource_type="key-pair", tags=[messages.Tag(key="a", value="")])
@@ -101,7 +111,12 @@ def test_old_style_attribute_parameters(service_model: Any) -> None:
     req = parse(
         service_model,
         "ModifyImageAttribute",
-        {"ImageId": "emi-12345678", "Attribute": "launchPermission", "OperationType": "add", "UserIds": ["1", "2"]},
+        {
+            "ImageId": "emi-12345678",
+            "Attribute": "launchPermission",
+            "OperationType": "add",
+            "UserIds": ["1", "2"],
+        },
     )
     assert req.attribute == "launchPermission" and req.operation_type == "add" and req.user_ids == ["1", "2"]
 
@@ -140,7 +155,10 @@ def test_form_body_and_signature_fields_are_not_action_parameters() -> None:
         ({"Action": "DescribeImages", "ImageId.x": "emi-12345678"}, "UnknownParameter"),
         ({"Action": "CreateKeyPair"}, "MissingParameter"),
         ({"Action": "CreateTags", "ResourceId.1": "emi-12345678"}, "MissingParameter"),
-        ({"Action": "ImportKeyPair", "KeyName": "k", "PublicKeyMaterial": "not base64!"}, "InvalidParameterValue"),
+        (
+            {"Action": "ImportKeyPair", "KeyName": "k", "PublicKeyMaterial": "not base64!"},
+            "InvalidParameterValue",
+        ),
         ({"Action": "Frobnicate"}, "InvalidAction"),
         ({"Version": "2016-11-15"}, "MissingAction"),
     ],
@@ -179,7 +197,7 @@ def test_describe_key_pairs_renders_what_botocore_reads(service_model: Any) -> N
         key_pairs=[
             messages.KeyPairInfo(
                 key_pair_id="key-0123456789abcdef0",
-                key_name="a <&> \"b\"",
+                key_name='a <&> "b"',
                 key_fingerprint="aa:bb",
                 key_type="rsa",
                 create_time=created,
@@ -189,7 +207,9 @@ def test_describe_key_pairs_renders_what_botocore_reads(service_model: Any) -> N
         ]
     )
     body = wire.render_response("DescribeKeyPairs", result, "req-1")
-    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeKeyPairsResponse xmlns="http://ec2')
+    assert body.startswith(
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeKeyPairsResponse xmlns="http://ec2'
+    )
     parsed = parse_back(service_model, "DescribeKeyPairs", body)
     assert parsed["ResponseMetadata"]["RequestId"] == "req-1"
     (kp,) = parsed["KeyPairs"]
@@ -222,7 +242,9 @@ def test_image_and_instance_types_round_trip(service_model: Any) -> None:
         virtualization_type="paravirtual",
         tags=[messages.Tag(key="a", value="b")],
     )
-    body = wire.render_response("DescribeImages", messages.DescribeImagesResult(images=[image], next_token="t"), "r")
+    body = wire.render_response(
+        "DescribeImages", messages.DescribeImagesResult(images=[image], next_token="t"), "r"
+    )
     parsed = parse_back(service_model, "DescribeImages", body)
     (img,) = parsed["Images"]
     assert img["ImageId"] == "emi-12345678" and img["Public"] is True and img["KernelId"] == "eki-12345678"
@@ -238,7 +260,9 @@ def test_image_and_instance_types_round_trip(service_model: Any) -> None:
             total_size_in_gb=5, disks=[messages.DiskInfo(size_in_gb=5)]
         ),
     )
-    body = wire.render_response("DescribeInstanceTypes", messages.DescribeInstanceTypesResult(instance_types=[info]), "r")
+    body = wire.render_response(
+        "DescribeInstanceTypes", messages.DescribeInstanceTypesResult(instance_types=[info]), "r"
+    )
     (t,) = parse_back(service_model, "DescribeInstanceTypes", body)["InstanceTypes"]
     assert t["VCpuInfo"]["DefaultVCpus"] == 1
     assert t["MemoryInfo"]["SizeInMiB"] == 256
@@ -261,7 +285,9 @@ def test_image_attribute_round_trip(service_model: Any) -> None:
         launch_permissions=[messages.LaunchPermission(group="all"), messages.LaunchPermission(user_id="1")],
         kernel_id=messages.AttributeValue(),
     )
-    parsed = parse_back(service_model, "DescribeImageAttribute", wire.render_response("DescribeImageAttribute", result, "r"))
+    parsed = parse_back(
+        service_model, "DescribeImageAttribute", wire.render_response("DescribeImageAttribute", result, "r")
+    )
     assert parsed["LaunchPermissions"] == [{"Group": "all"}, {"UserId": "1"}]
     assert parsed["KernelId"] == {}
 
@@ -274,7 +300,10 @@ def test_rendering_a_member_the_model_lacks_is_a_bug() -> None:
 def test_errors_render_as_ec2_errors(service_model: Any) -> None:
     body = wire.render_error(Ec2Error("InvalidKeyPair.NotFound", "The key pair 'x<y' does not exist"), "rid")
     parsed = parse_back(service_model, "DescribeKeyPairs", body, status=400)
-    assert parsed["Error"] == {"Code": "InvalidKeyPair.NotFound", "Message": "The key pair 'x<y' does not exist"}
+    assert parsed["Error"] == {
+        "Code": "InvalidKeyPair.NotFound",
+        "Message": "The key pair 'x<y' does not exist",
+    }
     assert parsed["ResponseMetadata"]["RequestId"] == "rid"
     assert Ec2Error("AuthFailure", "x").status == 401
     assert Ec2Error("DryRunOperation", "x").status == 412
@@ -292,7 +321,11 @@ THINGS = FilterSet[Thing]({"name": lambda t: t.name, "size": lambda t: t.size}, 
 
 
 def test_filters_and_values_or_filters_and_tags() -> None:
-    items = [Thing("web-1", 1, {"role": "web"}), Thing("db-1", 2, {"role": "db", "env": ""}), Thing("x", 1, {})]
+    items = [
+        Thing("web-1", 1, {"role": "web"}),
+        Thing("db-1", 2, {"role": "db", "env": ""}),
+        Thing("x", 1, {}),
+    ]
 
     def names(fs: list[Filter]) -> list[str]:
         return [t.name for t in THINGS.apply(fs, items)]
@@ -313,7 +346,9 @@ def test_wildcards_escape() -> None:
     assert filters.wildcard_pattern(r"a\*b").fullmatch("a*b")
     assert not filters.wildcard_pattern(r"a\*b").fullmatch("axxb")
     assert filters.wildcard_pattern("a*b").fullmatch("axxb")
-    assert filters.wildcard_pattern("a.b").fullmatch("a.b") and not filters.wildcard_pattern("a.b").fullmatch("axb")
+    assert filters.wildcard_pattern("a.b").fullmatch("a.b") and not filters.wildcard_pattern("a.b").fullmatch(
+        "axb"
+    )
 
 
 def test_pages_cover_everything_once_even_when_items_change() -> None:

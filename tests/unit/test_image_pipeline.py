@@ -16,8 +16,7 @@ import trio
 
 from euca.core.config import HttpLimits
 from euca.core.http import FileBody, HttpServer, Request, Response
-from euca.core.pki import CloudCA
-from euca.images import pipeline
+from euca.images import part_fetch, untar
 from euca.images.bundler import bundle_image
 from euca.images.pipeline import (
     ImageCorruptError,
@@ -31,24 +30,9 @@ from euca.images.pipeline import (
     unbundle_image,
 )
 from euca.protocol import bundle as b
+from helpers.bundle_keys import BundleKeys
 
 MiB = 1024 * 1024
-
-
-class Keys:
-    def __init__(self, ca: CloudCA):
-        self.cloud_key, self.cloud_cert = ca.key, ca.cert
-        key_pem, cert_pem = ca.issue("user-000000000042")
-        self.user_key = b.load_private_key(key_pem)
-        self.user_cert = b.load_certificate(cert_pem)
-        key_pem, cert_pem = ca.issue("node-1")
-        self.node_key = b.load_private_key(key_pem)
-        self.node_cert = b.load_certificate(cert_pem)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return Keys(CloudCA.load_or_create(tmp_path_factory.mktemp("ca")))
 
 
 class PartServer:
@@ -122,7 +106,7 @@ def sha256(path: Path) -> bytes:
     return h.digest()
 
 
-def bundle(keys: Keys, image: Path, dest: Path) -> b.BundleManifest:
+def bundle(keys: BundleKeys, image: Path, dest: Path) -> b.BundleManifest:
     result = bundle_image(
         image,
         dest,
@@ -134,7 +118,7 @@ def bundle(keys: Keys, image: Path, dest: Path) -> b.BundleManifest:
     return b.parse_manifest(result.manifest)
 
 
-def node_source(keys: Keys, m: b.BundleManifest, server: PartServer) -> ImageSource:
+def node_source(keys: BundleKeys, m: b.BundleManifest, server: PartServer) -> ImageSource:
     """What the CLC hands the node, and what the node makes of it."""
     b.verify_manifest(m, keys.user_cert)
     data = b.build_download_manifest(
@@ -156,7 +140,12 @@ def leftovers(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize("size", [0, 1, 10 * MiB, 10 * MiB + 1, 25 * MiB + 3])
 async def test_round_trip_exact_bytes(
-    keys: Keys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient, size: int
+    keys: BundleKeys,
+    tmp_path: Path,
+    parts_dir: Path,
+    server: PartServer,
+    client: httpx.AsyncClient,
+    size: int,
 ) -> None:
     image = make_image(tmp_path / "disk.img", size)
     m = bundle(keys, image, parts_dir)
@@ -175,7 +164,7 @@ async def test_round_trip_exact_bytes(
 
 @pytest.mark.slow
 async def test_round_trip_over_100_mib(
-    keys: Keys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
+    keys: BundleKeys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
 ) -> None:
     size = 100 * MiB + 12345
     image = make_image(tmp_path / "disk.img", size, random_fraction=0.3)
@@ -190,7 +179,7 @@ async def test_round_trip_over_100_mib(
     assert 1 <= server.max_in_flight <= 3
 
 
-async def test_local_directory_source(keys: Keys, tmp_path: Path, parts_dir: Path) -> None:
+async def test_local_directory_source(keys: BundleKeys, tmp_path: Path, parts_dir: Path) -> None:
     image = make_image(tmp_path / "disk.img", 3 * MiB)
     m = bundle(keys, image, parts_dir)
     source = source_from_bundle_manifest(m, keys.user_key, str(parts_dir), holder="user")
@@ -198,7 +187,7 @@ async def test_local_directory_source(keys: Keys, tmp_path: Path, parts_dir: Pat
     assert sha256(tmp_path / "out.img") == sha256(image)
 
 
-async def test_highly_compressible_image(keys: Keys, tmp_path: Path, parts_dir: Path) -> None:
+async def test_highly_compressible_image(keys: BundleKeys, tmp_path: Path, parts_dir: Path) -> None:
     # 64 MiB of zeros is a few KiB of bundle: the inflater must hand it on in bounded steps.
     image = make_image(tmp_path / "zeros.img", 64 * MiB, random_fraction=0)
     m = bundle(keys, image, parts_dir)
@@ -217,7 +206,7 @@ async def _expect_failure(
 
 
 async def test_corrupt_part(
-    keys: Keys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
+    keys: BundleKeys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
 ) -> None:
     m = bundle(keys, make_image(tmp_path / "disk.img", 15 * MiB), parts_dir)
     victim = parts_dir / m.parts[1].filename
@@ -228,7 +217,7 @@ async def test_corrupt_part(
 
 
 async def test_missing_part(
-    keys: Keys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
+    keys: BundleKeys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
 ) -> None:
     m = bundle(keys, make_image(tmp_path / "disk.img", 15 * MiB), parts_dir)
     (parts_dir / m.parts[1].filename).unlink()
@@ -236,9 +225,13 @@ async def test_missing_part(
 
 
 async def test_unreachable_server(
-    keys: Keys, tmp_path: Path, parts_dir: Path, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    keys: BundleKeys,
+    tmp_path: Path,
+    parts_dir: Path,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pipeline, "FETCH_ATTEMPTS", 1)
+    monkeypatch.setattr(part_fetch, "FETCH_ATTEMPTS", 1)
     m = bundle(keys, make_image(tmp_path / "disk.img", 1000), parts_dir)
     dead = PartServer(parts_dir)
     dead.port = 1  # nothing listens on port 1
@@ -246,7 +239,7 @@ async def test_unreachable_server(
 
 
 async def test_wrong_key(
-    keys: Keys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
+    keys: BundleKeys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
 ) -> None:
     m = bundle(keys, make_image(tmp_path / "disk.img", 2 * MiB), parts_dir)
     good = node_source(keys, m, server)
@@ -259,7 +252,7 @@ async def test_wrong_key(
 
 
 async def test_digest_mismatch(
-    keys: Keys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
+    keys: BundleKeys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
 ) -> None:
     m = bundle(keys, make_image(tmp_path / "disk.img", 2 * MiB), parts_dir)
     good = node_source(keys, m, server)
@@ -270,7 +263,7 @@ async def test_digest_mismatch(
 
 
 async def test_truncated_bundle(
-    keys: Keys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
+    keys: BundleKeys, tmp_path: Path, parts_dir: Path, server: PartServer, client: httpx.AsyncClient
 ) -> None:
     m = bundle(keys, make_image(tmp_path / "disk.img", 15 * MiB), parts_dir)
     good = node_source(keys, m, server)
@@ -279,7 +272,7 @@ async def test_truncated_bundle(
 
 
 async def test_disk_full(
-    keys: Keys,
+    keys: BundleKeys,
     tmp_path: Path,
     parts_dir: Path,
     server: PartServer,
@@ -298,5 +291,5 @@ async def test_disk_full(
     monkeypatch.setattr(
         os, "posix_fallocate", lambda *a: (_ for _ in ()).throw(OSError(errno.EOPNOTSUPP, "no"))
     )
-    monkeypatch.setattr(pipeline, "_write_all", no_space)
+    monkeypatch.setattr(untar, "_write_all", no_space)
     await _expect_failure(source, tmp_path / "out2", client, ImageDiskFullError)

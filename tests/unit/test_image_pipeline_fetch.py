@@ -14,29 +14,16 @@ import httpx
 import pytest
 import trio
 
-from euca.core.pki import CloudCA
-from euca.images import pipeline
+from euca.images import part_fetch, pipeline
 from euca.images.bundler import bundle_image
 from euca.images.pipeline import PartMissingError, source_from_bundle_manifest, unbundle_image
 from euca.protocol import bundle as b
+from helpers.bundle_keys import BundleKeys
 
 MiB = 1024 * 1024
 
 
-class Keys:
-    def __init__(self, ca: CloudCA):
-        self.cloud_cert = ca.cert
-        key_pem, cert_pem = ca.issue("user-000000000042")
-        self.user_key = b.load_private_key(key_pem)
-        self.user_cert = b.load_certificate(cert_pem)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return Keys(CloudCA.load_or_create(tmp_path_factory.mktemp("ca")))
-
-
-def make_bundle(keys: Keys, tmp_path: Path, size: int) -> tuple[b.BundleManifest, Path, bytes]:
+def make_bundle(keys: BundleKeys, tmp_path: Path, size: int) -> tuple[b.BundleManifest, Path, bytes]:
     image = tmp_path / "disk.img"
     image.write_bytes(os.urandom(size // 2) + bytes(size - size // 2))
     parts = tmp_path / "bundle"
@@ -124,15 +111,15 @@ async def cut_off(stream: trio.SocketStream, body: bytes) -> bool:
     return False
 
 
-def local_source(keys: Keys, m: b.BundleManifest, server: RawServer) -> pipeline.ImageSource:
+def local_source(keys: BundleKeys, m: b.BundleManifest, server: RawServer) -> pipeline.ImageSource:
     source = source_from_bundle_manifest(m, keys.user_key, server.url(""), holder="user")
     return source
 
 
 async def test_keep_alive_connection_dropped_by_the_server_is_not_a_failed_attempt(
-    keys: Keys, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+    keys: BundleKeys, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "FETCH_ATTEMPTS", 1)  # one failure of a fresh connection would be fatal
+    monkeypatch.setattr(part_fetch, "FETCH_ATTEMPTS", 1)  # one failure of a fresh connection would be fatal
     m, parts, expected = make_bundle(keys, tmp_path, 25 * MiB)
     assert len(m.parts) >= 2  # the second part goes out on the connection the server dropped
     server = await start_raw_server(nursery, parts, content_length_then_close)
@@ -142,7 +129,7 @@ async def test_keep_alive_connection_dropped_by_the_server_is_not_a_failed_attem
     assert server.requests >= len(m.parts) and server.connections >= len(m.parts)
 
 
-async def test_chunked_part_bodies(keys: Keys, tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_chunked_part_bodies(keys: BundleKeys, tmp_path: Path, nursery: trio.Nursery) -> None:
     m, parts, expected = make_bundle(keys, tmp_path, 15 * MiB)
     server = await start_raw_server(nursery, parts, chunked)
     out = tmp_path / "out.img"
@@ -151,9 +138,9 @@ async def test_chunked_part_bodies(keys: Keys, tmp_path: Path, nursery: trio.Nur
 
 
 async def test_body_cut_off_before_its_content_length(
-    keys: Keys, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+    keys: BundleKeys, tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "FETCH_ATTEMPTS", 2)
+    monkeypatch.setattr(part_fetch, "FETCH_ATTEMPTS", 2)
     monkeypatch.setattr(trio, "sleep", _no_sleep)
     m, parts, _ = make_bundle(keys, tmp_path, 3 * MiB)
     server = await start_raw_server(nursery, parts, cut_off)
@@ -182,7 +169,7 @@ def https_client(directory: Path) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(handle))
 
 
-async def test_https_parts_go_through_the_callers_httpx_client(keys: Keys, tmp_path: Path) -> None:
+async def test_https_parts_go_through_the_callers_httpx_client(keys: BundleKeys, tmp_path: Path) -> None:
     m, parts, expected = make_bundle(keys, tmp_path, 15 * MiB)
     source = source_from_bundle_manifest(m, keys.user_key, "https://walrus.test/bucket", holder="user")
     out = tmp_path / "out.img"

@@ -15,7 +15,8 @@ import trio
 from euca.core.cluster_client import ClusterClient
 from euca.core.components import Components, ensure_components
 from euca.core.config import load_config
-from euca.core.supervisor import RoleContext, Supervisor
+from euca.core.roles import RoleContext
+from euca.core.supervisor import Supervisor
 from euca.images.bundler import bundle_image
 from euca.protocol import bundle as b
 from euca.protocol.cluster import (

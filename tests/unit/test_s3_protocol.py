@@ -1,4 +1,4 @@
-"""euca/protocol/s3.py without sockets: endpoint parsing, conditions, ranges, XML bodies and rendering."""
+"""euca/protocol/s3/ without sockets: endpoint parsing, conditions, ranges, XML bodies and rendering."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 
 
-def parse(method: str, target: str, headers: dict[str, str] | None = None, vbucket: str | None = None) -> object:
+def parse(
+    method: str, target: str, headers: dict[str, str] | None = None, vbucket: str | None = None
+) -> object:
     path, _, query = target.partition("?")
     return s3.parse_request(method, path, query, {k.lower(): v for k, v in (headers or {}).items()}, vbucket)
 
@@ -29,29 +31,54 @@ def test_service_and_bucket_endpoints():
     assert isinstance(ep, s3.ListObjectVersions) and ep.prefix == "p" and ep.max_keys == 5
     ep = parse("GET", "/b?list-type=2&continuation-token=t&start-after=s&fetch-owner=true&encoding-type=url")
     assert isinstance(ep, s3.ListObjectsV2)
-    assert (ep.continuation_token, ep.start_after, ep.fetch_owner, ep.encoding_type) == ("t", "s", True, "url")
+    assert (ep.continuation_token, ep.start_after, ep.fetch_owner, ep.encoding_type) == (
+        "t",
+        "s",
+        True,
+        "url",
+    )
     ep = parse("GET", "/b?marker=m&delimiter=%2F&max-keys=5000")
     assert isinstance(ep, s3.ListObjects) and ep.delimiter == "/" and ep.max_keys == 1000
 
 
 def test_object_endpoints():
-    ep = parse("GET", "/b/dir/a%20b?versionId=v1", {"Range": "bytes=1-2", "If-Match": '"e"',
-                                                    "x-amz-checksum-mode": "ENABLED"})
+    ep = parse(
+        "GET",
+        "/b/dir/a%20b?versionId=v1",
+        {"Range": "bytes=1-2", "If-Match": '"e"', "x-amz-checksum-mode": "ENABLED"},
+    )
     assert isinstance(ep, s3.GetObject) and ep.key == "dir/a b" and ep.version_id == "v1"
     assert ep.range == s3.ByteRange(1, 2) and ep.conditions.if_match == '"e"' and ep.checksum_mode
     assert isinstance(parse("HEAD", "/b/k"), s3.HeadObject)
-    ep = parse("PUT", "/b/k", {"Content-Type": "text/plain", "x-amz-meta-Color": "blue", "x-amz-acl": "public-read",
-                               "Content-Encoding": "gzip,aws-chunked", "x-amz-decoded-content-length": "5"})
+    ep = parse(
+        "PUT",
+        "/b/k",
+        {
+            "Content-Type": "text/plain",
+            "x-amz-meta-Color": "blue",
+            "x-amz-acl": "public-read",
+            "Content-Encoding": "gzip,aws-chunked",
+            "x-amz-decoded-content-length": "5",
+        },
+    )
     assert isinstance(ep, s3.PutObject)
     assert ep.headers.meta == {"color": "blue"} and ep.headers.content_encoding == "gzip"
     assert ep.acl.canned == "public-read" and ep.content_length == 5
-    ep = parse("PUT", "/b/k", {"x-amz-copy-source": "/src/a%2Fb?versionId=x", "x-amz-metadata-directive": "REPLACE"})
-    assert isinstance(ep, s3.CopyObject) and (ep.source.bucket, ep.source.key, ep.source.version_id) == ("src", "a/b", "x")
+    ep = parse(
+        "PUT", "/b/k", {"x-amz-copy-source": "/src/a%2Fb?versionId=x", "x-amz-metadata-directive": "REPLACE"}
+    )
+    assert isinstance(ep, s3.CopyObject) and (ep.source.bucket, ep.source.key, ep.source.version_id) == (
+        "src",
+        "a/b",
+        "x",
+    )
     assert ep.metadata_directive == "REPLACE"
     assert isinstance(parse("POST", "/b/k?uploads"), s3.CreateMultipartUpload)
     ep = parse("PUT", "/b/k?partNumber=3&uploadId=u")
     assert isinstance(ep, s3.UploadPart) and ep.part_number == 3 and ep.upload_id == "u"
-    assert isinstance(parse("PUT", "/b/k?partNumber=3&uploadId=u", {"x-amz-copy-source": "s/k"}), s3.UploadPartCopy)
+    assert isinstance(
+        parse("PUT", "/b/k?partNumber=3&uploadId=u", {"x-amz-copy-source": "s/k"}), s3.UploadPartCopy
+    )
     assert isinstance(parse("POST", "/b/k?uploadId=u"), s3.CompleteMultipartUpload)
     assert isinstance(parse("DELETE", "/b/k?uploadId=u"), s3.AbortMultipartUpload)
     assert isinstance(parse("GET", "/b/k?uploadId=u"), s3.ListParts)
@@ -135,23 +162,38 @@ def test_bucket_names():
 def test_xml_bodies():
     parts = s3.parse_complete_body(
         b'<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><PartNumber>1</PartNumber>'
-        b'<ETag>"abc"</ETag><ChecksumCRC32>AAAA</ChecksumCRC32></Part></CompleteMultipartUpload>')
+        b'<ETag>"abc"</ETag><ChecksumCRC32>AAAA</ChecksumCRC32></Part></CompleteMultipartUpload>'
+    )
     assert parts == [s3.CompletedPart(1, "abc", {"CRC32": "AAAA"})]
     items, quiet = s3.parse_delete_objects_body(
-        b"<Delete><Quiet>true</Quiet><Object><Key>a</Key><VersionId>v</VersionId></Object></Delete>")
+        b"<Delete><Quiet>true</Quiet><Object><Key>a</Key><VersionId>v</VersionId></Object></Delete>"
+    )
     assert quiet and items == [s3.ObjectIdentifier("a", "v")]
-    assert s3.parse_versioning_body(b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>") == "Enabled"
-    assert s3.parse_tagging_body(b"<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>") == {"k": "v"}
-    assert s3.parse_create_bucket_body(b"<CreateBucketConfiguration><LocationConstraint>r</LocationConstraint>"
-                                       b"</CreateBucketConfiguration>") == "r"
+    assert (
+        s3.parse_versioning_body(
+            b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>"
+        )
+        == "Enabled"
+    )
+    assert s3.parse_tagging_body(
+        b"<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>"
+    ) == {"k": "v"}
+    assert (
+        s3.parse_create_bucket_body(
+            b"<CreateBucketConfiguration><LocationConstraint>r</LocationConstraint>"
+            b"</CreateBucketConfiguration>"
+        )
+        == "r"
+    )
     for bad in (b"", b"<nope", b"<Other/>"):
         with pytest.raises(S3Error):
             s3.parse_complete_body(bad)
     policy = s3.parse_acl_body(
-        b'<AccessControlPolicy><Owner><ID>o</ID></Owner><AccessControlList><Grant>'
+        b"<AccessControlPolicy><Owner><ID>o</ID></Owner><AccessControlList><Grant>"
         b'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="Group">'
         b"<URI>http://acs.amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ</Permission></Grant>"
-        b"</AccessControlList></AccessControlPolicy>")
+        b"</AccessControlList></AccessControlPolicy>"
+    )
     assert policy.owner_id == "o" and policy.grants == [s3.Grant("READ", "Group", s3.ALL_USERS)]
 
 
@@ -169,4 +211,4 @@ def test_rendering():
     assert root.findtext("s:KeyCount", namespaces=ns) == "2"
     assert root.findtext("s:NextContinuationToken", namespaces=ns) == "tok"
     acl = s3.render_acl(s3.AccessControlPolicy("o", "n", [s3.Grant("READ", "Group", s3.ALL_USERS)]))
-    assert b"xsi:type=\"Group\"" in acl and b"<URI>http://acs.amazonaws.com/groups/global/AllUsers</URI>" in acl
+    assert b'xsi:type="Group"' in acl and b"<URI>http://acs.amazonaws.com/groups/global/AllUsers</URI>" in acl

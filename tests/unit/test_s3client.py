@@ -17,11 +17,11 @@ import trio
 from euca.core.config import HttpLimits
 from euca.core.http import HttpServer, Request, Response
 from euca.core.pki import CloudCA
-from euca.core.s3client import S3Client, S3Error
+from euca.core.s3client import S3Client, S3ClientError
 from euca.images.bundler import bundle_image
 from euca.images.upload import UploadError, bundle_files, split_bucket, upload_bundle
 from euca.protocol import bundle as b
-from euca.protocol import sigv4
+from euca.protocol import sigv4, sigv4_verify
 
 KEY = sigv4.SigningKey("AKIDTEST", "secret/key+test", "eucalyptus", "s3")
 PREFIX = "/services/objectstorage"
@@ -45,7 +45,7 @@ class FakeS3:
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw]
         body = await request.body.read_all(64 * 1024 * 1024)
         try:
-            parsed = sigv4.parse_header_auth(
+            parsed = sigv4_verify.parse_header_auth(
                 request.method, request.path, request.query, headers, service="s3", now=time.time()
             )
             parsed.verify(KEY.secret_key)
@@ -103,22 +103,22 @@ async def test_put_get_head_and_errors(fake: FakeS3, client: S3Client, tmp_path:
     assert fake.objects["existing/dir/a b+c.bin"] == data
     assert await client.get_object("existing", "dir/a b+c.bin", max_bytes=len(data)) == data
     assert (await client.head_object("existing", "dir/a b+c.bin")).size == len(data)
-    with pytest.raises(S3Error) as err:
+    with pytest.raises(S3ClientError) as err:
         await client.get_object("existing", "dir/a b+c.bin", max_bytes=1024)
     assert err.value.code == "EntityTooLarge"
-    with pytest.raises(S3Error) as err:
+    with pytest.raises(S3ClientError) as err:
         await client.get_object("existing", "missing", max_bytes=10)
     assert (err.value.status, err.value.code) == (404, "NoSuchKey")
-    with pytest.raises(S3Error) as err:
+    with pytest.raises(S3ClientError) as err:
         await client.get_object("nobucket", "k", max_bytes=10)
     assert err.value.code == "NoSuchBucket"
-    with pytest.raises(S3Error) as err:
+    with pytest.raises(S3ClientError) as err:
         await client.head_object("existing", "forbidden")
     assert (err.value.status, err.value.code) == (403, "AccessDenied")
-    with pytest.raises(S3Error) as err:
+    with pytest.raises(S3ClientError) as err:
         await client.head_object("existing", "missing")
     assert err.value.code == "NotFound"
-    with pytest.raises(S3Error) as err:
+    with pytest.raises(S3ClientError) as err:
         await client.get_object("existing", "huge-error", max_bytes=10)
     assert (err.value.status, err.value.code) == (500, "InternalError")
 
@@ -136,7 +136,7 @@ async def test_unreachable_endpoint_is_a_connection_error() -> None:
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         async with httpx.AsyncClient(timeout=5) as http:
-            with pytest.raises(S3Error) as err:
+            with pytest.raises(S3ClientError) as err:
                 await S3Client(http, f"http://127.0.0.1:{port}", KEY).head_object("b", "k")
     assert (err.value.status, err.value.code) == (0, "ConnectionError")
 

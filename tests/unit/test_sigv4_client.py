@@ -11,7 +11,7 @@ from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from euca.protocol import sigv4
+from euca.protocol import sigv4, sigv4_verify
 
 NOW = 1_700_000_000.0
 KEY = sigv4.SigningKey("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "eucalyptus", "s3")
@@ -26,9 +26,13 @@ def _verify(method: str, url: str, headers: list[tuple[str, str]], *, service: s
     split = urlsplit(url)
     lowered = [(k.lower(), v) for k, v in headers]
     if any(k == "authorization" for k, _ in lowered):
-        parsed = sigv4.parse_header_auth(method, split.path, split.query, lowered, service=service, now=now)
+        parsed = sigv4_verify.parse_header_auth(
+            method, split.path, split.query, lowered, service=service, now=now
+        )
     else:
-        parsed = sigv4.parse_query_auth(method, split.path, split.query, lowered, service=service, now=now)
+        parsed = sigv4_verify.parse_query_auth(
+            method, split.path, split.query, lowered, service=service, now=now
+        )
     parsed.verify(KEY.secret_key)
 
 
@@ -80,7 +84,7 @@ def test_ec2_form_post_matches_botocore(monkeypatch: pytest.MonkeyPatch) -> None
         "POST", url, key, headers=[ctype], payload_hash=hashlib.sha256(body).hexdigest(), now=NOW
     )
     split = urlsplit(url)
-    parsed = sigv4.parse_header_auth(
+    parsed = sigv4_verify.parse_header_auth(
         "POST",
         split.path,
         "",

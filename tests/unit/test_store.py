@@ -48,7 +48,9 @@ def test_migrate_is_idempotent_and_only_applies_new_steps(tmp_path: Path) -> Non
     s = Store(path)  # a restart with one more step appended
     s.migrate("test", SCHEMA)
     s.migrate("test", SCHEMA)
-    version = s.read_sync(lambda tx: tx.scalar("SELECT version FROM schema_migrations WHERE namespace='test'"))
+    version = s.read_sync(
+        lambda tx: tx.scalar("SELECT version FROM schema_migrations WHERE namespace='test'")
+    )
     rows = s.read_sync(lambda tx: [tuple(r) for r in tx.all("SELECT name, n, note FROM item")])
     s.close()
     assert version == 2
@@ -67,7 +69,9 @@ def test_failed_migration_step_leaves_nothing_behind(tmp_path: Path) -> None:
     try:
         with pytest.raises(Exception, match="no such table"):
             s.migrate("test", ["CREATE TABLE a (x INTEGER);", "INSERT INTO missing VALUES (1);"])
-        tables = s.read_sync(lambda tx: [r[0] for r in tx.all("SELECT name FROM sqlite_master WHERE type='table'")])
+        tables = s.read_sync(
+            lambda tx: [r[0] for r in tx.all("SELECT name FROM sqlite_master WHERE type='table'")]
+        )
         assert "a" not in tables
         s.migrate("test", ["CREATE TABLE a (x INTEGER);"])  # and a corrected migration still applies
     finally:

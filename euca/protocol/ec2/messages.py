@@ -4,6 +4,9 @@ Field names are the model's member names in snake_case (`rename="pascal"` maps t
 Struct converts straight from the tree wire.decode_input() builds and a result Struct renders through the
 output shape. Only the members euca reads or answers are declared; a request member the client sends that is
 not declared here is accepted by the wire decoder (it is in the model) and ignored.
+
+One module on purpose (~600 lines of declarations, no logic): the Structs of every EC2 action euca answers,
+by resource, so a handler and its test import one namespace (`messages as m`).
 """
 
 from __future__ import annotations
@@ -540,6 +543,17 @@ class GetConsoleOutputResult(Wire):
     timestamp: datetime | None = None
 
 
+class GetPasswordDataRequest(Wire):
+    instance_id: str
+    dry_run: bool = False
+
+
+class GetPasswordDataResult(Wire):
+    instance_id: str
+    password_data: str
+    timestamp: datetime
+
+
 class DescribeInstanceStatusRequest(Wire):
     instance_ids: list[str] = []
     filters: list[Filter] = []
@@ -599,5 +613,6 @@ REQUEST_TYPES: dict[str, type[Wire]] = {
     "StopInstances": StopInstancesRequest,
     "StartInstances": StartInstancesRequest,
     "GetConsoleOutput": GetConsoleOutputRequest,
+    "GetPasswordData": GetPasswordDataRequest,
     "DescribeInstanceStatus": DescribeInstanceStatusRequest,
 }

@@ -184,7 +184,9 @@ def parse_request(action: str, params: dict[str, str], request_type: type[T]) ->
         text = str(e)
         missing = re.match(r"Object missing required field `(\w+)`", text)
         if missing:
-            raise Ec2Error("MissingParameter", f"The request must contain the parameter {missing.group(1)}") from e
+            raise Ec2Error(
+                "MissingParameter", f"The request must contain the parameter {missing.group(1)}"
+            ) from e
         raise Ec2Error("InvalidParameterValue", f"Invalid parameter: {text}") from e
 
 
@@ -200,10 +202,13 @@ def _tree(params: dict[str, str]) -> _Tree:
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                if child == "":  # `Name=` (an empty list, as botocore's query serialiser sends one) then `Name.1=`
+                # `Name=` (an empty list, as botocore's query serialiser sends one) then `Name.1=`
+                if child == "":
                     child = node[part] = {}
                 else:
-                    raise Ec2Error("InvalidParameterValue", f"The parameter {'.'.join(parts[: i + 1])} is repeated")
+                    raise Ec2Error(
+                        "InvalidParameterValue", f"The parameter {'.'.join(parts[: i + 1])} is repeated"
+                    )
             node = child
         last = parts[-1]
         if isinstance(node.get(last), dict):
@@ -233,7 +238,10 @@ def _decode(m: Model, shape_name: str, node: Any, path: str) -> Any:
             if member not in out:
                 ref = shape["members"][member]
                 name = _input_wire_name(member, ref)
-                raise Ec2Error("MissingParameter", f"The request must contain the parameter {path + '.' if path else ''}{name}")
+                raise Ec2Error(
+                    "MissingParameter",
+                    f"The request must contain the parameter {path + '.' if path else ''}{name}",
+                )
         return out
     if kind == "list":
         member_shape = shape["member"]["shape"]
@@ -261,24 +269,34 @@ def _decode_scalar(kind: str, text: str, path: str) -> Any:
         lowered = text.lower()
         if lowered in ("true", "false"):
             return lowered == "true"
-        raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected: 'true' or 'false'.")
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"Value ({text}) for parameter {path} is invalid. Expected: 'true' or 'false'.",
+        )
     if kind in ("integer", "long"):
         try:
             return int(text)
         except ValueError:
-            raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected an integer.") from None
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"Value ({text}) for parameter {path} is invalid. Expected an integer.",
+            ) from None
     if kind in ("float", "double"):
         try:
             return float(text)
         except ValueError:
-            raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected a number.") from None
+            raise Ec2Error(
+                "InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected a number."
+            ) from None
     if kind == "timestamp":
         return _parse_timestamp(text, path)
     if kind == "blob":
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise Ec2Error("InvalidParameterValue", f"Value for parameter {path} is not valid base64.") from None
+            raise Ec2Error(
+                "InvalidParameterValue", f"Value for parameter {path} is not valid base64."
+            ) from None
     raise Ec2Error("InvalidParameterValue", f"The parameter {path} has an unsupported type")
 
 
@@ -289,7 +307,9 @@ def _parse_timestamp(text: str, path: str) -> datetime:
             return datetime.fromtimestamp(float(value), UTC)
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError):
-        raise Ec2Error("InvalidParameterValue", f"Value ({text}) for parameter {path} is not a valid timestamp.") from None
+        raise Ec2Error(
+            "InvalidParameterValue", f"Value ({text}) for parameter {path} is not a valid timestamp."
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -319,7 +339,11 @@ def render_response(action: str, result: Any, request_id: str, version: str = AP
     if output_ref is None:
         out.append("<return>true</return>")
     elif result is not None:
-        data = result if isinstance(result, dict) else msgspec.to_builtins(result, builtin_types=(datetime, bytes))
+        data = (
+            result
+            if isinstance(result, dict)
+            else msgspec.to_builtins(result, builtin_types=(datetime, bytes))
+        )
         _render_members(m, output_ref["shape"], data, out)
     out.append(f"</{action}Response>")
     return "".join(out).encode("utf-8")

@@ -20,7 +20,7 @@ import trio
 
 from euca.core.cluster_app import ClusterApp
 from euca.core.cluster_client import ClusterClient
-from euca.core.supervisor import App, RoleContext
+from euca.core.roles import App, RoleContext
 from euca.roles.cc.controller import ClusterController, NodeClient
 from euca.roles.cc.vmnet import VmNetwork
 

@@ -47,7 +47,7 @@ from typing import Any
 import trio
 
 from euca.core.config import CcConfig
-from euca.core.supervisor import RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol.cluster import NetConfig, mac_for_instance
 from euca.roles.cc.vmnet import NetworkFull
 

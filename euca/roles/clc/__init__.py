@@ -1,5 +1,25 @@
-"""CLC: the EC2 Query API (regions and zones, key pairs, tags, instance types, images, instances) and the
-poll of its clusters (poller.py), whose topology it keeps (topology.py)."""
+"""CLC: the EC2 Query API and the poll of its clusters.
+
+Layout: one package per resource (topology: clusters and zones, keypairs, tags, instance_types, images,
+instances; next security groups, addresses, volumes, snapshots), each with
+- records.py: the only module that reads or writes the resource's tables (declared in schema.py), with the
+  resource's rules; other modules call its functions, never its tables;
+- api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
+  below; a large resource splits its handlers further (instances: launch.py, render.py; images: bundles.py).
+The resource packages import each other one way only (no cycles: .importlinter checks it). tags imports no
+other resource (any resource's records may call tags.records, any api tags.render's tag_list); instances,
+which refer to images, key pairs, instance types and the topology, sit highest. A rule spanning two resources
+that would make them import each other lives above both (admin.py: no deregistering a cluster that still runs
+instances), and a table naming every resource of some sort is assembled here, not in a resource package
+(TAGGABLE, handed to the tags API).
+A new resource adds its migration to schema.py, its HANDLERS below, its records module's TAG_KIND (a
+tags.records.ResourceKind: id prefixes, resource type, not-found code, visibility) to TAGGABLE if taggable,
+and its tables to tests/unit/test_clc_records.py's owners (which fails when a module queries a table another
+records module owns). Beside the packages: app.py (the EC2 Query endpoint: authentication, dispatch),
+schema.py (every table and its migrations), admin.py (the administrator's rules that span resources),
+cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure), poller.py (the
+poll loop), join.py (components joining the cloud).
+"""
 
 from __future__ import annotations
 
@@ -12,43 +32,42 @@ import trio
 from euca.core.cluster_client import ClusterClient
 from euca.core.components import component_name
 from euca.core.http import Request, Response
-from euca.core.supervisor import RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol.ec2 import wire
-from euca.roles.clc import images, instance_types, instances, join, keypairs, tags, topology, zones
+from euca.roles.clc import join, schema
 from euca.roles.clc.app import Ec2Api, Handler
+from euca.roles.clc.cluster_link import ClusterCaller, ClusterLink
+from euca.roles.clc.images import api as images_api
+from euca.roles.clc.images import records as images_records
+from euca.roles.clc.instance_types import api as instance_types_api
+from euca.roles.clc.instances import api as instances_api
+from euca.roles.clc.instances import records as instances_records
+from euca.roles.clc.keypairs import api as keypairs_api
+from euca.roles.clc.keypairs import records as keypairs_records
 from euca.roles.clc.poller import Poller, PollSettings
-from euca.roles.clc.schema import SCHEMA
-from euca.roles.clc.topology import ClusterCaller, ClusterLink
+from euca.roles.clc.tags import api as tags_api
+from euca.roles.clc.tags.records import ResourceKind
+from euca.roles.clc.topology import api as topology_api
+from euca.roles.clc.topology import records as topology_records
 
 log = logging.getLogger("euca.clc")
 
-# Action -> handler. An action of the EC2 model missing here answers UnsupportedOperation.
+# Every taggable kind of resource (CreateTags and DeleteTags find a resource's kind by its id prefix).
+TAGGABLE: tuple[ResourceKind, ...] = (
+    images_records.TAG_KIND,
+    keypairs_records.TAG_KIND,
+    instances_records.TAG_KIND,
+)
+
+# Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
+# UnsupportedOperation.
 HANDLERS: dict[str, Handler] = {
-    "DescribeRegions": zones.describe_regions,
-    "DescribeAvailabilityZones": zones.describe_availability_zones,
-    "DescribeAccountAttributes": zones.describe_account_attributes,
-    "CreateKeyPair": keypairs.create_key_pair,
-    "ImportKeyPair": keypairs.import_key_pair,
-    "DescribeKeyPairs": keypairs.describe_key_pairs,
-    "DeleteKeyPair": keypairs.delete_key_pair,
-    "CreateTags": tags.create_tags,
-    "DeleteTags": tags.delete_tags,
-    "DescribeTags": tags.describe_tags,
-    "DescribeInstanceTypes": instance_types.describe_instance_types,
-    "RegisterImage": images.register_image,
-    "DescribeImages": images.describe_images,
-    "DeregisterImage": images.deregister_image,
-    "DescribeImageAttribute": images.describe_image_attribute,
-    "ModifyImageAttribute": images.modify_image_attribute,
-    "ResetImageAttribute": images.reset_image_attribute,
-    "RunInstances": instances.run_instances,
-    "DescribeInstances": instances.describe_instances,
-    "TerminateInstances": instances.terminate_instances,
-    "RebootInstances": instances.reboot_instances,
-    "StopInstances": instances.stop_instances,
-    "StartInstances": instances.start_instances,
-    "GetConsoleOutput": instances.get_console_output,
-    "DescribeInstanceStatus": instances.describe_instance_status,
+    **topology_api.HANDLERS,
+    **keypairs_api.HANDLERS,
+    **tags_api.handlers(TAGGABLE),
+    **instance_types_api.HANDLERS,
+    **images_api.HANDLERS,
+    **instances_api.HANDLERS,
 }
 
 
@@ -81,10 +100,7 @@ class ClcRole:
 
     def __init__(self, ctx: RoleContext, *, caller: ClusterCaller | None = None):
         self.ctx = ctx
-        ctx.store.migrate("clc", SCHEMA)
-        images.migrate(ctx.store)  # the bundle manifests images were registered from
-        topology.migrate(ctx.store)
-        instances.migrate(ctx.store)
+        schema.migrate(ctx.store)
         wire.model()  # load the EC2 model (~50 ms) at start rather than on the first request
         # The CLC calls its CCs as component "clc" (mutual TLS); tests may hand in another caller.
         self._own_caller = caller is None
@@ -113,7 +129,9 @@ class ClcRole:
             cfg = ctx.config
             now = time.time()
             changed = await ctx.store.write(
-                lambda tx: topology.register_local(tx, cfg.cc.cluster, cfg.zone, cc_url, node, nc_url, now)
+                lambda tx: topology_records.register_local(
+                    tx, cfg.cc.cluster, cfg.zone, cc_url, node, nc_url, now
+                )
             )
             for what in changed:
                 log.info("one-box topology registered %s", what)

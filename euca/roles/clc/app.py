@@ -15,10 +15,10 @@ from typing import Any
 from euca.core.auth import AuthError, authenticate
 from euca.core.http import Request, Response
 from euca.core.identity import Principal
-from euca.core.supervisor import RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol.ec2 import messages, wire
 from euca.protocol.ec2.wire import Ec2Error
-from euca.roles.clc.topology import ClusterLink
+from euca.roles.clc.cluster_link import ClusterLink
 
 log = logging.getLogger("euca.clc")
 
@@ -29,7 +29,7 @@ XML = [("Content-Type", "text/xml;charset=UTF-8")]
 
 
 @dataclass(frozen=True)
-class Call:
+class Ec2Call:
     """One authenticated EC2 call as handlers see it."""
 
     ctx: RoleContext
@@ -44,7 +44,7 @@ class Call:
         return self.principal.account_id
 
 
-Handler = Callable[[Call, Any], Awaitable[Any]]
+Handler = Callable[[Ec2Call, Any], Awaitable[Any]]
 
 # How an authentication failure reads to an EC2 client (EC2 has no SignatureDoesNotMatch or
 # InvalidAccessKeyId of its own: it answers AuthFailure).
@@ -98,7 +98,7 @@ class Ec2Api:
                 raise auth_failure(e) from None
             if result.principal is None:
                 raise Ec2Error("AuthFailure", "AWS was not able to validate the provided access credentials")
-            call = Call(self.ctx, result.principal, request_id, self.cluster)
+            call = Ec2Call(self.ctx, result.principal, request_id, self.cluster)
             env = wire.envelope(params)
             version = env.version
             answer = await self.dispatch(call, env)
@@ -110,7 +110,7 @@ class Ec2Api:
             error = Ec2Error("InternalError", "An internal error has occurred.")
             return Response(error.status, list(XML), wire.render_error(error, request_id))
 
-    async def dispatch(self, call: Call, env: wire.QueryEnvelope) -> Any:
+    async def dispatch(self, call: Ec2Call, env: wire.QueryEnvelope) -> Any:
         action = env.action
         handler = self.handlers.get(action)
         request_type = messages.REQUEST_TYPES.get(action)

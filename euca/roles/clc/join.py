@@ -40,33 +40,12 @@ from euca.core.components import (
 )
 from euca.core.http import Request, Response
 from euca.core.pki import CloudCA, cert_sha256
+from euca.core.roles import RoleContext
 from euca.core.store import Store, Tx
-from euca.core.supervisor import RoleContext
 from euca.protocol.cluster import encode_fault
+from euca.roles.clc.schema import JOIN_TOKENS, apply
 
 log = logging.getLogger("euca.clc.join")
-
-NAMESPACE = "cluster_join"
-SCHEMA = [
-    """
-    CREATE TABLE cluster_join_tokens (
-        token_id TEXT PRIMARY KEY,
-        secret_sha256 TEXT NOT NULL,
-        role TEXT NOT NULL,
-        name TEXT NOT NULL,
-        hosts TEXT NOT NULL DEFAULT '[]',
-        created REAL NOT NULL,
-        expires REAL NOT NULL,
-        used REAL,
-        used_by TEXT,
-        cert_sha256 TEXT
-    );
-    CREATE INDEX cluster_join_tokens_name ON cluster_join_tokens(role, name);
-    """,
-    # An NC's token names its cluster, which the certificate it gets attests (rows made before: NULL,
-    # redeemed as before into a certificate without a cluster).
-    "ALTER TABLE cluster_join_tokens ADD COLUMN cluster TEXT",
-]
 
 JOIN_ROLES = ("cc", "nc", "sc")
 TOKEN_TTL = 24 * 3600.0
@@ -75,7 +54,8 @@ JSON = [("Content-Type", "application/json")]
 
 
 def migrate(store: Store) -> None:
-    store.migrate(NAMESPACE, SCHEMA)
+    """The tokens table (the admin CLI makes tokens on a store no CLC may have opened yet)."""
+    apply(store, JOIN_TOKENS)
 
 
 def _secret_hash(secret: str) -> str:

@@ -2,175 +2,32 @@
 
 Every `clc.poll_interval` seconds, for each registered cluster at once: DescribeResources (carrying the
 cluster's nodes and the instance types, so the CC learns its topology from the CLC) and DescribeInstances.
-What the CC says is recorded (topology.record_poll) and the instance table is reconciled with it
-(`reconcile`, a pure function):
-
-- a reported instance takes the reported state, node, address (states only move forward);
-- an instance the CLC is terminating that the CC still runs is terminated again; one the CC no longer
-  reports is gone (terminated);
-- an instance its cluster has not reported for `clc.node_lost_timeout` goes terminated (its node vanished),
-  as Eucalyptus did — only counted while the CC answers, a silent CC leaves its instances as they were;
-- terminated instances are forgotten `clc.terminated_ttl` after they ended.
+What the CC says is recorded (topology records.record_poll) and the instance table is reconciled with it
+(instances/reconcile.py says how; instances records.apply_reconciliation writes it); an instance its cluster
+has not reported for `clc.node_lost_timeout` goes terminated, only counted while the CC answers; terminated
+instances are forgotten `clc.terminated_ttl` after they ended.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from euca.core.store import Tx
 from euca.protocol import cluster
-from euca.protocol.cluster import ClusterFault, InstanceStatus, VmType
-from euca.roles.clc import instance_types, topology
-from euca.roles.clc.instances import NODE_LOST, RANK, mark_terminated
-from euca.roles.clc.topology import ClusterCaller
+from euca.protocol.cluster import ClusterFault, VmType
+from euca.roles.clc.cluster_link import ClusterCaller
+from euca.roles.clc.instance_types import records as instance_types
+from euca.roles.clc.instances import records as instances
+from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
+from euca.roles.clc.topology import records as topology
 
 log = logging.getLogger("euca.clc")
-
-
-# -- reconciliation (pure) -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the CLC's table says about one instance of the cluster being reconciled."""
-
-    instance_id: str
-    state: str
-    node: str | None = None
-    private_ip: str | None = None
-    mac: str | None = None
-    last_seen: float = 0.0
-
-
-@dataclass(frozen=True)
-class Update:
-    instance_id: str
-    state: str
-    node: str | None
-    private_ip: str | None
-    mac: str | None
-    reason: str | None = None  # why it ended, when the CC says it ended on its own
-    previous: str = ""
-
-
-@dataclass
-class Reconciliation:
-    updates: list[Update] = field(default_factory=list)  # changed state, node or address
-    seen: list[str] = field(default_factory=list)  # reported now
-    gone: list[str] = field(default_factory=list)  # were terminating, no longer reported: terminated
-    lost: list[str] = field(default_factory=list)  # not reported for longer than the timeout: terminated
-    terminate_again: list[str] = field(default_factory=list)  # terminating here, still alive there
-    unknown: list[str] = field(default_factory=list)  # reported but not in the table
-
-
-def reconcile(
-    known: Sequence[Known], reported: Sequence[InstanceStatus], now: float, node_lost_timeout: float
-) -> Reconciliation:
-    """How the table changes for one cluster's DescribeInstances answer."""
-    out = Reconciliation()
-    table = {k.instance_id: k for k in known}
-    reported_ids = set()
-    for r in reported:
-        reported_ids.add(r.instance_id)
-        k = table.get(r.instance_id)
-        if k is None:
-            if r.state != "terminated":
-                out.unknown.append(r.instance_id)
-            continue
-        out.seen.append(r.instance_id)
-        if k.state in ("shutting-down", "terminated") and r.state in ("pending", "running"):
-            out.terminate_again.append(r.instance_id)
-        state = r.state if RANK.get(r.state, 0) >= RANK.get(k.state, 0) else k.state
-        node = r.node or k.node
-        ip = r.private_ip or k.private_ip
-        mac = r.mac or k.mac
-        if (state, node, ip, mac) != (k.state, k.node, k.private_ip, k.mac):
-            reason = r.reason if state == "terminated" and k.state != "shutting-down" else None
-            out.updates.append(Update(k.instance_id, state, node, ip, mac, reason, previous=k.state))
-    for k in known:
-        if k.instance_id in reported_ids or k.state == "terminated":
-            continue
-        if k.state == "shutting-down":
-            out.gone.append(k.instance_id)
-        elif now - k.last_seen > node_lost_timeout:
-            out.lost.append(k.instance_id)
-    return out
-
-
-# -- applying it -----------------------------------------------------------------------------------------
-
-
-def _chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
-    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
-
-
-def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
-    for u in result.updates:
-        if u.state == "terminated":
-            code, message = (
-                ("Server.InternalError", f"Server.InternalError: {u.reason}") if u.reason else (None, None)
-            )
-            tx.execute(
-                "UPDATE clc_instances SET state='terminated', node=?, private_ip=?, mac=?, "
-                "terminated_at=COALESCE(terminated_at, ?), "
-                "state_reason_code=COALESCE(?, state_reason_code), state_reason_message=COALESCE(?, state_reason_message), "
-                "reason=COALESCE(?, reason) WHERE instance_id=?",
-                (u.node, u.private_ip, u.mac, now, code, message, message, u.instance_id),
-            )
-        else:
-            tx.execute(
-                "UPDATE clc_instances SET state=?, node=?, private_ip=?, mac=? WHERE instance_id=?",
-                (u.state, u.node, u.private_ip, u.mac, u.instance_id),
-            )
-    for chunk in _chunks(result.seen):
-        marks = ",".join("?" * len(chunk))
-        tx.execute(f"UPDATE clc_instances SET last_seen=? WHERE instance_id IN ({marks})", (now, *chunk))
-    for chunk in _chunks(result.gone):
-        marks = ",".join("?" * len(chunk))
-        tx.execute(
-            f"UPDATE clc_instances SET state='terminated', terminated_at=COALESCE(terminated_at, ?) "
-            f"WHERE instance_id IN ({marks})",
-            (now, *chunk),
-        )
-    mark_terminated(tx, result.lost, *NODE_LOST, now)
-
-
-def known_instances(tx: Tx, cluster_name: str, *, since: float) -> list[Known]:
-    """The cluster's instances that are alive, or ended recently enough that a late report still matters."""
-    return [
-        Known(r["instance_id"], r["state"], r["node"], r["private_ip"], r["mac"], r["last_seen"])
-        for r in tx.all(
-            "SELECT instance_id, state, node, private_ip, mac, last_seen FROM clc_instances "
-            "WHERE cluster=? AND (state!='terminated' OR terminated_at>=?)",
-            (cluster_name, since),
-        )
-    ]
-
-
-def forget_terminated(tx: Tx, before: float) -> list[str]:
-    """Terminated instances that ended before `before` disappear, with their tags and empty reservations."""
-    ids = [
-        r["instance_id"]
-        for r in tx.all(
-            "SELECT instance_id FROM clc_instances WHERE state='terminated' AND terminated_at<?", (before,)
-        )
-    ]
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        tx.execute(f"DELETE FROM clc_instances WHERE instance_id IN ({marks})", chunk)
-        tx.execute(f"DELETE FROM clc_tags WHERE resource_id IN ({marks})", chunk)
-    if ids:
-        tx.execute(
-            "DELETE FROM clc_reservations WHERE NOT EXISTS ("
-            "SELECT 1 FROM clc_instances i WHERE i.reservation_id = clc_reservations.reservation_id)"
-        )
-    return ids
 
 
 # -- the loop --------------------------------------------------------------------------------------------
@@ -179,17 +36,6 @@ def forget_terminated(tx: Tx, before: float) -> list[str]:
 # up to TRANSITION_MAX_POLL, until none is left.
 TRANSITION_FIRST_POLL = 0.1
 TRANSITION_MAX_POLL = 0.4
-
-
-def in_transition(tx: Tx) -> dict[str, list[str]]:
-    """cluster -> its instances on their way to running or to terminated."""
-    moving: dict[str, list[str]] = {}
-    for r in tx.all(
-        "SELECT cluster, instance_id FROM clc_instances "
-        "WHERE state IN ('pending', 'shutting-down') AND cluster IS NOT NULL"
-    ):
-        moving.setdefault(r["cluster"], []).append(r["instance_id"])
-    return moving
 
 
 @dataclass(frozen=True)
@@ -241,7 +87,9 @@ class Poller:
             else:
                 await self.poll_transitions()
             soon = TRANSITION_FIRST_POLL if poked else min(soon * 2, TRANSITION_MAX_POLL)
-            if soon and (soon >= self.settings.interval or not await self.store.read(in_transition)):
+            if soon and (
+                soon >= self.settings.interval or not await self.store.read(instances.in_transition)
+            ):
                 soon = 0.0
 
     async def wait_for_round(self) -> None:
@@ -260,7 +108,7 @@ class Poller:
                 addresses = [n.address for n in nodes if n.cluster == c.name]
                 nursery.start_soon(self._poll_cluster, c, addresses, vm_types)
         before = self.clock() - self.settings.terminated_ttl
-        forgotten = await self.store.write(lambda tx: forget_terminated(tx, before))
+        forgotten = await self.store.write(lambda tx: instances.forget_terminated(tx, before))
         if forgotten:
             log.info("terminated instances forgotten count=%d", len(forgotten))
         async with self._round_done:
@@ -269,7 +117,9 @@ class Poller:
 
     async def poll_transitions(self) -> None:
         """Ask each cluster about its instances on their way to running or terminated, only those."""
-        clusters, moving = await self.store.read(lambda tx: (topology.list_clusters(tx), in_transition(tx)))
+        clusters, moving = await self.store.read(
+            lambda tx: (topology.list_clusters(tx), instances.in_transition(tx))
+        )
         async with trio.open_nursery() as nursery:
             for c in clusters:
                 if moving.get(c.name):
@@ -287,10 +137,10 @@ class Poller:
         wanted = set(ids)
 
         def write(tx: Tx) -> Reconciliation:
-            known = [k for k in known_instances(tx, c.name, since=since) if k.instance_id in wanted]
+            known = [k for k in instances.known_instances(tx, c.name, since=since) if k.instance_id in wanted]
             reported = [i for i in described.instances if i.instance_id in wanted]
             result = reconcile(known, reported, now, lost_after)
-            apply_reconciliation(tx, result, now)
+            instances.apply_reconciliation(tx, result, now)
             return result
 
         await self._reconciled(c, await self.store.write(write))
@@ -322,8 +172,10 @@ class Poller:
             topology.record_poll(
                 tx, c.name, now=now, ok=True, nodes=resources.nodes, capacity=resources.capacity
             )
-            result = reconcile(known_instances(tx, c.name, since=since), described.instances, now, lost_after)
-            apply_reconciliation(tx, result, now)
+            result = reconcile(
+                instances.known_instances(tx, c.name, since=since), described.instances, now, lost_after
+            )
+            instances.apply_reconciliation(tx, result, now)
             return result
 
         result = await self.store.write(write)

@@ -1,10 +1,36 @@
-"""The CLC's tables in the state store (namespace "clc"). Steps are only ever appended."""
+"""Every table of the CLC in the state store, and how they are migrated: the one place tables are declared.
+
+The convention:
+- Each table is declared here and only here, in the steps of one `Migration`. Its SQL (every SELECT, INSERT,
+  UPDATE, DELETE) lives in its resource's records module and only there (the owner is named beside each
+  migration below); any other module asks that records module.
+- A migration's steps are recorded in the store under its namespace (schema_migrations): steps are only ever
+  appended, never edited or reordered, because stores in use have applied the earlier ones. A step is SQL
+  (several statements allowed) or a function of a Tx (a seed, a data fix).
+- A new resource (security groups, addresses, volumes, snapshots, ...) adds its own Migration with namespace
+  "clc.<resource>" to MIGRATIONS, and a package euca/roles/clc/<resource>/ with records.py (its tables'
+  SQL and rules) and api.py (its EC2 handlers).
+- `migrate(store)` applies them all, in MIGRATIONS order; the CLC role and the admin CLI call it.
+
+The first namespaces are older than this convention and keep their names ("clc", "clc_images",
+"cluster_join") because existing stores record them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from euca.core.store import Tx
+from euca.core.store import Store, Tx
+
+Step = str | Callable[[Tx], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    namespace: str
+    steps: list[Step]
+
 
 # Eucalyptus 4.x default instance types: name, cores, memory MiB, disk GiB. Admins may edit the table.
 DEFAULT_INSTANCE_TYPES: list[tuple[str, int, int, int]] = [
@@ -36,8 +62,12 @@ def _seed_instance_types(tx: Tx) -> None:
     )
 
 
-SCHEMA: list[str | Callable[[Tx], None]] = [
-    """
+# clc_keypairs: keypairs/records.py; clc_tags: tags/records.py; clc_instance_types: instance_types/records.py;
+# clc_images, clc_image_launch_permissions: images/records.py.
+CLC = Migration(
+    "clc",
+    [
+        """
     CREATE TABLE clc_keypairs (
         key_pair_id TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
@@ -91,5 +121,147 @@ SCHEMA: list[str | Callable[[Tx], None]] = [
         PRIMARY KEY (image_id, account_id)
     );
     """,
-    _seed_instance_types,
-]
+        _seed_instance_types,
+    ],
+)
+
+# clc_image_bundles: images/records.py.
+IMAGE_BUNDLES = Migration(
+    "clc_images",
+    [
+        # The manifest an image was registered from, as read and verified at RegisterImage: download
+        # manifests are made from it (a manifest replaced in the bucket later changes nothing), and the access
+        # key it was read with (the owner's key that presigns part URLs while it stays active).
+        """
+    CREATE TABLE clc_image_bundles (
+        image_id TEXT PRIMARY KEY,
+        manifest BLOB NOT NULL,
+        access_key_id TEXT
+    );
+    """,
+    ],
+)
+
+# clc_clusters, clc_nodes: topology/records.py.
+TOPOLOGY = Migration(
+    "clc.topology",
+    [
+        """
+    -- One cluster = one availability zone = one CC (Eucalyptus's partition). The poll columns are what the
+    -- CLC's poller last heard from the CC.
+    CREATE TABLE clc_clusters (
+        name TEXT PRIMARY KEY,
+        zone TEXT NOT NULL UNIQUE,
+        url TEXT NOT NULL,
+        registered REAL NOT NULL,
+        -- 'admin': registered by `euca admin`; 'local': by a one-box start (its URL follows the local CC)
+        origin TEXT NOT NULL DEFAULT 'admin',
+        polled REAL,
+        last_seen REAL,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        reason TEXT,
+        nodes TEXT NOT NULL DEFAULT '[]',
+        capacity TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE clc_nodes (
+        name TEXT PRIMARY KEY,
+        cluster TEXT NOT NULL REFERENCES clc_clusters(name) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        registered REAL NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'admin'
+    );
+    CREATE INDEX clc_nodes_cluster ON clc_nodes(cluster);
+    """,
+    ],
+)
+
+# clc_reservations, clc_instances: instances/records.py.
+INSTANCES = Migration(
+    "clc.instances",
+    [
+        """
+    -- One RunInstances request. The client token (per account) makes RunInstances idempotent;
+    -- request_digest is what was asked with it, so a different request with the same token is refused.
+    CREATE TABLE clc_reservations (
+        reservation_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        client_token TEXT,
+        request_digest TEXT NOT NULL,
+        groups TEXT NOT NULL DEFAULT '[]',
+        created REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX clc_reservations_token ON clc_reservations(account_id, client_token)
+        WHERE client_token IS NOT NULL;
+    -- seq orders instances by launch (DescribeInstances pages by it).
+    -- cluster is NULL only for an instance that never reached a CC.
+    -- last_seen: when a CC last reported it (or its launch); terminated_at: when it became terminated.
+    CREATE TABLE clc_instances (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL UNIQUE,
+        reservation_id TEXT NOT NULL REFERENCES clc_reservations(reservation_id),
+        account_id TEXT NOT NULL,
+        launch_index INTEGER NOT NULL,
+        image_id TEXT NOT NULL,
+        kernel_id TEXT,
+        ramdisk_id TEXT,
+        instance_type TEXT NOT NULL,
+        key_name TEXT,
+        user_data BLOB NOT NULL DEFAULT x'',
+        architecture TEXT,
+        zone TEXT NOT NULL,
+        cluster TEXT,
+        node TEXT,
+        private_ip TEXT,
+        mac TEXT,
+        state TEXT NOT NULL,
+        reason TEXT,
+        state_reason_code TEXT,
+        state_reason_message TEXT,
+        launch_time REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        terminated_at REAL
+    );
+    CREATE INDEX clc_instances_account ON clc_instances(account_id);
+    CREATE INDEX clc_instances_cluster ON clc_instances(cluster, state);
+    CREATE INDEX clc_instances_terminated ON clc_instances(terminated_at) WHERE terminated_at IS NOT NULL;
+    """,
+    ],
+)
+
+# cluster_join_tokens: join.py (the join endpoint and the admin CLI's tokens).
+JOIN_TOKENS = Migration(
+    "cluster_join",
+    [
+        """
+    CREATE TABLE cluster_join_tokens (
+        token_id TEXT PRIMARY KEY,
+        secret_sha256 TEXT NOT NULL,
+        role TEXT NOT NULL,
+        name TEXT NOT NULL,
+        hosts TEXT NOT NULL DEFAULT '[]',
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        used REAL,
+        used_by TEXT,
+        cert_sha256 TEXT
+    );
+    CREATE INDEX cluster_join_tokens_name ON cluster_join_tokens(role, name);
+    """,
+        # An NC's token names its cluster, which the certificate it gets attests (rows made before: NULL,
+        # redeemed as before into a certificate without a cluster).
+        "ALTER TABLE cluster_join_tokens ADD COLUMN cluster TEXT",
+    ],
+)
+
+MIGRATIONS: tuple[Migration, ...] = (CLC, IMAGE_BUNDLES, TOPOLOGY, INSTANCES, JOIN_TOKENS)
+
+
+def apply(store: Store, migration: Migration) -> None:
+    store.migrate(migration.namespace, migration.steps)
+
+
+def migrate(store: Store) -> None:
+    """Every CLC table, created or brought up to date (cheap when nothing is left to apply)."""
+    for migration in MIGRATIONS:
+        apply(store, migration)

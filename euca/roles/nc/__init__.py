@@ -19,7 +19,7 @@ import trio
 
 from euca.core.cluster_app import ClusterApp
 from euca.core.components import Components
-from euca.core.supervisor import App, RoleContext
+from euca.core.roles import App, RoleContext
 from euca.roles.nc.controller import NcSettings, NodeController
 from euca.roles.nc.hypervisor import Hypervisor
 from euca.roles.nc.images import NodeKeys

@@ -24,7 +24,7 @@ from euca.core.auth import AuthError, authenticate
 from euca.core.config import ROLE_NAMES, Config
 from euca.core.http import ClientDisconnected, Request, Response
 from euca.core.identity import Identity
-from euca.core.supervisor import RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import cors, meta

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from euca.protocol import s3, s3_policy
+from euca.protocol import s3
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import meta
 
 if TYPE_CHECKING:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 
 from euca.core.http import Response
-from euca.protocol import s3, s3_cors, s3_policy
+from euca.protocol import s3
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import cors as s3_cors
+from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
 from euca.roles.walrus.access import BucketPolicy

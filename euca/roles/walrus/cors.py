@@ -4,8 +4,8 @@ a request that carries an Origin. The rules themselves are bucket configuration 
 from __future__ import annotations
 
 from euca.core.http import Request, Response
-from euca.protocol import s3_cors
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import cors as s3_cors
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.service import WalrusService
 

@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from euca.core.http import Response
-from euca.protocol import s3, s3_cors, s3_policy
+from euca.protocol import s3
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import cors as s3_cors
+from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import bucket_config, buckets, cors, listings, multipart, objects
 from euca.roles.walrus.access import decide
 from euca.roles.walrus.call import S3Call

@@ -8,8 +8,9 @@ import time
 from euca.core.auth import PayloadStream
 from euca.core.http import Response
 from euca.core.identity import Principal
-from euca.protocol import s3, s3_post
+from euca.protocol import s3
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import post as s3_post
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.objects import store_object

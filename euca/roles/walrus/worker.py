@@ -21,8 +21,9 @@ import trio
 from euca.core.config import Config
 from euca.core.http import HttpServer
 from euca.core.identity import Identity
+from euca.core.logs import setup_logging  # the same log format as the role's process
+from euca.core.roles import Dispatcher
 from euca.core.store import open_store
-from euca.core.supervisor import Dispatcher
 from euca.roles.walrus import WalrusApp, changes_path
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.service import WalrusService
@@ -72,8 +73,6 @@ async def serve(config: Config, index: int, port: int) -> None:
 def main() -> None:
     index, port = int(sys.argv[1]), int(sys.argv[2])
     config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
-    from euca.cli import setup_logging  # the same log format as the role's process
-
     setup_logging(config.log_level)
     trio.run(serve, config, index, port)
 

@@ -1,4 +1,4 @@
-"""Key pairs: CreateKeyPair, ImportKeyPair, DescribeKeyPairs, DeleteKeyPair.
+"""The clc_keypairs table and the key rules: the only module that reads or writes key pairs.
 
 Fingerprints are computed as EC2 computes them, so users can compare them with their own tools:
 - a key EC2 created (RSA): SHA-1 of the private key in PKCS#8 DER, colon-separated hex;
@@ -16,19 +16,14 @@ import secrets
 import struct
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import trio
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from euca.core.store import Tx
-from euca.protocol.ec2 import messages as m
-from euca.protocol.ec2.filters import FilterSet
 from euca.protocol.ec2.wire import Ec2Error
-from euca.roles.clc import tags as tagging
-from euca.roles.clc.app import Call
+from euca.roles.clc.tags import records as tags
 
 MAX_NAME_LENGTH = 255
 RSA_BITS = 2048
@@ -145,81 +140,43 @@ def check_key_name(name: str) -> None:
         raise Ec2Error("InvalidParameterValue", f"Value ({name}) for parameter keyName is invalid.")
 
 
-def _insert(
+# -- the table -------------------------------------------------------------------------------------------
+
+
+def name_taken(tx: Tx, account_id: str, name: str) -> bool:
+    return bool(tx.one("SELECT 1 FROM clc_keypairs WHERE account_id=? AND name=?", (account_id, name)))
+
+
+def insert_key_pair(
     tx: Tx,
-    call: Call,
+    account_id: str,
     name: str,
     key_type: str,
     public_key: str,
     fingerprint: str,
-    tags: list[tuple[str, str]],
+    tag_pairs: list[tuple[str, str]],
 ) -> str:
-    if tx.one("SELECT 1 FROM clc_keypairs WHERE account_id=? AND name=?", (call.account_id, name)):
+    """A new key pair of the account (its name must be free there) with its tags; its id."""
+    if name_taken(tx, account_id, name):
         raise Ec2Error("InvalidKeyPair.Duplicate", f"The keypair '{name}' already exists.")
     key_pair_id = new_key_pair_id()
     tx.execute(
         "INSERT INTO clc_keypairs(key_pair_id, account_id, name, fingerprint, key_type, public_key, created) "
         "VALUES(?,?,?,?,?,?,?)",
-        (key_pair_id, call.account_id, name, fingerprint, key_type, public_key, time.time()),
+        (key_pair_id, account_id, name, fingerprint, key_type, public_key, time.time()),
     )
-    tagging.write_tags(tx, call.account_id, key_pair_id, "key-pair", tags)
+    tags.write_tags(tx, account_id, key_pair_id, "key-pair", tag_pairs)
     return key_pair_id
 
 
-async def create_key_pair(call: Call, req: m.CreateKeyPairRequest) -> m.KeyPair:
-    check_key_name(req.key_name)
-    key_type = req.key_type or "rsa"
-    if key_type not in ("rsa", "ed25519"):
-        raise Ec2Error("InvalidParameterValue", f"Value ({key_type}) for parameter keyType is invalid.")
-    if (req.key_format or "pem") != "pem":
-        raise Ec2Error(
-            "InvalidParameterValue", f"Value ({req.key_format}) for parameter keyFormat is not supported."
-        )
-    tags = tagging.tags_from_specifications(req.tag_specifications, "key-pair")
-    exists = await call.ctx.store.read(
-        lambda tx: tx.one(
-            "SELECT 1 FROM clc_keypairs WHERE account_id=? AND name=?", (call.account_id, req.key_name)
-        )
-    )
-    if exists:  # refuse before spending the CPU on a key
-        raise Ec2Error("InvalidKeyPair.Duplicate", f"The keypair '{req.key_name}' already exists.")
-    generated = await trio.to_thread.run_sync(generate_key, key_type)
-    key_pair_id = await call.ctx.store.write(
-        lambda tx: _insert(
-            tx, call, req.key_name, key_type, generated.public_openssh, generated.fingerprint, tags
-        )
-    )
-    return m.KeyPair(
-        key_name=req.key_name,
-        key_fingerprint=generated.fingerprint,
-        key_material=generated.private_pem,
-        key_pair_id=key_pair_id,
-        tags=[m.Tag(key=k, value=v) for k, v in tags] or None,
-    )
-
-
-async def import_key_pair(call: Call, req: m.ImportKeyPairRequest) -> m.ImportKeyPairResult:
-    check_key_name(req.key_name)
-    key_type, public_key, fingerprint = load_public_key(req.public_key_material)
-    tags = tagging.tags_from_specifications(req.tag_specifications, "key-pair")
-    key_pair_id = await call.ctx.store.write(
-        lambda tx: _insert(tx, call, req.key_name, key_type, public_key, fingerprint, tags)
-    )
-    return m.ImportKeyPairResult(
-        key_name=req.key_name,
-        key_fingerprint=fingerprint,
-        key_pair_id=key_pair_id,
-        tags=[m.Tag(key=k, value=v) for k, v in tags] or None,
-    )
-
-
 def load_key_pairs(tx: Tx, account_id: str) -> list[KeyPairRecord]:
+    """The account's key pairs by name, with its tags on them."""
     rows = tx.all(
         "SELECT key_pair_id, name, fingerprint, key_type, public_key, created FROM clc_keypairs "
         "WHERE account_id=? ORDER BY name",
         (account_id,),
     )
-    tags = tagging.tags_of(tx, account_id, (r["key_pair_id"] for r in rows))
+    tagged = tags.tags_of(tx, account_id, (r["key_pair_id"] for r in rows))
     return [
         KeyPairRecord(
             key_pair_id=r["key_pair_id"],
@@ -228,75 +185,44 @@ def load_key_pairs(tx: Tx, account_id: str) -> list[KeyPairRecord]:
             key_type=r["key_type"],
             public_key=r["public_key"],
             created=r["created"],
-            tags=tags.get(r["key_pair_id"], {}),
+            tags=tagged.get(r["key_pair_id"], {}),
         )
         for r in rows
     ]
 
 
-KEY_PAIR_FILTERS: FilterSet[KeyPairRecord] = FilterSet(
-    {
-        "key-name": lambda k: k.name,
-        "key-pair-id": lambda k: k.key_pair_id,
-        "fingerprint": lambda k: k.fingerprint,
-        "key-type": lambda k: k.key_type,
-    },
-    tags=lambda k: k.tags,
-)
+def public_key_of(tx: Tx, account_id: str, name: str) -> str:
+    """The OpenSSH public key of the account's key pair `name` (what RunInstances hands the instance)."""
+    row = tx.one("SELECT public_key FROM clc_keypairs WHERE account_id=? AND name=?", (account_id, name))
+    if row is None:
+        raise Ec2Error("InvalidKeyPair.NotFound", f"The key pair '{name}' does not exist")
+    return str(row["public_key"])
 
 
-async def describe_key_pairs(call: Call, req: m.DescribeKeyPairsRequest) -> m.DescribeKeyPairsResult:
-    keys = await call.ctx.store.read(lambda tx: load_key_pairs(tx, call.account_id))
-    by_name = {k.name: k for k in keys}
-    by_id = {k.key_pair_id: k for k in keys}
-    for name in req.key_names:
-        if name not in by_name:
-            raise Ec2Error("InvalidKeyPair.NotFound", f"The key pair '{name}' does not exist")
-    for kid in req.key_pair_ids:
-        if kid not in by_id:
-            raise Ec2Error("InvalidKeyPair.NotFound", f"The key pair '{kid}' does not exist")
-    if req.key_names or req.key_pair_ids:
-        keys = [k for k in keys if k.name in req.key_names or k.key_pair_id in req.key_pair_ids]
-    keys = KEY_PAIR_FILTERS.apply(req.filters, keys)
-    return m.DescribeKeyPairsResult(
-        key_pairs=[
-            m.KeyPairInfo(
-                key_pair_id=k.key_pair_id,
-                key_name=k.name,
-                key_fingerprint=k.fingerprint,
-                key_type=k.key_type,
-                create_time=datetime.fromtimestamp(k.created, UTC),
-                public_key=f"{k.public_key} {k.name}" if req.include_public_key else None,
-                tags=tagging.tag_list(k.tags),
-            )
-            for k in keys
-        ]
+def key_pair_visible(tx: Tx, key_pair_id: str, account_id: str) -> bool:
+    return bool(
+        tx.one("SELECT 1 FROM clc_keypairs WHERE key_pair_id=? AND account_id=?", (key_pair_id, account_id))
     )
 
 
-async def delete_key_pair(call: Call, req: m.DeleteKeyPairRequest) -> m.DeleteKeyPairResult:
-    if not req.key_name and not req.key_pair_id:
-        raise Ec2Error("MissingParameter", "The request must contain the parameter KeyName or KeyPairId")
+TAG_KIND = tags.ResourceKind(("key",), "key-pair", "InvalidKeyPair.NotFound", key_pair_visible)
 
-    def write(tx: Tx) -> str | None:
-        if req.key_pair_id:
-            row = tx.one(
-                "SELECT key_pair_id FROM clc_keypairs WHERE account_id=? AND key_pair_id=?",
-                (call.account_id, req.key_pair_id),
-            )
-            if row is None:
-                raise Ec2Error("InvalidKeyPair.NotFound", f"The key pair '{req.key_pair_id}' does not exist")
-        else:
-            row = tx.one(
-                "SELECT key_pair_id FROM clc_keypairs WHERE account_id=? AND name=?",
-                (call.account_id, req.key_name),
-            )
-            if row is None:  # EC2 answers success for a name that is not there
-                return None
-        key_pair_id: str = row["key_pair_id"]
-        tx.execute("DELETE FROM clc_keypairs WHERE key_pair_id=?", (key_pair_id,))
-        tagging.forget_resource(tx, key_pair_id)
-        return key_pair_id
 
-    deleted = await call.ctx.store.write(write)
-    return m.DeleteKeyPairResult(key_pair_id=deleted)
+def delete_key_pair(tx: Tx, account_id: str, *, key_pair_id: str | None, name: str | None) -> str | None:
+    """Delete the account's key pair named by id (unknown: NotFound) or by name (unknown: nothing, as EC2),
+    with its tags. The id deleted, if any."""
+    if key_pair_id:
+        row = tx.one(
+            "SELECT key_pair_id FROM clc_keypairs WHERE account_id=? AND key_pair_id=?",
+            (account_id, key_pair_id),
+        )
+        if row is None:
+            raise Ec2Error("InvalidKeyPair.NotFound", f"The key pair '{key_pair_id}' does not exist")
+    else:
+        row = tx.one("SELECT key_pair_id FROM clc_keypairs WHERE account_id=? AND name=?", (account_id, name))
+        if row is None:  # EC2 answers success for a name that is not there
+            return None
+    deleted: str = row["key_pair_id"]
+    tx.execute("DELETE FROM clc_keypairs WHERE key_pair_id=?", (deleted,))
+    tags.forget_resource(tx, deleted)
+    return deleted

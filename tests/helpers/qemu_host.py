@@ -17,7 +17,9 @@ LIBVIRT_URI = "qemu:///system"
 
 libvirt: Any
 try:
-    import libvirt
+    import libvirt as _libvirt
+
+    libvirt = _libvirt
 except ImportError:  # pragma: no cover - the nc extra is not installed
     libvirt = None
 

@@ -1,9 +1,10 @@
-"""The cloud's topology as data in the CLC: clusters (one per availability zone, each with its CC) and nodes.
+"""The cloud's topology (clc_clusters, clc_nodes): the only module that reads or writes it.
 
-An admin registers them (`euca admin register-cluster`, `register-node`); the CLC's poller sends each CC its
-nodes and the instance types on every poll, so a CC needs no configuration of its own and the topology is
-never a file edit. The poller also records here what it last heard from each CC (state, node resources,
-capacity per type), which placement, DescribeAvailabilityZones and `euca admin describe-nodes` read.
+Clusters (one per availability zone, each with its CC) and nodes. An admin registers them (`euca admin
+register-cluster`, `register-node`); the CLC's poller sends each CC its nodes and the instance types on every
+poll, so a CC needs no configuration of its own and the topology is never a file edit. The poller also records
+here what it last heard from each CC (state, node resources, capacity per type), which placement,
+DescribeAvailabilityZones and `euca admin describe-nodes` read.
 
 Functions take a store Tx, so the CLI (store.write_sync) and the CLC (await store.write) share them.
 """
@@ -13,53 +14,18 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import msgspec
 
-from euca.core.store import Store, Tx
+from euca.core.store import Tx
 from euca.protocol.cluster import NodeAddress, NodeResources, TypeCapacity
 
-NAMESPACE = "clc.topology"
 CC_PORT = 8774
 NC_PORT = 8775
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-SCHEMA: list[str | Callable[[Tx], None]] = [
-    """
-    -- One cluster = one availability zone = one CC (Eucalyptus's partition). The poll columns are what the
-    -- CLC's poller last heard from the CC.
-    CREATE TABLE clc_clusters (
-        name TEXT PRIMARY KEY,
-        zone TEXT NOT NULL UNIQUE,
-        url TEXT NOT NULL,
-        registered REAL NOT NULL,
-        -- 'admin': registered by `euca admin`; 'local': by a one-box start (its URL follows the local CC)
-        origin TEXT NOT NULL DEFAULT 'admin',
-        polled REAL,
-        last_seen REAL,
-        state TEXT NOT NULL DEFAULT 'unknown',
-        reason TEXT,
-        nodes TEXT NOT NULL DEFAULT '[]',
-        capacity TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE TABLE clc_nodes (
-        name TEXT PRIMARY KEY,
-        cluster TEXT NOT NULL REFERENCES clc_clusters(name) ON DELETE CASCADE,
-        url TEXT NOT NULL,
-        registered REAL NOT NULL,
-        origin TEXT NOT NULL DEFAULT 'admin'
-    );
-    CREATE INDEX clc_nodes_cluster ON clc_nodes(cluster);
-    """,
-]
-
-
-def migrate(store: Store) -> None:
-    store.migrate(NAMESPACE, SCHEMA)
 
 
 class TopologyError(Exception):
@@ -191,13 +157,11 @@ def register_cluster(
 
 
 def deregister_cluster(tx: Tx, name: str) -> Cluster:
-    """Remove a cluster and its nodes. Refused while instances still run in it (terminate them first)."""
+    """Remove a cluster and its nodes. Whether instances still run there is not topology's to know: the
+    administrator deregisters through admin.deregister_cluster, which refuses then."""
     cluster = get_cluster(tx, name)
     if cluster is None:
         raise TopologyError(f"no cluster {name}")
-    running = tx.scalar("SELECT COUNT(*) FROM clc_instances WHERE cluster=? AND state!='terminated'", (name,))
-    if running:
-        raise TopologyError(f"cluster {name} still has {running} instance(s); terminate them first")
     tx.execute("DELETE FROM clc_nodes WHERE cluster=?", (name,))
     tx.execute("DELETE FROM clc_clusters WHERE name=?", (name,))
     return cluster
@@ -255,28 +219,6 @@ def register_local(
         ):
             changed.append(f"node {node} url={nc_url}")
     return changed
-
-
-# -- how the CLC reaches its clusters --------------------------------------------------------------------
-
-
-class ClusterCaller(Protocol):
-    """euca.core.cluster_client.ClusterClient as the CLC uses it (or an in-process stand-in in tests).
-    `expect_name` is the registered cluster name the CC's certificate must carry. Raises
-    euca.protocol.cluster.ClusterFault for a fault or an unreachable CC."""
-
-    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any: ...
-
-
-@dataclass
-class ClusterLink:
-    """What the CLC's EC2 handlers and its poller share: the caller and the node image certificate
-    download manifests are encrypted for (all nodes of the cloud share it, as Eucalyptus's node-cert.pem)."""
-
-    caller: ClusterCaller
-    node_image_cert_pem: Callable[[], bytes]
-    # Asks the poller for a poll now (after a RunInstances or TerminateInstances) rather than at its next tick.
-    poke: Callable[[], None] = lambda: None
 
 
 # -- what the poller heard -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""S3 bucket policies (sans-I/O): the typed endpoints for ?policy, ?policyStatus and ?publicAccessBlock, parsing and
-validating a policy document, and evaluating it for one request (explicit Deny wins, then Allow, else no opinion).
-"""
+"""S3 bucket policies (sans-I/O): parsing and validating a policy document, and evaluating it for one request
+(explicit Deny wins, then Allow, else no opinion); the public access block configuration. The endpoints (?policy,
+?policyStatus, ?publicAccessBlock) are in endpoints.py with all the others, and re-exported here; the action an
+endpoint is authorised as is its class's `action` (see endpoints.action_of)."""
 
 from __future__ import annotations
 
@@ -13,70 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree
 
-from euca.protocol.s3 import BucketOp, S3Error
+from euca.protocol.s3.endpoints import (
+    DeleteBucketPolicy,
+    DeletePublicAccessBlock,
+    GetBucketPolicy,
+    GetBucketPolicyStatus,
+    GetPublicAccessBlock,
+    PutBucketPolicy,
+    PutPublicAccessBlock,
+    action_of,
+)
+from euca.protocol.s3.errors import S3Error
+from euca.protocol.s3.wire import document
 
 ALLOW = "Allow"
 DENY = "Deny"
-
-# -- endpoints -------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class PutBucketPolicy(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class GetBucketPolicy(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class DeleteBucketPolicy(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class GetBucketPolicyStatus(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class PutPublicAccessBlock(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class GetPublicAccessBlock(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class DeletePublicAccessBlock(BucketOp):
-    pass
-
-
-_ENDPOINTS: dict[tuple[str, str], type[BucketOp]] = {
-    ("PUT", "policy"): PutBucketPolicy,
-    ("GET", "policy"): GetBucketPolicy,
-    ("DELETE", "policy"): DeleteBucketPolicy,
-    ("GET", "policyStatus"): GetBucketPolicyStatus,
-    ("PUT", "publicAccessBlock"): PutPublicAccessBlock,
-    ("GET", "publicAccessBlock"): GetPublicAccessBlock,
-    ("DELETE", "publicAccessBlock"): DeletePublicAccessBlock,
-}
-
-
-def parse_endpoint(method: str, bucket: str | None, key: str | None, q: Mapping[str, str]) -> BucketOp | None:
-    """The policy endpoint a bucket-level request selects, or None when it is not one of them."""
-    if bucket is None or key is not None:
-        return None
-    for sub in ("policyStatus", "publicAccessBlock", "policy"):
-        if sub in q:
-            cls = _ENDPOINTS.get((method, sub))
-            return cls(bucket) if cls is not None else None
-    return None
-
 
 # -- policy documents ------------------------------------------------------------------------------------
 
@@ -124,11 +76,32 @@ def _principals(v: Any) -> list[str]:
 
 
 _KNOWN_OPERATORS = {
-    "StringEquals", "StringNotEquals", "StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase", "StringLike",
-    "StringNotLike", "NumericEquals", "NumericNotEquals", "NumericLessThan", "NumericLessThanEquals",
-    "NumericGreaterThan", "NumericGreaterThanEquals", "DateEquals", "DateNotEquals", "DateLessThan",
-    "DateLessThanEquals", "DateGreaterThan", "DateGreaterThanEquals", "Bool", "IpAddress", "NotIpAddress",
-    "ArnEquals", "ArnLike", "ArnNotEquals", "ArnNotLike", "Null",
+    "StringEquals",
+    "StringNotEquals",
+    "StringEqualsIgnoreCase",
+    "StringNotEqualsIgnoreCase",
+    "StringLike",
+    "StringNotLike",
+    "NumericEquals",
+    "NumericNotEquals",
+    "NumericLessThan",
+    "NumericLessThanEquals",
+    "NumericGreaterThan",
+    "NumericGreaterThanEquals",
+    "DateEquals",
+    "DateNotEquals",
+    "DateLessThan",
+    "DateLessThanEquals",
+    "DateGreaterThan",
+    "DateGreaterThanEquals",
+    "Bool",
+    "IpAddress",
+    "NotIpAddress",
+    "ArnEquals",
+    "ArnLike",
+    "ArnNotEquals",
+    "ArnNotLike",
+    "Null",
 }
 
 
@@ -189,7 +162,7 @@ def parse_policy(text: bytes | str, bucket: str) -> Policy:
                 continue
             if not r.startswith("arn:aws:s3:::"):
                 raise _malformed("Policy has invalid resource")
-            target = r[len("arn:aws:s3:::"):].split("/", 1)[0]
+            target = r[len("arn:aws:s3:::") :].split("/", 1)[0]
             if not fnmatch.fnmatchcase(bucket, target.replace("[", "[[]")):
                 raise _malformed("Policy has invalid resource")
         cond = s.get("Condition", {})
@@ -265,16 +238,28 @@ def _compare(op: str, actual: str, wanted: str) -> bool:
         a, w = _number(actual), _number(wanted)
         if a is None or w is None:
             return False
-        return {"NumericEquals": a == w, "NumericLessThan": a < w, "NumericLessThanEquals": a <= w,
-                "NumericGreaterThan": a > w, "NumericGreaterThanEquals": a >= w}.get(op, False)
+        return {
+            "NumericEquals": a == w,
+            "NumericLessThan": a < w,
+            "NumericLessThanEquals": a <= w,
+            "NumericGreaterThan": a > w,
+            "NumericGreaterThanEquals": a >= w,
+        }.get(op, False)
     if op.startswith("Date"):
         return False
     return False
 
 
-_NEGATED = {"StringNotEquals": "StringEquals", "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
-            "StringNotLike": "StringLike", "NotIpAddress": "IpAddress", "NumericNotEquals": "NumericEquals",
-            "ArnNotEquals": "ArnEquals", "ArnNotLike": "ArnLike", "DateNotEquals": "DateEquals"}
+_NEGATED = {
+    "StringNotEquals": "StringEquals",
+    "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
+    "StringNotLike": "StringLike",
+    "NotIpAddress": "IpAddress",
+    "NumericNotEquals": "NumericEquals",
+    "ArnNotEquals": "ArnEquals",
+    "ArnNotLike": "ArnLike",
+    "DateNotEquals": "DateEquals",
+}
 
 
 def _condition(op: str, key: str, wanted: list[str], ctx: Context) -> bool:
@@ -322,7 +307,7 @@ def _statement_applies(st: Statement, ctx: Context) -> bool:
 
 
 def evaluate(policy: Policy, ctx: Context) -> str | None:
-    """"Deny" if any statement denies, else "Allow" if one allows, else None (the policy has no opinion)."""
+    """ "Deny" if any statement denies, else "Allow" if one allows, else None (the policy has no opinion)."""
     verdict = None
     for st in policy.statements:
         if _statement_applies(st, ctx):
@@ -340,49 +325,17 @@ def uses_key(policy: Policy, prefix: str) -> bool:
 def is_public(policy: Policy) -> bool:
     """S3's idea of a public policy: an Allow to everyone ("*", or everyone but some NotPrincipal) not narrowed
     by a condition."""
-    return any(st.effect == ALLOW and not st.conditions
-               and ((st.principals is not None and "*" in st.principals) or st.not_principals is not None)
-               for st in policy.statements)
-
-
-# Typed endpoint class name -> the S3 action it is authorised as.
-ACTIONS = {
-    "ListBuckets": "s3:ListAllMyBuckets", "CreateBucket": "s3:CreateBucket", "DeleteBucket": "s3:DeleteBucket",
-    "HeadBucket": "s3:ListBucket", "GetBucketLocation": "s3:GetBucketLocation",
-    "GetBucketVersioning": "s3:GetBucketVersioning", "PutBucketVersioning": "s3:PutBucketVersioning",
-    "GetBucketAcl": "s3:GetBucketAcl", "PutBucketAcl": "s3:PutBucketAcl",
-    "GetBucketTagging": "s3:GetBucketTagging", "PutBucketTagging": "s3:PutBucketTagging",
-    "DeleteBucketTagging": "s3:PutBucketTagging", "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket",
-    "ListObjectVersions": "s3:ListBucketVersions", "ListMultipartUploads": "s3:ListBucketMultipartUploads",
-    "DeleteObjects": "s3:DeleteObject", "PutObject": "s3:PutObject", "GetObject": "s3:GetObject",
-    "HeadObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject", "CopyObject": "s3:PutObject",
-    "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject", "UploadPartCopy": "s3:PutObject",
-    "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
-    "ListParts": "s3:ListMultipartUploadParts", "GetObjectAcl": "s3:GetObjectAcl", "PutObjectAcl": "s3:PutObjectAcl",
-    "GetObjectTagging": "s3:GetObjectTagging", "PutObjectTagging": "s3:PutObjectTagging",
-    "DeleteObjectTagging": "s3:DeleteObjectTagging",
-    "PutBucketPolicy": "s3:PutBucketPolicy", "GetBucketPolicy": "s3:GetBucketPolicy",
-    "DeleteBucketPolicy": "s3:DeleteBucketPolicy", "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
-    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock", "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
-    "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
-}
-
-
-def action_of(endpoint: Any) -> str | None:
-    name = type(endpoint).__name__
-    action = ACTIONS.get(name)
-    if name in ("GetObject", "HeadObject", "DeleteObject") and getattr(endpoint, "version_id", None):
-        action += "Version"  # type: ignore[operator]
-    if name in ("GetObjectAcl", "PutObjectAcl", "GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging") \
-            and getattr(endpoint, "version_id", None):
-        action = f"{action}Version" if name.endswith("Acl") else action.replace("Object", "ObjectVersion")  # type: ignore[union-attr]
-    return action
+    return any(
+        st.effect == ALLOW
+        and not st.conditions
+        and ((st.principals is not None and "*" in st.principals) or st.not_principals is not None)
+        for st in policy.statements
+    )
 
 
 # -- public access block ---------------------------------------------------------------------------------
 
 PAB_FIELDS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 def parse_public_access_block(body: bytes) -> dict[str, bool]:
@@ -398,14 +351,35 @@ def parse_public_access_block(body: bytes) -> dict[str, bool]:
     return out
 
 
-def _doc(root: str, inner: str) -> bytes:
-    return f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{_NS}">{inner}</{root}>'.encode()
-
-
 def render_public_access_block(conf: Mapping[str, bool]) -> bytes:
     inner = "".join(f"<{k}>{'true' if conf.get(k) else 'false'}</{k}>" for k in PAB_FIELDS)
-    return _doc("PublicAccessBlockConfiguration", inner)
+    return document("PublicAccessBlockConfiguration", inner)
 
 
 def render_policy_status(public: bool) -> bytes:
-    return _doc("PolicyStatus", f"<IsPublic>{'true' if public else 'false'}</IsPublic>")
+    return document("PolicyStatus", f"<IsPublic>{'true' if public else 'false'}</IsPublic>")
+
+
+__all__ = [
+    "ALLOW",
+    "Context",
+    "DENY",
+    "DeleteBucketPolicy",
+    "DeletePublicAccessBlock",
+    "GetBucketPolicy",
+    "GetBucketPolicyStatus",
+    "GetPublicAccessBlock",
+    "PAB_FIELDS",
+    "Policy",
+    "PutBucketPolicy",
+    "PutPublicAccessBlock",
+    "Statement",
+    "action_of",
+    "evaluate",
+    "is_public",
+    "parse_policy",
+    "parse_public_access_block",
+    "render_policy_status",
+    "render_public_access_block",
+    "uses_key",
+]

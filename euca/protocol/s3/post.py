@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from euca.protocol import sigv4
-from euca.protocol.s3 import S3Error, _doc, _x, quote_etag
+from euca.protocol.s3.errors import S3Error
+from euca.protocol.s3.wire import document, escape, quote_etag
 
 MAX_FIELD_BYTES = 64 * 1024  # one form field (policy documents and tag sets are well under this)
 MAX_FIELDS_BYTES = 1024 * 1024  # all fields before the file
@@ -30,7 +31,9 @@ MAX_HEADER_BYTES = 8 * 1024  # the headers of one part
 _EXEMPT_FIELDS = frozenset({"awsaccesskeyid", "signature", "file", "policy", "x-amz-signature"})
 
 
-def _malformed(message: str = "The body of your POST request is not well-formed multipart/form-data.") -> S3Error:
+def _malformed(
+    message: str = "The body of your POST request is not well-formed multipart/form-data.",
+) -> S3Error:
     return S3Error("MalformedPOSTRequest", message, 400)
 
 
@@ -125,8 +128,13 @@ class MultipartParser:
                 return False
             if self.buf[:2] == b"--":
                 # The closing boundary before any file part.
-                raise S3Error("InvalidArgument", "POST requires exactly one file upload per request.", 400,
-                              ArgumentName="file", ArgumentValue="0")
+                raise S3Error(
+                    "InvalidArgument",
+                    "POST requires exactly one file upload per request.",
+                    400,
+                    ArgumentName="file",
+                    ArgumentValue="0",
+                )
             i = self.buf.find(b"\r\n")
             if i < 0:
                 if len(self.buf) > MAX_HEADER_BYTES:
@@ -182,18 +190,27 @@ class MultipartParser:
                 events.append(FileData(bytes(self.buf[:-keep])))
                 del self.buf[:-keep]
         elif len(self.buf) > MAX_FIELD_BYTES + keep:
-            raise S3Error("MaxPostPreDataLengthExceeded",
-                          "Your POST request fields preceding the upload file were too large.", 400)
+            raise S3Error(
+                "MaxPostPreDataLengthExceeded",
+                "Your POST request fields preceding the upload file were too large.",
+                400,
+            )
         return False
 
     def _field(self, events: list[Event], content: bytes) -> None:
         if len(content) > MAX_FIELD_BYTES:
-            raise S3Error("MaxPostPreDataLengthExceeded",
-                          "Your POST request fields preceding the upload file were too large.", 400)
+            raise S3Error(
+                "MaxPostPreDataLengthExceeded",
+                "Your POST request fields preceding the upload file were too large.",
+                400,
+            )
         self.fields_size += len(content)
         if self.fields_size > MAX_FIELDS_BYTES:
-            raise S3Error("MaxPostPreDataLengthExceeded",
-                          "Your POST request fields preceding the upload file were too large.", 400)
+            raise S3Error(
+                "MaxPostPreDataLengthExceeded",
+                "Your POST request fields preceding the upload file were too large.",
+                400,
+            )
         events.append(Field(self.part_name, content.decode("utf-8", "replace")))
 
 
@@ -223,8 +240,14 @@ class Form:
 
 
 def _argument_missing(name: str) -> S3Error:
-    return S3Error("InvalidArgument", f"Bucket POST must contain a field named '{name}'.  If it is specified, "
-                   "please check the order of the fields.", 400, ArgumentName=name, ArgumentValue="")
+    return S3Error(
+        "InvalidArgument",
+        f"Bucket POST must contain a field named '{name}'.  If it is specified, "
+        "please check the order of the fields.",
+        400,
+        ArgumentName=name,
+        ArgumentValue="",
+    )
 
 
 def object_key(form: Form, filename: str) -> str:
@@ -233,7 +256,9 @@ def object_key(form: Form, filename: str) -> str:
         raise _argument_missing("key")
     key = key.replace("${filename}", filename.replace("\\", "/").rsplit("/", 1)[-1])
     if not key:
-        raise S3Error("InvalidArgument", "User key must have a length greater than 0.", 400, ArgumentName="key")
+        raise S3Error(
+            "InvalidArgument", "User key must have a length greater than 0.", 400, ArgumentName="key"
+        )
     return key
 
 
@@ -258,8 +283,13 @@ def credentials(form: Form) -> PostCredentials:
     algorithm = form.get("x-amz-algorithm")
     if algorithm is not None or "x-amz-credential" in form or "x-amz-signature" in form:
         if algorithm != sigv4.ALGORITHM:
-            raise S3Error("InvalidArgument", "Only AWS4-HMAC-SHA256 is supported for SigV4 POST.", 400,
-                          ArgumentName="x-amz-algorithm", ArgumentValue=algorithm or "")
+            raise S3Error(
+                "InvalidArgument",
+                "Only AWS4-HMAC-SHA256 is supported for SigV4 POST.",
+                400,
+                ArgumentName="x-amz-algorithm",
+                ArgumentValue=algorithm or "",
+            )
         credential = form.get("x-amz-credential")
         signature = form.get("x-amz-signature")
         if credential is None:
@@ -270,8 +300,13 @@ def credentials(form: Form) -> PostCredentials:
             raise _argument_missing("policy")
         parts = credential.split("/")
         if len(parts) != 5 or parts[4] != "aws4_request":
-            raise S3Error("InvalidArgument", f"Invalid credential: {credential}", 400,
-                          ArgumentName="x-amz-credential", ArgumentValue=credential)
+            raise S3Error(
+                "InvalidArgument",
+                f"Invalid credential: {credential}",
+                400,
+                ArgumentName="x-amz-credential",
+                ArgumentValue=credential,
+            )
         return PostCredentials("sigv4", parts[0], signature, policy, parts[1], parts[2], parts[3])
     key_id = form.get("awsaccesskeyid")
     if policy is None and key_id is None:
@@ -289,14 +324,20 @@ def credentials(form: Form) -> PostCredentials:
 def check_signature(cred: PostCredentials, secret: str) -> None:
     """SignatureDoesNotMatch (403) unless the form's signature is the policy signed with `secret`."""
     if cred.method == "sigv2":
-        expected = base64.b64encode(hmac.new(secret.encode(), cred.policy.encode(), hashlib.sha1).digest()).decode()
+        expected = base64.b64encode(
+            hmac.new(secret.encode(), cred.policy.encode(), hashlib.sha1).digest()
+        ).decode()
         ok = hmac.compare_digest(expected.encode(), cred.signature.strip().encode("latin-1", "replace"))
     else:
         key = sigv4.signing_key(secret, cred.date, cred.region, cred.service)
         ok = sigv4.signatures_equal(sigv4.sign(key, cred.policy), cred.signature.strip().lower())
     if not ok:
-        raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the signature "
-                      "you provided. Check your key and signing method.", 403)
+        raise S3Error(
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature "
+            "you provided. Check your key and signing method.",
+            403,
+        )
 
 
 # -- the policy document ---------------------------------------------------------------------------------------
@@ -356,8 +397,10 @@ def _condition(raw: object) -> Condition:
     text = json.dumps(raw)
     if isinstance(raw, dict):
         if len(raw) != 1:
-            raise _invalid_policy(f"Invalid Simple-Condition: Simple-Conditions must have exactly one property "
-                                  f"specified. {text}")
+            raise _invalid_policy(
+                f"Invalid Simple-Condition: Simple-Conditions must have exactly one property "
+                f"specified. {text}"
+            )
         ((name, value),) = raw.items()
         if not isinstance(value, str):
             raise _invalid_policy(f"Invalid Simple-Condition: {text}")
@@ -427,8 +470,14 @@ def check_policy(policy: Policy, values: Mapping[str, str], now: float) -> None:
             ok = value.startswith(c.value)
         if not ok:
             raise _denied(f"Policy Condition failed: {c.text}")
-    extra = [n for n in values if n not in named and n not in _EXEMPT_FIELDS and not n.startswith("x-ignore-")
-             and n not in ("x-amz-credential", "x-amz-algorithm", "x-amz-date", "x-amz-security-token")]
+    extra = [
+        n
+        for n in values
+        if n not in named
+        and n not in _EXEMPT_FIELDS
+        and not n.startswith("x-ignore-")
+        and n not in ("x-amz-credential", "x-amz-algorithm", "x-amz-date", "x-amz-security-token")
+    ]
     if extra:
         raise _denied(f"Extra input fields: {', '.join(extra)}")
 
@@ -456,6 +505,8 @@ def redirect_location(url: str, bucket: str, key: str, etag: str) -> str:
 
 
 def render_post_response(location: str, bucket: str, key: str, etag: str) -> bytes:
-    inner = (f"<Location>{_x(location)}</Location><Bucket>{_x(bucket)}</Bucket><Key>{_x(key)}</Key>"
-             f"<ETag>{_x(quote_etag(etag))}</ETag>")
-    return _doc("PostResponse", inner, ns=False)
+    inner = (
+        f"<Location>{escape(location)}</Location><Bucket>{escape(bucket)}</Bucket><Key>{escape(key)}</Key>"
+        f"<ETag>{escape(quote_etag(etag))}</ETag>"
+    )
+    return document("PostResponse", inner, ns=False)

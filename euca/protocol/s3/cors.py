@@ -1,52 +1,21 @@
-"""S3 CORS (sans-I/O): the ?cors endpoints and the preflight OPTIONS request, the CORSConfiguration XML, and matching
-a request's Origin/method/headers against the rules to produce the Access-Control-* response headers."""
+"""S3 CORS (sans-I/O): the CORSConfiguration XML, and matching a request's Origin/method/headers against the rules
+to produce the Access-Control-* response headers. The endpoints (?cors, the OPTIONS preflight) are in
+endpoints.py with all the others, and re-exported here."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from euca.protocol.s3 import BucketOp, S3Error
+from euca.protocol.s3.endpoints import DeleteBucketCors, GetBucketCors, Preflight, PutBucketCors
+from euca.protocol.s3.errors import S3Error
+from euca.protocol.s3.wire import S3_NS
 
-_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
 
 Rule = dict[str, Any]  # {"id", "methods", "origins", "headers", "expose", "max_age"}
-
-
-@dataclass(slots=True)
-class PutBucketCors(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class GetBucketCors(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class DeleteBucketCors(BucketOp):
-    pass
-
-
-@dataclass(slots=True)
-class Preflight(BucketOp):
-    key: str | None = None
-
-
-def parse_endpoint(method: str, bucket: str | None, key: str | None, q: Mapping[str, str]) -> Any:
-    if bucket is None:
-        return None
-    if method == "OPTIONS":
-        return Preflight(bucket, key)
-    if key is None and "cors" in q:
-        return {"PUT": PutBucketCors, "GET": GetBucketCors, "DELETE": DeleteBucketCors}.get(method, lambda b: None)(
-            bucket)
-    return None
 
 
 def parse_cors_body(body: bytes) -> list[Rule]:
@@ -63,8 +32,10 @@ def parse_cors_body(body: bytes) -> list[Rule]:
             tag, text = c.tag.rsplit("}", 1)[-1], (c.text or "").strip()
             if tag == "AllowedMethod":
                 if text not in METHODS:
-                    raise S3Error("InvalidRequest", f"Found unsupported HTTP method in CORS config. Unsupported "
-                                  f"method is {text}")
+                    raise S3Error(
+                        "InvalidRequest",
+                        f"Found unsupported HTTP method in CORS config. Unsupported method is {text}",
+                    )
                 rule["methods"].append(text)
             elif tag == "AllowedOrigin":
                 rule["origins"].append(text)
@@ -95,8 +66,10 @@ def render_cors(rules: list[Rule]) -> bytes:
         if r.get("max_age") is not None:
             inner += f"<MaxAgeSeconds>{r['max_age']}</MaxAgeSeconds>"
         out.append(f"<CORSRule>{inner}</CORSRule>")
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<CORSConfiguration xmlns="{_NS}">{"".join(out)}'
-            f"</CORSConfiguration>").encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<CORSConfiguration xmlns="{S3_NS}">{"".join(out)}'
+        f"</CORSConfiguration>"
+    ).encode()
 
 
 def _wild(pattern: str, value: str) -> bool:
@@ -104,7 +77,9 @@ def _wild(pattern: str, value: str) -> bool:
     return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
 
 
-def match(rules: list[Rule], origin: str, method: str, request_headers: list[str]) -> list[tuple[str, str]] | None:
+def match(
+    rules: list[Rule], origin: str, method: str, request_headers: list[str]
+) -> list[tuple[str, str]] | None:
     """The Access-Control-* headers for the first rule allowing origin, method and headers; None when none does."""
     for r in rules:
         hit = next((o for o in r["origins"] if _wild(o, origin)), None)
@@ -112,8 +87,10 @@ def match(rules: list[Rule], origin: str, method: str, request_headers: list[str
             continue
         if not all(any(_wild(a, h) for a in r["headers"]) for h in request_headers):
             continue
-        out = [("Access-Control-Allow-Origin", "*" if hit == "*" else origin),
-               ("Access-Control-Allow-Methods", ", ".join(r["methods"]))]
+        out = [
+            ("Access-Control-Allow-Origin", "*" if hit == "*" else origin),
+            ("Access-Control-Allow-Methods", ", ".join(r["methods"])),
+        ]
         if request_headers:
             out.append(("Access-Control-Allow-Headers", ", ".join(request_headers)))
         if r["expose"]:
@@ -128,3 +105,17 @@ def match(rules: list[Rule], origin: str, method: str, request_headers: list[str
 
 def request_header_names(value: str | None) -> list[str]:
     return [h.strip().lower() for h in (value or "").split(",") if h.strip()]
+
+
+__all__ = [
+    "METHODS",
+    "DeleteBucketCors",
+    "GetBucketCors",
+    "Preflight",
+    "PutBucketCors",
+    "Rule",
+    "match",
+    "parse_cors_body",
+    "render_cors",
+    "request_header_names",
+]

@@ -1,4 +1,4 @@
-"""Regions, availability zones and account attributes: what the cloud looks like from outside.
+"""Regions, availability zones and account attributes through EC2: what the cloud looks like from outside.
 
 One availability zone per registered cluster, `available` while its CC answers the CLC's polls. An admin
 asking for the zone `verbose` (euca-describe-availability-zones verbose) gets Eucalyptus's capacity rows as
@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet
 from euca.protocol.ec2.wire import Ec2Error
-from euca.roles.clc import instance_types, topology
-from euca.roles.clc.app import Call
+from euca.roles.clc.app import Ec2Call, Handler
+from euca.roles.clc.instance_types import records as instance_types
+from euca.roles.clc.topology import records as topology
 
 REGION_FILTERS: FilterSet[m.Region] = FilterSet(
     {
@@ -44,16 +45,16 @@ ACCOUNT_ATTRIBUTES: dict[str, list[str]] = {
 }
 
 
-def _endpoint(call: Call) -> str:
+def _endpoint(call: Ec2Call) -> str:
     base = call.ctx.endpoints.get("clc") or call.ctx.config.endpoint_url("clc")
     return f"{base}/services/compute"
 
 
-def _regions(call: Call) -> list[m.Region]:
+def _regions(call: Ec2Call) -> list[m.Region]:
     return [m.Region(region_name=call.ctx.config.region, endpoint=_endpoint(call))]
 
 
-def _zone(call: Call, name: str, state: str) -> m.AvailabilityZone:
+def _zone(call: Ec2Call, name: str, state: str) -> m.AvailabilityZone:
     region = call.ctx.config.region
     return m.AvailabilityZone(
         zone_name=name,
@@ -65,7 +66,7 @@ def _zone(call: Call, name: str, state: str) -> m.AvailabilityZone:
     )
 
 
-def _zones(call: Call, clusters: list[topology.Cluster]) -> list[m.AvailabilityZone]:
+def _zones(call: Ec2Call, clusters: list[topology.Cluster]) -> list[m.AvailabilityZone]:
     # One zone per cluster. A CLC with no cluster registered yet (a CLC-only host before
     # `euca admin register-cluster`) shows the configured zone, as it did before clusters existed.
     if not clusters:
@@ -74,7 +75,7 @@ def _zones(call: Call, clusters: list[topology.Cluster]) -> list[m.AvailabilityZ
 
 
 def _verbose_rows(
-    call: Call, c: topology.Cluster, types: list[instance_types.InstanceType]
+    call: Ec2Call, c: topology.Cluster, types: list[instance_types.InstanceType]
 ) -> list[m.AvailabilityZone]:
     """Eucalyptus's admin view of one zone: where its CC is, then free / max per instance type."""
     host = urlsplit(c.url).hostname or c.url
@@ -94,7 +95,7 @@ def _verbose_rows(
     return rows
 
 
-async def describe_regions(call: Call, req: m.DescribeRegionsRequest) -> m.DescribeRegionsResult:
+async def describe_regions(call: Ec2Call, req: m.DescribeRegionsRequest) -> m.DescribeRegionsResult:
     regions = _regions(call)
     known = {r.region_name for r in regions}
     unknown = [n for n in req.region_names if n not in known]
@@ -106,7 +107,7 @@ async def describe_regions(call: Call, req: m.DescribeRegionsRequest) -> m.Descr
 
 
 async def describe_availability_zones(
-    call: Call, req: m.DescribeAvailabilityZonesRequest
+    call: Ec2Call, req: m.DescribeAvailabilityZonesRequest
 ) -> m.DescribeAvailabilityZonesResult:
     clusters, types = await call.ctx.store.read(
         lambda tx: (topology.list_clusters(tx), instance_types.load_instance_types(tx))
@@ -130,7 +131,7 @@ async def describe_availability_zones(
 
 
 async def describe_account_attributes(
-    call: Call, req: m.DescribeAccountAttributesRequest
+    call: Ec2Call, req: m.DescribeAccountAttributesRequest
 ) -> m.DescribeAccountAttributesResult:
     names = req.attribute_names or list(ACCOUNT_ATTRIBUTES)
     unknown = [n for n in names if n not in ACCOUNT_ATTRIBUTES]
@@ -149,3 +150,10 @@ async def describe_account_attributes(
             for name in names
         ]
     )
+
+
+HANDLERS: dict[str, Handler] = {
+    "DescribeRegions": describe_regions,
+    "DescribeAvailabilityZones": describe_availability_zones,
+    "DescribeAccountAttributes": describe_account_attributes,
+}

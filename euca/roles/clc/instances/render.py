@@ -1,0 +1,66 @@
+"""How an instance reads in EC2 answers (DescribeInstances, RunInstances): the Instance and Reservation
+structures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from euca.protocol.ec2 import messages as m
+from euca.roles.clc.instances.records import ClcInstance
+from euca.roles.clc.tags.render import tag_list
+
+
+def dns_name(ip: str | None) -> str:
+    return f"euca-{ip.replace('.', '-')}.eucalyptus.internal" if ip else ""
+
+
+def to_instance(r: ClcInstance) -> m.Instance:
+    reason = None
+    if r.state_reason_code:
+        reason = m.StateReason(
+            code=r.state_reason_code, message=r.state_reason_message or r.state_reason_code
+        )
+    return m.Instance(
+        instance_id=r.instance_id,
+        image_id=r.image_id,
+        state=m.InstanceState(code=r.state_code, name=r.state),
+        instance_type=r.instance_type,
+        launch_time=datetime.fromtimestamp(r.launch_time, UTC),
+        placement=m.Placement(availability_zone=r.zone, tenancy="default", group_name=""),
+        ami_launch_index=r.launch_index,
+        private_dns_name=dns_name(r.private_ip),
+        public_dns_name="",
+        state_transition_reason=r.reason or "",
+        key_name=r.key_name,
+        kernel_id=r.kernel_id,
+        ramdisk_id=r.ramdisk_id,
+        monitoring=m.Monitoring(state="disabled"),
+        private_ip_address=r.private_ip,
+        architecture=r.architecture,
+        root_device_type="instance-store",
+        root_device_name="/dev/sda1",
+        virtualization_type="paravirtual" if r.kernel_id else "hvm",
+        client_token=r.client_token or "",
+        ebs_optimized=False,
+        security_groups=[m.GroupIdentifier(group_name=g) for g in r.groups],
+        state_reason=reason,
+        tags=tag_list(r.tags),
+    )
+
+
+def to_reservations(records: Iterable[ClcInstance]) -> list[m.Reservation]:
+    """Instances grouped by reservation, reservations in the order their first instance comes."""
+    grouped: dict[str, list[ClcInstance]] = {}
+    for r in records:
+        grouped.setdefault(r.reservation_id, []).append(r)
+    return [
+        m.Reservation(
+            reservation_id=rid,
+            owner_id=members[0].account_id,
+            requester_id=None,
+            groups=[m.GroupIdentifier(group_name=g) for g in members[0].groups],
+            instances=[to_instance(r) for r in members],
+        )
+        for rid, members in grouped.items()
+    ]

@@ -1,0 +1,18 @@
+"""Fixtures of the end-to-end tests (real QEMU guests under qemu:///system, network namespaces). Whether this
+host can run guests at all is helpers.qemu_host.unusable_reason(); each module skips on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from euca.images import bootimage as bi
+
+
+@pytest.fixture(scope="session")
+def boot_image() -> bi.BootImage:
+    """The default guest image (kernel, busybox initramfs, root disk), from the cache or built once;
+    the tests that need it skip when neither is possible."""
+    try:
+        return bi.find_boot_image() or bi.build_boot_image()
+    except bi.BootImageUnavailable as e:
+        pytest.skip(f"no boot image in {bi.default_cache_root()} and none can be built: {e}")

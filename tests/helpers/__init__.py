@@ -1,0 +1,14 @@
+"""What tests share, imported as `helpers.<module>` (pyproject puts tests/ on pytest's sys.path).
+
+Fixtures live in the conftest.py of the directory whose tests use them; the code those fixtures and tests
+call lives here, so no test imports from a conftest or from another test module.
+
+    server        EucaServer / start_euca: a real euca in a background thread, with credentials and clients
+    aws_cli       where the real `aws` executable is and how to run it against a server
+    fake_cluster  an in-process stand-in CC for the CLC's service tests
+    cc_nodes      in-memory node controllers for the CC's unit tests
+    bundle_keys   the cloud, user and node keys an image bundle involves (a throwaway CA)
+    instances     polling and image registration for tests that run instances through the EC2 API
+    image_bundles real bundles signed with a credentials directory, uploaded with boto3
+    qemu_host     whether real guests can run here (the e2e tests that boot them)
+"""

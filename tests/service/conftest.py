@@ -1,0 +1,62 @@
+"""Fixtures of the service tests: one real euca (every built role) for the whole session, on 127.0.0.1 with
+ports the OS picked, and clients for it.
+
+    def test_something(euca, s3_client, aws_cli):
+        s3_client.create_bucket(Bucket="b")
+        aws_cli("s3", "ls", "s3://b")
+
+The server is shared by the session, so tests use unique bucket names (`bucket_name` fixture). Tests that
+need a server of their own (other roles, settings or a restart) call helpers.server.start_euca.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from helpers.server import EucaServer, start_euca
+
+
+@pytest.fixture(scope="session")
+def euca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EucaServer]:
+    """One euca (every built role) for the whole test session, on 127.0.0.1 with a port the OS picked."""
+    yield from start_euca(tmp_path_factory.mktemp("euca-data"))
+
+
+@pytest.fixture
+def bucket_name() -> str:
+    return "test-" + uuid.uuid4().hex[:16]
+
+
+@pytest.fixture(scope="session")
+def s3_client(euca: EucaServer) -> Any:
+    """boto3 S3 client as the cloud admin (path-style)."""
+    return euca.client("s3")
+
+
+@pytest.fixture(scope="session")
+def s3_other(euca: EucaServer) -> Any:
+    """boto3 S3 client as a second, unprivileged account."""
+    return euca.client("s3", creds=euca.other)
+
+
+@pytest.fixture(scope="session")
+def s3_anonymous(euca: EucaServer) -> Any:
+    """boto3 S3 client that signs nothing."""
+    return euca.anonymous_client("s3")
+
+
+@pytest.fixture
+def bucket(s3_client: Any, bucket_name: str) -> str:
+    """A fresh bucket owned by the admin account."""
+    s3_client.create_bucket(Bucket=bucket_name)
+    return bucket_name
+
+
+@pytest.fixture(scope="session")
+def aws_cli(euca: EucaServer) -> Any:
+    """`aws_cli("s3", "ls")` runs the real aws CLI against the server, as the admin (creds=... to change)."""
+    return euca.aws

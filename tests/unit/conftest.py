@@ -1,0 +1,23 @@
+"""Fixtures shared by the unit tests (no server runs here: each test builds the pieces it exercises)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import botocore.session
+import pytest
+
+from euca.core.pki import CloudCA
+from helpers.bundle_keys import BundleKeys
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> BundleKeys:
+    """Cloud, user and node keys from a throwaway cloud CA, for bundling and unbundling images."""
+    return BundleKeys(CloudCA.load_or_create(tmp_path_factory.mktemp("ca")))
+
+
+@pytest.fixture(scope="module")
+def service_model() -> Any:
+    """botocore's EC2 service model (what the SDKs send and expect)."""
+    return botocore.session.get_session().get_service_model("ec2")
