@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,7 @@ from euca.roles.walrus.access import ACL_ONLY, Access, BucketPolicy, decide
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.dispatch import HANDLERS, dispatch
 from euca.roles.walrus.meta import BucketRow
+from euca.roles.walrus.service import WalrusService
 
 OWNER = Principal("111", "owner", "owner-cid", "admin", "AK1")
 OTHER = Principal("222", "other", "other-cid", "admin", "AK2")
@@ -161,3 +163,63 @@ async def test_policy_conditions_see_the_request() -> None:
     assert not (
         await decide(_service(), _call(None, query="prefix=secret/"), listing, "b", rules)
     ).policy_grant
+
+
+# -- the endpoint's permission ------------------------------------------------------------------------------
+
+
+def _instance(cls: type) -> Any:
+    required = {
+        f.name: {"bucket": "b", "key": "k"}.get(f.name, "")
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    return cls(**required)
+
+
+ON_A_BUCKET = [cls for cls in s3.ENDPOINTS if cls.permission.of != "service"]
+
+
+@pytest.mark.parametrize("cls", ON_A_BUCKET, ids=lambda cls: cls.__name__)
+def test_authorized_bucket_checks_what_the_endpoint_class_requires(cls: type) -> None:
+    svc = WalrusService(None, None, None, "euca-1")  # type: ignore[arg-type]
+    svc.buckets["b"] = BucketRow(
+        name="b",
+        owner_id=OWNER.canonical_id,
+        owner_name="owner",
+        created=0.0,
+        acl=acls.canned("private", OWNER.canonical_id, "owner"),
+    )
+    ep = _instance(cls)
+    assert svc.authorized_bucket(_call(OWNER), ep) is svc.buckets["b"]
+    granted = _call(OTHER)
+    granted.access = Access("b", policy_grant=True)
+    assert svc.authorized_bucket(granted, ep) is svc.buckets["b"]
+    if cls.permission.of == "object":
+        # Only the bucket here: the object's ACL is checked once the object is read.
+        assert svc.authorized_bucket(_call(OTHER), ep) is svc.buckets["b"]
+    else:
+        with pytest.raises(S3Error) as e:
+            svc.authorized_bucket(_call(OTHER), ep)
+        assert e.value.code == "AccessDenied"
+    svc.buckets.clear()
+    with pytest.raises(S3Error) as e:
+        svc.authorized_bucket(_call(OWNER), ep)
+    assert e.value.code == "NoSuchBucket"
+
+
+def test_the_public_read_write_acl_opens_read_and_write_but_not_ownership() -> None:
+    svc = WalrusService(None, None, None, "euca-1")  # type: ignore[arg-type]
+    svc.buckets["b"] = BucketRow(
+        name="b",
+        owner_id=OWNER.canonical_id,
+        owner_name="owner",
+        created=0.0,
+        acl=acls.canned("public-read-write", OWNER.canonical_id, "owner"),
+    )
+    assert svc.authorized_bucket(_call(None), s3.PutObject("b", "k")).name == "b"
+    assert svc.authorized_bucket(_call(None), s3.ListObjects("b")).name == "b"
+    with pytest.raises(S3Error):
+        svc.authorized_bucket(_call(None), s3.GetBucketAcl("b"))
+    with pytest.raises(S3Error):
+        svc.authorized_bucket(_call(OTHER), s3.DeleteBucket("b"))

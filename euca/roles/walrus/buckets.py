@@ -58,12 +58,12 @@ async def create_bucket(svc: WalrusService, call: S3Call, ep: s3.CreateBucket) -
 
 
 async def head_bucket(svc: WalrusService, call: S3Call, ep: s3.HeadBucket) -> Response:
-    b = svc.bucket_access(call, ep.bucket, "READ")
+    b = svc.authorized_bucket(call, ep)
     return empty(200, [("x-amz-bucket-region", b.location or svc.region)])
 
 
 async def delete_bucket(svc: WalrusService, call: S3Call, ep: s3.DeleteBucket) -> Response:
-    svc.bucket_owner(call, ep.bucket)
+    svc.authorized_bucket(call, ep)
     # The bucket's policy, public access block and CORS rules go with it, in the same transaction.
     files = await svc.write(lambda tx: meta.delete_bucket(tx, ep.bucket), ep.bucket, None)
     svc.buckets.pop(ep.bucket, None)
@@ -76,5 +76,5 @@ async def delete_bucket(svc: WalrusService, call: S3Call, ep: s3.DeleteBucket) -
 
 
 async def get_bucket_location(svc: WalrusService, call: S3Call, ep: s3.GetBucketLocation) -> Response:
-    b = svc.bucket_owner(call, ep.bucket)
+    b = svc.authorized_bucket(call, ep)
     return xml(s3.render_location(b.location))

@@ -40,7 +40,7 @@ def _refuse_unordered_with_delimiter(call: S3Call, delimiter: str) -> None:
 
 
 async def list_objects(svc: WalrusService, call: S3Call, ep: s3.ListObjects) -> Response:
-    svc.bucket_access(call, ep.bucket, "READ")
+    svc.authorized_bucket(call, ep)
     _refuse_unordered_with_delimiter(call, ep.delimiter)
     raw = await svc.store.read(
         lambda tx: meta.list_objects(tx, ep.bucket, ep.prefix, ep.delimiter, ep.marker, ep.max_keys)
@@ -50,7 +50,7 @@ async def list_objects(svc: WalrusService, call: S3Call, ep: s3.ListObjects) -> 
 
 
 async def list_objects_v2(svc: WalrusService, call: S3Call, ep: s3.ListObjectsV2) -> Response:
-    svc.bucket_access(call, ep.bucket, "READ")
+    svc.authorized_bucket(call, ep)
     _refuse_unordered_with_delimiter(call, ep.delimiter)
     after = ep.start_after
     if ep.continuation_token is not None:
@@ -73,7 +73,7 @@ async def list_objects_v2(svc: WalrusService, call: S3Call, ep: s3.ListObjectsV2
 
 
 async def list_object_versions(svc: WalrusService, call: S3Call, ep: s3.ListObjectVersions) -> Response:
-    svc.bucket_access(call, ep.bucket, "READ")
+    svc.authorized_bucket(call, ep)
     raw = await svc.store.read(
         lambda tx: meta.list_versions(
             tx, ep.bucket, ep.prefix, ep.delimiter, ep.key_marker, ep.version_id_marker, ep.max_keys
@@ -86,7 +86,7 @@ async def list_object_versions(svc: WalrusService, call: S3Call, ep: s3.ListObje
 
 
 async def list_multipart_uploads(svc: WalrusService, call: S3Call, ep: s3.ListMultipartUploads) -> Response:
-    svc.bucket_access(call, ep.bucket, "READ")
+    svc.authorized_bucket(call, ep)
     uploads, prefixes, truncated = await svc.store.read(
         lambda tx: meta.list_uploads(
             tx, ep.bucket, ep.prefix, ep.delimiter, ep.key_marker, ep.upload_id_marker, ep.max_uploads

@@ -14,7 +14,6 @@ from euca.protocol.s3 import post as s3_post
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.objects import store_object
-from euca.roles.walrus.responses import version_headers
 from euca.roles.walrus.service import WalrusService
 
 READ_SIZE = 262144
@@ -99,8 +98,9 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
         values["bucket"] = b.name
         values["key"] = key
         s3_post.check_policy(policy, values, time.time())
-    # The form's signer is checked against the bucket ACL, under the decision made for the (unsigned) request.
-    if not acls.allowed(b.acl, principal, "WRITE", call.access):
+    # The endpoint's permission (WRITE on the bucket) is held by the form's signer, not by the (unsigned)
+    # request: checked here, under the access decision made for the request.
+    if not acls.allowed(b.acl, principal, ep.permission.name, call.access):
         raise S3Error("AccessDenied")
     owner = (
         (principal.canonical_id, principal.account_name)
@@ -136,7 +136,7 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
         raise
     row = await store_object(svc, b, key, written, owner, headers, None, acl, tags)
 
-    out = [("ETag", s3.quote_etag(row.etag)), *version_headers(b, row)]
+    out = [s3.etag_header(row.etag), *s3.version_id_headers(b.versioning, row.version_id)]
     redirect = form.get("success_action_redirect") or form.get("redirect")
     if redirect and (redirect.startswith("http://") or redirect.startswith("https://")):
         out.append(("Location", s3_post.redirect_location(redirect, b.name, key, row.etag)))

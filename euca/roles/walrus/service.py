@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -33,6 +33,16 @@ from euca.roles.walrus.storage import Source, Storage, Written
 
 log = logging.getLogger("euca.walrus")
 T = TypeVar("T")
+
+
+class OnBucket(Protocol):
+    """An endpoint on one bucket: the bucket's name and, from the endpoint's class, what the caller must hold."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def permission(self) -> s3.Permission: ...
 
 
 class WalrusService:
@@ -191,17 +201,22 @@ class WalrusService:
         if not acls.allowed(acl, call.principal, permission, call.access):
             raise S3Error("AccessDenied")
 
-    def bucket_access(self, call: S3Call, name: str, permission: str) -> BucketRow:
-        b = self.bucket(name)
-        self.permit(call, b.acl, permission)
-        return b
-
-    def bucket_owner(self, call: S3Call, name: str) -> BucketRow:
-        """The bucket, if the caller owns it (or the bucket's policy grants the request)."""
-        b = self.bucket(name)
-        p = call.principal
-        if not (p is not None and p.canonical_id == b.owner_id) and not call.access.policy_grant:
-            raise S3Error("AccessDenied")
+    def authorized_bucket(self, call: S3Call, ep: OnBucket) -> BucketRow:
+        """The endpoint's bucket (NoSuchBucket first), once the caller holds what the endpoint's class requires
+        of it (`permission`): the bucket's ownership, or an ACL permission on the bucket, either of which a
+        policy grant stands in for. A permission on the object needs only the bucket here: the handler checks
+        the object's own ACL (permit(call, o.acl, ep.permission.name)) once it has read the object."""
+        b = self.buckets.get(ep.bucket)
+        if b is None:
+            raise S3Error("NoSuchBucket", BucketName=ep.bucket)
+        permission = ep.permission
+        if permission.of == "bucket":
+            if permission.name == "OWNER":
+                p = call.principal
+                if not (p is not None and p.canonical_id == b.owner_id) and not call.access.policy_grant:
+                    raise S3Error("AccessDenied")
+            elif not acls.allowed(b.acl, call.principal, permission.name, call.access):
+                raise S3Error("AccessDenied")
         return b
 
     @staticmethod
@@ -289,7 +304,7 @@ class WalrusService:
                 raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
             raise S3Error("NoSuchKey", Key=key)
         if o.delete_marker:
-            hdrs = [("x-amz-delete-marker", "true"), ("x-amz-version-id", o.version_id)]
+            hdrs = s3.delete_marker_headers(o.version_id)
             if version_id is not None:
                 raise S3Error(
                     "MethodNotAllowed",
