@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from euca.roles.walrus.call import S3Call
     from euca.roles.walrus.service import WalrusService
 
-_POLICY_MANAGEMENT = (s3_policy.PutBucketPolicy, s3_policy.GetBucketPolicy, s3_policy.DeleteBucketPolicy)
+_POLICY_MANAGEMENT = (s3.PutBucketPolicy, s3.GetBucketPolicy, s3.DeleteBucketPolicy)
 _PUBLIC_CANNED = ("public-read", "public-read-write", "authenticated-read")
 
 
@@ -66,7 +66,7 @@ async def decide(svc: WalrusService, call: S3Call, endpoint: Any, bucket: str, r
     if pab.get("BlockPublicAcls"):
         _block_public_acls(endpoint)
     verdict = None
-    action = s3_policy.action_of(endpoint)
+    action = s3.action_of(endpoint)
     if rules.policy is not None and action is not None:
         context = await _context(svc, call, endpoint, bucket, rules.policy, action)
         verdict = s3_policy.evaluate(rules.policy, context)

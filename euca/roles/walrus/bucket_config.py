@@ -92,7 +92,7 @@ async def _store_rules(svc: WalrusService, bucket: str, entry: BucketPolicy) -> 
     svc.policies[bucket] = entry
 
 
-async def put_bucket_policy(svc: WalrusService, call: S3Call, ep: s3_policy.PutBucketPolicy) -> Response:
+async def put_bucket_policy(svc: WalrusService, call: S3Call, ep: s3.PutBucketPolicy) -> Response:
     b = svc.authorized_bucket(call, ep)
     body = await call.xml_body()
     policy = s3_policy.parse_policy(body, b.name)
@@ -105,7 +105,7 @@ async def put_bucket_policy(svc: WalrusService, call: S3Call, ep: s3_policy.PutB
     return Response(204, [], b"")
 
 
-async def get_bucket_policy(svc: WalrusService, call: S3Call, ep: s3_policy.GetBucketPolicy) -> Response:
+async def get_bucket_policy(svc: WalrusService, call: S3Call, ep: s3.GetBucketPolicy) -> Response:
     b = svc.authorized_bucket(call, ep)
     entry = svc.policies.get(b.name)
     if entry is None or entry.text is None:
@@ -113,9 +113,7 @@ async def get_bucket_policy(svc: WalrusService, call: S3Call, ep: s3_policy.GetB
     return Response(200, [("Content-Type", "application/json")], entry.text.encode())
 
 
-async def delete_bucket_policy(
-    svc: WalrusService, call: S3Call, ep: s3_policy.DeleteBucketPolicy
-) -> Response:
+async def delete_bucket_policy(svc: WalrusService, call: S3Call, ep: s3.DeleteBucketPolicy) -> Response:
     b = svc.authorized_bucket(call, ep)
     entry = _rules(svc, b.name)
     entry.text, entry.policy = None, None
@@ -124,7 +122,7 @@ async def delete_bucket_policy(
 
 
 async def get_bucket_policy_status(
-    svc: WalrusService, call: S3Call, ep: s3_policy.GetBucketPolicyStatus
+    svc: WalrusService, call: S3Call, ep: s3.GetBucketPolicyStatus
 ) -> Response:
     b = svc.authorized_bucket(call, ep)
     entry = svc.policies.get(b.name)
@@ -136,9 +134,7 @@ async def get_bucket_policy_status(
     return Response(200, [("Content-Type", "application/xml")], s3_policy.render_policy_status(public))
 
 
-async def put_public_access_block(
-    svc: WalrusService, call: S3Call, ep: s3_policy.PutPublicAccessBlock
-) -> Response:
+async def put_public_access_block(svc: WalrusService, call: S3Call, ep: s3.PutPublicAccessBlock) -> Response:
     b = svc.authorized_bucket(call, ep)
     conf = s3_policy.parse_public_access_block(await call.xml_body())
     entry = _rules(svc, b.name)
@@ -147,9 +143,7 @@ async def put_public_access_block(
     return Response(200, [], b"")
 
 
-async def get_public_access_block(
-    svc: WalrusService, call: S3Call, ep: s3_policy.GetPublicAccessBlock
-) -> Response:
+async def get_public_access_block(svc: WalrusService, call: S3Call, ep: s3.GetPublicAccessBlock) -> Response:
     b = svc.authorized_bucket(call, ep)
     entry = svc.policies.get(b.name)
     # A bucket that never had one answers the all-false defaults (what the conformance suite expects) rather
@@ -159,7 +153,7 @@ async def get_public_access_block(
 
 
 async def delete_public_access_block(
-    svc: WalrusService, call: S3Call, ep: s3_policy.DeletePublicAccessBlock
+    svc: WalrusService, call: S3Call, ep: s3.DeletePublicAccessBlock
 ) -> Response:
     b = svc.authorized_bucket(call, ep)
     entry = _rules(svc, b.name)
@@ -171,7 +165,7 @@ async def delete_public_access_block(
 # -- CORS rules -----------------------------------------------------------------------------------------
 
 
-async def put_bucket_cors(svc: WalrusService, call: S3Call, ep: s3_cors.PutBucketCors) -> Response:
+async def put_bucket_cors(svc: WalrusService, call: S3Call, ep: s3.PutBucketCors) -> Response:
     b = svc.authorized_bucket(call, ep)
     rules = s3_cors.parse_cors_body(await call.xml_body())
     await svc.write_config(lambda tx: meta.save_cors(tx, b.name, rules))
@@ -179,7 +173,7 @@ async def put_bucket_cors(svc: WalrusService, call: S3Call, ep: s3_cors.PutBucke
     return Response(200, [], b"")
 
 
-async def get_bucket_cors(svc: WalrusService, call: S3Call, ep: s3_cors.GetBucketCors) -> Response:
+async def get_bucket_cors(svc: WalrusService, call: S3Call, ep: s3.GetBucketCors) -> Response:
     b = svc.authorized_bucket(call, ep)
     rules = svc.cors_rules.get(b.name)
     if rules is None:
@@ -189,7 +183,7 @@ async def get_bucket_cors(svc: WalrusService, call: S3Call, ep: s3_cors.GetBucke
     return Response(200, [("Content-Type", "application/xml")], s3_cors.render_cors(rules))
 
 
-async def delete_bucket_cors(svc: WalrusService, call: S3Call, ep: s3_cors.DeleteBucketCors) -> Response:
+async def delete_bucket_cors(svc: WalrusService, call: S3Call, ep: s3.DeleteBucketCors) -> Response:
     b = svc.authorized_bucket(call, ep)
     await svc.write_config(lambda tx: meta.save_cors(tx, b.name, None))
     svc.cors_rules.pop(b.name, None)

@@ -4,13 +4,14 @@ a request that carries an Origin. The rules themselves are bucket configuration 
 from __future__ import annotations
 
 from euca.core.http import Request, Response
+from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import cors as s3_cors
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.service import WalrusService
 
 
-async def preflight(svc: WalrusService, call: S3Call, ep: s3_cors.Preflight) -> Response:
+async def preflight(svc: WalrusService, call: S3Call, ep: s3.Preflight) -> Response:
     headers = call.request.headers
     origin = headers.get("origin")
     method = headers.get("access-control-request-method")

@@ -12,8 +12,6 @@ from typing import Any
 from euca.core.http import Response
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.protocol.s3 import cors as s3_cors
-from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import bucket_config, buckets, cors, listings, multipart, objects
 from euca.roles.walrus.access import decide
 from euca.roles.walrus.call import S3Call
@@ -37,17 +35,17 @@ HANDLERS: dict[type, Handler] = {
     s3.GetBucketTagging: bucket_config.get_bucket_tagging,
     s3.PutBucketTagging: bucket_config.put_bucket_tagging,
     s3.DeleteBucketTagging: bucket_config.delete_bucket_tagging,
-    s3_policy.PutBucketPolicy: bucket_config.put_bucket_policy,
-    s3_policy.GetBucketPolicy: bucket_config.get_bucket_policy,
-    s3_policy.DeleteBucketPolicy: bucket_config.delete_bucket_policy,
-    s3_policy.GetBucketPolicyStatus: bucket_config.get_bucket_policy_status,
-    s3_policy.PutPublicAccessBlock: bucket_config.put_public_access_block,
-    s3_policy.GetPublicAccessBlock: bucket_config.get_public_access_block,
-    s3_policy.DeletePublicAccessBlock: bucket_config.delete_public_access_block,
-    s3_cors.PutBucketCors: bucket_config.put_bucket_cors,
-    s3_cors.GetBucketCors: bucket_config.get_bucket_cors,
-    s3_cors.DeleteBucketCors: bucket_config.delete_bucket_cors,
-    s3_cors.Preflight: cors.preflight,
+    s3.PutBucketPolicy: bucket_config.put_bucket_policy,
+    s3.GetBucketPolicy: bucket_config.get_bucket_policy,
+    s3.DeleteBucketPolicy: bucket_config.delete_bucket_policy,
+    s3.GetBucketPolicyStatus: bucket_config.get_bucket_policy_status,
+    s3.PutPublicAccessBlock: bucket_config.put_public_access_block,
+    s3.GetPublicAccessBlock: bucket_config.get_public_access_block,
+    s3.DeletePublicAccessBlock: bucket_config.delete_public_access_block,
+    s3.PutBucketCors: bucket_config.put_bucket_cors,
+    s3.GetBucketCors: bucket_config.get_bucket_cors,
+    s3.DeleteBucketCors: bucket_config.delete_bucket_cors,
+    s3.Preflight: cors.preflight,
     # listings
     s3.ListObjects: listings.list_objects,
     s3.ListObjectsV2: listings.list_objects_v2,
