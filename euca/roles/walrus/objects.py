@@ -95,7 +95,7 @@ def object_headers(b: BucketRow, o: ObjectRow, checksum_mode: bool) -> list[tupl
     return headers
 
 
-async def get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject) -> Response:
+async def get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.HeadObject) -> Response:
     """GET and HEAD."""
     for _ in range(3):
         response = await _get_object(svc, call, ep)
@@ -104,7 +104,7 @@ async def get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject) -> Resp
     raise S3Error("InternalError", "the object kept changing while it was being read")
 
 
-async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject) -> Response | None:
+async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.HeadObject) -> Response | None:
     """GET or HEAD; None when the object's files went away under us (it was just replaced): read again."""
     # GetObject and HeadObject require READ on the object (their `permission`), checked once it is read: the
     # hottest path spells it out rather than going through authorized_bucket.
