@@ -47,7 +47,7 @@ from euca.protocol.cluster import (
 from euca.roles.nc.controller import Instance, NcSettings, NodeController
 from euca.roles.nc.disks import GiB
 from euca.roles.nc.hypervisor import Hypervisor
-from euca.roles.nc.images import NodeKeys
+from euca.roles.nc.image_fetch import NodeKeys
 
 REPO = Path(__file__).resolve().parents[2]
 URI = LIBVIRT_URI

@@ -45,7 +45,7 @@ from euca.roles.nc.controller import DISK_OPS_AT_ONCE, Instance, NcSettings, Nod
 from euca.roles.nc.disks import GiB, MiB
 from euca.roles.nc.domain import METADATA_NS
 from euca.roles.nc.hypervisor import Hypervisor
-from euca.roles.nc.images import NodeKeys
+from euca.roles.nc.image_fetch import NodeKeys
 
 SMALL = VmType("m1.small", 1, 256, 1)
 BIG = VmType("c1.xlarge", 4, 2048, 20)

@@ -4,7 +4,7 @@ controller.py  the instances' lifecycle and the message handlers (NodeController
 domain.py      the domain XML (pure) and the kvm/qemu choice
 hypervisor.py  the one libvirt connection (blocking calls in worker threads, reconnects)
 disks.py       root overlay, ephemeral and swap disks, console tail, the instance directory
-images.py      download manifests -> the node's image cache
+image_fetch.py download manifests -> the node's image cache
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from euca.core.components import Components
 from euca.core.supervisor import App, RoleContext
 from euca.roles.nc.controller import NcSettings, NodeController
 from euca.roles.nc.hypervisor import Hypervisor
-from euca.roles.nc.images import NodeKeys
+from euca.roles.nc.image_fetch import NodeKeys
 
 log = logging.getLogger("euca.nc")
 

@@ -84,7 +84,7 @@ from euca.roles.nc.hypervisor import (
     nc_state_of,
     state_name,
 )
-from euca.roles.nc.images import KeySource, NodeImages, NodeKeys
+from euca.roles.nc.image_fetch import KeySource, NodeImages, NodeKeys
 
 log = logging.getLogger("euca.nc")
 
@@ -130,7 +130,7 @@ class NcSettings:
         )
 
 
-class InstanceRecord(msgspec.Struct):
+class SavedInstance(msgspec.Struct):
     """instance.json: what the node needs to know about an instance after a restart."""
 
     spec: InstanceSpec
@@ -139,7 +139,7 @@ class InstanceRecord(msgspec.Struct):
     created: float
 
 
-_record_decoder = msgspec.json.Decoder(InstanceRecord)
+_saved_decoder = msgspec.json.Decoder(SavedInstance)
 
 
 class Instance:
@@ -294,13 +294,13 @@ class NodeController:
             return
         ours = {d.name: d for d in domains if INSTANCE_ID.fullmatch(d.name) and d.owner_dir == self._owner}
 
-        def scan() -> dict[str, InstanceRecord | None]:
-            found: dict[str, InstanceRecord | None] = {}
+        def scan() -> dict[str, SavedInstance | None]:
+            found: dict[str, SavedInstance | None] = {}
             for path in self.settings.instances_dir.iterdir():
                 if not (path.is_dir() and INSTANCE_ID.fullmatch(path.name)):
                     continue
                 try:
-                    record = _record_decoder.decode((path / SPEC_FILE).read_bytes())
+                    record = _saved_decoder.decode((path / SPEC_FILE).read_bytes())
                 except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                     record = None
                 # A spec naming another instance is no instance of ours (it would name another domain).
@@ -501,7 +501,7 @@ class NodeController:
         for inst in admitted:
             inst.staging = trio.CancelScope()
             self.instances[inst.id] = inst  # counted from now on: a second run cannot take its room
-            record = InstanceRecord(spec=inst.spec, node=self.name, domain_type=self.domain_type, created=now)
+            record = SavedInstance(spec=inst.spec, node=self.name, domain_type=self.domain_type, created=now)
             records.append((inst.dir, msgspec.json.encode(record)))
         if records:
             try:
