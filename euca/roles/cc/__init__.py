@@ -1,6 +1,7 @@
 """CC: the cluster controller. Places instances on its cluster's nodes and owns the cluster's VM network.
 
     controller.py  state rebuilt from polling, and the CLC -> CC message handlers (ClusterController)
+    nodes.py       what it knows per node and instance, and the resource accounting between reports
     scheduler.py   GREEDY / ROUNDROBIN / POWERSAVE placement and per-type capacity (pure functions)
     vmnet.py       what the CC needs from the VM network (VmNetwork) and an in-memory allocator
     network.py     the real VM network: bridge, dnsmasq, iptables (create_network)
@@ -21,7 +22,8 @@ import trio
 from euca.core.cluster_app import ClusterApp
 from euca.core.cluster_client import ClusterClient
 from euca.core.supervisor import App, RoleContext
-from euca.roles.cc.controller import ClusterController, NodeClient
+from euca.roles.cc.controller import ClusterController
+from euca.roles.cc.nodes import NodeClient
 from euca.roles.cc.vmnet import VmNetwork
 
 

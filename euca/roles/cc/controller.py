@@ -5,10 +5,12 @@ types, and the nodes' reports carry the instances, so a restarted CC rebuilds ev
 poll. What the CC knows on its own is only what it did since: instances it placed that no node has
 reported yet (pending), and the ROUNDROBIN cursor.
 
-Resource accounting: a node reports free = max - what its non-terminated instances use. An instance the
-CC placed counts against the node's free resources until a report that includes it arrives; the poller
-asks for instances before resources, so every instance in a report is also counted in the resources the
-same round reports.
+Resource accounting (nodes.available): a node reports free = max - what its non-terminated instances use.
+An instance the CC placed counts against the node's free resources until a full report that includes it
+arrives (the poller asks for instances before resources, so every instance in a report is also counted in
+the resources the same round reports); one that a node reports terminated after a full report counted it
+frees its share at once. Only a full poll (instances, then resources) marks instances as counted: the
+short polls of instances on their way update states alone.
 
 Reports and our own knowledge are ordered by a sequence number taken when a poll's request *starts* and
 when a reply of our own arrives: a report may only remove an instance if it was asked for after the CC last
@@ -19,8 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -49,64 +50,21 @@ from euca.protocol.cluster import (
     TerminateInstances,
     VmType,
 )
+from euca.roles.cc.nodes import (
+    Node,
+    NodeClient,
+    Tracked,
+    available,
+    describe_error,
+    fault_for,
+    unpolled,
+)
 from euca.roles.cc.scheduler import Scheduler, capacity
 from euca.roles.cc.vmnet import NetworkFull, VmNetwork
 
 log = logging.getLogger("euca.cc")
 
 T = TypeVar("T")
-
-
-class NodeClient(Protocol):
-    """How the CC calls a node: euca.core.cluster_client.ClusterClient, or an in-process stand-in in tests.
-    `expect_name`: the node's registered name, which its certificate must carry (a node answering at another
-    node's address is refused). Raises ClusterFault for a fault answer; anything else raised counts as the
-    node not answering."""
-
-    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any: ...
-
-
-@dataclass(eq=False)
-class Node:
-    name: str
-    url: str
-    resources: NodeResources
-    up: bool | None = None  # None: not polled yet
-    # Sequence number (ClusterController.tick) of the request behind the report applied last.
-    report_started: int = -1
-    instances: dict[str, Tracked] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class Tracked:
-    status: InstanceStatus
-    vm: VmType | None  # what it uses; None when its type is unknown here
-    # When the CC last learned this status (tick of a report's request, or of our own call's reply).
-    updated: int
-    in_flight: bool = False  # NcRunInstance sent, not answered yet
-    counted: bool = False  # included in the node's last resource report
-    released: bool = False  # its address went back to the network
-    started: trio.Event = field(default_factory=trio.Event)  # set when NcRunInstance is answered
-
-
-def _unpolled(name: str) -> NodeResources:
-    return NodeResources(node=name, state="down", reason="not polled yet")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ClusterFault):
-        return f"{exc.code}: {exc.message}"
-    if isinstance(exc, trio.TooSlowError):
-        return "no answer in time"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _fault(exc: Exception, default_code: str, context: str) -> ClusterFault:
-    """A fault to answer the CLC with: a node's own fault code passes through, a silent node is
-    `default_code`."""
-    if isinstance(exc, ClusterFault):
-        return ClusterFault(exc.code, f"{context}: {exc.message}", exc.status)
-    return ClusterFault(default_code, f"{context}: {_describe(exc)}", 503)
 
 
 # After a RunInstances or TerminateInstances its nodes are polled this soon, then at doubling intervals up to
@@ -205,7 +163,7 @@ class ClusterController:
                     node.url, NcDescribeResource(), expect_name=node.name
                 )
         except Exception as e:
-            self._node_failed(node, started, _describe(e))
+            self._node_failed(node, started, describe_error(e))
             return
         await self._apply_report(node, started, listed.instances, resources)
 
@@ -257,7 +215,7 @@ class ClusterController:
             if status.node != node.name:
                 status = msgspec.structs.replace(status, node=node.name)
             seen.add(status.instance_id)
-            await self._reported(node, started, status)
+            await self._reported(node, started, status, full=True)
         for instance_id, tracked in list(node.instances.items()):
             if instance_id in seen:
                 continue
@@ -266,7 +224,11 @@ class ClusterController:
                 continue
             await self._forget(tracked, "gone from its node")
 
-    async def _reported(self, node: Node, started: int, status: InstanceStatus) -> None:
+    async def _reported(
+        self, node: Node, started: int, status: InstanceStatus, *, full: bool = False
+    ) -> None:
+        """Take what a node says about one instance; `full`: in a full report, whose resources (asked
+        for next) count the instance's use unless it is listed terminated."""
         tracked = self.instances.get(status.instance_id)
         if tracked is not None and tracked.status.node != node.name:
             if tracked.in_flight or tracked.updated > started:
@@ -302,7 +264,9 @@ class ClusterController:
                 )
             tracked.status = self._keep_address(tracked.status, status)
             tracked.updated = max(tracked.updated, started)
-        tracked.counted = True
+        if full:
+            tracked.counted = True
+            tracked.charged = status.state != "terminated"
         if status.state == "terminated":
             await self._release(tracked)
 
@@ -333,28 +297,8 @@ class ClusterController:
     # Views
 
     def node_view(self) -> list[NodeResources]:
-        """Each node's resources as the scheduler should see them: the last report, less what instances
-        placed since use."""
-        view = []
-        for node in self.nodes.values():
-            res = node.resources
-            if res.state == "up":
-                cores = memory = disk = 0
-                for tracked in node.instances.values():
-                    if tracked.counted or tracked.vm is None or tracked.status.state == "terminated":
-                        continue
-                    cores += tracked.vm.cores
-                    memory += tracked.vm.memory_mb
-                    disk += tracked.vm.disk_gb
-                if cores or memory or disk:
-                    res = msgspec.structs.replace(
-                        res,
-                        cores_free=res.cores_free - cores,
-                        memory_mb_free=res.memory_mb_free - memory,
-                        disk_gb_free=res.disk_gb_free - disk,
-                    )
-            view.append(res)
-        return view
+        """Each node's resources as the scheduler should see them now (nodes.available)."""
+        return [available(node) for node in self.nodes.values()]
 
     # ------------------------------------------------------------------------------------------------
     # Handlers (CLC -> CC); each takes the message and returns the reply or raises ClusterFault.
@@ -392,7 +336,7 @@ class ClusterController:
         for address in addresses:
             known = self.nodes.get(address.name)
             if known is None:
-                node = Node(name=address.name, url=address.url, resources=_unpolled(address.name))
+                node = Node(name=address.name, url=address.url, resources=unpolled(address.name))
                 added.append(node)
                 log.info("node added name=%s url=%s", address.name, address.url)
             else:
@@ -474,7 +418,9 @@ class ClusterController:
                 with trio.fail_after(self.poll_timeout):
                     listed: InstancesReply = await self._call(node, NcDescribeInstances(ids))
             except Exception as e:
-                log.debug("poll of instances on the way failed node=%s error=%s", node.name, _describe(e))
+                log.debug(
+                    "poll of instances on the way failed node=%s error=%s", node.name, describe_error(e)
+                )
                 return
             if self.nodes.get(node.name) is not node:
                 return
@@ -586,11 +532,11 @@ class ClusterController:
             reservation,
             spec.instance_id,
             node.name,
-            _describe(error),
+            describe_error(error),
             len(batch),
         )
         await self._roll_back(batch)
-        raise _fault(
+        raise fault_for(
             error,
             "InsufficientInstanceCapacity",
             f"node {node.name} could not start {spec.instance_id} (none of the request was started)",
@@ -608,7 +554,7 @@ class ClusterController:
                     "rollback terminate failed id=%s node=%s error=%s",
                     spec.instance_id,
                     node.name,
-                    _describe(e),
+                    describe_error(e),
                 )
             await self._forget(tracked, "run rolled back")
 
@@ -647,7 +593,9 @@ class ClusterController:
             try:
                 status = await self._call(node, NcTerminateInstance(instance_id))
             except Exception as e:
-                log.warning("terminate failed id=%s node=%s error=%s", instance_id, node.name, _describe(e))
+                log.warning(
+                    "terminate failed id=%s node=%s error=%s", instance_id, node.name, describe_error(e)
+                )
                 return
             if status.node != node.name:
                 status = msgspec.structs.replace(status, node=node.name)
@@ -684,7 +632,7 @@ class ClusterController:
             try:
                 await self._call(node, NcRebootInstance(instance_id))
             except Exception as e:
-                log.warning("reboot failed id=%s node=%s error=%s", instance_id, node.name, _describe(e))
+                log.warning("reboot failed id=%s node=%s error=%s", instance_id, node.name, describe_error(e))
                 errors.append((instance_id, e))
                 return
             log.info("reboot id=%s node=%s", instance_id, node.name)
@@ -694,7 +642,7 @@ class ClusterController:
                 nursery.start_soon(reboot, tracked, node)
         if errors:
             instance_id, error = errors[0]
-            raise _fault(error, "Unavailable", f"reboot of {instance_id}")
+            raise fault_for(error, "Unavailable", f"reboot of {instance_id}")
         return Ack()
 
     async def get_console_output(self, message: GetConsoleOutput) -> ConsoleOutput:
@@ -702,7 +650,9 @@ class ClusterController:
         try:
             output: ConsoleOutput = await self._call(node, NcGetConsoleOutput(message.instance_id))
         except Exception as e:
-            raise _fault(e, "Unavailable", f"console of {message.instance_id} on node {node.name}") from None
+            raise fault_for(
+                e, "Unavailable", f"console of {message.instance_id} on node {node.name}"
+            ) from None
         return output
 
     async def _call(self, node: Node, message: Any) -> Any:

@@ -257,7 +257,10 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 async def run_command(argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(argv, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False)
+    result: subprocess.CompletedProcess[bytes] = await trio.run_process(
+        argv, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+    )
+    return result
 
 
 def _err(result: subprocess.CompletedProcess[bytes]) -> str:
