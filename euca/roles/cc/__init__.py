@@ -5,6 +5,8 @@
     scheduler.py   GREEDY / ROUNDROBIN / POWERSAVE placement and per-type capacity (pure functions)
     vmnet.py       what the CC needs from the VM network (VmNetwork) and an in-memory allocator
     network.py     the real VM network: bridge, dnsmasq, iptables (create_network)
+    addresses.py   the subnet's address pool and the dnsmasq hosts file (pure)
+    dnsmasq.py     the cluster's DHCP server process, kept running
 
 The CC answers the CLC on its mutual-TLS listener (8774) and calls the NCs as component "cc". It keeps no
 configuration beyond its name and network: the CLC's DescribeResources poll carries the nodes and the
