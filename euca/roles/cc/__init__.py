@@ -1,6 +1,7 @@
 """CC: the cluster controller. Places instances on its cluster's nodes and owns the cluster's VM network.
 
-    controller.py  state rebuilt from polling, and the CLC -> CC message handlers (ClusterController)
+    controller.py  the CLC -> CC message handlers, the poll loop and watches (ClusterController)
+    state.py       what the CC knows, rebuilt from the nodes' reports (ClusterState)
     nodes.py       what it knows per node and instance, and the resource accounting between reports
     scheduler.py   GREEDY / ROUNDROBIN / POWERSAVE placement and per-type capacity (pure functions)
     vmnet.py       what the CC needs from the VM network (VmNetwork) and an in-memory allocator
