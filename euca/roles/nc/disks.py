@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from euca.core.files import fsync_directory
 from euca.roles.nc.domain import Disk
 
 MiB = 1024 * 1024
@@ -156,7 +157,7 @@ def remove_tree(path: Path) -> None:
 
 def write_durably(path: Path, data: bytes) -> None:
     write_atomically(path, data, sync=True)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def write_atomically(path: Path, data: bytes, *, sync: bool = False) -> None:
@@ -179,16 +180,8 @@ def sync_tree(directory: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    _fsync_dir(directory)
-    _fsync_dir(directory.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(directory)
+    fsync_directory(directory.parent)
 
 
 def make_instance_disks(directory: Path, base: Path, layout: DiskLayout) -> tuple[Disk, ...]:
