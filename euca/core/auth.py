@@ -41,6 +41,7 @@ from euca.core.http import Request
 from euca.core.identity import Identity, Principal
 from euca.protocol import sigv2, sigv4, sigv4_verify
 from euca.protocol.awschunked import AwsChunkedDecoder
+from euca.protocol.errors import CodedError
 from euca.protocol.sigv4 import (
     EMPTY_SHA256,
     STREAMING_PAYLOAD,
@@ -61,19 +62,16 @@ ONE_AUTH_MECHANISM = (
 _CHUNKED_READ = 256 * 1024
 
 
-class AuthError(Exception):
-    def __init__(self, code: str, message: str, status: int = 403):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+class AuthError(CodedError):
+    """A request that does not authenticate (unknown key, bad signature, expired, ...)."""
+
+    default_status = 403
 
 
 class PayloadError(AuthError):
     """The body does not match what was signed (XAmzContentSHA256Mismatch, IncompleteBody, ...)."""
 
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(code, message, status)
+    default_status = 400
 
 
 class BodySource(Protocol):

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from euca.protocol.errors import CodedError
 from euca.protocol.sigv4 import EMPTY_SHA256, SigningKey, presign_url, sign_request, uri_encode
 
 UPLOAD_CHUNK = 1024 * 1024
@@ -31,15 +32,14 @@ _HEAD_CODES = {403: "AccessDenied", 404: "NotFound", 301: "PermanentRedirect", 4
 Progress = Callable[[int], None]
 
 
-class S3ClientError(Exception):
-    """An S3 error answer (status, code and message as the server sent them) or a transport failure
-    (status 0, code "ConnectionError")."""
+class S3ClientError(CodedError):
+    """An S3 error answer (status, code and message as the server sent them) or a failure on this side
+    (status 0: "ConnectionError", "EntityTooLarge", "FileChanged")."""
 
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(f"{code} (HTTP {status}): {message}" if status else f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
+    default_status = 0
+
+    def __str__(self) -> str:
+        return f"{self.code} (HTTP {self.status}): {self.message}" if self.status else super().__str__()
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ def _error(response: httpx.Response, body: bytes) -> S3ClientError:
     code = _CODE.search(body)
     message = _MESSAGE.search(body)
     return S3ClientError(
-        response.status_code,
         code.group(1).decode("utf-8", "replace") if code else _HEAD_CODES.get(response.status_code, "Error"),
         message.group(1).decode("utf-8", "replace") if message else response.reason_phrase,
+        response.status_code,
     )
 
 
@@ -114,20 +114,20 @@ class S3Client:
                         break  # an error document is small: its code and message come first
                     if response.status_code == 200 and len(body) > max_bytes:
                         raise S3ClientError(
-                            0, "EntityTooLarge", f"s3://{bucket}/{key} is larger than {max_bytes} bytes"
+                            "EntityTooLarge", f"s3://{bucket}/{key} is larger than {max_bytes} bytes"
                         )
                 if response.status_code != 200:
                     raise _error(response, bytes(body[:MAX_ERROR_BODY]))
                 return bytes(body)
         except httpx.HTTPError as e:
-            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError("ConnectionError", f"{url}: {e}") from e
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo:
         url = self.url(bucket, key)
         try:
             response = await self.http.head(url, headers=self._headers("HEAD", url))
         except httpx.HTTPError as e:
-            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError("ConnectionError", f"{url}: {e}") from e
         if response.status_code != 200:
             raise _error(response, b"")
         return ObjectInfo(int(response.headers.get("content-length", "0")), response.headers.get("etag", ""))
@@ -138,7 +138,7 @@ class S3Client:
         try:
             response = await self.http.head(url, headers=self._headers("HEAD", url))
         except httpx.HTTPError as e:
-            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError("ConnectionError", f"{url}: {e}") from e
         if response.status_code == 404:
             return False
         if response.status_code != 200:
@@ -151,7 +151,7 @@ class S3Client:
         try:
             response = await self.http.put(url, headers=self._headers("PUT", url))
         except httpx.HTTPError as e:
-            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError("ConnectionError", f"{url}: {e}") from e
         if response.status_code == 200:
             return
         error = _error(response, response.content[:MAX_ERROR_BODY])
@@ -181,7 +181,7 @@ class S3Client:
                 while sent < size:
                     chunk = await f.read(min(UPLOAD_CHUNK, size - sent))
                     if not chunk:
-                        raise S3ClientError(0, "FileChanged", f"{path} shrank while it was being uploaded")
+                        raise S3ClientError("FileChanged", f"{path} shrank while it was being uploaded")
                     sent += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
@@ -192,7 +192,7 @@ class S3Client:
                 url, headers=self._headers("PUT", url, payload_hash, extra), content=body()
             )
         except httpx.HTTPError as e:
-            raise S3ClientError(0, "ConnectionError", f"{url}: {e}") from e
+            raise S3ClientError("ConnectionError", f"{url}: {e}") from e
         if response.status_code != 200:
             raise _error(response, response.content[:MAX_ERROR_BODY])
         return ObjectInfo(size, response.headers.get("etag", ""))

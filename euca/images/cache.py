@@ -30,6 +30,8 @@ from typing import Any
 import msgspec
 import trio
 
+from euca.core.files import fsync_directory
+
 TMP_DIR = ".tmp"
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -46,14 +48,6 @@ class CacheEntry(msgspec.Struct):
     digest: str = ""
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_durably(path: Path, data: bytes) -> None:
     # A unique name in the cache's .tmp/ (cleaned at start): concurrent writers of one sidecar don't collide.
     tmp = path.parent / TMP_DIR / f"{path.name}.{os.urandom(6).hex()}"
@@ -62,7 +56,7 @@ def _write_durably(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def _unlink(path: Path) -> None:
@@ -117,7 +111,7 @@ class ImageCache:
         for key in self._pick_victims(self.max_bytes):
             self._delete_files(key)
             del self.entries[key]
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
 
     # -- queries --------------------------------------------------------------------------------------
 

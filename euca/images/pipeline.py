@@ -36,6 +36,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from euca.core.files import fsync_directory
 from euca.images.errors import (
     ImageCorruptError,
     ImageDiskFullError,
@@ -67,7 +68,6 @@ __all__ = [
     "PartMissingError",
     "PartRef",
     "fetch_in_order",
-    "fsync_directory",
     "source_from_bundle_manifest",
     "source_from_download_manifest",
     "unbundle_image",
@@ -402,14 +402,6 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def unbundle_image(

@@ -20,6 +20,7 @@ import trio
 
 from euca.core.s3client import S3Client, S3ClientError
 from euca.protocol.bundle import BundleError, parse_manifest
+from euca.protocol.errors import CodedError
 from euca.protocol.sigv4 import SigningKey, sign_request
 
 UPLOAD_CONCURRENCY = 4
@@ -33,12 +34,10 @@ class UploadError(Exception):
     """The bundle on disk is not complete, or the cloud refused something (message says what)."""
 
 
-class Ec2ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
+class Ec2ApiError(CodedError):
+    """An EC2 error answer to the image tools' calls, or a failure to reach the API (status 0)."""
+
+    default_status = 0
 
 
 @dataclass(frozen=True)
@@ -128,14 +127,14 @@ async def ec2_call(
     try:
         response = await http.post(url, content=body, headers=headers)
     except httpx.HTTPError as e:
-        raise Ec2ApiError(0, "ConnectionError", f"{url}: {e}") from e
+        raise Ec2ApiError("ConnectionError", f"{url}: {e}") from e
     if response.status_code != 200:
         code = _CODE.search(response.content)
         message = _MESSAGE.search(response.content)
         raise Ec2ApiError(
-            response.status_code,
             code.group(1).decode() if code else f"HTTP{response.status_code}",
             message.group(1).decode() if message else response.text[:200],
+            response.status_code,
         )
     return response.content
 
@@ -167,5 +166,5 @@ async def register_bundle(
     body = await ec2_call(http, ec2_url, key, "RegisterImage", params)
     found = _IMAGE_ID.search(body)
     if found is None:
-        raise Ec2ApiError(200, "MalformedResponse", "RegisterImage answered without an imageId")
+        raise Ec2ApiError("MalformedResponse", "RegisterImage answered without an imageId", 200)
     return found.group(1).decode()

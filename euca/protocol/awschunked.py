@@ -32,8 +32,9 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class ChunkedError(SignatureError):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(code, message, status)
+    """An aws-chunked body that is malformed or whose chunk signatures do not verify."""
+
+    default_status = 400
 
 
 def _malformed(detail: str) -> ChunkedError:

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from euca.protocol.errors import CodedError
+
 PATH_PREFIX = "/cluster/"
 
 # Listener role -> roles whose certificates may call it.
@@ -313,14 +315,8 @@ class BadMessage(Exception):
     """A request this side cannot decode: unknown message name or a body that is not the message."""
 
 
-class ClusterFault(Exception):
+class ClusterFault(CodedError):
     """A fault to send back (server side) or one received (client side)."""
-
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 _encoder = msgspec.json.Encoder()

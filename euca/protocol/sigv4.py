@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_tz
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+from euca.protocol.errors import CodedError
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -53,14 +55,10 @@ _AMZ_DATE = re.compile(r"^\d{8}T\d{6}Z$")
 _SIGNATURE_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-class SignatureError(Exception):
+class SignatureError(CodedError):
     """A request that does not authenticate, with the AWS error code, message and HTTP status to answer."""
 
-    def __init__(self, code: str, message: str, status: int = 403):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
+    default_status = 403
 
 
 def signature_mismatch(service: str) -> SignatureError:

@@ -43,10 +43,12 @@ from euca.protocol.cluster import (
     VmType,
     mac_for_instance,
 )
-from euca.roles.nc.controller import Instance, NcSettings, NodeController
+from euca.roles.nc.controller import NodeController
 from euca.roles.nc.disks import GiB
 from euca.roles.nc.hypervisor import Hypervisor
-from euca.roles.nc.images import NodeKeys
+from euca.roles.nc.image_fetch import NodeKeys
+from euca.roles.nc.instance import Instance
+from euca.roles.nc.settings import NcSettings
 from helpers.qemu_host import LIBVIRT_URI, connect, unusable_reason
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,9 @@ those short follow-up polls can bring the news within the test's wait."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from helpers.instances import instances_of, register_tiny_image, wait_state
+from helpers.instances import instances_of, register_tiny_image, wait_for, wait_state
 from helpers.server import start_euca
 
 HOUR = 3600.0
@@ -35,3 +36,53 @@ def test_run_and_terminate_do_not_wait_for_the_poll_intervals(tmp_path: Path) ->
         wait_state(ec2, more, "running")
     finally:
         server.close()
+
+
+def test_a_slot_is_free_for_a_relaunch_once_its_instance_is_terminated(tmp_path: Path) -> None:
+    """The node offers two cores; with both taken a third launch is refused. Once one instance is reported
+    terminated its core is free to the next RunInstances without waiting for the hour-long poll interval."""
+    import botocore.exceptions
+
+    overrides = {
+        "nc.libvirt_uri": "test:///default",
+        "nc.cores": 2,
+        "clc.poll_interval": HOUR,
+        "cc.poll_interval": HOUR,
+    }
+    server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
+    euca = next(server)
+    try:
+        ec2 = euca.client("ec2")
+        image_id = register_tiny_image(euca, tmp_path)
+        ids = instances_of(
+            ec2.run_instances(ImageId=image_id, MinCount=2, MaxCount=2, InstanceType="m1.small")
+        )
+        wait_state(ec2, ids, "running")
+        try:
+            ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="m1.small")
+            raise AssertionError("a third m1.small fitted on a node of two cores")
+        except botocore.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+        ec2.terminate_instances(InstanceIds=ids[:1])
+        wait_state(ec2, ids[:1], "terminated")
+        # The relaunch may race the full poll the termination set off by a few milliseconds; it must not wait
+        # for the poll interval (an hour here).
+        relaunched = wait_for(
+            "a relaunch into the freed slot", lambda: _launch_one(ec2, image_id), timeout=30
+        )
+        wait_state(ec2, relaunched, "running")
+    finally:
+        server.close()
+
+
+def _launch_one(ec2: Any, image_id: str) -> list[str] | None:
+    import botocore.exceptions
+
+    try:
+        return instances_of(
+            ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="m1.small")
+        )
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] != "InsufficientInstanceCapacity":
+            raise
+        return None

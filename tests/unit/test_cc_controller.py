@@ -577,3 +577,86 @@ async def test_a_cancelled_run_holds_nothing_after_the_next_report() -> None:
     await cl.cc.poll_round()  # the node never got it
     assert await cl.instances() == {}
     assert capacity_of(await cl.describe_resources(), SMALL) == (4, 4)
+
+
+async def test_a_slot_is_free_as_soon_as_its_node_reports_the_instance_terminated() -> None:
+    """A relaunch right after a terminate fits: the slot counts as free once the node has reported the
+    domain gone (the terminate's follow-up poll), not only at the next full poll of the node."""
+    node = FakeNode("n1", cores=2)
+    node.terminate_to = "teardown"  # as a real node: terminated a moment after the call
+    cl = Cluster(node)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+    node.set_state("i-00000001", "running")
+    node.set_state("i-00000002", "running")
+    await cl.cc.poll_round()
+    assert capacity_of(await cl.describe_resources(), SMALL) == (0, 2)
+    await cl.cc.terminate_instances(c.TerminateInstances(["i-00000001"]))
+    assert capacity_of(await cl.describe_resources(), SMALL) == (0, 2)  # shutting down: still used
+    node.set_state("i-00000001", "terminated")
+    reply = await cl.cc.describe_instances(c.DescribeInstances(["i-00000001"]))  # a follow-up poll
+    assert reply.instances[0].state == "terminated"
+    assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)
+    await cl.cc.run_instances(c.RunInstances([spec(3, reservation="r-2")]))
+    assert capacity_of(await cl.describe_resources(), SMALL) == (0, 2)
+    # The next full poll agrees, and nothing is freed twice.
+    await cl.cc.poll_round()
+    assert capacity_of(await cl.describe_resources(), SMALL) == (0, 2)
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.run_instances(c.RunInstances([spec(4, reservation="r-3")]))
+    assert e.value.code == "InsufficientInstanceCapacity"
+
+
+async def test_a_terminate_answered_terminated_frees_the_slot_at_once() -> None:
+    node = FakeNode("n1", cores=1)
+    cl = Cluster(node)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    await cl.cc.poll_round()
+    await cl.cc.terminate_instances(c.TerminateInstances(["i-00000001"]))
+    assert capacity_of(await cl.describe_resources(), SMALL) == (1, 1)
+
+
+async def test_an_instance_the_watch_saw_start_still_counts_until_a_full_report() -> None:
+    """The short polls of instances on their way change states only: resources the node last reported
+    did not count an instance placed after them, whatever state it is in now."""
+    node = FakeNode("n1", cores=2)
+    cl = Cluster(node)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    node.set_state("i-00000001", "running")
+    await cl.cc.describe_instances(c.DescribeInstances(["i-00000001"]))
+    assert (await cl.instances())["i-00000001"].state == "running"
+    assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)
+    await cl.cc.poll_round()
+    assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)
+
+
+class EndsBetweenAnswers(FakeNode):
+    """A node whose instance ends between its answer listing the instances and its resources answer."""
+
+    ending: str | None = None
+
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, c.NcDescribeResource) and self.ending is not None:
+            self.set_state(self.ending, "terminated")
+            self.ending = None
+        return await super().handle(message)
+
+
+async def test_an_instance_ending_between_a_polls_two_answers_is_not_freed_twice() -> None:
+    node = EndsBetweenAnswers("n1", cores=2)
+    node.terminate_to = "teardown"
+    cl = Cluster(node)
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+    node.set_state("i-00000001", "running")
+    node.set_state("i-00000002", "running")
+    await cl.cc.poll_round()
+    await cl.cc.terminate_instances(c.TerminateInstances(["i-00000001"]))
+    node.ending = "i-00000001"  # listed shutting down, then not counted by the resources
+    await cl.cc.poll_round()
+    assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)
+    await cl.cc.describe_instances(c.DescribeInstances(["i-00000001"]))
+    assert (await cl.instances())["i-00000001"].state == "terminated"
+    assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)

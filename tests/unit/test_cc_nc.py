@@ -28,9 +28,10 @@ from euca.roles.cc.vmnet import SubnetAllocator
 
 libvirt = pytest.importorskip("libvirt")
 try:
-    from euca.roles.nc.controller import NcSettings, NodeController
+    from euca.roles.nc.controller import NodeController
     from euca.roles.nc.hypervisor import Hypervisor
-    from euca.roles.nc.images import NodeKeys
+    from euca.roles.nc.image_fetch import NodeKeys
+    from euca.roles.nc.settings import NcSettings
 except ImportError as e:  # pragma: no cover - the NC arrives with its own helper
     pytest.skip(f"the node controller is not usable here: {e}", allow_module_level=True)
 

@@ -10,19 +10,9 @@ import trio
 
 from euca.core.config import CcConfig
 from euca.protocol.cluster import NetConfig, mac_for_instance
-from euca.roles.cc.network import (
-    MAX_CHAIN_NAME,
-    AddressPool,
-    ClusterNetwork,
-    Lease,
-    ServedLeases,
-    chain_name,
-    dnsmasq_argv,
-    in_netns,
-    parse_hosts,
-    render_hosts,
-    render_rules,
-)
+from euca.roles.cc.addresses import AddressPool, Lease, parse_hosts, render_hosts
+from euca.roles.cc.dnsmasq import ServedLeases, dnsmasq_argv
+from euca.roles.cc.network import MAX_CHAIN_NAME, ClusterNetwork, chain_name, in_netns, render_rules
 from euca.roles.cc.vmnet import NetworkFull, VmNetwork
 
 

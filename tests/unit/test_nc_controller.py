@@ -41,11 +41,13 @@ from euca.protocol.cluster import (
     encode_request,
     mac_for_instance,
 )
-from euca.roles.nc.controller import DISK_OPS_AT_ONCE, Instance, NcSettings, NodeController
+from euca.roles.nc.controller import DISK_OPS_AT_ONCE, NodeController
 from euca.roles.nc.disks import GiB, MiB
 from euca.roles.nc.domain import METADATA_NS
 from euca.roles.nc.hypervisor import Hypervisor
-from euca.roles.nc.images import NodeKeys
+from euca.roles.nc.image_fetch import NodeKeys
+from euca.roles.nc.instance import Instance
+from euca.roles.nc.settings import NcSettings
 
 SMALL = VmType("m1.small", 1, 256, 1)
 BIG = VmType("c1.xlarge", 4, 2048, 20)
@@ -335,6 +337,24 @@ async def test_resources_from_the_host(node: Node) -> None:
     st = os.statvfs(node.instances_dir)
     assert r.disk_gb_max == st.f_bavail * st.f_frsize // GiB
     assert r.cores_free == r.cores_max
+
+
+async def test_cores_above_the_hosts_are_offered_as_over_commit(
+    node: Node, pki: Pki, bundles: dict[str, Bundle]
+) -> None:
+    """nc.cores above the host's count (Eucalyptus's MAX_CORES) is what the node reports and admits: more
+    instance cores than the host has run."""
+    host_cores = node.conn.getInfo()[2]
+    nc = await node.restart(cores=2 * host_cores, memory_mb=64 * 2048, disk_gb=64 * 20)
+    r = await nc.describe_resource(NcDescribeResource())
+    assert (r.cores_max, r.cores_free) == (2 * host_cores, 2 * host_cores)
+    count = host_cores // BIG.cores + 1
+    for n in range(1, count + 1):
+        inst = await node.run(make_spec(pki, bundles, f"i-{n:08x}", BIG, kernel=False))
+        assert inst.state == "booting"  # its domain started
+    r = await nc.describe_resource(NcDescribeResource())
+    assert count * BIG.cores > host_cores
+    assert r.cores_free == 2 * host_cores - count * BIG.cores
 
 
 async def test_no_room_is_insufficient_capacity(node: Node, pki: Pki, bundles: dict[str, Bundle]) -> None:

@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from euca.protocol.errors import CodedError
+
 API_VERSION = "2016-11-15"
 MODEL_FILE = "service-2016-11-15.json.gz"
 
@@ -62,14 +64,12 @@ _ERROR_STATUS = {
 }
 
 
-class Ec2Error(Exception):
-    """An error an EC2 client branches on: rendered as EC2's <Response><Errors> XML."""
+class Ec2Error(CodedError):
+    """An error an EC2 client branches on: rendered as EC2's <Response><Errors> XML; the status follows
+    the code unless given."""
 
     def __init__(self, code: str, message: str, status: int | None = None):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status if status is not None else _ERROR_STATUS.get(code, 400)
+        super().__init__(code, message, status if status is not None else _ERROR_STATUS.get(code, 400))
 
 
 # -- the model -------------------------------------------------------------------------------------------

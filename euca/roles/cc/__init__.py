@@ -1,9 +1,13 @@
 """CC: the cluster controller. Places instances on its cluster's nodes and owns the cluster's VM network.
 
-    controller.py  state rebuilt from polling, and the CLC -> CC message handlers (ClusterController)
+    controller.py  the CLC -> CC message handlers, the poll loop and watches (ClusterController)
+    state.py       what the CC knows, rebuilt from the nodes' reports (ClusterState)
+    nodes.py       what it knows per node and instance, and the resource accounting between reports
     scheduler.py   GREEDY / ROUNDROBIN / POWERSAVE placement and per-type capacity (pure functions)
     vmnet.py       what the CC needs from the VM network (VmNetwork) and an in-memory allocator
     network.py     the real VM network: bridge, dnsmasq, iptables (create_network)
+    addresses.py   the subnet's address pool and the dnsmasq hosts file (pure)
+    dnsmasq.py     the cluster's DHCP server process, kept running
 
 The CC answers the CLC on its mutual-TLS listener (8774) and calls the NCs as component "cc". It keeps no
 configuration beyond its name and network: the CLC's DescribeResources poll carries the nodes and the
@@ -21,7 +25,8 @@ import trio
 from euca.core.cluster_app import ClusterApp
 from euca.core.cluster_client import ClusterClient
 from euca.core.roles import App, RoleContext
-from euca.roles.cc.controller import ClusterController, NodeClient
+from euca.roles.cc.controller import ClusterController
+from euca.roles.cc.nodes import NodeClient
 from euca.roles.cc.vmnet import VmNetwork
 
 

@@ -1,26 +1,17 @@
-"""The cluster controller's state and message handlers.
+"""The cluster controller's answers to the CLC (ClusterController): DescribeResources, DescribeInstances,
+RunInstances (placement by the scheduler, addresses from the VM network, one NcRunInstances per node, all
+or nothing), TerminateInstances, RebootInstances, GetConsoleOutput; and the background that keeps its
+picture of the cluster current: the poll loop, and the watch that polls a node soon after a request while
+its instances are on their way.
 
-Nothing here is stored on disk: the CLC's DescribeResources poll carries the cluster's nodes and instance
-types, and the nodes' reports carry the instances, so a restarted CC rebuilds everything from its first
-poll. What the CC knows on its own is only what it did since: instances it placed that no node has
-reported yet (pending), and the ROUNDROBIN cursor.
-
-Resource accounting: a node reports free = max - what its non-terminated instances use. An instance the
-CC placed counts against the node's free resources until a report that includes it arrives; the poller
-asks for instances before resources, so every instance in a report is also counted in the resources the
-same round reports.
-
-Reports and our own knowledge are ordered by a sequence number taken when a poll's request *starts* and
-when a reply of our own arrives: a report may only remove an instance if it was asked for after the CC last
-learned something about that instance. An NcRunInstance still on the wire is never removed by a report.
+What the CC knows, and how reports and its own calls are ordered and counted, is ClusterState (state.py).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import msgspec
 import trio
@@ -35,78 +26,27 @@ from euca.protocol.cluster import (
     InstanceSpec,
     InstancesReply,
     InstanceStatus,
-    NcDescribeInstances,
-    NcDescribeResource,
     NcGetConsoleOutput,
     NcRebootInstance,
     NcRunInstances,
     NcTerminateInstance,
-    NodeAddress,
-    NodeResources,
     RebootInstances,
     ResourcesReply,
     RunInstances,
     TerminateInstances,
-    VmType,
+)
+from euca.roles.cc.nodes import (
+    Node,
+    NodeClient,
+    Tracked,
+    describe_error,
+    fault_for,
 )
 from euca.roles.cc.scheduler import Scheduler, capacity
+from euca.roles.cc.state import ClusterState
 from euca.roles.cc.vmnet import NetworkFull, VmNetwork
 
 log = logging.getLogger("euca.cc")
-
-T = TypeVar("T")
-
-
-class NodeClient(Protocol):
-    """How the CC calls a node: euca.core.cluster_client.ClusterClient, or an in-process stand-in in tests.
-    `expect_name`: the node's registered name, which its certificate must carry (a node answering at another
-    node's address is refused). Raises ClusterFault for a fault answer; anything else raised counts as the
-    node not answering."""
-
-    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any: ...
-
-
-@dataclass(eq=False)
-class Node:
-    name: str
-    url: str
-    resources: NodeResources
-    up: bool | None = None  # None: not polled yet
-    # Sequence number (ClusterController.tick) of the request behind the report applied last.
-    report_started: int = -1
-    instances: dict[str, Tracked] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class Tracked:
-    status: InstanceStatus
-    vm: VmType | None  # what it uses; None when its type is unknown here
-    # When the CC last learned this status (tick of a report's request, or of our own call's reply).
-    updated: int
-    in_flight: bool = False  # NcRunInstance sent, not answered yet
-    counted: bool = False  # included in the node's last resource report
-    released: bool = False  # its address went back to the network
-    started: trio.Event = field(default_factory=trio.Event)  # set when NcRunInstance is answered
-
-
-def _unpolled(name: str) -> NodeResources:
-    return NodeResources(node=name, state="down", reason="not polled yet")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ClusterFault):
-        return f"{exc.code}: {exc.message}"
-    if isinstance(exc, trio.TooSlowError):
-        return "no answer in time"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _fault(exc: Exception, default_code: str, context: str) -> ClusterFault:
-    """A fault to answer the CLC with: a node's own fault code passes through, a silent node is
-    `default_code`."""
-    if isinstance(exc, ClusterFault):
-        return ClusterFault(exc.code, f"{context}: {exc.message}", exc.status)
-    return ClusterFault(default_code, f"{context}: {_describe(exc)}", 503)
 
 
 # After a RunInstances or TerminateInstances its nodes are polled this soon, then at doubling intervals up to
@@ -116,7 +56,9 @@ WATCH_MAX_POLL = 1.0
 IN_TRANSITION = frozenset({"pending", "shutting-down"})
 
 
-class ClusterController:
+class ClusterController(ClusterState):
+    """The CC's answers to the CLC, and the poll loop and watches that keep its ClusterState current."""
+
     def __init__(
         self,
         cluster: str,
@@ -128,31 +70,19 @@ class ClusterController:
         poll_fanout: int = 16,
         call_timeout: float = 30.0,
     ):
-        self.cluster = cluster
-        self.client = client
-        self.network = network
+        super().__init__(
+            cluster,
+            client,
+            network,
+            poll_interval=poll_interval,
+            poll_fanout=poll_fanout,
+            call_timeout=call_timeout,
+        )
         self.scheduler = Scheduler(scheduler)
-        self.poll_interval = poll_interval
-        # A node that takes longer than this to answer a poll is down.
-        self.poll_timeout = max(poll_interval, 5.0)
-        self.call_timeout = call_timeout
-        self.poll_limiter = trio.CapacityLimiter(max(1, poll_fanout))
-        self.call_limiter = trio.CapacityLimiter(max(1, poll_fanout))
-        self.nodes: dict[str, Node] = {}  # in the order the CLC lists them (GREEDY's order)
-        self.vm_types: dict[str, VmType] = {}
-        self.instances: dict[str, Tracked] = {}
         self._kick = trio.Event()
         self._cluster_name_warned = False
-        self._ticks = 0
-        self._topology_known = False  # a DescribeResources has told us the nodes
         self._nursery: trio.Nursery | None = None  # run()'s: where a run's watch goes
         self._watching: dict[str, trio.Event] = {}  # node name -> set to start its watch over
-
-    def tick(self) -> int:
-        """The next number of a sequence that orders what the CC learns (reports, replies); a clock could
-        stand still between two events."""
-        self._ticks += 1
-        return self._ticks
 
     # ------------------------------------------------------------------------------------------------
     # Background: the poll loop
@@ -179,183 +109,6 @@ class ClusterController:
         """Poll now rather than at the end of the interval."""
         self._kick.set()
 
-    async def poll_round(self, nodes: Iterable[Node] | None = None) -> None:
-        """Ask every node (or the ones given) for its instances and resources, a bounded number at once."""
-        targets = list(self.nodes.values() if nodes is None else nodes)
-        async with trio.open_nursery() as nursery:
-            for node in targets:
-                nursery.start_soon(self._poll_limited, node)
-        if self._topology_known and all(node.up for node in self.nodes.values()):
-            # Every node has answered since it was added: what is not tracked now is not alive anywhere.
-            await self.network.retain(list(self.instances))
-
-    async def _poll_limited(self, node: Node) -> None:
-        async with self.poll_limiter:
-            await self.poll_node(node)
-
-    async def poll_node(self, node: Node) -> None:
-        started = self.tick()
-        try:
-            with trio.fail_after(self.poll_timeout):
-                # Instances first: whatever they list is counted in the resources asked for after.
-                listed: InstancesReply = await self.client.call(
-                    node.url, NcDescribeInstances(), expect_name=node.name
-                )
-                resources: NodeResources = await self.client.call(
-                    node.url, NcDescribeResource(), expect_name=node.name
-                )
-        except Exception as e:
-            self._node_failed(node, started, _describe(e))
-            return
-        await self._apply_report(node, started, listed.instances, resources)
-
-    def _current(self, node: Node, started: int) -> bool:
-        """Whether a poll begun at `started` is still news for `node` (not removed, nothing newer applied)."""
-        return self.nodes.get(node.name) is node and started > node.report_started
-
-    def _node_failed(self, node: Node, started: int, reason: str) -> None:
-        if not self._current(node, started):
-            return
-        node.report_started = started
-        self._mark_down(node, reason)
-
-    def _mark_down(self, node: Node, reason: str) -> None:
-        if node.up is not False:
-            log.warning("node down name=%s url=%s reason=%s", node.name, node.url, reason)
-        node.up = False
-        node.resources = NodeResources(node=node.name, state="down", reason=reason)
-        for tracked in node.instances.values():
-            tracked.counted = False  # a node that comes back reports afresh
-
-    async def _apply_report(
-        self, node: Node, started: int, listed: list[InstanceStatus], resources: NodeResources
-    ) -> None:
-        if not self._current(node, started):
-            return
-        node.report_started = started
-        if resources.state != "up":
-            # The NC answers but cannot run instances (starting, libvirt gone): down, and its instance
-            # list (perhaps not restored yet) is not taken as the truth.
-            self._mark_down(node, resources.reason or "the node reports itself down")
-            return
-        if node.up is not True:
-            log.info(
-                "node up name=%s cores=%d/%d memory_mb=%d/%d disk_gb=%d/%d hypervisor=%s",
-                node.name,
-                resources.cores_free,
-                resources.cores_max,
-                resources.memory_mb_free,
-                resources.memory_mb_max,
-                resources.disk_gb_free,
-                resources.disk_gb_max,
-                resources.hypervisor or "-",
-            )
-        node.up = True
-        node.resources = msgspec.structs.replace(resources, node=node.name, state="up", reason=None)
-        seen: set[str] = set()
-        for status in listed:
-            if status.node != node.name:
-                status = msgspec.structs.replace(status, node=node.name)
-            seen.add(status.instance_id)
-            await self._reported(node, started, status)
-        for instance_id, tracked in list(node.instances.items()):
-            if instance_id in seen:
-                continue
-            if tracked.in_flight or tracked.updated > started:
-                tracked.counted = False  # placed after this report was asked for: still pending
-                continue
-            await self._forget(tracked, "gone from its node")
-
-    async def _reported(self, node: Node, started: int, status: InstanceStatus) -> None:
-        tracked = self.instances.get(status.instance_id)
-        if tracked is not None and tracked.status.node != node.name:
-            if tracked.in_flight or tracked.updated > started:
-                return  # a stale report from a node it left (rolled back and placed elsewhere)
-            log.warning(
-                "instance moved id=%s from=%s to=%s", status.instance_id, tracked.status.node, node.name
-            )
-            await self._forget(tracked, "reported by another node", release=False)
-            tracked = None
-        if tracked is None:
-            tracked = Tracked(status=status, vm=self.vm_types.get(status.vm_type), updated=started)
-            tracked.started.set()
-            self.instances[status.instance_id] = tracked
-            node.instances[status.instance_id] = tracked
-            log.info(
-                "instance found id=%s node=%s state=%s ip=%s",
-                status.instance_id,
-                node.name,
-                status.state,
-                status.private_ip or "-",
-            )
-            if status.state != "terminated" and status.private_ip and status.mac:
-                await self.network.adopt(status.instance_id, status.mac, status.private_ip)
-        else:
-            if (tracked.status.state, tracked.status.nc_state) != (status.state, status.nc_state):
-                log.info(
-                    "instance state id=%s node=%s state=%s nc_state=%s%s",
-                    status.instance_id,
-                    node.name,
-                    status.state,
-                    status.nc_state,
-                    f" reason={status.reason}" if status.reason else "",
-                )
-            tracked.status = self._keep_address(tracked.status, status)
-            tracked.updated = max(tracked.updated, started)
-        tracked.counted = True
-        if status.state == "terminated":
-            await self._release(tracked)
-
-    @staticmethod
-    def _keep_address(old: InstanceStatus, new: InstanceStatus) -> InstanceStatus:
-        if new.private_ip or not old.private_ip:
-            return new
-        return msgspec.structs.replace(new, private_ip=old.private_ip, mac=new.mac or old.mac)
-
-    async def _release(self, tracked: Tracked) -> None:
-        if not tracked.released:
-            tracked.released = True
-            await self.network.release(tracked.status.instance_id)
-
-    async def _forget(self, tracked: Tracked, why: str, *, release: bool = True) -> None:
-        instance_id = tracked.status.instance_id
-        if self.instances.get(instance_id) is tracked:
-            del self.instances[instance_id]
-        node = self.nodes.get(tracked.status.node)
-        if node is not None and node.instances.get(instance_id) is tracked:
-            del node.instances[instance_id]
-        tracked.started.set()
-        log.info("instance forgotten id=%s node=%s why=%s", instance_id, tracked.status.node, why)
-        if release:
-            await self._release(tracked)
-
-    # ------------------------------------------------------------------------------------------------
-    # Views
-
-    def node_view(self) -> list[NodeResources]:
-        """Each node's resources as the scheduler should see them: the last report, less what instances
-        placed since use."""
-        view = []
-        for node in self.nodes.values():
-            res = node.resources
-            if res.state == "up":
-                cores = memory = disk = 0
-                for tracked in node.instances.values():
-                    if tracked.counted or tracked.vm is None or tracked.status.state == "terminated":
-                        continue
-                    cores += tracked.vm.cores
-                    memory += tracked.vm.memory_mb
-                    disk += tracked.vm.disk_gb
-                if cores or memory or disk:
-                    res = msgspec.structs.replace(
-                        res,
-                        cores_free=res.cores_free - cores,
-                        memory_mb_free=res.memory_mb_free - memory,
-                        disk_gb_free=res.disk_gb_free - disk,
-                    )
-            view.append(res)
-        return view
-
     # ------------------------------------------------------------------------------------------------
     # Handlers (CLC -> CC); each takes the message and returns the reply or raises ClusterFault.
 
@@ -379,30 +132,6 @@ class ClusterController:
             nodes=view,
             capacity=capacity(message.vm_types, view),
         )
-
-    async def _set_nodes(self, addresses: list[NodeAddress]) -> list[Node]:
-        wanted = {a.name: a for a in addresses}
-        for name in [n for n in self.nodes if n not in wanted]:
-            gone = self.nodes.pop(name)
-            log.info("node removed name=%s instances=%d", name, len(gone.instances))
-            for tracked in list(gone.instances.values()):
-                await self._forget(tracked, "node removed")
-        added: list[Node] = []
-        ordered: dict[str, Node] = {}
-        for address in addresses:
-            known = self.nodes.get(address.name)
-            if known is None:
-                node = Node(name=address.name, url=address.url, resources=_unpolled(address.name))
-                added.append(node)
-                log.info("node added name=%s url=%s", address.name, address.url)
-            else:
-                node = known
-            if node.url != address.url:
-                log.info("node moved name=%s url=%s", address.name, address.url)
-                node.url = address.url
-            ordered[address.name] = node
-        self.nodes = ordered
-        return added
 
     async def describe_instances(self, message: DescribeInstances) -> InstancesReply:
         if message.instance_ids:
@@ -463,33 +192,6 @@ class ClusterController:
                 await self._poll_moving({name: moving})
         finally:
             del self._watching[name]
-
-    async def _poll_moving(self, moving: dict[str, list[str]]) -> None:
-        """Ask nodes about some of their instances (node name -> ids): a short NcDescribeInstances whose
-        answer updates those alone. A node that does not answer is left to the regular poll."""
-
-        async def ask(node: Node, ids: list[str]) -> None:
-            started = self.tick()
-            try:
-                with trio.fail_after(self.poll_timeout):
-                    listed: InstancesReply = await self._call(node, NcDescribeInstances(ids))
-            except Exception as e:
-                log.debug("poll of instances on the way failed node=%s error=%s", node.name, _describe(e))
-                return
-            if self.nodes.get(node.name) is not node:
-                return
-            wanted = set(ids)
-            for status in listed.instances:
-                if status.instance_id in wanted:
-                    if status.node != node.name:
-                        status = msgspec.structs.replace(status, node=node.name)
-                    await self._reported(node, started, status)
-
-        async with trio.open_nursery() as nursery:
-            for name, ids in moving.items():
-                node = self.nodes.get(name)
-                if node is not None and node.up:
-                    nursery.start_soon(ask, node, ids)
 
     async def _place_and_start(self, specs: list[InstanceSpec]) -> None:
         reservation = specs[0].reservation_id
@@ -586,11 +288,11 @@ class ClusterController:
             reservation,
             spec.instance_id,
             node.name,
-            _describe(error),
+            describe_error(error),
             len(batch),
         )
         await self._roll_back(batch)
-        raise _fault(
+        raise fault_for(
             error,
             "InsufficientInstanceCapacity",
             f"node {node.name} could not start {spec.instance_id} (none of the request was started)",
@@ -608,7 +310,7 @@ class ClusterController:
                     "rollback terminate failed id=%s node=%s error=%s",
                     spec.instance_id,
                     node.name,
-                    _describe(e),
+                    describe_error(e),
                 )
             await self._forget(tracked, "run rolled back")
 
@@ -647,7 +349,9 @@ class ClusterController:
             try:
                 status = await self._call(node, NcTerminateInstance(instance_id))
             except Exception as e:
-                log.warning("terminate failed id=%s node=%s error=%s", instance_id, node.name, _describe(e))
+                log.warning(
+                    "terminate failed id=%s node=%s error=%s", instance_id, node.name, describe_error(e)
+                )
                 return
             if status.node != node.name:
                 status = msgspec.structs.replace(status, node=node.name)
@@ -684,7 +388,7 @@ class ClusterController:
             try:
                 await self._call(node, NcRebootInstance(instance_id))
             except Exception as e:
-                log.warning("reboot failed id=%s node=%s error=%s", instance_id, node.name, _describe(e))
+                log.warning("reboot failed id=%s node=%s error=%s", instance_id, node.name, describe_error(e))
                 errors.append((instance_id, e))
                 return
             log.info("reboot id=%s node=%s", instance_id, node.name)
@@ -694,7 +398,7 @@ class ClusterController:
                 nursery.start_soon(reboot, tracked, node)
         if errors:
             instance_id, error = errors[0]
-            raise _fault(error, "Unavailable", f"reboot of {instance_id}")
+            raise fault_for(error, "Unavailable", f"reboot of {instance_id}")
         return Ack()
 
     async def get_console_output(self, message: GetConsoleOutput) -> ConsoleOutput:
@@ -702,13 +406,10 @@ class ClusterController:
         try:
             output: ConsoleOutput = await self._call(node, NcGetConsoleOutput(message.instance_id))
         except Exception as e:
-            raise _fault(e, "Unavailable", f"console of {message.instance_id} on node {node.name}") from None
+            raise fault_for(
+                e, "Unavailable", f"console of {message.instance_id} on node {node.name}"
+            ) from None
         return output
-
-    async def _call(self, node: Node, message: Any) -> Any:
-        async with self.call_limiter:
-            with trio.fail_after(self.call_timeout):
-                return await self.client.call(node.url, message, expect_name=node.name)
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         """Message type -> handler, for the CC's listener."""

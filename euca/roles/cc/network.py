@@ -25,6 +25,8 @@ The CC's interface is `VmNetwork` (euca/roles/cc/vmnet.py), built by `create_net
 `adopt(instance_id, mac, ip)`, and `run()`, a trio service (`await nursery.start(network.run)`). Beyond it:
 `retain(ids)` (release what no node knows any more) and `sync()` (wait until dnsmasq serves every change).
 Allocation is in memory and immediate; the service writes the file and signals dnsmasq behind it.
+
+addresses.py holds the address pool and the hosts file's format, dnsmasq.py the DHCP server process.
 """
 
 from __future__ import annotations
@@ -36,11 +38,8 @@ import logging
 import os
 import pwd
 import re
-import signal
 import subprocess
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,146 +47,20 @@ import trio
 
 from euca.core.config import CcConfig
 from euca.core.roles import RoleContext
-from euca.protocol.cluster import NetConfig, mac_for_instance
-from euca.roles.cc.vmnet import NetworkFull
+from euca.protocol.cluster import NetConfig
+from euca.roles.cc.addresses import AddressPool, Lease, parse_hosts, render_hosts
+from euca.roles.cc.dnsmasq import Dnsmasq, dnsmasq_argv
 
 log = logging.getLogger("euca.cc.network")
 
 HOSTS_FILE = "dhcp-hosts"
 # iptables refuses longer chain names (XT_EXTENSION_MAXNAMELEN - 1).
 MAX_CHAIN_NAME = 28
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_HOSTNAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Addresses (pure)
-
-
-@dataclass(frozen=True)
-class Lease:
-    """One instance's place on the subnet: what the dhcp-hostsfile says about it."""
-
-    instance_id: str
-    mac: str
-    ip: str
-
-
-class AddressPool:
-    """Addresses of one subnet for instances: lowest free first; the first host address is the gateway."""
-
-    def __init__(self, subnet: str):
-        self.network = ipaddress.IPv4Network(subnet, strict=True)
-        hosts = self.network.hosts()
-        self.gateway = next(hosts, None)
-        self._addresses = list(hosts)  # allocatable, in order
-        # A /31's two "hosts" include the network and broadcast addresses a DHCP subnet cannot use.
-        if self.gateway is None or not self._addresses or self.network.prefixlen > 30:
-            raise ValueError(f"subnet {subnet} has no address for instances besides the gateway")
-        self._index = {ip: i for i, ip in enumerate(self._addresses)}
-        self._by_instance: dict[str, Lease] = {}
-        self._by_ip: dict[ipaddress.IPv4Address, str] = {}
-        self._by_mac: dict[str, str] = {}
-
-    @property
-    def capacity(self) -> int:
-        return len(self._addresses)
-
-    def __len__(self) -> int:
-        return len(self._by_instance)
-
-    def get(self, instance_id: str) -> Lease | None:
-        return self._by_instance.get(instance_id)
-
-    def holders(self, mac: str, ip: str) -> set[str]:
-        """Instances that hold this MAC or this address."""
-        found = {self._by_mac.get(mac.lower())}
-        try:
-            found.add(self._by_ip.get(ipaddress.IPv4Address(ip)))
-        except ValueError:
-            pass
-        return {x for x in found if x is not None}
-
-    def leases(self) -> list[Lease]:
-        """All leases in address order."""
-        return sorted(self._by_instance.values(), key=lambda lease: ipaddress.IPv4Address(lease.ip))
-
-    def allocate(self, instance_id: str, mac: str | None = None) -> tuple[Lease, bool]:
-        """The instance's lease, a new one at the lowest free address if it has none. (lease, is_new)."""
-        current = self._by_instance.get(instance_id)
-        if current is not None:
-            return current, False
-        mac = (mac or mac_for_instance(instance_id)).lower()
-        owner = self._by_mac.get(mac)
-        if owner is not None:
-            raise ValueError(f"MAC {mac} of {instance_id} is already {owner}'s")
-        for ip in self._addresses:  # 253 at most for a /24; a linear scan is cheaper than keeping a heap
-            if ip not in self._by_ip:
-                return self._take(instance_id, mac, ip), True
-        raise NetworkFull(f"no free address in {self.network} for {instance_id} ({self.capacity} in use)")
-
-    def release(self, instance_id: str) -> Lease | None:
-        lease = self._by_instance.pop(instance_id, None)
-        if lease is not None:
-            del self._by_ip[ipaddress.IPv4Address(lease.ip)]
-            del self._by_mac[lease.mac]
-        return lease
-
-    def adopt(self, instance_id: str, mac: str, ip: str) -> tuple[Lease | None, str]:
-        """Record what a node reports. (lease, outcome); outcome is "same", "adopted", "moved", or why not."""
-        mac = mac.lower()
-        if not _MAC.match(mac):
-            return None, f"bad MAC {mac!r}"
-        try:
-            addr = ipaddress.IPv4Address(ip)
-        except ValueError:
-            return None, f"bad address {ip!r}"
-        if addr not in self._index:
-            return None, f"{ip} is not an instance address of {self.network}"
-        current = self._by_instance.get(instance_id)
-        if current is not None and current.ip == ip and current.mac == mac:
-            return current, "same"
-        ip_owner = self._by_ip.get(addr)
-        if ip_owner is not None and ip_owner != instance_id:
-            return None, f"{ip} is {ip_owner}'s"
-        mac_owner = self._by_mac.get(mac)
-        if mac_owner is not None and mac_owner != instance_id:
-            return None, f"MAC {mac} is {mac_owner}'s"
-        # The node is the truth for an instance that runs: its report replaces what we had for it.
-        self.release(instance_id)
-        return self._take(instance_id, mac, addr), "adopted" if current is None else "moved"
-
-    def _take(self, instance_id: str, mac: str, ip: ipaddress.IPv4Address) -> Lease:
-        lease = Lease(instance_id, mac, str(ip))
-        self._by_instance[instance_id] = lease
-        self._by_ip[ip] = instance_id
-        self._by_mac[mac] = instance_id
-        return lease
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Files and command lines (pure)
-
-
-def render_hosts(leases: Iterable[Lease]) -> str:
-    """dnsmasq --dhcp-hostsfile lines: `mac,ip,hostname` (the instance id names the guest)."""
-    lines = []
-    for lease in leases:
-        fields = [lease.mac, lease.ip]
-        if _HOSTNAME.match(lease.instance_id):
-            fields.append(lease.instance_id)
-        lines.append(",".join(fields))
-    return "".join(line + "\n" for line in lines)
-
-
-def parse_hosts(text: str) -> list[Lease]:
-    """Leases from a hosts file we wrote (lines with a hostname); anything else is skipped."""
-    leases = []
-    for line in text.splitlines():
-        fields = line.strip().split(",")
-        if len(fields) == 3 and _MAC.match(fields[0].lower()):
-            leases.append(Lease(instance_id=fields[2], mac=fields[0].lower(), ip=fields[1]))
-    return leases
+# iptables rules and command lines (pure); the addresses and the hosts file are in addresses.py, dnsmasq
+# in dnsmasq.py
 
 
 def chain_name(cluster: str) -> str:
@@ -223,30 +96,6 @@ def in_netns(netns: str | None, argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
 
-def dnsmasq_argv(bridge: str, pool: AddressPool, hosts_path: Path, user: str, group: str) -> list[str]:
-    return [
-        "dnsmasq",
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",  # nothing from /etc/dnsmasq.conf
-        "--port=0",  # DHCP only, no DNS
-        "--log-facility=-",  # to stderr, which we read: readiness and reloads show there
-        f"--interface={bridge}",
-        "--bind-interfaces",  # other dnsmasqs (libvirt's) may serve other interfaces of this namespace
-        f"--dhcp-range={pool.network.network_address},static,{pool.network.netmask},infinite",
-        f"--dhcp-option=option:router,{pool.gateway}",
-        f"--dhcp-hostsfile={hosts_path}",
-        "--dhcp-authoritative",
-        "--leasefile-ro",  # leases are static; the hosts file is the state
-        "--no-hosts",
-        "--no-resolv",
-        "--pid-file=",
-        # dnsmasq rereads the hosts file on SIGHUP after dropping privileges; it lives in the CC's data dir,
-        # which only the CC's user may read, so it runs as that user rather than as "dnsmasq".
-        f"--user={user}",
-        f"--group={group}",
-    ]
-
-
 def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
@@ -257,7 +106,10 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 async def run_command(argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(argv, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False)
+    result: subprocess.CompletedProcess[bytes] = await trio.run_process(
+        argv, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+    )
+    return result
 
 
 def _err(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -514,204 +366,3 @@ class ClusterNetwork:
             log.warning("iptables not usable: %s", e)
             return
         log.info("iptables chain ready chain=%s subnet=%s", self.chain, self.pool.network)
-
-
-class ServedLeases:
-    """Every (MAC, address) pair one dnsmasq process has read from a hosts file, hence may hold a lease for.
-
-    dnsmasq keeps the leases it gave in memory (leasefile-ro; "infinite") and does not give a leased address
-    to another MAC, even when the hosts file now says so. Additions need only a SIGHUP; an address or MAC
-    that changes hands needs a fresh process, which starts with no leases (static ones: clients that come
-    back get the same answer as before).
-    """
-
-    def __init__(self, leases: Iterable[Lease] = ()):
-        self._mac_of: dict[str, str] = {}
-        self._ip_of: dict[str, str] = {}
-        self.add(leases)
-
-    def add(self, leases: Iterable[Lease]) -> None:
-        for lease in leases:
-            self._mac_of[lease.ip] = lease.mac
-            self._ip_of[lease.mac] = lease.ip
-
-    def conflict(self, leases: Iterable[Lease]) -> str | None:
-        """Why these leases cannot be loaded by a SIGHUP, or None."""
-        for lease in leases:
-            mac = self._mac_of.get(lease.ip, lease.mac)
-            if mac != lease.mac:
-                return f"{lease.ip} moves from {mac} to {lease.mac}"
-            ip = self._ip_of.get(lease.mac, lease.ip)
-            if ip != lease.ip:
-                return f"{lease.mac} moves from {ip} to {lease.ip}"
-        return None
-
-
-class Dnsmasq:
-    """One dnsmasq, kept running: restarted when it exits (with backoff), stopped with its nursery.
-
-    dnsmasq logs "read <hostsfile>" to stderr once its sockets are bound and it has read the file, at start
-    and after each SIGHUP: that line is how we know it serves, and which version of the file it serves.
-    """
-
-    def __init__(
-        self,
-        argv: list[str],
-        hosts_path: Path,
-        written: Callable[[], tuple[int, list[Lease]]],
-        on_change: Callable[[], None],
-    ):
-        self.argv = argv
-        self.read_marker = f"read {hosts_path}"
-        self._written = written  # (generation, leases) of the hosts file on disk
-        self._on_change = on_change
-        self.process: trio.Process | None = None
-        self.ready = False  # the current process has read the file at least once
-        self.loaded = -1  # generation of the hosts file it last confirmed reading
-        self.starts = 0  # processes that became ready
-        self.disabled = False  # cannot be started at all: DHCP stays off
-        self._served = ServedLeases()
-        self._restart_why: str | None = None
-        self._reads = 0  # "read" lines of the current process
-        self._started = trio.Event()
-        self._read_seen = trio.Event()
-        self._tail: deque[str] = deque(maxlen=5)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None and self.ready else None
-
-    def caught_up(self, generation: int) -> bool:
-        return self.disabled or self.loaded >= generation
-
-    def behind(self) -> bool:
-        return self.ready and self._restart_why is None and self.loaded < self._written()[0]
-
-    def note_written(self, leases: list[Lease]) -> None:
-        """A new hosts file: a process that has not read its file yet may read this one."""
-        if self.process is not None and not self.ready:
-            self._served.add(leases)
-
-    def _poke_readers(self) -> None:
-        self._read_seen.set()
-        self._read_seen = trio.Event()
-
-    async def wait_started(self, count: int) -> None:
-        """Until `count` processes have become ready (tests: after killing one)."""
-        while self.starts < count:
-            await self._started.wait()
-
-    async def reload(self) -> None:
-        """SIGHUP and wait for the reread (bounded: an old dnsmasq may log differently); or a restart."""
-        process = self.process
-        if process is None or not self.behind():
-            return
-        (generation, leases), reads, pid = self._written(), self._reads, process.pid
-        why = self._served.conflict(leases)
-        if why is not None:
-            log.info("dnsmasq restarting to drop old leases pid=%d why=%r", pid, why)
-            self._restart_why = why
-            process.terminate()
-            return
-        self._served.add(leases)
-        process.send_signal(signal.SIGHUP)
-        with trio.move_on_after(10) as scope:
-            while self._reads == reads and self.process is process:
-                await self._read_seen.wait()
-        if scope.cancelled_caught:
-            log.warning("dnsmasq did not confirm rereading the hosts file pid=%d", pid)
-        if self.process is process:
-            self.loaded = max(self.loaded, generation)
-            self._on_change()
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        backoff = 0.5
-        while True:
-            began = trio.current_time()
-            try:
-                await self._run_once(task_status)
-            except OSError as e:
-                log.warning("dnsmasq cannot start: %s; DHCP off", e)
-                self.process, self.disabled = None, True
-                self._on_change()
-                task_status.started()
-                await trio.sleep_forever()
-            task_status = trio.TASK_STATUS_IGNORED
-            if self._restart_why is not None:
-                self._restart_why = None
-                continue  # we stopped it on purpose
-            # Restart at once after a long run, slower and slower while it keeps dying young.
-            backoff = 0.5 if trio.current_time() - began > 60 else min(backoff * 2, 30.0)
-            await trio.sleep(backoff)
-
-    async def _run_once(self, task_status: Any) -> None:
-        generation, leases = self._written()
-        process = await trio.lowlevel.open_process(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        self.process, self.ready, self._reads = process, False, 0
-        self._served = ServedLeases(leases)
-        self._tail.clear()
-        try:
-            async with trio.open_nursery() as nursery:
-                reader_done = trio.Event()
-                nursery.start_soon(self._read_log, process, generation, task_status, reader_done)
-                code = await process.wait()
-                with trio.move_on_after(2):  # the last words (why it exited) are still in the pipe
-                    await reader_done.wait()
-                nursery.cancel_scope.cancel()
-            if self._restart_why is None:
-                log.warning(
-                    "dnsmasq exited pid=%d code=%s last=%r; restarting",
-                    process.pid,
-                    code,
-                    " | ".join(self._tail),
-                )
-            if not self.ready:
-                task_status.started()  # the CC runs on; DHCP comes when a restart succeeds
-        finally:
-            self.process, self.ready = None, False
-            self._poke_readers()
-            self._on_change()
-            with trio.CancelScope(shield=True):
-                await _stop(process)
-
-    async def _read_log(
-        self, process: trio.Process, generation: int, task_status: Any, done: trio.Event
-    ) -> None:
-        assert process.stderr is not None
-        buffer = b""
-        try:
-            async for chunk in process.stderr:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for raw in lines:
-                    line = raw.decode(errors="replace").strip()
-                    self._tail.append(line)
-                    if line.endswith(self.read_marker):
-                        self._reads += 1
-                        self._poke_readers()
-                        if not self.ready:
-                            self.ready, self.loaded = True, max(self.loaded, generation)
-                            self.starts += 1
-                            self._started.set()
-                            self._started = trio.Event()
-                            log.info("dnsmasq serving pid=%d hosts=%s", process.pid, self.read_marker[5:])
-                            self._on_change()
-                            task_status.started()
-                    elif "DHCPACK" in line or "no address" in line or "failed" in line:
-                        log.info("dnsmasq: %s", line.split(": ", 1)[-1])
-                    else:
-                        log.debug("dnsmasq: %s", line)
-        finally:
-            done.set()
-
-
-async def _stop(process: trio.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        with trio.move_on_after(5):
-            await process.wait()
-    if process.returncode is None:
-        process.kill()
-        await process.wait()

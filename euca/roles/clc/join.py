@@ -43,6 +43,7 @@ from euca.core.pki import CloudCA, cert_sha256
 from euca.core.roles import RoleContext
 from euca.core.store import Store, Tx
 from euca.protocol.cluster import encode_fault
+from euca.protocol.errors import CodedError
 from euca.roles.clc.schema import JOIN_TOKENS, apply
 
 log = logging.getLogger("euca.clc.join")
@@ -133,12 +134,10 @@ def revoke_cluster_join_tokens(store: Store, cluster: str) -> int:
     )
 
 
-class JoinRefused(Exception):
-    def __init__(self, code: str, message: str, status: int = 403):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+class JoinRefused(CodedError):
+    """A join request refused (bad token, expired, used, wrong role ...)."""
+
+    default_status = 403
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from euca.protocol.cluster import NodeResources, TypeCapacity, VmType, slots, vm_type_fits
+from euca.protocol.errors import CodedError
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,8 @@ class ZoneCapacity:
     available: bool = True  # its CC answered the last poll
 
 
-class PlacementError(Exception):
+class PlacementError(CodedError):
     """No zone can take the request. `code` is the EC2 error code to answer."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,13 @@ class Poller:
             instances.apply_reconciliation(tx, result, now)
             return result
 
-        await self._reconciled(c, await self.store.write(write))
+        result = await self.store.write(write)
+        await self._reconciled(c, result)
+        if result.gone or any(u.state == "terminated" for u in result.updates):
+            # A slot is free once its node reported the instance gone, and the CC counts it free then; the
+            # zone's capacity comes with the full poll (DescribeResources), so poll fully now instead of at
+            # the next interval: a relaunch right after a terminate finds the slot.
+            self.poke()
 
     async def _poll_cluster(
         self, c: topology.Cluster, nodes: list[cluster.NodeAddress], vm_types: list[VmType]

@@ -1,10 +1,12 @@
 """NC: the node controller. Runs instances as libvirt domains and answers the CC's Nc* messages.
 
 controller.py  the instances' lifecycle and the message handlers (NodeController)
+instance.py    one instance: instance.json, its state in memory, the spec checks
+settings.py    the node's settings and what it offers (capacity, over-commit)
 domain.py      the domain XML (pure) and the kvm/qemu choice
 hypervisor.py  the one libvirt connection (blocking calls in worker threads, reconnects)
 disks.py       root overlay, ephemeral and swap disks, console tail, the instance directory
-images.py      download manifests -> the node's image cache
+image_fetch.py download manifests -> the node's image cache
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import trio
 from euca.core.cluster_app import ClusterApp
 from euca.core.components import Components
 from euca.core.roles import App, RoleContext
-from euca.roles.nc.controller import NcSettings, NodeController
+from euca.roles.nc.controller import NodeController
 from euca.roles.nc.hypervisor import Hypervisor
-from euca.roles.nc.images import NodeKeys
+from euca.roles.nc.image_fetch import NodeKeys
+from euca.roles.nc.settings import NcSettings
 
 log = logging.getLogger("euca.nc")
 

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +32,11 @@ import msgspec
 import trio
 
 from euca.core.components import COMPONENTS_DIR, Components
-from euca.core.config import Config
 from euca.images.cache import ImageCache
 from euca.protocol.cluster import (
     Ack,
     ClusterFault,
     ConsoleOutput,
-    InstanceSpec,
     InstancesReply,
     InstanceStatus,
     NcDescribeInstances,
@@ -59,17 +54,12 @@ from euca.protocol.cluster import (
 from euca.roles.nc import disks
 from euca.roles.nc.disks import (
     CONSOLE_FILE,
-    EPHEMERAL_FILE,
-    ROOT_FILE,
     SPEC_FILE,
-    SWAP_FILE,
-    DiskLayout,
     GiB,
 )
 from euca.roles.nc.domain import (
     DEFAULT_CMDLINE,
     INSTANCE_ID,
-    Disk,
     DomainSpec,
     DomainType,
     choose_domain_type,
@@ -84,122 +74,24 @@ from euca.roles.nc.hypervisor import (
     nc_state_of,
     state_name,
 )
-from euca.roles.nc.images import KeySource, NodeImages, NodeKeys
+from euca.roles.nc.image_fetch import KeySource, NodeImages, NodeKeys
+from euca.roles.nc.instance import (
+    ALIVE,
+    ENDED,
+    Instance,
+    SavedInstance,
+    check_spec,
+    failure_reason,
+    image_ids,
+    saved_decoder,
+)
+from euca.roles.nc.settings import NcSettings, offered, up_resources
 
 log = logging.getLogger("euca.nc")
 
-TERMINATED_TTL = 600.0  # seconds an ended instance stays visible (the CC polls every 6 s)
-MONITOR_INTERVAL = 5.0  # seconds between looks at libvirt when nobody asks
 # Instances whose disks are made at once (Eucalyptus' CONCURRENT_DISK_OPS): a RunInstances of 100 must not
 # start 100 qemu-img/mkfs runs that starve the node's answers to its CC.
 DISK_OPS_AT_ONCE = 4
-
-ALIVE: frozenset[NcState] = frozenset({"booting", "running", "blocked", "paused"})
-ENDED: frozenset[NcState] = frozenset({"terminated", "canceled"})
-
-
-@dataclass
-class NcSettings:
-    name: str
-    data_dir: Path
-    instances_dir: Path
-    cache_dir: Path
-    cache_max_bytes: int
-    libvirt_uri: str = "qemu:///system"
-    hypervisor: str = "auto"
-    cores: int = 0  # 0: what libvirt says the host has
-    memory_mb: int = 0
-    disk_gb: int = 0  # 0: the instances file system's free space at start
-    terminated_ttl: float = TERMINATED_TTL
-    monitor_interval: float = MONITOR_INTERVAL
-
-    @classmethod
-    def from_config(cls, config: Config) -> NcSettings:
-        nc = config.nc
-        return cls(
-            name=nc.name or socket.gethostname(),
-            data_dir=config.data_path,
-            instances_dir=config.path(nc.instances_dir),
-            cache_dir=config.path(nc.cache_dir),
-            cache_max_bytes=int(nc.cache_max_gb * GiB),
-            libvirt_uri=nc.libvirt_uri,
-            hypervisor=nc.hypervisor,
-            cores=nc.cores,
-            memory_mb=nc.memory_mb,
-            disk_gb=nc.disk_gb,
-        )
-
-
-class InstanceRecord(msgspec.Struct):
-    """instance.json: what the node needs to know about an instance after a restart."""
-
-    spec: InstanceSpec
-    node: str
-    domain_type: str
-    created: float
-
-
-_record_decoder = msgspec.json.Decoder(InstanceRecord)
-
-
-class Instance:
-    """One instance on this node, in memory."""
-
-    def __init__(self, spec: InstanceSpec, directory: Path, domain_type: str, state: NcState = "staging"):
-        # domain_type: "kvm" or "qemu", fixed when it was staged (kept across restarts in instance.json)
-        self.spec = spec
-        self.dir = directory
-        self.domain_type = domain_type
-        self.state: NcState = state
-        self.reason: str | None = None
-        self.pinned: list[str] = []  # image cache keys this instance holds
-        self.ended_at: float | None = None
-        self.console = b""  # the console's tail, kept once the files are gone
-        self.staging: trio.CancelScope | None = None
-        self.terminate_requested = False
-        self.tearing_down = False
-        self.lock = trio.Lock()  # reboot and teardown, one at a time
-        self.settled = trio.Event()  # left staging: booting, or ended
-        self.ended = trio.Event()
-        self.reboots = 0
-
-    @property
-    def id(self) -> str:
-        return self.spec.instance_id
-
-    def status(self, node: str) -> InstanceStatus:
-        spec = self.spec
-        return InstanceStatus(
-            instance_id=spec.instance_id,
-            reservation_id=spec.reservation_id,
-            account_id=spec.account_id,
-            state=ec2_state(self.state),
-            nc_state=self.state,
-            node=node,
-            vm_type=spec.vm_type.name,
-            image_id=spec.machine.image_id,
-            launch_index=spec.launch_index,
-            private_ip=spec.net.private_ip if spec.net else None,
-            mac=spec.net.mac if spec.net and spec.net.mac else None,
-            launch_time=spec.launch_time,
-            reason=self.reason,
-        )
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _reason(exc: BaseException) -> str:
-    leaf = _leaf(exc)
-    text = str(leaf) or type(leaf).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
-def _image_ids(spec: InstanceSpec) -> list[str]:
-    return [ref.image_id for ref in (spec.machine, spec.kernel, spec.ramdisk) if ref is not None]
 
 
 def _not_found(instance_id: str) -> ClusterFault:
@@ -210,6 +102,9 @@ def _not_found(instance_id: str) -> ClusterFault:
 
 class NodeController:
     """The NC's state and its answers to the CC. `run` (or `open` with a nursery) before answering."""
+
+    # The instance's disks, made in a worker thread (a class attribute: tests hold them back).
+    _make_disks = staticmethod(disks.make_instance_disks)
 
     def __init__(
         self,
@@ -294,13 +189,13 @@ class NodeController:
             return
         ours = {d.name: d for d in domains if INSTANCE_ID.fullmatch(d.name) and d.owner_dir == self._owner}
 
-        def scan() -> dict[str, InstanceRecord | None]:
-            found: dict[str, InstanceRecord | None] = {}
+        def scan() -> dict[str, SavedInstance | None]:
+            found: dict[str, SavedInstance | None] = {}
             for path in self.settings.instances_dir.iterdir():
                 if not (path.is_dir() and INSTANCE_ID.fullmatch(path.name)):
                     continue
                 try:
-                    record = _record_decoder.decode((path / SPEC_FILE).read_bytes())
+                    record = saved_decoder.decode((path / SPEC_FILE).read_bytes())
                 except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                     record = None
                 # A spec naming another instance is no instance of ours (it would name another domain).
@@ -331,7 +226,7 @@ class NodeController:
                 await self._cleanup_or_retry(inst, "canceled", reason)
             elif domain.state in ALIVE_STATES:
                 inst.state = nc_state_of(domain.state)
-                for image_id in _image_ids(record.spec):
+                for image_id in image_ids(record.spec):
                     if self.images is not None and self.images.pin(image_id):
                         inst.pinned.append(image_id)
                     else:
@@ -428,21 +323,12 @@ class NodeController:
                 hypervisor=self.domain_type,
                 reason=self.host_error or "starting",
             )
-        cores_max = self.settings.cores or host.cores
-        memory_max = self.settings.memory_mb or host.memory_mb
-        disk_max = self.disk_max_gb
-        cores, memory, disk = self._used()
-        return NodeResources(
-            node=self.name,
-            state="up",
-            cores_max=cores_max,
-            cores_free=max(0, cores_max - cores),
-            memory_mb_max=memory_max,
-            memory_mb_free=max(0, memory_max - memory),
-            disk_gb_max=disk_max,
-            disk_gb_free=max(0, disk_max - disk),
-            hypervisor=self.domain_type,
+        maxima = (
+            offered(self.settings.cores, host.cores),
+            offered(self.settings.memory_mb, host.memory_mb),
+            self.disk_max_gb,
         )
+        return up_resources(self.name, self.domain_type, maxima, self._used())
 
     async def describe_resource(self, message: NcDescribeResource) -> NodeResources:
         await self._host_info()  # one cheap call: also how the CC learns that libvirt went away
@@ -476,7 +362,7 @@ class NodeController:
                 raise ClusterFault("InvalidParameterValue", f"bad instance id {spec.instance_id[:40]!r}")
         new = [s for s in specs if s.instance_id not in self.instances]
         for spec in new:
-            _check_spec(spec)
+            check_spec(spec)
         if new and (self._nursery is None or self.images is None or not self.restored):
             raise ClusterFault("ServiceUnavailable", f"node {self.name} is not ready: {self.host_error}", 503)
         free = self.resources()
@@ -501,15 +387,15 @@ class NodeController:
         for inst in admitted:
             inst.staging = trio.CancelScope()
             self.instances[inst.id] = inst  # counted from now on: a second run cannot take its room
-            record = InstanceRecord(spec=inst.spec, node=self.name, domain_type=self.domain_type, created=now)
+            record = SavedInstance(spec=inst.spec, node=self.name, domain_type=self.domain_type, created=now)
             records.append((inst.dir, msgspec.json.encode(record)))
         if records:
             try:
-                await trio.to_thread.run_sync(self._write_records, records)
+                await trio.to_thread.run_sync(disks.write_specs, records)
             except OSError as e:
                 for inst in admitted:
                     del self.instances[inst.id]
-                await trio.to_thread.run_sync(self._remove_dirs, [inst.dir for inst in admitted])
+                await trio.to_thread.run_sync(disks.remove_dirs, [inst.dir for inst in admitted])
                 raise ClusterFault("InternalError", f"cannot make the instance directory: {e}", 500) from e
         assert self._nursery is not None
         for inst in admitted:
@@ -522,19 +408,6 @@ class NodeController:
             )
             self._nursery.start_soon(self._stage, inst)
         return InstancesReply([self.instances[s.instance_id].status(self.name) for s in specs])
-
-    @staticmethod
-    def _write_records(records: list[tuple[Path, bytes]]) -> None:
-        # Written, not yet synced: a kill -9 keeps them (the page cache), and staging syncs each before any
-        # disk or domain exists (_prepare), so the answer to the CC does not wait for fsyncs.
-        for directory, data in records:
-            directory.mkdir(parents=True, exist_ok=True)
-            disks.write_atomically(directory / SPEC_FILE, data)
-
-    @staticmethod
-    def _remove_dirs(directories: list[Path]) -> None:
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
 
     async def terminate_instance(self, message: NcTerminateInstance) -> InstanceStatus:
         inst = self.instances.get(message.instance_id)
@@ -600,7 +473,7 @@ class NodeController:
                 final: NcState = "terminated"
                 reason: str | None = None
             else:
-                final, reason = "canceled", _reason(e)
+                final, reason = "canceled", failure_reason(e)
                 log.warning("instance staging failed id=%s node=%s reason=%s", inst.id, self.name, reason)
             with trio.CancelScope(shield=True):
                 await self._cleanup_or_retry(inst, final, reason)
@@ -664,21 +537,6 @@ class NodeController:
         if not inst.terminate_requested:
             inst.state = "booting"
 
-    @staticmethod
-    def _make_disks(directory: Path, base: Path, layout: DiskLayout) -> tuple[Disk, ...]:
-        root = directory / ROOT_FILE
-        disks.make_overlay(base, root)
-        devices = [Disk(str(root), "vda", "qcow2")]
-        if layout.ephemeral_bytes:
-            path = directory / EPHEMERAL_FILE
-            disks.make_ephemeral(path, layout.ephemeral_bytes)
-            devices.append(Disk(str(path), "vdb", "raw"))
-        if layout.swap_bytes:
-            path = directory / SWAP_FILE
-            disks.make_swap(path, layout.swap_bytes)
-            devices.append(Disk(str(path), "vdc", "raw"))
-        return tuple(devices)
-
     # -- ending -----------------------------------------------------------------------------------------
 
     def _begin_teardown(self, inst: Instance, final: NcState, reason: str | None) -> None:
@@ -727,15 +585,3 @@ class NodeController:
         inst.settled.set()
         inst.ended.set()
         log.info("instance %s id=%s node=%s reason=%s", state, inst.id, self.name, reason or "requested")
-
-
-def _check_spec(spec: InstanceSpec) -> None:
-    vm = spec.vm_type
-    if vm.cores < 1 or vm.memory_mb < 1 or vm.disk_gb < 0:
-        raise ClusterFault("InvalidParameterValue", f"instance type {vm.name} has no cores or no memory")
-    if spec.machine.kind != "machine":
-        raise ClusterFault("InvalidParameterValue", f"{spec.machine.image_id} is not a machine image")
-    if spec.kernel is not None and spec.kernel.kind != "kernel":
-        raise ClusterFault("InvalidParameterValue", f"{spec.kernel.image_id} is not a kernel image")
-    if spec.ramdisk is not None and spec.ramdisk.kind != "ramdisk":
-        raise ClusterFault("InvalidParameterValue", f"{spec.ramdisk.image_id} is not a ramdisk image")

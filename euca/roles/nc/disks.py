@@ -20,6 +20,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from euca.core.files import fsync_directory
+from euca.roles.nc.domain import Disk
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 SWAP_BYTES = 512 * MiB
@@ -154,7 +157,7 @@ def remove_tree(path: Path) -> None:
 
 def write_durably(path: Path, data: bytes) -> None:
     write_atomically(path, data, sync=True)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def write_atomically(path: Path, data: bytes, *, sync: bool = False) -> None:
@@ -177,13 +180,35 @@ def sync_tree(directory: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    _fsync_dir(directory)
-    _fsync_dir(directory.parent)
+    fsync_directory(directory)
+    fsync_directory(directory.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def make_instance_disks(directory: Path, base: Path, layout: DiskLayout) -> tuple[Disk, ...]:
+    """The instance's root overlay on the cached image, and its ephemeral and swap disks as the layout says."""
+    root = directory / ROOT_FILE
+    make_overlay(base, root)
+    devices = [Disk(str(root), "vda", "qcow2")]
+    if layout.ephemeral_bytes:
+        path = directory / EPHEMERAL_FILE
+        make_ephemeral(path, layout.ephemeral_bytes)
+        devices.append(Disk(str(path), "vdb", "raw"))
+    if layout.swap_bytes:
+        path = directory / SWAP_FILE
+        make_swap(path, layout.swap_bytes)
+        devices.append(Disk(str(path), "vdc", "raw"))
+    return tuple(devices)
+
+
+def write_specs(specs: list[tuple[Path, bytes]]) -> None:
+    """Each instance's instance.json in its new directory. Written, not yet synced: a kill -9 keeps them
+    (the page cache), and staging syncs each before any disk or domain exists, so the node's answer to
+    its CC does not wait for fsyncs."""
+    for directory, data in specs:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(directory / SPEC_FILE, data)
+
+
+def remove_dirs(directories: list[Path]) -> None:
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -123,7 +123,7 @@ def _is_connection_error(e: libvirt.libvirtError, conn: libvirt.virConnect | Non
 
 
 def _not_found(e: libvirt.libvirtError) -> bool:
-    return e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+    return bool(e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
 class Hypervisor:
@@ -181,7 +181,8 @@ class Hypervisor:
             self._in_flight += 1
             self._idle = trio.Event() if self._in_flight == 1 else self._idle
             try:
-                return await trio.to_thread.run_sync(fn, conn)
+                result: T = await trio.to_thread.run_sync(fn, conn)
+                return result
             except libvirt.libvirtError as e:
                 if attempt == 1 and self._owns_conn and _is_connection_error(e, conn):
                     log.warning("libvirt connection lost uri=%s error=%s: reconnecting", self.uri, e)
