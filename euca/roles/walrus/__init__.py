@@ -1,8 +1,10 @@
 """Walrus: the S3 REST API, a real object store.
 
-app: request ids, virtual hosts, authentication, endpoint parsing, error rendering;
-handlers.py: one coroutine per S3 operation; meta.py: metadata (all SQL); storage.py: bytes on disk;
-acl.py: access control lists.
+app: request ids, virtual hosts, authentication, endpoint parsing, error rendering.
+service: the service object (caches, change counters, commits); dispatch: endpoint class -> handler, under
+the access decision (access: bucket policy and public access block; acl: access control lists).
+Handlers per resource: buckets, bucket_config, objects, multipart (its computations in completion),
+listings, post_object, cors. meta: metadata (all SQL); storage: bytes on disk.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from euca.core.identity import Identity
 from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import meta
+from euca.roles.walrus import cors, meta
+from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
-from euca.roles.walrus.handlers import Call, Walrus
+from euca.roles.walrus.dispatch import dispatch as dispatch_request
+from euca.roles.walrus.service import WalrusService
 from euca.roles.walrus.storage import Storage
 
 log = logging.getLogger("euca.walrus")
@@ -38,7 +42,9 @@ class WalrusApp:
     services: frozenset[str] = frozenset({"s3"})
     path_prefixes: tuple[str, ...] = ("/services/objectstorage", "/services/Walrus")
 
-    def __init__(self, config: Config, identity: Identity, walrus: Walrus, *, reuse_port: bool = False):
+    def __init__(
+        self, config: Config, identity: Identity, walrus: WalrusService, *, reuse_port: bool = False
+    ):
         self.config = config
         self.identity = identity
         self.walrus = walrus
@@ -73,10 +79,13 @@ class WalrusApp:
         try:
             vbucket = self.virtual_bucket(request)
             try:
-                auth = await authenticate(request, self.identity, service="s3", region=self.config.region,
-                                          virtual_bucket=vbucket)
-                endpoint = s3.parse_request(request.method, request.path, request.query, request.headers, vbucket)
-                response = await self.walrus.dispatch(Call(request, auth, request_id), endpoint)
+                auth = await authenticate(
+                    request, self.identity, service="s3", region=self.config.region, virtual_bucket=vbucket
+                )
+                endpoint = s3.parse_request(
+                    request.method, request.path, request.query, request.headers, vbucket
+                )
+                response = await dispatch_request(self.walrus, S3Call(request, auth, request_id), endpoint)
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
         except S3Error as e:
@@ -91,7 +100,7 @@ class WalrusApp:
             response = self.error_response(request, S3Error("InternalError"), request_id, host_id)
         if "origin" in request.headers:
             try:
-                self.walrus.cors.decorate(request, s3.split_path(request.path, vbucket)[0], response)
+                cors.decorate(self.walrus, request, s3.split_path(request.path, vbucket)[0], response)
             except S3Error:
                 pass
         response.headers.append(("x-amz-request-id", request_id))
@@ -128,7 +137,7 @@ class WalrusRole:
         self.ctx = ctx
         ctx.store.migrate("walrus", meta.SCHEMA)
         self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
-        self.walrus = Walrus(ctx.store, ctx.identity, self.storage, ctx.config.region)
+        self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
         self.workers = worker_count(ctx.config)
         if self.workers > 1:
             self.walrus.changes = Changes(changes_path(ctx.config), 0)
@@ -140,8 +149,12 @@ class WalrusRole:
         if removed:
             log.info("removed %d unfinished upload file(s) left by an earlier run", removed)
         await self.walrus.load()
-        log.info("walrus ready objects_dir=%s buckets=%d processes=%d", self.storage.root, len(self.walrus.buckets),
-                 self.workers)
+        log.info(
+            "walrus ready objects_dir=%s buckets=%d processes=%d",
+            self.storage.root,
+            len(self.walrus.buckets),
+            self.workers,
+        )
         if self.workers == 1:
             task_status.started()
             await trio.sleep_forever()
@@ -170,8 +183,12 @@ def worker_count(config: Config) -> int:
         port = config.walrus.listen.port
         shared = [role for role in ROLE_NAMES if role != "walrus" and config.listen_for(role).port == port]
         if shared:
-            log.warning("walrus.workers=%d ignored: port %d is shared with %s (give walrus a port of its own)",
-                        wanted, port, ",".join(shared))
+            log.warning(
+                "walrus.workers=%d ignored: port %d is shared with %s (give walrus a port of its own)",
+                wanted,
+                port,
+                ",".join(shared),
+            )
             return 1
     return wanted
 

@@ -5,7 +5,6 @@ Stored form (JSON in the store): {"owner": id, "owner_name": name, "grants": [[p
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any
 
 from euca.core.identity import Principal
@@ -16,6 +15,7 @@ from euca.protocol.s3 import (
     AccessControlPolicy,
     Grant,
 )
+from euca.roles.walrus.access import Access
 
 Acl = dict[str, Any]
 
@@ -59,19 +59,16 @@ def to_policy(acl: Acl) -> AccessControlPolicy:
 
 _IMPLIED = {"READ", "WRITE", "READ_ACP", "WRITE_ACP"}
 
-# Set by policy.py around one request: the bucket policy allows it (every ACL check passes), and the bucket's
-# public access block says to ignore grants to everyone / to all authenticated users.
-POLICY_GRANT: ContextVar[bool] = ContextVar("walrus_policy_grant", default=False)
-IGNORE_PUBLIC_ACLS: ContextVar[bool] = ContextVar("walrus_ignore_public_acls", default=False)
 
-
-def allowed(acl: Acl | None, principal: Principal | None, permission: str) -> bool:
-    """Whether `principal` (None: anonymous) holds `permission` through `acl`; owners always keep the ACP ones."""
-    if POLICY_GRANT.get():
+def allowed(acl: Acl | None, principal: Principal | None, permission: str, access: Access) -> bool:
+    """Whether `principal` (None: anonymous) holds `permission` through `acl`, under the `access` decision of
+    the bucket's policy and public access block (a policy grant passes every check; public grants may be
+    ignored); owners always keep the ACP ones."""
+    if access.policy_grant:
         return True
     if acl is None:
         return False
-    ignore_public = IGNORE_PUBLIC_ACLS.get()
+    ignore_public = access.ignore_public_acls
     if principal is not None and acl.get("owner") == principal.canonical_id:
         if permission in ("READ_ACP", "WRITE_ACP"):
             return True

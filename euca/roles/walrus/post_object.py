@@ -4,7 +4,6 @@ stream the file part into storage the way PutObject does. Wire formats live in e
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from euca.core.auth import PayloadStream
 from euca.core.http import Response
@@ -13,9 +12,9 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import post as s3_post
 from euca.roles.walrus import acl as acls
-
-if TYPE_CHECKING:
-    from euca.roles.walrus.handlers import Call, Walrus
+from euca.roles.walrus.call import S3Call
+from euca.roles.walrus.objects import store_object
+from euca.roles.walrus.service import WalrusService
 
 READ_SIZE = 262144
 
@@ -46,36 +45,46 @@ class _FileStream:
             self.pending = self.parser.feed(chunk)
 
 
-async def _read_fields(source: PayloadStream, parser: s3_post.MultipartParser
-                       ) -> tuple[list[s3_post.Field], s3_post.FileStart, list[s3_post.Event]]:
+async def _read_fields(
+    source: PayloadStream, parser: s3_post.MultipartParser
+) -> tuple[list[s3_post.Field], s3_post.FileStart, list[s3_post.Event]]:
     """Read up to the start of the file part: (fields, the file part, events already parsed after it)."""
     fields: list[s3_post.Field] = []
     while True:
         chunk = await source.read(READ_SIZE)
         if not chunk:
-            raise S3Error("InvalidArgument", "POST requires exactly one file upload per request.", 400,
-                          ArgumentName="file", ArgumentValue="0")
+            raise S3Error(
+                "InvalidArgument",
+                "POST requires exactly one file upload per request.",
+                400,
+                ArgumentName="file",
+                ArgumentValue="0",
+            )
         events = parser.feed(chunk)
         for i, event in enumerate(events):
             if isinstance(event, s3_post.Field):
                 fields.append(event)
             elif isinstance(event, s3_post.FileStart):
-                return fields, event, events[i + 1:]
+                return fields, event, events[i + 1 :]
 
 
-async def _principal(walrus: Walrus, cred: s3_post.PostCredentials) -> Principal | None:
+async def _principal(svc: WalrusService, cred: s3_post.PostCredentials) -> Principal | None:
     if cred.method == "anonymous":
         return None
-    key = await walrus.identity.access_key(cred.access_key_id)
+    key = await svc.identity.access_key(cred.access_key_id)
     if key is None or not key.active:
-        raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.", 403,
-                      AWSAccessKeyId=cred.access_key_id)
+        raise S3Error(
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            403,
+            AWSAccessKeyId=cred.access_key_id,
+        )
     s3_post.check_signature(cred, key.secret_key)
     return key.principal
 
 
-async def post_object(walrus: Walrus, call: Call, ep: s3.PostObject) -> Response:
-    b = walrus.bucket(ep.bucket)
+async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Response:
+    b = svc.bucket(ep.bucket)
     parser = s3_post.MultipartParser(s3_post.boundary_of(ep.content_type))
     source = call.payload()
     fields, file_start, pending = await _read_fields(source, parser)
@@ -83,19 +92,28 @@ async def post_object(walrus: Walrus, call: Call, ep: s3.PostObject) -> Response
     key = s3_post.object_key(form, file_start.filename)
     cred = s3_post.credentials(form)
     policy = s3_post.parse_policy(cred.policy) if cred.method != "anonymous" else None
-    principal = await _principal(walrus, cred)
+    principal = await _principal(svc, cred)
     if policy is not None:
         values = dict(form.items())
         values["bucket"] = b.name
         values["key"] = key
         s3_post.check_policy(policy, values, time.time())
-    walrus.require(acls.allowed(b.acl, principal, "WRITE"))
-    owner = (principal.canonical_id, principal.account_name) if principal is not None else (b.owner_id, b.owner_name)
+    # The endpoint's permission (WRITE on the bucket) is held by the form's signer, not by the (unsigned)
+    # request: checked here, under the access decision made for the request.
+    if not acls.allowed(b.acl, principal, ep.permission.name, call.access):
+        raise S3Error("AccessDenied")
+    owner = (
+        (principal.canonical_id, principal.account_name)
+        if principal is not None
+        else (b.owner_id, b.owner_name)
+    )
 
     canned = form.get("acl")
     if canned is not None and canned not in s3.CANNED_ACLS:
-        raise S3Error("InvalidArgument", f"Invalid canned ACL {canned!r}", ArgumentName="acl", ArgumentValue=canned)
-    acl = await walrus.acl_for(s3.AclRequest(canned, []), owner, (b.owner_id, b.owner_name))
+        raise S3Error(
+            "InvalidArgument", f"Invalid canned ACL {canned!r}", ArgumentName="acl", ArgumentValue=canned
+        )
+    acl = await svc.acl_for(s3.AclRequest(canned, []), owner, (b.owner_id, b.owner_name))
     tagging = form.get("tagging")
     tags = s3.parse_tagging_body(tagging.encode()) if tagging is not None else None
     headers = s3.ObjectHeaders(
@@ -110,15 +128,15 @@ async def post_object(walrus: Walrus, call: Call, ep: s3.PostObject) -> Response
 
     rng = policy.length_range if policy is not None else None
     max_size = min(rng[1], s3.MAX_PUT_SIZE) if rng is not None else s3.MAX_PUT_SIZE
-    written = await walrus.storage.write_stream(_FileStream(source, parser, pending), None, max_size=max_size)
+    written = await svc.storage.write_stream(_FileStream(source, parser, pending), None, max_size=max_size)
     try:
         s3_post.check_length(policy, written.size)
     except S3Error:
-        await walrus.storage.remove(written.files)
+        await svc.storage.remove(written.files)
         raise
-    row = await walrus.store_object(b, key, written, owner, headers, None, acl, tags)
+    row = await store_object(svc, b, key, written, owner, headers, None, acl, tags)
 
-    out = [("ETag", s3.quote_etag(row.etag)), *walrus.version_headers(b, row)]
+    out = [s3.etag_header(row.etag), *s3.version_id_headers(b.versioning, row.version_id)]
     redirect = form.get("success_action_redirect") or form.get("redirect")
     if redirect and (redirect.startswith("http://") or redirect.startswith("https://")):
         out.append(("Location", s3_post.redirect_location(redirect, b.name, key, row.etag)))

@@ -364,7 +364,8 @@ class Storage:
     async def copy(
         self, sources: list[Source], algorithm: str | None, hash_md5: bool = True, inline: bool = False
     ) -> Written:
-        return await trio.to_thread.run_sync(self.copy_sync, sources, algorithm, hash_md5, inline)
+        written: Written = await trio.to_thread.run_sync(self.copy_sync, sources, algorithm, hash_md5, inline)
+        return written
 
     # -- reading and removing -----------------------------------------------------------------------
 

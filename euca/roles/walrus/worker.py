@@ -26,7 +26,7 @@ from euca.core.roles import Dispatcher
 from euca.core.store import open_store
 from euca.roles.walrus import WalrusApp, changes_path
 from euca.roles.walrus.changes import Changes
-from euca.roles.walrus.handlers import Walrus
+from euca.roles.walrus.service import WalrusService
 from euca.roles.walrus.storage import Storage
 
 log = logging.getLogger("euca.walrus")
@@ -38,7 +38,7 @@ async def serve(config: Config, index: int, port: int) -> None:
     try:
         identity = Identity(store)
         storage = Storage(config.path(config.walrus.objects_dir))
-        walrus = Walrus(store, identity, storage, config.region)
+        walrus = WalrusService(store, identity, storage, config.region)
         walrus.changes = Changes(changes_path(config), index)
         await walrus.load()
         app = WalrusApp(config, identity, walrus, reuse_port=True)

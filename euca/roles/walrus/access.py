@@ -1,0 +1,160 @@
+"""The access decision: a bucket's policy and public access block, evaluated once per request into an `Access`
+value that the ACL checks (acl.allowed) are handed.
+
+The decision combines a bucket's policy with its ACLs the way S3 does: an explicit Deny in the policy refuses
+the request (even to the owner, except the owner managing the policy itself); an Allow grants it to whoever it
+names (other accounts, anonymous); otherwise the ACL checks decide. The public access block refuses requests
+that would make ACLs public (BlockPublicAcls), makes public ACL grants count for nothing (IgnorePublicAcls) and
+withdraws a public policy's Allow from everyone but the owner (RestrictPublicBuckets).
+
+A decision is made against one bucket's rules (`decide`): a request that touches a second bucket (a copy
+source) can be decided against that bucket's own rules with another call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from euca.protocol import s3
+from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import policy as s3_policy
+from euca.roles.walrus import meta
+
+if TYPE_CHECKING:
+    from euca.roles.walrus.call import S3Call
+    from euca.roles.walrus.service import WalrusService
+
+_POLICY_MANAGEMENT = (s3.PutBucketPolicy, s3.GetBucketPolicy, s3.DeleteBucketPolicy)
+_PUBLIC_CANNED = ("public-read", "public-read-write", "authenticated-read")
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a bucket's policy and public access block decided for one request.
+
+    bucket: the bucket whose rules made the decision (None: ACL_ONLY, the bucket has neither a policy nor a
+    public access block, so the ACLs alone decide); policy_grant: the policy allows the request (every ACL
+    check passes); ignore_public_acls: ACL grants to everyone / to all authenticated users count for nothing."""
+
+    bucket: str | None = None
+    policy_grant: bool = False
+    ignore_public_acls: bool = False
+
+
+# Shared by every request to a bucket without a policy or public access block (most of them): no allocation.
+ACL_ONLY = Access()
+
+
+@dataclass(slots=True)
+class BucketPolicy:
+    """A bucket's access rules as cached by the service: the policy (its text and parsed form) and the public
+    access block settings (None: not set)."""
+
+    text: str | None = None
+    policy: s3_policy.Policy | None = None
+    public_access_block: dict[str, bool] | None = None
+
+    def copy(self) -> BucketPolicy:
+        return BucketPolicy(self.text, self.policy, self.public_access_block)
+
+
+async def decide(svc: WalrusService, call: S3Call, endpoint: Any, bucket: str, rules: BucketPolicy) -> Access:
+    """Evaluate `bucket`'s `rules` for `endpoint`: AccessDenied on a Deny (or a public ACL the public access
+    block refuses), else the Access the ACL checks are to use."""
+    pab = rules.public_access_block or {}
+    if pab.get("BlockPublicAcls"):
+        _block_public_acls(endpoint)
+    verdict = None
+    action = s3.action_of(endpoint)
+    if rules.policy is not None and action is not None:
+        context = await _context(svc, call, endpoint, bucket, rules.policy, action)
+        verdict = s3_policy.evaluate(rules.policy, context)
+        b = svc.buckets.get(bucket)
+        p = call.principal
+        is_owner = b is not None and p is not None and p.canonical_id == b.owner_id
+        if verdict == s3_policy.DENY and not (is_owner and isinstance(endpoint, _POLICY_MANAGEMENT)):
+            raise S3Error("AccessDenied")
+        if (
+            verdict == s3_policy.ALLOW
+            and pab.get("RestrictPublicBuckets")
+            and s3_policy.is_public(rules.policy)
+            and not is_owner
+        ):
+            verdict = None
+    return Access(bucket, verdict == s3_policy.ALLOW, bool(pab.get("IgnorePublicAcls")))
+
+
+def _block_public_acls(endpoint: Any) -> None:
+    acl = getattr(endpoint, "acl", None)
+    if not isinstance(acl, s3.AclRequest):
+        return
+    if acl.canned in _PUBLIC_CANNED or any(
+        g.grantee_type == "Group" and g.grantee in (s3.ALL_USERS, s3.AUTHENTICATED_USERS) for g in acl.grants
+    ):
+        raise S3Error("AccessDenied")
+
+
+_CONDITION_HEADERS = (
+    "x-amz-acl",
+    "x-amz-copy-source",
+    "x-amz-metadata-directive",
+    "x-amz-server-side-encryption",
+    "x-amz-grant-full-control",
+    "x-amz-grant-read",
+    "x-amz-grant-write",
+    "x-amz-grant-read-acp",
+    "x-amz-grant-write-acp",
+    "x-amz-content-sha256",
+    "x-amz-storage-class",
+)
+
+
+async def _context(
+    svc: WalrusService, call: S3Call, endpoint: Any, bucket: str, policy: s3_policy.Policy, action: str
+) -> s3_policy.Context:
+    """The request as the policy's conditions see it: resource, principal and condition keys."""
+    key = getattr(endpoint, "key", None)
+    resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
+    p = call.principal
+    request = call.request
+    keys: dict[str, list[str]] = {
+        "aws:sourceip": [request.client[0]] if hasattr(request, "client") else [],
+        "aws:securetransport": ["false"],
+    }
+    q = s3.parse_query(request.query) if request.query else {}
+    for name in ("prefix", "delimiter", "max-keys", "versionId"):
+        if name in q:
+            keys[f"s3:{name.lower()}"] = [q[name]]
+    headers = request.headers
+    for h in _CONDITION_HEADERS:
+        v = headers.get(h)
+        if v is not None:
+            keys[f"s3:{h}"] = [v]
+    referer = headers.get("referer")
+    if referer is not None:
+        keys["aws:referer"] = [referer]
+    user_agent = headers.get("user-agent")
+    if user_agent is not None:
+        keys["aws:useragent"] = [user_agent]
+    if p is not None:
+        keys["aws:username"] = [p.user_name]
+        keys["aws:principalaccount"] = [p.account_id]
+    request_tags = _request_tags(endpoint)
+    if request_tags is not None:
+        for k, v in request_tags.items():
+            keys[f"s3:requestobjecttag/{k.lower()}"] = [v]
+        keys["s3:requestobjecttagkeys"] = list(request_tags)
+    if key is not None and s3_policy.uses_key(policy, "s3:existingobjecttag/"):
+        version = getattr(endpoint, "version_id", None)
+        o = await svc.store.read(lambda tx: meta.get_object(tx, bucket, key, version))
+        for k, v in ((o.tags or {}) if o is not None and not o.delete_marker else {}).items():
+            keys[f"s3:existingobjecttag/{k.lower()}"] = [v]
+    return s3_policy.Context(action, resource, p.account_id if p else None, p.arn if p else None, keys)
+
+
+def _request_tags(endpoint: Any) -> dict[str, str] | None:
+    tagging = getattr(endpoint, "tagging", None)
+    if isinstance(tagging, dict) and tagging:
+        return {str(k): str(v) for k, v in tagging.items()}
+    return None

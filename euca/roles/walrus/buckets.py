@@ -1,0 +1,80 @@
+"""Handlers of the service and of buckets themselves: list, create, head, delete, location."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from euca.core.http import Response
+from euca.protocol import s3
+from euca.protocol.s3 import S3Error
+from euca.roles.walrus import meta
+from euca.roles.walrus.call import S3Call
+from euca.roles.walrus.meta import BucketRow
+from euca.roles.walrus.responses import empty, xml
+from euca.roles.walrus.service import WalrusService
+
+log = logging.getLogger("euca.walrus")
+
+
+async def list_buckets(svc: WalrusService, call: S3Call, ep: s3.ListBuckets) -> Response:
+    if call.principal is None:
+        # Anonymous owns no buckets: an empty list, as Ceph RGW answers (s3-tests expects it).
+        return xml(s3.render_list_buckets(s3.Owner("anonymous", ""), []))
+    p = svc.authenticated(call)
+    mine = sorted((b for b in svc.buckets.values() if b.owner_id == p.canonical_id), key=lambda b: b.name)
+    entries = [s3.BucketEntry(b.name, b.created, b.location or svc.region) for b in mine]
+    return xml(s3.render_list_buckets(s3.Owner(p.canonical_id, p.account_name), entries))
+
+
+async def create_bucket(svc: WalrusService, call: S3Call, ep: s3.CreateBucket) -> Response:
+    p = svc.authenticated(call)
+    if not s3.valid_bucket_name(ep.bucket):
+        raise S3Error("InvalidBucketName", BucketName=ep.bucket)
+    location = s3.parse_create_bucket_body(await call.xml_body()) or ""
+    existing = svc.buckets.get(ep.bucket)
+    if existing is not None:
+        if existing.owner_id == p.canonical_id:
+            raise S3Error("BucketAlreadyOwnedByYou", BucketName=ep.bucket)
+        raise S3Error("BucketAlreadyExists", BucketName=ep.bucket)
+    acl = await svc.acl_for(ep.acl, (p.canonical_id, p.account_name))
+    row = BucketRow(
+        name=ep.bucket,
+        owner_id=p.canonical_id,
+        owner_name=p.account_name,
+        created=time.time(),
+        location=location,
+        versioning="",
+        acl=acl,
+        tags=None,
+    )
+    clash = await svc.write_config(lambda tx: meta.insert_bucket(tx, row))
+    if clash is not None:
+        code = "BucketAlreadyOwnedByYou" if clash.owner_id == p.canonical_id else "BucketAlreadyExists"
+        raise S3Error(code, BucketName=ep.bucket)
+    svc.buckets[row.name] = row
+    log.info("create-bucket bucket=%s owner=%s location=%s", row.name, p.account_name, location or "-")
+    return empty(200, [("Location", f"/{row.name}")])
+
+
+async def head_bucket(svc: WalrusService, call: S3Call, ep: s3.HeadBucket) -> Response:
+    b = svc.authorized_bucket(call, ep)
+    return empty(200, [("x-amz-bucket-region", b.location or svc.region)])
+
+
+async def delete_bucket(svc: WalrusService, call: S3Call, ep: s3.DeleteBucket) -> Response:
+    svc.authorized_bucket(call, ep)
+    # The bucket's policy, public access block and CORS rules go with it, in the same transaction.
+    files = await svc.write(lambda tx: meta.delete_bucket(tx, ep.bucket), ep.bucket, None)
+    svc.buckets.pop(ep.bucket, None)
+    svc.policies.pop(ep.bucket, None)
+    svc.cors_rules.pop(ep.bucket, None)
+    svc.config_changed()
+    await svc.storage.remove(files)
+    log.info("delete-bucket bucket=%s", ep.bucket)
+    return empty(204)
+
+
+async def get_bucket_location(svc: WalrusService, call: S3Call, ep: s3.GetBucketLocation) -> Response:
+    b = svc.authorized_bucket(call, ep)
+    return xml(s3.render_location(b.location))

@@ -1,0 +1,45 @@
+"""One S3 request being served, as the handlers see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from euca.core.auth import AuthResult, PayloadStream
+from euca.core.http import Request
+from euca.core.identity import Principal
+from euca.protocol.s3 import S3Error
+from euca.roles.walrus.access import ACL_ONLY, Access
+
+MAX_XML_BODY = 1024 * 1024
+
+
+@dataclass(slots=True)
+class S3Call:
+    """The raw request (for its body), who made it, how it was signed, and what the bucket's policy and public
+    access block decided for it (set by dispatch before the handler runs; ACL_ONLY when the bucket has
+    neither)."""
+
+    request: Request
+    auth: AuthResult
+    request_id: str
+    access: Access = ACL_ONLY
+
+    @property
+    def principal(self) -> Principal | None:
+        return self.auth.principal
+
+    def payload(self) -> PayloadStream:
+        return self.auth.payload(self.request.body)
+
+    async def xml_body(self) -> bytes:
+        stream = self.payload()
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await stream.read(262144)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > MAX_XML_BODY:
+                raise S3Error("MalformedXML", "The XML you provided was too large")
+            parts.append(chunk)
