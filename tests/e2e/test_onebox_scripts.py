@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from helpers.qemu_host import connect, unusable_reason
 
 from euca.images import bootimage as bi
+from helpers.qemu_host import connect, unusable_reason
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD = 300.0
