@@ -7,6 +7,8 @@ those short follow-up polls can bring the news within the test's wait."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,20 @@ from helpers.server import start_euca
 HOUR = 3600.0
 
 
-def test_run_and_terminate_do_not_wait_for_the_poll_intervals(tmp_path: Path) -> None:
+@contextmanager
+def one_box(tmp_path: Path, **settings: Any) -> Iterator[tuple[Any, str]]:
+    """A one-box cloud whose poll intervals are an hour, its EC2 client and a registered tiny image."""
     overrides = {"nc.libvirt_uri": "test:///default", "clc.poll_interval": HOUR, "cc.poll_interval": HOUR}
-    server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
+    server = start_euca(tmp_path / "onebox", roles="all", overrides={**overrides, **settings})
     euca = next(server)
     try:
-        ec2 = euca.client("ec2")
-        image_id = register_tiny_image(euca, tmp_path)
+        yield euca.client("ec2"), register_tiny_image(euca, tmp_path)
+    finally:
+        server.close()
+
+
+def test_run_and_terminate_do_not_wait_for_the_poll_intervals(tmp_path: Path) -> None:
+    with one_box(tmp_path) as (ec2, image_id):
         ids = instances_of(
             ec2.run_instances(ImageId=image_id, MinCount=3, MaxCount=3, InstanceType="m1.small")
         )
@@ -34,8 +43,6 @@ def test_run_and_terminate_do_not_wait_for_the_poll_intervals(tmp_path: Path) ->
             ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="m1.small")
         )
         wait_state(ec2, more, "running")
-    finally:
-        server.close()
 
 
 def test_a_slot_is_free_for_a_relaunch_once_its_instance_is_terminated(tmp_path: Path) -> None:
@@ -43,17 +50,7 @@ def test_a_slot_is_free_for_a_relaunch_once_its_instance_is_terminated(tmp_path:
     terminated its core is free to the next RunInstances without waiting for the hour-long poll interval."""
     import botocore.exceptions
 
-    overrides = {
-        "nc.libvirt_uri": "test:///default",
-        "nc.cores": 2,
-        "clc.poll_interval": HOUR,
-        "cc.poll_interval": HOUR,
-    }
-    server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
-    euca = next(server)
-    try:
-        ec2 = euca.client("ec2")
-        image_id = register_tiny_image(euca, tmp_path)
+    with one_box(tmp_path, **{"nc.cores": 2}) as (ec2, image_id):
         ids = instances_of(
             ec2.run_instances(ImageId=image_id, MinCount=2, MaxCount=2, InstanceType="m1.small")
         )
@@ -71,8 +68,6 @@ def test_a_slot_is_free_for_a_relaunch_once_its_instance_is_terminated(tmp_path:
             "a relaunch into the freed slot", lambda: _launch_one(ec2, image_id), timeout=30
         )
         wait_state(ec2, relaunched, "running")
-    finally:
-        server.close()
 
 
 def _launch_one(ec2: Any, image_id: str) -> list[str] | None:
