@@ -105,7 +105,6 @@ class OneBox:
             os.environ,
             PYTHON=sys.executable,
             EUCA_SKIP_INSTALL="1",
-            EUCA_DEFAULT_IMAGE="1",
             EUCA_DATA_DIR=str(self.data),
             EUCA_RUN_DIR=str(self.run),
             EUCA_NETNS=self.netns,
