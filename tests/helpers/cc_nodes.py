@@ -20,7 +20,7 @@ class NodeUnreachable(OSError):
     pass
 
 
-class FakeNode:
+class InMemoryNodeController:
     """A node controller's behaviour, in memory: resources max minus what its live instances use."""
 
     def __init__(self, name: str, cores: int = 4, memory_mb: int = 4096, disk_gb: int = 100):

@@ -19,13 +19,13 @@ from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault
 from euca.roles.cc.controller import ClusterController
 from euca.roles.cc.vmnet import SubnetAllocator
-from helpers.cc_nodes import LARGE, SMALL, VM_TYPES, FakeNode, spec
+from helpers.cc_nodes import LARGE, SMALL, VM_TYPES, InMemoryNodeController, spec
 
 
 class InProcessClient:
     """ClusterClient's contract without sockets: the message and its reply cross the wire format."""
 
-    def __init__(self, nodes: dict[str, FakeNode]):
+    def __init__(self, nodes: dict[str, InMemoryNodeController]):
         self.nodes = nodes  # url -> node
 
     async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any:
@@ -51,7 +51,9 @@ def url(name: str) -> str:
 class Cluster:
     """A CC with its nodes, and the CLC's view of the topology."""
 
-    def __init__(self, *nodes: FakeNode, scheduler: str = "GREEDY", subnet: str = "10.77.0.0/24"):
+    def __init__(
+        self, *nodes: InMemoryNodeController, scheduler: str = "GREEDY", subnet: str = "10.77.0.0/24"
+    ):
         self.nodes = {n.name: n for n in nodes}
         self.client = InProcessClient({url(n.name): n for n in nodes})
         self.network = SubnetAllocator(subnet, "euca-br0")
@@ -80,9 +82,9 @@ def capacity_of(reply: c.ResourcesReply, vm: c.VmType) -> tuple[int, int]:
 
 
 async def test_describe_resources_learns_nodes_and_reports_capacity() -> None:
-    down = FakeNode("n3")
+    down = InMemoryNodeController("n3")
     down.unreachable = True
-    cl = Cluster(FakeNode("n1", cores=4), FakeNode("n2", cores=2), down)
+    cl = Cluster(InMemoryNodeController("n1", cores=4), InMemoryNodeController("n2", cores=2), down)
     reply = await cl.describe_resources()
     assert reply.cluster == "cluster01"
     assert [(n.node, n.state) for n in reply.nodes] == [("n1", "up"), ("n2", "up"), ("n3", "down")]
@@ -95,7 +97,7 @@ async def test_describe_resources_learns_nodes_and_reports_capacity() -> None:
 
 
 async def test_run_instances_places_greedy_with_addresses_and_counts_before_the_next_poll() -> None:
-    cl = Cluster(FakeNode("n1", cores=2), FakeNode("n2", cores=2))
+    cl = Cluster(InMemoryNodeController("n1", cores=2), InMemoryNodeController("n2", cores=2))
     await cl.describe_resources()
     reply = await cl.cc.run_instances(c.RunInstances([spec(1), spec(2), spec(3)]))
     assert [(s.instance_id, s.node, s.state) for s in reply.instances] == [
@@ -123,7 +125,7 @@ async def test_run_instances_places_greedy_with_addresses_and_counts_before_the_
 
 
 async def test_run_instances_calls_each_node_once_with_its_instances() -> None:
-    cl = Cluster(FakeNode("n1", cores=4), FakeNode("n2", cores=4))
+    cl = Cluster(InMemoryNodeController("n1", cores=4), InMemoryNodeController("n2", cores=4))
     await cl.describe_resources()
     reply = await cl.cc.run_instances(c.RunInstances([spec(n) for n in range(1, 8)]))
     assert [s.node for s in reply.instances] == ["n1"] * 4 + ["n2"] * 3
@@ -143,7 +145,7 @@ async def test_run_instances_calls_each_node_once_with_its_instances() -> None:
 
 
 async def test_insufficient_capacity_sends_nothing_to_the_nodes() -> None:
-    cl = Cluster(FakeNode("n1", cores=2), FakeNode("n2", cores=2))
+    cl = Cluster(InMemoryNodeController("n1", cores=2), InMemoryNodeController("n2", cores=2))
     await cl.describe_resources()
     with pytest.raises(ClusterFault) as e:
         await cl.cc.run_instances(c.RunInstances([spec(i, LARGE) for i in range(3)]))
@@ -154,7 +156,7 @@ async def test_insufficient_capacity_sends_nothing_to_the_nodes() -> None:
 
 async def test_run_is_all_or_nothing_when_a_node_fails(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "euca.cc")
-    n1, n2 = FakeNode("n1", cores=1), FakeNode("n2", cores=4)
+    n1, n2 = InMemoryNodeController("n1", cores=1), InMemoryNodeController("n2", cores=4)
     cl = Cluster(n1, n2)
     await cl.describe_resources()
     n2.fail_runs = True
@@ -178,7 +180,7 @@ async def test_run_is_all_or_nothing_when_a_node_fails(caplog: pytest.LogCapture
 
 
 async def test_run_is_idempotent_per_instance_id() -> None:
-    cl = Cluster(FakeNode("n1"))
+    cl = Cluster(InMemoryNodeController("n1"))
     await cl.describe_resources()
     message = c.RunInstances([spec(1), spec(2)])
     first = await cl.cc.run_instances(message)
@@ -200,7 +202,7 @@ async def test_run_is_idempotent_per_instance_id() -> None:
 
 
 async def test_resend_while_the_first_run_is_on_the_wire() -> None:
-    node = FakeNode("n1")
+    node = InMemoryNodeController("n1")
     cl = Cluster(node)
     await cl.describe_resources()
     node.run_gate = trio.Event()
@@ -224,7 +226,7 @@ async def test_resend_while_the_first_run_is_on_the_wire() -> None:
 
 
 async def test_placed_but_unreported_stays_pending_until_a_later_report_lacks_it() -> None:
-    node = FakeNode("n1")
+    node = InMemoryNodeController("n1")
     cl = Cluster(node)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1)]))
@@ -240,7 +242,7 @@ async def test_placed_but_unreported_stays_pending_until_a_later_report_lacks_it
 
 
 async def test_addresses_are_not_retained_away_while_a_node_is_down() -> None:
-    n1, n2 = FakeNode("n1"), FakeNode("n2")
+    n1, n2 = InMemoryNodeController("n1"), InMemoryNodeController("n2")
     n2.unreachable = True
     cl = Cluster(n1, n2)
     await cl.network.adopt("i-000000ee", "d0:0d:00:00:00:ee", "10.77.0.9")  # perhaps alive on n2
@@ -254,7 +256,7 @@ async def test_addresses_are_not_retained_away_while_a_node_is_down() -> None:
 
 async def test_node_down_and_back_up_logs_once_each(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "euca.cc")
-    n1, n2 = FakeNode("n1"), FakeNode("n2")
+    n1, n2 = InMemoryNodeController("n1"), InMemoryNodeController("n2")
     cl = Cluster(n1, n2)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1)]))
@@ -286,7 +288,7 @@ async def test_node_down_and_back_up_logs_once_each(caplog: pytest.LogCaptureFix
 
 
 async def test_a_node_reporting_itself_down_is_down_and_its_list_not_taken() -> None:
-    n1 = FakeNode("n1")
+    n1 = InMemoryNodeController("n1")
     cl = Cluster(n1)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1)]))
@@ -309,7 +311,7 @@ async def test_a_node_reporting_itself_down_is_down_and_its_list_not_taken() -> 
 
 
 async def test_restarted_cc_rebuilds_from_node_reports() -> None:
-    n1, n2 = FakeNode("n1", cores=2), FakeNode("n2", cores=2)
+    n1, n2 = InMemoryNodeController("n1", cores=2), InMemoryNodeController("n2", cores=2)
     cl = Cluster(n1, n2, scheduler="ROUNDROBIN")
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
@@ -344,7 +346,7 @@ async def test_restarted_cc_rebuilds_from_node_reports() -> None:
 
 
 async def test_terminate_reboot_console_go_to_the_instance_node() -> None:
-    n1, n2 = FakeNode("n1", cores=1), FakeNode("n2", cores=1)
+    n1, n2 = InMemoryNodeController("n1", cores=1), InMemoryNodeController("n2", cores=1)
     cl = Cluster(n1, n2)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
@@ -372,7 +374,7 @@ async def test_terminate_reboot_console_go_to_the_instance_node() -> None:
 
 
 async def test_console_of_an_instance_on_a_down_node_is_a_fault() -> None:
-    n1 = FakeNode("n1")
+    n1 = InMemoryNodeController("n1")
     cl = Cluster(n1)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1)]))
@@ -384,7 +386,7 @@ async def test_console_of_an_instance_on_a_down_node_is_a_fault() -> None:
 
 async def test_states_follow_the_node_reports(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "euca.cc")
-    n1 = FakeNode("n1")
+    n1 = InMemoryNodeController("n1")
     cl = Cluster(n1)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1)]))
@@ -405,7 +407,7 @@ async def test_states_follow_the_node_reports(caplog: pytest.LogCaptureFixture) 
 
 
 async def test_nodes_removed_from_the_topology_are_forgotten() -> None:
-    cl = Cluster(FakeNode("n1", cores=1), FakeNode("n2", cores=1))
+    cl = Cluster(InMemoryNodeController("n1", cores=1), InMemoryNodeController("n2", cores=1))
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
     reply = await cl.describe_resources(["n2"])
@@ -417,7 +419,9 @@ async def test_nodes_removed_from_the_topology_are_forgotten() -> None:
 
 
 async def test_subnet_exhaustion_is_a_fault_and_holds_nothing() -> None:
-    cl = Cluster(FakeNode("n1", cores=16, memory_mb=16384), subnet="10.77.0.0/29")  # .2-.6 for instances
+    cl = Cluster(
+        InMemoryNodeController("n1", cores=16, memory_mb=16384), subnet="10.77.0.0/29"
+    )  # .2-.6 for instances
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(i) for i in range(4)]))
     with pytest.raises(ClusterFault) as e:
@@ -430,7 +434,7 @@ async def test_subnet_exhaustion_is_a_fault_and_holds_nothing() -> None:
 
 
 async def test_poll_fanout_is_bounded() -> None:
-    nodes = [FakeNode(f"n{i}") for i in range(10)]
+    nodes = [InMemoryNodeController(f"n{i}") for i in range(10)]
     gate = trio.Event()
     active = 0
     most = 0
@@ -459,7 +463,7 @@ async def test_poll_fanout_is_bounded() -> None:
 
 
 async def test_the_poll_loop_runs_rounds_until_cancelled() -> None:
-    node = FakeNode("n1")
+    node = InMemoryNodeController("n1")
     cl = Cluster(node)
     cl.cc.poll_interval = 3600  # rounds come from kick(), not the clock
     await cl.describe_resources()
@@ -478,7 +482,7 @@ async def test_runs_and_terminates_are_watched_until_their_instances_arrive(
 ) -> None:
     """After RunInstances (TerminateInstances) the CC polls the nodes concerned soon and then at doubling
     intervals while their instances are pending (shutting down), not only every poll interval."""
-    node = FakeNode("n1")
+    node = InMemoryNodeController("n1")
     cl = Cluster(node)
     cl.cc.poll_interval = 3600  # only the watch polls within this test
     await cl.describe_resources()
@@ -510,7 +514,7 @@ async def test_runs_and_terminates_are_watched_until_their_instances_arrive(
 async def test_one_watch_per_node_polling_every_second_while_instances_stay_pending(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    node = FakeNode("n1")
+    node = InMemoryNodeController("n1")
     cl = Cluster(node)
     cl.cc.poll_interval = 3600
     await cl.describe_resources()
@@ -532,7 +536,7 @@ async def test_one_watch_per_node_polling_every_second_while_instances_stay_pend
 
 
 async def test_asked_about_instances_on_their_way_the_cc_asks_their_nodes_first() -> None:
-    node = FakeNode("n1")
+    node = InMemoryNodeController("n1")
     cl = Cluster(node)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
@@ -557,7 +561,7 @@ def test_wire_round_trip_of_a_spec_with_network() -> None:
 
 
 async def test_a_node_answering_under_another_name_is_down() -> None:
-    cl = Cluster(FakeNode("n1"))
+    cl = Cluster(InMemoryNodeController("n1"))
     topology = [c.NodeAddress("n9", url("n1"))]  # registered as n9, but n1 answers there
     reply = await cl.cc.describe_resources(c.DescribeResources("cluster01", topology, VM_TYPES))
     assert reply.nodes[0].state == "down"
@@ -565,7 +569,7 @@ async def test_a_node_answering_under_another_name_is_down() -> None:
 
 
 async def test_a_cancelled_run_holds_nothing_after_the_next_report() -> None:
-    node = FakeNode("n1")
+    node = InMemoryNodeController("n1")
     cl = Cluster(node)
     await cl.describe_resources()
     node.run_gate = trio.Event()  # never set: the call hangs until cancelled
@@ -582,7 +586,7 @@ async def test_a_cancelled_run_holds_nothing_after_the_next_report() -> None:
 async def test_a_slot_is_free_as_soon_as_its_node_reports_the_instance_terminated() -> None:
     """A relaunch right after a terminate fits: the slot counts as free once the node has reported the
     domain gone (the terminate's follow-up poll), not only at the next full poll of the node."""
-    node = FakeNode("n1", cores=2)
+    node = InMemoryNodeController("n1", cores=2)
     node.terminate_to = "teardown"  # as a real node: terminated a moment after the call
     cl = Cluster(node)
     await cl.describe_resources()
@@ -608,7 +612,7 @@ async def test_a_slot_is_free_as_soon_as_its_node_reports_the_instance_terminate
 
 
 async def test_a_terminate_answered_terminated_frees_the_slot_at_once() -> None:
-    node = FakeNode("n1", cores=1)
+    node = InMemoryNodeController("n1", cores=1)
     cl = Cluster(node)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1)]))
@@ -620,7 +624,7 @@ async def test_a_terminate_answered_terminated_frees_the_slot_at_once() -> None:
 async def test_an_instance_the_watch_saw_start_still_counts_until_a_full_report() -> None:
     """The short polls of instances on their way change states only: resources the node last reported
     did not count an instance placed after them, whatever state it is in now."""
-    node = FakeNode("n1", cores=2)
+    node = InMemoryNodeController("n1", cores=2)
     cl = Cluster(node)
     await cl.describe_resources()
     await cl.cc.run_instances(c.RunInstances([spec(1)]))
@@ -632,7 +636,7 @@ async def test_an_instance_the_watch_saw_start_still_counts_until_a_full_report(
     assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)
 
 
-class EndsBetweenAnswers(FakeNode):
+class EndsBetweenAnswers(InMemoryNodeController):
     """A node whose instance ends between its answer listing the instances and its resources answer."""
 
     ending: str | None = None

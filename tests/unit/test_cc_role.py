@@ -17,7 +17,7 @@ from euca.core.roles import Dispatcher, RoleContext
 from euca.core.supervisor import Supervisor
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault
-from helpers.cc_nodes import VM_TYPES, FakeNode, spec
+from helpers.cc_nodes import VM_TYPES, InMemoryNodeController, spec
 
 HANG_GUARD = 60
 
@@ -35,7 +35,7 @@ async def test_cc_role_answers_the_clc_and_calls_its_node_over_mutual_tls(tmp_pa
         },
     )
     supervisor = Supervisor(config, ["cc"])
-    node = FakeNode("node-a")
+    node = InMemoryNodeController("node-a")
     callers: list[Peer] = []
 
     async def nc_handler(message: Any, peer: Peer) -> Any:
