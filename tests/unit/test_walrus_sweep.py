@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from euca.core.store import Store, open_store
+from euca.protocol.s3 import S3Error
 from euca.roles.walrus import meta, sweep
 from euca.roles.walrus import storage as storage_module
 from euca.roles.walrus.meta import ObjectRow, PartRow, UploadRow
+from euca.roles.walrus.service import WalrusService
 from euca.roles.walrus.storage import Storage, locked_by_other
 
 
@@ -187,3 +189,35 @@ async def test_one_sweep_at_a_time(storage: Storage, store: Store) -> None:
         os.close(fd)
     result = await sweep.sweep(storage, store)
     assert result is not None and result.files == 1
+
+
+# -- commits of new files ---------------------------------------------------------------------------------
+
+
+async def test_a_commit_releases_its_files_and_a_late_one_is_refused(
+    storage: Storage, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = WalrusService(store, None, storage, "eucalyptus")  # type: ignore[arg-type]
+    sid = await _file(storage)
+    await svc.commit(lambda tx: None, [sid], "b", "k")
+    assert storage.in_flight() == 0 and not locked_by_other(storage.path(sid))
+
+    monkeypatch.setattr(storage_module, "INFLIGHT_MAX", -1.0)
+    late = await _file(storage)  # given up at once
+    ran: list[bool] = []
+    with pytest.raises(S3Error) as e:
+        await svc.commit_part(lambda tx: ran.append(True), [late])
+    assert e.value.code == "InternalError" and ran == []
+    assert not os.path.exists(storage.path(late))
+
+
+async def test_a_failed_commit_removes_its_files(storage: Storage, store: Store) -> None:
+    svc = WalrusService(store, None, storage, "eucalyptus")  # type: ignore[arg-type]
+    sid = await _file(storage)
+
+    def fail(tx: Any) -> None:
+        raise S3Error("NoSuchUpload", UploadId="u")
+
+    with pytest.raises(S3Error):
+        await svc.commit_part(fail, [sid])
+    assert storage.in_flight() == 0 and not os.path.exists(storage.path(sid))
