@@ -4,7 +4,8 @@ app: request ids, virtual hosts, authentication, endpoint parsing, error renderi
 service: the service object (caches, change counters, commits); dispatch: endpoint class -> handler, under
 the access decision (access: bucket policy and public access block; acl: access control lists).
 Handlers per resource: buckets, bucket_config, objects, multipart (its computations in completion),
-listings, post_object, cors. meta: metadata (all SQL); storage: bytes on disk.
+listings, post_object, cors. meta: metadata (all SQL); storage: bytes on disk; sweep: removes the files
+no metadata refers to (what a crash leaves).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from euca.core.identity import Identity
 from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import cors, meta
+from euca.roles.walrus import cors, meta, sweep
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.dispatch import dispatch as dispatch_request
@@ -157,9 +158,10 @@ class WalrusRole:
         )
         if self.workers == 1:
             task_status.started()
-            await trio.sleep_forever()
+            await sweep.run(self.storage, self.ctx.store)  # files no metadata refers to (sweep.py)
         port = int(self.ctx.endpoints["walrus"].rsplit(":", 1)[1])
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(sweep.run, self.storage, self.ctx.store)
             for index in range(1, self.workers):
                 nursery.start_soon(self._run_worker, index, port)
             task_status.started()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import trio
@@ -135,22 +135,29 @@ class WalrusService:
 
     async def commit(self, fn: Callable[[Tx], T], written: list[str], bucket: str, key: str) -> T:
         """Make an object version visible: a durable metadata write (the bytes of an inline object go with it);
-        if it fails, the files written for it are removed (nothing becomes visible)."""
-        try:
-            return await self.write(fn, bucket, key, durable=True)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self.storage.remove(written)
-            raise
+        if it fails, the files written for it are removed (nothing becomes visible).
+
+        The new files stay locked (in flight, storage.py) until the write is over, so the sweep never takes a
+        file this commit may still make visible; files this commit stops referring to, which the caller
+        removes afterwards, are swept if the process dies before it does."""
+        return await self._commit_files(lambda: self.write(fn, bucket, key, durable=True), written)
 
     async def commit_part(self, fn: Callable[[Tx], T], written: list[str]) -> T:
         """Record an uploaded part (durably: it is acknowledged); its file is removed if that fails."""
+        return await self._commit_files(lambda: self.store.write(fn, durable=True), written)
+
+    async def _commit_files(self, write: Callable[[], Awaitable[T]], written: list[str]) -> T:
         try:
-            return await self.store.write(fn, durable=True)
+            if not self.storage.claim(written):
+                log.warning("commit refused: its file(s) waited too long and were given up: %s", written)
+                raise S3Error("InternalError")
+            result = await write()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.storage.remove(written)
             raise
+        self.storage.release(written)
+        return result
 
     async def receive(
         self,

@@ -8,15 +8,23 @@ A body of known length up to INLINE_MAX is not given a file at all: it is read i
 way, and the caller commits the bytes in the state store with the object's row (`Written.data`). A file per
 small object would cost a create, an fsync, a rename and an unlink each (the fsync alone bounds a disk to a
 few hundred objects a second); in the store, concurrent small PUTs share one commit and one WAL sync.
+
+A new file is renamed into place before the metadata commit that refers to it, so its writer holds a flock on
+it from its creation until that commit is over (`InFlight`; released by `release` or `remove`): the sweep
+(sweep.py), which removes files no metadata refers to, leaves a locked file alone. The lock dies with its
+process, so what a killed process left is unlocked and swept.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
+import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterable
@@ -34,6 +42,9 @@ BATCH = 1024 * 1024
 COPY_CHUNK = 8 * 1024 * 1024
 # Bodies up to this size are kept inline in the state store (see the module docstring).
 INLINE_MAX = 64 * 1024
+# A placed file not committed within this many seconds is given up: its lock is released (so the sweep may
+# take it) and a commit that comes later is refused. Only a handler that forgot its file gets there.
+INFLIGHT_MAX = 600.0
 
 
 class Checksum:
@@ -123,21 +134,56 @@ class Written:
 Source = tuple[str | bytes, int, int]
 
 
+class InFlight:
+    """A placed file whose commit is not over: its open, flocked descriptor and when it was placed."""
+
+    __slots__ = ("fd", "placed", "committing")
+
+    def __init__(self, fd: int, placed: float):
+        self.fd = fd
+        self.placed = placed
+        self.committing = False
+
+
+def locked_by_other(path: str) -> bool:
+    """Whether some open file description holds a flock on `path` (a writer whose commit is not over).
+    False for a file that is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops our lock
+    return False
+
+
 class Storage:
     def __init__(self, root: Path):
         self.root = root
         self.tmp = root / "tmp"
         self._root_str = str(root)
         self._tmp_str = str(self.tmp)
+        # Placed files whose commit is not over, oldest first (placement runs in worker threads: a lock).
+        self._inflight: dict[str, InFlight] = {}
+        self._inflight_lock = threading.Lock()
 
     # -- start-up ---------------------------------------------------------------------------------
 
     def prepare(self) -> int:
-        """Create the layout and remove temp files of uploads that never finished. Returns how many."""
+        """Create the layout and remove temp files of uploads that never finished. Returns how many.
+
+        A temp file still locked is being written by another live process serving S3 (a worker finishing
+        its requests while the role restarts): it is left to its writer."""
         self.root.mkdir(parents=True, exist_ok=True)
         removed = 0
         if self.tmp.exists():
             for entry in os.scandir(self.tmp):
+                if entry.is_file(follow_symlinks=False) and locked_by_other(entry.path):
+                    continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path)
@@ -155,7 +201,9 @@ class Storage:
         # Plain string joins: this runs for every GET and PUT, and pathlib costs several times as much.
         return f"{self._root_str}/{storage_id[:2]}/{storage_id[2:4]}/{storage_id}"
 
-    def _final(self, tmp_path: str) -> str:
+    def _final(self, tmp_path: str, fd: int) -> str:
+        """Rename a synced temp file into place; its descriptor (and so its lock) stays open, in flight,
+        until the commit is over (`release`, `remove`)."""
         storage_id = os.path.basename(tmp_path)
         final = self.path(storage_id)
         try:
@@ -163,12 +211,69 @@ class Storage:
         except FileNotFoundError:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.rename(tmp_path, final)
+        now = time.time()
+        with self._inflight_lock:
+            self._inflight[storage_id] = InFlight(fd, now)
+            stale = self._expire(now)
+        for fd_ in stale:
+            os.close(fd_)
         return storage_id
 
     def _new_tmp(self) -> tuple[str, int]:
+        """A new temp file, locked (see the module docstring) before anyone can see it in place."""
         path = f"{self._tmp_str}/{uuid.uuid4().hex}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            self._discard_tmp(fd, path)
+            raise
         return path, fd
+
+    # -- files in flight ---------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> list[int]:
+        """Under _inflight_lock: forget placed files older than INFLIGHT_MAX (not in a commit); their fds."""
+        stale: list[int] = []
+        for storage_id, entry in list(self._inflight.items()):
+            if now - entry.placed <= INFLIGHT_MAX:
+                break
+            if not entry.committing:
+                del self._inflight[storage_id]
+                stale.append(entry.fd)
+        if stale:
+            log.warning("%d written file(s) never committed; left to the sweep", len(stale))
+        return stale
+
+    def claim(self, storage_ids: Iterable[str]) -> bool:
+        """Before the commit that refers to these new files: mark them committing (never given up while
+        it runs). False if one was given up already (too old, perhaps swept): that commit must not run."""
+        with self._inflight_lock:
+            entries = [self._inflight.get(s) for s in storage_ids]
+            if any(e is None for e in entries):
+                return False
+            for e in entries:
+                assert e is not None
+                e.committing = True
+        return True
+
+    def release(self, storage_ids: Iterable[str | None]) -> None:
+        """The commit that refers to these files is over (or they are about to be removed): drop their locks."""
+        fds = []
+        with self._inflight_lock:
+            for storage_id in storage_ids:
+                entry = self._inflight.pop(storage_id, None) if storage_id else None
+                if entry is not None:
+                    fds.append(entry.fd)
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def in_flight(self) -> int:
+        with self._inflight_lock:
+            return len(self._inflight)
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -215,9 +320,9 @@ class Storage:
             if check is not None:
                 check()  # raises when the body is not what was signed: nothing is renamed into place
             os.fsync(fd)
-            os.close(fd)
+            storage_id = self._final(state["path"], fd)
             state["fd"] = -1
-            return self._final(state["path"])
+            return storage_id
 
         # Chunks are gathered as they came (no copy into one buffer) and handed to a thread ~1 MiB at a time.
         chunks: list[bytes] = []
@@ -341,9 +446,9 @@ class Storage:
                             absorb(data)
                 size += length
             os.fsync(fd)
-            os.close(fd)
+            storage_id = self._final(path, fd)
             fd = -1
-            return Written(self._final(path), size, md5.hexdigest(), checksum)
+            return Written(storage_id, size, md5.hexdigest(), checksum)
         except BaseException:
             self._discard_tmp(fd, path)
             raise
@@ -389,6 +494,8 @@ class Storage:
         return fds
 
     def remove_sync(self, storage_ids: Iterable[str | None]) -> None:
+        storage_ids = list(storage_ids)
+        self.release(storage_ids)
         for storage_id in storage_ids:
             if not storage_id:
                 continue

@@ -7,7 +7,7 @@ partial index over (bucket, key) of the live rows.
 
 schema: the tables; rows: the row values and their decoders; buckets: buckets and their configuration
 (policies, public access blocks, CORS rules); objects: object versions; listings: objects, versions and
-uploads listed; uploads: multipart uploads and their parts. Callers use the names re-exported here.
+uploads listed; uploads: multipart uploads and their parts; files: which object files rows refer to. Callers use the names re-exported here.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from euca.roles.walrus.meta.buckets import (
     save_policy,
     update_bucket,
 )
+from euca.roles.walrus.meta.files import referenced_files
 from euca.roles.walrus.meta.listings import RawListing, list_objects, list_uploads, list_versions
 from euca.roles.walrus.meta.objects import (
     Deleted,
@@ -65,6 +66,7 @@ __all__ = [
     "new_version_id",
     "put_object",
     "put_part",
+    "referenced_files",
     "save_cors",
     "save_policy",
     "set_object_fields",
