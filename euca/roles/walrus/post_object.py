@@ -91,8 +91,9 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
     form = s3_post.Form(fields)
     key = s3_post.object_key(form, file_start.filename)
     cred = s3_post.credentials(form)
-    policy = s3_post.parse_policy(cred.policy) if cred.method != "anonymous" else None
+    # The signature first: nothing a stranger wrote (the policy document) is decoded before it is checked.
     principal = await _principal(svc, cred)
+    policy = s3_post.parse_policy(cred.policy) if cred.method != "anonymous" else None
     if policy is not None:
         values = dict(form.items())
         values["bucket"] = b.name
