@@ -304,7 +304,7 @@ def _decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
     if not lo <= value <= hi:
         raise Ec2Error(
             "InvalidParameterValue",
-            f"Value ({text[:64]}) for parameter {path} is invalid. Expected a value between {lo} and {hi}.",
+            f"Value ( {text[:64]} ) for parameter {path} is invalid. Expecting a value between {lo} and {hi}.",
         )
     return value
 
