@@ -307,6 +307,16 @@ def test_unknown_storage_class_and_encryption_are_refused(s3_client, bucket):
     s3_client.put_object(Bucket=bucket, Key="k", Body=b"x", StorageClass="STANDARD")
 
 
+def test_post_form_metadata_and_storage_class_are_checked_as_for_put(euca, s3_client, bucket):
+    s3_client.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
+    fields = {"key": "x", "x-amz-meta-m": "v" * 2048}
+    r = httpx.post(f"{euca.url}/{bucket}", data=fields, files={"file": ("x", b"data")})
+    assert r.status_code == 400 and xml_code(r) == "MetadataTooLarge", r.text
+    fields = {"key": "x", "x-amz-storage-class": "PLATINUM"}
+    r = httpx.post(f"{euca.url}/{bucket}", data=fields, files={"file": ("x", b"data")})
+    assert r.status_code == 400 and xml_code(r) == "InvalidStorageClass", r.text
+
+
 # -- issue 11: a declared size over 5 GiB refused before 100 Continue -------------------------------------
 
 
