@@ -393,3 +393,11 @@ def test_tag_values_with_control_characters_are_refused():
     records.check_value("tab\tis fine")
     with pytest.raises(Ec2Error):
         records.check_value("nul\x00")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999", "x"])
+def test_floats_must_be_finite_numbers(value):
+    with pytest.raises(Ec2Error) as e:
+        wire._decode_scalar("double", value, "SpotPrice")
+    assert e.value.code == "InvalidParameterValue"
+    assert wire._decode_scalar("double", "0.25", "SpotPrice") == 0.25

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -322,11 +323,15 @@ def _decode_scalar(kind: str, text: str, path: str) -> Any:
         )
     if kind in ("float", "double"):
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
+            number = math.nan
+        if not math.isfinite(number):  # "nan", "inf" and 1e999 are no number a client means
             raise Ec2Error(
-                "InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected a number."
-            ) from None
+                "InvalidParameterValue",
+                f"Value ({text[:64]}) for parameter {path} is invalid. Expected a number.",
+            )
+        return number
     if kind == "timestamp":
         return _parse_timestamp(text, path)
     if kind == "blob":
