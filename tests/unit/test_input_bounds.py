@@ -401,3 +401,13 @@ def test_floats_must_be_finite_numbers(value):
         wire._decode_scalar("double", value, "SpotPrice")
     assert e.value.code == "InvalidParameterValue"
     assert wire._decode_scalar("double", "0.25", "SpotPrice") == 0.25
+
+
+def test_a_stored_policy_is_read_leniently():
+    """Policies accepted before these checks keep their meaning (strict=False): dropping one would lift its Deny
+    statements."""
+    doc = _policy(Effect="Deny", Condition={"NotIpAddress": {"aws:SourceIp": "garbage"}})
+    assert _code(json.dumps(doc)) == "MalformedPolicy"
+    assert len(s3_policy.parse_policy(json.dumps(doc), "b", strict=False).statements) == 1
+    with pytest.raises(S3Error):
+        s3_policy.parse_policy(DEEP_JSON, "b", strict=False)

@@ -152,8 +152,12 @@ def _check_condition_values(base: str, values: list[str]) -> None:
             raise _malformed(f"Invalid Condition value for {base}: {value[:100]}")
 
 
-def parse_policy(text: bytes | str, bucket: str) -> Policy:
-    """Parse and validate a policy document; MalformedPolicy for anything S3 would refuse."""
+def parse_policy(text: bytes | str, bucket: str, *, strict: bool = True) -> Policy:
+    """Parse and validate a policy document; MalformedPolicy for anything S3 would refuse.
+
+    strict=False is for a policy stored before the checks added with issue 13 (its size, NotPrincipal with
+    Allow, condition values): such a policy keeps being evaluated as it was when accepted, rather than
+    dropped, which would quietly lift its Deny statements."""
     if len(text) > MAX_POLICY_BODY_BYTES:
         raise policy_too_large()
     try:
@@ -164,7 +168,7 @@ def parse_policy(text: bytes | str, bucket: str) -> Policy:
         raise _malformed("Policies must be valid JSON and the first byte must be '{'") from None
     if not isinstance(doc, dict):
         raise _malformed("Policies must be valid JSON and the first byte must be '{'")
-    if len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_POLICY_BYTES:
+    if strict and len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_POLICY_BYTES:
         raise policy_too_large()
     version = doc.get("Version")
     if version is not None and version not in ("2012-10-17", "2008-10-17"):
@@ -188,7 +192,7 @@ def parse_policy(text: bytes | str, bucket: str) -> Policy:
             st.not_principals = _principals(s["NotPrincipal"])
         if st.principals is None and st.not_principals is None:
             raise _malformed("Missing required field Principal")
-        if st.not_principals is not None and effect == ALLOW:
+        if strict and st.not_principals is not None and effect == ALLOW:
             # IAM allows NotPrincipal only with Deny: an Allow to "everyone but" is refused.
             raise _malformed("NotPrincipal is not supported with Effect Allow")
         if "Action" in s:
@@ -226,7 +230,8 @@ def parse_policy(text: bytes | str, bucket: str) -> Policy:
                 if isinstance(values, list):
                     values = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
                 wanted = _str_list(values, "condition value")
-                _check_condition_values(_base_operator(op), wanted)
+                if strict:
+                    _check_condition_values(_base_operator(op), wanted)
                 st.conditions.append((op, key, wanted))
         statements.append(st)
     return Policy(statements)
