@@ -80,3 +80,10 @@ def test_tag_key_with_nul_is_refused(ec2):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2.create_tags(Resources=["i-12345678"], Tags=[{"Key": "k", "Value": "v\x00"}])
     assert code(e) == "InvalidParameterValue"
+
+
+def test_aws_cli_sees_the_aws_error_codes(aws_cli):
+    out = aws_cli("ec2", "describe-instances", "--max-results", "9223372036854775807", check=False)
+    assert out.returncode != 0 and "InvalidParameterValue" in out.stderr, out.stderr
+    out = aws_cli("ec2", "delete-tags", "--resources", "i-12345678", "--tags", "Key=aws:x", check=False)
+    assert out.returncode != 0 and "InvalidParameterValue" in out.stderr, out.stderr

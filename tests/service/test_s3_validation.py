@@ -345,3 +345,25 @@ def test_put_over_5_gib_is_refused_before_100_continue(euca, s3_client, bucket):
             answer += chunk
     assert b"<Code>EntityTooLarge</Code>" in answer, answer[:600]
     assert b"100 Continue" not in answer
+
+
+# -- the same through the aws CLI ----------------------------------------------------------------------------
+
+
+def test_aws_cli_sees_the_aws_error_codes(aws_cli, s3_client, bucket):
+    doc = json.loads(policy(bucket))
+    statement = doc["Statement"][0]
+    del statement["Principal"]
+    statement["NotPrincipal"] = {"AWS": "arn:aws:iam::123456789012:root"}
+    out = aws_cli("s3api", "put-bucket-policy", "--bucket", bucket, "--policy", json.dumps(doc), check=False)
+    assert out.returncode != 0 and "MalformedPolicy" in out.stderr, out.stderr
+    out = aws_cli("s3api", "put-bucket-policy", "--bucket", bucket, "--policy", "[" * 1000, check=False)
+    assert out.returncode != 0 and "MalformedPolicy" in out.stderr, out.stderr
+    tagging = json.dumps({"TagSet": [{"Key": "aws:x", "Value": "v"}]})
+    out = aws_cli("s3api", "put-bucket-tagging", "--bucket", bucket, "--tagging", tagging, check=False)
+    assert out.returncode != 0 and "InvalidTag" in out.stderr, out.stderr
+    # The CLI's own DeleteObjects carries its digest and is accepted.
+    s3_client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    delete = json.dumps({"Objects": [{"Key": "k"}]})
+    aws_cli("s3api", "delete-objects", "--bucket", bucket, "--delete", delete)
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)
