@@ -158,10 +158,12 @@ def parse_policy(text: bytes | str, bucket: str, *, strict: bool = True) -> Poli
     strict=False is for a policy stored before the checks added with issue 13 (its size, NotPrincipal with
     Allow, condition values): such a policy keeps being evaluated as it was when accepted, rather than
     dropped, which would quietly lift its Deny statements."""
-    if len(text) > MAX_POLICY_BODY_BYTES:
+    # Before these checks Walrus stored any policy a request body could carry (1 MiB).
+    max_body = MAX_POLICY_BODY_BYTES if strict else 2 * 1024 * 1024
+    if len(text) > max_body:
         raise policy_too_large()
     try:
-        doc = loads_json(text, max_bytes=MAX_POLICY_BODY_BYTES, max_depth=MAX_POLICY_DEPTH)
+        doc = loads_json(text, max_bytes=max_body, max_depth=MAX_POLICY_DEPTH)
     except BoundsError:
         raise _malformed("Policy document is nested too deeply") from None
     except ValueError:
