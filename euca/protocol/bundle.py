@@ -82,6 +82,7 @@ IMAGE_TYPES = ("machine", "kernel", "ramdisk")
 UNSIGNED = "UNSIGNED"
 # A manifest for a 1 TiB image has ~100k parts (~12 MB of XML); refuse anything past that.
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024
+MAX_MANIFEST_DEPTH = 32  # a manifest nests five deep (manifest/image/parts/part/filename)
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
@@ -333,6 +334,8 @@ def _parse_tree(data: bytes, limit: int = MAX_MANIFEST_BYTES) -> _Element:
     root: list[_Element] = []
 
     def start(tag: str, attrs: dict[str, str]) -> None:
+        if len(stack) >= MAX_MANIFEST_DEPTH:
+            raise ManifestError(f"manifest nested deeper than {MAX_MANIFEST_DEPTH} elements")
         el = _Element(tag, attrs, parser.CurrentByteIndex)
         if stack:
             stack[-1].children.append(el)

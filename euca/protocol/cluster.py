@@ -350,6 +350,8 @@ def decode_request(path: str, body: bytes) -> msgspec.Struct:
         raise BadMessage(f"{name}: {e}") from e
     except msgspec.DecodeError as e:
         raise BadMessage(f"{name}: body is not JSON: {e}") from e
+    except RecursionError as e:  # msgspec's own nesting limit: a body no message can be
+        raise BadMessage(f"{name}: body is nested too deeply") from e
     return message
 
 
@@ -366,12 +368,12 @@ def decode_reply(message_type: type, status: int, body: bytes) -> msgspec.Struct
     if status != 200:
         try:
             fault = _decoder(Fault).decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             raise ClusterFault("BadReply", f"HTTP {status}: {body[:200]!r}", status) from None
         raise ClusterFault(fault.code, fault.message, status)
     try:
         reply: msgspec.Struct = _decoder(REPLIES[message_type]).decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as e:
         raise ClusterFault("BadReply", f"{message_type.__name__}: {e}", 502) from e
     return reply
 

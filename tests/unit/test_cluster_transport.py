@@ -200,6 +200,8 @@ async def test_bad_bodies_are_bad_messages(cloud: tuple[CloudCA, Components]) ->
                 ("/cluster/DescribeInstances", b"{not json"),
                 ("/cluster/DescribeInstances", b'{"instance_ids": 5}'),
                 ("/cluster/NoSuchMessage", b"{}"),
+                # Nested past msgspec's limit: a client error, never a 500.
+                ("/cluster/DescribeInstances", b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}"),
             ]:
                 response = await http.post(url + path, content=body)
                 assert response.status_code == 400
@@ -517,6 +519,9 @@ async def test_join_refusals(tmp_path: Path) -> None:
         # Not a join request at all.
         async with httpx.AsyncClient() as http:
             response = await http.post(clc_url + "/services/cluster/join", content=b"{}")
+            assert response.status_code == 400 and response.json()["code"] == "BadMessage"
+            deep = b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+            response = await http.post(clc_url + "/services/cluster/join", content=deep)
             assert response.status_code == 400 and response.json()["code"] == "BadMessage"
             response = await http.post(clc_url + "/services/cluster/other", content=b"{}")
             assert response.status_code == 404

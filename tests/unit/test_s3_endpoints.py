@@ -34,7 +34,7 @@ ROUTES: list[tuple[str, str, dict[str, str], type]] = [
     ("GET", "/b/k", {}, s3.GetObject),
     ("HEAD", "/b/k", {}, s3.HeadObject),
     ("DELETE", "/b/k", {}, s3.DeleteObject),
-    ("POST", "/b?delete", {}, s3.DeleteObjects),
+    ("POST", "/b?delete", {"content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="}, s3.DeleteObjects),
     ("PUT", "/b/k", {"x-amz-copy-source": "/src/a"}, s3.CopyObject),
     ("GET", "/b/k?acl", {}, s3.GetObjectAcl),
     ("PUT", "/b/k?acl", {}, s3.PutObjectAcl),

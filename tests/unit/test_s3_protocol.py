@@ -25,7 +25,9 @@ def test_service_and_bucket_endpoints():
     assert isinstance(parse("GET", "/b?location"), s3.GetBucketLocation)
     assert isinstance(parse("PUT", "/b?versioning"), s3.PutBucketVersioning)
     assert isinstance(parse("GET", "/b?acl"), s3.GetBucketAcl)
-    assert isinstance(parse("POST", "/b?delete"), s3.DeleteObjects)
+    assert isinstance(
+        parse("POST", "/b?delete", {"content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="}), s3.DeleteObjects
+    )
     assert isinstance(parse("GET", "/b?uploads"), s3.ListMultipartUploads)
     ep = parse("GET", "/b?versions&prefix=p&key-marker=k&max-keys=5")
     assert isinstance(ep, s3.ListObjectVersions) and ep.prefix == "p" and ep.max_keys == 5

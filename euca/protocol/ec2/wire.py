@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -153,8 +154,28 @@ def envelope(params: dict[str, str]) -> QueryEnvelope:
     if not action:
         raise Ec2Error("MissingAction", "The request must contain the parameter Action.")
     version = params.get("Version", "") or API_VERSION
+    if not is_known_version(version):
+        raise Ec2Error(
+            "NoSuchVersion", f"The requested version ({version[:64]}) of service AmazonEC2 does not exist"
+        )
     own = {k: v for k, v in params.items() if k not in ("Action", "Version") and k not in AUTH_PARAMS}
     return QueryEnvelope(action=action, version=version, params=own)
+
+
+# The first EC2 API version; every version up to the model's is a date of the form 2016-11-15.
+FIRST_API_VERSION = "2006-06-26"
+
+
+def is_known_version(version: str) -> bool:
+    """Whether `version` can be an EC2 API version: a real date from the first API version to the model's (EC2
+    keeps answering old versions; euca2ools sends them). Anything else AWS answers NoSuchVersion."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", version) is None:
+        return False
+    try:
+        datetime.strptime(version, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return FIRST_API_VERSION <= version <= API_VERSION
 
 
 def decode_input(action: str, params: dict[str, str]) -> dict[str, Any]:
@@ -259,7 +280,34 @@ def _decode(m: Model, shape_name: str, node: Any, path: str) -> Any:
         return [_decode(m, member_shape, child, f"{path}.{i}") for i, child in items]
     if isinstance(node, dict):
         raise Ec2Error("InvalidParameterValue", f"The parameter {path} takes a value, not members")
+    if kind in ("integer", "long"):
+        return _decode_integer(shape, node, path)
     return _decode_scalar(kind, node, path)
+
+
+# What an integer of the model may hold when its shape gives no range: EC2's integers are Java's int and long.
+_INTEGER_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+def _decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
+    """An integer within its shape's min/max (else the 32- or 64-bit range), checked before any handler or
+    query sees it: a number SQLite or a range check downstream cannot take is the client's error."""
+    stripped = text.strip()
+    if len(stripped) > 24 or re.fullmatch(r"[+-]?\d+", stripped) is None:
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"Value ({text[:64]}) for parameter {path} is invalid. Expected an integer.",
+        )
+    value = int(stripped)
+    lo, hi = _INTEGER_RANGE[shape["type"]]
+    lo = int(shape.get("min", lo))
+    hi = int(shape.get("max", hi))
+    if not lo <= value <= hi:
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"Value ( {text[:64]} ) for parameter {path} is invalid. Expecting a value between {lo} and {hi}.",
+        )
+    return value
 
 
 def _decode_scalar(kind: str, text: str, path: str) -> Any:
@@ -273,21 +321,17 @@ def _decode_scalar(kind: str, text: str, path: str) -> Any:
             "InvalidParameterValue",
             f"Value ({text}) for parameter {path} is invalid. Expected: 'true' or 'false'.",
         )
-    if kind in ("integer", "long"):
-        try:
-            return int(text)
-        except ValueError:
-            raise Ec2Error(
-                "InvalidParameterValue",
-                f"Value ({text}) for parameter {path} is invalid. Expected an integer.",
-            ) from None
     if kind in ("float", "double"):
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
+            number = math.nan
+        if not math.isfinite(number):  # "nan", "inf" and 1e999 are no number a client means
             raise Ec2Error(
-                "InvalidParameterValue", f"Value ({text}) for parameter {path} is invalid. Expected a number."
-            ) from None
+                "InvalidParameterValue",
+                f"Value ({text[:64]}) for parameter {path} is invalid. Expected a number.",
+            )
+        return number
     if kind == "timestamp":
         return _parse_timestamp(text, path)
     if kind == "blob":

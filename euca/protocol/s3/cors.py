@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from euca.protocol.s3.endpoints import DeleteBucketCors, GetBucketCors, Preflight, PutBucketCors
 from euca.protocol.s3.errors import S3Error
 from euca.protocol.s3.wire import S3_NS
+from euca.protocol.s3.xml import parse_document
 
 METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
 
@@ -19,10 +19,7 @@ Rule = dict[str, Any]  # {"id", "methods", "origins", "headers", "expose", "max_
 
 
 def parse_cors_body(body: bytes) -> list[Rule]:
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
-        raise S3Error("MalformedXML") from None
+    root = parse_document(body)
     rules: list[Rule] = []
     for r in root:
         if r.tag.rsplit("}", 1)[-1] != "CORSRule":

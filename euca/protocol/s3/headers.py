@@ -6,16 +6,21 @@ Content-Range, checksums, delete markers)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote
 
+from awscrt import checksums as crt
+
 from euca.protocol.s3.errors import S3Error
 from euca.protocol.s3.wire import (
     CANNED_ACLS,
     CHECKSUM_ALGORITHMS,
+    MAX_PUT_SIZE,
     HeaderMap,
     http_date,
     parse_http_date,
@@ -263,6 +268,56 @@ _STD_HEADER_NAMES = {
 }
 
 
+# User metadata: at most 2 KB, counted as S3 counts it (the UTF-8 bytes of each name without its x-amz-meta-
+# prefix, and of each value).
+MAX_METADATA_BYTES = 2048
+
+STORAGE_CLASSES = frozenset(
+    {
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+        "OUTPOSTS",
+        "GLACIER_IR",
+        "SNOW",
+        "EXPRESS_ONEZONE",
+        "FSX_OPENZFS",
+    }
+)
+SERVER_SIDE_ENCRYPTION = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
+
+
+def check_metadata_size(meta: Mapping[str, str]) -> None:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+    if size > MAX_METADATA_BYTES:
+        raise S3Error(
+            "MetadataTooLarge",
+            "Your metadata headers exceed the maximum allowed metadata size.",
+            Size=str(size),
+            MaxSizeAllowed=str(MAX_METADATA_BYTES),
+        )
+
+
+def check_storage_and_encryption(headers: HeaderMap) -> None:
+    """InvalidStorageClass / InvalidArgument for an x-amz-storage-class or x-amz-server-side-encryption value
+    S3 does not know (Walrus keeps one class and no encryption, but it refuses what S3 refuses)."""
+    storage_class = headers.get("x-amz-storage-class")
+    if storage_class is not None and storage_class not in STORAGE_CLASSES:
+        raise S3Error("InvalidStorageClass", "The storage class you specified is not valid")
+    sse = headers.get("x-amz-server-side-encryption")
+    if sse is not None and sse not in SERVER_SIDE_ENCRYPTION:
+        raise S3Error(
+            "InvalidArgument",
+            "The encryption method specified is not supported",
+            ArgumentName="x-amz-server-side-encryption",
+            ArgumentValue=sse[:256],
+        )
+
+
 def parse_object_headers(headers: HeaderMap) -> ObjectHeaders:
     encoding = headers.get("content-encoding")
     if encoding is not None:
@@ -276,6 +331,7 @@ def parse_object_headers(headers: HeaderMap) -> ObjectHeaders:
             raise S3Error(
                 "InvalidArgument", "User-defined metadata values must not contain control characters"
             )
+    check_metadata_size(meta)
     return ObjectHeaders(
         content_type=headers.get("content-type"),
         content_encoding=encoding,
@@ -357,6 +413,57 @@ def parse_checksum(headers: HeaderMap) -> ChecksumRequest:
     return req
 
 
+def checksum_of(algorithm: str, data: bytes) -> bytes:
+    """The raw (big-endian) x-amz-checksum-<algorithm> value of `data`."""
+    if algorithm == "CRC32":
+        return zlib.crc32(data).to_bytes(4, "big")
+    if algorithm == "CRC32C":
+        return int(crt.crc32c(data)).to_bytes(4, "big")
+    if algorithm == "CRC64NVME":
+        return int(crt.crc64nvme(data)).to_bytes(8, "big")
+    if algorithm == "SHA1":
+        return hashlib.sha1(data).digest()
+    if algorithm == "SHA256":
+        return hashlib.sha256(data).digest()
+    raise ValueError(algorithm)
+
+
+def check_document_digest(headers: HeaderMap, body: bytes, trailers: Mapping[str, str] | None = None) -> None:
+    """A request document (tagging, policy, versioning, DeleteObjects, ...) against the Content-MD5 and the
+    x-amz-checksum-* value (header or trailer) its client sent: InvalidDigest for a Content-MD5 that is no MD5,
+    BadDigest when either does not match the body, as S3 answers."""
+    cs = parse_checksum(headers)
+    if cs.content_md5 is not None:
+        md5 = hashlib.md5(body).digest()
+        if base64.b64decode(cs.content_md5) != md5:
+            raise S3Error(
+                "BadDigest", ExpectedDigest=cs.content_md5, CalculatedDigest=base64.b64encode(md5).decode()
+            )
+    expected = cs.value
+    if expected is None and cs.trailer is not None and trailers is not None:
+        expected = trailers.get(cs.trailer)
+    if expected is not None and cs.algorithm is not None:
+        if expected != base64.b64encode(checksum_of(cs.algorithm, body)).decode():
+            raise S3Error(
+                "BadDigest", f"The {cs.algorithm} you specified did not match the calculated checksum."
+            )
+
+
+def has_integrity_header(headers: HeaderMap) -> bool:
+    """Whether the request carries Content-MD5 or an x-amz-checksum-* value (header or announced trailer):
+    S3 requires one on DeleteObjects."""
+    if headers.get("content-md5") is not None or headers.get("x-amz-trailer"):
+        return True
+    return any(headers.get(f"x-amz-checksum-{algo.lower()}") is not None for algo in CHECKSUM_ALGORITHMS)
+
+
+def check_upload_size(content_length: int | None) -> None:
+    """EntityTooLarge for a single PUT (or part) declared larger than S3 takes, decided from the headers before
+    any body is read (so before `100 Continue`)."""
+    if content_length is not None and content_length > MAX_PUT_SIZE:
+        raise S3Error("EntityTooLarge", ProposedSize=str(content_length), MaxSizeAllowed=str(MAX_PUT_SIZE))
+
+
 # -- copy source and tagging -----------------------------------------------------------------------------
 
 
@@ -412,6 +519,9 @@ def validate_tags(tags: Mapping[str, str], limit: int = 10) -> None:
     for k, v in tags.items():
         if not k or len(k) > 128:
             raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
+        if k.startswith("aws:"):
+            # The aws: prefix is reserved for the tags S3's own services set.
+            raise S3Error("InvalidTag", "Your TagKey cannot be prefixed with aws:")
         if len(v) > 256:
             raise S3Error("InvalidTag", "The TagValue you have provided is too long")
 

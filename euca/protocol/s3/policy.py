@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree import ElementTree
 
+from euca.protocol.bounded import BoundsError, loads_json
 from euca.protocol.s3.endpoints import (
     DeleteBucketPolicy,
     DeletePublicAccessBlock,
@@ -26,6 +26,7 @@ from euca.protocol.s3.endpoints import (
 )
 from euca.protocol.s3.errors import S3Error
 from euca.protocol.s3.wire import document
+from euca.protocol.s3.xml import parse_document
 
 ALLOW = "Allow"
 DENY = "Deny"
@@ -48,6 +49,18 @@ class Statement:
 @dataclass(slots=True)
 class Policy:
     statements: list[Statement]
+
+
+# S3 limits a bucket policy to 20 KB, counted without the whitespace between JSON tokens. The body itself may
+# be pretty-printed, so it is allowed more before it is parsed at all.
+MAX_POLICY_BYTES = 20 * 1024
+MAX_POLICY_BODY_BYTES = 256 * 1024
+MAX_POLICY_DEPTH = 16  # a statement's Condition values sit at depth 5
+
+
+def policy_too_large() -> S3Error:
+    # S3 documents the limit but not the code; this is the code S3-compatible stores (MinIO) answer with.
+    return S3Error("PolicyTooLarge", "Policy exceeds the maximum allowed document size.")
 
 
 def _malformed(msg: str) -> S3Error:
@@ -112,14 +125,53 @@ def _base_operator(op: str) -> str:
     return op
 
 
-def parse_policy(text: bytes | str, bucket: str) -> Policy:
-    """Parse and validate a policy document; MalformedPolicy for anything S3 would refuse."""
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
+
+
+def _valid_condition_value(base: str, value: str) -> bool:
+    if base in ("IpAddress", "NotIpAddress"):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return False
+        return True
+    if base.startswith("Numeric"):
+        return re.fullmatch(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", value) is not None
+    if base in ("Bool", "Null"):
+        return value.lower() in ("true", "false")
+    if base.startswith("Date"):
+        return value.isdigit() or _DATE_RE.fullmatch(value) is not None
+    return True
+
+
+def _check_condition_values(base: str, values: list[str]) -> None:
+    """MalformedPolicy for a value its operator cannot compare with (an address that is no address, a number
+    that is no number): evaluated, such a condition would silently be true or false."""
+    for value in values:
+        if not _valid_condition_value(base, value):
+            raise _malformed(f"Invalid Condition value for {base}: {value[:100]}")
+
+
+def parse_policy(text: bytes | str, bucket: str, *, strict: bool = True) -> Policy:
+    """Parse and validate a policy document; MalformedPolicy for anything S3 would refuse.
+
+    strict=False is for a policy stored before the checks added with issue 13 (its size, NotPrincipal with
+    Allow, condition values): such a policy keeps being evaluated as it was when accepted, rather than
+    dropped, which would quietly lift its Deny statements."""
+    # Before these checks Walrus stored any policy a request body could carry (1 MiB).
+    max_body = MAX_POLICY_BODY_BYTES if strict else 2 * 1024 * 1024
+    if len(text) > max_body:
+        raise policy_too_large()
     try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+        doc = loads_json(text, max_bytes=max_body, max_depth=MAX_POLICY_DEPTH)
+    except BoundsError:
+        raise _malformed("Policy document is nested too deeply") from None
+    except ValueError:
         raise _malformed("Policies must be valid JSON and the first byte must be '{'") from None
     if not isinstance(doc, dict):
         raise _malformed("Policies must be valid JSON and the first byte must be '{'")
+    if strict and len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_POLICY_BYTES:
+        raise policy_too_large()
     version = doc.get("Version")
     if version is not None and version not in ("2012-10-17", "2008-10-17"):
         raise _malformed("Invalid policy document version")
@@ -142,6 +194,9 @@ def parse_policy(text: bytes | str, bucket: str) -> Policy:
             st.not_principals = _principals(s["NotPrincipal"])
         if st.principals is None and st.not_principals is None:
             raise _malformed("Missing required field Principal")
+        if strict and st.not_principals is not None and effect == ALLOW:
+            # IAM allows NotPrincipal only with Deny: an Allow to "everyone but" is refused.
+            raise _malformed("NotPrincipal is not supported with Effect Allow")
         if "Action" in s:
             st.actions = _str_list(s["Action"], "action")
         if "NotAction" in s:
@@ -176,7 +231,10 @@ def parse_policy(text: bytes | str, bucket: str) -> Policy:
                     values = str(values).lower() if isinstance(values, bool) else str(values)
                 if isinstance(values, list):
                     values = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
-                st.conditions.append((op, key, _str_list(values, "condition value")))
+                wanted = _str_list(values, "condition value")
+                if strict:
+                    _check_condition_values(_base_operator(op), wanted)
+                st.conditions.append((op, key, wanted))
         statements.append(st)
     return Policy(statements)
 
@@ -339,10 +397,7 @@ PAB_FIELDS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "Restr
 
 
 def parse_public_access_block(body: bytes) -> dict[str, bool]:
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
-        raise S3Error("MalformedXML") from None
+    root = parse_document(body)
     out = dict.fromkeys(PAB_FIELDS, False)
     for child in root:
         tag = child.tag.rsplit("}", 1)[-1]

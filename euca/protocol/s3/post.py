@@ -20,12 +20,14 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from euca.protocol import sigv4
+from euca.protocol.bounded import loads_json
 from euca.protocol.s3.errors import S3Error
 from euca.protocol.s3.wire import document, escape, quote_etag
 
 MAX_FIELD_BYTES = 64 * 1024  # one form field (policy documents and tag sets are well under this)
 MAX_FIELDS_BYTES = 1024 * 1024  # all fields before the file
 MAX_HEADER_BYTES = 8 * 1024  # the headers of one part
+MAX_POLICY_DEPTH = 8  # {"conditions": [["starts-with", ...]]} is 3 deep
 
 # Fields that never need a policy condition (AWS: AWSAccessKeyId, signature, file, policy, x-ignore-*).
 _EXEMPT_FIELDS = frozenset({"awsaccesskeyid", "signature", "file", "policy", "x-amz-signature"})
@@ -426,8 +428,8 @@ def _condition(raw: object) -> Condition:
 def parse_policy(policy_b64: str) -> Policy:
     try:
         raw = base64.b64decode(policy_b64.strip(), validate=False)
-        doc = json.loads(raw)
-    except (binascii.Error, ValueError):
+        doc = loads_json(raw, max_bytes=MAX_FIELD_BYTES, max_depth=MAX_POLICY_DEPTH)
+    except (binascii.Error, ValueError):  # BoundsError is a ValueError: too deep is no valid policy either
         raise _invalid_policy("Invalid JSON.") from None
     if not isinstance(doc, dict):
         raise _invalid_policy("Invalid JSON.")

@@ -60,6 +60,9 @@ from euca.protocol.s3.endpoints import (
 )
 from euca.protocol.s3.errors import S3Error
 from euca.protocol.s3.headers import (
+    check_storage_and_encryption,
+    check_upload_size,
+    has_integrity_header,
     parse_acl_headers,
     parse_checksum,
     parse_conditions,
@@ -327,6 +330,8 @@ def _parse_bucket_op(method: str, bucket: str, q: Mapping[str, str], h: HeaderMa
         return DeleteBucket(bucket)
     if method == "POST":
         if "delete" in q:
+            if not has_integrity_header(h):
+                raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
             return DeleteObjects(bucket)
         content_type = h.get("content-type") or ""
         if not q.keys() - {"x-id"} and content_type.lower().startswith("multipart/form-data"):
@@ -387,9 +392,9 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
                     parse_copy_source(h),
                     h.get("x-amz-copy-source-range"),
                 )
-            return UploadPart(
-                bucket, key, q["uploadId"], _part_number(q), parse_checksum(h), parse_content_length(h)
-            )
+            length = parse_content_length(h)
+            check_upload_size(length)
+            return UploadPart(bucket, key, q["uploadId"], _part_number(q), parse_checksum(h), length)
         if "acl" in q:
             return PutObjectAcl(bucket, key, _version(q), parse_acl_headers(h))
         if "tagging" in q:
@@ -408,6 +413,7 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
                 raise S3Error(
                     "InvalidArgument", "Unknown tagging directive.", ArgumentName="x-amz-tagging-directive"
                 )
+            check_storage_and_encryption(h)
             algo = h.get("x-amz-checksum-algorithm")
             return CopyObject(
                 bucket,
@@ -420,13 +426,16 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
                 parse_tagging_header(h.get("x-amz-tagging")),
                 algo.upper() if algo else None,
             )
+        check_storage_and_encryption(h)
+        length = parse_content_length(h)
+        check_upload_size(length)
         return PutObject(
             bucket,
             key,
             parse_object_headers(h),
             parse_acl_headers(h),
             parse_checksum(h),
-            parse_content_length(h),
+            length,
             parse_conditions(h),
             parse_tagging_header(h.get("x-amz-tagging")),
         )
@@ -467,6 +476,7 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
         return DeleteObject(bucket, key, _version(q), parse_conditions(h))
     if method == "POST":
         if "uploads" in q:
+            check_storage_and_encryption(h)
             algo = h.get("x-amz-checksum-algorithm")
             if algo and algo.upper() not in CHECKSUM_ALGORITHMS:
                 raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported.")

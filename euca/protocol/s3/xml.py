@@ -4,10 +4,12 @@ by `render_*` (listings, ACLs, multipart results, copy and delete results)."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from euca.protocol.bounded import BoundsError, parse_xml
 from euca.protocol.s3.endpoints import (
     ListMultipartUploads,
     ListObjects,
@@ -34,13 +36,23 @@ def _strip_ns(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+# The largest request document Walrus reads (S3's documents are far smaller: 1,000 DeleteObjects keys of
+# 1 KiB fit).
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+
+
+def parse_document(body: bytes, code: str = "MalformedXML") -> ET.Element:
+    """A request's XML document, bounded in size and depth (no DOCTYPE); `code` for anything refused."""
+    try:
+        return parse_xml(body, max_bytes=MAX_DOCUMENT_BYTES)
+    except (ET.ParseError, BoundsError) as e:
+        raise S3Error(code) from e
+
+
 def _xml(body: bytes, code: str = "MalformedXML") -> ET.Element:
     if not body.strip():
         raise S3Error(code)
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as e:
-        raise S3Error(code) from e
+    root = parse_document(body, code)
     for el in root.iter():
         el.tag = _strip_ns(el.tag)
     return root
@@ -48,6 +60,9 @@ def _xml(body: bytes, code: str = "MalformedXML") -> ET.Element:
 
 def _text(el: ET.Element | None) -> str:
     return "" if el is None or el.text is None else el.text
+
+
+_LOCATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 
 def parse_create_bucket_body(body: bytes) -> str | None:
@@ -58,7 +73,17 @@ def parse_create_bucket_body(body: bytes) -> str | None:
     if root.tag != "CreateBucketConfiguration":
         raise S3Error("MalformedXML")
     loc = root.find("LocationConstraint")
-    return _text(loc) if loc is not None else None
+    if loc is None:
+        return None
+    location = _text(loc)
+    # A region name (or a legacy one such as "EU"); anything else, a 5,000-character one say, is refused.
+    if location and _LOCATION_RE.fullmatch(location) is None:
+        raise S3Error(
+            "InvalidLocationConstraint",
+            "The specified location-constraint is not valid",
+            LocationConstraint=location[:128],
+        )
+    return location
 
 
 def parse_versioning_body(body: bytes) -> str:

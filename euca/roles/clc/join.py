@@ -199,7 +199,8 @@ class JoinApp:
         try:
             body = await request.body.read_all(MAX_BODY)
             join = msgspec.json.decode(body, type=JoinRequest)
-        except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as e:
+        except (ValueError, msgspec.DecodeError, msgspec.ValidationError, RecursionError) as e:
+            # RecursionError: msgspec's nesting limit, on a body nested a thousand deep (no join request is).
             return _fault(400, "BadMessage", f"not a join request: {e}")
         ca = self.ctx.ca
         try:

@@ -8,6 +8,7 @@ from euca.core.auth import AuthResult, PayloadStream
 from euca.core.http import Request
 from euca.core.identity import Principal
 from euca.protocol.s3 import S3Error
+from euca.protocol.s3.headers import check_document_digest
 from euca.roles.walrus.access import ACL_ONLY, Access
 
 MAX_XML_BODY = 1024 * 1024
@@ -38,7 +39,9 @@ class S3Call:
         while True:
             chunk = await stream.read(262144)
             if not chunk:
-                return b"".join(parts)
+                body = b"".join(parts)
+                check_document_digest(self.request.headers, body, stream.trailers)
+                return body
             size += len(chunk)
             if size > MAX_XML_BODY:
                 raise S3Error("MalformedXML", "The XML you provided was too large")

@@ -11,6 +11,7 @@ from euca.core.identity import Principal
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import post as s3_post
+from euca.protocol.s3.headers import check_metadata_size, check_storage_and_encryption
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.objects import store_object
@@ -91,8 +92,9 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
     form = s3_post.Form(fields)
     key = s3_post.object_key(form, file_start.filename)
     cred = s3_post.credentials(form)
-    policy = s3_post.parse_policy(cred.policy) if cred.method != "anonymous" else None
+    # The signature first: nothing a stranger wrote (the policy document) is decoded before it is checked.
     principal = await _principal(svc, cred)
+    policy = s3_post.parse_policy(cred.policy) if cred.method != "anonymous" else None
     if policy is not None:
         values = dict(form.items())
         values["bucket"] = b.name
@@ -116,6 +118,8 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
     acl = await svc.acl_for(s3.AclRequest(canned, []), owner, (b.owner_id, b.owner_name))
     tagging = form.get("tagging")
     tags = s3.parse_tagging_body(tagging.encode()) if tagging is not None else None
+    # The form's fields stand for the headers of a PUT: the same limits apply.
+    check_storage_and_encryption(form)
     headers = s3.ObjectHeaders(
         content_type=form.get("content-type"),
         content_encoding=form.get("content-encoding"),
@@ -125,6 +129,7 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
         website_redirect=form.get("x-amz-website-redirect-location"),
         meta={name[11:]: value for name, value in form.items() if name.startswith("x-amz-meta-")},
     )
+    check_metadata_size(headers.meta)
 
     rng = policy.length_range if policy is not None else None
     max_size = min(rng[1], s3.MAX_PUT_SIZE) if rng is not None else s3.MAX_PUT_SIZE

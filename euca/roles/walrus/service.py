@@ -78,7 +78,7 @@ class WalrusService:
             entry = BucketPolicy(text, None, json.loads(pab) if pab else None)
             if text:
                 try:
-                    entry.policy = s3_policy.parse_policy(text, bucket)
+                    entry.policy = s3_policy.parse_policy(text, bucket, strict=False)
                 except S3Error:
                     log.warning("bucket=%s: stored policy no longer parses; ignored", bucket)
             self.policies[bucket] = entry

@@ -77,6 +77,9 @@ class TagsApi:
     async def delete_tags(self, call: Ec2Call, req: m.DeleteTagsRequest) -> None:
         if not req.resources:
             raise Ec2Error("MissingParameter", "The request must contain the parameter ResourceId")
+        for tag in req.tags or ():
+            # The same keys CreateTags refuses (aws:, control characters) cannot be deleted either.
+            records.check_key(tag.key)
 
         def write(tx: Tx) -> None:
             for rid, _ in _check_resources(tx, self.kinds, call.account_id, req.resources):

@@ -9,6 +9,7 @@ lowest resource package, imports no other resource.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -37,26 +38,42 @@ class ResourceKind:
     visible: Callable[[Tx, str, str], bool]
 
 
+# Characters no tag may hold: they cannot travel in EC2's XML answers (NUL and most C0 controls are not XML),
+# so a tag holding one could be written but never shown or deleted by name.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_key(key: str | None) -> str:
+    """InvalidParameterValue for a key no tag may have (CreateTags and DeleteTags alike)."""
+    if not key:
+        raise Ec2Error("InvalidParameterValue", "Tag keys must not be empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise Ec2Error(
+            "InvalidParameterValue", f"Tag key exceeds the maximum length of {MAX_KEY_LENGTH} characters"
+        )
+    if key.lower().startswith("aws:"):
+        raise Ec2Error("InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use")
+    if _CONTROL.search(key) or "\n" in key or "\r" in key or "\t" in key:
+        raise Ec2Error("InvalidParameterValue", "Tag keys must not contain control characters")
+    return key
+
+
+def check_value(value: str) -> None:
+    if len(value) > MAX_VALUE_LENGTH:
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"Tag value exceeds the maximum length of {MAX_VALUE_LENGTH} characters",
+        )
+    if _CONTROL.search(value):
+        raise Ec2Error("InvalidParameterValue", "Tag values must not contain control characters")
+
+
 def check_tags(tags: Iterable[m.Tag]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for tag in tags:
-        key = tag.key
-        if not key:
-            raise Ec2Error("InvalidParameterValue", "Tag keys must not be empty")
-        if len(key) > MAX_KEY_LENGTH:
-            raise Ec2Error(
-                "InvalidParameterValue", f"Tag key exceeds the maximum length of {MAX_KEY_LENGTH} characters"
-            )
-        if key.lower().startswith("aws:"):
-            raise Ec2Error(
-                "InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use"
-            )
+        key = check_key(tag.key)
         value = tag.value if tag.value is not None else ""
-        if len(value) > MAX_VALUE_LENGTH:
-            raise Ec2Error(
-                "InvalidParameterValue",
-                f"Tag value exceeds the maximum length of {MAX_VALUE_LENGTH} characters",
-            )
+        check_value(value)
         out.append((key, value))
     return out
 
