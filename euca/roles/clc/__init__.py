@@ -45,6 +45,8 @@ from euca.roles.clc.instances import records as instances_records
 from euca.roles.clc.keypairs import api as keypairs_api
 from euca.roles.clc.keypairs import records as keypairs_records
 from euca.roles.clc.poller import Poller, PollSettings
+from euca.roles.clc.security_groups import api as security_groups_api
+from euca.roles.clc.security_groups import records as security_groups_records
 from euca.roles.clc.tags import api as tags_api
 from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
@@ -57,6 +59,7 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     images_records.TAG_KIND,
     keypairs_records.TAG_KIND,
     instances_records.TAG_KIND,
+    security_groups_records.TAG_KIND,
 )
 
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
@@ -68,6 +71,7 @@ HANDLERS: dict[str, Handler] = {
     **instance_types_api.HANDLERS,
     **images_api.HANDLERS,
     **instances_api.HANDLERS,
+    **security_groups_api.handlers(instances_records.instances_using_group),
 }
 
 

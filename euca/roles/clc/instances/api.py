@@ -54,6 +54,8 @@ INSTANCE_FILTERS: FilterSet[ClcInstance] = FilterSet(
         "client-token": lambda r: r.client_token,
         "group-name": lambda r: r.groups,
         "instance.group-name": lambda r: r.groups,
+        "group-id": lambda r: r.group_ids,
+        "instance.group-id": lambda r: r.group_ids,
         "root-device-type": lambda r: "instance-store",
         "tenancy": lambda r: "default",
         "reason": lambda r: r.reason,

@@ -34,6 +34,7 @@ from euca.roles.clc.instances import records
 from euca.roles.clc.instances.records import LAUNCH_FAILED, NO_CAPACITY
 from euca.roles.clc.instances.render import to_reservations
 from euca.roles.clc.keypairs import records as keypairs
+from euca.roles.clc.security_groups import records as security_groups
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.topology import records as topology
 
@@ -55,7 +56,6 @@ class LaunchPlan:
     key_name: str | None
     public_key: str | None
     user_data: bytes
-    groups: list[str]
     tags: list[tuple[str, str]]
     digest: str
 
@@ -135,7 +135,6 @@ def _plan(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, user_data: bytes, d
     public_key = None
     if req.key_name is not None:
         public_key = keypairs.public_key_of(tx, call.account_id, req.key_name)
-    groups = list(dict.fromkeys([*req.security_groups, *req.security_group_ids])) or ["default"]
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "instance")
     return LaunchPlan(
         image=image,
@@ -145,7 +144,6 @@ def _plan(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, user_data: bytes, d
         key_name=req.key_name,
         public_key=public_key,
         user_data=user_data,
-        groups=groups,
         tags=tag_pairs,
         digest=digest,
     )
@@ -165,6 +163,11 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         existing = records.existing_reservation(tx, call.account_id, req.client_token, plan.digest)
         if existing is not None:
             return Placed(existing, None, [], now)
+    # The groups are found (the default made on first use) in the transaction that records the instances in
+    # them, so no group is deleted in between.
+    groups = security_groups.groups_for_launch(
+        tx, call.account_id, req.security_groups, req.security_group_ids
+    )
     clusters = topology.list_clusters(tx)
     zones = [
         placement.ZoneCapacity(
@@ -186,7 +189,8 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         requester=call.principal.arn,
         client_token=req.client_token,
         request_digest=plan.digest,
-        groups=plan.groups,
+        groups=[g.name for g in groups],
+        group_ids=[g.group_id for g in groups],
         image_id=plan.image.image_id,
         kernel_id=plan.kernel_id,
         ramdisk_id=plan.ramdisk_id,

@@ -63,7 +63,8 @@ class ClcInstance:
     last_seen: float
     terminated_at: float | None
     client_token: str | None = None
-    groups: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # security group names, as launched
+    group_ids: list[str] = field(default_factory=list)  # their ids, in the same order
     tags: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -80,7 +81,7 @@ _INSTANCE_COLUMNS = (
     "i.seq, i.instance_id, i.reservation_id, i.account_id, i.launch_index, i.image_id, i.kernel_id, "
     "i.ramdisk_id, i.instance_type, i.key_name, i.architecture, i.zone, i.cluster, i.node, i.private_ip, i.mac, "
     "i.state, i.reason, i.state_reason_code, i.state_reason_message, i.launch_time, i.last_seen, "
-    "i.terminated_at, r.client_token, r.groups"
+    "i.terminated_at, r.client_token, r.groups, r.group_ids"
 )
 _FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
 
@@ -112,6 +113,7 @@ def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> ClcInstan
         terminated_at=row["terminated_at"],
         client_token=row["client_token"],
         groups=_groups_decoder.decode(row["groups"]),
+        group_ids=_groups_decoder.decode(row["group_ids"]),
         tags=tagged or {},
     )
 
@@ -240,7 +242,8 @@ class NewReservation:
     requester: str  # the caller's ARN
     client_token: str | None
     request_digest: str
-    groups: list[str]
+    groups: list[str]  # security group names
+    group_ids: list[str]  # their ids, in the same order
     image_id: str
     kernel_id: str | None
     ramdisk_id: str | None
@@ -259,7 +262,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
     reservation_id = new_reservation_id(tx)
     tx.execute(
         "INSERT INTO clc_reservations(reservation_id, account_id, requester, client_token, request_digest, groups, "
-        "created) VALUES(?,?,?,?,?,?,?)",
+        "group_ids, created) VALUES(?,?,?,?,?,?,?,?)",
         (
             reservation_id,
             new.account_id,
@@ -267,6 +270,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
             new.client_token,
             new.request_digest,
             msgspec.json.encode(new.groups).decode(),
+            msgspec.json.encode(new.group_ids).decode(),
             now,
         ),
     )
@@ -439,6 +443,50 @@ def in_transition(tx: Tx) -> dict[str, list[str]]:
     ):
         moving.setdefault(r["cluster"], []).append(r["instance_id"])
     return moving
+
+
+def instances_using_group(tx: Tx, group_id: str) -> list[str]:
+    """The instances not terminated yet that are in the security group (it cannot be deleted then)."""
+    pattern = f'%"{group_id}"%'
+    return [
+        r["instance_id"]
+        for r in tx.all(
+            f"SELECT i.instance_id {_FROM} WHERE r.group_ids LIKE ? AND i.state!='terminated' ORDER BY i.seq",
+            (pattern,),
+        )
+    ]
+
+
+def alive_instances(tx: Tx, ids: Sequence[str]) -> set[str]:
+    """Those of these instances that are not terminated yet (the others' addresses go back)."""
+    alive: set[str] = set()
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        alive.update(
+            r["instance_id"]
+            for r in tx.all(
+                f"SELECT instance_id FROM clc_instances WHERE state!='terminated' AND instance_id IN ({marks})",
+                chunk,
+            )
+        )
+    return alive
+
+
+def reservations_without_group_ids(tx: Tx) -> list[tuple[str, str, list[str]]]:
+    """(reservation id, account id, group names) of reservations recorded before group ids were."""
+    return [
+        (r["reservation_id"], r["account_id"], _groups_decoder.decode(r["groups"]))
+        for r in tx.all(
+            "SELECT reservation_id, account_id, groups FROM clc_reservations WHERE group_ids='[]' AND groups!='[]'"
+        )
+    ]
+
+
+def set_reservation_group_ids(tx: Tx, reservation_id: str, group_ids: list[str]) -> None:
+    tx.execute(
+        "UPDATE clc_reservations SET group_ids=? WHERE reservation_id=?",
+        (msgspec.json.encode(group_ids).decode(), reservation_id),
+    )
 
 
 def count_unterminated(tx: Tx, cluster_name: str) -> int:
