@@ -33,8 +33,11 @@ from euca.core.cluster_client import ClusterClient
 from euca.core.components import component_name
 from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
+from euca.core.store import Tx
 from euca.protocol.ec2 import wire
 from euca.roles.clc import join, schema
+from euca.roles.clc.addresses import api as addresses_api
+from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.cluster_link import ClusterCaller, ClusterLink
 from euca.roles.clc.images import api as images_api
@@ -60,6 +63,7 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     keypairs_records.TAG_KIND,
     instances_records.TAG_KIND,
     security_groups_records.TAG_KIND,
+    addresses_records.TAG_KIND,
 )
 
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
@@ -72,7 +76,23 @@ HANDLERS: dict[str, Handler] = {
     **images_api.HANDLERS,
     **instances_api.HANDLERS,
     **security_groups_api.handlers(instances_records.instances_using_group),
+    **addresses_api.handlers(instances_records.instance_state),
 }
+
+
+def seed_public_addresses(ctx: RoleContext) -> None:
+    """An empty public address pool starts as `clc.public_addresses`."""
+    try:
+        wanted = addresses_records.parse_ranges([ctx.config.clc.public_addresses])
+    except ValueError as e:
+        raise ValueError(f"clc.public_addresses: {e}") from None
+
+    def seed(tx: Tx) -> list[str]:
+        return addresses_records.add_to_pool(tx, wanted) if addresses_records.pool_is_empty(tx) else []
+
+    added = ctx.store.write_sync(seed)
+    if added:
+        log.info("public address pool seeded count=%d first=%s last=%s", len(added), added[0], added[-1])
 
 
 class Ec2App:
@@ -105,6 +125,7 @@ class ClcRole:
     def __init__(self, ctx: RoleContext, *, caller: ClusterCaller | None = None):
         self.ctx = ctx
         schema.migrate(ctx.store)
+        seed_public_addresses(ctx)
         wire.model()  # load the EC2 model (~50 ms) at start rather than on the first request
         # The CLC calls its CCs as component "clc" (mutual TLS); tests may hand in another caller.
         self._own_caller = caller is None

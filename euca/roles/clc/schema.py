@@ -304,8 +304,41 @@ JOIN_TOKENS = Migration(
     ],
 )
 
+# clc_addresses: addresses/records.py.
+ADDRESSES = Migration(
+    "clc.addresses",
+    [
+        """
+    -- The public address pool, one row per address. Free: account_id NULL. An elastic IP: account_id and
+    -- allocation_id (auto 0), associated with one of its instances or not. A system-assigned address of an
+    -- instance: auto 1, account_id its owner. ip_order sorts by address.
+    CREATE TABLE clc_addresses (
+        public_ip TEXT PRIMARY KEY,
+        ip_order INTEGER NOT NULL,
+        account_id TEXT,
+        allocation_id TEXT UNIQUE,
+        domain TEXT NOT NULL DEFAULT 'standard',
+        instance_id TEXT UNIQUE,
+        association_id TEXT UNIQUE,
+        auto INTEGER NOT NULL DEFAULT 0,
+        allocated REAL
+    );
+    CREATE INDEX clc_addresses_account ON clc_addresses(account_id);
+    CREATE INDEX clc_addresses_order ON clc_addresses(ip_order);
+    """,
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
-MIGRATIONS: tuple[Migration, ...] = (CLC, IMAGE_BUNDLES, TOPOLOGY, SECURITY_GROUPS, INSTANCES, JOIN_TOKENS)
+MIGRATIONS: tuple[Migration, ...] = (
+    CLC,
+    IMAGE_BUNDLES,
+    TOPOLOGY,
+    SECURITY_GROUPS,
+    INSTANCES,
+    JOIN_TOKENS,
+    ADDRESSES,
+)
 
 
 def apply(store: Store, migration: Migration) -> None:

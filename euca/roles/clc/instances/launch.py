@@ -25,6 +25,7 @@ from euca.protocol.cluster import ClusterFault, ImageRef, InstanceSpec, VmType
 from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc import placement
+from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.app import Ec2Call
 from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
 from euca.roles.clc.images import bundles
@@ -184,6 +185,18 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
     except placement.PlacementError as e:
         raise Ec2Error(e.code, e.message) from None
     target = next(c for c in clusters if c.name == chosen.cluster)
+    count = chosen.count
+    auto_address = call.ctx.config.clc.auto_public_address and not addresses.pool_is_empty(tx)
+    if auto_address:
+        # Each instance gets a public address from the pool (as Eucalyptus did): no more instances than
+        # there are free addresses; fewer than MinCount is a launch refused.
+        free = addresses.free_count(tx)
+        if free < req.min_count:
+            raise Ec2Error(
+                "InsufficientAddressCapacity",
+                f"The public address pool has {free} free address(es); {req.min_count} instance(s) need one each.",
+            )
+        count = min(count, free)
     new = records.NewReservation(
         account_id=call.account_id,
         requester=call.principal.arn,
@@ -200,12 +213,14 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         architecture=plan.image.architecture,
         zone=target.zone,
         cluster=target.name,
-        count=chosen.count,
+        count=count,
         tags=plan.tags,
     )
     reservation_id, ids = records.record_launch(tx, new, now)
+    if auto_address:
+        addresses.assign_system(tx, call.account_id, ids)
     nodes, capacity = placement.capacity_after(
-        target.capacity, target.nodes, instance_types.vm_types(tx), plan.vm, chosen.count
+        target.capacity, target.nodes, instance_types.vm_types(tx), plan.vm, count
     )
     topology.record_resources(tx, target.name, nodes, capacity)
     return Placed(reservation_id, target, ids, now)

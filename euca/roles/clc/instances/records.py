@@ -21,6 +21,7 @@ from euca.core.store import Tx
 from euca.protocol import cluster
 from euca.protocol.cluster import STATE_CODES
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances.reconcile import RANK, Known, Reconciliation
 from euca.roles.clc.tags import records as tags
 
@@ -65,6 +66,7 @@ class ClcInstance:
     client_token: str | None = None
     groups: list[str] = field(default_factory=list)  # security group names, as launched
     group_ids: list[str] = field(default_factory=list)  # their ids, in the same order
+    public_ip: str | None = None  # from the address pool (addresses.records)
     tags: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,7 +88,9 @@ _INSTANCE_COLUMNS = (
 _FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
 
 
-def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> ClcInstance:
+def _record(
+    row: sqlite3.Row, tagged: dict[str, str] | None = None, public_ip: str | None = None
+) -> ClcInstance:
     return ClcInstance(
         seq=row["seq"],
         instance_id=row["instance_id"],
@@ -114,6 +118,7 @@ def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> ClcInstan
         client_token=row["client_token"],
         groups=_groups_decoder.decode(row["groups"]),
         group_ids=_groups_decoder.decode(row["group_ids"]),
+        public_ip=public_ip,
         tags=tagged or {},
     )
 
@@ -166,7 +171,8 @@ def load_instances(
                 )
         else:
             tagged = tags.tags_of(tx, account_id, (r["instance_id"] for r in rows))
-    return [_record(r, tagged.get(r["instance_id"])) for r in rows]
+    public = addresses.public_ips_of(tx, [r["instance_id"] for r in rows])
+    return [_record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"])) for r in rows]
 
 
 def load_reservation(tx: Tx, reservation_id: str) -> list[ClcInstance]:
@@ -176,7 +182,8 @@ def load_reservation(tx: Tx, reservation_id: str) -> list[ClcInstance]:
     if not rows:
         return []
     tagged = tags.tags_of(tx, rows[0]["account_id"], (r["instance_id"] for r in rows))
-    return [_record(r, tagged.get(r["instance_id"])) for r in rows]
+    public = addresses.public_ips_of(tx, [r["instance_id"] for r in rows])
+    return [_record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"])) for r in rows]
 
 
 # -- ids and the rules on them --------------------------------------------------------------------------
@@ -328,6 +335,7 @@ def mark_user_terminated(tx: Tx, instance: ClcInstance, reason: str, now: float)
             instance.instance_id,
         ),
     )
+    addresses.release_instances(tx, [instance.instance_id])
     return state
 
 
@@ -341,6 +349,7 @@ def mark_terminated(tx: Tx, ids: Sequence[str], code: str, text: str, now: float
             f"reason=?, terminated_at=? WHERE state!='terminated' AND instance_id IN ({marks})",
             (code, message, message, now, *chunk),
         )
+    addresses.release_instances(tx, ids)
 
 
 def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: float) -> None:
@@ -356,6 +365,8 @@ def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: floa
             "mac=COALESCE(?, mac), last_seen=?, terminated_at=COALESCE(terminated_at, ?) WHERE instance_id=?",
             (state, s.node or None, s.private_ip, s.mac, now, terminated_at, s.instance_id),
         )
+        if state in ("shutting-down", "terminated"):
+            addresses.release_instances(tx, [s.instance_id])
 
 
 def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
@@ -388,6 +399,8 @@ def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
             (now, *chunk),
         )
     mark_terminated(tx, result.lost, *NODE_LOST, now)
+    ended = [u.instance_id for u in result.updates if u.state in ("shutting-down", "terminated")]
+    addresses.release_instances(tx, [*ended, *result.gone])
 
 
 def forget_terminated(tx: Tx, before: float) -> list[str]:
@@ -443,6 +456,17 @@ def in_transition(tx: Tx) -> dict[str, list[str]]:
     ):
         moving.setdefault(r["cluster"], []).append(r["instance_id"])
     return moving
+
+
+def instance_state(tx: Tx, account_id: str, instance_id: str) -> str:
+    """The state of the caller's instance (unknown or another account's: InvalidInstanceID.NotFound)."""
+    (checked,) = check_instance_ids([instance_id])
+    row = tx.one(
+        "SELECT state FROM clc_instances WHERE instance_id=? AND account_id=?", (checked, account_id)
+    )
+    if row is None:
+        raise not_found([instance_id])
+    return str(row["state"])
 
 
 def instances_using_group(tx: Tx, group_id: str) -> list[str]:

@@ -15,6 +15,11 @@ def dns_name(ip: str | None) -> str:
     return f"euca-{ip.replace('.', '-')}.eucalyptus.internal" if ip else ""
 
 
+def public_dns_name(ip: str | None) -> str:
+    """Eucalyptus's public names: euca-A-B-C-D under its DNS domain (`localhost` by default)."""
+    return f"euca-{ip.replace('.', '-')}.eucalyptus.localhost" if ip else ""
+
+
 def group_identifiers(r: ClcInstance) -> list[m.GroupIdentifier]:
     """The instance's security groups, by id and name (ids None only for records older than group ids)."""
     ids: list[str | None] = [*r.group_ids]
@@ -39,13 +44,14 @@ def to_instance(r: ClcInstance) -> m.Instance:
         placement=m.Placement(availability_zone=r.zone, tenancy="default", group_name=""),
         ami_launch_index=r.launch_index,
         private_dns_name=dns_name(r.private_ip),
-        public_dns_name="",
+        public_dns_name=public_dns_name(r.public_ip),
         state_transition_reason=r.reason or "",
         key_name=r.key_name,
         kernel_id=r.kernel_id,
         ramdisk_id=r.ramdisk_id,
         monitoring=m.Monitoring(state="disabled"),
         private_ip_address=r.private_ip,
+        public_ip_address=r.public_ip,
         architecture=r.architecture,
         root_device_type="instance-store",
         root_device_name="/dev/sda1",
