@@ -52,7 +52,7 @@ def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -
 
 
 @pytest.fixture(scope="module")
-def zone(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fake(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
     name = unique("zaddr")
     fake = FakeCluster(
         cloud.ctx.ca, tmp_path_factory.mktemp("fake-cc"), name, [FakeNode(f"{name}-n1", cores=16)], 55
@@ -77,22 +77,27 @@ def zone(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
             for z in ec2.describe_availability_zones()["AvailabilityZones"]
         ),
     )
-    yield name
+    yield fake
     fake.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def zone(fake: FakeCluster) -> str:
+    return str(fake.name)
 
 
 @pytest.fixture(scope="module")
 def image(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     image_id = register_tiny_image(cloud, tmp_path_factory.mktemp("addr-image"))
     ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
-    return image_id
+    return str(image_id)
 
 
 def launch(ec2: Any, image: str, zone: str, count: int = 1, **kwargs: Any) -> list[str]:
     reservation = ec2.run_instances(
         ImageId=image, MinCount=count, MaxCount=count, Placement={"AvailabilityZone": zone}, **kwargs
     )
-    return instances_of(reservation)
+    return [str(i) for i in instances_of(reservation)]
 
 
 def pool_state(cloud: Any) -> dict[str, str]:
@@ -144,7 +149,11 @@ def test_instances_get_public_addresses_and_groups(cloud: Any, ec2: Any, zone: s
 
 
 def test_unknown_groups_at_launch(ec2: Any, zone: str, image: str) -> None:
-    for kwargs in ({"SecurityGroups": ["no-such-group"]}, {"SecurityGroupIds": ["sg-00000000"]}):
+    cases: list[dict[str, Any]] = [
+        {"SecurityGroups": ["no-such-group"]},
+        {"SecurityGroupIds": ["sg-00000000"]},
+    ]
+    for kwargs in cases:
         with pytest.raises(botocore.exceptions.ClientError) as e:
             launch(ec2, image, zone, **kwargs)
         assert error_code(e) == "InvalidGroup.NotFound"
@@ -277,3 +286,49 @@ def test_admin_verbose_and_aws_cli(cloud: Any, ec2_other: Any) -> None:
     assert listed["Addresses"][0]["AllocationId"] == mine["AllocationId"]
     cloud.aws("ec2", "release-address", "--public-ip", mine["PublicIp"])
     ec2_other.release_address(PublicIp=theirs["PublicIp"])
+
+
+def test_the_cluster_hears_groups_rules_and_addresses(ec2: Any, fake: FakeCluster, image: str) -> None:
+    """What the CC's data path will enforce: each spec names its groups and public address, and every poll
+    carries the cluster's network view, sent again at once when a rule changes."""
+    app = unique("app")
+    app_id = ec2.create_security_group(GroupName=app, Description="app")["GroupId"]
+    (instance_id,) = launch(ec2, image, fake.name, SecurityGroupIds=[app_id])
+    running = wait_state(ec2, [instance_id], "running")[instance_id]
+    spec = next(s for s in fake.specs if s.instance_id == instance_id)
+    assert spec.security_groups == [app_id] and spec.public_ip == running["PublicIpAddress"]
+
+    def view_has(check: Any) -> bool:
+        topology = fake.last_topology
+        return bool(topology is not None and topology.network is not None and check(topology.network))
+
+    wait_for(
+        "the instance in the network view",
+        lambda: view_has(
+            lambda v: any(
+                i.instance_id == instance_id and i.public_ip == running["PublicIpAddress"]
+                for i in v.instances
+            )
+        ),
+    )
+    ec2.authorize_security_group_ingress(
+        GroupId=app_id, IpProtocol="tcp", FromPort=22, ToPort=22, CidrIp="198.51.100.0/24"
+    )
+    wait_for(
+        "the rule in the network view",
+        lambda: view_has(
+            lambda v: any(
+                g.group_id == app_id
+                and g.member_ids == [instance_id]
+                and [(r.protocol, r.from_port, r.cidr) for r in g.rules] == [("tcp", 22, "198.51.100.0/24")]
+                for g in v.groups
+            )
+        ),
+    )
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated")
+    wait_for(
+        "the instance gone from the view",
+        lambda: view_has(lambda v: all(i.instance_id != instance_id for i in v.instances)),
+    )
+    ec2.delete_security_group(GroupId=app_id)

@@ -135,6 +135,7 @@ class AddressesApi:
             return records.associate(tx, address, instance_id, bool(req.allow_reassociation))
 
         association_id = await call.ctx.store.write(write)
+        call.network_changed()
         return m.AssociateAddressResult(association_id=association_id)
 
     async def disassociate_address(self, call: Ec2Call, req: m.DisassociateAddressRequest) -> None:
@@ -156,6 +157,7 @@ class AddressesApi:
                     records.assign_system(tx, call.account_id, [instance_id])
 
         await call.ctx.store.write(write)
+        call.network_changed()
 
 
 def handlers(instance_state: InstanceState) -> dict[str, Handler]:

@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import trio
@@ -156,6 +156,8 @@ class Placed:
     cluster: topology.Cluster | None  # None: an earlier request with the same client token
     instance_ids: list[str]
     launch_time: float
+    group_ids: list[str] = field(default_factory=list)
+    public_ips: dict[str, str] = field(default_factory=dict)  # instance id -> its public address
 
 
 def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, now: float) -> Placed:
@@ -217,13 +219,12 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         tags=plan.tags,
     )
     reservation_id, ids = records.record_launch(tx, new, now)
-    if auto_address:
-        addresses.assign_system(tx, call.account_id, ids)
+    public_ips = addresses.assign_system(tx, call.account_id, ids) if auto_address else {}
     nodes, capacity = placement.capacity_after(
         target.capacity, target.nodes, instance_types.vm_types(tx), plan.vm, count
     )
     topology.record_resources(tx, target.name, nodes, capacity)
-    return Placed(reservation_id, target, ids, now)
+    return Placed(reservation_id, target, ids, now, new.group_ids, public_ips)
 
 
 async def _image_refs(
@@ -295,6 +296,8 @@ async def run_instances(call: Ec2Call, req: m.RunInstancesRequest) -> m.Reservat
             public_key=plan.public_key,
             user_data=plan.user_data,
             launch_time=placed.launch_time,
+            security_groups=placed.group_ids,
+            public_ip=placed.public_ips.get(instance_id),
         )
         for index, instance_id in enumerate(placed.instance_ids)
     ]

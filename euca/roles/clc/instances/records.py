@@ -469,6 +469,26 @@ def instance_state(tx: Tx, account_id: str, instance_id: str) -> str:
     return str(row["state"])
 
 
+@dataclass(frozen=True)
+class NetworkMember:
+    """A live instance as the clusters' networks see it."""
+
+    instance_id: str
+    cluster: str
+    group_ids: list[str]
+
+
+def network_members(tx: Tx) -> list[NetworkMember]:
+    """Every instance pending or running in a cluster, with its security groups (the network views)."""
+    return [
+        NetworkMember(r["instance_id"], r["cluster"], _groups_decoder.decode(r["group_ids"]))
+        for r in tx.all(
+            f"SELECT i.instance_id, i.cluster, r.group_ids {_FROM} "
+            "WHERE i.state IN ('pending', 'running') AND i.cluster IS NOT NULL ORDER BY i.seq"
+        )
+    ]
+
+
 def instances_using_group(tx: Tx, group_id: str) -> list[str]:
     """The instances not terminated yet that are in the security group (it cannot be deleted then)."""
     pattern = f'%"{group_id}"%'

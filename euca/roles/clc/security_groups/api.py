@@ -148,6 +148,7 @@ class SecurityGroupsApi:
             return group.group_id
 
         deleted = await call.ctx.store.write(write)
+        call.network_changed()
         return m.DeleteSecurityGroupResult(group_id=deleted)
 
 
@@ -270,6 +271,7 @@ async def authorize_ingress(
         return records.add_rules(tx, group, records.resolve(tx, call.account_id, wanted))
 
     added = await call.ctx.store.write(write)
+    call.network_changed()
     return m.AuthorizeSecurityGroupIngressResult(
         security_group_rules=[to_rule(call, call.account_id, r) for r in added]
     )
@@ -289,6 +291,7 @@ async def revoke_ingress(
         return gone
 
     gone = await call.ctx.store.write(write)
+    call.network_changed()
     return m.RevokeSecurityGroupIngressResult(
         revoked_security_group_rules=[
             m.RevokedSecurityGroupRule(

@@ -261,6 +261,11 @@ def rules_of_group(tx: Tx, group_id: str) -> list[RuleRecord]:
     return _rules_of(tx, [group_id]).get(group_id, [])
 
 
+def rules_of_groups(tx: Tx, group_ids: Sequence[str]) -> dict[str, list[RuleRecord]]:
+    """group id -> its rules, for these groups (what the clusters' network views carry)."""
+    return _rules_of(tx, list(group_ids))
+
+
 def group_visible(tx: Tx, group_id: str, account_id: str) -> bool:
     return bool(
         tx.one("SELECT 1 FROM clc_security_groups WHERE group_id=? AND account_id=?", (group_id, account_id))
