@@ -1,7 +1,7 @@
 """CLC: the EC2 Query API and the poll of its clusters.
 
 Layout: one package per resource (topology: clusters and zones, keypairs, tags, instance_types, images,
-instances; next security groups, addresses, volumes, snapshots), each with
+security_groups, addresses, instances; next volumes, snapshots), each with
 - records.py: the only module that reads or writes the resource's tables (declared in schema.py), with the
   resource's rules; other modules call its functions, never its tables;
 - api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
@@ -18,7 +18,9 @@ and its tables to tests/unit/test_clc_records.py's owners (which fails when a mo
 records module owns). Beside the packages: app.py (the EC2 Query endpoint: authentication, dispatch),
 schema.py (every table and its migrations), admin.py (the administrator's rules that span resources),
 cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure), poller.py (the
-poll loop), join.py (components joining the cloud).
+poll loop), join.py (components joining the cloud), network_view.py (what each cluster's network enforces,
+sent with every poll). Rules needing a higher resource are handed in here: DeleteSecurityGroup asks the
+instances which use a group, AssociateAddress what state an instance is in.
 """
 
 from __future__ import annotations
