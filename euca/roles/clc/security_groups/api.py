@@ -182,6 +182,12 @@ GROUP_FILTERS: FilterSet[GroupRecord] = FilterSet(
         "ip-permission.group-name": _permission_values(lambda r: r.source_group_name),
         "ip-permission.user-id": _permission_values(lambda r: r.source_owner_id),
         "ip-permission.description": _permission_values(lambda r: r.description),
+        # EC2-Classic groups have no egress rules and no VPC: these filters match nothing
+        **{
+            f"egress.ip-permission.{name}": lambda g: None
+            for name in ("protocol", "from-port", "to-port", "cidr", "group-id", "group-name", "user-id")
+        },
+        "vpc-id": lambda g: None,
     },
     tags=lambda g: g.tags,
 )
