@@ -387,3 +387,13 @@ def test_aws_cli(euca: Any) -> None:
         "0.0.0.0/0",
     )
     euca.aws("ec2", "delete-security-group", "--group-id", made["GroupId"])
+
+
+def test_admin_verbose_sees_every_account(ec2: Any, ec2_other: Any) -> None:
+    """euca-describe-groups verbose: the cloud admin sees every account's groups; others only their own."""
+    theirs = group(ec2_other, "default")["GroupId"]
+    everyone = ec2.describe_security_groups(GroupNames=["verbose"])["SecurityGroups"]
+    assert theirs in [g["GroupId"] for g in everyone]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2_other.describe_security_groups(GroupNames=["verbose"])
+    assert error_code(e) == "InvalidGroup.NotFound"
