@@ -544,6 +544,62 @@ def modify_instance_type(
     click.echo(f"TYPE\t{t.name}\t{t.cpu}\t{t.memory_mib}\t{t.disk_gib}")
 
 
+# -- the public address pool (elastic IPs and instances' public addresses) ----------------------------------
+
+
+@admin.command("add-public-addresses")
+@click.argument("ranges", nargs=-1, required=True)
+@click.pass_context
+def add_public_addresses(ctx: click.Context, ranges: tuple[str, ...]) -> None:
+    """Add addresses to the public pool: a.b.c.d, a.b.c.d-a.b.c.e (inclusive) or a CIDR (its hosts)."""
+    from euca.roles.clc.addresses import records as addresses
+
+    try:
+        wanted = addresses.parse_ranges(ranges)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    _, store = _clc_store(ctx)
+    added = store.write_sync(lambda tx: addresses.add_to_pool(tx, wanted))
+    click.echo(f"added {len(added)} address(es); {len(wanted) - len(added)} already in the pool")
+
+
+@admin.command("remove-public-addresses")
+@click.argument("ranges", nargs=-1, required=True)
+@click.pass_context
+def remove_public_addresses(ctx: click.Context, ranges: tuple[str, ...]) -> None:
+    """Take free addresses out of the public pool (refused while one is allocated or assigned)."""
+    from euca.roles.clc.addresses import records as addresses
+
+    try:
+        wanted = addresses.parse_ranges(ranges)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    _, store = _clc_store(ctx)
+    try:
+        removed = store.write_sync(lambda tx: addresses.remove_from_pool(tx, wanted))
+    except ValueError as e:
+        raise _fail(e) from e
+    click.echo(f"removed {len(removed)} address(es)")
+
+
+@admin.command("describe-public-addresses")
+@click.pass_context
+def describe_public_addresses(ctx: click.Context) -> None:
+    """Every address of the public pool: free, an account's elastic IP, or assigned to an instance."""
+    from euca.roles.clc.addresses import records as addresses
+
+    _, store = _clc_store(ctx)
+    for a in store.read_sync(addresses.load_pool):
+        if a.account_id is None:
+            click.echo(f"ADDRESS\t{a.public_ip}\tfree")
+        elif a.auto:
+            click.echo(f"ADDRESS\t{a.public_ip}\tassigned\t{a.account_id}\t{a.instance_id}")
+        else:
+            click.echo(
+                f"ADDRESS\t{a.public_ip}\tallocated\t{a.account_id}\t{a.allocation_id}\t{a.instance_id or '-'}"
+            )
+
+
 def _write_user_credentials(
     cfg: Config, identity: Identity, key: AccessKey, directory: Path | None = None
 ) -> str:

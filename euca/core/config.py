@@ -63,6 +63,11 @@ class ClcConfig(msgspec.Struct, forbid_unknown_fields=True):
     node_lost_timeout: float = 600.0
     # Where the CLC reaches Walrus (to read manifests, presign image parts); empty: this host's walrus port.
     walrus_url: str = ""
+    # The public address pool starts as these when it is empty (then `euca admin add-public-addresses` /
+    # `remove-public-addresses` change it): addresses, ranges a.b.c.d-a.b.c.e, or CIDRs, separated by commas.
+    public_addresses: str = "10.99.0.10-10.99.0.40"
+    # Every instance gets a public address from the pool at launch (as Eucalyptus did); false: only elastic IPs.
+    auto_public_address: bool = True
 
 
 class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -117,6 +117,8 @@ class InstanceSpec(msgspec.Struct, frozen=True):
     user_data: bytes = b""  # raw bytes (JSON carries them base64)
     net: NetConfig | None = None  # None from the CLC; the CC fills it in before it reaches the NC
     launch_time: float = 0.0
+    security_groups: list[str] = []  # the ids of its security groups (their rules: NetworkView)
+    public_ip: str | None = None  # its public address from the CLC's pool, if it has one
 
 
 class InstanceStatus(msgspec.Struct, frozen=True):
@@ -188,14 +190,55 @@ class ConsoleOutput(msgspec.Struct, frozen=True):
 # CLC -> CC
 
 
+class SecurityRule(msgspec.Struct, frozen=True):
+    """One ingress rule of a security group: traffic of `protocol` (tcp, udp, icmp, -1 for all) on ports
+    from_port..to_port (ICMP: type and code, -1 for any) from `cidr` or from the members of `source_group`."""
+
+    protocol: str
+    from_port: int = -1
+    to_port: int = -1
+    cidr: str | None = None
+    source_group: str | None = None
+
+
+class GroupRules(msgspec.Struct, frozen=True):
+    """A security group as one cluster enforces it. Its members as this cluster's rules see them: instances
+    of this cluster by id (the CC knows their private addresses), instances elsewhere by public address
+    (traffic between clusters crosses the public network)."""
+
+    group_id: str
+    rules: list[SecurityRule] = []
+    member_ids: list[str] = []
+    remote_addresses: list[str] = []
+
+
+class InstanceNetwork(msgspec.Struct, frozen=True):
+    """One live instance of the cluster: its groups, and the public address to DNAT/SNAT for it."""
+
+    instance_id: str
+    security_groups: list[str] = []
+    public_ip: str | None = None
+
+
+class NetworkView(msgspec.Struct, frozen=True):
+    """What a cluster's network enforces, whole: its live instances, and every group they are in or that a
+    rule of theirs names. `version` is a digest of the rest, so a CC applies a view only when it changed."""
+
+    version: str
+    instances: list[InstanceNetwork] = []
+    groups: list[GroupRules] = []
+
+
 class DescribeResources(msgspec.Struct, frozen=True):
     """The CLC's poll for capacity. It carries the cluster's topology and instance types, which are data in
     the CLC: the CC keeps no configuration of its own beyond its name, so a CC restarted, or moved to another
-    host, learns its nodes on the next poll."""
+    host, learns its nodes on the next poll. It carries the cluster's network view the same way (security
+    groups, public addresses), so a restarted CC rebuilds its rules from its first poll."""
 
     cluster: str
     nodes: list[NodeAddress]
     vm_types: list[VmType]
+    network: NetworkView | None = None
 
 
 class ResourcesReply(msgspec.Struct, frozen=True):

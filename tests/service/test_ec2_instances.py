@@ -171,6 +171,9 @@ def test_run_describe_terminate(
 ) -> None:
     zone = unique("za")
     fake = zones(zone, [FakeNode(f"{zone}-n1", cores=8)])
+    web = [{"Name": "group-name", "Values": ["web"]}]
+    if not ec2.describe_security_groups(Filters=web)["SecurityGroups"]:
+        ec2.create_security_group(GroupName="web", Description="web")
     reservation = ec2.run_instances(
         ImageId=images["machine"],
         MinCount=2,

@@ -46,6 +46,9 @@ def test_each_table_is_queried_by_its_records_module_only() -> None:
         "clc_instance_types": "instance_types/records.py",
         "clc_clusters": "topology/records.py",
         "clc_nodes": "topology/records.py",
+        "clc_security_groups": "security_groups/records.py",
+        "clc_addresses": "addresses/records.py",
+        "clc_security_group_rules": "security_groups/records.py",
         "cluster_join_tokens": "join.py",
     }
     sql = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(\w+)", re.IGNORECASE)
@@ -81,6 +84,7 @@ def _launch(
         client_token=token,
         request_digest="digest",
         groups=["default"],
+        group_ids=["sg-00000001"],
         image_id="emi-00000001",
         kernel_id=None,
         ramdisk_id=None,

@@ -41,6 +41,8 @@ def test_kinds_by_prefix() -> None:
         "eri": "image",
         "key": "key-pair",
         "i": "instance",
+        "sg": "security-group",
+        "eipalloc": "elastic-ip",
     }
     assert kinds["emi"] is images.TAG_KIND
     assert kinds["key"].visible is keypairs.key_pair_visible

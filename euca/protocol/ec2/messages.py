@@ -616,3 +616,264 @@ REQUEST_TYPES: dict[str, type[Wire]] = {
     "GetPasswordData": GetPasswordDataRequest,
     "DescribeInstanceStatus": DescribeInstanceStatusRequest,
 }
+
+
+# -- security groups and addresses (issue 9) -------------------------------------------------------------
+# Kept in a block of their own, with their REQUEST_TYPES entries below it.
+
+
+class IpRange(Wire):
+    cidr_ip: str | None = None
+    description: str | None = None
+
+
+class Ipv6Range(Wire):
+    cidr_ipv6: str | None = None
+    description: str | None = None
+
+
+class PrefixListId(Wire):
+    prefix_list_id: str | None = None
+    description: str | None = None
+
+
+class UserIdGroupPair(Wire):
+    user_id: str | None = None
+    group_id: str | None = None
+    group_name: str | None = None
+    description: str | None = None
+    vpc_id: str | None = None
+
+
+class IpPermission(Wire):
+    ip_protocol: str | None = None
+    from_port: int | None = None
+    to_port: int | None = None
+    ip_ranges: list[IpRange] = []
+    ipv6_ranges: list[Ipv6Range] = []
+    prefix_list_ids: list[PrefixListId] = []
+    user_id_group_pairs: list[UserIdGroupPair] = []
+
+
+class CreateSecurityGroupRequest(Wire):
+    group_name: str
+    description: str
+    vpc_id: str | None = None
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class CreateSecurityGroupResult(Wire):
+    group_id: str
+    tags: list[Tag] | None = None
+
+
+class DeleteSecurityGroupRequest(Wire):
+    group_id: str | None = None
+    group_name: str | None = None
+    dry_run: bool = False
+
+
+class DeleteSecurityGroupResult(Wire):
+    ok: bool = msgspec.field(default=True, name="Return")
+    group_id: str | None = None
+
+
+class DescribeSecurityGroupsRequest(Wire):
+    group_ids: list[str] = []
+    group_names: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class SecurityGroup(Wire):
+    group_id: str
+    group_name: str
+    owner_id: str
+    description: str
+    ip_permissions: list[IpPermission] = []
+    ip_permissions_egress: list[IpPermission] = []
+    security_group_arn: str | None = None
+    tags: list[Tag] | None = None
+
+
+class DescribeSecurityGroupsResult(Wire):
+    security_groups: list[SecurityGroup]
+    next_token: str | None = None
+
+
+class SecurityGroupPermissionsRequest(Wire):
+    """What AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress share."""
+
+    group_id: str | None = None
+    group_name: str | None = None
+    ip_protocol: str | None = None
+    from_port: int | None = None
+    to_port: int | None = None
+    cidr_ip: str | None = None
+    source_security_group_name: str | None = None
+    source_security_group_owner_id: str | None = None
+    ip_permissions: list[IpPermission] = []
+    dry_run: bool = False
+
+
+class AuthorizeSecurityGroupIngressRequest(SecurityGroupPermissionsRequest):
+    tag_specifications: list[TagSpecification] = []
+
+
+class RevokeSecurityGroupIngressRequest(SecurityGroupPermissionsRequest):
+    security_group_rule_ids: list[str] = []
+
+
+class SecurityGroupEgressRequest(Wire):
+    """Authorize/RevokeSecurityGroupEgress: VPC calls, refused for EC2-Classic groups."""
+
+    group_id: str
+    ip_permissions: list[IpPermission] = []
+    dry_run: bool = False
+
+
+class AuthorizeSecurityGroupEgressRequest(SecurityGroupEgressRequest):
+    tag_specifications: list[TagSpecification] = []
+
+
+class RevokeSecurityGroupEgressRequest(SecurityGroupEgressRequest):
+    security_group_rule_ids: list[str] = []
+
+
+class ReferencedSecurityGroup(Wire):
+    group_id: str | None = None
+    user_id: str | None = None
+
+
+class SecurityGroupRule(Wire):
+    security_group_rule_id: str
+    group_id: str
+    group_owner_id: str
+    is_egress: bool
+    ip_protocol: str
+    from_port: int | None = None
+    to_port: int | None = None
+    cidr_ipv4: str | None = None
+    referenced_group_info: ReferencedSecurityGroup | None = None
+    description: str | None = None
+    security_group_rule_arn: str | None = None
+    tags: list[Tag] | None = None
+
+
+class AuthorizeSecurityGroupIngressResult(Wire):
+    ok: bool = msgspec.field(default=True, name="Return")
+    security_group_rules: list[SecurityGroupRule] = []
+
+
+class RevokedSecurityGroupRule(Wire):
+    security_group_rule_id: str
+    group_id: str
+    is_egress: bool
+    ip_protocol: str
+    from_port: int | None = None
+    to_port: int | None = None
+    cidr_ipv4: str | None = None
+    referenced_group_id: str | None = None
+    description: str | None = None
+
+
+class RevokeSecurityGroupIngressResult(Wire):
+    ok: bool = msgspec.field(default=True, name="Return")
+    revoked_security_group_rules: list[RevokedSecurityGroupRule] = []
+
+
+class DescribeSecurityGroupRulesRequest(Wire):
+    security_group_rule_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class DescribeSecurityGroupRulesResult(Wire):
+    security_group_rules: list[SecurityGroupRule]
+    next_token: str | None = None
+
+
+class AllocateAddressRequest(Wire):
+    domain: str | None = None
+    address: str | None = None
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class AllocateAddressResult(Wire):
+    public_ip: str
+    domain: str
+    allocation_id: str | None = None
+
+
+class AssociateAddressRequest(Wire):
+    instance_id: str | None = None
+    public_ip: str | None = None
+    allocation_id: str | None = None
+    allow_reassociation: bool | None = None
+    network_interface_id: str | None = None
+    private_ip_address: str | None = None
+    dry_run: bool = False
+
+
+class AssociateAddressResult(Wire):
+    association_id: str | None = None
+
+
+class DisassociateAddressRequest(Wire):
+    public_ip: str | None = None
+    association_id: str | None = None
+    dry_run: bool = False
+
+
+class ReleaseAddressRequest(Wire):
+    public_ip: str | None = None
+    allocation_id: str | None = None
+    network_border_group: str | None = None
+    dry_run: bool = False
+
+
+class DescribeAddressesRequest(Wire):
+    public_ips: list[str] = []
+    allocation_ids: list[str] = []
+    filters: list[Filter] = []
+    dry_run: bool = False
+
+
+class Address(Wire):
+    public_ip: str
+    domain: str
+    allocation_id: str | None = None
+    association_id: str | None = None
+    instance_id: str | None = None
+    private_ip_address: str | None = None
+    network_interface_owner_id: str | None = None
+    tags: list[Tag] | None = None
+
+
+class DescribeAddressesResult(Wire):
+    addresses: list[Address]
+
+
+REQUEST_TYPES.update(
+    {
+        "CreateSecurityGroup": CreateSecurityGroupRequest,
+        "DeleteSecurityGroup": DeleteSecurityGroupRequest,
+        "DescribeSecurityGroups": DescribeSecurityGroupsRequest,
+        "AuthorizeSecurityGroupIngress": AuthorizeSecurityGroupIngressRequest,
+        "RevokeSecurityGroupIngress": RevokeSecurityGroupIngressRequest,
+        "AuthorizeSecurityGroupEgress": AuthorizeSecurityGroupEgressRequest,
+        "RevokeSecurityGroupEgress": RevokeSecurityGroupEgressRequest,
+        "DescribeSecurityGroupRules": DescribeSecurityGroupRulesRequest,
+        "AllocateAddress": AllocateAddressRequest,
+        "AssociateAddress": AssociateAddressRequest,
+        "DisassociateAddress": DisassociateAddressRequest,
+        "ReleaseAddress": ReleaseAddressRequest,
+        "DescribeAddresses": DescribeAddressesRequest,
+    }
+)

@@ -1,7 +1,7 @@
 """CLC: the EC2 Query API and the poll of its clusters.
 
 Layout: one package per resource (topology: clusters and zones, keypairs, tags, instance_types, images,
-instances; next security groups, addresses, volumes, snapshots), each with
+security_groups, addresses, instances; next volumes, snapshots), each with
 - records.py: the only module that reads or writes the resource's tables (declared in schema.py), with the
   resource's rules; other modules call its functions, never its tables;
 - api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
@@ -18,7 +18,9 @@ and its tables to tests/unit/test_clc_records.py's owners (which fails when a mo
 records module owns). Beside the packages: app.py (the EC2 Query endpoint: authentication, dispatch),
 schema.py (every table and its migrations), admin.py (the administrator's rules that span resources),
 cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure), poller.py (the
-poll loop), join.py (components joining the cloud).
+poll loop), join.py (components joining the cloud), network_view.py (what each cluster's network enforces,
+sent with every poll). Rules needing a higher resource are handed in here: DeleteSecurityGroup asks the
+instances which use a group, AssociateAddress what state an instance is in.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from euca.core.cluster_client import ClusterClient
 from euca.core.components import component_name
 from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
+from euca.core.store import Tx
 from euca.protocol.ec2 import wire
 from euca.roles.clc import join, schema
+from euca.roles.clc.addresses import api as addresses_api
+from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.cluster_link import ClusterCaller, ClusterLink
 from euca.roles.clc.images import api as images_api
@@ -45,6 +50,8 @@ from euca.roles.clc.instances import records as instances_records
 from euca.roles.clc.keypairs import api as keypairs_api
 from euca.roles.clc.keypairs import records as keypairs_records
 from euca.roles.clc.poller import Poller, PollSettings
+from euca.roles.clc.security_groups import api as security_groups_api
+from euca.roles.clc.security_groups import records as security_groups_records
 from euca.roles.clc.tags import api as tags_api
 from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
@@ -57,6 +64,8 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     images_records.TAG_KIND,
     keypairs_records.TAG_KIND,
     instances_records.TAG_KIND,
+    security_groups_records.TAG_KIND,
+    addresses_records.TAG_KIND,
 )
 
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
@@ -68,7 +77,24 @@ HANDLERS: dict[str, Handler] = {
     **instance_types_api.HANDLERS,
     **images_api.HANDLERS,
     **instances_api.HANDLERS,
+    **security_groups_api.handlers(instances_records.instances_using_group),
+    **addresses_api.handlers(instances_records.instance_state),
 }
+
+
+def seed_public_addresses(ctx: RoleContext) -> None:
+    """An empty public address pool starts as `clc.public_addresses`."""
+    try:
+        wanted = addresses_records.parse_ranges([ctx.config.clc.public_addresses])
+    except ValueError as e:
+        raise ValueError(f"clc.public_addresses: {e}") from None
+
+    def seed(tx: Tx) -> list[str]:
+        return addresses_records.add_to_pool(tx, wanted) if addresses_records.pool_is_empty(tx) else []
+
+    added = ctx.store.write_sync(seed)
+    if added:
+        log.info("public address pool seeded count=%d first=%s last=%s", len(added), added[0], added[-1])
 
 
 class Ec2App:
@@ -101,6 +127,7 @@ class ClcRole:
     def __init__(self, ctx: RoleContext, *, caller: ClusterCaller | None = None):
         self.ctx = ctx
         schema.migrate(ctx.store)
+        seed_public_addresses(ctx)
         wire.model()  # load the EC2 model (~50 ms) at start rather than on the first request
         # The CLC calls its CCs as component "clc" (mutual TLS); tests may hand in another caller.
         self._own_caller = caller is None

@@ -43,6 +43,12 @@ class Ec2Call:
     def account_id(self) -> str:
         return self.principal.account_id
 
+    def network_changed(self) -> None:
+        """Groups, rules or public addresses changed: poll the clusters now (each poll carries the cluster's
+        network view), so their networks follow within a poll round trip."""
+        if self.cluster is not None:
+            self.cluster.poke()
+
 
 Handler = Callable[[Ec2Call, Any], Awaitable[Any]]
 

@@ -25,6 +25,7 @@ from euca.roles.clc.cluster_link import ClusterCaller
 from euca.roles.clc.instance_types import records as instance_types
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
+from euca.roles.clc.network_view import build_views
 from euca.roles.clc.topology import records as topology
 
 log = logging.getLogger("euca.clc")
@@ -100,13 +101,18 @@ class Poller:
                 await self._round_done.wait()
 
     async def poll_once(self) -> None:
-        clusters, nodes, vm_types = await self.store.read(
-            lambda tx: (topology.list_clusters(tx), topology.list_nodes(tx), instance_types.vm_types(tx))
-        )
+        def read(
+            tx: Tx,
+        ) -> tuple[list[topology.Cluster], list[topology.Node], list[VmType], dict[str, cluster.NetworkView]]:
+            clusters = topology.list_clusters(tx)
+            views = build_views(tx, [c.name for c in clusters])
+            return clusters, topology.list_nodes(tx), instance_types.vm_types(tx), views
+
+        clusters, nodes, vm_types, views = await self.store.read(read)
         async with trio.open_nursery() as nursery:
             for c in clusters:
                 addresses = [n.address for n in nodes if n.cluster == c.name]
-                nursery.start_soon(self._poll_cluster, c, addresses, vm_types)
+                nursery.start_soon(self._poll_cluster, c, addresses, vm_types, views[c.name])
         before = self.clock() - self.settings.terminated_ttl
         forgotten = await self.store.write(lambda tx: instances.forget_terminated(tx, before))
         if forgotten:
@@ -152,12 +158,16 @@ class Poller:
             self.poke()
 
     async def _poll_cluster(
-        self, c: topology.Cluster, nodes: list[cluster.NodeAddress], vm_types: list[VmType]
+        self,
+        c: topology.Cluster,
+        nodes: list[cluster.NodeAddress],
+        vm_types: list[VmType],
+        network: cluster.NetworkView,
     ) -> None:
         try:
             with trio.fail_after(self.settings.call_timeout):
                 resources = await self.caller.call(
-                    c.url, cluster.DescribeResources(c.name, nodes, vm_types), expect_name=c.name
+                    c.url, cluster.DescribeResources(c.name, nodes, vm_types, network), expect_name=c.name
                 )
                 described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
         except (ClusterFault, trio.TooSlowError) as e:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from euca.core.store import Store, Tx
+from euca.roles.clc.instances import records as instances
+from euca.roles.clc.security_groups import records as security_groups
 
 Step = str | Callable[[Tx], None]
 
@@ -226,6 +228,54 @@ INSTANCES = Migration(
     CREATE INDEX clc_instances_cluster ON clc_instances(cluster, state);
     CREATE INDEX clc_instances_terminated ON clc_instances(terminated_at) WHERE terminated_at IS NOT NULL;
     """,
+        # The groups of a reservation by id (security groups are a resource now); `groups` keeps their names,
+        # as launched, for answers about instances whose group was deleted since.
+        "ALTER TABLE clc_reservations ADD COLUMN group_ids TEXT NOT NULL DEFAULT '[]'",
+        lambda tx: _migrate_reservation_groups(tx),
+    ],
+)
+
+
+def _migrate_reservation_groups(tx: Tx) -> None:
+    """Reservations recorded before groups were a resource named groups only: each name becomes the id of
+    the account's group of that name (made if missing; SECURITY_GROUPS runs before INSTANCES)."""
+    for reservation_id, account_id, names in instances.reservations_without_group_ids(tx):
+        ids = security_groups.ids_for_names(tx, account_id, names)
+        instances.set_reservation_group_ids(tx, reservation_id, ids)
+
+
+# clc_security_groups, clc_security_group_rules: security_groups/records.py.
+SECURITY_GROUPS = Migration(
+    "clc.security_groups",
+    [
+        """
+    -- EC2-Classic security groups: one account's, named uniquely in it.
+    CREATE TABLE clc_security_groups (
+        group_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created REAL NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    -- Ingress rules: a protocol (tcp, udp, icmp, -1), a port range (ICMP: type and code; -1: -1/-1), and one
+    -- source: a CIDR or a group (of any account); '' where there is none. seq keeps the order of addition.
+    CREATE TABLE clc_security_group_rules (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule_id TEXT NOT NULL UNIQUE,
+        group_id TEXT NOT NULL REFERENCES clc_security_groups(group_id) ON DELETE CASCADE,
+        protocol TEXT NOT NULL,
+        from_port INTEGER NOT NULL,
+        to_port INTEGER NOT NULL,
+        cidr TEXT NOT NULL DEFAULT '',
+        source_group_id TEXT NOT NULL DEFAULT '',
+        description TEXT,
+        UNIQUE (group_id, protocol, from_port, to_port, cidr, source_group_id)
+    );
+    CREATE INDEX clc_security_group_rules_group ON clc_security_group_rules(group_id);
+    CREATE INDEX clc_security_group_rules_source ON clc_security_group_rules(source_group_id)
+        WHERE source_group_id != '';
+    """,
     ],
 )
 
@@ -254,7 +304,41 @@ JOIN_TOKENS = Migration(
     ],
 )
 
-MIGRATIONS: tuple[Migration, ...] = (CLC, IMAGE_BUNDLES, TOPOLOGY, INSTANCES, JOIN_TOKENS)
+# clc_addresses: addresses/records.py.
+ADDRESSES = Migration(
+    "clc.addresses",
+    [
+        """
+    -- The public address pool, one row per address. Free: account_id NULL. An elastic IP: account_id and
+    -- allocation_id (auto 0), associated with one of its instances or not. A system-assigned address of an
+    -- instance: auto 1, account_id its owner. ip_order sorts by address.
+    CREATE TABLE clc_addresses (
+        public_ip TEXT PRIMARY KEY,
+        ip_order INTEGER NOT NULL,
+        account_id TEXT,
+        allocation_id TEXT UNIQUE,
+        domain TEXT NOT NULL DEFAULT 'standard',
+        instance_id TEXT UNIQUE,
+        association_id TEXT UNIQUE,
+        auto INTEGER NOT NULL DEFAULT 0,
+        allocated REAL
+    );
+    CREATE INDEX clc_addresses_account ON clc_addresses(account_id);
+    CREATE INDEX clc_addresses_order ON clc_addresses(ip_order);
+    """,
+    ],
+)
+
+# SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
+MIGRATIONS: tuple[Migration, ...] = (
+    CLC,
+    IMAGE_BUNDLES,
+    TOPOLOGY,
+    SECURITY_GROUPS,
+    INSTANCES,
+    JOIN_TOKENS,
+    ADDRESSES,
+)
 
 
 def apply(store: Store, migration: Migration) -> None:

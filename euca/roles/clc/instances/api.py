@@ -23,7 +23,7 @@ from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
 from euca.roles.clc.instances import records
 from euca.roles.clc.instances.launch import run_instances
 from euca.roles.clc.instances.records import ClcInstance
-from euca.roles.clc.instances.render import dns_name, to_reservations
+from euca.roles.clc.instances.render import dns_name, public_dns_name, to_reservations
 from euca.roles.clc.topology import records as topology
 
 log = logging.getLogger("euca.clc")
@@ -48,12 +48,17 @@ INSTANCE_FILTERS: FilterSet[ClcInstance] = FilterSet(
         "owner-id": lambda r: r.account_id,
         "private-ip-address": lambda r: r.private_ip,
         "private-dns-name": lambda r: dns_name(r.private_ip) or None,
+        "ip-address": lambda r: r.public_ip,
+        "network-interface.addresses.association.public-ip": lambda r: r.public_ip,
+        "dns-name": lambda r: public_dns_name(r.public_ip) or None,
         "launch-index": lambda r: r.launch_index,
         "ami-launch-index": lambda r: r.launch_index,
         "architecture": lambda r: r.architecture,
         "client-token": lambda r: r.client_token,
         "group-name": lambda r: r.groups,
         "instance.group-name": lambda r: r.groups,
+        "group-id": lambda r: r.group_ids,
+        "instance.group-id": lambda r: r.group_ids,
         "root-device-type": lambda r: "instance-store",
         "tenancy": lambda r: "default",
         "reason": lambda r: r.reason,

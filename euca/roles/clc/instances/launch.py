@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import trio
@@ -25,6 +25,7 @@ from euca.protocol.cluster import ClusterFault, ImageRef, InstanceSpec, VmType
 from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc import placement
+from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.app import Ec2Call
 from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
 from euca.roles.clc.images import bundles
@@ -34,6 +35,7 @@ from euca.roles.clc.instances import records
 from euca.roles.clc.instances.records import LAUNCH_FAILED, NO_CAPACITY
 from euca.roles.clc.instances.render import to_reservations
 from euca.roles.clc.keypairs import records as keypairs
+from euca.roles.clc.security_groups import records as security_groups
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.topology import records as topology
 
@@ -55,7 +57,6 @@ class LaunchPlan:
     key_name: str | None
     public_key: str | None
     user_data: bytes
-    groups: list[str]
     tags: list[tuple[str, str]]
     digest: str
 
@@ -135,7 +136,6 @@ def _plan(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, user_data: bytes, d
     public_key = None
     if req.key_name is not None:
         public_key = keypairs.public_key_of(tx, call.account_id, req.key_name)
-    groups = list(dict.fromkeys([*req.security_groups, *req.security_group_ids])) or ["default"]
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "instance")
     return LaunchPlan(
         image=image,
@@ -145,7 +145,6 @@ def _plan(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, user_data: bytes, d
         key_name=req.key_name,
         public_key=public_key,
         user_data=user_data,
-        groups=groups,
         tags=tag_pairs,
         digest=digest,
     )
@@ -157,6 +156,8 @@ class Placed:
     cluster: topology.Cluster | None  # None: an earlier request with the same client token
     instance_ids: list[str]
     launch_time: float
+    group_ids: list[str] = field(default_factory=list)
+    public_ips: dict[str, str] = field(default_factory=dict)  # instance id -> its public address
 
 
 def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, now: float) -> Placed:
@@ -165,6 +166,11 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         existing = records.existing_reservation(tx, call.account_id, req.client_token, plan.digest)
         if existing is not None:
             return Placed(existing, None, [], now)
+    # The groups are found (the default made on first use) in the transaction that records the instances in
+    # them, so no group is deleted in between.
+    groups = security_groups.groups_for_launch(
+        tx, call.account_id, req.security_groups, req.security_group_ids
+    )
     clusters = topology.list_clusters(tx)
     zones = [
         placement.ZoneCapacity(
@@ -181,12 +187,25 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
     except placement.PlacementError as e:
         raise Ec2Error(e.code, e.message) from None
     target = next(c for c in clusters if c.name == chosen.cluster)
+    count = chosen.count
+    auto_address = call.ctx.config.clc.auto_public_address and not addresses.pool_is_empty(tx)
+    if auto_address:
+        # Each instance gets a public address from the pool (as Eucalyptus did): no more instances than
+        # there are free addresses; fewer than MinCount is a launch refused.
+        free = addresses.free_count(tx)
+        if free < req.min_count:
+            raise Ec2Error(
+                "InsufficientAddressCapacity",
+                f"The public address pool has {free} free address(es); {req.min_count} instance(s) need one each.",
+            )
+        count = min(count, free)
     new = records.NewReservation(
         account_id=call.account_id,
         requester=call.principal.arn,
         client_token=req.client_token,
         request_digest=plan.digest,
-        groups=plan.groups,
+        groups=[g.name for g in groups],
+        group_ids=[g.group_id for g in groups],
         image_id=plan.image.image_id,
         kernel_id=plan.kernel_id,
         ramdisk_id=plan.ramdisk_id,
@@ -196,15 +215,16 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         architecture=plan.image.architecture,
         zone=target.zone,
         cluster=target.name,
-        count=chosen.count,
+        count=count,
         tags=plan.tags,
     )
     reservation_id, ids = records.record_launch(tx, new, now)
+    public_ips = addresses.assign_system(tx, call.account_id, ids) if auto_address else {}
     nodes, capacity = placement.capacity_after(
-        target.capacity, target.nodes, instance_types.vm_types(tx), plan.vm, chosen.count
+        target.capacity, target.nodes, instance_types.vm_types(tx), plan.vm, count
     )
     topology.record_resources(tx, target.name, nodes, capacity)
-    return Placed(reservation_id, target, ids, now)
+    return Placed(reservation_id, target, ids, now, new.group_ids, public_ips)
 
 
 async def _image_refs(
@@ -276,6 +296,8 @@ async def run_instances(call: Ec2Call, req: m.RunInstancesRequest) -> m.Reservat
             public_key=plan.public_key,
             user_data=plan.user_data,
             launch_time=placed.launch_time,
+            security_groups=placed.group_ids,
+            public_ip=placed.public_ips.get(instance_id),
         )
         for index, instance_id in enumerate(placed.instance_ids)
     ]

@@ -21,6 +21,7 @@ from euca.core.store import Tx
 from euca.protocol import cluster
 from euca.protocol.cluster import STATE_CODES
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances.reconcile import RANK, Known, Reconciliation
 from euca.roles.clc.tags import records as tags
 
@@ -63,7 +64,9 @@ class ClcInstance:
     last_seen: float
     terminated_at: float | None
     client_token: str | None = None
-    groups: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # security group names, as launched
+    group_ids: list[str] = field(default_factory=list)  # their ids, in the same order
+    public_ip: str | None = None  # from the address pool (addresses.records)
     tags: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -80,12 +83,14 @@ _INSTANCE_COLUMNS = (
     "i.seq, i.instance_id, i.reservation_id, i.account_id, i.launch_index, i.image_id, i.kernel_id, "
     "i.ramdisk_id, i.instance_type, i.key_name, i.architecture, i.zone, i.cluster, i.node, i.private_ip, i.mac, "
     "i.state, i.reason, i.state_reason_code, i.state_reason_message, i.launch_time, i.last_seen, "
-    "i.terminated_at, r.client_token, r.groups"
+    "i.terminated_at, r.client_token, r.groups, r.group_ids"
 )
 _FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
 
 
-def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> ClcInstance:
+def _record(
+    row: sqlite3.Row, tagged: dict[str, str] | None = None, public_ip: str | None = None
+) -> ClcInstance:
     return ClcInstance(
         seq=row["seq"],
         instance_id=row["instance_id"],
@@ -112,6 +117,8 @@ def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> ClcInstan
         terminated_at=row["terminated_at"],
         client_token=row["client_token"],
         groups=_groups_decoder.decode(row["groups"]),
+        group_ids=_groups_decoder.decode(row["group_ids"]),
+        public_ip=public_ip,
         tags=tagged or {},
     )
 
@@ -164,7 +171,8 @@ def load_instances(
                 )
         else:
             tagged = tags.tags_of(tx, account_id, (r["instance_id"] for r in rows))
-    return [_record(r, tagged.get(r["instance_id"])) for r in rows]
+    public = addresses.public_ips_of(tx, [r["instance_id"] for r in rows])
+    return [_record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"])) for r in rows]
 
 
 def load_reservation(tx: Tx, reservation_id: str) -> list[ClcInstance]:
@@ -174,7 +182,8 @@ def load_reservation(tx: Tx, reservation_id: str) -> list[ClcInstance]:
     if not rows:
         return []
     tagged = tags.tags_of(tx, rows[0]["account_id"], (r["instance_id"] for r in rows))
-    return [_record(r, tagged.get(r["instance_id"])) for r in rows]
+    public = addresses.public_ips_of(tx, [r["instance_id"] for r in rows])
+    return [_record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"])) for r in rows]
 
 
 # -- ids and the rules on them --------------------------------------------------------------------------
@@ -240,7 +249,8 @@ class NewReservation:
     requester: str  # the caller's ARN
     client_token: str | None
     request_digest: str
-    groups: list[str]
+    groups: list[str]  # security group names
+    group_ids: list[str]  # their ids, in the same order
     image_id: str
     kernel_id: str | None
     ramdisk_id: str | None
@@ -259,7 +269,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
     reservation_id = new_reservation_id(tx)
     tx.execute(
         "INSERT INTO clc_reservations(reservation_id, account_id, requester, client_token, request_digest, groups, "
-        "created) VALUES(?,?,?,?,?,?,?)",
+        "group_ids, created) VALUES(?,?,?,?,?,?,?,?)",
         (
             reservation_id,
             new.account_id,
@@ -267,6 +277,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
             new.client_token,
             new.request_digest,
             msgspec.json.encode(new.groups).decode(),
+            msgspec.json.encode(new.group_ids).decode(),
             now,
         ),
     )
@@ -324,6 +335,7 @@ def mark_user_terminated(tx: Tx, instance: ClcInstance, reason: str, now: float)
             instance.instance_id,
         ),
     )
+    addresses.release_instances(tx, [instance.instance_id])
     return state
 
 
@@ -337,6 +349,7 @@ def mark_terminated(tx: Tx, ids: Sequence[str], code: str, text: str, now: float
             f"reason=?, terminated_at=? WHERE state!='terminated' AND instance_id IN ({marks})",
             (code, message, message, now, *chunk),
         )
+    addresses.release_instances(tx, ids)
 
 
 def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: float) -> None:
@@ -352,6 +365,8 @@ def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: floa
             "mac=COALESCE(?, mac), last_seen=?, terminated_at=COALESCE(terminated_at, ?) WHERE instance_id=?",
             (state, s.node or None, s.private_ip, s.mac, now, terminated_at, s.instance_id),
         )
+        if state in ("shutting-down", "terminated"):
+            addresses.release_instances(tx, [s.instance_id])
 
 
 def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
@@ -384,6 +399,8 @@ def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
             (now, *chunk),
         )
     mark_terminated(tx, result.lost, *NODE_LOST, now)
+    ended = [u.instance_id for u in result.updates if u.state in ("shutting-down", "terminated")]
+    addresses.release_instances(tx, [*ended, *result.gone])
 
 
 def forget_terminated(tx: Tx, before: float) -> list[str]:
@@ -439,6 +456,81 @@ def in_transition(tx: Tx) -> dict[str, list[str]]:
     ):
         moving.setdefault(r["cluster"], []).append(r["instance_id"])
     return moving
+
+
+def instance_state(tx: Tx, account_id: str, instance_id: str) -> str:
+    """The state of the caller's instance (unknown or another account's: InvalidInstanceID.NotFound)."""
+    (checked,) = check_instance_ids([instance_id])
+    row = tx.one(
+        "SELECT state FROM clc_instances WHERE instance_id=? AND account_id=?", (checked, account_id)
+    )
+    if row is None:
+        raise not_found([instance_id])
+    return str(row["state"])
+
+
+@dataclass(frozen=True)
+class NetworkMember:
+    """A live instance as the clusters' networks see it."""
+
+    instance_id: str
+    cluster: str
+    group_ids: list[str]
+
+
+def network_members(tx: Tx) -> list[NetworkMember]:
+    """Every instance pending or running in a cluster, with its security groups (the network views)."""
+    return [
+        NetworkMember(r["instance_id"], r["cluster"], _groups_decoder.decode(r["group_ids"]))
+        for r in tx.all(
+            f"SELECT i.instance_id, i.cluster, r.group_ids {_FROM} "
+            "WHERE i.state IN ('pending', 'running') AND i.cluster IS NOT NULL ORDER BY i.seq"
+        )
+    ]
+
+
+def instances_using_group(tx: Tx, group_id: str) -> list[str]:
+    """The instances not terminated yet that are in the security group (it cannot be deleted then)."""
+    pattern = f'%"{group_id}"%'
+    return [
+        r["instance_id"]
+        for r in tx.all(
+            f"SELECT i.instance_id {_FROM} WHERE r.group_ids LIKE ? AND i.state!='terminated' ORDER BY i.seq",
+            (pattern,),
+        )
+    ]
+
+
+def alive_instances(tx: Tx, ids: Sequence[str]) -> set[str]:
+    """Those of these instances that are not terminated yet (the others' addresses go back)."""
+    alive: set[str] = set()
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        alive.update(
+            r["instance_id"]
+            for r in tx.all(
+                f"SELECT instance_id FROM clc_instances WHERE state!='terminated' AND instance_id IN ({marks})",
+                chunk,
+            )
+        )
+    return alive
+
+
+def reservations_without_group_ids(tx: Tx) -> list[tuple[str, str, list[str]]]:
+    """(reservation id, account id, group names) of reservations recorded before group ids were."""
+    return [
+        (r["reservation_id"], r["account_id"], _groups_decoder.decode(r["groups"]))
+        for r in tx.all(
+            "SELECT reservation_id, account_id, groups FROM clc_reservations WHERE group_ids='[]' AND groups!='[]'"
+        )
+    ]
+
+
+def set_reservation_group_ids(tx: Tx, reservation_id: str, group_ids: list[str]) -> None:
+    tx.execute(
+        "UPDATE clc_reservations SET group_ids=? WHERE reservation_id=?",
+        (msgspec.json.encode(group_ids).decode(), reservation_id),
+    )
 
 
 def count_unterminated(tx: Tx, cluster_name: str) -> int:

@@ -15,6 +15,20 @@ def dns_name(ip: str | None) -> str:
     return f"euca-{ip.replace('.', '-')}.eucalyptus.internal" if ip else ""
 
 
+def public_dns_name(ip: str | None) -> str:
+    """Eucalyptus's public names: euca-A-B-C-D under its DNS domain (`localhost` by default)."""
+    return f"euca-{ip.replace('.', '-')}.eucalyptus.localhost" if ip else ""
+
+
+def group_identifiers(r: ClcInstance) -> list[m.GroupIdentifier]:
+    """The instance's security groups, by id and name (ids None only for records older than group ids)."""
+    ids: list[str | None] = [*r.group_ids]
+    ids += [None] * (len(r.groups) - len(ids))
+    return [
+        m.GroupIdentifier(group_name=name, group_id=gid) for name, gid in zip(r.groups, ids, strict=False)
+    ]
+
+
 def to_instance(r: ClcInstance) -> m.Instance:
     reason = None
     if r.state_reason_code:
@@ -30,20 +44,21 @@ def to_instance(r: ClcInstance) -> m.Instance:
         placement=m.Placement(availability_zone=r.zone, tenancy="default", group_name=""),
         ami_launch_index=r.launch_index,
         private_dns_name=dns_name(r.private_ip),
-        public_dns_name="",
+        public_dns_name=public_dns_name(r.public_ip),
         state_transition_reason=r.reason or "",
         key_name=r.key_name,
         kernel_id=r.kernel_id,
         ramdisk_id=r.ramdisk_id,
         monitoring=m.Monitoring(state="disabled"),
         private_ip_address=r.private_ip,
+        public_ip_address=r.public_ip,
         architecture=r.architecture,
         root_device_type="instance-store",
         root_device_name="/dev/sda1",
         virtualization_type="paravirtual" if r.kernel_id else "hvm",
         client_token=r.client_token or "",
         ebs_optimized=False,
-        security_groups=[m.GroupIdentifier(group_name=g) for g in r.groups],
+        security_groups=group_identifiers(r),
         state_reason=reason,
         tags=tag_list(r.tags),
     )
@@ -59,7 +74,7 @@ def to_reservations(records: Iterable[ClcInstance]) -> list[m.Reservation]:
             reservation_id=rid,
             owner_id=members[0].account_id,
             requester_id=None,
-            groups=[m.GroupIdentifier(group_name=g) for g in members[0].groups],
+            groups=group_identifiers(members[0]),
             instances=[to_instance(r) for r in members],
         )
         for rid, members in grouped.items()

@@ -1,0 +1,334 @@
+"""Public addresses (the operator's pool, elastic IPs, each instance's public address) and instances in
+security groups, through the EC2 API (boto3 and the aws CLI) and `euca admin`, against a CLC whose cluster is
+an in-process stand-in for a CC (helpers/fake_cluster.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.exceptions
+import pytest
+from click.testing import CliRunner
+
+from euca.cli import main
+from helpers.fake_cluster import FakeCluster, FakeNode
+from helpers.instances import instances_of, register_tiny_image, unique, wait_for, wait_state
+from helpers.server import start_euca
+
+POOL = "10.99.5.10-10.99.5.29"  # 20 addresses
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    server = start_euca(
+        tmp_path_factory.mktemp("euca-addresses"),
+        roles="clc,walrus",
+        overrides={"clc.poll_interval": 0.2, "clc.public_addresses": POOL},
+    )
+    yield next(server)
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def ec2(cloud: Any) -> Any:
+    return cloud.client("ec2")
+
+
+@pytest.fixture(scope="module")
+def ec2_other(cloud: Any) -> Any:
+    return cloud.client("ec2", creds=cloud.other)
+
+
+def admin(euca: Any, *args: str) -> str:
+    result = CliRunner().invoke(main, ["--data-dir", str(euca.data_dir), "admin", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
+    return str(excinfo.value.response["Error"]["Code"])
+
+
+@pytest.fixture(scope="module")
+def fake(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
+    name = unique("zaddr")
+    fake = FakeCluster(
+        cloud.ctx.ca, tmp_path_factory.mktemp("fake-cc"), name, [FakeNode(f"{name}-n1", cores=16)], 55
+    )
+    fake.__enter__()
+    admin(cloud, "register-cluster", name, "--host", "127.0.0.1", "--port", str(fake.port), "--no-join-token")
+    admin(
+        cloud,
+        "register-node",
+        "--cluster",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--name",
+        f"{name}-n1",
+        "--no-join-token",
+    )
+    wait_for(
+        f"zone {name} available",
+        lambda: any(
+            z["ZoneName"] == name and z["State"] == "available"
+            for z in ec2.describe_availability_zones()["AvailabilityZones"]
+        ),
+    )
+    yield fake
+    fake.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def zone(fake: FakeCluster) -> str:
+    return str(fake.name)
+
+
+@pytest.fixture(scope="module")
+def image(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    image_id = register_tiny_image(cloud, tmp_path_factory.mktemp("addr-image"))
+    ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
+    return str(image_id)
+
+
+def launch(ec2: Any, image: str, zone: str, count: int = 1, **kwargs: Any) -> list[str]:
+    reservation = ec2.run_instances(
+        ImageId=image, MinCount=count, MaxCount=count, Placement={"AvailabilityZone": zone}, **kwargs
+    )
+    return [str(i) for i in instances_of(reservation)]
+
+
+def pool_state(cloud: Any) -> dict[str, str]:
+    """public address -> free / assigned / allocated, from `euca admin describe-public-addresses`."""
+    rows = [line.split("\t") for line in admin(cloud, "describe-public-addresses").splitlines()]
+    return {r[1]: r[2] for r in rows if r[0] == "ADDRESS"}
+
+
+def test_the_pool_is_seeded_and_administered(cloud: Any) -> None:
+    state = pool_state(cloud)
+    assert len(state) == 20 and "10.99.5.10" in state and "10.99.5.29" in state
+    assert "added 2 address(es); 1 already" in admin(cloud, "add-public-addresses", "10.99.5.29-10.99.5.31")
+    assert "removed 2" in admin(cloud, "remove-public-addresses", "10.99.5.30", "10.99.5.31")
+    bad = CliRunner().invoke(
+        main, ["--data-dir", str(cloud.data_dir), "admin", "add-public-addresses", "10.99.5.x"]
+    )
+    assert bad.exit_code != 0
+
+
+def test_instances_get_public_addresses_and_groups(cloud: Any, ec2: Any, zone: str, image: str) -> None:
+    web = unique("web")
+    web_id = ec2.create_security_group(GroupName=web, Description="web")["GroupId"]
+    ids = launch(ec2, image, zone, 2, SecurityGroups=[web], SecurityGroupIds=[web_id])
+    running = wait_state(ec2, ids, "running")
+    public = {i["PublicIpAddress"] for i in running.values()}
+    assert len(public) == 2 and all(ip.startswith("10.99.5.") for ip in public)
+    for i in running.values():
+        assert i["PrivateIpAddress"].startswith("10.55.")
+        assert i["PrivateDnsName"] == f"euca-{i['PrivateIpAddress'].replace('.', '-')}.eucalyptus.internal"
+        assert i["PublicDnsName"] == f"euca-{i['PublicIpAddress'].replace('.', '-')}.eucalyptus.localhost"
+        assert i["SecurityGroups"] == [{"GroupName": web, "GroupId": web_id}]
+    found = ec2.describe_instances(Filters=[{"Name": "ip-address", "Values": sorted(public)[:1]}])[
+        "Reservations"
+    ]
+    assert [i["InstanceId"] for r in found for i in r["Instances"]] in ([ids[0]], [ids[1]])
+    found = ec2.describe_instances(Filters=[{"Name": "group-id", "Values": [web_id]}])["Reservations"]
+    assert sorted(i["InstanceId"] for r in found for i in r["Instances"]) == sorted(ids)
+    assert all(pool_state(cloud)[ip] == "assigned" for ip in public)
+    # the group is in use while they run
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.delete_security_group(GroupId=web_id)
+    assert error_code(e) == "InvalidGroup.InUse"
+
+    ec2.terminate_instances(InstanceIds=ids)
+    ended = wait_state(ec2, ids, "terminated")
+    assert all("PublicIpAddress" not in i for i in ended.values())
+    assert all(pool_state(cloud)[ip] == "free" for ip in public)
+    ec2.delete_security_group(GroupId=web_id)
+
+
+def test_unknown_groups_at_launch(ec2: Any, zone: str, image: str) -> None:
+    cases: list[dict[str, Any]] = [
+        {"SecurityGroups": ["no-such-group"]},
+        {"SecurityGroupIds": ["sg-00000000"]},
+    ]
+    for kwargs in cases:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            launch(ec2, image, zone, **kwargs)
+        assert error_code(e) == "InvalidGroup.NotFound"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        launch(ec2, image, zone, SecurityGroupIds=["web"])
+    assert error_code(e) == "InvalidGroupId.Malformed"
+    # no group named: the default group, by id and name
+    (instance_id,) = launch(ec2, image, zone)
+    default_id = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]["GroupId"]
+    shown = wait_state(ec2, [instance_id], "running")[instance_id]
+    assert shown["SecurityGroups"] == [{"GroupName": "default", "GroupId": default_id}]
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated")
+
+
+def test_elastic_ips(cloud: Any, ec2: Any, ec2_other: Any, zone: str, image: str) -> None:
+    first, second = launch(ec2, image, zone, 2)
+    running = wait_state(ec2, [first, second], "running")
+    system_ip = running[first]["PublicIpAddress"]
+
+    eip = ec2.allocate_address()
+    assert eip["Domain"] == "standard" and eip["AllocationId"].startswith("eipalloc-")
+    ip = eip["PublicIp"]
+    assert pool_state(cloud)[ip] == "allocated"
+    listed = ec2.describe_addresses(PublicIps=[ip])["Addresses"]
+    assert listed == [{"PublicIp": ip, "Domain": "standard", "AllocationId": eip["AllocationId"]}]
+
+    # by public address (EC2-Classic): the instance's system address goes back to the pool
+    association = ec2.associate_address(PublicIp=ip, InstanceId=first)["AssociationId"]
+    assert association.startswith("eipassoc-")
+    assert (
+        ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+        == ip
+    )
+    assert pool_state(cloud)[system_ip] == "free"
+    shown = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [first]}])["Addresses"]
+    assert [(a["PublicIp"], a["AssociationId"]) for a in shown] == [(ip, association)]
+
+    # moving it needs AllowReassociation
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.associate_address(AllocationId=eip["AllocationId"], InstanceId=second)
+    assert error_code(e) == "Resource.AlreadyAssociated"
+    ec2.associate_address(AllocationId=eip["AllocationId"], InstanceId=second, AllowReassociation=True)
+    after = {
+        i: d["PublicIpAddress"]
+        for i, d in wait_state(ec2, [first, second], "running").items()
+        if "PublicIpAddress" in d
+    }
+    assert after.get(second) == ip and after.get(first) != ip
+
+    # releasing an associated address, or another account's, is refused
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.release_address(AllocationId=eip["AllocationId"])
+    assert error_code(e) == "InvalidIPAddress.InUse"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2_other.release_address(PublicIp=ip)
+    assert error_code(e) == "AuthFailure"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2_other.release_address(AllocationId=eip["AllocationId"])
+    assert error_code(e) == "InvalidAllocationID.NotFound"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2_other.associate_address(PublicIp=ip, InstanceId=second)
+    assert error_code(e) == "AuthFailure"
+    assert ec2_other.describe_addresses()["Addresses"] == []
+
+    # disassociate: the instance gets a public address from the pool again
+    ec2.disassociate_address(PublicIp=ip)
+    again = ec2.describe_instances(InstanceIds=[second])["Reservations"][0]["Instances"][0]
+    assert again.get("PublicIpAddress") not in (None, ip)
+    ec2.release_address(PublicIp=ip)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.describe_addresses(PublicIps=[ip])
+    assert error_code(e) == "InvalidAddress.NotFound"
+    assert pool_state(cloud)[ip] == "free"
+
+    # terminate disassociates an elastic IP (the account keeps it)
+    kept = ec2.allocate_address(Domain="vpc")
+    assert kept["Domain"] == "vpc"
+    ec2.associate_address(AllocationId=kept["AllocationId"], InstanceId=first)
+    ec2.terminate_instances(InstanceIds=[first, second])
+    wait_state(ec2, [first, second], "terminated")
+    (left,) = ec2.describe_addresses(AllocationIds=[kept["AllocationId"]])["Addresses"]
+    assert "InstanceId" not in left and "AssociationId" not in left
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.associate_address(AllocationId=kept["AllocationId"], InstanceId=first)
+    assert error_code(e) == "IncorrectInstanceState"
+    ec2.release_address(AllocationId=kept["AllocationId"])
+
+
+def test_bad_address_input(ec2: Any) -> None:
+    for kwargs, code in (
+        ({"PublicIp": "10.99.5.999"}, "InvalidParameterValue"),
+        ({"PublicIp": "192.0.2.1"}, "InvalidAddress.NotFound"),
+        ({"AllocationId": "eipalloc-00000000"}, "InvalidAllocationID.NotFound"),
+        ({}, "MissingParameter"),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            ec2.release_address(**kwargs)
+        assert error_code(e) == code, kwargs
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.allocate_address(Domain="moon")
+    assert error_code(e) == "InvalidParameterValue"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.allocate_address(Address="192.0.2.1")
+    assert error_code(e) == "InvalidAddress.NotFound"
+    eip = ec2.allocate_address()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.associate_address(PublicIp=eip["PublicIp"], InstanceId="i-00000000")
+    assert error_code(e) == "InvalidInstanceID.NotFound"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.disassociate_address(AssociationId="eipassoc-00000000")
+    assert error_code(e) == "InvalidAssociationID.NotFound"
+    ec2.release_address(AllocationId=eip["AllocationId"])
+
+
+def test_admin_verbose_and_aws_cli(cloud: Any, ec2_other: Any) -> None:
+    theirs = ec2_other.allocate_address()
+    mine = json.loads(cloud.aws("ec2", "allocate-address").stdout)
+    assert mine["PublicIp"].startswith("10.99.5.")
+    # the cloud admin's verbose view: every address of the pool and who holds it (as Eucalyptus)
+    verbose = {
+        a["PublicIp"]: a for a in cloud.client("ec2").describe_addresses(PublicIps=["verbose"])["Addresses"]
+    }
+    assert len(verbose) >= 20
+    assert verbose[theirs["PublicIp"]]["InstanceId"].startswith("available (")
+    assert any(a.get("InstanceId") == "nobody" for a in verbose.values())
+    # others see only their own
+    assert [a["PublicIp"] for a in ec2_other.describe_addresses()["Addresses"]] == [theirs["PublicIp"]]
+    listed = json.loads(cloud.aws("ec2", "describe-addresses", "--public-ips", mine["PublicIp"]).stdout)
+    assert listed["Addresses"][0]["AllocationId"] == mine["AllocationId"]
+    cloud.aws("ec2", "release-address", "--public-ip", mine["PublicIp"])
+    ec2_other.release_address(PublicIp=theirs["PublicIp"])
+
+
+def test_the_cluster_hears_groups_rules_and_addresses(ec2: Any, fake: FakeCluster, image: str) -> None:
+    """What the CC's data path will enforce: each spec names its groups and public address, and every poll
+    carries the cluster's network view, sent again at once when a rule changes."""
+    app = unique("app")
+    app_id = ec2.create_security_group(GroupName=app, Description="app")["GroupId"]
+    (instance_id,) = launch(ec2, image, fake.name, SecurityGroupIds=[app_id])
+    running = wait_state(ec2, [instance_id], "running")[instance_id]
+    spec = next(s for s in fake.specs if s.instance_id == instance_id)
+    assert spec.security_groups == [app_id] and spec.public_ip == running["PublicIpAddress"]
+
+    def view_has(check: Any) -> bool:
+        topology = fake.last_topology
+        return bool(topology is not None and topology.network is not None and check(topology.network))
+
+    wait_for(
+        "the instance in the network view",
+        lambda: view_has(
+            lambda v: any(
+                i.instance_id == instance_id and i.public_ip == running["PublicIpAddress"]
+                for i in v.instances
+            )
+        ),
+    )
+    ec2.authorize_security_group_ingress(
+        GroupId=app_id, IpProtocol="tcp", FromPort=22, ToPort=22, CidrIp="198.51.100.0/24"
+    )
+    wait_for(
+        "the rule in the network view",
+        lambda: view_has(
+            lambda v: any(
+                g.group_id == app_id
+                and g.member_ids == [instance_id]
+                and [(r.protocol, r.from_port, r.cidr) for r in g.rules] == [("tcp", 22, "198.51.100.0/24")]
+                for g in v.groups
+            )
+        ),
+    )
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated")
+    wait_for(
+        "the instance gone from the view",
+        lambda: view_has(lambda v: all(i.instance_id != instance_id for i in v.instances)),
+    )
+    ec2.delete_security_group(GroupId=app_id)
