@@ -254,9 +254,11 @@ def start_euca(
         f"cc.listen.port={port + 1}",
         f"nc.listen.port={port + 2}",
         f"nc.libvirt_uri={libvirt_uri}",
-        # Room for every instance the bench makes: a /16 of addresses, and (test driver) a node as large
-        # as needed. A real node offers what the host has.
+        # Room for every instance the bench makes: a /16 of private addresses, a public address pool as large
+        # (every instance takes one at launch, as Eucalyptus gave them), and (test driver) a node as large as
+        # needed. A real node offers what the host has.
         "cc.subnet=10.64.0.0/16",
+        "clc.public_addresses=10.99.0.0/16",
     ]
     if capacity:
         sets += [f"nc.cores={capacity}", f"nc.memory_mb={capacity * 256}", f"nc.disk_gb={capacity * 5}"]

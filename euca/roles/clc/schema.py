@@ -326,6 +326,10 @@ ADDRESSES = Migration(
     CREATE INDEX clc_addresses_account ON clc_addresses(account_id);
     CREATE INDEX clc_addresses_order ON clc_addresses(ip_order);
     """,
+        # The free addresses in address order, so taking the next free one reads one index entry: with
+        # only the indexes above SQLite finds every free row by account_id IS NULL and sorts them (a /16 pool
+        # made RunInstances of 100 take a second).
+        "CREATE INDEX clc_addresses_free ON clc_addresses(ip_order) WHERE account_id IS NULL",
     ],
 )
 

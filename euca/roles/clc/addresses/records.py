@@ -105,14 +105,12 @@ def _ip_key(public_ip: str) -> int:
 
 def add_to_pool(tx: Tx, addresses: Sequence[str]) -> list[str]:
     """Add these addresses to the pool (those already there are left as they are): the ones added."""
-    added: list[str] = []
-    for ip in addresses:
-        if not tx.one("SELECT 1 FROM clc_addresses WHERE public_ip=?", (ip,)):
-            tx.execute(
-                "INSERT INTO clc_addresses(public_ip, ip_order, domain, auto) VALUES(?,?,'standard',0)",
-                (ip, _ip_key(ip)),
-            )
-            added.append(ip)
+    present = {str(r["public_ip"]) for r in tx.all("SELECT public_ip FROM clc_addresses")}
+    added = [ip for ip in dict.fromkeys(addresses) if ip not in present]
+    tx.executemany(
+        "INSERT INTO clc_addresses(public_ip, ip_order, domain, auto) VALUES(?,?,'standard',0)",
+        [(ip, _ip_key(ip)) for ip in added],
+    )
     return added
 
 
@@ -323,16 +321,18 @@ TAG_KIND = tags.ResourceKind(("eipalloc",), "elastic-ip", "InvalidAllocationID.N
 
 def assign_system(tx: Tx, account_id: str, instance_ids: Sequence[str]) -> dict[str, str]:
     """A public address from the pool for each instance (as many as are free): instance id -> address."""
-    assigned: dict[str, str] = {}
-    for instance_id in instance_ids:
-        row = tx.one("SELECT public_ip FROM clc_addresses WHERE account_id IS NULL ORDER BY ip_order LIMIT 1")
-        if row is None:
-            break
-        tx.execute(
-            "UPDATE clc_addresses SET account_id=?, instance_id=?, auto=1, allocated=? WHERE public_ip=?",
-            (account_id, instance_id, time.time(), row["public_ip"]),
-        )
-        assigned[instance_id] = str(row["public_ip"])
+    free = tx.all(
+        "SELECT public_ip FROM clc_addresses WHERE account_id IS NULL ORDER BY ip_order LIMIT ?",
+        (len(instance_ids),),
+    )
+    assigned = {
+        instance_id: str(row["public_ip"]) for instance_id, row in zip(instance_ids, free, strict=False)
+    }
+    now = time.time()
+    tx.executemany(
+        "UPDATE clc_addresses SET account_id=?, instance_id=?, auto=1, allocated=? WHERE public_ip=?",
+        [(account_id, instance_id, now, ip) for instance_id, ip in assigned.items()],
+    )
     return assigned
 
 
