@@ -5,8 +5,13 @@ euca.core.http_messages, re-exported here.)
 - `Expect: 100-continue` answered lazily, when the handler first reads the body, so a request refused
   on its headers alone (bad signature, no such bucket) never uploads its body;
 - bodies streamed both ways, never held whole; file responses go out with os.sendfile;
-- limits on header size and on time without progress;
-- graceful shutdown: stop accepting, close idle connections, let requests in flight finish;
+- limits on header size; a bound on the time to a whole request head and a minimum body rate (slow
+  clients are cut, however steadily they trickle); caps on connections per listener and per client
+  address, over-cap connections answered 503 at once (internal callers are never refused);
+- only HTTP/1.0 and 1.1; Transfer-Encoding with Content-Length and malformed chunked bodies get 400 and
+  the connection is closed (no request smuggling through a proxy in front);
+- graceful shutdown: the listener closes at once (new clients are refused, or go to another process on a
+  SO_REUSEPORT port), idle connections close, requests in flight finish;
 - optional TLS (the cluster listeners use mutual TLS): the verified peer certificate's subject reaches the
   handler as `request.context["peer"]` (a `Peer`); file bodies are read and sent through the TLS stream.
 
@@ -16,8 +21,10 @@ A handler is `async def handler(request: Request) -> Response`. It never sees h1
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
+import resource
 import socket as pysocket
 import ssl
 import time
@@ -62,10 +69,15 @@ log = logging.getLogger("euca.http")
 SMALL_FILE = 64 * 1024
 # What a refused client may still send after its error response before we stop listening to it.
 LINGER_MAX_BYTES = 1024 * 1024
+# The whole answer to a connection over a cap: written once, without a task, and the socket closed.
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections"
+)
 
 
 class _Connection:
-    def __init__(self, server: HttpServer, stream: trio.SocketStream):
+    def __init__(self, server: HttpServer, stream: trio.SocketStream, client: tuple[str, int]):
         self.server = server
         self.socket_stream = stream
         # What requests are read from and responses written to: the socket, or TLS over it.
@@ -76,11 +88,9 @@ class _Connection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         self.idle = True
         self.cancel_scope = trio.CancelScope()
-        try:
-            peer = stream.socket.getpeername()
-            self.client = (str(peer[0]), int(peer[1]))
-        except OSError:
-            self.client = ("?", 0)
+        self.client = client
+        # When the body being read runs out of time (trio clock); 0: no body read yet in this request.
+        self.body_deadline = 0.0
 
     async def start_tls(self, context: ssl.SSLContext) -> bool:
         """The TLS handshake, bounded by the header timeout. False (logged in one line) when it fails."""
@@ -108,31 +118,66 @@ class _Connection:
         self.peer = Peer.from_ssl(stream)
         return True
 
-    async def _receive(self, timeout: float) -> None:
-        with trio.move_on_after(timeout) as cs:
-            try:
-                data = await self.stream.receive_some(RECV_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
-        if cs.cancelled_caught:
-            raise ClientDisconnected("timed out waiting for the client")
-        self.conn.receive_data(data)
-
-    async def next_event(self, timeout: float) -> Any:
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                await self._receive(timeout)
-                continue
-            return event
+    async def read_head(self, first: bool) -> Any:
+        """The next request head (or the end of the connection). The first request's head must be whole
+        within header_timeout of the connection's start; a later one may keep the connection idle for
+        idle_timeout, then must be whole within header_timeout of its first bytes. One deadline per phase,
+        however the bytes trickle in."""
+        event = self.conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event  # pipelined: already here
+        limits = self.limits
+        started = first
+        deadline = trio.current_time() + (limits.header_timeout if first else limits.idle_timeout)
+        with trio.CancelScope(deadline=deadline) as scope:
+            while True:
+                try:
+                    data = await self.stream.receive_some(RECV_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    data = b""
+                self.conn.receive_data(data)
+                event = self.conn.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                if not started:
+                    started = True
+                    scope.deadline = trio.current_time() + limits.header_timeout
+        raise ClientDisconnected("timed out waiting for the request head")
 
     async def next_event_for_body(self) -> Any:
         if self.conn.they_are_waiting_for_100_continue:
             await self.send(h11.InformationalResponse(status_code=100, headers=[]))
         try:
-            return await self.next_event(self.limits.io_timeout)
+            event = self.conn.next_event()
+            while event is h11.NEED_DATA:
+                await self._receive_body_bytes()
+                event = self.conn.next_event()
+            return event
         except h11.RemoteProtocolError as e:
+            # h11 has put their side in ERROR: the request ends in a 400 (see _handle).
             raise ClientDisconnected(f"bad request body: {e}") from e
+
+    async def _receive_body_bytes(self) -> None:
+        """One read of the body, against the body's deadline: body_grace from its first read, then every
+        byte buys 1/body_min_rate s, never more than io_timeout ahead (so an average rate over a window,
+        and a bound on any stall). A trickle falls behind and is cut; a past deadline stays past."""
+        limits = self.limits
+        rate = limits.body_min_rate
+        if not self.body_deadline:
+            self.body_deadline = trio.current_time() + (limits.body_grace if rate else limits.io_timeout)
+        with trio.CancelScope(deadline=self.body_deadline) as scope:
+            try:
+                data = await self.stream.receive_some(RECV_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+        if scope.cancelled_caught:
+            raise ClientDisconnected("request body too slow")
+        self.conn.receive_data(data)
+        stall_bound = trio.current_time() + limits.io_timeout
+        if rate:
+            self.body_deadline = min(self.body_deadline + len(data) / rate, stall_bound)
+        else:
+            self.body_deadline = stall_bound
 
     async def send(self, event: Any) -> None:
         data = self.conn.send(event)
@@ -267,15 +312,7 @@ class _Connection:
                             await self.send(h11.Data(data=chunk))
                 await self.send(h11.EndOfMessage())
         finally:
-            if isinstance(body, FileBody | FileSegments):
-                body.close()
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                with trio.CancelScope(shield=True):
-                    try:
-                        await aclose()
-                    except Exception:  # a generator's cleanup failing must not mask the real error
-                        pass
+            await _discard(body)
 
     async def _drain_body(self, body: Body) -> bool:
         """Read and drop what the handler left unread, so the connection can be reused."""
@@ -321,9 +358,7 @@ class _Connection:
             if self.server.closing:
                 return
             try:
-                event = await self.next_event(
-                    self.limits.header_timeout if first else self.limits.idle_timeout
-                )
+                event = await self.read_head(first)
             except h11.RemoteProtocolError as e:
                 await self._send_error_and_close(e)
                 return
@@ -339,8 +374,18 @@ class _Connection:
                     h11.RemoteProtocolError("request header fields too large", error_status_hint=431)
                 )
                 return
+            if event.http_version != b"1.1" and event.http_version != b"1.0":
+                # h11 parses any digit.digit; what is not HTTP/1.x is not ours to guess at.
+                await self._send_error_and_close(
+                    h11.RemoteProtocolError("HTTP version not supported", error_status_hint=505)
+                )
+                return
             self.idle = False
-            await self._handle(event)
+            try:
+                await self._handle(event)
+            except _BadRequest as e:
+                await self._send_error_and_close(h11.RemoteProtocolError(str(e), error_status_hint=400))
+                return
             if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
                 return
             if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
@@ -352,16 +397,22 @@ class _Connection:
     async def _handle(self, event: h11.Request) -> None:
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
+        headers = Headers(list(event.headers))
+        if "transfer-encoding" in headers and "content-length" in headers:
+            # Two framings: a proxy in front may have used the other one (request smuggling). RFC 9112 6.1:
+            # a server may reject such a message, and must close the connection after it.
+            raise _BadRequest("Transfer-Encoding together with Content-Length")
         request = Request(
             method=event.method.decode("ascii", "replace").upper(),
             target=target,
             path=path,
             query=query,
-            headers=Headers(list(event.headers)),
+            headers=headers,
             body=Body(self),
             client=self.client,
             http_version=event.http_version.decode("ascii", "replace"),
         )
+        self.body_deadline = 0.0
         if self.tls:
             request.context["peer"] = self.peer
         started = time.monotonic()
@@ -370,6 +421,8 @@ class _Connection:
             try:
                 response = await self.server.handler(request)
             except ClientDisconnected:
+                if self.conn.their_state is h11.ERROR:
+                    raise _BadRequest("malformed request body") from None
                 raise
             except Exception:
                 log.exception("handler failed for %s %s", request.method, request.target)
@@ -378,6 +431,10 @@ class _Connection:
                     [("Content-Type", "text/plain")],
                     b"internal error\n",
                 )
+            if self.conn.their_state is h11.ERROR:
+                # The handler met the malformed body and answered anyway: the answer is 400, and the end.
+                await _discard(response.body)
+                raise _BadRequest("malformed request body")
             if not await self._drain_body(request.body):
                 response.headers.append(("Connection", "close"))
                 # h11 would refuse to keep the connection; make the intent explicit to the client.
@@ -434,6 +491,23 @@ class _Connection:
                 return
 
 
+class _BadRequest(Exception):
+    """The request cannot be served and the connection cannot be trusted after it: 400, then close."""
+
+
+async def _discard(body: ResponseBody) -> None:
+    """Release what a response body holds (file descriptors, an async generator), sent or not."""
+    if isinstance(body, FileBody | FileSegments):
+        body.close()
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            try:
+                await aclose()
+            except Exception:  # a generator's cleanup failing must not mask the real error
+                pass
+
+
 def _pieces(body: FileBody | FileSegments) -> list[FileBody]:
     return body.parts if isinstance(body, FileSegments) else [body]
 
@@ -463,6 +537,35 @@ def _http_date() -> bytes:
     if _date_cache[0] != now:
         _date_cache = (now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
     return _date_cache[1]
+
+
+class _OpenFiles:
+    """The process's budget of connections from public clients on listeners without client certificates:
+    half the open-file limit (each may hold a socket and a file), the other half kept for files, the store,
+    internal callers and the cluster listeners, so that a flood never ends in EMFILE for everyone."""
+
+    budget = 0
+    in_use = 0
+
+    @classmethod
+    def ensure_budget(cls) -> None:
+        if cls.budget:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                soft = wanted
+            except (ValueError, OSError) as e:
+                log.warning("cannot raise the open files limit from %d to %d: %s", soft, wanted, e)
+        limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
+        cls.budget = max(limit // 2, 16)
+        log.info("open files limit=%d public connections budget=%d", limit, cls.budget)
+
+
+def _networks(names: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(name, strict=False) for name in names]
 
 
 async def _reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
@@ -523,8 +626,19 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self._listeners: list[trio.SocketListener] = []
         self._accept_scope: trio.CancelScope | None = None
+        # Connection caps (see HttpLimits.max_connections): counted for public clients only.
+        self._internal = _networks(limits.internal_networks)
+        self._internal_cache: dict[str, bool] = {}
+        # A listener that requires client certificates (cluster traffic) keeps its own budget only, out of
+        # the process's public one: a flood on the public port cannot starve it.
+        self._own_budget = ssl_context is not None and ssl_context.verify_mode == ssl.CERT_REQUIRED
+        self.public_connections = 0
+        self.per_client: dict[str, int] = {}
+        self.refused = 0
+        self._refusals_logged_at = -1e9
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        _OpenFiles.ensure_budget()
         if self.reuse_port:
             listeners = await _reuse_port_listeners(self.host, self.port)
         else:
@@ -562,10 +676,81 @@ class HttpServer:
                     continue
                 raise
             # (trio.SocketStream has set TCP_NODELAY already.)
-            nursery.start_soon(self._run_connection, stream)
+            try:
+                peer = stream.socket.getpeername()
+            except OSError:  # gone already
+                stream.socket.close()
+                continue
+            client = (str(peer[0]), int(peer[1]))
+            public = not self._is_internal(client[0])
+            if public and not self._admit(client[0]):
+                self._refuse(stream, client[0])
+                continue
+            nursery.start_soon(self._run_connection, stream, client, public)
 
-    async def _run_connection(self, stream: trio.SocketStream) -> None:
-        conn = _Connection(self, stream)
+    def _is_internal(self, host: str) -> bool:
+        known = self._internal_cache.get(host)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(host.partition("%")[0])
+            except ValueError:
+                known = False
+            else:
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                    address = address.ipv4_mapped
+                known = any(address in network for network in self._internal)
+            if len(self._internal_cache) > 4096:
+                self._internal_cache.clear()
+            self._internal_cache[host] = known
+        return known
+
+    def _admit(self, host: str) -> bool:
+        """Count a public client's connection in, or say it is over a cap."""
+        limits = self.limits
+        held = self.per_client.get(host, 0)
+        if held >= limits.max_connections_per_client or self.public_connections >= limits.max_connections:
+            return False
+        if not self._own_budget:
+            if _OpenFiles.in_use >= _OpenFiles.budget:
+                return False
+            _OpenFiles.in_use += 1
+        self.per_client[host] = held + 1
+        self.public_connections += 1
+        return True
+
+    def _release(self, host: str) -> None:
+        held = self.per_client.pop(host, 1) - 1
+        if held > 0:
+            self.per_client[host] = held
+        self.public_connections -= 1
+        if not self._own_budget:
+            _OpenFiles.in_use -= 1
+
+    def _refuse(self, stream: trio.SocketStream, host: str) -> None:
+        """Answer 503 in one non-blocking write (plain HTTP only) and close: no task, no buffer, no wait."""
+        sock = stream.socket
+        if self.ssl_context is None:
+            try:
+                os.write(sock.fileno(), BUSY_RESPONSE)
+            except OSError:
+                pass
+        sock.close()
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= 10:
+            self._refusals_logged_at = now
+            log.warning(
+                "connections over the cap refused=%d (this one from %s) port=%d public=%d limit=%d per_client=%d",
+                self.refused,
+                host,
+                self.port,
+                self.public_connections,
+                self.limits.max_connections,
+                self.limits.max_connections_per_client,
+            )
+
+    async def _run_connection(self, stream: trio.SocketStream, client: tuple[str, int], public: bool) -> None:
+        conn = _Connection(self, stream, client)
         self.connections.add(conn)
         try:
             await conn.run()
@@ -574,14 +759,21 @@ class HttpServer:
             log.exception("connection from %s failed", conn.client[0])
         finally:
             self.connections.discard(conn)
+            if public:
+                self._release(client[0])
 
     def shutdown(self) -> None:
-        """Stop accepting; idle keep-alive connections close now, busy ones after their response."""
+        """Close the listener now (new clients are refused, or on a SO_REUSEPORT port go to another
+        process); idle keep-alive connections close now, busy ones after their response."""
         if self.closing:
             return
         self.closing = True
         if self._accept_scope is not None:
             self._accept_scope.cancel()
+        for listener in self._listeners:
+            # Closed here, not when serve() returns after the grace period: a listening socket that no
+            # longer accepts leaves new clients in its backlog, hanging, until they are reset.
+            listener.socket.close()
         for conn in list(self.connections):
             if conn.idle:
                 conn.cancel_scope.cancel()
