@@ -21,10 +21,8 @@ A handler is `async def handler(request: Request) -> Response`. It never sees h1
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
-import resource
 import socket as pysocket
 import ssl
 import time
@@ -34,6 +32,7 @@ import h11
 import trio
 
 from euca.core.config import HttpLimits
+from euca.core.http_listen import Admission, OpenFiles, reuse_port_listeners
 from euca.core.http_messages import (
     RECV_SIZE,
     Body,
@@ -69,11 +68,6 @@ log = logging.getLogger("euca.http")
 SMALL_FILE = 64 * 1024
 # What a refused client may still send after its error response before we stop listening to it.
 LINGER_MAX_BYTES = 1024 * 1024
-# The whole answer to a connection over a cap: written once, without a task, and the socket closed.
-BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
-    b"Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections"
-)
 
 
 class _Connection:
@@ -89,14 +83,16 @@ class _Connection:
         self.idle = True
         self.cancel_scope = trio.CancelScope()
         self.client = client
+        # The first request head (and any TLS handshake before it) must be whole by header_timeout after this.
+        self.opened_at = trio.current_time()
         # When the body being read runs out of time (trio clock); 0: no body read yet in this request.
         self.body_deadline = 0.0
 
     async def start_tls(self, context: ssl.SSLContext) -> bool:
-        """The TLS handshake, bounded by the header timeout. False (logged in one line) when it fails."""
+        """The TLS handshake, within the first head's time. False (logged in one line) when it fails."""
         stream = trio.SSLStream(self.socket_stream, context, server_side=True, https_compatible=True)
         error: str | None = None
-        with trio.move_on_after(self.limits.header_timeout) as cs:
+        with trio.move_on_at(self.opened_at + self.limits.header_timeout) as cs:
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as e:
@@ -128,7 +124,10 @@ class _Connection:
             return event  # pipelined: already here
         limits = self.limits
         started = first
-        deadline = trio.current_time() + (limits.header_timeout if first else limits.idle_timeout)
+        if first:
+            deadline = self.opened_at + limits.header_timeout
+        else:
+            deadline = trio.current_time() + limits.idle_timeout
         with trio.CancelScope(deadline=deadline) as scope:
             while True:
                 try:
@@ -539,62 +538,6 @@ def _http_date() -> bytes:
     return _date_cache[1]
 
 
-class _OpenFiles:
-    """The process's budget of connections from public clients on listeners without client certificates:
-    half the open-file limit (each may hold a socket and a file), the other half kept for files, the store,
-    internal callers and the cluster listeners, so that a flood never ends in EMFILE for everyone."""
-
-    budget = 0
-    in_use = 0
-
-    @classmethod
-    def ensure_budget(cls) -> None:
-        if cls.budget:
-            return
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-                soft = wanted
-            except (ValueError, OSError) as e:
-                log.warning("cannot raise the open files limit from %d to %d: %s", soft, wanted, e)
-        limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
-        cls.budget = max(limit // 2, 16)
-        log.info("open files limit=%d public connections budget=%d", limit, cls.budget)
-
-
-def _networks(names: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(name, strict=False) for name in names]
-
-
-async def _reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """As trio.open_tcp_listeners, with SO_REUSEPORT set before bind (it cannot be set after)."""
-    infos = await trio.socket.getaddrinfo(
-        host or None, port, type=pysocket.SOCK_STREAM, flags=pysocket.AI_PASSIVE
-    )
-    listeners: list[trio.SocketListener] = []
-    try:
-        for family, kind, proto, _, address in infos:
-            sock = trio.socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
-                sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEPORT, 1)
-                if family == pysocket.AF_INET6:
-                    sock.setsockopt(pysocket.IPPROTO_IPV6, pysocket.IPV6_V6ONLY, 1)
-                await sock.bind(address)
-                sock.listen(1024)
-            except BaseException:
-                sock.close()
-                raise
-            listeners.append(trio.SocketListener(sock))
-    except BaseException:
-        for listener in listeners:
-            listener.socket.close()
-        raise
-    return listeners
-
-
 class HttpServer:
     """One listening address, one handler. `await nursery.start(server.serve)`; `server.shutdown()` to stop.
 
@@ -626,21 +569,18 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self._listeners: list[trio.SocketListener] = []
         self._accept_scope: trio.CancelScope | None = None
-        # Connection caps (see HttpLimits.max_connections): counted for public clients only.
-        self._internal = _networks(limits.internal_networks)
-        self._internal_cache: dict[str, bool] = {}
         # A listener that requires client certificates (cluster traffic) keeps its own budget only, out of
         # the process's public one: a flood on the public port cannot starve it.
-        self._own_budget = ssl_context is not None and ssl_context.verify_mode == ssl.CERT_REQUIRED
-        self.public_connections = 0
-        self.per_client: dict[str, int] = {}
-        self.refused = 0
-        self._refusals_logged_at = -1e9
+        self.admission = Admission(
+            limits, own_budget=ssl_context is not None and ssl_context.verify_mode == ssl.CERT_REQUIRED
+        )
+        self.accept_failures = 0
+        self._accept_failures_logged_at = -1e9
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        _OpenFiles.ensure_budget()
+        OpenFiles.ensure_budget()
         if self.reuse_port:
-            listeners = await _reuse_port_listeners(self.host, self.port)
+            listeners = await reuse_port_listeners(self.host, self.port)
         else:
             listeners = await trio.open_tcp_listeners(self.port, host=self.host or None, backlog=1024)
         for listener in listeners:
@@ -671,7 +611,13 @@ class HttpServer:
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept: %s; pausing", e)
+                    # Out of descriptors despite the budget (files, other listeners): wait, logging once
+                    # in a while rather than at every retry.
+                    self.accept_failures += 1
+                    now = time.monotonic()
+                    if now - self._accept_failures_logged_at >= 10:
+                        self._accept_failures_logged_at = now
+                        log.warning("accept: %s; pausing (%d times so far)", e, self.accept_failures)
                     await trio.sleep(0.1)
                     continue
                 raise
@@ -682,72 +628,11 @@ class HttpServer:
                 stream.socket.close()
                 continue
             client = (str(peer[0]), int(peer[1]))
-            public = not self._is_internal(client[0])
-            if public and not self._admit(client[0]):
-                self._refuse(stream, client[0])
+            public = not self.admission.is_internal(client[0])
+            if public and not self.admission.admit(client[0]):
+                self.admission.refuse(stream.socket, client[0], self.port, plain=self.ssl_context is None)
                 continue
             nursery.start_soon(self._run_connection, stream, client, public)
-
-    def _is_internal(self, host: str) -> bool:
-        known = self._internal_cache.get(host)
-        if known is None:
-            try:
-                address = ipaddress.ip_address(host.partition("%")[0])
-            except ValueError:
-                known = False
-            else:
-                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                    address = address.ipv4_mapped
-                known = any(address in network for network in self._internal)
-            if len(self._internal_cache) > 4096:
-                self._internal_cache.clear()
-            self._internal_cache[host] = known
-        return known
-
-    def _admit(self, host: str) -> bool:
-        """Count a public client's connection in, or say it is over a cap."""
-        limits = self.limits
-        held = self.per_client.get(host, 0)
-        if held >= limits.max_connections_per_client or self.public_connections >= limits.max_connections:
-            return False
-        if not self._own_budget:
-            if _OpenFiles.in_use >= _OpenFiles.budget:
-                return False
-            _OpenFiles.in_use += 1
-        self.per_client[host] = held + 1
-        self.public_connections += 1
-        return True
-
-    def _release(self, host: str) -> None:
-        held = self.per_client.pop(host, 1) - 1
-        if held > 0:
-            self.per_client[host] = held
-        self.public_connections -= 1
-        if not self._own_budget:
-            _OpenFiles.in_use -= 1
-
-    def _refuse(self, stream: trio.SocketStream, host: str) -> None:
-        """Answer 503 in one non-blocking write (plain HTTP only) and close: no task, no buffer, no wait."""
-        sock = stream.socket
-        if self.ssl_context is None:
-            try:
-                os.write(sock.fileno(), BUSY_RESPONSE)
-            except OSError:
-                pass
-        sock.close()
-        self.refused += 1
-        now = time.monotonic()
-        if now - self._refusals_logged_at >= 10:
-            self._refusals_logged_at = now
-            log.warning(
-                "connections over the cap refused=%d (this one from %s) port=%d public=%d limit=%d per_client=%d",
-                self.refused,
-                host,
-                self.port,
-                self.public_connections,
-                self.limits.max_connections,
-                self.limits.max_connections_per_client,
-            )
 
     async def _run_connection(self, stream: trio.SocketStream, client: tuple[str, int], public: bool) -> None:
         conn = _Connection(self, stream, client)
@@ -760,7 +645,7 @@ class HttpServer:
         finally:
             self.connections.discard(conn)
             if public:
-                self._release(client[0])
+                self.admission.release(client[0])
 
     def shutdown(self) -> None:
         """Close the listener now (new clients are refused, or on a SO_REUSEPORT port go to another

@@ -12,6 +12,7 @@ import trio
 
 from euca.core.config import HttpLimits
 from euca.core.http import ClientDisconnected, HttpServer, Request, Response
+from euca.core.http_listen import Admission
 from helpers.raw_http import HANG_GUARD, connect, exchange, one_request, read_until_closed, serving
 
 calls: list[str] = []
@@ -188,7 +189,7 @@ async def test_a_client_over_its_connection_cap_gets_503_and_others_are_served()
         )
         await held.pop().aclose()
         with trio.fail_after(HANG_GUARD):
-            while server.per_client.get("127.0.0.2") != 1:  # the server has seen that close
+            while server.admission.per_client.get("127.0.0.2") != 1:  # the server has seen that close
                 await trio.sleep(0.01)
         again = await one_request(
             server.port, b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "127.0.0.2"
@@ -297,3 +298,27 @@ async def test_shutdown_of_one_reuse_port_server_sends_new_clients_to_the_other(
             await held.aclose()
             second.shutdown()
     assert answers == [(200, b"second")] * 20
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Admission (the counts behind the caps), without sockets
+
+
+def test_admission_counts_public_clients_per_address_and_per_listener() -> None:
+    admission = Admission(
+        HttpLimits(
+            max_connections=3, max_connections_per_client=2, internal_networks=["10.0.0.0/8", "::1/128"]
+        ),
+        own_budget=True,
+    )
+    assert admission.is_internal("10.1.2.3") and admission.is_internal("::ffff:10.0.0.1")
+    assert admission.is_internal("::1") and not admission.is_internal("192.0.2.1")
+    assert not admission.is_internal("not an address")
+    assert [admission.admit("192.0.2.1") for _ in range(3)] == [True, True, False]  # per address
+    assert admission.admit("192.0.2.2") and not admission.admit("192.0.2.3")  # per listener
+    admission.release("192.0.2.1")
+    assert admission.per_client == {"192.0.2.1": 1, "192.0.2.2": 1}
+    assert admission.admit("192.0.2.3")
+    for host in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        admission.release(host)
+    assert (admission.per_client, admission.public_connections) == ({}, 0)

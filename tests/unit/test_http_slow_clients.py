@@ -105,7 +105,7 @@ async def test_slow_clients_are_cut_and_refused_while_normal_clients_are_served(
                 for _ in range(attackers):
                     await connected.acquire()
                 # Every attacker is connected and the server holds their connections: now the normal clients.
-                holding_when_served = server.public_connections
+                holding_when_served = server.admission.public_connections
                 normal = [
                     await one_request(
                         server.port, b"GET /n HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", NORMAL_PUBLIC
@@ -122,7 +122,7 @@ async def test_slow_clients_are_cut_and_refused_while_normal_clients_are_served(
                     ),
                 ]
             # The attack is over: the server holds none of it.
-            while server.public_connections:
+            while server.admission.public_connections:
                 await trio.sleep(0.05)
     admitted_heads = len(ATTACK_ADDRESSES) * PER_CLIENT
     assert [status for status, _ in normal] == [200, 200, 200], normal
