@@ -6,6 +6,7 @@ A bad key or value is refused at start with the offending key named (msgspec rep
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -31,13 +32,43 @@ class Listen(msgspec.Struct, forbid_unknown_fields=True):
 
 class HttpLimits(msgspec.Struct, forbid_unknown_fields=True):
     max_header_bytes: int = 64 * 1024
-    # Seconds a client may take to send a request head, or to stay idle between requests.
+    # Seconds a new connection has to send its whole first request head (from the connection's start),
+    # and any later request head (from its first byte): a head trickled byte by byte is cut at this bound.
     header_timeout: float = 30.0
+    # Seconds a keep-alive connection may wait, silent, for its next request.
     idle_timeout: float = 75.0
-    # Seconds without progress while reading a body or sending a response.
+    # Seconds a request body may stall, or one send to the client may take.
     io_timeout: float = 120.0
+    # A request body must average at least this many bytes per second (0: no minimum) once its first
+    # `body_grace` seconds are spent: every byte received buys 1/body_min_rate s more, up to io_timeout
+    # ahead. An upload at any usual speed never comes near it; one byte every few seconds is cut.
+    body_min_rate: int = 1024
+    body_grace: float = 30.0
+    # Connections one listener keeps open for clients outside internal_networks, and for any one such
+    # client address; more are answered 503 and closed at once. A listener that requires client
+    # certificates (the cluster listeners) has its own budget; internal_networks (this host's own callers)
+    # are never refused. Public listeners together also keep within half the open-file limit (raised to
+    # its hard limit at start), so files, the store and the other listeners always have descriptors.
+    max_connections: int = 4096
+    max_connections_per_client: int = 256
+    internal_networks: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # On SIGTERM/SIGINT requests in flight get this long to finish.
     shutdown_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "idle_timeout", "io_timeout", "body_grace"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0")
+        for name in ("max_header_bytes", "max_connections", "max_connections_per_client"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.body_min_rate < 0:
+            raise ValueError("body_min_rate must not be negative")
+        for network in self.internal_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as e:
+                raise ValueError(f"internal_networks: {e}") from e
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):

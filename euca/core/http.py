@@ -5,8 +5,13 @@ euca.core.http_messages, re-exported here.)
 - `Expect: 100-continue` answered lazily, when the handler first reads the body, so a request refused
   on its headers alone (bad signature, no such bucket) never uploads its body;
 - bodies streamed both ways, never held whole; file responses go out with os.sendfile;
-- limits on header size and on time without progress;
-- graceful shutdown: stop accepting, close idle connections, let requests in flight finish;
+- limits on header size; a bound on the time to a whole request head and a minimum body rate (slow
+  clients are cut, however steadily they trickle); caps on connections per listener and per client
+  address, over-cap connections answered 503 at once (internal callers are never refused);
+- only HTTP/1.0 and 1.1; Transfer-Encoding with Content-Length and malformed chunked bodies get 400 and
+  the connection is closed (no request smuggling through a proxy in front);
+- graceful shutdown: the listener closes at once (new clients are refused, or go to another process on a
+  SO_REUSEPORT port), idle connections close, requests in flight finish;
 - optional TLS (the cluster listeners use mutual TLS): the verified peer certificate's subject reaches the
   handler as `request.context["peer"]` (a `Peer`); file bodies are read and sent through the TLS stream.
 
@@ -27,6 +32,7 @@ import h11
 import trio
 
 from euca.core.config import HttpLimits
+from euca.core.http_listen import Admission, OpenFiles, reuse_port_listeners
 from euca.core.http_messages import (
     RECV_SIZE,
     Body,
@@ -65,7 +71,7 @@ LINGER_MAX_BYTES = 1024 * 1024
 
 
 class _Connection:
-    def __init__(self, server: HttpServer, stream: trio.SocketStream):
+    def __init__(self, server: HttpServer, stream: trio.SocketStream, client: tuple[str, int]):
         self.server = server
         self.socket_stream = stream
         # What requests are read from and responses written to: the socket, or TLS over it.
@@ -76,17 +82,17 @@ class _Connection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         self.idle = True
         self.cancel_scope = trio.CancelScope()
-        try:
-            peer = stream.socket.getpeername()
-            self.client = (str(peer[0]), int(peer[1]))
-        except OSError:
-            self.client = ("?", 0)
+        self.client = client
+        # The first request head (and any TLS handshake before it) must be whole by header_timeout after this.
+        self.opened_at = trio.current_time()
+        # When the body being read runs out of time (trio clock); 0: no body read yet in this request.
+        self.body_deadline = 0.0
 
     async def start_tls(self, context: ssl.SSLContext) -> bool:
-        """The TLS handshake, bounded by the header timeout. False (logged in one line) when it fails."""
+        """The TLS handshake, within the first head's time. False (logged in one line) when it fails."""
         stream = trio.SSLStream(self.socket_stream, context, server_side=True, https_compatible=True)
         error: str | None = None
-        with trio.move_on_after(self.limits.header_timeout) as cs:
+        with trio.move_on_at(self.opened_at + self.limits.header_timeout) as cs:
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as e:
@@ -108,31 +114,69 @@ class _Connection:
         self.peer = Peer.from_ssl(stream)
         return True
 
-    async def _receive(self, timeout: float) -> None:
-        with trio.move_on_after(timeout) as cs:
-            try:
-                data = await self.stream.receive_some(RECV_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
-        if cs.cancelled_caught:
-            raise ClientDisconnected("timed out waiting for the client")
-        self.conn.receive_data(data)
-
-    async def next_event(self, timeout: float) -> Any:
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                await self._receive(timeout)
-                continue
-            return event
+    async def read_head(self, first: bool) -> Any:
+        """The next request head (or the end of the connection). The first request's head must be whole
+        within header_timeout of the connection's start; a later one may keep the connection idle for
+        idle_timeout, then must be whole within header_timeout of its first bytes. One deadline per phase,
+        however the bytes trickle in."""
+        event = self.conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event  # pipelined: already here
+        limits = self.limits
+        started = first
+        if first:
+            deadline = self.opened_at + limits.header_timeout
+        else:
+            deadline = trio.current_time() + limits.idle_timeout
+        with trio.CancelScope(deadline=deadline) as scope:
+            while True:
+                try:
+                    data = await self.stream.receive_some(RECV_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    data = b""
+                self.conn.receive_data(data)
+                event = self.conn.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                if not started:
+                    started = True
+                    scope.deadline = trio.current_time() + limits.header_timeout
+        raise ClientDisconnected("timed out waiting for the request head")
 
     async def next_event_for_body(self) -> Any:
         if self.conn.they_are_waiting_for_100_continue:
             await self.send(h11.InformationalResponse(status_code=100, headers=[]))
         try:
-            return await self.next_event(self.limits.io_timeout)
+            event = self.conn.next_event()
+            while event is h11.NEED_DATA:
+                await self._receive_body_bytes()
+                event = self.conn.next_event()
+            return event
         except h11.RemoteProtocolError as e:
+            # h11 has put their side in ERROR: the request ends in a 400 (see _handle).
             raise ClientDisconnected(f"bad request body: {e}") from e
+
+    async def _receive_body_bytes(self) -> None:
+        """One read of the body, against the body's deadline: body_grace from its first read, then every
+        byte buys 1/body_min_rate s, never more than io_timeout ahead (so an average rate over a window,
+        and a bound on any stall). A trickle falls behind and is cut; a past deadline stays past."""
+        limits = self.limits
+        rate = limits.body_min_rate
+        if not self.body_deadline:
+            self.body_deadline = trio.current_time() + (limits.body_grace if rate else limits.io_timeout)
+        with trio.CancelScope(deadline=self.body_deadline) as scope:
+            try:
+                data = await self.stream.receive_some(RECV_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+        if scope.cancelled_caught:
+            raise ClientDisconnected("request body too slow")
+        self.conn.receive_data(data)
+        stall_bound = trio.current_time() + limits.io_timeout
+        if rate:
+            self.body_deadline = min(self.body_deadline + len(data) / rate, stall_bound)
+        else:
+            self.body_deadline = stall_bound
 
     async def send(self, event: Any) -> None:
         data = self.conn.send(event)
@@ -267,15 +311,7 @@ class _Connection:
                             await self.send(h11.Data(data=chunk))
                 await self.send(h11.EndOfMessage())
         finally:
-            if isinstance(body, FileBody | FileSegments):
-                body.close()
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                with trio.CancelScope(shield=True):
-                    try:
-                        await aclose()
-                    except Exception:  # a generator's cleanup failing must not mask the real error
-                        pass
+            await _discard(body)
 
     async def _drain_body(self, body: Body) -> bool:
         """Read and drop what the handler left unread, so the connection can be reused."""
@@ -321,9 +357,7 @@ class _Connection:
             if self.server.closing:
                 return
             try:
-                event = await self.next_event(
-                    self.limits.header_timeout if first else self.limits.idle_timeout
-                )
+                event = await self.read_head(first)
             except h11.RemoteProtocolError as e:
                 await self._send_error_and_close(e)
                 return
@@ -339,8 +373,18 @@ class _Connection:
                     h11.RemoteProtocolError("request header fields too large", error_status_hint=431)
                 )
                 return
+            if event.http_version != b"1.1" and event.http_version != b"1.0":
+                # h11 parses any digit.digit; what is not HTTP/1.x is not ours to guess at.
+                await self._send_error_and_close(
+                    h11.RemoteProtocolError("HTTP version not supported", error_status_hint=505)
+                )
+                return
             self.idle = False
-            await self._handle(event)
+            try:
+                await self._handle(event)
+            except _BadRequest as e:
+                await self._send_error_and_close(h11.RemoteProtocolError(str(e), error_status_hint=400))
+                return
             if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
                 return
             if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
@@ -352,16 +396,22 @@ class _Connection:
     async def _handle(self, event: h11.Request) -> None:
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
+        headers = Headers(list(event.headers))
+        if "transfer-encoding" in headers and "content-length" in headers:
+            # Two framings: a proxy in front may have used the other one (request smuggling). RFC 9112 6.1:
+            # a server may reject such a message, and must close the connection after it.
+            raise _BadRequest("Transfer-Encoding together with Content-Length")
         request = Request(
             method=event.method.decode("ascii", "replace").upper(),
             target=target,
             path=path,
             query=query,
-            headers=Headers(list(event.headers)),
+            headers=headers,
             body=Body(self),
             client=self.client,
             http_version=event.http_version.decode("ascii", "replace"),
         )
+        self.body_deadline = 0.0
         if self.tls:
             request.context["peer"] = self.peer
         started = time.monotonic()
@@ -370,6 +420,8 @@ class _Connection:
             try:
                 response = await self.server.handler(request)
             except ClientDisconnected:
+                if self.conn.their_state is h11.ERROR:
+                    raise _BadRequest("malformed request body") from None
                 raise
             except Exception:
                 log.exception("handler failed for %s %s", request.method, request.target)
@@ -378,6 +430,10 @@ class _Connection:
                     [("Content-Type", "text/plain")],
                     b"internal error\n",
                 )
+            if self.conn.their_state is h11.ERROR:
+                # The handler met the malformed body and answered anyway: the answer is 400, and the end.
+                await _discard(response.body)
+                raise _BadRequest("malformed request body")
             if not await self._drain_body(request.body):
                 response.headers.append(("Connection", "close"))
                 # h11 would refuse to keep the connection; make the intent explicit to the client.
@@ -434,6 +490,23 @@ class _Connection:
                 return
 
 
+class _BadRequest(Exception):
+    """The request cannot be served and the connection cannot be trusted after it: 400, then close."""
+
+
+async def _discard(body: ResponseBody) -> None:
+    """Release what a response body holds (file descriptors, an async generator), sent or not."""
+    if isinstance(body, FileBody | FileSegments):
+        body.close()
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            try:
+                await aclose()
+            except Exception:  # a generator's cleanup failing must not mask the real error
+                pass
+
+
 def _pieces(body: FileBody | FileSegments) -> list[FileBody]:
     return body.parts if isinstance(body, FileSegments) else [body]
 
@@ -463,33 +536,6 @@ def _http_date() -> bytes:
     if _date_cache[0] != now:
         _date_cache = (now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
     return _date_cache[1]
-
-
-async def _reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """As trio.open_tcp_listeners, with SO_REUSEPORT set before bind (it cannot be set after)."""
-    infos = await trio.socket.getaddrinfo(
-        host or None, port, type=pysocket.SOCK_STREAM, flags=pysocket.AI_PASSIVE
-    )
-    listeners: list[trio.SocketListener] = []
-    try:
-        for family, kind, proto, _, address in infos:
-            sock = trio.socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
-                sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEPORT, 1)
-                if family == pysocket.AF_INET6:
-                    sock.setsockopt(pysocket.IPPROTO_IPV6, pysocket.IPV6_V6ONLY, 1)
-                await sock.bind(address)
-                sock.listen(1024)
-            except BaseException:
-                sock.close()
-                raise
-            listeners.append(trio.SocketListener(sock))
-    except BaseException:
-        for listener in listeners:
-            listener.socket.close()
-        raise
-    return listeners
 
 
 class HttpServer:
@@ -523,10 +569,18 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self._listeners: list[trio.SocketListener] = []
         self._accept_scope: trio.CancelScope | None = None
+        # A listener that requires client certificates (cluster traffic) keeps its own budget only, out of
+        # the process's public one: a flood on the public port cannot starve it.
+        self.admission = Admission(
+            limits, own_budget=ssl_context is not None and ssl_context.verify_mode == ssl.CERT_REQUIRED
+        )
+        self.accept_failures = 0
+        self._accept_failures_logged_at = -1e9
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        OpenFiles.ensure_budget()
         if self.reuse_port:
-            listeners = await _reuse_port_listeners(self.host, self.port)
+            listeners = await reuse_port_listeners(self.host, self.port)
         else:
             listeners = await trio.open_tcp_listeners(self.port, host=self.host or None, backlog=1024)
         for listener in listeners:
@@ -557,15 +611,31 @@ class HttpServer:
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept: %s; pausing", e)
+                    # Out of descriptors despite the budget (files, other listeners): wait, logging once
+                    # in a while rather than at every retry.
+                    self.accept_failures += 1
+                    now = time.monotonic()
+                    if now - self._accept_failures_logged_at >= 10:
+                        self._accept_failures_logged_at = now
+                        log.warning("accept: %s; pausing (%d times so far)", e, self.accept_failures)
                     await trio.sleep(0.1)
                     continue
                 raise
             # (trio.SocketStream has set TCP_NODELAY already.)
-            nursery.start_soon(self._run_connection, stream)
+            try:
+                peer = stream.socket.getpeername()
+            except OSError:  # gone already
+                stream.socket.close()
+                continue
+            client = (str(peer[0]), int(peer[1]))
+            public = not self.admission.is_internal(client[0])
+            if public and not self.admission.admit(client[0]):
+                self.admission.refuse(stream.socket, client[0], self.port, plain=self.ssl_context is None)
+                continue
+            nursery.start_soon(self._run_connection, stream, client, public)
 
-    async def _run_connection(self, stream: trio.SocketStream) -> None:
-        conn = _Connection(self, stream)
+    async def _run_connection(self, stream: trio.SocketStream, client: tuple[str, int], public: bool) -> None:
+        conn = _Connection(self, stream, client)
         self.connections.add(conn)
         try:
             await conn.run()
@@ -574,14 +644,21 @@ class HttpServer:
             log.exception("connection from %s failed", conn.client[0])
         finally:
             self.connections.discard(conn)
+            if public:
+                self.admission.release(client[0])
 
     def shutdown(self) -> None:
-        """Stop accepting; idle keep-alive connections close now, busy ones after their response."""
+        """Close the listener now (new clients are refused, or on a SO_REUSEPORT port go to another
+        process); idle keep-alive connections close now, busy ones after their response."""
         if self.closing:
             return
         self.closing = True
         if self._accept_scope is not None:
             self._accept_scope.cancel()
+        for listener in self._listeners:
+            # Closed here, not when serve() returns after the grace period: a listening socket that no
+            # longer accepts leaves new clients in its backlog, hanging, until they are reset.
+            listener.socket.close()
         for conn in list(self.connections):
             if conn.idle:
                 conn.cancel_scope.cancel()
