@@ -7,8 +7,12 @@ names (other accounts, anonymous); otherwise the ACL checks decide. The public a
 that would make ACLs public (BlockPublicAcls), makes public ACL grants count for nothing (IgnorePublicAcls) and
 withdraws a public policy's Allow from everyone but the owner (RestrictPublicBuckets).
 
-A decision is made against one bucket's rules (`decide`): a request that touches a second bucket (a copy
-source) can be decided against that bucket's own rules with another call.
+A decision is made against one bucket's rules (`decide`) and holds for that bucket only. A request that touches
+a second bucket has that part decided against the second bucket's own rules: a copy (CopyObject,
+UploadPartCopy) must hold write on its destination (dispatch's decision) and read on its source exactly as a
+GET of the source object by the same caller (`decide_copy_source`: s3:GetObject, or s3:GetObjectVersion with
+x-amz-copy-source-version-id, under the source bucket's policy and public access block), so an Allow in the
+destination's policy never reads anything in the source.
 """
 
 from __future__ import annotations
@@ -85,6 +89,16 @@ async def decide(svc: WalrusService, call: S3Call, endpoint: Any, bucket: str, r
     return Access(bucket, verdict == s3_policy.ALLOW, bool(pab.get("IgnorePublicAcls")))
 
 
+async def decide_copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -> Access:
+    """The decision for reading a copy's source: the request judged as a GET of the source object (its version
+    if named) by the same caller, against the source bucket's rules (ACL_ONLY when it has none)."""
+    rules = svc.policies.get(source.bucket)
+    if rules is None:
+        return ACL_ONLY
+    read = s3.GetObject(source.bucket, source.key, source.version_id)
+    return await decide(svc, call, read, source.bucket, rules)
+
+
 def _block_public_acls(endpoint: Any) -> None:
     acl = getattr(endpoint, "acl", None)
     if not isinstance(acl, s3.AclRequest):
@@ -123,9 +137,17 @@ async def _context(
         "aws:securetransport": ["false"],
     }
     q = s3.parse_query(request.query) if request.query else {}
-    for name in ("prefix", "delimiter", "max-keys", "versionId"):
+    for name in ("prefix", "delimiter", "max-keys"):
         if name in q:
             keys[f"s3:{name.lower()}"] = [q[name]]
+    # The version the endpoint acts on: for a copy source judged as a GET, x-amz-copy-source's versionId,
+    # not the copy request's query.
+    if hasattr(endpoint, "version_id"):
+        version_id = endpoint.version_id
+    else:
+        version_id = q.get("versionId")
+    if version_id is not None:
+        keys["s3:versionid"] = [version_id]
     headers = request.headers
     for h in _CONDITION_HEADERS:
         v = headers.get(h)

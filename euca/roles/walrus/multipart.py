@@ -98,8 +98,7 @@ async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Re
 async def upload_part_copy(svc: WalrusService, call: S3Call, ep: s3.UploadPartCopy) -> Response:
     b = svc.authorized_bucket(call, ep)
     upload = await svc.store.read(lambda tx: meta.get_upload(tx, b.name, ep.key, ep.upload_id))
-    # Known defect (issue 11): the source is checked under the destination bucket's decision (see copy_object).
-    _, src = await copy_source(svc, call, ep.source, call.access)
+    _, src = await copy_source(svc, call, ep.source)
     rng = s3.parse_copy_range(ep.source_range, src.size)
     first, last = rng if rng is not None else (0, src.size - 1)
     written = await svc.storage.copy(

@@ -11,7 +11,7 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
-from euca.roles.walrus.access import Access
+from euca.roles.walrus.access import decide_copy_source
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
@@ -118,7 +118,8 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
         )
         if o is not None and ep.version_id is None:
             svc.objects.fill(b.name, ep.key, o, generation)
-    if o is None and not acls.allowed(b.acl, call.principal, "READ", call.access):
+    # No object to judge (none, or a delete marker): only a caller who may read the bucket learns that.
+    if (o is None or o.delete_marker) and not acls.allowed(b.acl, call.principal, "READ", call.access):
         raise S3Error("AccessDenied")
     o = svc.live(o, b.name, ep.key, ep.version_id)
     svc.permit(call, o.acl, "READ")
@@ -221,16 +222,17 @@ async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects)
 # -- copy ---------------------------------------------------------------------------------------------------
 
 
-async def copy_source(
-    svc: WalrusService, call: S3Call, source: s3.CopySource, access: Access
-) -> tuple[BucketRow, ObjectRow]:
-    """The live version a copy reads (with an inline object's bytes), READ-checked under `access` and its
-    x-amz-copy-source-if-* conditions evaluated."""
+async def copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -> tuple[BucketRow, ObjectRow]:
+    """The live version a copy reads (with an inline object's bytes), its x-amz-copy-source-if-* conditions
+    evaluated. The caller must be able to GET it: READ on the version's ACL, under the source bucket's own
+    policy and public access block (never the destination's decision, call.access, which only says the
+    caller may write there)."""
     sb = svc.bucket(source.bucket)
+    access = await decide_copy_source(svc, call, source)
     o = await svc.store.read(
         lambda tx: meta.get_object(tx, sb.name, source.key, source.version_id, with_data=True)
     )
-    if o is None and not acls.allowed(sb.acl, call.principal, "READ", access):
+    if (o is None or o.delete_marker) and not acls.allowed(sb.acl, call.principal, "READ", access):
         raise S3Error("AccessDenied")
     if o is not None and o.delete_marker and source.version_id is not None:
         raise S3Error(
@@ -248,10 +250,7 @@ async def copy_source(
 async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Response:
     b = svc.authorized_bucket(call, ep)
     owner = svc.owner_for(call, b)
-    # Known defect (issue 11): the source is checked under the destination bucket's decision (call.access),
-    # so a destination policy grant also passes the source's READ check. Deciding it on the source bucket's
-    # own rules is access.decide(..., source bucket, its rules).
-    sb, src = await copy_source(svc, call, ep.source, call.access)
+    sb, src = await copy_source(svc, call, ep.source)
     same = sb.name == b.name and src.key == ep.key
     if (
         same
