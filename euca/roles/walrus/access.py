@@ -99,6 +99,20 @@ async def decide_copy_source(svc: WalrusService, call: S3Call, source: s3.CopySo
     return await decide(svc, call, read, source.bucket, rules)
 
 
+async def decide_each_delete(
+    svc: WalrusService, call: S3Call, bucket: str, rules: BucketPolicy, key: str, version_id: str | None
+) -> Access | None:
+    """DeleteObjects names its keys in the body: each is judged as a DeleteObject of that key (and version:
+    s3:DeleteObjectVersion), as S3 does, so a statement on bucket/* or on one key applies to it. None: the
+    policy (or the public access block) refuses this key."""
+    try:
+        return await decide(svc, call, s3.DeleteObject(bucket, key, version_id), bucket, rules)
+    except S3Error as e:
+        if e.code == "AccessDenied":
+            return None
+        raise
+
+
 def _block_public_acls(endpoint: Any) -> None:
     acl = getattr(endpoint, "acl", None)
     if not isinstance(acl, s3.AclRequest):

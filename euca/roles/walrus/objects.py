@@ -11,7 +11,7 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
-from euca.roles.walrus.access import decide_copy_source
+from euca.roles.walrus.access import decide_copy_source, decide_each_delete
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
@@ -188,14 +188,26 @@ async def delete_object(svc: WalrusService, call: S3Call, ep: s3.DeleteObject) -
 
 
 async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects) -> Response:
-    b = svc.authorized_bucket(call, ep)
+    rules = svc.policies.get(ep.bucket)
+    # A bucket with a policy judges each key as its own DeleteObject (below): a Deny on bucket/* or on a key
+    # holds here too, and an Allow on them grants. Without one, the bucket's ACL decides for the request.
+    b = svc.authorized_bucket(call, ep) if rules is None else svc.bucket(ep.bucket)
     items, quiet = s3.parse_delete_objects_body(await call.xml_body())
     owner = svc.owner_for(call, b)
     now = time.time()
+    refused: set[int] = set()
+    if rules is not None:
+        for index, item in enumerate(items):
+            access = await decide_each_delete(svc, call, b.name, rules, item.key, item.version_id)
+            if access is None or not acls.allowed(b.acl, call.principal, "WRITE", access):
+                refused.add(index)
 
     def work(tx: Tx) -> tuple[list[s3.DeleteResult], list[str]]:
         results, removed = [], []
-        for item in items:
+        for index, item in enumerate(items):
+            if index in refused:
+                results.append(s3.DeleteResult(item.key, item.version_id, error=S3Error("AccessDenied")))
+                continue
             if (
                 item.version_id is not None
                 and item.version_id != "null"
