@@ -146,9 +146,15 @@ async def put_public_access_block(svc: WalrusService, call: S3Call, ep: s3.PutPu
 async def get_public_access_block(svc: WalrusService, call: S3Call, ep: s3.GetPublicAccessBlock) -> Response:
     b = svc.authorized_bucket(call, ep)
     entry = svc.policies.get(b.name)
-    # A bucket that never had one answers the all-false defaults (what the conformance suite expects) rather
-    # than NoSuchPublicAccessBlockConfiguration.
-    conf = entry.public_access_block if entry is not None and entry.public_access_block is not None else {}
+    if entry is None or entry.public_access_block is None:
+        # As S3 answers for a bucket that has none (never put, or deleted); not the all-false defaults.
+        raise S3Error(
+            "NoSuchPublicAccessBlockConfiguration",
+            "The public access block configuration was not found",
+            404,
+            BucketName=b.name,
+        )
+    conf = entry.public_access_block
     return Response(200, [("Content-Type", "application/xml")], s3_policy.render_public_access_block(conf))
 
 
