@@ -113,6 +113,28 @@ async def decide_each_delete(
         raise
 
 
+async def check_expected_owners(svc: WalrusService, call: S3Call, endpoint: Any) -> None:
+    """x-amz-expected-bucket-owner (and, on a copy, x-amz-source-expected-bucket-owner): AccessDenied unless
+    the bucket belongs to that account. A bucket that does not exist is left to the handler (NoSuchBucket)."""
+    headers = call.request.headers
+    expected = headers.get("x-amz-expected-bucket-owner")
+    if expected is not None:
+        await _check_owner(svc, getattr(endpoint, "bucket", None), expected)
+    source = getattr(endpoint, "source", None)
+    expected = headers.get("x-amz-source-expected-bucket-owner")
+    if expected is not None and isinstance(source, s3.CopySource):
+        await _check_owner(svc, source.bucket, expected)
+
+
+async def _check_owner(svc: WalrusService, bucket: str | None, expected: str) -> None:
+    b = svc.buckets.get(bucket) if bucket is not None else None
+    if b is None:
+        return
+    account = await svc.identity.account_by_canonical_id(b.owner_id)
+    if account is None or account.account_id != expected.strip():
+        raise S3Error("AccessDenied")
+
+
 def _block_public_acls(endpoint: Any) -> None:
     acl = getattr(endpoint, "acl", None)
     if not isinstance(acl, s3.AclRequest):
