@@ -60,7 +60,7 @@ async def get_bucket_tagging(svc: WalrusService, call: S3Call, ep: s3.GetBucketT
     b = svc.authorized_bucket(call, ep)
     if not b.tags:
         raise S3Error("NoSuchTagSet", BucketName=b.name)
-    return xml(s3.render_tagging(b.tags))
+    return xml(s3.render_tagging(dict(sorted(b.tags.items()))))  # S3 lists tags sorted by key
 
 
 async def put_bucket_tagging(svc: WalrusService, call: S3Call, ep: s3.PutBucketTagging) -> Response:

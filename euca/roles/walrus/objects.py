@@ -350,7 +350,8 @@ async def get_object_tagging(svc: WalrusService, call: S3Call, ep: s3.GetObjectT
     b = svc.authorized_bucket(call, ep)
     o = await svc.fetch(b.name, ep.key, ep.version_id)
     svc.permit(call, o.acl, ep.permission.name)
-    return xml(s3.render_tagging(o.tags or {}), headers=s3.version_id_headers(b.versioning, o.version_id))
+    tags = dict(sorted(o.tags.items())) if o.tags else {}  # S3 lists tags sorted by key
+    return xml(s3.render_tagging(tags), headers=s3.version_id_headers(b.versioning, o.version_id))
 
 
 async def put_object_tagging(svc: WalrusService, call: S3Call, ep: s3.PutObjectTagging) -> Response:
