@@ -1,4 +1,5 @@
-"""Small things S3 answers in a given form (issue 11): tags listed sorted by key."""
+"""Small things S3 answers in a given form (issue 11): tags listed sorted by key, Content-Encoding returned as
+sent."""
 
 from __future__ import annotations
 
@@ -15,3 +16,11 @@ def test_object_and_bucket_tags_are_listed_sorted_by_key(s3_client, bucket):
     s3_client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})
     assert s3_client.get_bucket_tagging(Bucket=bucket)["TagSet"] == expected
 
+
+def test_content_encoding_comes_back_as_sent(s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key="two", Body=b"x", ContentEncoding="deflate, gzip")
+    assert s3_client.head_object(Bucket=bucket, Key="two")["ContentEncoding"] == "deflate, gzip"
+    got = s3_client.get_object(Bucket=bucket, Key="two")
+    assert got["ContentEncoding"] == "deflate, gzip"
+    s3_client.put_object(Bucket=bucket, Key="one", Body=b"x", ContentEncoding="gzip")
+    assert s3_client.head_object(Bucket=bucket, Key="one")["ContentEncoding"] == "gzip"
