@@ -291,10 +291,23 @@ def test_old_version_of_a_deleted_key(s3_client, s3_other, s3_anonymous, ids, de
     put_policy(s3_client, bucket, statement("Allow", {"AWS": ids["other"]}, "s3:GetObject", bucket))
     assert outcome(lambda: read(s3_other, bucket, "secret", VersionId=version)) == "AccessDenied"
     assert outcome(lambda: copy(s3_other, destination, "old", source, operation)) == "AccessDenied"
+    # Nor does it tell that the key was deleted: that is for callers who may list the bucket.
+    latest = {"Bucket": bucket, "Key": "secret"}
+    assert outcome(lambda: read(s3_other, bucket, "secret")) == "AccessDenied"
+    assert outcome(lambda: copy(s3_other, destination, "old", latest, operation)) == "AccessDenied"
+    put_policy(
+        s3_client,
+        bucket,
+        statement("Allow", {"AWS": ids["other"]}, "s3:GetObject", bucket),
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": ids["other"]},
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{bucket}",
+        },
+    )
     assert outcome(lambda: read(s3_other, bucket, "secret")) == "NoSuchKey"
-    assert outcome(
-        lambda: copy(s3_other, destination, "old", {"Bucket": bucket, "Key": "secret"}, operation)
-    ) == ("NoSuchKey")
+    assert outcome(lambda: copy(s3_other, destination, "old", latest, operation)) == "NoSuchKey"
     put_policy(s3_client, bucket, statement("Allow", {"AWS": ids["other"]}, "s3:GetObjectVersion", bucket))
     assert read(s3_other, bucket, "secret", VersionId=version) == SECRET
     copy(s3_other, destination, "old", source, operation)

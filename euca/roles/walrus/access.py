@@ -63,9 +63,17 @@ class BucketPolicy:
         return BucketPolicy(self.text, self.policy, self.public_access_block)
 
 
-async def decide(svc: WalrusService, call: S3Call, endpoint: Any, bucket: str, rules: BucketPolicy) -> Access:
+async def decide(
+    svc: WalrusService,
+    call: S3Call,
+    endpoint: Any,
+    bucket: str,
+    rules: BucketPolicy,
+    condition_keys: dict[str, list[str]] | None = None,
+) -> Access:
     """Evaluate `bucket`'s `rules` for `endpoint`: AccessDenied on a Deny (or a public ACL the public access
-    block refuses), else the Access the ACL checks are to use."""
+    block refuses), else the Access the ACL checks are to use. `condition_keys` override what the request
+    itself gives (a decision for another action than the request's own)."""
     pab = rules.public_access_block or {}
     if pab.get("BlockPublicAcls"):
         _block_public_acls(endpoint)
@@ -73,6 +81,8 @@ async def decide(svc: WalrusService, call: S3Call, endpoint: Any, bucket: str, r
     action = s3.action_of(endpoint)
     if rules.policy is not None and action is not None:
         context = await _context(svc, call, endpoint, bucket, rules.policy, action)
+        if condition_keys:
+            context.keys.update(condition_keys)
         verdict = s3_policy.evaluate(rules.policy, context)
         b = svc.buckets.get(bucket)
         p = call.principal
@@ -133,6 +143,15 @@ async def _check_owner(svc: WalrusService, bucket: str | None, expected: str) ->
     account = await svc.identity.account_by_canonical_id(b.owner_id)
     if account is None or account.account_id != expected.strip():
         raise S3Error("AccessDenied")
+
+
+async def decide_listing_of(
+    svc: WalrusService, call: S3Call, bucket: str, rules: BucketPolicy, key: str
+) -> Access:
+    """The decision for listing `bucket` at the prefix `key` (s3:ListBucket, s3:prefix = the key): what S3 asks
+    before it tells a caller that a key does not exist."""
+    listing = s3.ListObjects(bucket, prefix=key)
+    return await decide(svc, call, listing, bucket, rules, {"s3:prefix": [key]})
 
 
 def _block_public_acls(endpoint: Any) -> None:

@@ -11,7 +11,7 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
-from euca.roles.walrus.access import decide_copy_source, decide_each_delete
+from euca.roles.walrus.access import ACL_ONLY, decide_copy_source, decide_each_delete, decide_listing_of
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
@@ -118,8 +118,7 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
         )
         if o is not None and ep.version_id is None:
             svc.objects.fill(b.name, ep.key, o, generation)
-    # No object to judge (none, or a delete marker): only a caller who may read the bucket learns that.
-    if (o is None or o.delete_marker) and not acls.allowed(b.acl, call.principal, "READ", call.access):
+    if (o is None or o.delete_marker) and not await may_learn_missing(svc, call, b, ep.key):
         raise S3Error("AccessDenied")
     o = svc.live(o, b.name, ep.key, ep.version_id)
     svc.permit(call, o.acl, "READ")
@@ -157,6 +156,15 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
     if len(pieces) == 1:
         return Response(status, headers, pieces[0])
     return Response(status, headers, FileSegments(pieces))
+
+
+async def may_learn_missing(svc: WalrusService, call: S3Call, b: BucketRow, key: str) -> bool:
+    """Whether the caller may learn that `key` has no object (none, or a delete marker is its current version):
+    S3 answers 404 to a caller who may list the bucket at that prefix (s3:ListBucket with s3:prefix the key,
+    or READ on the bucket's ACL), 403 to others, whatever they may do with objects that exist."""
+    rules = svc.policies.get(b.name)
+    access = ACL_ONLY if rules is None else await decide_listing_of(svc, call, b.name, rules, key)
+    return acls.allowed(b.acl, call.principal, "READ", access)
 
 
 # -- DELETE -------------------------------------------------------------------------------------------------
@@ -244,7 +252,7 @@ async def copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -
     o = await svc.store.read(
         lambda tx: meta.get_object(tx, sb.name, source.key, source.version_id, with_data=True)
     )
-    if (o is None or o.delete_marker) and not acls.allowed(sb.acl, call.principal, "READ", access):
+    if (o is None or o.delete_marker) and not await may_learn_missing(svc, call, sb, source.key):
         raise S3Error("AccessDenied")
     if o is not None and o.delete_marker and source.version_id is not None:
         raise S3Error(
