@@ -13,6 +13,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from helpers.aws_cli import run_aws
+
 PREFIXES = ["", "/services/objectstorage", "/services/Walrus"]
 SIGNATURES = ["s3", "s3v4"]
 
@@ -110,3 +112,40 @@ def test_errors_still_name_the_request(euca):
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket="no-such-bucket-" + uuid.uuid4().hex[:8], Key="k")
     assert e.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+def test_aws_cli_presign_below_the_service_prefix(euca, tmp_path):
+    """`aws s3 presign` against eucarc's S3_URL, in us-east-1 as many users leave it."""
+    s3 = client(euca, "", "s3v4")
+    bucket = "sig-" + uuid.uuid4().hex[:16]
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="a b.txt", Body=b"from the cli")
+    config = tmp_path / "aws-config"
+    for signature in ("s3", "s3v4"):
+        config.write_text(
+            f"[default]\ns3 =\n    addressing_style = path\n    signature_version = {signature}\n"
+        )
+        out = run_aws(
+            euca.url + "/services/objectstorage",
+            "us-east-1",
+            euca.admin.access_key,
+            euca.admin.secret_key,
+            "s3",
+            "presign",
+            f"s3://{bucket}/a b.txt",
+            config_file=config,
+        )
+        r = httpx.get(out.stdout.strip())
+        assert r.status_code == 200, (signature, r.text)
+        assert r.content == b"from the cli"
+    ls = run_aws(
+        euca.url + "/services/objectstorage",
+        "us-east-1",
+        euca.admin.access_key,
+        euca.admin.secret_key,
+        "s3",
+        "ls",
+        f"s3://{bucket}/",
+        config_file=config,
+    )
+    assert "a b.txt" in ls.stdout
