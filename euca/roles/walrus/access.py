@@ -154,6 +154,16 @@ async def decide_listing_of(
     return await decide(svc, call, listing, bucket, rules, {"s3:prefix": [key]})
 
 
+def refuse_public_acl(svc: WalrusService, bucket: str, grants: list[list[str]]) -> None:
+    """AccessDenied if `bucket`'s BlockPublicAcls is on and `grants` (an ACL's stored grants) make it public:
+    for an ACL given as an AccessControlPolicy body, which the header check in `decide` does not see."""
+    rules = svc.policies.get(bucket)
+    if rules is None or not (rules.public_access_block or {}).get("BlockPublicAcls"):
+        return
+    if any(g[1] == "Group" and g[2] in (s3.ALL_USERS, s3.AUTHENTICATED_USERS) for g in grants):
+        raise S3Error("AccessDenied")
+
+
 def _block_public_acls(endpoint: Any) -> None:
     acl = getattr(endpoint, "acl", None)
     if not isinstance(acl, s3.AclRequest):

@@ -12,7 +12,7 @@ from euca.protocol.s3 import cors as s3_cors
 from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
-from euca.roles.walrus.access import BucketPolicy
+from euca.roles.walrus.access import BucketPolicy, refuse_public_acl
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService
@@ -47,6 +47,7 @@ async def get_bucket_acl(svc: WalrusService, call: S3Call, ep: s3.GetBucketAcl) 
 async def put_bucket_acl(svc: WalrusService, call: S3Call, ep: s3.PutBucketAcl) -> Response:
     b = svc.authorized_bucket(call, ep)
     acl = await svc.acl_from_request(call, ep.acl, (b.owner_id, b.owner_name), None)
+    refuse_public_acl(svc, b.name, acl["grants"])
     await svc.write_config(lambda tx: meta.update_bucket(tx, b.name, acl=acl))
     b.acl = acl
     log.info("put-bucket-acl bucket=%s grants=%d", b.name, len(acl["grants"]))

@@ -11,7 +11,13 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
-from euca.roles.walrus.access import ACL_ONLY, decide_copy_source, decide_each_delete, decide_listing_of
+from euca.roles.walrus.access import (
+    ACL_ONLY,
+    decide_copy_source,
+    decide_each_delete,
+    decide_listing_of,
+    refuse_public_acl,
+)
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
@@ -347,6 +353,7 @@ async def put_object_acl(svc: WalrusService, call: S3Call, ep: s3.PutObjectAcl) 
     o = await svc.fetch(b.name, ep.key, ep.version_id)
     svc.permit(call, o.acl, ep.permission.name)
     acl = await svc.acl_from_request(call, ep.acl, (o.owner_id, o.owner_name), (b.owner_id, b.owner_name))
+    refuse_public_acl(svc, b.name, acl["grants"])
     await svc.write(
         lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, acl=acl), b.name, o.key
     )
