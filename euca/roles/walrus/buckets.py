@@ -71,9 +71,17 @@ async def create_bucket(svc: WalrusService, call: S3Call, ep: s3.CreateBucket) -
     location = s3.parse_create_bucket_body(await call.xml_body()) or ""
     existing = svc.buckets.get(ep.bucket)
     if existing is not None:
-        if existing.owner_id == p.canonical_id:
+        if existing.owner_id != p.canonical_id:
+            raise S3Error("BucketAlreadyExists", BucketName=ep.bucket)
+        if (location or svc.region) != (existing.location or svc.region):
             raise S3Error("BucketAlreadyOwnedByYou", BucketName=ep.bucket)
-        raise S3Error("BucketAlreadyExists", BucketName=ep.bucket)
+        # S3's default region answers 200 to its owner re-creating a bucket where it is, and resets its ACL
+        # (to the one this request asks for: private without one); nothing else changes.
+        acl = await svc.acl_for(ep.acl, (p.canonical_id, p.account_name))
+        await svc.write_config(lambda tx: meta.update_bucket(tx, existing.name, acl=acl))
+        existing.acl = acl
+        log.info("create-bucket again bucket=%s owner=%s: acl reset", existing.name, p.account_name)
+        return empty(200, [("Location", f"/{existing.name}")])
     acl = await svc.acl_for(ep.acl, (p.canonical_id, p.account_name))
     row = BucketRow(
         name=ep.bucket,
