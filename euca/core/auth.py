@@ -293,6 +293,10 @@ async def _authenticate(
     virtual_bucket: str | None,
     now: float,
 ) -> AuthResult:
+    if service == "s3" and request.method == "OPTIONS":
+        # A CORS preflight is never signed: browsers send it without credentials, and the query parameters
+        # of the presigned URL it precedes sign the request to come (its method), not this one.
+        return AuthResult(principal=None)
     raw_path = request.context.get("raw_path", request.path)
     # Below a service prefix (/services/objectstorage): SigV2 clients may sign the path below it (see sigv2).
     mounted_path = request.path if "mount" in request.context else None
