@@ -349,3 +349,18 @@ def test_policy_conditions_see_the_source_version(s3_client, s3_other, ids, dele
             CopySource={"Bucket": bucket, "Key": "secret", "VersionId": other_version},
         )
     assert e.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_within_one_bucket_a_put_grant_reads_nothing(s3_client, s3_other, s3_anonymous):
+    """Source and destination in the same bucket: its policy's Allow of s3:PutObject lets B write, not read."""
+    bucket = new_bucket(s3_client)
+    s3_client.put_object(Bucket=bucket, Key="secret", Body=SECRET)
+    allow_anyone_to_put(s3_client, bucket)
+    for client in (s3_other, s3_anonymous):
+        for operation in OPERATIONS:
+            source = {"Bucket": bucket, "Key": "secret"}
+            assert (
+                outcome(lambda c=client, o=operation, s=source: copy(c, bucket, "stolen", s, o))
+                == "AccessDenied"
+            )
+    assert [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]] == ["secret"]
