@@ -13,7 +13,7 @@ from euca.protocol.s3 import S3Error
 from euca.roles.walrus import completion, meta
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import ObjectRow, PartRow, UploadRow
-from euca.roles.walrus.objects import copy_source
+from euca.roles.walrus.objects import copy_source, written_version_headers
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService
 
@@ -195,7 +195,7 @@ async def complete_multipart_upload(
     location = f"/{b.name}/{ep.key}"
     checks = {algo: checksum} if checksum and algo else {}
     body = s3.render_complete_multipart(location, b.name, ep.key, etag, checks, upload.checksum_type)
-    return xml(body, headers=s3.version_id_headers(b.versioning, row.version_id))
+    return xml(body, headers=written_version_headers(b, row.version_id))
 
 
 async def abort_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.AbortMultipartUpload) -> Response:

@@ -40,10 +40,16 @@ async def put_object(svc: WalrusService, call: S3Call, ep: s3.PutObject) -> Resp
     row = await store_object(
         svc, b, ep.key, written, owner, ep.headers, ep.checksum.algorithm, acl, ep.tagging
     )
-    headers = [s3.etag_header(row.etag), *s3.version_id_headers(b.versioning, row.version_id)]
+    headers = [s3.etag_header(row.etag), *written_version_headers(b, row.version_id)]
     if row.checksum:
         headers += s3.checksum_headers(row.checksum_algorithm, row.checksum)
     return empty(200, headers)
+
+
+def written_version_headers(b: BucketRow, version_id: str) -> list[tuple[str, str]]:
+    """The x-amz-version-id of a write's answer (PutObject, CopyObject, CompleteMultipartUpload): none for the
+    null version, which is what a write makes in a versioning-suspended bucket, as S3 answers."""
+    return [] if version_id == "null" else s3.version_id_headers(b.versioning, version_id)
 
 
 async def store_object(
@@ -330,7 +336,7 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
     log.info(
         "copy bucket=%s key=%s from=%s/%s size=%d etag=%s", b.name, ep.key, sb.name, src.key, row.size, etag
     )
-    out = s3.version_id_headers(b.versioning, row.version_id)
+    out = written_version_headers(b, row.version_id)
     out += s3.copy_source_version_headers(sb.versioning, src.version_id)
     checks = {algorithm: checksum} if checksum and algorithm else {}
     return xml(s3.render_copy_result("CopyObjectResult", etag, now, checks), headers=out)
