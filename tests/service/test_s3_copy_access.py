@@ -364,3 +364,25 @@ def test_within_one_bucket_a_put_grant_reads_nothing(s3_client, s3_other, s3_ano
                 == "AccessDenied"
             )
     assert [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]] == ["secret"]
+
+
+def test_a_bucket_name_taken_again_has_none_of_the_old_rules(s3_client, s3_other, s3_anonymous):
+    """A bucket deleted and created again by another account starts without the old policy, public access
+    block or CORS rules (they are keyed by name: the audit of issue 11 checked they go with the bucket)."""
+    name = new_bucket(s3_client)
+    put_policy(s3_client, name, statement("Allow", "*", ["s3:GetObject", "s3:PutObject"], name))
+    put_block(s3_client, name, IgnorePublicAcls=True)
+    s3_client.put_bucket_cors(
+        Bucket=name, CORSConfiguration={"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]}
+    )
+    s3_client.delete_bucket(Bucket=name)
+    s3_other.create_bucket(Bucket=name)
+    s3_other.put_object(Bucket=name, Key="mine", Body=b"b's")
+    assert outcome(lambda: read(s3_anonymous, name, "mine")) == "AccessDenied"
+    assert outcome(lambda: s3_anonymous.put_object(Bucket=name, Key="x", Body=b"x")) == "AccessDenied"
+    assert outcome(lambda: s3_other.get_bucket_policy(Bucket=name)) == "NoSuchBucketPolicy"
+    assert (
+        outcome(lambda: s3_other.get_public_access_block(Bucket=name))
+        == "NoSuchPublicAccessBlockConfiguration"
+    )
+    assert outcome(lambda: s3_other.get_bucket_cors(Bucket=name)) == "NoSuchCORSConfiguration"
