@@ -18,7 +18,7 @@ destination's policy never reads anything in the source.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
@@ -26,6 +26,8 @@ from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import meta
 
 if TYPE_CHECKING:
+    from euca.core.http import Request
+    from euca.core.identity import Principal
     from euca.roles.walrus.call import S3Call
     from euca.roles.walrus.service import WalrusService
 
@@ -44,6 +46,16 @@ class Access:
     bucket: str | None = None
     policy_grant: bool = False
     ignore_public_acls: bool = False
+
+
+class Caller(Protocol):
+    """Who asks, and the request they ask with: what a decision reads of a call (an S3Call is one)."""
+
+    @property
+    def request(self) -> Request: ...
+
+    @property
+    def principal(self) -> Principal | None: ...
 
 
 # Shared by every request to a bucket without a policy or public access block (most of them): no allocation.
@@ -65,7 +77,7 @@ class BucketPolicy:
 
 async def decide(
     svc: WalrusService,
-    call: S3Call,
+    call: Caller,
     endpoint: Any,
     bucket: str,
     rules: BucketPolicy,
@@ -97,6 +109,34 @@ async def decide(
         ):
             verdict = None
     return Access(bucket, verdict == s3_policy.ALLOW, bool(pab.get("IgnorePublicAcls")))
+
+
+@dataclass(frozen=True, slots=True)
+class _FormSigner:
+    """A POST Object request as made by its form's signer (the request itself carries no signature)."""
+
+    request: Request
+    principal: Principal | None
+
+
+async def decide_form_upload(
+    svc: WalrusService,
+    call: S3Call,
+    bucket: str,
+    key: str,
+    principal: Principal | None,
+    acl: s3.AclRequest,
+    tagging: dict[str, str] | None = None,
+) -> Access:
+    """POST Object, once its form is read: judged as a PutObject of `key` by the form's signer (`principal`;
+    None for an anonymous form) under the bucket's rules, BlockPublicAcls seeing the form's acl. dispatch
+    cannot decide it (the request is unsigned and names no key; PostObject's `action` is None), so without
+    this the bucket's policy never applies to form uploads: neither its Deny nor its Allow."""
+    rules = svc.policies.get(bucket)
+    if rules is None:
+        return ACL_ONLY
+    upload = s3.PutObject(bucket, key, acl=acl, tagging=tagging)
+    return await decide(svc, _FormSigner(call.request, principal), upload, bucket, rules)
 
 
 async def decide_copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -> Access:
@@ -190,7 +230,7 @@ _CONDITION_HEADERS = (
 
 
 async def _context(
-    svc: WalrusService, call: S3Call, endpoint: Any, bucket: str, policy: s3_policy.Policy, action: str
+    svc: WalrusService, call: Caller, endpoint: Any, bucket: str, policy: s3_policy.Policy, action: str
 ) -> s3_policy.Context:
     """The request as the policy's conditions see it: resource, principal and condition keys."""
     key = getattr(endpoint, "key", None)
