@@ -163,17 +163,15 @@ async def decide_each_delete(
         raise
 
 
-async def check_expected_owners(svc: WalrusService, call: S3Call, endpoint: Any) -> None:
-    """x-amz-expected-bucket-owner (and, on a copy, x-amz-source-expected-bucket-owner): AccessDenied unless
-    the bucket belongs to that account. A bucket that does not exist is left to the handler (NoSuchBucket)."""
-    headers = call.request.headers
-    expected = headers.get("x-amz-expected-bucket-owner")
+async def check_expected_owner(
+    svc: WalrusService, call: S3Call, bucket: str | None, header: str = "x-amz-expected-bucket-owner"
+) -> None:
+    """x-amz-expected-bucket-owner (or, for a copy's source, x-amz-source-expected-bucket-owner): AccessDenied
+    unless `bucket` belongs to the account it names. A bucket that does not exist is left to the handler
+    (NoSuchBucket)."""
+    expected = call.request.headers.get(header)
     if expected is not None:
-        await _check_owner(svc, getattr(endpoint, "bucket", None), expected)
-    source = getattr(endpoint, "source", None)
-    expected = headers.get("x-amz-source-expected-bucket-owner")
-    if expected is not None and isinstance(source, s3.CopySource):
-        await _check_owner(svc, source.bucket, expected)
+        await _check_owner(svc, bucket, expected)
 
 
 async def _check_owner(svc: WalrusService, bucket: str | None, expected: str) -> None:

@@ -13,6 +13,7 @@ from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
 from euca.roles.walrus.access import (
     ACL_ONLY,
+    check_expected_owner,
     decide_copy_source,
     decide_each_delete,
     decide_listing_of,
@@ -260,6 +261,7 @@ async def copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -
     policy and public access block (never the destination's decision, call.access, which only says the
     caller may write there)."""
     sb = svc.bucket(source.bucket)
+    await check_expected_owner(svc, call, sb.name, "x-amz-source-expected-bucket-owner")
     access = await decide_copy_source(svc, call, source)
     o = await svc.store.read(
         lambda tx: meta.get_object(tx, sb.name, source.key, source.version_id, with_data=True)
