@@ -26,7 +26,8 @@ CONTRACT (roles code against this; keep it stable):
     result.decoded_length                   # x-amz-decoded-content-length or Content-Length, if known
 
 `request.context["raw_path"]` holds the path as the client sent it (before a mount prefix was stripped);
-signatures are computed over that.
+signatures are computed over that. An S3 SigV2 signature may also cover the path below the prefix
+(request.path): botocore signs its auth_path, the bucket and key without the endpoint's path.
 """
 
 from __future__ import annotations
@@ -292,7 +293,13 @@ async def _authenticate(
     virtual_bucket: str | None,
     now: float,
 ) -> AuthResult:
+    if service == "s3" and request.method == "OPTIONS":
+        # A CORS preflight is never signed: browsers send it without credentials, and the query parameters
+        # of the presigned URL it precedes sign the request to come (its method), not this one.
+        return AuthResult(principal=None)
     raw_path = request.context.get("raw_path", request.path)
+    # Below a service prefix (/services/objectstorage): SigV2 clients may sign the path below it (see sigv2).
+    mounted_path = request.path if "mount" in request.context else None
     headers = _wire_headers(request)
     query_keys = {k for k, _ in sigv4.parse_query(request.query)}
     authorization = (request.headers.get("authorization") or "").strip()
@@ -330,7 +337,13 @@ async def _authenticate(
         return await _finish_v4(request, identity, service, parsed4, "sigv4-header")
     if authorization.startswith("AWS ") and service == "s3":
         parsed2 = sigv2.parse_s3_header_auth(
-            request.method, raw_path, request.query, headers, now=now, virtual_bucket=virtual_bucket
+            request.method,
+            raw_path,
+            request.query,
+            headers,
+            now=now,
+            virtual_bucket=virtual_bucket,
+            mounted_path=mounted_path,
         )
         return await _finish_v2(request, identity, service, parsed2)
     if authorization:
@@ -348,7 +361,13 @@ async def _authenticate(
         return await _finish_v4(request, identity, service, parsed4, "sigv4-query")
     if v2_query_s3:
         parsed2 = sigv2.parse_s3_query_auth(
-            request.method, raw_path, request.query, headers, now=now, virtual_bucket=virtual_bucket
+            request.method,
+            raw_path,
+            request.query,
+            headers,
+            now=now,
+            virtual_bucket=virtual_bucket,
+            mounted_path=mounted_path,
         )
         return await _finish_v2(request, identity, service, parsed2)
     if service != "s3":

@@ -145,7 +145,7 @@ def _query_pieces(raw_query: str) -> list[tuple[str, tuple[str, str]]]:
 
 def _s3_strings(
     method: str,
-    raw_path: str,
+    paths: Sequence[str],
     raw_query: str,
     headers: Sequence[tuple[str, str]],
     date_lines: list[str],
@@ -157,15 +157,14 @@ def _s3_strings(
     md5 = (content_md5 if content_md5 is not None else _header(headers, "content-md5") or "").strip()
     ctype = (content_type if content_type is not None else _header(headers, "content-type") or "").strip()
     amz = canonical_amz_headers(headers, extra_amz)
-    resources = [canonical_resource(raw_path, raw_query, virtual_bucket=virtual_bucket)]
-    wider = canonical_resource(
-        raw_path,
-        raw_query,
-        virtual_bucket=virtual_bucket,
-        subresources=S3_SUBRESOURCES | BOTOCORE_EXTRA_SUBRESOURCES,
-    )
-    if wider != resources[0]:
-        resources.append(wider)
+    resources: list[str] = []
+    for path in paths:
+        for subresources in (S3_SUBRESOURCES, S3_SUBRESOURCES | BOTOCORE_EXTRA_SUBRESOURCES):
+            res = canonical_resource(
+                path, raw_query, virtual_bucket=virtual_bucket, subresources=subresources
+            )
+            if res not in resources:
+                resources.append(res)
     # botocore's HmacV1Auth signs a bucket-level path-style request as "/bucket/" (its auth_path, taken
     # before the trailing slash is dropped from the URL), so accept the other spelling of a bare bucket.
     for res in list(resources):
@@ -179,6 +178,10 @@ def _s3_strings(
     ]
 
 
+def _paths(raw_path: str, mounted_path: str | None) -> list[str]:
+    return [raw_path] if mounted_path is None or mounted_path == raw_path else [raw_path, mounted_path]
+
+
 def parse_s3_header_auth(
     method: str,
     raw_path: str,
@@ -187,7 +190,11 @@ def parse_s3_header_auth(
     *,
     now: float,
     virtual_bucket: str | None = None,
+    mounted_path: str | None = None,
 ) -> SigV2Request:
+    """`mounted_path`: the path below the service prefix the request came in through (/services/objectstorage),
+    when it did: a client given that prefix in its endpoint may sign either (botocore signs the path below it,
+    its auth_path); both name the same resource."""
     authorization = (_header(headers, "authorization") or "").strip()
     scheme, _, credentials = authorization.partition(" ")
     akid, sep, signature = credentials.strip().rpartition(":")
@@ -215,7 +222,9 @@ def parse_s3_header_auth(
     return SigV2Request(
         access_key_id=akid,
         signature=signature.strip(),
-        strings_to_sign=_s3_strings(method, raw_path, raw_query, headers, date_lines, virtual_bucket),
+        strings_to_sign=_s3_strings(
+            method, _paths(raw_path, mounted_path), raw_query, headers, date_lines, virtual_bucket
+        ),
         digest="sha1",
         service="s3",
         method="sigv2-header",
@@ -230,7 +239,11 @@ def parse_s3_query_auth(
     *,
     now: float,
     virtual_bucket: str | None = None,
+    mounted_path: str | None = None,
 ) -> SigV2Request:
+    """`mounted_path`: the path below the service prefix the request came in through (/services/objectstorage),
+    when it did: a client given that prefix in its endpoint may sign either (botocore signs the path below it,
+    its auth_path); both name the same resource."""
     params: dict[str, str] = {}
     for key, value in parse_query(raw_query):
         params.setdefault(key, value)
@@ -267,7 +280,7 @@ def parse_s3_query_auth(
         signature=signature,
         strings_to_sign=_s3_strings(
             method,
-            raw_path,
+            _paths(raw_path, mounted_path),
             raw_query,
             headers,
             [expires],

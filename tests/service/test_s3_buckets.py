@@ -34,13 +34,25 @@ def test_invalid_names(s3_client, name):
     assert code(e) == "InvalidBucketName"
 
 
-def test_already_owned_and_exists(s3_client, s3_other, bucket):
+def test_already_owned_and_exists(s3_client, s3_other, s3_anonymous, bucket):
+    # As S3's default region answers: 200 to the owner, whose bucket keeps its objects and gets the ACL the
+    # request asks for (issue 11); 409 BucketAlreadyExists to anyone else.
+    s3_client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    s3_client.create_bucket(Bucket=bucket, ACL="public-read")
+    assert s3_anonymous.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
+    s3_client.create_bucket(Bucket=bucket)
     with pytest.raises(ClientError) as e:
-        s3_client.create_bucket(Bucket=bucket)
-    assert code(e) == "BucketAlreadyOwnedByYou"
+        s3_anonymous.list_objects_v2(Bucket=bucket)
+    assert code(e) == "AccessDenied"
     with pytest.raises(ClientError) as e:
         s3_other.create_bucket(Bucket=bucket)
     assert code(e) == "BucketAlreadyExists"
+    # Asking for it elsewhere than it is stays a conflict.
+    with pytest.raises(ClientError) as e:
+        s3_client.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "elsewhere-1"}
+        )
+    assert code(e) == "BucketAlreadyOwnedByYou"
 
 
 def test_delete_not_empty_and_missing(s3_client, bucket):

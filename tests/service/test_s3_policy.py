@@ -76,6 +76,10 @@ def test_condition_on_existing_object_tag(s3_client, s3_other, bucket):
 
 
 def test_public_access_block(s3_client, s3_other, bucket):
+    with pytest.raises(ClientError) as e:
+        s3_client.get_public_access_block(Bucket=bucket)
+    assert code(e) == "NoSuchPublicAccessBlockConfiguration"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     conf = {
         "BlockPublicAcls": True,
         "IgnorePublicAcls": False,
@@ -99,6 +103,12 @@ def test_public_access_block(s3_client, s3_other, bucket):
         s3_other.get_object(Bucket=bucket, Key="k")
     s3_client.delete_public_access_block(Bucket=bucket)
     assert s3_other.get_object(Bucket=bucket, Key="k")["Body"].read() == b"k"
+    with pytest.raises(ClientError) as e:
+        s3_client.get_public_access_block(Bucket=bucket)
+    assert code(e) == "NoSuchPublicAccessBlockConfiguration"
+    with pytest.raises(ClientError) as e:
+        s3_other.get_public_access_block(Bucket=bucket)
+    assert code(e) == "AccessDenied"
 
 
 def test_cors_rules_and_preflight(euca, s3_client, bucket):

@@ -55,8 +55,9 @@ def test_suspended_null_version(s3_client, bucket):
     s3_client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     v1 = s3_client.put_object(Bucket=bucket, Key="s", Body=b"v1")["VersionId"]
     s3_client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
-    assert s3_client.put_object(Bucket=bucket, Key="s", Body=b"n1")["VersionId"] == "null"
-    assert s3_client.put_object(Bucket=bucket, Key="s", Body=b"n2")["VersionId"] == "null"
+    # A write in a suspended bucket makes the null version, and S3's answer names no version (issue 11).
+    assert "VersionId" not in s3_client.put_object(Bucket=bucket, Key="s", Body=b"n1")
+    assert "VersionId" not in s3_client.put_object(Bucket=bucket, Key="s", Body=b"n2")
     vs = s3_client.list_object_versions(Bucket=bucket)["Versions"]
     assert [v["VersionId"] for v in vs] == ["null", v1]
     d = s3_client.delete_object(Bucket=bucket, Key="s")
@@ -64,6 +65,21 @@ def test_suspended_null_version(s3_client, bucket):
     vs = s3_client.list_object_versions(Bucket=bucket)
     assert [v["VersionId"] for v in vs["Versions"]] == [v1]
     assert [m["VersionId"] for m in vs["DeleteMarkers"]] == ["null"]
+    # CopyObject and CompleteMultipartUpload answer the same; a HEAD still names the null version.
+    s3_client.put_object(Bucket=bucket, Key="s", Body=b"n3")
+    assert s3_client.head_object(Bucket=bucket, Key="s")["VersionId"] == "null"
+    assert "VersionId" not in s3_client.copy_object(
+        Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "s"}
+    )
+    upload = s3_client.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+    part = s3_client.upload_part(Bucket=bucket, Key="m", UploadId=upload, PartNumber=1, Body=b"m")
+    done = s3_client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="m",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert "VersionId" not in done
 
 
 def test_versions_pagination(s3_client, bucket):

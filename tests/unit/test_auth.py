@@ -418,3 +418,40 @@ async def test_unsupported_authorization_type(identity):
     with pytest.raises(AuthError) as e:
         await authenticate(request, identity, service="s3", region="euca")
     assert (e.value.code, e.value.status) == ("InvalidArgument", 400)
+
+
+async def test_s3_preflight_is_never_authenticated(identity, admin_key):
+    client, _ = capture_client(
+        "s3", admin_key, endpoint="http://127.0.0.1:19310", signature_version="s3v4", **S3_PATH
+    )
+    url = client.generate_presigned_url("put_object", Params={"Bucket": "bkt", "Key": "up"}, ExpiresIn=60)
+    result = await authenticate(make_request("OPTIONS", url, {}), identity, service="s3", region="euca")
+    assert result.principal is None and result.method == "anonymous"
+    with pytest.raises(AuthError):
+        await authenticate(make_request("GET", url, {}), identity, service="s3", region="euca")
+
+
+async def test_sigv2_below_the_mount_prefix(identity, admin_key):
+    """botocore with endpoint .../services/objectstorage signs /bkt/k (its auth_path) with SigV2."""
+    client, sent = capture_client(
+        "s3",
+        admin_key,
+        endpoint="http://127.0.0.1:19310/services/objectstorage",
+        signature_version="s3",
+        **S3_PATH,
+    )
+    client.get_object(Bucket="bkt", Key="k")
+    method, url, headers, _ = sent[0]
+    raw = urlsplit(url).path
+    assert raw == "/services/objectstorage/bkt/k"
+    request = make_request(method, url, headers, raw_path=raw)
+    request.path = "/bkt/k"
+    request.context["mount"] = "/services/objectstorage"
+    result = await authenticate(request, identity, service="s3", region="euca")
+    assert result.method == "sigv2-header" and result.principal == admin_key.principal
+    other = make_request(method, url, headers, raw_path=raw)
+    other.path = "/bkt/other"
+    other.context["mount"] = "/services/objectstorage"
+    with pytest.raises(AuthError) as e:
+        await authenticate(other, identity, service="s3", region="euca")
+    assert e.value.code == "SignatureDoesNotMatch"

@@ -126,3 +126,20 @@ def test_apply_overrides() -> None:
     assert s3.apply_overrides(headers, []) is headers
     lower = s3.apply_overrides([("content-type", "x")], [("Content-Type", "y")])
     assert lower == [("Content-Type", "y")]
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("gzip", "gzip"),
+        ("deflate, gzip", "deflate, gzip"),
+        ("deflate,gzip", "deflate,gzip"),
+        ("aws-chunked", None),
+        ("gzip,aws-chunked", "gzip"),
+        ("aws-chunked, deflate, gzip", "deflate, gzip"),
+        ("", None),
+    ],
+)
+def test_content_encoding_kept_as_sent_without_aws_chunked(sent: str, stored: str | None) -> None:
+    headers = s3.parse_object_headers({"content-encoding": sent})
+    assert headers.content_encoding == stored

@@ -17,6 +17,23 @@ def parse(
     return s3.parse_request(method, path, query, {k.lower(): v for k, v in (headers or {}).items()}, vbucket)
 
 
+def test_list_buckets_pages():
+    assert parse("GET", "/") == s3.ListBuckets()
+    ep = parse("GET", "/?max-buckets=2&continuation-token=abc&prefix=p-&bucket-region=r1")
+    assert ep == s3.ListBuckets(2, "abc", "p-", "r1")
+    for bad in ("0", "10001", "-1", "x", ""):
+        with pytest.raises(S3Error) as e:
+            parse("GET", f"/?max-buckets={bad}")
+        assert e.value.code == "InvalidArgument"
+    body = s3.render_list_buckets(s3.Owner("id", "name"), [], "tok", "p-")
+    root = ET.fromstring(body)
+    ns = {"s3": root.tag[1:].split("}")[0]} if root.tag.startswith("{") else {}
+    find = (lambda name: root.find(f"s3:{name}", ns)) if ns else root.find
+    assert find("ContinuationToken").text == "tok" and find("Prefix").text == "p-"
+    plain = ET.fromstring(s3.render_list_buckets(s3.Owner("id", "name"), []))
+    assert len(plain) == 2  # Owner and Buckets only
+
+
 def test_service_and_bucket_endpoints():
     assert isinstance(parse("GET", "/"), s3.ListBuckets)
     assert isinstance(parse("PUT", "/b"), s3.CreateBucket)

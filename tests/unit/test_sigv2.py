@@ -132,6 +132,34 @@ def test_boto3_s3v2_presigned_url():
     parsed.verify(CREDS.secret_key)
 
 
+@pytest.mark.parametrize("presign", [False, True])
+def test_path_below_a_service_prefix(presign):
+    """An endpoint of http://host/services/objectstorage: botocore signs the path below the prefix (its
+    auth_path), other clients the whole path; both are the same resource. Another path is still refused."""
+    url = "http://127.0.0.1:19300/services/objectstorage/bucket/a%20b?versionId=v1"
+    request = AWSRequest(method="GET", url=url)
+    request.auth_path = "/bucket/a%20b"
+    (HmacV1QueryAuth(CREDS, expires=120) if presign else HmacV1Auth(CREDS)).add_auth(request)
+    _, split, headers = _wire(request)
+    parse = sigv2.parse_s3_query_auth if presign else sigv2.parse_s3_header_auth
+    now = time.time()
+    with pytest.raises(SignatureError):
+        parse("GET", split.path, split.query, headers, now=now).verify(CREDS.secret_key)
+    parse("GET", split.path, split.query, headers, now=now, mounted_path="/bucket/a%20b").verify(
+        CREDS.secret_key
+    )
+    with pytest.raises(SignatureError):
+        parse("GET", split.path, split.query, headers, now=now, mounted_path="/bucket/other").verify(
+            CREDS.secret_key
+        )
+    whole = AWSRequest(method="GET", url=url)
+    (HmacV1QueryAuth(CREDS, expires=120) if presign else HmacV1Auth(CREDS)).add_auth(whole)
+    _, split, headers = _wire(whole)
+    parse("GET", split.path, split.query, headers, now=now, mounted_path="/bucket/a%20b").verify(
+        CREDS.secret_key
+    )
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_botocore_sigv2_query_api(method):
     params = {

@@ -60,11 +60,16 @@ OBJECT_WRITE_ACP = Permission("WRITE_ACP", "object")
 @final
 @dataclass(slots=True)
 class ListBuckets:
-    """GET /: the caller's own buckets (an anonymous caller has none)."""
+    """GET /: the caller's own buckets (an anonymous caller has none), by name; a page of `max_buckets` after
+    `continuation_token` (None: all of them), those whose name starts with `prefix`, in `bucket_region`."""
 
     action: ClassVar[str | None] = "s3:ListAllMyBuckets"
     permission: ClassVar[Permission] = ANYONE
     body: ClassVar[Body] = "none"
+    max_buckets: int | None = None
+    continuation_token: str | None = None
+    prefix: str | None = None
+    bucket_region: str | None = None
 
 
 @final

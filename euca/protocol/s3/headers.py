@@ -321,9 +321,12 @@ def check_storage_and_encryption(headers: HeaderMap) -> None:
 def parse_object_headers(headers: HeaderMap) -> ObjectHeaders:
     encoding = headers.get("content-encoding")
     if encoding is not None:
-        # aws-chunked is transfer framing, not a property of the object (S3 drops it).
-        kept = [e.strip() for e in encoding.split(",") if e.strip() and e.strip().lower() != "aws-chunked"]
-        encoding = ",".join(kept) or None
+        # aws-chunked is transfer framing, not a property of the object (S3 drops it); the rest is kept as
+        # sent ("deflate, gzip" comes back with its space).
+        items = encoding.split(",")
+        if any(e.strip().lower() == "aws-chunked" for e in items):
+            items = [e for e in items if e.strip() and e.strip().lower() != "aws-chunked"]
+        encoding = ",".join(items).strip() or None
     meta = {k[11:]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
     for value in meta.values():
         # Control characters cannot be stored and returned as an HTTP header value intact.

@@ -150,6 +150,21 @@ def _int_param(q: Mapping[str, str], name: str, default: int, lo: int = 0, hi: i
     return value
 
 
+def _list_buckets(q: Mapping[str, str]) -> ListBuckets:
+    raw = q.get("max-buckets")
+    max_buckets = None
+    if raw is not None:
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 10000):
+            raise S3Error(
+                "InvalidArgument",
+                "Argument max-buckets must be an integer between 1 and 10000",
+                ArgumentName="max-buckets",
+                ArgumentValue=raw,
+            )
+        max_buckets = int(raw)
+    return ListBuckets(max_buckets, q.get("continuation-token"), q.get("prefix"), q.get("bucket-region"))
+
+
 def _encoding(q: Mapping[str, str]) -> str | None:
     enc = q.get("encoding-type")
     if enc is None:
@@ -217,7 +232,7 @@ def parse_request(
         return Unsupported(f"{method} ?{sub}", bucket, key)
     if bucket is None:
         if method == "GET":
-            return ListBuckets()
+            return _list_buckets(q) if q else ListBuckets()
         return Unsupported(f"{method} /")
     if key is not None and len(key.encode()) > MAX_KEY_BYTES:
         raise S3Error("KeyTooLongError", Size=str(len(key.encode())), MaxSizeAllowed=str(MAX_KEY_BYTES))

@@ -221,14 +221,20 @@ class BucketEntry:
     region: str = ""
 
 
-def render_list_buckets(owner: Owner, buckets: list[BucketEntry]) -> bytes:
+def render_list_buckets(
+    owner: Owner, buckets: list[BucketEntry], continuation_token: str | None = None, prefix: str | None = None
+) -> bytes:
     items = "".join(
         f"<Bucket><Name>{escape(b.name)}</Name><CreationDate>{iso8601(b.created)}</CreationDate>"
         + (f"<BucketRegion>{escape(b.region)}</BucketRegion>" if b.region else "")
         + "</Bucket>"
         for b in buckets
     )
-    return document("ListAllMyBucketsResult", _owner("Owner", owner) + f"<Buckets>{items}</Buckets>")
+    page = (
+        f"<ContinuationToken>{escape(continuation_token)}</ContinuationToken>" if continuation_token else ""
+    )
+    page += f"<Prefix>{escape(prefix)}</Prefix>" if prefix is not None else ""
+    return document("ListAllMyBucketsResult", _owner("Owner", owner) + f"<Buckets>{items}</Buckets>" + page)
 
 
 def render_location(location: str) -> bytes:

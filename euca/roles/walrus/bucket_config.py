@@ -12,7 +12,7 @@ from euca.protocol.s3 import cors as s3_cors
 from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
-from euca.roles.walrus.access import BucketPolicy
+from euca.roles.walrus.access import BucketPolicy, refuse_public_acl
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService
@@ -47,6 +47,7 @@ async def get_bucket_acl(svc: WalrusService, call: S3Call, ep: s3.GetBucketAcl) 
 async def put_bucket_acl(svc: WalrusService, call: S3Call, ep: s3.PutBucketAcl) -> Response:
     b = svc.authorized_bucket(call, ep)
     acl = await svc.acl_from_request(call, ep.acl, (b.owner_id, b.owner_name), None)
+    refuse_public_acl(svc, b.name, acl["grants"])
     await svc.write_config(lambda tx: meta.update_bucket(tx, b.name, acl=acl))
     b.acl = acl
     log.info("put-bucket-acl bucket=%s grants=%d", b.name, len(acl["grants"]))
@@ -60,7 +61,7 @@ async def get_bucket_tagging(svc: WalrusService, call: S3Call, ep: s3.GetBucketT
     b = svc.authorized_bucket(call, ep)
     if not b.tags:
         raise S3Error("NoSuchTagSet", BucketName=b.name)
-    return xml(s3.render_tagging(b.tags))
+    return xml(s3.render_tagging(dict(sorted(b.tags.items()))))  # S3 lists tags sorted by key
 
 
 async def put_bucket_tagging(svc: WalrusService, call: S3Call, ep: s3.PutBucketTagging) -> Response:
@@ -146,9 +147,15 @@ async def put_public_access_block(svc: WalrusService, call: S3Call, ep: s3.PutPu
 async def get_public_access_block(svc: WalrusService, call: S3Call, ep: s3.GetPublicAccessBlock) -> Response:
     b = svc.authorized_bucket(call, ep)
     entry = svc.policies.get(b.name)
-    # A bucket that never had one answers the all-false defaults (what the conformance suite expects) rather
-    # than NoSuchPublicAccessBlockConfiguration.
-    conf = entry.public_access_block if entry is not None and entry.public_access_block is not None else {}
+    if entry is None or entry.public_access_block is None:
+        # As S3 answers for a bucket that has none (never put, or deleted); not the all-false defaults.
+        raise S3Error(
+            "NoSuchPublicAccessBlockConfiguration",
+            "The public access block configuration was not found",
+            404,
+            BucketName=b.name,
+        )
+    conf = entry.public_access_block
     return Response(200, [("Content-Type", "application/xml")], s3_policy.render_public_access_block(conf))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 
@@ -22,9 +23,45 @@ async def list_buckets(svc: WalrusService, call: S3Call, ep: s3.ListBuckets) -> 
         # Anonymous owns no buckets: an empty list, as Ceph RGW answers (s3-tests expects it).
         return xml(s3.render_list_buckets(s3.Owner("anonymous", ""), []))
     p = svc.authenticated(call)
-    mine = sorted((b for b in svc.buckets.values() if b.owner_id == p.canonical_id), key=lambda b: b.name)
+    after = _bucket_after(ep.continuation_token) if ep.continuation_token else None
+    mine = sorted(
+        (
+            b
+            for b in svc.buckets.values()
+            if b.owner_id == p.canonical_id
+            and (ep.prefix is None or b.name.startswith(ep.prefix))
+            and (after is None or b.name > after)
+            and (ep.bucket_region is None or (b.location or svc.region) == ep.bucket_region)
+        ),
+        key=lambda b: b.name,
+    )
+    token = None
+    if ep.max_buckets is not None and len(mine) > ep.max_buckets:
+        mine = mine[: ep.max_buckets]
+        token = _token_after(mine[-1].name)
     entries = [s3.BucketEntry(b.name, b.created, b.location or svc.region) for b in mine]
-    return xml(s3.render_list_buckets(s3.Owner(p.canonical_id, p.account_name), entries))
+    owner = s3.Owner(p.canonical_id, p.account_name)
+    return xml(s3.render_list_buckets(owner, entries, token, ep.prefix))
+
+
+# A continuation token is the last name listed, encoded (opaque to clients, as S3's are).
+def _token_after(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def _bucket_after(token: str) -> str:
+    try:
+        name = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        if _token_after(name) == token:
+            return name
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise S3Error(
+        "InvalidArgument",
+        "The continuation token provided is incorrect",
+        ArgumentName="continuation-token",
+        ArgumentValue=token,
+    )
 
 
 async def create_bucket(svc: WalrusService, call: S3Call, ep: s3.CreateBucket) -> Response:
@@ -34,9 +71,17 @@ async def create_bucket(svc: WalrusService, call: S3Call, ep: s3.CreateBucket) -
     location = s3.parse_create_bucket_body(await call.xml_body()) or ""
     existing = svc.buckets.get(ep.bucket)
     if existing is not None:
-        if existing.owner_id == p.canonical_id:
+        if existing.owner_id != p.canonical_id:
+            raise S3Error("BucketAlreadyExists", BucketName=ep.bucket)
+        if (location or svc.region) != (existing.location or svc.region):
             raise S3Error("BucketAlreadyOwnedByYou", BucketName=ep.bucket)
-        raise S3Error("BucketAlreadyExists", BucketName=ep.bucket)
+        # S3's default region answers 200 to its owner re-creating a bucket where it is, and resets its ACL
+        # (to the one this request asks for: private without one); nothing else changes.
+        acl = await svc.acl_for(ep.acl, (p.canonical_id, p.account_name))
+        await svc.write_config(lambda tx: meta.update_bucket(tx, existing.name, acl=acl))
+        existing.acl = acl
+        log.info("create-bucket again bucket=%s owner=%s: acl reset", existing.name, p.account_name)
+        return empty(200, [("Location", f"/{existing.name}")])
     acl = await svc.acl_for(ep.acl, (p.canonical_id, p.account_name))
     row = BucketRow(
         name=ep.bucket,

@@ -13,7 +13,7 @@ from euca.core.http import Response
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import bucket_config, buckets, cors, listings, multipart, objects
-from euca.roles.walrus.access import decide
+from euca.roles.walrus.access import check_expected_owner, decide
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.post_object import post_object
 from euca.roles.walrus.service import WalrusService
@@ -82,6 +82,8 @@ async def dispatch(svc: WalrusService, call: S3Call, endpoint: Any) -> Response:
         what = endpoint.what if isinstance(endpoint, s3.Unsupported) else type(endpoint).__name__
         raise S3Error("NotImplemented", f"Walrus does not implement {what}")
     bucket = getattr(endpoint, "bucket", None)
+    if "x-amz-expected-bucket-owner" in call.request.headers:
+        await check_expected_owner(svc, call, bucket)
     if bucket is not None:
         rules = svc.policies.get(bucket)
         if rules is not None:

@@ -13,7 +13,7 @@ from euca.protocol.s3 import S3Error
 from euca.roles.walrus import completion, meta
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import ObjectRow, PartRow, UploadRow
-from euca.roles.walrus.objects import copy_source
+from euca.roles.walrus.objects import copy_source, written_version_headers
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService
 
@@ -98,8 +98,7 @@ async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Re
 async def upload_part_copy(svc: WalrusService, call: S3Call, ep: s3.UploadPartCopy) -> Response:
     b = svc.authorized_bucket(call, ep)
     upload = await svc.store.read(lambda tx: meta.get_upload(tx, b.name, ep.key, ep.upload_id))
-    # Known defect (issue 11): the source is checked under the destination bucket's decision (see copy_object).
-    _, src = await copy_source(svc, call, ep.source, call.access)
+    _, src = await copy_source(svc, call, ep.source)
     rng = s3.parse_copy_range(ep.source_range, src.size)
     first, last = rng if rng is not None else (0, src.size - 1)
     written = await svc.storage.copy(
@@ -196,7 +195,7 @@ async def complete_multipart_upload(
     location = f"/{b.name}/{ep.key}"
     checks = {algo: checksum} if checksum and algo else {}
     body = s3.render_complete_multipart(location, b.name, ep.key, etag, checks, upload.checksum_type)
-    return xml(body, headers=s3.version_id_headers(b.versioning, row.version_id))
+    return xml(body, headers=written_version_headers(b, row.version_id))
 
 
 async def abort_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.AbortMultipartUpload) -> Response:

@@ -11,7 +11,14 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus import meta
-from euca.roles.walrus.access import Access
+from euca.roles.walrus.access import (
+    ACL_ONLY,
+    check_expected_owner,
+    decide_copy_source,
+    decide_each_delete,
+    decide_listing_of,
+    refuse_public_acl,
+)
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
@@ -34,10 +41,16 @@ async def put_object(svc: WalrusService, call: S3Call, ep: s3.PutObject) -> Resp
     row = await store_object(
         svc, b, ep.key, written, owner, ep.headers, ep.checksum.algorithm, acl, ep.tagging
     )
-    headers = [s3.etag_header(row.etag), *s3.version_id_headers(b.versioning, row.version_id)]
+    headers = [s3.etag_header(row.etag), *written_version_headers(b, row.version_id)]
     if row.checksum:
         headers += s3.checksum_headers(row.checksum_algorithm, row.checksum)
     return empty(200, headers)
+
+
+def written_version_headers(b: BucketRow, version_id: str) -> list[tuple[str, str]]:
+    """The x-amz-version-id of a write's answer (PutObject, CopyObject, CompleteMultipartUpload): none for the
+    null version, which is what a write makes in a versioning-suspended bucket, as S3 answers."""
+    return [] if version_id == "null" else s3.version_id_headers(b.versioning, version_id)
 
 
 async def store_object(
@@ -118,7 +131,7 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
         )
         if o is not None and ep.version_id is None:
             svc.objects.fill(b.name, ep.key, o, generation)
-    if o is None and not acls.allowed(b.acl, call.principal, "READ", call.access):
+    if (o is None or o.delete_marker) and not await may_learn_missing(svc, call, b, ep.key):
         raise S3Error("AccessDenied")
     o = svc.live(o, b.name, ep.key, ep.version_id)
     svc.permit(call, o.acl, "READ")
@@ -158,6 +171,15 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
     return Response(status, headers, FileSegments(pieces))
 
 
+async def may_learn_missing(svc: WalrusService, call: S3Call, b: BucketRow, key: str) -> bool:
+    """Whether the caller may learn that `key` has no object (none, or a delete marker is its current version):
+    S3 answers 404 to a caller who may list the bucket at that prefix (s3:ListBucket with s3:prefix the key,
+    or READ on the bucket's ACL), 403 to others, whatever they may do with objects that exist."""
+    rules = svc.policies.get(b.name)
+    access = ACL_ONLY if rules is None else await decide_listing_of(svc, call, b.name, rules, key)
+    return acls.allowed(b.acl, call.principal, "READ", access)
+
+
 # -- DELETE -------------------------------------------------------------------------------------------------
 
 
@@ -187,14 +209,26 @@ async def delete_object(svc: WalrusService, call: S3Call, ep: s3.DeleteObject) -
 
 
 async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects) -> Response:
-    b = svc.authorized_bucket(call, ep)
+    rules = svc.policies.get(ep.bucket)
+    # A bucket with a policy judges each key as its own DeleteObject (below): a Deny on bucket/* or on a key
+    # holds here too, and an Allow on them grants. Without one, the bucket's ACL decides for the request.
+    b = svc.authorized_bucket(call, ep) if rules is None else svc.bucket(ep.bucket)
     items, quiet = s3.parse_delete_objects_body(await call.xml_body())
     owner = svc.owner_for(call, b)
     now = time.time()
+    refused: set[int] = set()
+    if rules is not None:
+        for index, item in enumerate(items):
+            access = await decide_each_delete(svc, call, b.name, rules, item.key, item.version_id)
+            if access is None or not acls.allowed(b.acl, call.principal, "WRITE", access):
+                refused.add(index)
 
     def work(tx: Tx) -> tuple[list[s3.DeleteResult], list[str]]:
         results, removed = [], []
-        for item in items:
+        for index, item in enumerate(items):
+            if index in refused:
+                results.append(s3.DeleteResult(item.key, item.version_id, error=S3Error("AccessDenied")))
+                continue
             if (
                 item.version_id is not None
                 and item.version_id != "null"
@@ -221,16 +255,18 @@ async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects)
 # -- copy ---------------------------------------------------------------------------------------------------
 
 
-async def copy_source(
-    svc: WalrusService, call: S3Call, source: s3.CopySource, access: Access
-) -> tuple[BucketRow, ObjectRow]:
-    """The live version a copy reads (with an inline object's bytes), READ-checked under `access` and its
-    x-amz-copy-source-if-* conditions evaluated."""
+async def copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -> tuple[BucketRow, ObjectRow]:
+    """The live version a copy reads (with an inline object's bytes), its x-amz-copy-source-if-* conditions
+    evaluated. The caller must be able to GET it: READ on the version's ACL, under the source bucket's own
+    policy and public access block (never the destination's decision, call.access, which only says the
+    caller may write there)."""
     sb = svc.bucket(source.bucket)
+    await check_expected_owner(svc, call, sb.name, "x-amz-source-expected-bucket-owner")
+    access = await decide_copy_source(svc, call, source)
     o = await svc.store.read(
         lambda tx: meta.get_object(tx, sb.name, source.key, source.version_id, with_data=True)
     )
-    if o is None and not acls.allowed(sb.acl, call.principal, "READ", access):
+    if (o is None or o.delete_marker) and not await may_learn_missing(svc, call, sb, source.key):
         raise S3Error("AccessDenied")
     if o is not None and o.delete_marker and source.version_id is not None:
         raise S3Error(
@@ -248,10 +284,7 @@ async def copy_source(
 async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Response:
     b = svc.authorized_bucket(call, ep)
     owner = svc.owner_for(call, b)
-    # Known defect (issue 11): the source is checked under the destination bucket's decision (call.access),
-    # so a destination policy grant also passes the source's READ check. Deciding it on the source bucket's
-    # own rules is access.decide(..., source bucket, its rules).
-    sb, src = await copy_source(svc, call, ep.source, call.access)
+    sb, src = await copy_source(svc, call, ep.source)
     same = sb.name == b.name and src.key == ep.key
     if (
         same
@@ -305,7 +338,7 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
     log.info(
         "copy bucket=%s key=%s from=%s/%s size=%d etag=%s", b.name, ep.key, sb.name, src.key, row.size, etag
     )
-    out = s3.version_id_headers(b.versioning, row.version_id)
+    out = written_version_headers(b, row.version_id)
     out += s3.copy_source_version_headers(sb.versioning, src.version_id)
     checks = {algorithm: checksum} if checksum and algorithm else {}
     return xml(s3.render_copy_result("CopyObjectResult", etag, now, checks), headers=out)
@@ -328,6 +361,7 @@ async def put_object_acl(svc: WalrusService, call: S3Call, ep: s3.PutObjectAcl) 
     o = await svc.fetch(b.name, ep.key, ep.version_id)
     svc.permit(call, o.acl, ep.permission.name)
     acl = await svc.acl_from_request(call, ep.acl, (o.owner_id, o.owner_name), (b.owner_id, b.owner_name))
+    refuse_public_acl(svc, b.name, acl["grants"])
     await svc.write(
         lambda tx: meta.set_object_fields(tx, b.name, o.key, o.version_id, acl=acl), b.name, o.key
     )
@@ -339,7 +373,8 @@ async def get_object_tagging(svc: WalrusService, call: S3Call, ep: s3.GetObjectT
     b = svc.authorized_bucket(call, ep)
     o = await svc.fetch(b.name, ep.key, ep.version_id)
     svc.permit(call, o.acl, ep.permission.name)
-    return xml(s3.render_tagging(o.tags or {}), headers=s3.version_id_headers(b.versioning, o.version_id))
+    tags = dict(sorted(o.tags.items())) if o.tags else {}  # S3 lists tags sorted by key
+    return xml(s3.render_tagging(tags), headers=s3.version_id_headers(b.versioning, o.version_id))
 
 
 async def put_object_tagging(svc: WalrusService, call: S3Call, ep: s3.PutObjectTagging) -> Response:

@@ -170,7 +170,10 @@ class WalrusService:
         inline: bool = False,
     ) -> Written:
         """The request body, written to storage (or kept in memory, `inline`) and checked against the
-        Content-MD5 and x-amz-checksum-* the client sent; BadDigest (and nothing kept) if it does not match."""
+        Content-MD5 and x-amz-checksum-* the client sent; BadDigest (and nothing kept) if it does not match.
+        A body announced over `max_size` is refused before any of it is asked for (no 100 Continue)."""
+        if content_length is not None and content_length > max_size:
+            raise S3Error("EntityTooLarge", ProposedSize=str(content_length), MaxSizeAllowed=str(max_size))
         stream = call.payload()
         written = await self.storage.write_stream(
             stream, algorithm, expected_size=content_length, max_size=max_size, inline=inline
