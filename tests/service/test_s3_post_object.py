@@ -159,3 +159,47 @@ def test_parser_streams_file_byte_by_byte():
     truncated.feed(body[:-20])
     with pytest.raises(S3Error):
         truncated.finish()
+
+
+def _v2_fields_for(creds: Any, policy: str) -> dict[str, str]:
+    signature = base64.b64encode(hmac.new(creds.secret_key.encode(), policy.encode(), hashlib.sha1).digest())
+    return {"AWSAccessKeyId": creds.access_key, "policy": policy, "signature": signature.decode()}
+
+
+def _bucket_policy(s3_client: Any, bucket: str, effect: str, principal: Any) -> None:
+    statement = {
+        "Effect": effect,
+        "Principal": principal,
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    s3_client.put_bucket_policy(
+        Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    )
+
+
+def test_the_bucket_policy_judges_form_uploads(euca, s3_client, bucket):
+    """A form upload is its signer's PutObject of the form's key under the bucket's policy: an Allow grants
+    what the ACL does not, a Deny refuses what the ACL grants (issue 11's audit of POST uploads)."""
+    other_account = {a.name: a.account_id for a in euca.ctx.identity.list_accounts()}[euca.other.account]
+    policy = _policy([{"bucket": bucket}, ["starts-with", "$key", ""]])
+
+    def upload(key: str) -> httpx.Response:
+        fields = {"key": key, **_v2_fields_for(euca.other, policy)}
+        return httpx.post(f"{euca.url}/{bucket}", data=fields, files={"file": ("x", b"form")})
+
+    r = upload("by-acl-alone")
+    assert r.status_code == 403 and _code(r) == "AccessDenied"  # the other account holds no WRITE
+    _bucket_policy(s3_client, bucket, "Allow", {"AWS": other_account})
+    assert upload("allowed").status_code == 204
+    # The writer owns the object (the bucket owner is not granted it), as in S3 without ownership controls.
+    assert (
+        euca.client("s3", creds=euca.other).get_object(Bucket=bucket, Key="allowed")["Body"].read() == b"form"
+    )
+
+    s3_client.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
+    _bucket_policy(s3_client, bucket, "Deny", {"AWS": other_account})
+    r = upload("denied")
+    assert r.status_code == 403 and _code(r) == "AccessDenied"
+    anonymous = httpx.post(f"{euca.url}/{bucket}", data={"key": "anon"}, files={"file": ("x", b"1")})
+    assert anonymous.status_code == 204  # the Deny names the other account only

@@ -13,6 +13,7 @@ from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import post as s3_post
 from euca.protocol.s3.headers import check_metadata_size, check_storage_and_encryption
 from euca.roles.walrus import acl as acls
+from euca.roles.walrus.access import decide_form_upload
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.objects import store_object
 from euca.roles.walrus.service import WalrusService
@@ -100,24 +101,25 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
         values["bucket"] = b.name
         values["key"] = key
         s3_post.check_policy(policy, values, time.time())
+    canned = form.get("acl")
+    if canned is not None and canned not in s3.CANNED_ACLS:
+        raise S3Error(
+            "InvalidArgument", f"Invalid canned ACL {canned!r}", ArgumentName="acl", ArgumentValue=canned
+        )
+    tagging = form.get("tagging")
+    tags = s3.parse_tagging_body(tagging.encode()) if tagging is not None else None
     # The endpoint's permission (WRITE on the bucket) is held by the form's signer, not by the (unsigned)
-    # request: checked here, under the access decision made for the request.
-    if not acls.allowed(b.acl, principal, ep.permission.name, call.access):
+    # request, and the bucket's policy judges the upload as that signer's PutObject of the form's key (the
+    # dispatch could not: the request names no key and carries no signature).
+    access = await decide_form_upload(svc, call, b.name, key, principal, s3.AclRequest(canned, []), tags)
+    if not acls.allowed(b.acl, principal, ep.permission.name, access):
         raise S3Error("AccessDenied")
     owner = (
         (principal.canonical_id, principal.account_name)
         if principal is not None
         else (b.owner_id, b.owner_name)
     )
-
-    canned = form.get("acl")
-    if canned is not None and canned not in s3.CANNED_ACLS:
-        raise S3Error(
-            "InvalidArgument", f"Invalid canned ACL {canned!r}", ArgumentName="acl", ArgumentValue=canned
-        )
     acl = await svc.acl_for(s3.AclRequest(canned, []), owner, (b.owner_id, b.owner_name))
-    tagging = form.get("tagging")
-    tags = s3.parse_tagging_body(tagging.encode()) if tagging is not None else None
     # The form's fields stand for the headers of a PUT: the same limits apply.
     check_storage_and_encryption(form)
     headers = s3.ObjectHeaders(
