@@ -120,6 +120,8 @@ class ClusterController(ClusterState):
         for tracked in self.instances.values():
             if tracked.vm is None:
                 tracked.vm = self.vm_types.get(tracked.status.vm_type)
+        if message.network is not None:
+            self.network.apply_view(message.network)
         added = await self._set_nodes(message.nodes)
         self._topology_known = True
         if added:
