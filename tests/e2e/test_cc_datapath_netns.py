@@ -14,7 +14,7 @@ import trio
 
 from euca.protocol.cluster import GroupRules, InstanceNetwork, NetworkView, SecurityRule
 from euca.roles.cc.network import ClusterNetwork
-from tests.helpers.netns_lab import (
+from helpers.netns_lab import (
     BRIDGE,
     UPLINK,
     UPLINK_CLIENT,
