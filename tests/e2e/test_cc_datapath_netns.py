@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
 from euca.protocol.cluster import GroupRules, InstanceNetwork, NetworkView, SecurityRule
 from euca.roles.cc.network import ClusterNetwork
+from helpers.cc_nodes import spec
 from helpers.netns_lab import (
     BRIDGE,
     UPLINK,
@@ -21,6 +23,7 @@ from helpers.netns_lab import (
     Lab,
     addresses,
     connect,
+    http,
     iptables_save,
     unusable_reason,
 )
@@ -215,4 +218,51 @@ async def test_restart_rebuilds_without_duplicates_and_drops_what_is_stale(lab: 
         await enforce(second, after)
         assert names.group(DB) not in iptables_save(cl.cc)
         assert await connect(cl.client, P1) == f"ga {UPLINK_CLIENT}"
+        nursery.cancel_scope.cancel()
+
+
+async def test_metadata_service_answers_each_guest_its_own(lab: Lab, tmp_path: Path) -> None:
+    cl = Cluster(lab, tmp_path)
+    net = cl.network()
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(HANG_GUARD):
+            await nursery.start(net.run)
+        assert net.metadata is not None
+        ga, a_ip = await cl.guest(net, "i-0000000a", "ga")
+        gb, b_ip = await cl.guest(net, "i-0000000b", "gb")
+        a_spec = msgspec.structs.replace(
+            spec(10), public_key="ssh-ed25519 AAAAC3 k", key_name="k", user_data=b"#!/bin/sh\necho hi\n"
+        )
+        net.note_launch(a_spec)
+        await enforce(
+            net,
+            view(
+                [InstanceNetwork("i-0000000a", [WEB], P1), InstanceNetwork("i-0000000b", [WEB])],
+                [GroupRules(WEB, [], ["i-0000000a", "i-0000000b"])],
+            ),
+        )
+        base = "http://169.254.169.254/latest"
+        assert await http(ga, "GET", f"{base}/meta-data/instance-id") == ("200", "i-0000000a")
+        assert await http(ga, "GET", f"{base}/meta-data/public-ipv4") == ("200", P1)
+        assert await http(ga, "GET", f"{base}/meta-data/local-ipv4") == ("200", a_ip)
+        assert await http(ga, "GET", f"{base}/meta-data/public-keys/0/openssh-key") == (
+            "200",
+            "ssh-ed25519 AAAAC3 k\n",
+        )
+        assert await http(ga, "GET", f"{base}/user-data") == ("200", "#!/bin/sh\necho hi\n")
+        assert (await http(ga, "GET", f"{base}/meta-data/nope"))[0] == "404"
+        # IMDSv2: a token, then GETs with it.
+        status, token = await http(ga, "PUT", f"{base}/api/token", "X-aws-ec2-metadata-token-ttl-seconds: 60")
+        assert status == "200" and token
+        assert await http(
+            ga, "GET", f"{base}/meta-data/instance-id", f"X-aws-ec2-metadata-token: {token}"
+        ) == ("200", "i-0000000a")
+        # b gets its own answers, never a's; a's token is no good to b.
+        assert await http(gb, "GET", f"{base}/meta-data/instance-id") == ("200", "i-0000000b")
+        assert (await http(gb, "GET", f"{base}/user-data"))[0] == "404"
+        assert (await http(gb, "GET", f"{base}/meta-data/instance-id", f"X-aws-ec2-metadata-token: {token}"))[
+            0
+        ] == "401"
+        # The client outside the cloud has no route to it, and its address is no instance's.
+        assert b_ip not in (await http(cl.client, "GET", f"{base}/meta-data/local-ipv4"))[1]
         nursery.cancel_scope.cancel()

@@ -167,3 +167,28 @@ def iptables_save(ns: str) -> str:
 def addresses(ns: str, dev: str) -> list[str]:
     out = sh("ip", "-n", ns, "-o", "-4", "addr", "show", "dev", dev).stdout
     return [field for line in out.splitlines() for field in line.split()[3:4]]
+
+
+HTTP = """
+import sys, urllib.request, urllib.error
+method, url = sys.argv[1], sys.argv[2]
+headers = dict(h.split(": ", 1) for h in sys.argv[3:])
+try:
+    with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers), timeout=5) as r:
+        sys.stdout.write(f"{r.status}\\n" + r.read().decode())
+except urllib.error.HTTPError as e:
+    sys.stdout.write(f"{e.code}\\n")
+except OSError as e:
+    sys.stdout.write(f"ERROR {e}\\n")
+"""
+
+
+async def http(ns: str, method: str, url: str, *headers: str) -> tuple[str, str]:
+    """From `ns`: (status, body) of one HTTP request ("ERROR ..." as the status if none came back)."""
+    result = await trio.run_process(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", HTTP, method, url, *headers],
+        capture_stdout=True,
+        check=True,
+    )
+    status, _, body = result.stdout.decode().partition("\n")
+    return status, body

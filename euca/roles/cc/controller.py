@@ -241,6 +241,7 @@ class ClusterController(ClusterState):
                     tracked.status, private_ip=net.private_ip, mac=net.mac
                 )
                 batch[i] = (msgspec.structs.replace(spec, net=net), node, tracked)
+                self.network.note_launch(batch[i][0])
         except NetworkFull as e:
             for _, _, tracked in batch:
                 await self._forget(tracked, "no address")

@@ -14,7 +14,8 @@ filter `EU<tag>-<group id>` (one per group an instance of the cluster is in): it
     members by private address, other clusters' by public address). Plain rules rather than ipsets: the
     whole rule set is replaced in one iptables-restore transaction anyway (so a membership change is one
     atomic swap, not a set update racing a chain update), and it needs no tool beyond iptables.
-nat `EUDNAT-<tag>` (jumped to from PREROUTING and OUTPUT): `-d <public> -j DNAT --to-destination <private>`.
+nat `EUDNAT-<tag>` (jumped to from PREROUTING and OUTPUT): `-d <public> -j DNAT --to-destination <private>`,
+    and 169.254.169.254:80 to the CC's metadata listener.
 nat `EUCA-<cluster>` (from POSTROUTING): `-s <private> ! -d <subnet> -j SNAT --to-source <public>` for each
     instance with a public address, then MASQUERADE for the rest of the subnet.
 
@@ -35,6 +36,7 @@ from euca.protocol.cluster import NetworkView, SecurityRule
 
 # iptables refuses longer chain names (XT_EXTENSION_MAXNAMELEN - 1).
 MAX_CHAIN_NAME = 28
+METADATA_ADDRESS = "169.254.169.254"
 _SAFE_GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -132,14 +134,20 @@ def render(
     view: NetworkView | None,
     private_ips: Mapping[str, str],
     stale_chains: Iterable[str] = (),
+    metadata: str | None = None,
 ) -> Ruleset:
     """iptables-restore --noflush input for the view. `private_ips`: instance id -> private address, for the
     instances that hold a lease; an instance without one gets no rule (it has no address to filter).
     Without a view (none received yet) the subnet is open, as before security groups were enforced.
+    `metadata`: "address:port" of the CC's metadata listener, to which 169.254.169.254:80 is DNAT-ed.
     Declaring a chain flushes it, so applying the same text twice gives the same rules."""
     network = str(ipaddress.IPv4Network(subnet, strict=False))
     filter_rules: list[str] = []
     nat_dnat: list[str] = []
+    if metadata:
+        nat_dnat.append(
+            f"-A {names.dnat} -d {METADATA_ADDRESS}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination {metadata}"
+        )
     nat_post: list[str] = []
     group_chains: dict[str, list[str]] = {}
     public_ips: set[str] = set()

@@ -68,8 +68,9 @@ class Firewall:
     """One cluster's rules in one namespace. `prepare()` once when the bridge is there, then `apply()` for
     each view (or lease change); an apply whose text equals the last one's is skipped."""
 
-    def __init__(self, cluster: str, subnet: str, netns: str | None):
+    def __init__(self, cluster: str, subnet: str, netns: str | None, metadata: str | None = None):
         self.names = ChainNames.of(cluster)
+        self.metadata = metadata  # "address:port" of the metadata listener, once it listens
         self.subnet = subnet
         self.netns = netns
         self.ready = False
@@ -102,7 +103,7 @@ class Firewall:
                         )
             kept = (await self._run(["iptables", "-w", "-S", self.names.cluster])).returncode == 0
             if not kept:
-                base = render(self.names, self.subnet, None, {})
+                base = render(self.names, self.subnet, None, {}, metadata=self.metadata)
                 result = await self._run(["iptables-restore", "-w", "--noflush"], base.text.encode())
                 if result.returncode != 0:
                     log.warning(
@@ -133,12 +134,14 @@ class Firewall:
         """The view's rules and public addresses in place; False if iptables refused them."""
         if not self.ready:
             return False
-        wanted = render(self.names, self.subnet, view, private_ips)
+        wanted = render(self.names, self.subnet, view, private_ips, metadata=self.metadata)
         if wanted.text != self._applied:
             if self._groups is None:
                 saved = await self._run(["iptables-save", "-t", "filter"])
                 self._groups = our_chains(self.names, saved.stdout.decode(errors="replace"))
-            ruleset = render(self.names, self.subnet, view, private_ips, stale_chains=self._groups)
+            ruleset = render(
+                self.names, self.subnet, view, private_ips, stale_chains=self._groups, metadata=self.metadata
+            )
             result = await self._run(["iptables-restore", "-w", "--noflush"], ruleset.text.encode())
             if result.returncode != 0:
                 log.warning("view not applied version=%s error=%r", view.version, command_error(result))

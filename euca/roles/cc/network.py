@@ -32,12 +32,14 @@ addresses.py holds the address pool and the hosts file's format, dnsmasq.py the 
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import ipaddress
 import logging
 import os
 import pwd
 import re
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,11 +48,13 @@ import trio
 
 from euca.core.config import CcConfig
 from euca.core.roles import RoleContext
-from euca.protocol.cluster import NetConfig, NetworkView
+from euca.protocol.cluster import InstanceSpec, NetConfig, NetworkView
 from euca.roles.cc.addresses import AddressPool, Lease, parse_hosts, render_hosts
 from euca.roles.cc.dnsmasq import Dnsmasq, dnsmasq_argv
 from euca.roles.cc.filters import MAX_CHAIN_NAME, chain_name
 from euca.roles.cc.firewall import Firewall, in_netns, run_command
+from euca.roles.cc.imds import METADATA_PORT, MetadataServer, listen_in_netns
+from euca.roles.cc.metadata import MetadataRecord
 
 __all__ = ["JUMPS", "MAX_CHAIN_NAME", "ClusterNetwork", "chain_name", "create_network", "in_netns"]
 
@@ -101,6 +105,8 @@ class ClusterNetwork:
         # The CLC's network view (security groups, public addresses), applied by _rules_writer whenever it
         # or the leases change; None until the first poll brings one.
         self.view: NetworkView | None = None
+        self._launches: dict[str, InstanceSpec] = {}  # for the metadata service
+        self.metadata: MetadataServer | None = None  # serving while run() runs, on the gateway address
         self._rules_wanted = 0  # bumped on every change of the view or the leases
         self._rules_done = -1  # the last change the rules reflect (or failed to)
         # Set by run(): the bridge is there, so instances get NICs on it.
@@ -139,8 +145,49 @@ class ClusterNetwork:
     async def release(self, instance_id: str) -> None:
         self._release(instance_id)
 
+    def note_launch(self, spec: InstanceSpec) -> None:
+        """What the metadata service tells this instance (its key, user data, image...). Kept in memory
+        only: after a restart the service knows what the leases and the view say, not these."""
+        self._launches[spec.instance_id] = spec
+
+    def metadata_record(self, source_ip: str) -> MetadataRecord | None:
+        """The instance at this private address, for the metadata service; None if it is none's."""
+        lease = next((x for x in self.pool.leases() if x.ip == source_ip), None)
+        if lease is None:
+            return None
+        spec = self._launches.get(lease.instance_id)
+        public = None
+        if self.view is not None:
+            public = next(
+                (i.public_ip for i in self.view.instances if i.instance_id == lease.instance_id), None
+            )
+        elif spec is not None:
+            public = spec.public_ip
+        record = MetadataRecord(
+            instance_id=lease.instance_id,
+            local_ipv4=lease.ip,
+            mac=lease.mac,
+            zone=self.cluster,
+            public_ipv4=public,
+        )
+        if spec is None:
+            return record
+        return dataclasses.replace(
+            record,
+            reservation_id=spec.reservation_id,
+            image_id=spec.machine.image_id,
+            instance_type=spec.vm_type.name,
+            launch_index=spec.launch_index,
+            kernel_id=spec.kernel.image_id if spec.kernel else None,
+            ramdisk_id=spec.ramdisk.image_id if spec.ramdisk else None,
+            key_name=spec.key_name,
+            public_key=spec.public_key,
+            user_data=spec.user_data or None,
+        )
+
     def _release(self, instance_id: str) -> None:
         self._provisional.discard(instance_id)
+        self._launches.pop(instance_id, None)
         lease = self.pool.release(instance_id)
         if lease is not None:
             log.info("address released instance=%s ip=%s", instance_id, lease.ip)
@@ -201,6 +248,7 @@ class ClusterNetwork:
         await trio.to_thread.run_sync(lambda: self.state_dir.mkdir(parents=True, exist_ok=True))
         await self._write_hosts()
         where = f"netns={self.netns}" if self.netns else "netns=(host)"
+        metadata_socket: socket.socket | None = None
         if self.bridge is None:
             log.info("VM network off (no bridge configured); instances get no NIC")
         elif not await self._bridge_present():
@@ -210,12 +258,17 @@ class ClusterNetwork:
         else:
             self.bridge_ready = True
             await self._check_gateway_address()
+            metadata_socket = await self._metadata_listener()
             await self.firewall.prepare()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._hosts_writer)
                 nursery.start_soon(self._expire_restored)
                 nursery.start_soon(self._rules_writer)
+                if metadata_socket is not None:
+                    self.metadata = MetadataServer(self.metadata_record, metadata_socket)
+                    metadata_socket = None  # the server closes it
+                    await nursery.start(self.metadata.serve)
                 if self.bridge_ready:
                     assert self.bridge is not None
                     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -238,7 +291,10 @@ class ClusterNetwork:
                 )
                 task_status.started()
         finally:
+            if metadata_socket is not None:
+                metadata_socket.close()
             self.dhcp = None
+            self.metadata = None
             self.bridge_ready = False
 
     # --- internals -------------------------------------------------------------------------------------
@@ -305,6 +361,20 @@ class ClusterNetwork:
                 await self._write_hosts()
             if self.dhcp is not None:
                 await self.dhcp.reload()
+
+    async def _metadata_listener(self) -> socket.socket | None:
+        """The metadata service's socket on the gateway address in our namespace (its DNAT then set)."""
+        gateway = str(self.pool.gateway)
+        try:
+            sock: socket.socket = await trio.to_thread.run_sync(
+                listen_in_netns, self.netns, gateway, METADATA_PORT
+            )
+        except OSError as e:
+            log.warning("metadata service off: cannot listen on %s:%d: %s", gateway, METADATA_PORT, e)
+            return None
+        self.firewall.metadata = f"{gateway}:{METADATA_PORT}"
+        log.info("metadata service on %s:%d (169.254.169.254:80 DNAT-ed to it)", gateway, METADATA_PORT)
+        return sock
 
     async def _bridge_present(self) -> bool:
         assert self.bridge is not None

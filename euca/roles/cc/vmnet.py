@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
-from euca.protocol.cluster import NetConfig, NetworkView, mac_for_instance
+from euca.protocol.cluster import InstanceSpec, NetConfig, NetworkView, mac_for_instance
 
 log = logging.getLogger("euca.cc.net")
 
@@ -51,6 +51,10 @@ class VmNetwork(Protocol):
     async def retain(self, instance_ids: Iterable[str]) -> None:
         """Every node has answered and these are all the instances alive: release any other address (one
         kept from before a restart for an instance that ended meanwhile)."""
+        ...
+
+    def note_launch(self, spec: InstanceSpec) -> None:
+        """An instance about to start (with its address in spec.net): what the metadata service tells it."""
         ...
 
     def apply_view(self, view: NetworkView) -> None:
@@ -108,6 +112,9 @@ class SubnetAllocator:
 
     def apply_view(self, view: NetworkView) -> None:
         self.view = view
+
+    def note_launch(self, spec: InstanceSpec) -> None:
+        pass  # no metadata service without a real network
 
     def _reserve(self, instance_id: str, mac: str, ip: str) -> NetConfig:
         net = NetConfig(mac=mac, private_ip=ip, bridge=self.bridge)
