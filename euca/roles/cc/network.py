@@ -339,7 +339,11 @@ class ClusterNetwork:
             target = self._rules_wanted
             if self.view is not None and self.firewall.ready:
                 private_ips = {lease.instance_id: lease.ip for lease in self.pool.leases()}
-                await self.firewall.apply(self.view, private_ips)
+                try:
+                    await self.firewall.apply(self.view, private_ips)
+                except Exception:
+                    # The rules stay as they were; the next change tries again. DHCP must not die of it.
+                    log.exception("view not applied version=%s", self.view.version)
             self._rules_done = target
             self._kick()
 
