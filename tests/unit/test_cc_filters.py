@@ -6,7 +6,7 @@ import pytest
 
 from euca.protocol.cluster import GroupRules, InstanceNetwork, NetworkView, SecurityRule
 from euca.roles.cc.filters import MAX_CHAIN_NAME, ChainNames, our_chains, render, rule_match
-from euca.roles.cc.firewall import default_route_device, labelled_addresses
+from euca.roles.cc.firewall import default_route_device, labelled_addresses, uplink_label
 
 SUBNET = "10.77.0.0/24"
 NAMES = ChainNames.of("c1")
@@ -154,3 +154,10 @@ def test_uplink_parsing() -> None:
         "5: up0    inet 203.0.113.99/32 scope global up0\\       valid_lft forever\n"
     )
     assert labelled_addresses(shown, "up0:eu") == {"203.0.113.10"}
+    # Per cluster, within IFNAMSIZ.
+    assert (
+        uplink_label("euca-up", NAMES)
+        == f"euca-up:{NAMES.tag}"
+        != uplink_label("euca-up", ChainNames.of("c2"))
+    )
+    assert uplink_label("a-very-long-if", NAMES) is None

@@ -57,11 +57,14 @@ class ChainNames:
     cluster: str  # filter: the subnet's gate; nat: SNAT and MASQUERADE
     dnat: str  # nat: public -> private
     group_prefix: str  # filter: one chain per group, this prefix + a short form of the group id
+    tag: str  # a short digest of the cluster's name (in the names above; labels its uplink addresses)
 
     @classmethod
     def of(cls, cluster: str) -> ChainNames:
         tag = hashlib.sha256(cluster.encode()).hexdigest()
-        return cls(cluster=chain_name(cluster), dnat=f"EUDNAT-{tag[:8]}", group_prefix=f"EU{tag[:4]}-")
+        return cls(
+            cluster=chain_name(cluster), dnat=f"EUDNAT-{tag[:8]}", group_prefix=f"EU{tag[:4]}-", tag=tag[:4]
+        )
 
     def group(self, group_id: str) -> str:
         room = MAX_CHAIN_NAME - len(self.group_prefix)

@@ -3,7 +3,7 @@ rules rendered by filters.py written with one `iptables-restore --noflush` (our 
 else's), the built-in chains' jumps to ours added once, and the public addresses put on the uplink.
 
 Public addresses on the uplink: each as a /32 on the interface of the namespace's default route, labelled
-`<dev>:eu`, as Eucalyptus put them on its public interface. The CC then answers ARP for them on the public
+`<dev>:<cluster tag>`, as Eucalyptus put them on its public interface. The CC then answers ARP for them on the public
 segment by itself, and a client routed to the pool through the CC (the one-box's `euca-client` namespace)
 works the same; proxy-ARP would answer for whatever the routing table sends to the bridge, an address at a
 time is exact. DNAT happens in PREROUTING, before routing, so a local /32 never captures the instance's
@@ -28,7 +28,6 @@ from euca.roles.cc.filters import ChainNames, jumps, our_chains, render
 
 log = logging.getLogger("euca.cc.network")
 
-UPLINK_LABEL = ":eu"
 MAX_LABEL = 15  # IFNAMSIZ - 1
 SYSCTLS = ("net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
 
@@ -52,6 +51,13 @@ def default_route_device(route_output: str) -> str | None:
     """The device of `ip -4 route show default`'s first route."""
     m = re.search(r"\bdev (\S+)", route_output)
     return m.group(1) if m else None
+
+
+def uplink_label(dev: str, names: ChainNames) -> str | None:
+    """`<dev>:<cluster tag>`: tells this cluster's public addresses from the operator's and from another
+    cluster's sharing the namespace; None when the device's name leaves no room (IFNAMSIZ)."""
+    label = f"{dev}:{names.tag}"
+    return label if len(label) <= MAX_LABEL else None
 
 
 def labelled_addresses(addr_output: str, label: str) -> set[str]:
@@ -165,7 +171,7 @@ class Firewall:
             if public_ips:
                 log.debug("no default route in the CC's namespace: public addresses are not put on an uplink")
             return
-        label = dev + UPLINK_LABEL if len(dev) + len(UPLINK_LABEL) <= MAX_LABEL else None
+        label = uplink_label(dev, self.names)
         shown = await self._run(["ip", "-o", "-4", "addr", "show", "dev", dev])
         text = shown.stdout.decode(errors="replace")
         present = labelled_addresses(text, label) if label else set(self._unlabelled)

@@ -109,6 +109,7 @@ class ClusterNetwork:
         self.metadata: MetadataServer | None = None  # serving while run() runs, on the gateway address
         self._rules_wanted = 0  # bumped on every change of the view or the leases
         self._rules_done = -1  # the last change the rules reflect (or failed to)
+        self._rules_failed = False  # the last apply failed: the same view again is tried again
         # Set by run(): the bridge is there, so instances get NICs on it.
         self.bridge_ready = False
         self.dhcp: Dnsmasq | None = None
@@ -223,7 +224,7 @@ class ClusterNetwork:
     def apply_view(self, view: NetworkView) -> None:
         """Enforce this view (from a DescribeResources poll); one with the version applied already is
         ignored. Applied behind the call, by the service."""
-        if self.view is not None and self.view.version == view.version:
+        if self.view is not None and self.view.version == view.version and not self._rules_failed:
             return
         self.view = view
         self._rules_wanted += 1
@@ -340,10 +341,11 @@ class ClusterNetwork:
             if self.view is not None and self.firewall.ready:
                 private_ips = {lease.instance_id: lease.ip for lease in self.pool.leases()}
                 try:
-                    await self.firewall.apply(self.view, private_ips)
+                    self._rules_failed = not await self.firewall.apply(self.view, private_ips)
                 except Exception:
-                    # The rules stay as they were; the next change tries again. DHCP must not die of it.
+                    # The rules stay as they were; the next poll tries again. DHCP must not die of it.
                     log.exception("view not applied version=%s", self.view.version)
+                    self._rules_failed = True
             self._rules_done = target
             self._kick()
 
