@@ -103,6 +103,8 @@ async def test_public_address_revoke_move_and_terminate(lab: Lab, tmp_path: Path
         assert await connect(ga, UPLINK_CLIENT) == f"client {P1}"
         # b has no public address: its outbound traffic is masqueraded behind the CC's uplink address.
         assert (await connect(gb, UPLINK_CLIENT)).startswith("client ")
+        # b reaches a at a's public address too (hairpin through the CC, masqueraded behind the gateway).
+        assert await connect(gb, P1) == f"ga {GATEWAY}"
         assert f"{P1}/32" in addresses(cl.cc, UPLINK)
 
         # Revoked: a new connection times out.
@@ -122,6 +124,7 @@ async def test_public_address_revoke_move_and_terminate(lab: Lab, tmp_path: Path
         await enforce(net, moved)
         assert await connect(cl.client, P1) == f"gb {UPLINK_CLIENT}"
         assert await connect(gb, UPLINK_CLIENT) == f"client {P1}"
+        assert await connect(ga, P1) == f"gb {GATEWAY}"
         assert await connect(ga, UPLINK_CLIENT) != f"client {P1}"
         rules = iptables_save(cl.cc)
         assert rules.count(f"-d {P1}/32 -j DNAT") == 1 and f"--to-destination {b_ip}" in rules

@@ -97,6 +97,9 @@ def test_public_addresses_dnat_and_snat_ahead_of_masquerade() -> None:
         f"-A {NAMES.dnat} -d 203.0.113.11/32 -j DNAT --to-destination 10.77.0.3",
     ]
     assert lines(nat, "EUCA-c1") == [
+        "-A EUCA-c1 -s 10.77.0.2/32 -d 10.77.0.0/24 -m conntrack --ctstate DNAT -j SNAT --to-source 203.0.113.10",
+        "-A EUCA-c1 -s 10.77.0.3/32 -d 10.77.0.0/24 -m conntrack --ctstate DNAT -j SNAT --to-source 203.0.113.11",
+        "-A EUCA-c1 -s 10.77.0.0/24 -d 10.77.0.0/24 -m conntrack --ctstate DNAT -j MASQUERADE",
         "-A EUCA-c1 -s 10.77.0.2/32 ! -d 10.77.0.0/24 -j SNAT --to-source 203.0.113.10",
         "-A EUCA-c1 -s 10.77.0.3/32 ! -d 10.77.0.0/24 -j SNAT --to-source 203.0.113.11",
         "-A EUCA-c1 -s 10.77.0.0/24 ! -d 10.77.0.0/24 -j MASQUERADE",

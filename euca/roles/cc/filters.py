@@ -17,7 +17,10 @@ filter `EU<tag>-<group id>` (one per group an instance of the cluster is in): it
 nat `EUDNAT-<tag>` (jumped to from PREROUTING and OUTPUT): `-d <public> -j DNAT --to-destination <private>`,
     and 169.254.169.254:80 to the CC's metadata listener.
 nat `EUCA-<cluster>` (from POSTROUTING): `-s <private> ! -d <subnet> -j SNAT --to-source <public>` for each
-    instance with a public address, then MASQUERADE for the rest of the subnet.
+    instance with a public address, then MASQUERADE for the rest of the subnet. Hairpin first: an instance
+    reaching another at its public address (DNAT-ed back onto the bridge) is SNAT-ed to its own public
+    address (or the gateway's, without one), so the reply comes back through the CC rather than straight
+    from a private address the caller never spoke to; the filter has seen the private source before.
 
 `<tag>` is a digest of the cluster's name, so two clusters' chains never meet in one namespace. Chains of
 ours that the new view no longer needs (a group nobody uses now, or left from before a restart) are
@@ -152,6 +155,7 @@ def render(
             f"-A {names.dnat} -d {METADATA_ADDRESS}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination {metadata}"
         )
     nat_post: list[str] = []
+    hairpin: list[str] = []
     group_chains: dict[str, list[str]] = {}
     public_ips: set[str] = set()
     c = names.cluster
@@ -174,6 +178,9 @@ def render(
                 public_ips.add(public)
                 nat_dnat.append(f"-A {names.dnat} -d {public}/32 -j DNAT --to-destination {private}")
                 nat_post.append(f"-A {c} -s {private}/32 ! -d {network} -j SNAT --to-source {public}")
+                hairpin.append(
+                    f"-A {c} -s {private}/32 -d {network} -m conntrack --ctstate DNAT -j SNAT --to-source {public}"
+                )
         filter_rules.append(f"-A {c} -d {network} -j DROP")
         filter_rules.append(f"-A {c} -s {network} -j ACCEPT")
         for group_id in used:
@@ -197,6 +204,9 @@ def render(
                     source_match = "" if cidr == "0.0.0.0/0" else f"-s {cidr} "
                     body.append(f"-A {chain} {source_match}{match} -j ACCEPT".replace("  ", " "))
             group_chains[chain] = list(dict.fromkeys(body))
+    if view is not None:
+        hairpin.append(f"-A {c} -s {network} -d {network} -m conntrack --ctstate DNAT -j MASQUERADE")
+    nat_post = hairpin + nat_post
     nat_post.append(f"-A {c} -s {network} ! -d {network} -j MASQUERADE")
     stale = sorted(set(stale_chains) - set(group_chains))
     lines = ["*filter", f":{c} - [0:0]"]
