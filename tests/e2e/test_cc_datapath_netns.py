@@ -8,14 +8,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import trio
 
-from euca.protocol.cluster import GroupRules, InstanceNetwork, NetworkView, SecurityRule
+from euca.protocol.cluster import (
+    DescribeResources,
+    GroupRules,
+    InstanceNetwork,
+    NetworkView,
+    NodeAddress,
+    RunInstances,
+    SecurityRule,
+    TerminateInstances,
+)
+from euca.roles.cc.controller import ClusterController
 from euca.roles.cc.network import ClusterNetwork
-from helpers.cc_nodes import spec
+from helpers.cc_nodes import VM_TYPES, InMemoryNodeController, spec
 from helpers.netns_lab import (
     BRIDGE,
     UPLINK,
@@ -268,4 +279,54 @@ async def test_metadata_service_answers_each_guest_its_own(lab: Lab, tmp_path: P
         ] == "401"
         # The client outside the cloud has no route to it, and its address is no instance's.
         assert b_ip not in (await http(cl.client, "GET", f"{base}/meta-data/local-ipv4"))[1]
+        nursery.cancel_scope.cancel()
+
+
+class InProcessNodes:
+    """The CC's node client, calling in-memory node controllers directly."""
+
+    def __init__(self, *nodes: InMemoryNodeController):
+        self.nodes = {f"https://{n.name}:8775": n for n in nodes}
+
+    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any:
+        return await self.nodes[base_url].handle(message)
+
+
+async def test_the_controller_applies_the_polls_view_and_terminate_clears_at_once(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Through the CC's own handlers: a poll carrying the view is enforced, a run's key and user data reach
+    the metadata service, and a terminate takes the instance's rules away before the CLC's next view."""
+    cl = Cluster(lab, tmp_path)
+    net = cl.network()
+    node = InMemoryNodeController("n1")
+    cc = ClusterController(cl.name, InProcessNodes(node), net, poll_interval=3600)
+    topology = [NodeAddress("n1", "https://n1:8775")]
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(HANG_GUARD):
+            await nursery.start(cc.run)
+        await cc.describe_resources(DescribeResources(cl.name, topology, VM_TYPES))
+        launch = msgspec.structs.replace(
+            spec(10), user_data=b"#!/bin/sh\n", security_groups=[WEB], public_ip=P1
+        )
+        [status] = (await cc.run_instances(RunInstances([launch]))).instances
+        assert status.private_ip is not None and status.mac is not None
+        ga = lab.guest(cl.cc, "ga", status.mac, f"{status.private_ip}/24", GATEWAY)
+        lab.listen(ga, "ga")
+
+        v = view([InstanceNetwork("i-0000000a", [WEB], P1)], [GroupRules(WEB, [SSH], ["i-0000000a"])])
+        await cc.describe_resources(DescribeResources(cl.name, topology, VM_TYPES, network=v))
+        with trio.fail_after(HANG_GUARD):
+            await net.rules_sync()
+        assert await connect(cl.client, P1) == f"ga {UPLINK_CLIENT}"
+        assert await http(ga, "GET", "http://169.254.169.254/latest/user-data") == ("200", "#!/bin/sh\n")
+
+        await cc.terminate_instances(TerminateInstances(["i-0000000a"]))
+        with trio.fail_after(HANG_GUARD):
+            await net.rules_sync()
+        rules = iptables_save(cl.cc)
+        assert status.private_ip not in rules and P1 not in rules
+        assert not [a for a in addresses(cl.cc, UPLINK) if a.endswith("/32")]
+        assert await connect(cl.client, P1) == "TIMEOUT"
+        assert (await http(ga, "GET", "http://169.254.169.254/latest/meta-data/instance-id"))[0] == "404"
         nursery.cancel_scope.cancel()
