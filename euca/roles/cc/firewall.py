@@ -107,6 +107,13 @@ class Firewall:
                             if "bridge" in setting
                             else "",
                         )
+            else:
+                forwarding = await trio.Path("/proc/sys/net/ipv4/ip_forward").read_text()
+                if forwarding.strip() != "1":
+                    # The host's settings are the operator's: said, not changed.
+                    log.warning(
+                        "IP forwarding is off on this host: guests and public addresses are unreachable"
+                    )
             kept = (await self._run(["iptables", "-w", "-S", self.names.cluster])).returncode == 0
             if not kept:
                 base = render(self.names, self.subnet, None, {}, metadata=self.metadata)

@@ -260,8 +260,9 @@ class ClusterNetwork:
             self.bridge_ready = True
             await self._check_gateway_address()
             metadata_socket = await self._metadata_listener()
-            await self.firewall.prepare()
         try:
+            if self.bridge_ready:
+                await self.firewall.prepare()  # after the metadata listener: its DNAT is in the rules
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._hosts_writer)
                 nursery.start_soon(self._expire_restored)
