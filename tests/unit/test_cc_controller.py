@@ -664,3 +664,17 @@ async def test_an_instance_ending_between_a_polls_two_answers_is_not_freed_twice
     await cl.cc.describe_instances(c.DescribeInstances(["i-00000001"]))
     assert (await cl.instances())["i-00000001"].state == "terminated"
     assert capacity_of(await cl.describe_resources(), SMALL) == (1, 2)
+
+
+async def test_the_polls_network_view_goes_to_the_network() -> None:
+    cl = Cluster(InMemoryNodeController("n1"))
+    await cl.describe_resources()
+    assert cl.network.view is None  # a poll without a view leaves the network as it is
+    view = c.NetworkView(
+        version="v1",
+        instances=[c.InstanceNetwork("i-00000001", ["sg-0000000a"], "203.0.113.10")],
+        groups=[c.GroupRules("sg-0000000a", [c.SecurityRule("tcp", 22, 22, cidr="0.0.0.0/0")])],
+    )
+    topology = [c.NodeAddress("n1", url("n1"))]
+    await cl.cc.describe_resources(c.DescribeResources("cluster01", topology, VM_TYPES, network=view))
+    assert cl.network.view == view

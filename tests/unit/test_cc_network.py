@@ -12,7 +12,8 @@ from euca.core.config import CcConfig
 from euca.protocol.cluster import NetConfig, mac_for_instance
 from euca.roles.cc.addresses import AddressPool, Lease, parse_hosts, render_hosts
 from euca.roles.cc.dnsmasq import ServedLeases, dnsmasq_argv
-from euca.roles.cc.network import MAX_CHAIN_NAME, ClusterNetwork, chain_name, in_netns, render_rules
+from euca.roles.cc.filters import ChainNames, render
+from euca.roles.cc.network import MAX_CHAIN_NAME, ClusterNetwork, chain_name, in_netns
 from euca.roles.cc.vmnet import NetworkFull, VmNetwork
 
 
@@ -147,7 +148,9 @@ def test_chain_names_fit_iptables() -> None:
 
 
 def test_rules_declare_our_chains_only() -> None:
-    rules = render_rules("EUCA-c1", "10.77.0.0/24")
+    # Before the first network view: the subnet open, as before security groups were enforced.
+    names = ChainNames.of("c1")
+    rules = render(names, "10.77.0.0/24", None, {}).text.replace(names.dnat, "EUDNAT")
     assert rules.splitlines() == [
         "*filter",
         ":EUCA-c1 - [0:0]",
@@ -156,6 +159,7 @@ def test_rules_declare_our_chains_only() -> None:
         "COMMIT",
         "*nat",
         ":EUCA-c1 - [0:0]",
+        ":EUDNAT - [0:0]",
         "-A EUCA-c1 -s 10.77.0.0/24 ! -d 10.77.0.0/24 -j MASQUERADE",
         "COMMIT",
     ]

@@ -120,6 +120,8 @@ class ClusterController(ClusterState):
         for tracked in self.instances.values():
             if tracked.vm is None:
                 tracked.vm = self.vm_types.get(tracked.status.vm_type)
+        if message.network is not None:
+            self.network.apply_view(message.network)
         added = await self._set_nodes(message.nodes)
         self._topology_known = True
         if added:
@@ -239,6 +241,7 @@ class ClusterController(ClusterState):
                     tracked.status, private_ip=net.private_ip, mac=net.mac
                 )
                 batch[i] = (msgspec.structs.replace(spec, net=net), node, tracked)
+                self.network.note_launch(batch[i][0])
         except NetworkFull as e:
             for _, _, tracked in batch:
                 await self._forget(tracked, "no address")

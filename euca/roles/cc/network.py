@@ -11,10 +11,10 @@ needs now.
 - DHCP from a dnsmasq the CC runs and supervises on the bridge, static leases only: it answers exactly the
   MACs in a dhcp-hostsfile that is rewritten atomically and reloaded with SIGHUP when allocations change
   (restarted instead when an address changes hands: dnsmasq would keep the old owner's lease).
-- iptables: a chain of our own, EUCA-<cluster>, in the filter table (accept the subnet's traffic, jumped to
-  from FORWARD) and in the nat table (MASQUERADE from the subnet to anywhere else, from POSTROUTING); each is
-  declared and refilled with one `iptables-restore --noflush`, so a restart replaces rules instead of adding.
-  Security groups (a chain per group, as MANAGED mode had) are not here yet.
+- Security groups and public addresses: the CLC's network view (`apply_view`, from every DescribeResources)
+  rendered by filters.py (a chain per group, DNAT/SNAT per public address) and applied by firewall.py with
+  one `iptables-restore --noflush` of our chains only, again whenever the view or a lease changes; a restart
+  keeps the last run's rules until its first view replaces them whole.
 
 Everything that touches the network runs inside `cc.netns` (`ip netns exec NS ...`) when it is set, on the
 host otherwise. Without the bridge the CC still allocates addresses but runs no DHCP and hands out
@@ -23,7 +23,8 @@ NetConfig.bridge = None, so nodes give instances no NIC.
 The CC's interface is `VmNetwork` (euca/roles/cc/vmnet.py), built by `create_network(ctx)`:
 `allocate(instance_id) -> NetConfig` (raises `NetworkFull`), `release(instance_id)`,
 `adopt(instance_id, mac, ip)`, and `run()`, a trio service (`await nursery.start(network.run)`). Beyond it:
-`retain(ids)` (release what no node knows any more) and `sync()` (wait until dnsmasq serves every change).
+`retain(ids)` (release what no node knows any more), `sync()` (wait until dnsmasq serves every change),
+`apply_view(view)` and `rules_sync()` (wait until the rules reflect it).
 Allocation is in memory and immediate; the service writes the file and signals dnsmasq behind it.
 
 addresses.py holds the address pool and the hosts file's format, dnsmasq.py the DHCP server process.
@@ -31,14 +32,14 @@ addresses.py holds the address pool and the hosts file's format, dnsmasq.py the 
 
 from __future__ import annotations
 
+import dataclasses
 import grp
-import hashlib
 import ipaddress
 import logging
 import os
 import pwd
 import re
-import subprocess
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,53 +48,22 @@ import trio
 
 from euca.core.config import CcConfig
 from euca.core.roles import RoleContext
-from euca.protocol.cluster import NetConfig
+from euca.protocol.cluster import InstanceSpec, NetConfig, NetworkView
 from euca.roles.cc.addresses import AddressPool, Lease, parse_hosts, render_hosts
 from euca.roles.cc.dnsmasq import Dnsmasq, dnsmasq_argv
+from euca.roles.cc.filters import MAX_CHAIN_NAME, chain_name
+from euca.roles.cc.firewall import Firewall, in_netns, run_command
+from euca.roles.cc.imds import METADATA_PORT, MetadataServer, listen_in_netns
+from euca.roles.cc.metadata import MetadataRecord
+
+__all__ = ["JUMPS", "MAX_CHAIN_NAME", "ClusterNetwork", "chain_name", "create_network", "in_netns"]
+
+# (table, built-in chain) that jump to EUCA-<cluster> of that table (firewall.jumps has all of ours).
+JUMPS = (("filter", "FORWARD"), ("nat", "POSTROUTING"))
 
 log = logging.getLogger("euca.cc.network")
 
 HOSTS_FILE = "dhcp-hosts"
-# iptables refuses longer chain names (XT_EXTENSION_MAXNAMELEN - 1).
-MAX_CHAIN_NAME = 28
-
-
-# ---------------------------------------------------------------------------------------------------------
-# iptables rules and command lines (pure); the addresses and the hosts file are in addresses.py, dnsmasq
-# in dnsmasq.py
-
-
-def chain_name(cluster: str) -> str:
-    """EUCA-<cluster>, made safe and short enough for iptables (a hash keeps long names distinct)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cluster)
-    name = f"EUCA-{safe}"
-    if len(name) <= MAX_CHAIN_NAME and safe == cluster:
-        return name
-    digest = hashlib.sha256(cluster.encode()).hexdigest()[:8]
-    return f"EUCA-{safe[: MAX_CHAIN_NAME - len('EUCA--') - len(digest)]}-{digest}"
-
-
-def render_rules(chain: str, subnet: str) -> str:
-    """iptables-restore --noflush input: declaring a chain that exists flushes it, so this is idempotent."""
-    return (
-        "*filter\n"
-        f":{chain} - [0:0]\n"
-        f"-A {chain} -s {subnet} -j ACCEPT\n"
-        f"-A {chain} -d {subnet} -j ACCEPT\n"
-        "COMMIT\n"
-        "*nat\n"
-        f":{chain} - [0:0]\n"
-        f"-A {chain} -s {subnet} ! -d {subnet} -j MASQUERADE\n"
-        "COMMIT\n"
-    )
-
-
-# (table, built-in chain) that jump to our chain of the same name in that table.
-JUMPS = (("filter", "FORWARD"), ("nat", "POSTROUTING"))
-
-
-def in_netns(netns: str | None, argv: list[str]) -> list[str]:
-    return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -103,17 +73,6 @@ def write_atomically(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-async def run_command(argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    result: subprocess.CompletedProcess[bytes] = await trio.run_process(
-        argv, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
-    )
-    return result
-
-
-def _err(result: subprocess.CompletedProcess[bytes]) -> str:
-    return (result.stderr or result.stdout or b"").decode(errors="replace").strip().replace("\n", "; ")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,6 +101,15 @@ class ClusterNetwork:
         self.state_dir = Path(state_dir)
         self.hosts_path = self.state_dir / HOSTS_FILE
         self.chain = chain_name(cluster)
+        self.firewall = Firewall(cluster, subnet, self.netns)
+        # The CLC's network view (security groups, public addresses), applied by _rules_writer whenever it
+        # or the leases change; None until the first poll brings one.
+        self.view: NetworkView | None = None
+        self._launches: dict[str, InstanceSpec] = {}  # for the metadata service
+        self.metadata: MetadataServer | None = None  # serving while run() runs, on the gateway address
+        self._rules_wanted = 0  # bumped on every change of the view or the leases
+        self._rules_done = -1  # the last change the rules reflect (or failed to)
+        self._rules_failed = False  # the last apply failed: the same view again is tried again
         # Set by run(): the bridge is there, so instances get NICs on it.
         self.bridge_ready = False
         self.dhcp: Dnsmasq | None = None
@@ -178,8 +146,49 @@ class ClusterNetwork:
     async def release(self, instance_id: str) -> None:
         self._release(instance_id)
 
+    def note_launch(self, spec: InstanceSpec) -> None:
+        """What the metadata service tells this instance (its key, user data, image...). Kept in memory
+        only: after a restart the service knows what the leases and the view say, not these."""
+        self._launches[spec.instance_id] = spec
+
+    def metadata_record(self, source_ip: str) -> MetadataRecord | None:
+        """The instance at this private address, for the metadata service; None if it is none's."""
+        lease = next((x for x in self.pool.leases() if x.ip == source_ip), None)
+        if lease is None:
+            return None
+        spec = self._launches.get(lease.instance_id)
+        public = None
+        if self.view is not None:
+            public = next(
+                (i.public_ip for i in self.view.instances if i.instance_id == lease.instance_id), None
+            )
+        elif spec is not None:
+            public = spec.public_ip
+        record = MetadataRecord(
+            instance_id=lease.instance_id,
+            local_ipv4=lease.ip,
+            mac=lease.mac,
+            zone=self.cluster,
+            public_ipv4=public,
+        )
+        if spec is None:
+            return record
+        return dataclasses.replace(
+            record,
+            reservation_id=spec.reservation_id,
+            image_id=spec.machine.image_id,
+            instance_type=spec.vm_type.name,
+            launch_index=spec.launch_index,
+            kernel_id=spec.kernel.image_id if spec.kernel else None,
+            ramdisk_id=spec.ramdisk.image_id if spec.ramdisk else None,
+            key_name=spec.key_name,
+            public_key=spec.public_key,
+            user_data=spec.user_data or None,
+        )
+
     def _release(self, instance_id: str) -> None:
         self._provisional.discard(instance_id)
+        self._launches.pop(instance_id, None)
         lease = self.pool.release(instance_id)
         if lease is not None:
             log.info("address released instance=%s ip=%s", instance_id, lease.ip)
@@ -212,6 +221,21 @@ class ClusterNetwork:
             if lease.instance_id not in keep:
                 self._release(lease.instance_id)
 
+    def apply_view(self, view: NetworkView) -> None:
+        """Enforce this view (from a DescribeResources poll); one with the version applied already is
+        ignored. Applied behind the call, by the service."""
+        if self.view is not None and self.view.version == view.version and not self._rules_failed:
+            return
+        self.view = view
+        self._rules_wanted += 1
+        self._kick()
+
+    async def rules_sync(self) -> None:
+        """Wait until the rules reflect the view and leases as they are now (or failed to apply)."""
+        target = self._rules_wanted
+        while self._rules_done < target:
+            await self._changed.wait()
+
     async def sync(self) -> None:
         """Wait until the hosts file holds every change so far and dnsmasq (if it runs) has reloaded it."""
         target = self._generation
@@ -225,6 +249,7 @@ class ClusterNetwork:
         await trio.to_thread.run_sync(lambda: self.state_dir.mkdir(parents=True, exist_ok=True))
         await self._write_hosts()
         where = f"netns={self.netns}" if self.netns else "netns=(host)"
+        metadata_socket: socket.socket | None = None
         if self.bridge is None:
             log.info("VM network off (no bridge configured); instances get no NIC")
         elif not await self._bridge_present():
@@ -234,11 +259,18 @@ class ClusterNetwork:
         else:
             self.bridge_ready = True
             await self._check_gateway_address()
-            await self._apply_iptables()
+            metadata_socket = await self._metadata_listener()
         try:
+            if self.bridge_ready:
+                await self.firewall.prepare()  # after the metadata listener: its DNAT is in the rules
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._hosts_writer)
                 nursery.start_soon(self._expire_restored)
+                nursery.start_soon(self._rules_writer)
+                if metadata_socket is not None:
+                    self.metadata = MetadataServer(self.metadata_record, metadata_socket)
+                    metadata_socket = None  # the server closes it
+                    await nursery.start(self.metadata.serve)
                 if self.bridge_ready:
                     assert self.bridge is not None
                     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -261,7 +293,10 @@ class ClusterNetwork:
                 )
                 task_status.started()
         finally:
+            if metadata_socket is not None:
+                metadata_socket.close()
             self.dhcp = None
+            self.metadata = None
             self.bridge_ready = False
 
     # --- internals -------------------------------------------------------------------------------------
@@ -295,7 +330,25 @@ class ClusterNetwork:
 
     def _bump(self) -> None:
         self._generation += 1
+        self._rules_wanted += 1  # a lease came or went: its instance's rules follow
         self._kick()
+
+    async def _rules_writer(self) -> None:
+        """Apply the view after changes (one apply for a burst of them); nothing before the first view."""
+        while True:
+            while self._rules_done >= self._rules_wanted:
+                await self._changed.wait()
+            target = self._rules_wanted
+            if self.view is not None and self.firewall.ready:
+                private_ips = {lease.instance_id: lease.ip for lease in self.pool.leases()}
+                try:
+                    self._rules_failed = not await self.firewall.apply(self.view, private_ips)
+                except Exception:
+                    # The rules stay as they were; the next poll tries again. DHCP must not die of it.
+                    log.exception("view not applied version=%s", self.view.version)
+                    self._rules_failed = True
+            self._rules_done = target
+            self._kick()
 
     async def _write_hosts(self) -> None:
         generation, leases = self._generation, self.pool.leases()
@@ -315,6 +368,20 @@ class ClusterNetwork:
                 await self._write_hosts()
             if self.dhcp is not None:
                 await self.dhcp.reload()
+
+    async def _metadata_listener(self) -> socket.socket | None:
+        """The metadata service's socket on the gateway address in our namespace (its DNAT then set)."""
+        gateway = str(self.pool.gateway)
+        try:
+            sock: socket.socket = await trio.to_thread.run_sync(
+                listen_in_netns, self.netns, gateway, METADATA_PORT
+            )
+        except OSError as e:
+            log.warning("metadata service off: cannot listen on %s:%d: %s", gateway, METADATA_PORT, e)
+            return None
+        self.firewall.metadata = f"{gateway}:{METADATA_PORT}"
+        log.info("metadata service on %s:%d (169.254.169.254:80 DNAT-ed to it)", gateway, METADATA_PORT)
+        return sock
 
     async def _bridge_present(self) -> bool:
         assert self.bridge is not None
@@ -339,30 +406,3 @@ class ClusterNetwork:
                 self.pool.network.prefixlen,
                 ",".join(addresses) or "none",
             )
-
-    async def _apply_iptables(self) -> None:
-        """Our chain (re)filled in one go, and one jump to it from each built-in chain, added if missing."""
-        try:
-            result = await run_command(
-                in_netns(self.netns, ["iptables-restore", "-w", "--noflush"]),
-                stdin=render_rules(self.chain, str(self.pool.network)).encode(),
-            )
-            if result.returncode != 0:
-                log.warning("iptables rules not applied chain=%s error=%r", self.chain, _err(result))
-                return
-            for table, builtin in JUMPS:
-                jump = ["-t", table, "-w"]
-                check = await run_command(
-                    in_netns(self.netns, ["iptables", *jump, "-C", builtin, "-j", self.chain])
-                )
-                if check.returncode == 0:
-                    continue
-                add = await run_command(
-                    in_netns(self.netns, ["iptables", *jump, "-I", builtin, "1", "-j", self.chain])
-                )
-                if add.returncode != 0:
-                    log.warning("iptables jump not added %s/%s error=%r", table, builtin, _err(add))
-        except OSError as e:
-            log.warning("iptables not usable: %s", e)
-            return
-        log.info("iptables chain ready chain=%s subnet=%s", self.chain, self.pool.network)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
-from euca.protocol.cluster import NetConfig, mac_for_instance
+from euca.protocol.cluster import InstanceSpec, NetConfig, NetworkView, mac_for_instance
 
 log = logging.getLogger("euca.cc.net")
 
@@ -53,6 +53,15 @@ class VmNetwork(Protocol):
         kept from before a restart for an instance that ended meanwhile)."""
         ...
 
+    def note_launch(self, spec: InstanceSpec) -> None:
+        """An instance about to start (with its address in spec.net): what the metadata service tells it."""
+        ...
+
+    def apply_view(self, view: NetworkView) -> None:
+        """The CLC's network view (security groups, public addresses) to enforce from now on; returns at
+        once (the service applies it behind the call), and a view of the version in force is ignored."""
+        ...
+
 
 class SubnetAllocator:
     """Addresses from a subnet, in memory. The first host address is the gateway (the bridge's address);
@@ -66,6 +75,7 @@ class SubnetAllocator:
         self._hosts = [str(h) for h in hosts]
         self._by_instance: dict[str, NetConfig] = {}
         self._used: set[str] = set()
+        self.view: NetworkView | None = None  # kept, not enforced: there is no real network here
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -99,6 +109,12 @@ class SubnetAllocator:
         keep = set(instance_ids)
         for instance_id in [i for i in self._by_instance if i not in keep]:
             await self.release(instance_id)
+
+    def apply_view(self, view: NetworkView) -> None:
+        self.view = view
+
+    def note_launch(self, spec: InstanceSpec) -> None:
+        pass  # no metadata service without a real network
 
     def _reserve(self, instance_id: str, mac: str, ip: str) -> NetConfig:
         net = NetConfig(mac=mac, private_ip=ip, bridge=self.bridge)
