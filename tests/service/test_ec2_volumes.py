@@ -283,3 +283,26 @@ def test_sc_down_then_back(cloud: Any, ec2: Any, zones: tuple[str, str]) -> None
     wait_volume(ec2, made["VolumeId"], "available")
     assert volume_file(cloud, made["VolumeId"]).exists()
     ec2.delete_volume(VolumeId=made["VolumeId"])
+
+
+def test_admin_sees_the_sc_space_in_zones_verbose(cloud: Any, ec2: Any, zones: tuple[str, str]) -> None:
+    zone, bare = zones
+    made = ec2.create_volume(AvailabilityZone=zone, Size=7)["VolumeId"]
+    wait_volume(ec2, made, "available")
+
+    def storage_row() -> str | None:
+        rows = ec2.describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]
+        names = [r["ZoneName"] for r in rows]
+        row = next((r for r in rows[names.index(zone) :] if r["ZoneName"] == "|- storage"), None)
+        state = str(row["State"]) if row is not None else ""
+        # "<GiB promised> / <GiB held> GiB files up", once a poll counted this volume
+        return state if state.endswith("GiB files up") and int(state.split()[0]) >= 7 else None
+
+    state = wait_for("the SC's space in the verbose zones", storage_row)
+    assert state.endswith("GiB files up")
+    rows = ec2.describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]
+    names = [r["ZoneName"] for r in rows]
+    bare_rows = names[names.index(bare) :]
+    nxt = next((i for i, n in enumerate(bare_rows[1:], 1) if not n.startswith("|-")), len(bare_rows))
+    assert "|- storage" not in bare_rows[:nxt]
+    ec2.delete_volume(VolumeId=made)
