@@ -19,6 +19,7 @@ from helpers.instances import unique, wait_for
 from helpers.server import start_euca
 
 ZONE = unique("zvol")
+CAPACITY = 50  # GiB the SC promises in all: more than the tests hold at once
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server = start_euca(
         tmp_path_factory.mktemp("euca-volumes"),
         roles="clc,walrus,sc",
-        overrides={"clc.poll_interval": 0.2, "cc.cluster": ZONE},
+        overrides={"clc.poll_interval": 0.2, "cc.cluster": ZONE, "sc.capacity_gb": CAPACITY},
     )
     yield next(server)
     server.close()
@@ -306,3 +307,12 @@ def test_admin_sees_the_sc_space_in_zones_verbose(cloud: Any, ec2: Any, zones: t
     nxt = next((i for i, n in enumerate(bare_rows[1:], 1) if not n.startswith("|-")), len(bare_rows))
     assert "|- storage" not in bare_rows[:nxt]
     ec2.delete_volume(VolumeId=made)
+
+
+def test_a_volume_beyond_the_sc_space_is_refused(ec2: Any, zones: tuple[str, str]) -> None:
+    zone, _ = zones
+    before = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.create_volume(AvailabilityZone=zone, Size=CAPACITY + 1)
+    assert error_code(e) == "InsufficientVolumeCapacity"
+    assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} == before

@@ -164,3 +164,20 @@ def test_sc_messages_go_to_the_sc_listener_and_round_trip() -> None:
     )
     assert c.decode_reply(c.DescribeVolumes, 200, c.encode_reply(reply)) == reply
     assert c.ALLOWED_CALLERS["sc"] == frozenset({"clc", "nc"})
+
+
+async def test_only_the_clc_makes_or_removes_volumes(tmp_path: Path) -> None:
+    from euca.core.http import Peer
+    from euca.roles.sc import _from_clc
+
+    calls: list[object] = []
+
+    async def handler(message: object) -> VolumeStatus:
+        calls.append(message)
+        return VolumeStatus(VOL, "deleted")
+
+    wrapped = _from_clc(handler)
+    with pytest.raises(ClusterFault) as e:
+        await wrapped(c.DeleteVolume(VOL), Peer("nc", "node1"))
+    assert e.value.code == "Unauthorized" and calls == []
+    assert await wrapped(c.DeleteVolume(VOL), Peer("clc", "clc")) == VolumeStatus(VOL, "deleted")

@@ -18,15 +18,22 @@ import msgspec
 import trio
 
 from euca.core.cluster_app import ClusterApp
+from euca.core.http import Peer
 from euca.core.roles import App, RoleContext
+from euca.protocol.cluster import ClusterFault
 from euca.roles.sc import volumes
 from euca.roles.sc.backend import VolumeBackend
 from euca.roles.sc.controller import StorageController
 from euca.roles.sc.files import FileBackend
 
 
-def _with_peer(handler: Any) -> Any:
-    async def call(message: Any, peer: Any) -> msgspec.Struct:
+def _from_clc(handler: Any) -> Any:
+    """Making and removing volumes is the CLC's to ask: the listener also admits NCs (for the exports they
+    will fetch once volumes attach), so the OU is checked again here."""
+
+    async def call(message: Any, peer: Peer) -> msgspec.Struct:
+        if peer.role != "clc":
+            raise ClusterFault("Unauthorized", f"{type(message).__name__} is the CLC's to send", 403)
         result: msgspec.Struct = await handler(message)
         return result
 
@@ -44,7 +51,7 @@ class ScRole:
             backend if backend is not None else FileBackend(ctx.config.path(sc.volumes_dir), sc.capacity_gb)
         )
         self.controller = StorageController(ctx.store, self.backend, capacity_gb=sc.capacity_gb)
-        handlers = {cls: _with_peer(fn) for cls, fn in self.controller.handlers().items()}
+        handlers = {cls: _from_clc(fn) for cls, fn in self.controller.handlers().items()}
         self.apps: list[App] = [ClusterApp("sc", handlers)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -161,6 +161,11 @@ async def create_volume(call: Ec2Call, req: m.CreateVolumeRequest) -> m.Volume:
     try:
         status = await _ask_sc(call, sc.url, c.name, cluster.CreateVolume(volume.volume_id, req.size))
     except ClusterFault as e:
+        if e.code == "InsufficientVolumeCapacity":
+            # Nothing was made: the volume never was, as in EC2.
+            await call.ctx.store.write(lambda tx: records.forget(tx, volume.volume_id))
+            log.info("volume refused id=%s: %s", volume.volume_id, e.message)
+            raise Ec2Error(e.code, f"There is not enough free space in {zone} for this volume.") from None
         status = cluster.VolumeStatus(volume.volume_id, "error", req.size, f"{e.code}: {e.message}")
     if status is not None and status.state in ("available", "error"):
         await call.ctx.store.write(
