@@ -316,3 +316,36 @@ def test_a_volume_beyond_the_sc_space_is_refused(ec2: Any, zones: tuple[str, str
         ec2.create_volume(AvailabilityZone=zone, Size=CAPACITY + 1)
     assert error_code(e) == "InsufficientVolumeCapacity"
     assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} == before
+
+
+def test_one_box_registers_its_sc_and_volumes_survive_a_restart(tmp_path: Path) -> None:
+    """`euca --role all` registers its own SC for its cluster at start; a volume made there is still
+    there, available, after the whole cloud stops and starts again (the CLC's and the SC's tables)."""
+    overrides = {"nc.libvirt_uri": "test:///default", "clc.poll_interval": 0.2, "cc.poll_interval": 0.2}
+    server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
+    euca = next(server)
+    try:
+        services = admin(euca, "describe-services")
+        cluster = euca.ctx.config.cc.cluster
+        assert f"SERVICE\tstorage\t{cluster}\t{euca.ctx.config.zone}\t{euca.ctx.endpoints['sc']}" in services
+        ec2 = euca.client("ec2")
+        made = ec2.create_volume(AvailabilityZone=euca.ctx.config.zone, Size=1)["VolumeId"]
+        wait_volume(ec2, made, "available")
+    finally:
+        server.close()
+    server = start_euca(tmp_path / "onebox", roles="all", overrides=overrides)
+    euca = next(server)
+    try:
+        ec2 = euca.client("ec2")
+        (v,) = ec2.describe_volumes(VolumeIds=[made])["Volumes"]
+        assert v["State"] == "available"
+        # the SC listens on a new port (port 0): the one-box's registration followed it
+        assert f"\t{euca.ctx.endpoints['sc']}\t" in admin(euca, "describe-services")
+        ec2.delete_volume(VolumeId=made)
+        wait_for(
+            "the volume gone",
+            lambda: not ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [made]}])["Volumes"],
+        )
+        assert not volume_file(euca, made).exists()
+    finally:
+        server.close()
