@@ -5,6 +5,7 @@ second zone with a CC and no SC."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,47 @@ def test_one_box_registers_its_sc_and_volumes_survive_a_restart(tmp_path: Path) 
         assert not volume_file(euca, made).exists()
     finally:
         server.close()
+
+
+def test_an_sc_on_another_host_joins_with_a_token(
+    cloud: Any, ec2: Any, zones: tuple[str, str], tmp_path: Path
+) -> None:
+    """`euca admin register-sc` prints a token; an SC with its own data dir joins with it (certificate OU=sc,
+    CN=the cluster, from the cloud CA), and the zone that had no SC takes volumes on it."""
+    from euca.core.components import Components, join_cloud
+    from euca.core.config import load_config
+
+    _, bare = zones
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clc_port = cloud.url.rsplit(":", 1)[1]
+    result = CliRunner().invoke(
+        main,
+        [
+            "--data-dir",
+            str(cloud.data_dir),
+            "--set",
+            f"clc.listen.port={clc_port}",
+            "admin",
+            "register-sc",
+            bare,
+        ]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+    )
+    assert result.exit_code == 0, result.output
+    token = next(line.split("\t")[1] for line in result.output.splitlines() if line.startswith("JOINTOKEN\t"))
+    remote = tmp_path / "sc-host"
+    join_cloud(load_config(None, {"data_dir": str(remote)}), token)
+    assert Components(remote / "pki" / "components").name("sc") == bare
+    server = start_euca(remote, roles="sc", overrides={"sc.listen.port": port})
+    next(server)
+    try:
+        made = ec2.create_volume(AvailabilityZone=bare, Size=1)["VolumeId"]
+        wait_volume(ec2, made, "available")
+        assert (remote / "sc" / "volumes" / f"{made}.raw").exists()
+        ec2.delete_volume(VolumeId=made)
+        wait_for("the volume gone", lambda: not (remote / "sc" / "volumes" / f"{made}.raw").exists())
+    finally:
+        server.close()
+        admin(cloud, "deregister-sc", bare)
