@@ -240,6 +240,12 @@ def test_unknown_and_malformed_ids(ec2: Any, cloud: Any, zones: tuple[str, str])
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2.delete_volume(VolumeId=theirs)
     assert error_code(e) == "InvalidVolume.NotFound"
+    # ... but the cloud admin's verbose view shows every account's volumes (as euca-describe-volumes verbose)
+    everyone = ec2.describe_volumes(VolumeIds=["verbose"])["Volumes"]
+    assert theirs in {v["VolumeId"] for v in everyone}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cloud.client("ec2", creds=cloud.other).describe_volumes(VolumeIds=["verbose"])
+    assert error_code(e) == "InvalidVolumeID.Malformed"
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2.describe_volumes(MaxResults=2)
     assert error_code(e) == "InvalidParameterValue"

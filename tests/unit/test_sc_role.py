@@ -88,6 +88,7 @@ async def test_create_describe_delete(store: Store, tmp_path: Path) -> None:
     assert await sc.delete_volume(c.DeleteVolume(VOL)) == VolumeStatus(VOL, "deleted")
     assert await sc.delete_volume(c.DeleteVolume(VOL)) == VolumeStatus(VOL, "deleted")
     assert (await sc.describe_volumes(c.DescribeVolumes())).volumes == []
+    assert sc._locks == {}  # no lock kept per volume once nothing waits on it
 
 
 async def test_capacity_is_enforced(store: Store, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ still `deleting` is removed. A volume the SC does not hold is reported `deleted`
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -40,11 +42,16 @@ class StorageController:
     def capacity_gb(self) -> int:
         return self._capacity_gb or self.backend.capacity_gb()
 
-    def _lock(self, volume_id: str) -> trio.Lock:
-        lock = self._locks.get(volume_id)
-        if lock is None:
-            lock = self._locks[volume_id] = trio.Lock()
-        return lock
+    @asynccontextmanager
+    async def _lock(self, volume_id: str) -> AsyncIterator[None]:
+        """One change at a time per volume; the lock is dropped once nobody holds or awaits it."""
+        lock = self._locks.setdefault(volume_id, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(volume_id, None)
 
     async def recover(self) -> None:
         """Finish what a stop or crash interrupted."""

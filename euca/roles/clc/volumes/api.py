@@ -187,13 +187,22 @@ def _described(call: Ec2Call, ids: list[str]) -> Callable[[Tx], list[VolumeRecor
 
 
 async def describe_volumes(call: Ec2Call, req: m.DescribeVolumesRequest) -> m.DescribeVolumesResult:
-    ids = records.check_volume_ids(req.volume_ids)
+    # euca-describe-volumes verbose: the cloud admin sees every account's volumes.
+    everyone = call.principal.is_cloud_admin and "verbose" in req.volume_ids
+    ids = records.check_volume_ids([i for i in req.volume_ids if not (everyone and i == "verbose")])
     if ids and req.max_results is not None:
         raise Ec2Error(
             "InvalidParameterCombination",
             "The parameter volumeSet cannot be used with the parameter maxResults",
         )
-    found = await call.ctx.store.read(_described(call, ids))
+    if everyone:
+        found = await call.ctx.store.read(records.load_all_volumes)
+        missing = [i for i in ids if i not in {v.volume_id for v in found}]
+        if missing:
+            raise records.not_found(missing)
+        found = [v for v in found if not ids or v.volume_id in ids]
+    else:
+        found = await call.ctx.store.read(_described(call, ids))
     found = VOLUME_FILTERS.apply(req.filters, found)
     page, token = paginate(found, lambda v: v.volume_id, req.max_results, req.next_token, PAGE_LIMITS)
     return m.DescribeVolumesResult(volumes=[render(v) for v in page], next_token=token)

@@ -124,6 +124,18 @@ def load_volumes(tx: Tx, account_id: str, ids: Sequence[str] = ()) -> list[Volum
     return [_record(r, tagged.get(r["volume_id"])) for r in rows]
 
 
+def load_all_volumes(tx: Tx) -> list[VolumeRecord]:
+    """Every account's volumes, each with its owner's tags (the cloud admin's verbose view)."""
+    rows = tx.all("SELECT * FROM clc_volumes ORDER BY volume_id")
+    by_account: dict[str, list[str]] = {}
+    for r in rows:
+        by_account.setdefault(r["account_id"], []).append(r["volume_id"])
+    tagged: dict[str, dict[str, str]] = {}
+    for account_id, ids in by_account.items():
+        tagged.update(tags.tags_of(tx, account_id, ids))
+    return [_record(r, tagged.get(r["volume_id"])) for r in rows]
+
+
 def owned(tx: Tx, account_id: str, ids: Sequence[str]) -> list[VolumeRecord]:
     """The caller's volumes with these ids, in the order asked; a missing one is InvalidVolume.NotFound."""
     found = {v.volume_id: v for v in load_volumes(tx, account_id, ids)}
