@@ -357,6 +357,14 @@ class DeleteVolume(msgspec.Struct, frozen=True):
     volume_id: str
 
 
+class GrowVolume(msgspec.Struct, frozen=True):
+    """Make a volume `size_gb` GiB (ModifyVolume); the new space reads as zeros. Idempotent: a volume that
+    size already answers its status; a smaller size is refused (volumes only grow)."""
+
+    volume_id: str
+    size_gb: int
+
+
 class DescribeVolumes(msgspec.Struct, frozen=True):
     volume_ids: list[str] = []  # empty: all
 
@@ -374,6 +382,7 @@ class VolumesReply(msgspec.Struct, frozen=True):
 SC_REPLIES: dict[type, type] = {
     CreateVolume: VolumeStatus,
     DeleteVolume: VolumeStatus,
+    GrowVolume: VolumeStatus,
     DescribeVolumes: VolumesReply,
 }
 

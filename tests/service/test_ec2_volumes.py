@@ -290,6 +290,18 @@ def test_sc_down_then_back(cloud: Any, ec2: Any, zones: tuple[str, str]) -> None
     admin(cloud, "register-sc", zone, "--host", "127.0.0.1", "--port", sc_port, "--no-join-token")
     wait_volume(ec2, made["VolumeId"], "available")
     assert volume_file(cloud, made["VolumeId"]).exists()
+    # the same for a ModifyVolume: modifying while the SC is away, completed by the poller once it is back
+    admin(cloud, "deregister-sc", zone)
+    admin(cloud, "register-sc", zone, "--host", "127.0.0.1", "--port", "1", "--no-join-token")
+    mod = ec2.modify_volume(VolumeId=made["VolumeId"], Size=2)["VolumeModification"]
+    assert mod["ModificationState"] == "modifying"
+    admin(cloud, "deregister-sc", zone)
+    admin(cloud, "register-sc", zone, "--host", "127.0.0.1", "--port", sc_port, "--no-join-token")
+    wait_for(
+        "the volume grown",
+        lambda: ec2.describe_volumes(VolumeIds=[made["VolumeId"]])["Volumes"][0]["Size"] == 2,
+    )
+    assert volume_file(cloud, made["VolumeId"]).stat().st_size == 2 * 1024**3
     ec2.delete_volume(VolumeId=made["VolumeId"])
 
 
@@ -400,3 +412,52 @@ def test_an_sc_on_another_host_joins_with_a_token(
     finally:
         server.close()
         admin(cloud, "deregister-sc", bare)
+
+
+def test_modify_volume_grows_it(cloud: Any, ec2: Any, zones: tuple[str, str]) -> None:
+    zone, _ = zones
+    made = ec2.create_volume(AvailabilityZone=zone, Size=1)["VolumeId"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.describe_volumes_modifications(VolumeIds=[made])
+    assert error_code(e) == "InvalidVolumeModification.NotFound"
+    wait_volume(ec2, made, "available")
+    mod = ec2.modify_volume(VolumeId=made, Size=3, VolumeType="gp2")["VolumeModification"]
+    assert (mod["VolumeId"], mod["OriginalSize"], mod["TargetSize"]) == (made, 1, 3)
+    assert (mod["OriginalVolumeType"], mod["TargetVolumeType"]) == ("standard", "gp2")
+    assert mod["ModificationState"] in ("modifying", "completed")
+    wait_for(
+        "the modification completed",
+        lambda: (
+            ec2.describe_volumes_modifications(VolumeIds=[made])["VolumesModifications"][0][
+                "ModificationState"
+            ]
+            == "completed"
+        ),
+    )
+    (v,) = ec2.describe_volumes(VolumeIds=[made])["Volumes"]
+    assert (v["Size"], v["VolumeType"]) == (3, "gp2")
+    assert volume_file(cloud, made).stat().st_size == 3 * 1024**3
+    listed = ec2.describe_volumes_modifications(
+        Filters=[
+            {"Name": "modification-state", "Values": ["completed"]},
+            {"Name": "volume-id", "Values": [made]},
+        ]
+    )["VolumesModifications"]
+    assert [x["TargetSize"] for x in listed] == [3]
+    for args, code in (
+        ({"Size": 2}, "InvalidParameterValue"),  # volumes only grow
+        ({"Size": 3}, "InvalidParameterCombination"),  # nothing changes
+        ({"Size": 16385}, "InvalidParameterValue"),
+        ({"Size": CAPACITY * 2}, "InsufficientVolumeCapacity"),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            ec2.modify_volume(VolumeId=made, **args)
+        assert error_code(e) == code, args
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.modify_volume(VolumeId="vol-00000000", Size=5)
+    assert error_code(e) == "InvalidVolume.NotFound"
+    # the aws CLI, as a user grows a volume
+    out = json.loads(cloud.aws("ec2", "modify-volume", "--volume-id", made, "--size", "4").stdout)
+    assert out["VolumeModification"]["TargetSize"] == 4
+    wait_for("4 GiB", lambda: ec2.describe_volumes(VolumeIds=[made])["Volumes"][0]["Size"] == 4)
+    ec2.delete_volume(VolumeId=made)

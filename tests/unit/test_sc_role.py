@@ -13,7 +13,7 @@ from euca.core.store import Store
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault, VolumeStatus
 from euca.roles.clc.volumes.reconcile import reconcile_volumes
-from euca.roles.clc.volumes.records import VolumeRecord
+from euca.roles.clc.volumes.records import Modification, VolumeRecord
 from euca.roles.sc import volumes
 from euca.roles.sc.backend import GIB, BackendError
 from euca.roles.sc.controller import StorageController
@@ -116,11 +116,33 @@ async def test_recovery_finishes_what_a_crash_interrupted(store: Store, tmp_path
     assert backend.size_gb(VOL) == 1 and backend.size_gb("vol-0000dead") is None
 
 
+async def test_grow(store: Store, tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "v")
+    sc = StorageController(store, backend, capacity_gb=10)
+    await sc.create_volume(c.CreateVolume(VOL, 2))
+    assert await sc.grow_volume(c.GrowVolume(VOL, 5)) == VolumeStatus(VOL, "available", 5)
+    assert await sc.grow_volume(c.GrowVolume(VOL, 5)) == VolumeStatus(VOL, "available", 5)  # a resend
+    assert backend.size_gb(VOL) == 5
+    for size, code in ((4, "InvalidParameterValue"), (11, "InsufficientVolumeCapacity")):
+        with pytest.raises(ClusterFault) as e:
+            await sc.grow_volume(c.GrowVolume(VOL, size))
+        assert e.value.code == code
+    with pytest.raises(ClusterFault) as e:
+        await sc.grow_volume(c.GrowVolume("vol-99999999", 5))
+    assert e.value.code == "InvalidVolume.NotFound"
+    # a crash after the backend grew and before the row followed: the resend records it
+    backend.grow(VOL, 7)
+    assert await sc.grow_volume(c.GrowVolume(VOL, 7)) == VolumeStatus(VOL, "available", 7)
+
+
 # -- the CLC's reconciliation ----------------------------------------------------------------------------
 
 
-def _record(volume_id: str, state: str, size: int = 1) -> VolumeRecord:
-    return VolumeRecord(volume_id, "a", "z", "z", size, "standard", None, None, state, None, 0.0)
+def _record(volume_id: str, state: str, size: int = 1, target: int | None = None) -> VolumeRecord:
+    mod = None
+    if target is not None:
+        mod = Modification("modifying", None, size, target, "standard", "standard", None, None, 0.0, None)
+    return VolumeRecord(volume_id, "a", "z", "z", size, "standard", None, None, state, None, 0.0, {}, mod)
 
 
 def test_reconcile_volumes() -> None:
@@ -132,12 +154,16 @@ def test_reconcile_volumes() -> None:
         _record("vol-00000005", "available"),  # SC lost it
         _record("vol-00000006", "available"),  # as it should be
         _record("vol-00000007", "creating"),  # SC still making it
+        _record("vol-00000008", "available", 1, target=4),  # SC grew it
+        _record("vol-00000009", "available", 1, target=4),  # SC did not: ask again
     ]
     reported = [
         VolumeStatus("vol-00000001", "available", 1),
         VolumeStatus("vol-00000004", "available", 1),
         VolumeStatus("vol-00000006", "available", 1),
         VolumeStatus("vol-00000007", "creating", 1),
+        VolumeStatus("vol-00000008", "available", 4),
+        VolumeStatus("vol-00000009", "available", 1),
         VolumeStatus("vol-00000003", "deleted"),
         VolumeStatus("vol-000000ff", "available", 1),  # not the CLC's
     ]
@@ -150,13 +176,20 @@ def test_reconcile_volumes() -> None:
     assert r.forget == ["vol-00000003"]
     assert r.delete_again == ["vol-00000004"]
     assert r.unknown == ["vol-000000ff"]
+    assert r.grown == ["vol-00000008"]
+    assert r.grow_again == [("vol-00000009", 4)]
 
 
 # -- the messages ----------------------------------------------------------------------------------------
 
 
 def test_sc_messages_go_to_the_sc_listener_and_round_trip() -> None:
-    for message in (c.CreateVolume(VOL, 1), c.DeleteVolume(VOL), c.DescribeVolumes([VOL])):
+    for message in (
+        c.CreateVolume(VOL, 1),
+        c.DeleteVolume(VOL),
+        c.GrowVolume(VOL, 2),
+        c.DescribeVolumes([VOL]),
+    ):
         assert listener_role(type(message)) == "sc"
         path, body = c.encode_request(message)
         assert c.decode_request(path, body) == message

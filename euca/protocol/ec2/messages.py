@@ -989,9 +989,53 @@ class DescribeVolumeAttributeResult(Wire):
     product_codes: list[ProductCode] | None = None
 
 
+class ModifyVolumeRequest(Wire):
+    volume_id: str
+    size: int | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    multi_attach_enabled: bool | None = None
+    dry_run: bool = False
+
+
+class VolumeModification(Wire):
+    volume_id: str
+    modification_state: str
+    original_size: int
+    target_size: int
+    original_volume_type: str
+    target_volume_type: str
+    start_time: datetime
+    progress: int
+    status_message: str | None = None
+    original_iops: int | None = None
+    target_iops: int | None = None
+    end_time: datetime | None = None
+
+
+class ModifyVolumeResult(Wire):
+    volume_modification: VolumeModification
+
+
+class DescribeVolumesModificationsRequest(Wire):
+    volume_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class DescribeVolumesModificationsResult(Wire):
+    volumes_modifications: list[VolumeModification]
+    next_token: str | None = None
+
+
 REQUEST_TYPES.update(
     {
         "CreateVolume": CreateVolumeRequest,
+        "ModifyVolume": ModifyVolumeRequest,
+        "DescribeVolumesModifications": DescribeVolumesModificationsRequest,
         "DescribeVolumes": DescribeVolumesRequest,
         "DeleteVolume": DeleteVolumeRequest,
         "DescribeVolumeStatus": DescribeVolumeStatusRequest,

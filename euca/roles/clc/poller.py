@@ -244,6 +244,8 @@ class Poller:
             for volume_id in result.forget:
                 if volumes.set_state(tx, volume_id, "deleted", only_from=("deleting",)):
                     volumes.forget(tx, volume_id)
+            for volume_id in result.grown:
+                volumes.end_modification(tx, volume_id, ok=True)
             return result
 
         result = await self.store.write(write)
@@ -262,9 +264,13 @@ class Poller:
             await self._resend(sc, cluster.CreateVolume(volume_id, size))
         for volume_id in result.delete_again:
             await self._resend(sc, cluster.DeleteVolume(volume_id))
+        for volume_id, size in result.grow_again:
+            await self._resend(sc, cluster.GrowVolume(volume_id, size))
 
     async def _resend(
-        self, sc: topology.StorageController, message: cluster.CreateVolume | cluster.DeleteVolume
+        self,
+        sc: topology.StorageController,
+        message: cluster.CreateVolume | cluster.DeleteVolume | cluster.GrowVolume,
     ) -> None:
         """Ask the SC again; its answer lands at the next poll."""
         try:

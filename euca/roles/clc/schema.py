@@ -370,7 +370,19 @@ VOLUMES = Migration(
         reason TEXT,
         created REAL NOT NULL,
         client_token TEXT,
-        request_digest TEXT
+        request_digest TEXT,
+        -- The latest ModifyVolume (NULL: never modified): modifying until the SC grew it, then completed
+        -- (or failed); the target is applied to size_gib/volume_type/iops when it completes.
+        mod_state TEXT,
+        mod_message TEXT,
+        mod_original_size INTEGER,
+        mod_target_size INTEGER,
+        mod_original_type TEXT,
+        mod_target_type TEXT,
+        mod_original_iops INTEGER,
+        mod_target_iops INTEGER,
+        mod_start REAL,
+        mod_end REAL
     );
     CREATE INDEX clc_volumes_account ON clc_volumes(account_id);
     CREATE INDEX clc_volumes_cluster ON clc_volumes(cluster);

@@ -36,6 +36,7 @@ class StorageController:
         return {
             c.CreateVolume: self.create_volume,
             c.DeleteVolume: self.delete_volume,
+            c.GrowVolume: self.grow_volume,
             c.DescribeVolumes: self.describe_volumes,
         }
 
@@ -100,6 +101,40 @@ class StorageController:
         await self.store.write(lambda tx: volumes.set_state(tx, volume_id, "available"), durable=True)
         log.info("volume created id=%s size=%dGiB backend=%s", volume_id, size_gb, self.backend.name)
         return c.VolumeStatus(volume_id, "available", size_gb)
+
+    async def grow_volume(self, msg: c.GrowVolume) -> c.VolumeStatus:
+        """The backend grows first and the row follows: after a crash in between the row is smaller than
+        the bytes, and the CLC's resend grows again (a no-op for the backend) and records it."""
+        async with self._lock(msg.volume_id):
+            found = await self.store.read(lambda tx: volumes.get(tx, msg.volume_id))
+            if found is None:
+                raise ClusterFault("InvalidVolume.NotFound", f"no volume {msg.volume_id} here", 404)
+            if found.state != "available":
+                raise ClusterFault("IncorrectState", f"{msg.volume_id} is {found.state}", 409)
+            if msg.size_gb < found.size_gb:
+                raise ClusterFault(
+                    "InvalidParameterValue",
+                    f"{msg.volume_id} has {found.size_gb} GiB: volumes only grow",
+                    400,
+                )
+            if not msg.size_gb <= 16384:
+                raise ClusterFault("InvalidParameterValue", f"volume size {msg.size_gb} GiB: 1..16384", 400)
+            capacity = self.capacity_gb()
+            allocated = await self.store.read(volumes.allocated_gb)
+            if capacity and allocated - found.size_gb + msg.size_gb > capacity:
+                raise ClusterFault(
+                    "InsufficientVolumeCapacity",
+                    f"the storage controller has {capacity - allocated} GiB left of {capacity}",
+                    503,
+                )
+            try:
+                await trio.to_thread.run_sync(self.backend.grow, msg.volume_id, msg.size_gb)
+            except BackendError as e:
+                raise ClusterFault("InternalError", f"growing {msg.volume_id} failed: {e}", 500) from None
+            await self.store.write(lambda tx: volumes.set_size(tx, msg.volume_id, msg.size_gb), durable=True)
+            if msg.size_gb != found.size_gb:
+                log.info("volume grown id=%s from=%dGiB to=%dGiB", msg.volume_id, found.size_gb, msg.size_gb)
+            return c.VolumeStatus(msg.volume_id, "available", msg.size_gb)
 
     async def delete_volume(self, msg: c.DeleteVolume) -> c.VolumeStatus:
         async with self._lock(msg.volume_id):

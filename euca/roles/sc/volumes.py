@@ -96,3 +96,9 @@ def set_state(tx: Tx, volume_id: str, state: str, reason: str | None = None) -> 
 
 def forget(tx: Tx, volume_id: str) -> None:
     tx.execute("DELETE FROM sc_volumes WHERE volume_id=?", (volume_id,))
+
+
+def set_size(tx: Tx, volume_id: str, size_gb: int) -> None:
+    tx.execute(
+        "UPDATE sc_volumes SET size_gb=?, changed=? WHERE volume_id=?", (size_gb, time.time(), volume_id)
+    )

@@ -1,5 +1,5 @@
 """EBS volumes through EC2: CreateVolume, DescribeVolumes, DeleteVolume, DescribeVolumeStatus,
-DescribeVolumeAttribute.
+DescribeVolumeAttribute, ModifyVolume (grow; beyond Eucalyptus), DescribeVolumesModifications.
 
 CreateVolume records the volume `creating` (durable), then asks the zone's SC (cluster.CreateVolume) and
 answers `creating` as EC2 does; the SC's answer moves it to `available` (or `error`). When the SC cannot be
@@ -287,7 +287,121 @@ async def describe_volume_attribute(
     raise Ec2Error("InvalidParameterValue", f"Value ({req.attribute}) for parameter attribute is invalid.")
 
 
+def render_modification(v: VolumeRecord) -> m.VolumeModification:
+    mod = v.modification
+    assert mod is not None
+    return m.VolumeModification(
+        volume_id=v.volume_id,
+        modification_state=mod.state,
+        status_message=mod.message,
+        original_size=mod.original_size,
+        target_size=mod.target_size,
+        original_volume_type=mod.original_type,
+        target_volume_type=mod.target_type,
+        original_iops=mod.original_iops,
+        target_iops=mod.target_iops,
+        start_time=datetime.fromtimestamp(mod.start, UTC),
+        end_time=datetime.fromtimestamp(mod.end, UTC) if mod.end is not None else None,
+        progress=0 if mod.state == "modifying" else 100,
+    )
+
+
+def _volume_and_storage(
+    account_id: str, volume_id: str
+) -> Callable[[Tx], tuple[VolumeRecord, topology.StorageController | None]]:
+    def read(tx: Tx) -> tuple[VolumeRecord, topology.StorageController | None]:
+        (volume,) = records.owned(tx, account_id, [volume_id])
+        return volume, topology.get_storage(tx, volume.cluster)
+
+    return read
+
+
+async def modify_volume(call: Ec2Call, req: m.ModifyVolumeRequest) -> m.ModifyVolumeResult:
+    """Grow a volume, or change its recorded type or iops (beyond Eucalyptus). The SC grows the bytes
+    (GrowVolume); when it cannot be reached the modification stays `modifying` and the poller asks again."""
+    volume_id = records.check_volume_id(req.volume_id)
+    if req.multi_attach_enabled:
+        raise Ec2Error("InvalidParameterValue", "Multi-attach volumes are not supported by this cloud.")
+    if req.size is None and req.volume_type is None and req.iops is None:
+        raise Ec2Error("MissingParameter", "The request must contain the parameter size, volumeType or iops")
+    current, sc = await call.ctx.store.read(_volume_and_storage(call.account_id, volume_id))
+    target_type = req.volume_type or current.volume_type
+    if req.size is not None and target_type in records.SIZE_RANGES:
+        records.check_size(target_type, req.size)  # a size out of range reads as such, whatever the space
+    if req.size is not None and sc is not None and sc.capacity_gb:
+        # Refused before anything is recorded when the SC's last poll says it cannot hold it (the SC checks
+        # again, for what changed since).
+        if sc.allocated_gb - current.size_gib + req.size > sc.capacity_gb:
+            raise Ec2Error(
+                "InsufficientVolumeCapacity",
+                f"There is not enough free space in {current.zone} for this size.",
+            )
+    volume = await call.ctx.store.write(
+        lambda tx: records.begin_modification(
+            tx, call.account_id, volume_id, req.size, req.volume_type, req.iops
+        ),
+        durable=True,
+    )
+    mod = volume.modification
+    assert mod is not None
+    log.info("volume modifying id=%s size=%d->%d", volume_id, mod.original_size, mod.target_size)
+    status: cluster.VolumeStatus | None = None
+    if sc is not None:
+        try:
+            status = await _ask_sc(
+                call, sc.url, volume.cluster, cluster.GrowVolume(volume_id, mod.target_size)
+            )
+        except ClusterFault as e:
+            failed = f"{e.code}: {e.message}"
+            await call.ctx.store.write(
+                lambda tx: records.end_modification(tx, volume_id, ok=False, message=failed)
+            )
+            log.warning("volume modification failed id=%s: %s", volume_id, failed)
+            if e.code == "InsufficientVolumeCapacity":
+                raise Ec2Error(
+                    e.code, f"There is not enough free space in {volume.zone} for this size."
+                ) from None
+    if status is not None and status.size_gb >= mod.target_size:
+        await call.ctx.store.write(lambda tx: records.end_modification(tx, volume_id, ok=True))
+    (now,) = await call.ctx.store.read(lambda tx: records.owned(tx, call.account_id, [volume_id]))
+    return m.ModifyVolumeResult(volume_modification=render_modification(now))
+
+
+MODIFICATION_FILTERS: FilterSet[m.VolumeModification] = FilterSet(
+    {
+        "volume-id": lambda x: x.volume_id,
+        "modification-state": lambda x: x.modification_state,
+        "original-size": lambda x: str(x.original_size),
+        "target-size": lambda x: str(x.target_size),
+        "original-volume-type": lambda x: x.original_volume_type,
+        "target-volume-type": lambda x: x.target_volume_type,
+        "original-iops": lambda x: str(x.original_iops) if x.original_iops is not None else [],
+        "target-iops": lambda x: str(x.target_iops) if x.target_iops is not None else [],
+        "start-time": lambda x: x.start_time.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    }
+)
+
+
+async def describe_volumes_modifications(
+    call: Ec2Call, req: m.DescribeVolumesModificationsRequest
+) -> m.DescribeVolumesModificationsResult:
+    ids = records.check_volume_ids(req.volume_ids)
+    found = await call.ctx.store.read(_described(call, ids))
+    never = [v.volume_id for v in found if v.modification is None and ids]
+    if never:
+        raise Ec2Error(
+            "InvalidVolumeModification.NotFound", f"Modification for volume '{never[0]}' does not exist."
+        )
+    mods = MODIFICATION_FILTERS.apply(
+        req.filters, [render_modification(v) for v in found if v.modification is not None]
+    )
+    page, token = paginate(mods, lambda x: x.volume_id, req.max_results, req.next_token, PageLimits(5, 500))
+    return m.DescribeVolumesModificationsResult(volumes_modifications=page, next_token=token)
+
+
 HANDLERS: dict[str, Handler] = {
+    "ModifyVolume": modify_volume,
+    "DescribeVolumesModifications": describe_volumes_modifications,
     "CreateVolume": create_volume,
     "DescribeVolumes": describe_volumes,
     "DeleteVolume": delete_volume,

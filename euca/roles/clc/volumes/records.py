@@ -38,6 +38,22 @@ IOPS_TYPES = ("io1", "io2")
 
 
 @dataclass(frozen=True)
+class Modification:
+    """A volume's latest ModifyVolume."""
+
+    state: str  # modifying | completed | failed
+    message: str | None
+    original_size: int
+    target_size: int
+    original_type: str
+    target_type: str
+    original_iops: int | None
+    target_iops: int | None
+    start: float
+    end: float | None
+
+
+@dataclass(frozen=True)
 class VolumeRecord:
     volume_id: str
     account_id: str
@@ -51,6 +67,7 @@ class VolumeRecord:
     reason: str | None
     created: float
     tags: dict[str, str] = field(default_factory=dict)
+    modification: Modification | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,24 @@ def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> VolumeRec
         reason=row["reason"],
         created=row["created"],
         tags=tagged or {},
+        modification=_modification(row),
+    )
+
+
+def _modification(row: sqlite3.Row) -> Modification | None:
+    if row["mod_state"] is None:
+        return None
+    return Modification(
+        state=row["mod_state"],
+        message=row["mod_message"],
+        original_size=row["mod_original_size"],
+        target_size=row["mod_target_size"],
+        original_type=row["mod_original_type"],
+        target_type=row["mod_target_type"],
+        original_iops=row["mod_original_iops"],
+        target_iops=row["mod_target_iops"],
+        start=row["mod_start"],
+        end=row["mod_end"],
     )
 
 
@@ -235,3 +270,61 @@ def forget(tx: Tx, volume_id: str) -> None:
     """The SC confirmed the volume gone: its row and tags go."""
     tx.execute("DELETE FROM clc_volumes WHERE volume_id=?", (volume_id,))
     tags.forget_resource(tx, volume_id)
+
+
+def begin_modification(
+    tx: Tx, account_id: str, volume_id: str, size: int | None, volume_type: str | None, iops: int | None
+) -> VolumeRecord:
+    """ModifyVolume's rules: the caller's available volume, no modification in progress, a size only ever
+    larger (the bytes only grow) and within the target type's range, something actually changing. Records
+    the modification `modifying` and returns the volume with it."""
+    (v,) = owned(tx, account_id, [volume_id])
+    if v.modification is not None and v.modification.state == "modifying":
+        raise Ec2Error("IncorrectModificationState", f"The volume '{volume_id}' is already being modified.")
+    if v.state != "available":
+        raise Ec2Error("IncorrectState", f"The volume '{volume_id}' is '{v.state}', not 'available'.")
+    target_type = volume_type or v.volume_type
+    if target_type not in SIZE_RANGES:
+        raise Ec2Error("InvalidParameterValue", f"Value ({target_type}) for parameter volumeType is invalid.")
+    target_size = v.size_gib if size is None else size
+    if target_size < v.size_gib:
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"New size ({target_size}GiB) cannot be smaller than the existing size ({v.size_gib}GiB).",
+        )
+    check_size(target_type, target_size)
+    target_iops = iops if iops is not None else (v.iops if target_type in (*IOPS_TYPES, "gp3") else None)
+    if target_type in IOPS_TYPES and target_iops is None:
+        raise Ec2Error("MissingParameter", f"The parameter iops must be specified for {target_type} volumes.")
+    if (target_size, target_type, target_iops) == (v.size_gib, v.volume_type, v.iops):
+        raise Ec2Error(
+            "InvalidParameterCombination", "New parameters are the same as the volume's: nothing to modify."
+        )
+    tx.execute(
+        "UPDATE clc_volumes SET mod_state='modifying', mod_message=NULL, mod_original_size=?, mod_target_size=?, "
+        "mod_original_type=?, mod_target_type=?, mod_original_iops=?, mod_target_iops=?, mod_start=?, "
+        "mod_end=NULL WHERE volume_id=?",
+        (v.size_gib, target_size, v.volume_type, target_type, v.iops, target_iops, time.time(), volume_id),
+    )
+    (found,) = owned(tx, account_id, [volume_id])
+    return found
+
+
+def end_modification(tx: Tx, volume_id: str, *, ok: bool, message: str | None = None) -> bool:
+    """The SC grew the volume (ok: the target becomes the volume's size, type and iops) or could not.
+    False if no modification was in progress."""
+    row = tx.one("SELECT * FROM clc_volumes WHERE volume_id=? AND mod_state='modifying'", (volume_id,))
+    if row is None:
+        return False
+    if ok:
+        tx.execute(
+            "UPDATE clc_volumes SET size_gib=mod_target_size, volume_type=mod_target_type, iops=mod_target_iops, "
+            "mod_state='completed', mod_message=NULL, mod_end=? WHERE volume_id=?",
+            (time.time(), volume_id),
+        )
+    else:
+        tx.execute(
+            "UPDATE clc_volumes SET mod_state='failed', mod_message=?, mod_end=? WHERE volume_id=?",
+            (message, time.time(), volume_id),
+        )
+    return True
