@@ -454,22 +454,74 @@ def deregister_node(ctx: click.Context, name: str) -> None:
     click.echo(f"NODE\t{node.name}\t{node.cluster}\tDeregistered")
 
 
+@admin.command("register-sc")
+@click.argument("cluster")
+@click.option("--host", required=True, help="Where the cluster's SC answers.")
+@click.option("--port", default=8776, show_default=True, type=int)
+@click.option(
+    "--join-token/--no-join-token", default=True, show_default=True, help="Print a join token for the SC."
+)
+@click.pass_context
+def register_sc(ctx: click.Context, cluster: str, host: str, port: int, join_token: bool) -> None:
+    """Register the storage controller of a cluster (one per cluster: its zone's volumes). Its SC joins
+    with the printed token (`euca --role sc --join TOKEN`); a one-box registers its own SC at start."""
+    from euca.roles.clc.topology import records as topology
+
+    cfg, store = _clc_store(ctx)
+    try:
+        url = topology.service_url(host, port)
+        sc = store.write_sync(lambda tx: topology.register_storage(tx, cluster, url))
+    except topology.TopologyError as e:
+        raise _fail(e) from e
+    click.echo(f"STORAGE\t{sc.cluster}\t{sc.url}")
+    if join_token:
+        _print_join_token(cfg, store, "sc", sc.cluster, host)
+
+
+@admin.command("deregister-sc")
+@click.argument("cluster")
+@click.pass_context
+def deregister_sc(ctx: click.Context, cluster: str) -> None:
+    """Forget a cluster's storage controller (its zone then refuses CreateVolume)."""
+    from euca.roles.clc.join import revoke_join_tokens
+    from euca.roles.clc.topology import records as topology
+
+    _, store = _clc_store(ctx)
+    try:
+        sc = store.write_sync(lambda tx: topology.deregister_storage(tx, cluster))
+    except topology.TopologyError as e:
+        raise _fail(e) from e
+    revoke_join_tokens(store, "sc", sc.cluster)
+    click.echo(f"STORAGE\t{sc.cluster}\tDeregistered")
+
+
 @admin.command("describe-services")
 @click.pass_context
 def describe_services(ctx: click.Context) -> None:
-    """Each registered CC and NC: where it answers and its state at the CLC's last poll."""
+    """Each registered CC, SC and NC: where it answers and its state at the CLC's last poll."""
     import time
 
     from euca.roles.clc.topology import records as topology
 
     _, store = _clc_store(ctx)
-    clusters, nodes = store.read_sync(lambda tx: (topology.list_clusters(tx), topology.list_nodes(tx)))
+    clusters, nodes, storage = store.read_sync(
+        lambda tx: (topology.list_clusters(tx), topology.list_nodes(tx), topology.list_storage(tx))
+    )
+    scs = {sc.cluster: sc for sc in storage}
     now = time.time()
     for c in clusters:
         reason = f"\t{c.reason}" if c.reason and c.state != "up" else ""
         click.echo(
             f"SERVICE\tcluster\t{c.name}\t{c.zone}\t{c.url}\t{c.state}\t{_ago(c.last_seen, now)}{reason}"
         )
+        sc = scs.get(c.name)
+        if sc is not None:
+            why = f"\t{sc.reason}" if sc.reason and sc.state != "up" else ""
+            space = f"\t{sc.backend} {sc.allocated_gb}/{sc.capacity_gb} GiB" if sc.state == "up" else ""
+            click.echo(
+                f"SERVICE\tstorage\t{c.name}\t{c.zone}\t{sc.url}\t{sc.state}\t{_ago(sc.last_seen, now)}"
+                f"{space}{why}"
+            )
         reported = {n.node: n for n in c.nodes}
         for n in nodes:
             if n.cluster != c.name:

@@ -20,7 +20,14 @@ import msgspec
 
 from euca.core.components import Components
 from euca.core.http import Peer
-from euca.protocol.cluster import CC_MESSAGES, NC_MESSAGES, ClusterFault, decode_reply, encode_request
+from euca.protocol.cluster import (
+    CC_MESSAGES,
+    NC_MESSAGES,
+    SC_MESSAGES,
+    ClusterFault,
+    decode_reply,
+    encode_request,
+)
 
 log = logging.getLogger("euca.cluster")
 
@@ -34,6 +41,8 @@ def listener_role(message_type: type) -> str:
         return "cc"
     if message_type in NC_MESSAGES:
         return "nc"
+    if message_type in SC_MESSAGES:
+        return "sc"
     raise TypeError(f"{message_type.__name__} is not a cluster message")
 
 

@@ -119,7 +119,22 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ScConfig(msgspec.Struct, forbid_unknown_fields=True):
-    listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8773))
+    # Eucalyptus ran the SC on the CLC's 8773; here the SC answers cluster messages over mutual TLS, which
+    # needs a listener of its own (a plain and a TLS role cannot share one), so the port after the NC's.
+    listen: Listen = msgspec.field(default_factory=lambda: Listen(port=8776))
+    # Where the volumes live: "files" (a directory of sparse raw files, exported to the nodes).
+    backend: str = "files"
+    # The files backend's directory; relative to data_dir.
+    volumes_dir: str = "sc/volumes"
+    # GiB the volumes of this SC may be promised in all (their sizes summed); 0: the size of the file
+    # system holding volumes_dir.
+    capacity_gb: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend != "files":
+            raise ValueError(f"sc.backend must be files, not {self.backend!r}")
+        if self.capacity_gb < 0:
+            raise ValueError("sc.capacity_gb must not be negative")
 
 
 class CcConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -3,6 +3,7 @@
 Who calls whom (always downward, as in Eucalyptus; the caller polls, nobody pushes upward):
 
     CLC --(cc port 8774)--> CC --(nc port 8775)--> NC
+    CLC --(sc port 8776)--> SC  (the cluster's storage; later its NCs too, to reach volumes' exports)
 
 Wire (sans-I/O here; the transport lives in euca/core):
     request:  POST /cluster/<MessageName>   body: JSON of the message struct
@@ -311,6 +312,81 @@ class NcGetConsoleOutput(msgspec.Struct, frozen=True):
     instance_id: str
 
 
+# ---------------------------------------------------------------------------------------------------------
+# CLC (later NC) -> SC (issue 10: EBS volumes). One SC per cluster, on its own mutual-TLS listener (8776).
+# The CLC decides (ids, sizes, zones) and keeps the EC2 view; the SC keeps the bytes and what it holds, and
+# answers for it again after a restart, so the CLC's poll reconciles "creating"/"deleting" both ways.
+
+ScVolumeState = Literal["creating", "available", "deleting", "deleted", "error"]
+
+
+class VolumeExport(msgspec.Struct, frozen=True):
+    """How a node reaches a volume's bytes: what the NC turns into a libvirt <disk>. `kind` "file": a path
+    on the node's own host (a one-box); "nbd": QEMU's own NBD client (host, port, export name, no kernel
+    module); "rbd": Ceph (pool/image in `name`, monitors as host:port in `hosts`, the cephx user in `user`)."""
+
+    kind: Literal["file", "nbd", "rbd"]
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    name: str | None = None
+    hosts: list[str] = []
+    user: str | None = None
+
+
+class VolumeStatus(msgspec.Struct, frozen=True):
+    """One volume as its SC holds it. A volume the SC does not know is reported `deleted`."""
+
+    volume_id: str
+    state: ScVolumeState
+    size_gb: int = 0
+    reason: str | None = None
+
+
+class CreateVolume(msgspec.Struct, frozen=True):
+    """Make an empty volume of `size_gb` GiB. Idempotent per volume id: a volume already there (same size)
+    is answered with its status, so the CLC may resend after a timeout or a restart."""
+
+    volume_id: str
+    size_gb: int
+
+
+class DeleteVolume(msgspec.Struct, frozen=True):
+    """Remove a volume and its bytes. Idempotent: an unknown volume answers `deleted`."""
+
+    volume_id: str
+
+
+class GrowVolume(msgspec.Struct, frozen=True):
+    """Make a volume `size_gb` GiB (ModifyVolume); the new space reads as zeros. Idempotent: a volume that
+    size already answers its status; a smaller size is refused (volumes only grow)."""
+
+    volume_id: str
+    size_gb: int
+
+
+class DescribeVolumes(msgspec.Struct, frozen=True):
+    volume_ids: list[str] = []  # empty: all
+
+
+class VolumesReply(msgspec.Struct, frozen=True):
+    """The volumes asked about (all when none named) and the SC's space: GiB the volumes may use at most
+    (`capacity_gb`, 0: unbounded) and GiB promised to volumes so far (sparse files use less)."""
+
+    volumes: list[VolumeStatus]
+    capacity_gb: int = 0
+    allocated_gb: int = 0
+    backend: str = ""
+
+
+SC_REPLIES: dict[type, type] = {
+    CreateVolume: VolumeStatus,
+    DeleteVolume: VolumeStatus,
+    GrowVolume: VolumeStatus,
+    DescribeVolumes: VolumesReply,
+}
+
+
 # Message -> the struct its successful reply decodes to.
 REPLIES: dict[type, type] = {
     DescribeResources: ResourcesReply,
@@ -326,6 +402,7 @@ REPLIES: dict[type, type] = {
     NcTerminateInstance: InstanceStatus,
     NcRebootInstance: Ack,
     NcGetConsoleOutput: ConsoleOutput,
+    **SC_REPLIES,
 }
 
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in REPLIES}
@@ -352,6 +429,7 @@ NC_MESSAGES = frozenset(
         NcGetConsoleOutput,
     }
 )
+SC_MESSAGES = frozenset(SC_REPLIES)
 
 
 class BadMessage(Exception):

@@ -515,7 +515,7 @@ def cloud(boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iterator[Clo
         guest_bridges.forget_chain(chain_name(cluster))
     work = _workdir("euca-e2e-cloud-")
     data = work / "data"
-    clc_port, cc_port, nc_port = free_ports(3)
+    clc_port, cc_port, nc_port, sc_port = free_ports(4)
     args = [
         "--role",
         "all",
@@ -531,6 +531,8 @@ def cloud(boot_image: bi.BootImage, guest_bridges: GuestBridges) -> Iterator[Clo
         f"cc.listen.port={cc_port}",
         "--set",
         f"nc.listen.port={nc_port}",
+        "--set",
+        f"sc.listen.port={sc_port}",
         "--set",
         "clc.poll_interval=0.5",
         "--set",

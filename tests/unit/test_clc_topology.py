@@ -127,3 +127,37 @@ def test_poll_record_and_instance_type_edits(store: Store) -> None:
         store.write_sync(lambda tx: instance_types.modify_instance_type(tx, "m1.small", memory_mib=0))
     with pytest.raises(instance_types.InstanceTypeError):
         store.write_sync(lambda tx: instance_types.modify_instance_type(tx, "nope", cpu=1))
+
+
+def test_storage_controllers_one_per_cluster(store: Store) -> None:
+    with pytest.raises(TopologyError, match="no cluster"):
+        store.write_sync(lambda tx: topology.register_storage(tx, "c1", "https://10.0.0.1:8776"))
+    store.write_sync(lambda tx: topology.register_cluster(tx, "c1", "https://10.0.0.1:8774", "z1"))
+    sc = store.write_sync(lambda tx: topology.register_storage(tx, "c1", "https://10.0.0.2:8776"))
+    assert (sc.cluster, sc.url, sc.state) == ("c1", "https://10.0.0.2:8776", "unknown")
+    # the same again is nothing; another SC for the cluster is refused
+    store.write_sync(lambda tx: topology.register_storage(tx, "c1", "https://10.0.0.2:8776"))
+    with pytest.raises(TopologyError, match="has a storage controller"):
+        store.write_sync(lambda tx: topology.register_storage(tx, "c1", "https://10.0.0.3:8776"))
+    store.write_sync(
+        lambda tx: topology.record_storage_poll(
+            tx, "c1", now=5.0, ok=True, backend="files", capacity_gb=100, allocated_gb=3
+        )
+    )
+    found = store.read_sync(lambda tx: topology.get_storage(tx, "c1"))
+    assert found is not None and (found.state, found.capacity_gb, found.allocated_gb) == ("up", 100, 3)
+    c = store.read_sync(lambda tx: topology.cluster_of_zone(tx, "z1"))
+    assert c is not None and c.name == "c1"
+    # a one-box registers nothing over what the admin registered, and follows only its own
+    assert (
+        store.write_sync(lambda tx: topology.register_local_storage(tx, "c1", "https://127.0.0.1:9", 6.0))
+        == []
+    )
+    store.write_sync(lambda tx: topology.deregister_storage(tx, "c1"))
+    assert store.write_sync(lambda tx: topology.register_local_storage(tx, "c1", "https://127.0.0.1:9", 6.0))
+    assert store.write_sync(lambda tx: topology.register_local_storage(tx, "c1", "https://127.0.0.1:7", 7.0))
+    assert store.read_sync(topology.list_storage)[0].url == "https://127.0.0.1:7"
+    assert store.write_sync(lambda tx: topology.register_local_storage(tx, "nope", "https://x:1", 8.0)) == []
+    # deregistering the cluster takes its SC along
+    store.write_sync(lambda tx: topology.deregister_cluster(tx, "c1"))
+    assert store.read_sync(topology.list_storage) == []

@@ -877,3 +877,168 @@ REQUEST_TYPES.update(
         "DescribeAddresses": DescribeAddressesRequest,
     }
 )
+
+
+# -- volumes (issue 10) ----------------------------------------------------------------------------------
+# Kept in a block of their own, with their REQUEST_TYPES entries below it.
+
+
+class CreateVolumeRequest(Wire):
+    availability_zone: str | None = None
+    availability_zone_id: str | None = None
+    size: int | None = None
+    snapshot_id: str | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    encrypted: bool | None = None
+    kms_key_id: str | None = None
+    multi_attach_enabled: bool | None = None
+    outpost_arn: str | None = None
+    tag_specifications: list[TagSpecification] = []
+    client_token: str | None = None
+    dry_run: bool = False
+
+
+class VolumeAttachment(Wire):
+    volume_id: str | None = None
+    instance_id: str | None = None
+    device: str | None = None
+    state: str | None = None
+    attach_time: datetime | None = None
+    delete_on_termination: bool | None = None
+
+
+class Volume(Wire):
+    """CreateVolume's result and DescribeVolumes' items."""
+
+    volume_id: str
+    size: int
+    availability_zone: str
+    state: str
+    create_time: datetime
+    volume_type: str
+    snapshot_id: str = ""
+    encrypted: bool = False
+    multi_attach_enabled: bool = False
+    iops: int | None = None
+    attachments: list[VolumeAttachment] = []
+    tags: list[Tag] | None = None
+
+
+class DescribeVolumesRequest(Wire):
+    volume_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class DescribeVolumesResult(Wire):
+    volumes: list[Volume]
+    next_token: str | None = None
+
+
+class DeleteVolumeRequest(Wire):
+    volume_id: str
+    dry_run: bool = False
+
+
+class DescribeVolumeStatusRequest(Wire):
+    volume_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class VolumeStatusDetails(Wire):
+    name: str
+    status: str
+
+
+class VolumeStatusInfo(Wire):
+    status: str
+    details: list[VolumeStatusDetails] = []
+
+
+class VolumeStatusItem(Wire):
+    volume_id: str
+    availability_zone: str
+    volume_status: VolumeStatusInfo
+
+
+class DescribeVolumeStatusResult(Wire):
+    volume_statuses: list[VolumeStatusItem]
+    next_token: str | None = None
+
+
+class DescribeVolumeAttributeRequest(Wire):
+    attribute: str
+    volume_id: str
+    dry_run: bool = False
+
+
+class AttributeBooleanValue(Wire):
+    value: bool | None = None
+
+
+class DescribeVolumeAttributeResult(Wire):
+    volume_id: str
+    auto_enable_io: AttributeBooleanValue | None = msgspec.field(default=None, name="AutoEnableIO")
+    product_codes: list[ProductCode] | None = None
+
+
+class ModifyVolumeRequest(Wire):
+    volume_id: str
+    size: int | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    multi_attach_enabled: bool | None = None
+    dry_run: bool = False
+
+
+class VolumeModification(Wire):
+    volume_id: str
+    modification_state: str
+    original_size: int
+    target_size: int
+    original_volume_type: str
+    target_volume_type: str
+    start_time: datetime
+    progress: int
+    status_message: str | None = None
+    original_iops: int | None = None
+    target_iops: int | None = None
+    end_time: datetime | None = None
+
+
+class ModifyVolumeResult(Wire):
+    volume_modification: VolumeModification
+
+
+class DescribeVolumesModificationsRequest(Wire):
+    volume_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class DescribeVolumesModificationsResult(Wire):
+    volumes_modifications: list[VolumeModification]
+    next_token: str | None = None
+
+
+REQUEST_TYPES.update(
+    {
+        "CreateVolume": CreateVolumeRequest,
+        "ModifyVolume": ModifyVolumeRequest,
+        "DescribeVolumesModifications": DescribeVolumesModificationsRequest,
+        "DescribeVolumes": DescribeVolumesRequest,
+        "DeleteVolume": DeleteVolumeRequest,
+        "DescribeVolumeStatus": DescribeVolumeStatusRequest,
+        "DescribeVolumeAttribute": DescribeVolumeAttributeRequest,
+    }
+)

@@ -1,7 +1,7 @@
 """CLC: the EC2 Query API and the poll of its clusters.
 
 Layout: one package per resource (topology: clusters and zones, keypairs, tags, instance_types, images,
-security_groups, addresses, instances; next volumes, snapshots), each with
+security_groups, addresses, instances, volumes; next snapshots), each with
 - records.py: the only module that reads or writes the resource's tables (declared in schema.py), with the
   resource's rules; other modules call its functions, never its tables;
 - api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
@@ -56,6 +56,8 @@ from euca.roles.clc.tags import api as tags_api
 from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
 from euca.roles.clc.topology import records as topology_records
+from euca.roles.clc.volumes import api as volumes_api
+from euca.roles.clc.volumes import records as volumes_records
 
 log = logging.getLogger("euca.clc")
 
@@ -66,6 +68,7 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     instances_records.TAG_KIND,
     security_groups_records.TAG_KIND,
     addresses_records.TAG_KIND,
+    volumes_records.TAG_KIND,
 )
 
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
@@ -79,6 +82,7 @@ HANDLERS: dict[str, Handler] = {
     **instances_api.HANDLERS,
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
+    **volumes_api.HANDLERS,
 }
 
 
@@ -161,6 +165,14 @@ class ClcRole:
                 )
             )
             for what in changed:
+                log.info("one-box topology registered %s", what)
+        sc_url = ctx.endpoints.get("sc")
+        if sc_url is not None:
+            # This host's SC serves this host's cluster (registered above on a one-box, or by the admin).
+            cluster_name, now = ctx.config.cc.cluster, time.time()
+            for what in await ctx.store.write(
+                lambda tx: topology_records.register_local_storage(tx, cluster_name, sc_url, now)
+            ):
                 log.info("one-box topology registered %s", what)
         with trio.move_on_after(10):
             await self.poller.poll_once()

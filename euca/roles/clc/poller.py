@@ -27,6 +27,8 @@ from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
 from euca.roles.clc.network_view import build_views
 from euca.roles.clc.topology import records as topology
+from euca.roles.clc.volumes import records as volumes
+from euca.roles.clc.volumes.reconcile import VolumeReconciliation, reconcile_volumes
 
 log = logging.getLogger("euca.clc")
 
@@ -109,10 +111,13 @@ class Poller:
             return clusters, topology.list_nodes(tx), instance_types.vm_types(tx), views
 
         clusters, nodes, vm_types, views = await self.store.read(read)
+        storage = await self.store.read(topology.list_storage)
         async with trio.open_nursery() as nursery:
             for c in clusters:
                 addresses = [n.address for n in nodes if n.cluster == c.name]
                 nursery.start_soon(self._poll_cluster, c, addresses, vm_types, views[c.name])
+            for sc in storage:
+                nursery.start_soon(self._poll_storage, sc)
         before = self.clock() - self.settings.terminated_ttl
         forgotten = await self.store.write(lambda tx: instances.forget_terminated(tx, before))
         if forgotten:
@@ -200,6 +205,87 @@ class Poller:
             log.info("cluster up name=%s url=%s nodes_up=%d/%d", c.name, c.url, up, len(resources.nodes))
             self._logged_state[c.name] = "up"
         await self._reconciled(c, result)
+
+    async def _poll_storage(self, sc: topology.StorageController) -> None:
+        """One poll of a cluster's SC: its state and space, and the cluster's volumes reconciled with what
+        it holds (volumes/reconcile.py); what it should have made or removed is asked again."""
+        # The table as it was before the SC answered: a decision applies only to a volume still in the state
+        # it was decided from (CreateVolume may make one available while this poll is on its way).
+        before = await self.store.read(lambda tx: volumes.volumes_of_cluster(tx, sc.cluster))
+        was = {v.volume_id: v.state for v in before}
+        try:
+            with trio.fail_after(self.settings.call_timeout):
+                reply = await self.caller.call(sc.url, cluster.DescribeVolumes(), expect_name=sc.cluster)
+        except (ClusterFault, trio.TooSlowError) as e:
+            reason = f"{e.code}: {e.message}" if isinstance(e, ClusterFault) else "no answer in time"
+            now = self.clock()
+            await self.store.write(
+                lambda tx: topology.record_storage_poll(tx, sc.cluster, now=now, ok=False, reason=reason)
+            )
+            if self._logged_state.get("sc:" + sc.cluster) != "down":
+                log.warning("storage controller down cluster=%s url=%s reason=%s", sc.cluster, sc.url, reason)
+                self._logged_state["sc:" + sc.cluster] = "down"
+            return
+        now = self.clock()
+
+        def write(tx: Tx) -> VolumeReconciliation:
+            topology.record_storage_poll(
+                tx,
+                sc.cluster,
+                now=now,
+                ok=True,
+                backend=reply.backend,
+                capacity_gb=reply.capacity_gb,
+                allocated_gb=reply.allocated_gb,
+            )
+            result = reconcile_volumes(before, reply.volumes)
+            for volume_id, state, reason in result.updates:
+                volumes.set_state(tx, volume_id, state, only_from=(was[volume_id],), reason=reason)
+            for volume_id in result.forget:
+                if volumes.set_state(tx, volume_id, "deleted", only_from=("deleting",)):
+                    volumes.forget(tx, volume_id)
+            for volume_id in result.grown:
+                volumes.end_modification(tx, volume_id, ok=True)
+            return result
+
+        result = await self.store.write(write)
+        if self._logged_state.get("sc:" + sc.cluster) != "up":
+            log.info("storage controller up cluster=%s url=%s backend=%s", sc.cluster, sc.url, reply.backend)
+            self._logged_state["sc:" + sc.cluster] = "up"
+        for volume_id, state, reason in result.updates:
+            log.info("volume state id=%s to=%s%s", volume_id, state, f" reason={reason}" if reason else "")
+        for volume_id in result.forget:
+            log.info("volume deleted id=%s", volume_id)
+        if result.unknown:
+            log.warning(
+                "volumes not known to the CLC cluster=%s ids=%s", sc.cluster, ",".join(result.unknown[:20])
+            )
+        for volume_id, size in result.create_again:
+            await self._resend(sc, cluster.CreateVolume(volume_id, size))
+        for volume_id in result.delete_again:
+            await self._resend(sc, cluster.DeleteVolume(volume_id))
+        for volume_id, size in result.grow_again:
+            await self._resend(sc, cluster.GrowVolume(volume_id, size))
+
+    async def _resend(
+        self,
+        sc: topology.StorageController,
+        message: cluster.CreateVolume | cluster.DeleteVolume | cluster.GrowVolume,
+    ) -> None:
+        """Ask the SC again; its answer lands at the next poll."""
+        try:
+            with trio.fail_after(self.settings.call_timeout):
+                await self.caller.call(sc.url, message, expect_name=sc.cluster)
+            log.info("%s resent cluster=%s id=%s", type(message).__name__, sc.cluster, message.volume_id)
+        except (ClusterFault, trio.TooSlowError) as e:
+            why = e.code if isinstance(e, ClusterFault) else "no answer in time"
+            log.warning(
+                "%s resend failed cluster=%s id=%s: %s",
+                type(message).__name__,
+                sc.cluster,
+                message.volume_id,
+                why,
+            )
 
     async def _reconciled(self, c: topology.Cluster, result: Reconciliation) -> None:
         """Log what changed, and tell the CC again what it should have terminated."""

@@ -144,7 +144,7 @@ IMAGE_BUNDLES = Migration(
     ],
 )
 
-# clc_clusters, clc_nodes: topology/records.py.
+# clc_clusters, clc_nodes, clc_storage: topology/records.py.
 TOPOLOGY = Migration(
     "clc.topology",
     [
@@ -173,6 +173,23 @@ TOPOLOGY = Migration(
         origin TEXT NOT NULL DEFAULT 'admin'
     );
     CREATE INDEX clc_nodes_cluster ON clc_nodes(cluster);
+    """,
+        """
+    -- A cluster's storage controller (at most one per cluster, as Eucalyptus's partition had), and what the
+    -- CLC's poller last heard from it.
+    CREATE TABLE clc_storage (
+        cluster TEXT PRIMARY KEY REFERENCES clc_clusters(name) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        registered REAL NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'admin',
+        polled REAL,
+        last_seen REAL,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        reason TEXT,
+        backend TEXT NOT NULL DEFAULT '',
+        capacity_gb INTEGER NOT NULL DEFAULT 0,
+        allocated_gb INTEGER NOT NULL DEFAULT 0
+    );
     """,
     ],
 )
@@ -333,6 +350,48 @@ ADDRESSES = Migration(
     ],
 )
 
+# clc_volumes: volumes/records.py.
+VOLUMES = Migration(
+    "clc.volumes",
+    [
+        """
+    -- EBS volumes as the EC2 API shows them. The bytes are on the zone's SC, which the CLC asks (cluster
+    -- messages); state creating/deleting is the CLC's intent until the SC confirmed it (the poller resends).
+    CREATE TABLE clc_volumes (
+        volume_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        cluster TEXT NOT NULL,
+        size_gib INTEGER NOT NULL,
+        volume_type TEXT NOT NULL,
+        iops INTEGER,
+        snapshot_id TEXT,
+        state TEXT NOT NULL,
+        reason TEXT,
+        created REAL NOT NULL,
+        client_token TEXT,
+        request_digest TEXT,
+        -- The latest ModifyVolume (NULL: never modified): modifying until the SC grew it, then completed
+        -- (or failed); the target is applied to size_gib/volume_type/iops when it completes.
+        mod_state TEXT,
+        mod_message TEXT,
+        mod_original_size INTEGER,
+        mod_target_size INTEGER,
+        mod_original_type TEXT,
+        mod_target_type TEXT,
+        mod_original_iops INTEGER,
+        mod_target_iops INTEGER,
+        mod_start REAL,
+        mod_end REAL
+    );
+    CREATE INDEX clc_volumes_account ON clc_volumes(account_id);
+    CREATE INDEX clc_volumes_cluster ON clc_volumes(cluster);
+    CREATE UNIQUE INDEX clc_volumes_token ON clc_volumes(account_id, client_token)
+        WHERE client_token IS NOT NULL;
+    """,
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
 MIGRATIONS: tuple[Migration, ...] = (
     CLC,
@@ -342,6 +401,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     INSTANCES,
     JOIN_TOKENS,
     ADDRESSES,
+    VOLUMES,
 )
 
 

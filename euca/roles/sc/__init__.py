@@ -1,7 +1,64 @@
-"""Role sc: not built yet."""
+"""SC: the storage controller of one cluster (= availability zone): EBS volumes, later their snapshots.
 
-NOT_BUILT = "the storage controller (EBS volumes) is not built yet"
+    controller.py  the cluster messages it answers (CreateVolume, DeleteVolume, DescribeVolumes), recovery
+    volumes.py     what it holds (sc_volumes in this host's store): survives restarts
+    backend.py     VolumeBackend, the one interface to where bytes live
+    files.py       the default backend: sparse raw files in sc.volumes_dir
+
+It answers the CLC (and later the NCs of its cluster) on its mutual-TLS listener (8776) with the
+certificate OU=sc, CN=<cluster>. The CLC finds it registered per cluster (`euca admin register-sc`; a
+one-box registers its own at start) and polls it; the SC pushes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import trio
+
+from euca.core.cluster_app import ClusterApp
+from euca.core.http import Peer
+from euca.core.roles import App, RoleContext
+from euca.protocol.cluster import ClusterFault
+from euca.roles.sc import volumes
+from euca.roles.sc.backend import VolumeBackend
+from euca.roles.sc.controller import StorageController
+from euca.roles.sc.files import FileBackend
 
 
-def create(ctx):  # type: ignore[no-untyped-def]
-    raise RuntimeError(NOT_BUILT)
+def _from_clc(handler: Any) -> Any:
+    """Making and removing volumes is the CLC's to ask: the listener also admits NCs (for the exports they
+    will fetch once volumes attach), so the OU is checked again here."""
+
+    async def call(message: Any, peer: Peer) -> msgspec.Struct:
+        if peer.role != "clc":
+            raise ClusterFault("Unauthorized", f"{type(message).__name__} is the CLC's to send", 403)
+        result: msgspec.Struct = await handler(message)
+        return result
+
+    return call
+
+
+class ScRole:
+    name = "sc"
+
+    def __init__(self, ctx: RoleContext, *, backend: VolumeBackend | None = None):
+        sc = ctx.config.sc
+        self.ctx = ctx
+        volumes.migrate(ctx.store)
+        self.backend: VolumeBackend = (
+            backend if backend is not None else FileBackend(ctx.config.path(sc.volumes_dir), sc.capacity_gb)
+        )
+        self.controller = StorageController(ctx.store, self.backend, capacity_gb=sc.capacity_gb)
+        handlers = {cls: _from_clc(fn) for cls, fn in self.controller.handlers().items()}
+        self.apps: list[App] = [ClusterApp("sc", handlers)]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.controller.recover()
+        task_status.started()
+        await trio.sleep_forever()
+
+
+def create(ctx: RoleContext) -> ScRole:
+    return ScRole(ctx)

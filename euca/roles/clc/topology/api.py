@@ -75,9 +75,13 @@ def _zones(call: Ec2Call, clusters: list[topology.Cluster]) -> list[m.Availabili
 
 
 def _verbose_rows(
-    call: Ec2Call, c: topology.Cluster, types: list[instance_types.InstanceType]
+    call: Ec2Call,
+    c: topology.Cluster,
+    types: list[instance_types.InstanceType],
+    sc: topology.StorageController | None = None,
 ) -> list[m.AvailabilityZone]:
-    """Eucalyptus's admin view of one zone: where its CC is, then free / max per instance type."""
+    """Eucalyptus's admin view of one zone: where its CC is, then free / max per instance type, then its
+    storage controller's volume space (GiB promised to volumes / GiB it holds), if it has one."""
     host = urlsplit(c.url).hostname or c.url
     rows = [
         _zone(call, c.zone, f"{host} arn:euca:eucalyptus:{c.zone}:cluster:{c.name}/"),
@@ -92,6 +96,9 @@ def _verbose_rows(
                 call, f"|- {t.name}", f"{free:04d} / {most:04d} {t.cpu:4d} {t.memory_mib:6d} {t.disk_gib:5d}"
             )
         )
+    if sc is not None:
+        space = f"{sc.allocated_gb} / {sc.capacity_gb} GiB {sc.backend}".rstrip()
+        rows.append(_zone(call, "|- storage", f"{space} {sc.state}" if sc.available else sc.state))
     return rows
 
 
@@ -109,8 +116,12 @@ async def describe_regions(call: Ec2Call, req: m.DescribeRegionsRequest) -> m.De
 async def describe_availability_zones(
     call: Ec2Call, req: m.DescribeAvailabilityZonesRequest
 ) -> m.DescribeAvailabilityZonesResult:
-    clusters, types = await call.ctx.store.read(
-        lambda tx: (topology.list_clusters(tx), instance_types.load_instance_types(tx))
+    clusters, types, storage = await call.ctx.store.read(
+        lambda tx: (
+            topology.list_clusters(tx),
+            instance_types.load_instance_types(tx),
+            {sc.cluster: sc for sc in topology.list_storage(tx)},
+        )
     )
     zones = _zones(call, clusters)
     wanted = [*req.zone_names, *req.zone_ids]
@@ -126,7 +137,12 @@ async def describe_availability_zones(
     zones = ZONE_FILTERS.apply(req.filters, zones)
     if verbose and call.principal.is_cloud_admin and clusters:
         shown = {z.zone_name for z in zones}
-        zones = [row for c in clusters if c.zone in shown for row in _verbose_rows(call, c, types)]
+        zones = [
+            row
+            for c in clusters
+            if c.zone in shown
+            for row in _verbose_rows(call, c, types, storage.get(c.name))
+        ]
     return m.DescribeAvailabilityZonesResult(availability_zones=zones)
 
 

@@ -24,6 +24,7 @@ from euca.protocol.cluster import NodeAddress, NodeResources, TypeCapacity
 
 CC_PORT = 8774
 NC_PORT = 8775
+SC_PORT = 8776
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -98,6 +99,41 @@ def _cluster(r: sqlite3.Row) -> Cluster:
     )
 
 
+@dataclass(frozen=True)
+class StorageController:
+    """A cluster's SC, and what the poller last heard from it."""
+
+    cluster: str
+    url: str
+    registered: float
+    polled: float | None = None
+    last_seen: float | None = None
+    state: str = "unknown"  # as a Cluster's
+    reason: str | None = None
+    backend: str = ""
+    capacity_gb: int = 0
+    allocated_gb: int = 0
+
+    @property
+    def available(self) -> bool:
+        return self.state == "up"
+
+
+def _storage(r: sqlite3.Row) -> StorageController:
+    return StorageController(
+        cluster=r["cluster"],
+        url=r["url"],
+        registered=r["registered"],
+        polled=r["polled"],
+        last_seen=r["last_seen"],
+        state=r["state"],
+        reason=r["reason"],
+        backend=r["backend"],
+        capacity_gb=r["capacity_gb"],
+        allocated_gb=r["allocated_gb"],
+    )
+
+
 def _node(r: sqlite3.Row) -> Node:
     return Node(r["name"], r["cluster"], r["url"], r["registered"])
 
@@ -163,6 +199,7 @@ def deregister_cluster(tx: Tx, name: str) -> Cluster:
     if cluster is None:
         raise TopologyError(f"no cluster {name}")
     tx.execute("DELETE FROM clc_nodes WHERE cluster=?", (name,))
+    tx.execute("DELETE FROM clc_storage WHERE cluster=?", (name,))
     tx.execute("DELETE FROM clc_clusters WHERE name=?", (name,))
     return cluster
 
@@ -219,6 +256,93 @@ def register_local(
         ):
             changed.append(f"node {node} url={nc_url}")
     return changed
+
+
+# -- storage controllers (one per cluster) ----------------------------------------------------------------
+
+
+def list_storage(tx: Tx) -> list[StorageController]:
+    return [_storage(r) for r in tx.all("SELECT * FROM clc_storage ORDER BY cluster")]
+
+
+def get_storage(tx: Tx, cluster: str) -> StorageController | None:
+    row = tx.one("SELECT * FROM clc_storage WHERE cluster=?", (cluster,))
+    return _storage(row) if row else None
+
+
+def cluster_of_zone(tx: Tx, zone: str) -> Cluster | None:
+    row = tx.one("SELECT * FROM clc_clusters WHERE zone=?", (zone,))
+    return _cluster(row) if row else None
+
+
+def register_storage(
+    tx: Tx, cluster: str, url: str, *, now: float | None = None, origin: str = "admin"
+) -> StorageController:
+    """The SC of `cluster` answers at `url`. The same again changes nothing; another URL is refused
+    (deregister first): a cluster has one SC, as Eucalyptus's partition had."""
+    if get_cluster(tx, cluster) is None:
+        raise TopologyError(f"no cluster {cluster}; register it first")
+    existing = get_storage(tx, cluster)
+    if existing is not None:
+        if existing.url == url:
+            return existing
+        raise TopologyError(f"cluster {cluster} has a storage controller already (at {existing.url})")
+    tx.execute(
+        "INSERT INTO clc_storage(cluster, url, registered, origin) VALUES(?,?,?,?)",
+        (cluster, url, time.time() if now is None else now, origin),
+    )
+    found = get_storage(tx, cluster)
+    assert found is not None
+    return found
+
+
+def deregister_storage(tx: Tx, cluster: str) -> StorageController:
+    existing = get_storage(tx, cluster)
+    if existing is None:
+        raise TopologyError(f"cluster {cluster} has no storage controller")
+    tx.execute("DELETE FROM clc_storage WHERE cluster=?", (cluster,))
+    return existing
+
+
+def register_local_storage(tx: Tx, cluster: str, sc_url: str, now: float) -> list[str]:
+    """One-box: the SC running in this process serves the local cluster, registered once (when that
+    cluster has none); later starts follow its URL. Returns what changed, for the log."""
+    if get_cluster(tx, cluster) is None:
+        return []
+    existing = get_storage(tx, cluster)
+    if existing is None:
+        register_storage(tx, cluster, sc_url, now=now, origin="local")
+        return [f"storage controller of {cluster} url={sc_url}"]
+    if tx.execute(
+        "UPDATE clc_storage SET url=? WHERE cluster=? AND origin='local' AND url!=?",
+        (sc_url, cluster, sc_url),
+    ):
+        return [f"storage controller of {cluster} url={sc_url}"]
+    return []
+
+
+def record_storage_poll(
+    tx: Tx,
+    cluster: str,
+    *,
+    now: float,
+    ok: bool,
+    reason: str | None = None,
+    backend: str = "",
+    capacity_gb: int = 0,
+    allocated_gb: int = 0,
+) -> None:
+    """The outcome of one poll of a cluster's SC (a failed one keeps the last numbers)."""
+    if ok:
+        tx.execute(
+            "UPDATE clc_storage SET polled=?, last_seen=?, state='up', reason=NULL, backend=?, capacity_gb=?, "
+            "allocated_gb=? WHERE cluster=?",
+            (now, now, backend, capacity_gb, allocated_gb, cluster),
+        )
+    else:
+        tx.execute(
+            "UPDATE clc_storage SET polled=?, state='down', reason=? WHERE cluster=?", (now, reason, cluster)
+        )
 
 
 # -- what the poller heard -------------------------------------------------------------------------------

@@ -1,0 +1,330 @@
+"""The volume table (clc_volumes) and the volume rules: the only module that reads or writes it.
+
+A volume belongs to an account and one zone (= cluster), whose SC holds its bytes. The CLC records a volume
+`creating` before it asks the SC (so a crash in between leaves a row the poller finishes), `available` once
+the SC made it, `deleting` from DeleteVolume until the SC confirmed, and then forgets it (a volume id
+asked for after that is InvalidVolume.NotFound, as in EC2). `error`: the SC could not make it or lost it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from euca.core.store import Tx
+from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.tags import records as tags
+
+VOLUME_ID_RE = re.compile(r"^vol-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
+SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
+
+# Volume type -> (smallest, largest) size in GiB, as EC2 bounds them. "standard" was Eucalyptus's only type.
+SIZE_RANGES: dict[str, tuple[int, int]] = {
+    "standard": (1, 16384),
+    "gp2": (1, 16384),
+    "gp3": (1, 16384),
+    "io1": (4, 16384),
+    "io2": (4, 16384),
+    "st1": (125, 16384),
+    "sc1": (125, 16384),
+}
+DEFAULT_TYPE = "standard"
+IOPS_TYPES = ("io1", "io2")
+
+
+@dataclass(frozen=True)
+class Modification:
+    """A volume's latest ModifyVolume."""
+
+    state: str  # modifying | completed | failed
+    message: str | None
+    original_size: int
+    target_size: int
+    original_type: str
+    target_type: str
+    original_iops: int | None
+    target_iops: int | None
+    start: float
+    end: float | None
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    volume_id: str
+    account_id: str
+    zone: str
+    cluster: str
+    size_gib: int
+    volume_type: str
+    iops: int | None
+    snapshot_id: str | None
+    state: str
+    reason: str | None
+    created: float
+    tags: dict[str, str] = field(default_factory=dict)
+    modification: Modification | None = None
+
+
+@dataclass(frozen=True)
+class NewVolume:
+    account_id: str
+    zone: str
+    cluster: str
+    size_gib: int
+    volume_type: str
+    iops: int | None
+    client_token: str | None
+    tags: list[tuple[str, str]]
+
+    @property
+    def digest(self) -> str:
+        """What an idempotent retry must repeat (ClientToken): the request's parameters."""
+        text = f"{self.zone}|{self.size_gib}|{self.volume_type}|{self.iops}|{sorted(self.tags)}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_volume_id(volume_id: str) -> str:
+    if not VOLUME_ID_RE.match(volume_id):
+        raise Ec2Error("InvalidVolumeID.Malformed", f'Invalid id: "{volume_id}" (expecting "vol-...")')
+    return volume_id
+
+
+def check_volume_ids(ids: Iterable[str]) -> list[str]:
+    return [check_volume_id(i) for i in dict.fromkeys(ids)]
+
+
+def check_size(volume_type: str, size: int) -> None:
+    low, high = SIZE_RANGES[volume_type]
+    if not low <= size <= high:
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"Volume of {size}GiB is out of range for volume type {volume_type}: "
+            f"the size must be {low}-{high}GiB.",
+        )
+
+
+def not_found(ids: Sequence[str]) -> Ec2Error:
+    if len(ids) == 1:
+        return Ec2Error("InvalidVolume.NotFound", f"The volume '{ids[0]}' does not exist.")
+    return Ec2Error("InvalidVolume.NotFound", f"The volumes '{', '.join(ids)}' do not exist.")
+
+
+def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> VolumeRecord:
+    return VolumeRecord(
+        volume_id=row["volume_id"],
+        account_id=row["account_id"],
+        zone=row["zone"],
+        cluster=row["cluster"],
+        size_gib=row["size_gib"],
+        volume_type=row["volume_type"],
+        iops=row["iops"],
+        snapshot_id=row["snapshot_id"],
+        state=row["state"],
+        reason=row["reason"],
+        created=row["created"],
+        tags=tagged or {},
+        modification=_modification(row),
+    )
+
+
+def _modification(row: sqlite3.Row) -> Modification | None:
+    if row["mod_state"] is None:
+        return None
+    return Modification(
+        state=row["mod_state"],
+        message=row["mod_message"],
+        original_size=row["mod_original_size"],
+        target_size=row["mod_target_size"],
+        original_type=row["mod_original_type"],
+        target_type=row["mod_target_type"],
+        original_iops=row["mod_original_iops"],
+        target_iops=row["mod_target_iops"],
+        start=row["mod_start"],
+        end=row["mod_end"],
+    )
+
+
+def load_volumes(tx: Tx, account_id: str, ids: Sequence[str] = ()) -> list[VolumeRecord]:
+    """The account's volumes (those named, when ids are given), with their tags."""
+    rows = tx.all("SELECT * FROM clc_volumes WHERE account_id=? ORDER BY volume_id", (account_id,))
+    if ids:
+        wanted = set(ids)
+        rows = [r for r in rows if r["volume_id"] in wanted]
+    tagged = tags.tags_of(tx, account_id, [r["volume_id"] for r in rows])
+    return [_record(r, tagged.get(r["volume_id"])) for r in rows]
+
+
+def load_all_volumes(tx: Tx) -> list[VolumeRecord]:
+    """Every account's volumes, each with its owner's tags (the cloud admin's verbose view)."""
+    rows = tx.all("SELECT * FROM clc_volumes ORDER BY volume_id")
+    by_account: dict[str, list[str]] = {}
+    for r in rows:
+        by_account.setdefault(r["account_id"], []).append(r["volume_id"])
+    tagged: dict[str, dict[str, str]] = {}
+    for account_id, ids in by_account.items():
+        tagged.update(tags.tags_of(tx, account_id, ids))
+    return [_record(r, tagged.get(r["volume_id"])) for r in rows]
+
+
+def owned(tx: Tx, account_id: str, ids: Sequence[str]) -> list[VolumeRecord]:
+    """The caller's volumes with these ids, in the order asked; a missing one is InvalidVolume.NotFound."""
+    found = {v.volume_id: v for v in load_volumes(tx, account_id, ids)}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise not_found(missing)
+    return [found[i] for i in ids]
+
+
+def volumes_of_cluster(tx: Tx, cluster: str) -> list[VolumeRecord]:
+    rows = tx.all("SELECT * FROM clc_volumes WHERE cluster=? ORDER BY volume_id", (cluster,))
+    return [_record(r) for r in rows]
+
+
+def volume_visible(tx: Tx, volume_id: str, account_id: str) -> bool:
+    return (
+        tx.one("SELECT 1 FROM clc_volumes WHERE volume_id=? AND account_id=?", (volume_id, account_id))
+        is not None
+    )
+
+
+TAG_KIND = tags.ResourceKind(("vol",), "volume", "InvalidVolume.NotFound", volume_visible)
+
+
+def insert_volume(tx: Tx, new: NewVolume) -> tuple[VolumeRecord, bool]:
+    """Record a volume `creating`; with a ClientToken used before, that volume instead (False: not new),
+    or IdempotentParameterMismatch when the parameters differ."""
+    digest = new.digest
+    if new.client_token:
+        row = tx.one(
+            "SELECT * FROM clc_volumes WHERE account_id=? AND client_token=?",
+            (new.account_id, new.client_token),
+        )
+        if row is not None:
+            if row["request_digest"] != digest:
+                raise Ec2Error(
+                    "IdempotentParameterMismatch",
+                    "The client token was used before with other parameters.",
+                )
+            tagged = tags.tags_of(tx, new.account_id, [row["volume_id"]])
+            return _record(row, tagged.get(row["volume_id"])), False
+    while True:
+        volume_id = f"vol-{secrets.token_hex(4)}"
+        if tx.one("SELECT 1 FROM clc_volumes WHERE volume_id=?", (volume_id,)) is None:
+            break
+    tx.execute(
+        "INSERT INTO clc_volumes(volume_id, account_id, zone, cluster, size_gib, volume_type, iops, state, "
+        "created, client_token, request_digest) VALUES(?,?,?,?,?,?,?,'creating',?,?,?)",
+        (
+            volume_id,
+            new.account_id,
+            new.zone,
+            new.cluster,
+            new.size_gib,
+            new.volume_type,
+            new.iops,
+            time.time(),
+            new.client_token,
+            digest,
+        ),
+    )
+    if new.tags:
+        tags.write_tags(tx, new.account_id, volume_id, "volume", new.tags)
+    row = tx.one("SELECT * FROM clc_volumes WHERE volume_id=?", (volume_id,))
+    assert row is not None
+    return _record(row, dict(new.tags)), True
+
+
+def set_state(
+    tx: Tx, volume_id: str, state: str, *, only_from: Sequence[str] = (), reason: str | None = None
+) -> bool:
+    """Move a volume to `state` (when it is in one of `only_from`, if given). True if it moved."""
+    if only_from:
+        marks = ",".join("?" * len(only_from))
+        return bool(
+            tx.execute(
+                f"UPDATE clc_volumes SET state=?, reason=? WHERE volume_id=? AND state IN ({marks})",
+                (state, reason, volume_id, *only_from),
+            )
+        )
+    return bool(
+        tx.execute("UPDATE clc_volumes SET state=?, reason=? WHERE volume_id=?", (state, reason, volume_id))
+    )
+
+
+def begin_delete(tx: Tx, account_id: str, volume_id: str) -> VolumeRecord:
+    """DeleteVolume's rule: the caller's volume goes `deleting` (one still `creating`, its SC perhaps
+    down, too: the SC's delete is idempotent and the create's answer no longer moves it). Attached volumes
+    (VolumeInUse) come with attachment."""
+    (volume,) = owned(tx, account_id, [volume_id])
+    if volume.state != "deleting":
+        set_state(tx, volume_id, "deleting")
+    return volume
+
+
+def forget(tx: Tx, volume_id: str) -> None:
+    """The SC confirmed the volume gone: its row and tags go."""
+    tx.execute("DELETE FROM clc_volumes WHERE volume_id=?", (volume_id,))
+    tags.forget_resource(tx, volume_id)
+
+
+def begin_modification(
+    tx: Tx, account_id: str, volume_id: str, size: int | None, volume_type: str | None, iops: int | None
+) -> VolumeRecord:
+    """ModifyVolume's rules: the caller's available volume, no modification in progress, a size only ever
+    larger (the bytes only grow) and within the target type's range, something actually changing. Records
+    the modification `modifying` and returns the volume with it."""
+    (v,) = owned(tx, account_id, [volume_id])
+    if v.modification is not None and v.modification.state == "modifying":
+        raise Ec2Error("IncorrectModificationState", f"The volume '{volume_id}' is already being modified.")
+    if v.state != "available":
+        raise Ec2Error("IncorrectState", f"The volume '{volume_id}' is '{v.state}', not 'available'.")
+    target_type = volume_type or v.volume_type
+    if target_type not in SIZE_RANGES:
+        raise Ec2Error("InvalidParameterValue", f"Value ({target_type}) for parameter volumeType is invalid.")
+    target_size = v.size_gib if size is None else size
+    if target_size < v.size_gib:
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"New size ({target_size}GiB) cannot be smaller than the existing size ({v.size_gib}GiB).",
+        )
+    check_size(target_type, target_size)
+    target_iops = iops if iops is not None else (v.iops if target_type in (*IOPS_TYPES, "gp3") else None)
+    if target_type in IOPS_TYPES and target_iops is None:
+        raise Ec2Error("MissingParameter", f"The parameter iops must be specified for {target_type} volumes.")
+    if (target_size, target_type, target_iops) == (v.size_gib, v.volume_type, v.iops):
+        raise Ec2Error(
+            "InvalidParameterCombination", "New parameters are the same as the volume's: nothing to modify."
+        )
+    tx.execute(
+        "UPDATE clc_volumes SET mod_state='modifying', mod_message=NULL, mod_original_size=?, mod_target_size=?, "
+        "mod_original_type=?, mod_target_type=?, mod_original_iops=?, mod_target_iops=?, mod_start=?, "
+        "mod_end=NULL WHERE volume_id=?",
+        (v.size_gib, target_size, v.volume_type, target_type, v.iops, target_iops, time.time(), volume_id),
+    )
+    (found,) = owned(tx, account_id, [volume_id])
+    return found
+
+
+def end_modification(tx: Tx, volume_id: str, *, ok: bool, message: str | None = None) -> bool:
+    """The SC grew the volume (ok: the target becomes the volume's size, type and iops) or could not.
+    False if no modification was in progress."""
+    row = tx.one("SELECT * FROM clc_volumes WHERE volume_id=? AND mod_state='modifying'", (volume_id,))
+    if row is None:
+        return False
+    if ok:
+        tx.execute(
+            "UPDATE clc_volumes SET size_gib=mod_target_size, volume_type=mod_target_type, iops=mod_target_iops, "
+            "mod_state='completed', mod_message=NULL, mod_end=? WHERE volume_id=?",
+            (time.time(), volume_id),
+        )
+    else:
+        tx.execute(
+            "UPDATE clc_volumes SET mod_state='failed', mod_message=?, mod_end=? WHERE volume_id=?",
+            (message, time.time(), volume_id),
+        )
+    return True

@@ -1,0 +1,104 @@
+"""What the SC holds: its volumes table (sc_volumes) in this host's store, the only module that touches it.
+
+A row is written before the backend is asked (state creating / deleting) and changed after it answered, so
+after a crash the SC knows what was in flight and redoes it at start (controller.py): backend calls are
+idempotent. On a one-box the table sits in the same store as the CLC's tables, in a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from euca.core.store import Store, Tx
+from euca.protocol.cluster import VolumeStatus
+
+MIGRATION = [
+    """
+    CREATE TABLE sc_volumes (
+        volume_id TEXT PRIMARY KEY,
+        size_gb INTEGER NOT NULL,
+        -- creating | available | deleting | error
+        state TEXT NOT NULL,
+        reason TEXT,
+        created REAL NOT NULL,
+        changed REAL NOT NULL
+    );
+    """,
+]
+
+
+def migrate(store: Store) -> None:
+    store.migrate("sc", MIGRATION)
+
+
+@dataclass(frozen=True)
+class ScVolume:
+    volume_id: str
+    size_gb: int
+    state: str
+    reason: str | None
+
+    @property
+    def status(self) -> VolumeStatus:
+        return VolumeStatus(self.volume_id, self.state, self.size_gb, self.reason)  # type: ignore[arg-type]
+
+
+def _volume(row: sqlite3.Row) -> ScVolume:
+    return ScVolume(row["volume_id"], row["size_gb"], row["state"], row["reason"])
+
+
+def get(tx: Tx, volume_id: str) -> ScVolume | None:
+    row = tx.one("SELECT * FROM sc_volumes WHERE volume_id=?", (volume_id,))
+    return _volume(row) if row else None
+
+
+def list_volumes(tx: Tx, ids: list[str] | None = None) -> list[ScVolume]:
+    rows = tx.all("SELECT * FROM sc_volumes ORDER BY volume_id")
+    wanted = set(ids or ())
+    return [_volume(r) for r in rows if not wanted or r["volume_id"] in wanted]
+
+
+def in_flight(tx: Tx) -> list[ScVolume]:
+    return [_volume(r) for r in tx.all("SELECT * FROM sc_volumes WHERE state IN ('creating', 'deleting')")]
+
+
+def allocated_gb(tx: Tx) -> int:
+    return int(tx.scalar("SELECT COALESCE(SUM(size_gb), 0) FROM sc_volumes") or 0)
+
+
+def begin_create(tx: Tx, volume_id: str, size_gb: int, capacity_gb: int) -> ScVolume | None:
+    """Record a volume being made; the existing row if there is one (the caller answers with it), None
+    when the new row was written. Over capacity: ValueError."""
+    existing = get(tx, volume_id)
+    if existing is not None:
+        return existing
+    if capacity_gb and allocated_gb(tx) + size_gb > capacity_gb:
+        raise ValueError(
+            f"the storage controller has {capacity_gb - allocated_gb(tx)} GiB left of {capacity_gb}; "
+            f"{size_gb} GiB asked"
+        )
+    now = time.time()
+    tx.execute(
+        "INSERT INTO sc_volumes(volume_id, size_gb, state, created, changed) VALUES(?,?,'creating',?,?)",
+        (volume_id, size_gb, now, now),
+    )
+    return None
+
+
+def set_state(tx: Tx, volume_id: str, state: str, reason: str | None = None) -> None:
+    tx.execute(
+        "UPDATE sc_volumes SET state=?, reason=?, changed=? WHERE volume_id=?",
+        (state, reason, time.time(), volume_id),
+    )
+
+
+def forget(tx: Tx, volume_id: str) -> None:
+    tx.execute("DELETE FROM sc_volumes WHERE volume_id=?", (volume_id,))
+
+
+def set_size(tx: Tx, volume_id: str, size_gb: int) -> None:
+    tx.execute(
+        "UPDATE sc_volumes SET size_gb=?, changed=? WHERE volume_id=?", (size_gb, time.time(), volume_id)
+    )
