@@ -249,6 +249,8 @@ def test_unknown_and_malformed_ids(ec2: Any, cloud: Any, zones: tuple[str, str])
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2.describe_volumes(MaxResults=2)
     assert error_code(e) == "InvalidParameterValue"
+    # Above 500 is answered with a page of at most 500, as EC2 documents (the aws CLI asks for 1000).
+    assert theirs not in {v["VolumeId"] for v in ec2.describe_volumes(MaxResults=1000)["Volumes"]}
 
 
 def test_aws_cli(cloud: Any, ec2: Any, zones: tuple[str, str]) -> None:
@@ -260,6 +262,8 @@ def test_aws_cli(cloud: Any, ec2: Any, zones: tuple[str, str]) -> None:
     )
     wait_volume(ec2, made["VolumeId"], "available")
     listed = json.loads(cloud.aws("ec2", "describe-volumes", "--volume-ids", made["VolumeId"]).stdout)
+    everything = json.loads(cloud.aws("ec2", "describe-volumes").stdout)  # paginated: MaxResults=1000
+    assert made["VolumeId"] in {v["VolumeId"] for v in everything["Volumes"]}
     assert listed["Volumes"][0]["State"] == "available"
     tagged = cloud.aws("ec2", "create-tags", "--resources", made["VolumeId"], "--tags", "Key=k,Value=v")
     assert tagged.returncode == 0

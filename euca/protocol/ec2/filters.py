@@ -123,6 +123,9 @@ class PageLimits:
 
     minimum: int = 5
     maximum: int = 1000
+    # Some actions answer a MaxResults above the maximum with a page of the maximum instead of refusing it
+    # (EC2's documentation says so for DescribeTags and DescribeVolumes; the aws CLI sends 1000 to both).
+    capped: bool = False
 
 
 def paginate(
@@ -143,6 +146,8 @@ def paginate(
         ordered = [r for r in ordered if key(r) > after]
     if max_results is None:
         return ordered, None
+    if limits.capped:
+        max_results = min(max_results, limits.maximum)
     if not limits.minimum <= max_results <= limits.maximum:
         raise Ec2Error(
             "InvalidParameterValue",

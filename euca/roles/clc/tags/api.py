@@ -19,7 +19,7 @@ from euca.roles.clc.tags import records
 from euca.roles.clc.tags.records import ResourceKind
 
 # DescribeTags pages: EC2 refuses fewer than 5 and answers at most 1,000 (a larger MaxResults is capped).
-TAG_PAGES = PageLimits(5, 1000)
+TAG_PAGES = PageLimits(5, 1000, capped=True)
 
 
 def kinds_by_prefix(kinds: Iterable[ResourceKind]) -> dict[str, ResourceKind]:
@@ -101,11 +101,8 @@ TAG_FILTERS: FilterSet[m.TagDescription] = FilterSet(
 async def describe_tags(call: Ec2Call, req: m.DescribeTagsRequest) -> m.DescribeTagsResult:
     tags = await call.ctx.store.read(lambda tx: records.account_tags(tx, call.account_id))
     tags = TAG_FILTERS.apply(req.filters, tags)
-    max_results = req.max_results
-    if max_results is not None and max_results > TAG_PAGES.maximum:
-        max_results = TAG_PAGES.maximum
     page, token = paginate(
-        tags, lambda t: f"{t.resource_id}\x00{t.key}", max_results, req.next_token, TAG_PAGES
+        tags, lambda t: f"{t.resource_id}\x00{t.key}", req.max_results, req.next_token, TAG_PAGES
     )
     return m.DescribeTagsResult(tags=page, next_token=token)
 

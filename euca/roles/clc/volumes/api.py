@@ -31,7 +31,7 @@ log = logging.getLogger("euca.clc")
 
 # How long CreateVolume/DeleteVolume wait for the SC before answering anyway (the poller finishes the job).
 SC_CALL_TIMEOUT = 10.0
-PAGE_LIMITS = PageLimits(5, 500)
+PAGE_LIMITS = PageLimits(5, 500, capped=True)
 
 
 def render(v: VolumeRecord) -> m.Volume:
