@@ -99,6 +99,7 @@ class OneBox:
         self.data = self.work / "data"
         self.run = self.work / "run"
         self.netns = f"eucat{uuid.uuid4().hex[:6]}"
+        self.client_netns = f"{self.netns}-c"  # not the shared euca-client: its uplink is another cloud's
         self.clc_port, self.cc_port, self.nc_port = free_ports(3)
         self.log = self.work / "start.log"
         self.env = dict(
@@ -108,6 +109,7 @@ class OneBox:
             EUCA_DATA_DIR=str(self.data),
             EUCA_RUN_DIR=str(self.run),
             EUCA_NETNS=self.netns,
+            EUCA_CLIENT_NETNS=self.client_netns,
             PYTHONPATH=str(REPO),
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -181,8 +183,9 @@ class OneBox:
                 os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.netns in netns_list():
-            subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
+        for ns in (self.netns, self.client_netns):
+            if ns in netns_list():
+                subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         shutil.rmtree(self.work, ignore_errors=True)
 
 
@@ -210,7 +213,7 @@ def test_stop_onebox_terminates_guests_stops_what_was_started_and_leaves_nothing
     assert onebox.proc.poll() is None, onebox.tail()
     pid = int((onebox.run / "onebox.pid").read_text())
     assert pid == onebox.proc.pid  # start-onebox execs euca: the pid it wrote is euca's
-    assert onebox.netns in netns_list()
+    assert {onebox.netns, onebox.client_netns} <= netns_list()
     # A second start while this one runs is refused.
     again = subprocess.run(
         ["bash", str(REPO / "scripts" / "start-onebox")], env=onebox.env, capture_output=True, text=True
@@ -267,7 +270,7 @@ def test_stop_onebox_terminates_guests_stops_what_was_started_and_leaves_nothing
     # (not started in our namespace) still runs.
     assert onebox.proc.wait(5) == 0
     assert not alive(pid)
-    assert onebox.netns not in netns_list()
+    assert not {onebox.netns, onebox.client_netns} & netns_list()
     assert not (onebox.run / "onebox.pid").exists() and not (onebox.run / "virtlogd.pid").exists()
     assert processes_mentioning(str(onebox.work)) == []
     conn = connect()
