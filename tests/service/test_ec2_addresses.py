@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from euca.cli import main
 from helpers.ec2 import error_code
-from helpers.fake_cluster import FakeCluster, FakeNode
+from helpers.fake_cluster import FakeCluster, FakeNode, register_with
 from helpers.instances import instances_of, register_tiny_image, unique, wait_for, wait_state
 from helpers.server import admin_cli, start_euca
 
@@ -39,27 +39,7 @@ def fake(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         cloud.ctx.ca, tmp_path_factory.mktemp("fake-cc"), name, [FakeNode(f"{name}-n1", cores=16)], 55
     )
     fake.__enter__()
-    admin_cli(
-        cloud, "register-cluster", name, "--host", "127.0.0.1", "--port", str(fake.port), "--no-join-token"
-    )
-    admin_cli(
-        cloud,
-        "register-node",
-        "--cluster",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--name",
-        f"{name}-n1",
-        "--no-join-token",
-    )
-    wait_for(
-        f"zone {name} available",
-        lambda: any(
-            z["ZoneName"] == name and z["State"] == "available"
-            for z in ec2.describe_availability_zones()["AvailabilityZones"]
-        ),
-    )
+    register_with(cloud, ec2, fake)
     yield fake
     fake.__exit__(None, None, None)
 

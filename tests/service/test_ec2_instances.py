@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from euca.cli import main
 from euca.protocol import bundle as b
 from helpers.ec2 import error_code
-from helpers.fake_cluster import FakeCluster, FakeNode
+from helpers.fake_cluster import FakeCluster, FakeNode, register_with
 from helpers.image_bundles import admin_signer, random_file, upload
 from helpers.instances import describe, instances_of, register_tiny_image, unique, wait_for, wait_state
 from helpers.server import admin_cli, start_euca
@@ -58,29 +58,7 @@ def zones(cloud: Any, ec2: Any, ec2_other: Any, tmp_path: Path) -> Iterator[Call
         )
         fake.__enter__()
         made.append(fake)
-        admin_cli(
-            cloud,
-            "register-cluster",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(fake.port),
-            "--no-join-token",
-        )
-        for node in fake.nodes:
-            admin_cli(
-                cloud,
-                "register-node",
-                "--cluster",
-                name,
-                "--host",
-                "127.0.0.1",
-                "--name",
-                node.name,
-                "--no-join-token",
-            )
-        wait_for(f"zone {name} available", lambda: zone_state(ec2, name) == "available")
+        register_with(cloud, ec2, fake)
         return fake
 
     yield make
