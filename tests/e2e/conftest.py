@@ -3,9 +3,12 @@ host can run guests at all is helpers.qemu_host.unusable_reason(); each module s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from euca.images import bootimage as bi
+from helpers.netns_lab import Lab
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +19,13 @@ def boot_image() -> bi.BootImage:
         return bi.find_boot_image() or bi.build_boot_image()
     except bi.BootImageUnavailable as e:
         pytest.skip(f"no boot image in {bi.default_cache_root()} and none can be built: {e}")
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """Network namespaces made for one test, removed afterwards with whatever still runs in them."""
+    spaces = Lab()
+    try:
+        yield spaces
+    finally:
+        spaces.cleanup()

@@ -6,7 +6,6 @@ QEMU. Connects that must fail time out after a short while; nothing is timed."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +55,6 @@ _versions = iter(range(1, 1_000_000))
 
 def view(instances: list[InstanceNetwork], groups: list[GroupRules]) -> NetworkView:
     return NetworkView(version=f"v{next(_versions)}", instances=instances, groups=groups)
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    spaces = Lab()
-    try:
-        yield spaces
-    finally:
-        spaces.cleanup()
 
 
 class Cluster:

@@ -29,17 +29,15 @@ import os
 import random
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import msgspec
@@ -52,51 +50,12 @@ from euca.images import default_image as di
 from euca.protocol import cluster as proto
 from euca.roles.cc.network import chain_name
 from helpers.aws_cli import aws_executable
+from helpers.polling import HANG_GUARD, free_ports, wait_until
 from helpers.qemu_host import connect, libvirt, unusable_reason
 
 # -- processes, waits, libvirt, bridges ----------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-# Bounds every wait on a process or a guest: a guest that never boots fails its test instead of hanging the
-# run. Generous, as TCG guests on a busy 2-core box take their time.
-HANG_GUARD = 300.0
-
-T = TypeVar("T")
-
-
-def free_ports(count: int) -> list[int]:
-    """Loopback ports free right now (the sockets are held together, so they are distinct)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_until(
-    what: str,
-    probe: Callable[[], T | None],
-    *,
-    deadline: float = HANG_GUARD,
-    interval: float = 0.5,
-    detail: Callable[[], str] | None = None,
-) -> T:
-    """probe() until it returns something other than None/False; AssertionError naming `what` (and
-    `detail()`) when it has not after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > end:
-            extra = f"\n{detail()}" if detail is not None else ""
-            raise AssertionError(f"gave up waiting ({deadline:.0f}s) for {what}{extra}")
-        time.sleep(interval)
 
 
 def euca_command() -> list[str]:

@@ -17,51 +17,24 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from euca.images import bootimage as bi
+from helpers.polling import HANG_GUARD, free_ports, wait_until
 from helpers.qemu_host import connect, unusable_reason
 
 REPO = Path(__file__).resolve().parents[2]
-HANG_GUARD = 300.0
-T = TypeVar("T")
 
 _REASON = unusable_reason() if os.geteuid() == 0 else "start-onebox and stop-onebox are tested as root"
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_until(what: str, probe: Callable[[], T | None], detail: Callable[[], str]) -> T:
-    end = time.monotonic() + HANG_GUARD
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}\n{detail()}")
-        time.sleep(0.5)
 
 
 def netns_list() -> set[str]:
@@ -208,7 +181,7 @@ def test_stop_onebox_terminates_guests_stops_what_was_started_and_leaves_nothing
     wait_until(
         "cloud ready",
         lambda: "cloud ready" in onebox.text() or onebox.proc.poll() is not None,  # type: ignore[union-attr]
-        onebox.tail,
+        detail=onebox.tail,
     )
     assert onebox.proc.poll() is None, onebox.tail()
     pid = int((onebox.run / "onebox.pid").read_text())
@@ -233,7 +206,7 @@ def test_stop_onebox_terminates_guests_stops_what_was_started_and_leaves_nothing
         [r] = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         return bool(r["Instances"][0]["State"]["Name"] == "running")
 
-    wait_until(f"{instance_id} running", running, onebox.tail)
+    wait_until(f"{instance_id} running", running, detail=onebox.tail)
     conn = connect()
     try:
         assert instance_id in {d.name() for d in conn.listAllDomains(0)}
@@ -251,7 +224,7 @@ def test_stop_onebox_terminates_guests_stops_what_was_started_and_leaves_nothing
     wait_until(
         "the stand-in daemon",
         lambda: Path(f"/proc/{daemon.pid}/comm").read_text().strip() == "virtlogd",
-        onebox.tail,
+        detail=onebox.tail,
     )
     others = {
         int(p)

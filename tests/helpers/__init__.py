@@ -11,4 +11,11 @@ call lives here, so no test imports from a conftest or from another test module.
     instances     polling and image registration for tests that run instances through the EC2 API
     image_bundles real bundles signed with a credentials directory, uploaded with boto3
     qemu_host     whether real guests can run here (the e2e tests that boot them)
+    polling       free loopback ports and a poll with a long deadline, for the e2e tests
+    netns_lab     network namespaces for the CC's data-path tests (cluster, client, guests, listeners)
+    ec2           what the EC2 API tests share beyond their fixtures (the error code of a ClientError)
+    signed        raw SigV4-signed EC2 Query requests (for what boto3 will not send)
+    raw_http      raw-socket clients and a served HttpServer, for the HTTP server's tests
+    walrus_process  walrus in a process of its own, to kill -9 and start again
+    walrus_files  orphaned object files in a walrus data dir, read straight from the files and the store
 """

@@ -30,6 +30,8 @@ from euca.core.pki import CloudCA
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault, NodeResources, VmType, mac_for_instance, vm_type_fits
 from euca.roles.clc.placement import type_capacity
+from helpers.instances import wait_for
+from helpers.server import EucaServer, admin_cli
 
 
 @dataclass
@@ -267,3 +269,37 @@ class FakeCluster:
         trio.from_thread.run_sync(self._server.shutdown, trio_token=self._token)
         assert self._thread is not None
         self._thread.join(30)
+
+
+def register_with(cloud: EucaServer, ec2: Any, fake: FakeCluster) -> None:
+    """Register the stand-in and its nodes with the cloud as an operator would (`euca admin register-cluster`,
+    `register-node`, no join tokens), then wait until its zone is available to `ec2`."""
+    admin_cli(
+        cloud,
+        "register-cluster",
+        fake.name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(fake.port),
+        "--no-join-token",
+    )
+    for node in fake.nodes:
+        admin_cli(
+            cloud,
+            "register-node",
+            "--cluster",
+            fake.name,
+            "--host",
+            "127.0.0.1",
+            "--name",
+            node.name,
+            "--no-join-token",
+        )
+    wait_for(
+        f"zone {fake.name} available",
+        lambda: any(
+            z["ZoneName"] == fake.name and z["State"] == "available"
+            for z in ec2.describe_availability_zones()["AvailabilityZones"]
+        ),
+    )

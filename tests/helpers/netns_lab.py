@@ -49,9 +49,9 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def unusable_reason() -> str | None:
-    """Why this machine cannot run these tests, or None."""
-    for tool in ("ip", "dnsmasq", "iptables", "iptables-restore", "iptables-save"):
+def unusable_reason(*more_tools: str) -> str | None:
+    """Why this machine cannot run these tests (which also need `more_tools`), or None."""
+    for tool in ("ip", "dnsmasq", "iptables", "iptables-restore", "iptables-save", *more_tools):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     if os.geteuid() != 0:
@@ -79,13 +79,18 @@ class Lab:
         sh("ip", "-n", name, "link", "set", "lo", "up")
         return name
 
+    def bridged(self, gateway_cidr: str, tag: str = "cc") -> str:
+        """A namespace with the bridge the setup makes: BRIDGE at the gateway address, up."""
+        ns = self.add(tag)
+        sh("ip", "-n", ns, "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "-n", ns, "addr", "add", gateway_cidr, "dev", BRIDGE)
+        sh("ip", "-n", ns, "link", "set", BRIDGE, "up")
+        return ns
+
     def cluster(self, gateway_cidr: str) -> tuple[str, str]:
-        """The cluster namespace (bridge at the gateway address) and a client namespace on its uplink,
+        """The cluster namespace (bridged(), at the gateway address) and a client namespace on its uplink,
         routed to the public pool through it; the cluster's default route goes to the client."""
-        cc = self.add("cc")
-        sh("ip", "-n", cc, "link", "add", BRIDGE, "type", "bridge")
-        sh("ip", "-n", cc, "addr", "add", gateway_cidr, "dev", BRIDGE)
-        sh("ip", "-n", cc, "link", "set", BRIDGE, "up")
+        cc = self.bridged(gateway_cidr)
         client = self.add("client")
         sh("ip", "link", "add", UPLINK, "netns", cc, "type", "veth", "peer", "name", "eth0", "netns", client)
         sh("ip", "-n", cc, "addr", "add", f"{UPLINK_CC}/24", "dev", UPLINK)
@@ -96,8 +101,11 @@ class Lab:
         sh("ip", "-n", cc, "route", "add", "default", "via", UPLINK_CLIENT)
         return cc, client
 
-    def guest(self, cluster_ns: str, tag: str, mac: str, ip_cidr: str, gateway: str) -> str:
-        """A namespace whose eth0 (this MAC, this address) is cabled to the cluster's bridge."""
+    def guest(
+        self, cluster_ns: str, tag: str, mac: str, ip_cidr: str | None = None, gateway: str | None = None
+    ) -> str:
+        """A namespace whose eth0 (this MAC) is cabled to the cluster's bridge: with this static address and
+        default route when given, else with none (for a DHCP client to get one)."""
         ns = self.add(tag)
         port = f"v{tag}"[:15]
         sh(
@@ -117,9 +125,11 @@ class Lab:
         )
         sh("ip", "-n", cluster_ns, "link", "set", port, "master", BRIDGE, "up")
         sh("ip", "-n", ns, "link", "set", "eth0", "address", mac)
-        sh("ip", "-n", ns, "addr", "add", ip_cidr, "dev", "eth0")
+        if ip_cidr is not None:
+            sh("ip", "-n", ns, "addr", "add", ip_cidr, "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "route", "add", "default", "via", gateway)
+        if gateway is not None:
+            sh("ip", "-n", ns, "route", "add", "default", "via", gateway)
         return ns
 
     def listen(self, ns: str, name: str, port: int = 22) -> None:
@@ -158,9 +168,11 @@ async def connect(ns: str, ip: str, port: int = 22, timeout: float = 1.5) -> str
     return result.stdout.decode().strip()
 
 
-def iptables_save(ns: str) -> str:
-    """The namespace's rules without comments and counters, so two dumps of the same rules compare equal."""
-    lines = sh("ip", "netns", "exec", ns, "iptables-save").stdout.splitlines()
+def iptables_save(ns: str | None) -> str:
+    """The namespace's rules (the host's for None) without comments and counters, so two dumps of the same
+    rules compare equal."""
+    argv = ["iptables-save"] if ns is None else ["ip", "netns", "exec", ns, "iptables-save"]
+    lines = sh(*argv).stdout.splitlines()
     return "\n".join(line.split(" [")[0] for line in lines if not line.startswith("#"))
 
 

@@ -3,6 +3,7 @@ loopback address (127.0.0.0/8 is all local on Linux), so that one test can play 
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -16,10 +17,12 @@ HANG_GUARD = 60  # seconds: turns a hang into a failure; nothing asserts on time
 
 @asynccontextmanager
 async def serving(
-    handler: Callable[[Request], Awaitable[Response]], limits: HttpLimits | None = None
+    handler: Callable[[Request], Awaitable[Response]],
+    limits: HttpLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[HttpServer]:
-    """An HttpServer on a free loopback port for the duration of the block."""
-    server = HttpServer(handler, "127.0.0.1", 0, limits or HttpLimits())
+    """An HttpServer on a free loopback port (with TLS when given a context) for the duration of the block."""
+    server = HttpServer(handler, "127.0.0.1", 0, limits or HttpLimits(), ssl_context=ssl_context)
     with trio.fail_after(HANG_GUARD):
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
@@ -34,7 +37,7 @@ async def connect(port: int, source: str = "127.0.0.1") -> trio.SocketStream:
     return await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
 
 
-async def read_until_closed(stream: trio.SocketStream) -> bytes:
+async def read_until_closed(stream: trio.abc.ReceiveStream) -> bytes:
     """Everything the server sends until it closes (a reset counts as closed)."""
     out = bytearray()
     while True:

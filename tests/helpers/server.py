@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from click.testing import CliRunner
 
+from euca.cli import main
 from euca.core.config import ROLE_NAMES, load_config
 from euca.core.roles import RoleContext
 from euca.core.supervisor import Supervisor, resolve_roles
@@ -166,3 +168,10 @@ def start_euca(
         except trio.RunFinishedError:
             pass
         thread.join(60)
+
+
+def admin_cli(euca: EucaServer, *args: str) -> str:
+    """`euca admin ARGS` on this server's data dir, as an operator would run it; its output (it must succeed)."""
+    result = CliRunner().invoke(main, ["--data-dir", str(euca.data_dir), "admin", *args])
+    assert result.exit_code == 0, result.output
+    return result.output

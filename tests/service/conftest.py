@@ -6,7 +6,9 @@ ports the OS picked, and clients for it.
         aws_cli("s3", "ls", "s3://b")
 
 The server is shared by the session, so tests use unique bucket names (`bucket_name` fixture). Tests that
-need a server of their own (other roles, settings or a restart) call helpers.server.start_euca.
+need a server of their own (other roles, settings or a restart) call helpers.server.start_euca; a module
+whose tests all use one such server defines a `cloud` fixture of its own, and the EC2 client fixtures here
+(`ec2`, `ec2_other`, `account_ids`) then talk to that server.
 """
 
 from __future__ import annotations
@@ -60,3 +62,27 @@ def bucket(s3_client: Any, bucket_name: str) -> str:
 def aws_cli(euca: EucaServer) -> Any:
     """`aws_cli("s3", "ls")` runs the real aws CLI against the server, as the admin (creds=... to change)."""
     return euca.aws
+
+
+@pytest.fixture(scope="session")
+def cloud(euca: EucaServer) -> EucaServer:
+    """The server the EC2 client fixtures talk to: the session's, unless a module overrides `cloud`."""
+    return euca
+
+
+@pytest.fixture(scope="module")
+def ec2(cloud: EucaServer) -> Any:
+    """boto3 EC2 client as the cloud admin."""
+    return cloud.client("ec2")
+
+
+@pytest.fixture(scope="module")
+def ec2_other(cloud: EucaServer) -> Any:
+    """boto3 EC2 client as a second, unprivileged account."""
+    return cloud.client("ec2", creds=cloud.other)
+
+
+@pytest.fixture(scope="module")
+def account_ids(cloud: EucaServer) -> dict[str, str]:
+    """Account name -> account id."""
+    return {a.name: a.account_id for a in cloud.ctx.identity.list_accounts()}

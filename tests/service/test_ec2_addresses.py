@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from euca.cli import main
-from helpers.fake_cluster import FakeCluster, FakeNode
+from helpers.ec2 import error_code
+from helpers.fake_cluster import FakeCluster, FakeNode, register_with
 from helpers.instances import instances_of, register_tiny_image, unique, wait_for, wait_state
-from helpers.server import start_euca
+from helpers.server import admin_cli, start_euca
 
 POOL = "10.99.5.10-10.99.5.29"  # 20 addresses
 
@@ -32,51 +33,13 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def ec2(cloud: Any) -> Any:
-    return cloud.client("ec2")
-
-
-@pytest.fixture(scope="module")
-def ec2_other(cloud: Any) -> Any:
-    return cloud.client("ec2", creds=cloud.other)
-
-
-def admin(euca: Any, *args: str) -> str:
-    result = CliRunner().invoke(main, ["--data-dir", str(euca.data_dir), "admin", *args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
-    return str(excinfo.value.response["Error"]["Code"])
-
-
-@pytest.fixture(scope="module")
 def fake(cloud: Any, ec2: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
     name = unique("zaddr")
     fake = FakeCluster(
         cloud.ctx.ca, tmp_path_factory.mktemp("fake-cc"), name, [FakeNode(f"{name}-n1", cores=16)], 55
     )
     fake.__enter__()
-    admin(cloud, "register-cluster", name, "--host", "127.0.0.1", "--port", str(fake.port), "--no-join-token")
-    admin(
-        cloud,
-        "register-node",
-        "--cluster",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--name",
-        f"{name}-n1",
-        "--no-join-token",
-    )
-    wait_for(
-        f"zone {name} available",
-        lambda: any(
-            z["ZoneName"] == name and z["State"] == "available"
-            for z in ec2.describe_availability_zones()["AvailabilityZones"]
-        ),
-    )
+    register_with(cloud, ec2, fake)
     yield fake
     fake.__exit__(None, None, None)
 
@@ -102,15 +65,17 @@ def launch(ec2: Any, image: str, zone: str, count: int = 1, **kwargs: Any) -> li
 
 def pool_state(cloud: Any) -> dict[str, str]:
     """public address -> free / assigned / allocated, from `euca admin describe-public-addresses`."""
-    rows = [line.split("\t") for line in admin(cloud, "describe-public-addresses").splitlines()]
+    rows = [line.split("\t") for line in admin_cli(cloud, "describe-public-addresses").splitlines()]
     return {r[1]: r[2] for r in rows if r[0] == "ADDRESS"}
 
 
 def test_the_pool_is_seeded_and_administered(cloud: Any) -> None:
     state = pool_state(cloud)
     assert len(state) == 20 and "10.99.5.10" in state and "10.99.5.29" in state
-    assert "added 2 address(es); 1 already" in admin(cloud, "add-public-addresses", "10.99.5.29-10.99.5.31")
-    assert "removed 2" in admin(cloud, "remove-public-addresses", "10.99.5.30", "10.99.5.31")
+    assert "added 2 address(es); 1 already" in admin_cli(
+        cloud, "add-public-addresses", "10.99.5.29-10.99.5.31"
+    )
+    assert "removed 2" in admin_cli(cloud, "remove-public-addresses", "10.99.5.30", "10.99.5.31")
     bad = CliRunner().invoke(
         main, ["--data-dir", str(cloud.data_dir), "admin", "add-public-addresses", "10.99.5.x"]
     )

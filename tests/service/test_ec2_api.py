@@ -17,43 +17,10 @@ from botocore.credentials import Credentials as BotoCredentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from helpers.ec2 import error_code
 from helpers.image_bundles import admin_signer, random_file, upload
-
-
-@pytest.fixture(scope="module")
-def ec2(euca: Any) -> Any:
-    return euca.client("ec2")
-
-
-@pytest.fixture(scope="module")
-def ec2_other(euca: Any) -> Any:
-    return euca.client("ec2", creds=euca.other)
-
-
-@pytest.fixture(scope="module")
-def account_ids(euca: Any) -> dict[str, str]:
-    return {a.name: a.account_id for a in euca.ctx.identity.list_accounts()}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
-    return str(excinfo.value.response["Error"]["Code"])
-
-
-def signed_post(euca: Any, body: str, path: str = "/") -> httpx.Response:
-    """A raw SigV4-signed Query request (for actions boto3 cannot send)."""
-    url = euca.url.rstrip("/") + path
-    req = AWSRequest(
-        method="POST",
-        url=url,
-        data=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
-    )
-    SigV4Auth(BotoCredentials(euca.admin.access_key, euca.admin.secret_key), "ec2", euca.region).add_auth(req)
-    return httpx.post(url, content=body.encode(), headers=dict(req.headers.items()))
+from helpers.instances import unique
+from helpers.signed import signed_ec2_post
 
 
 def test_sigv2_form_post_and_query_get(euca: Any) -> None:
@@ -137,7 +104,7 @@ def test_legacy_path_answers_too(euca: Any) -> None:
 
 
 def test_unknown_and_unbuilt_actions(euca: Any, ec2: Any) -> None:
-    response = signed_post(euca, "Action=FrobnicateWidgets&Version=2016-11-15")
+    response = signed_ec2_post(euca, "Action=FrobnicateWidgets&Version=2016-11-15")
     assert response.status_code == 400
     assert b"<Code>InvalidAction</Code>" in response.content
     assert b"<RequestID>" in response.content
@@ -205,7 +172,7 @@ def test_bad_credentials_are_auth_failure(euca: Any) -> None:
     ],
 )
 def test_malformed_requests_get_ec2_errors(euca: Any, body: str, code: str | None) -> None:
-    response = signed_post(euca, body)
+    response = signed_ec2_post(euca, body)
     assert response.status_code < 500, response.text
     if code is None:
         assert response.status_code == 200, response.text

@@ -20,10 +20,11 @@ from click.testing import CliRunner
 
 from euca.cli import main
 from euca.protocol import bundle as b
-from helpers.fake_cluster import FakeCluster, FakeNode
+from helpers.ec2 import error_code
+from helpers.fake_cluster import FakeCluster, FakeNode, register_with
 from helpers.image_bundles import admin_signer, random_file, upload
 from helpers.instances import describe, instances_of, register_tiny_image, unique, wait_for, wait_state
-from helpers.server import start_euca
+from helpers.server import admin_cli, start_euca
 
 POLL = 0.2
 
@@ -39,26 +40,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     euca = next(server)
     yield euca
     server.close()
-
-
-@pytest.fixture(scope="module")
-def ec2(cloud: Any) -> Any:
-    return cloud.client("ec2")
-
-
-@pytest.fixture(scope="module")
-def ec2_other(cloud: Any) -> Any:
-    return cloud.client("ec2", creds=cloud.other)
-
-
-def admin(euca: Any, *args: str) -> str:
-    result = CliRunner().invoke(main, ["--data-dir", str(euca.data_dir), "admin", *args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
-    return str(excinfo.value.response["Error"]["Code"])
 
 
 def zone_state(ec2: Any, zone: str) -> str | None:
@@ -77,29 +58,7 @@ def zones(cloud: Any, ec2: Any, ec2_other: Any, tmp_path: Path) -> Iterator[Call
         )
         fake.__enter__()
         made.append(fake)
-        admin(
-            cloud,
-            "register-cluster",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(fake.port),
-            "--no-join-token",
-        )
-        for node in fake.nodes:
-            admin(
-                cloud,
-                "register-node",
-                "--cluster",
-                name,
-                "--host",
-                "127.0.0.1",
-                "--name",
-                node.name,
-                "--no-join-token",
-            )
-        wait_for(f"zone {name} available", lambda: zone_state(ec2, name) == "available")
+        register_with(cloud, ec2, fake)
         return fake
 
     yield make
@@ -130,7 +89,7 @@ def zones(cloud: Any, ec2: Any, ec2_other: Any, tmp_path: Path) -> Iterator[Call
                 )["Reservations"]
             ),
         )
-        admin(cloud, "deregister-cluster", fake.name)
+        admin_cli(cloud, "deregister-cluster", fake.name)
         fake.__exit__(None, None, None)
 
 
@@ -600,7 +559,7 @@ def test_zones_from_clusters_and_verbose(
     # a CC that stops answering makes its zone unavailable, and nothing is placed there
     fake.refuse_calls = True
     wait_for("zone unavailable", lambda: zone_state(ec2, zone) == "unavailable")
-    assert "down" in admin(cloud, "describe-services")
+    assert "down" in admin_cli(cloud, "describe-services")
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2.run_instances(
             ImageId=images["machine"], MinCount=1, MaxCount=1, Placement={"AvailabilityZone": zone}
@@ -614,7 +573,7 @@ def test_a_cc_whose_certificate_names_another_cluster_is_refused(
     cloud: Any, ec2: Any, tmp_path: Path
 ) -> None:
     with FakeCluster(cloud.ctx.ca, tmp_path / "impostor", "zimp", cert_name="someone-else") as fake:
-        admin(
+        admin_cli(
             cloud,
             "register-cluster",
             "zimp",
@@ -629,17 +588,17 @@ def test_a_cc_whose_certificate_names_another_cluster_is_refused(
                 "the poll to refuse it",
                 lambda: (
                     next(
-                        (x for x in admin(cloud, "describe-services").splitlines() if "\tzimp\t" in x), ""
+                        (x for x in admin_cli(cloud, "describe-services").splitlines() if "\tzimp\t" in x), ""
                     ).find("Unauthorized")
                     >= 0
-                    and next(x for x in admin(cloud, "describe-services").splitlines() if "\tzimp\t" in x)
+                    and next(x for x in admin_cli(cloud, "describe-services").splitlines() if "\tzimp\t" in x)
                 ),
             )
             assert "\tdown\t" in line and "someone-else" in line
             assert zone_state(ec2, "zimp") == "unavailable"
             assert fake.last_topology is None  # it was never told anything
         finally:
-            admin(cloud, "deregister-cluster", "zimp")
+            admin_cli(cloud, "deregister-cluster", "zimp")
 
 
 def test_admin_describe_services_and_nodes(cloud: Any, ec2: Any, zones: Any, images: dict[str, str]) -> None:
@@ -651,13 +610,13 @@ def test_admin_describe_services_and_nodes(cloud: Any, ec2: Any, zones: Any, ima
         )
     )
     wait_state(ec2, [instance_id], "running")
-    services = admin(cloud, "describe-services")
+    services = admin_cli(cloud, "describe-services")
     line = next(x for x in services.splitlines() if f"\tcluster\t{zone}\t" in x)
     assert "\tup\t" in line
     assert f"\tnode\t{zone}-n1\t{zone}\t" in services
     nodes = wait_for(
         "the poll to report the instance's resources",
-        lambda: (out := admin(cloud, "describe-nodes")) and "cores 3/4" in out and out,
+        lambda: (out := admin_cli(cloud, "describe-nodes")) and "cores 3/4" in out and out,
     )
     n1 = next(x for x in nodes.splitlines() if x.startswith(f"NODE\t{zone}-n1\t"))
     assert "\tup\t" in n1 and f"instances {instance_id}" in n1
@@ -675,7 +634,7 @@ def test_instance_type_edits_reach_describe_and_run(
     zone = unique("zi")
     fake = zones(zone, [FakeNode(f"{zone}-n1", cores=8)])
     try:
-        admin(cloud, "modify-instance-type", "t1.micro", "--cpu", "2", "--memory", "300")
+        admin_cli(cloud, "modify-instance-type", "t1.micro", "--cpu", "2", "--memory", "300")
         (t,) = ec2.describe_instance_types(InstanceTypes=["t1.micro"])["InstanceTypes"]
         assert (t["VCpuInfo"]["DefaultVCpus"], t["MemoryInfo"]["SizeInMiB"]) == (2, 300)
         wait_for(
@@ -695,7 +654,7 @@ def test_instance_type_edits_reach_describe_and_run(
         spec = fake.specs[-1]
         assert (spec.vm_type.cores, spec.vm_type.memory_mb) == (2, 300)
     finally:
-        admin(cloud, "modify-instance-type", "t1.micro", "--cpu", "1", "--memory", "256")
+        admin_cli(cloud, "modify-instance-type", "t1.micro", "--cpu", "1", "--memory", "256")
 
 
 def test_aws_cli_run_describe_terminate(cloud: Any, zones: Any, images: dict[str, str]) -> None:
@@ -749,7 +708,7 @@ def test_lost_instances_terminate_and_terminated_ones_are_forgotten(
         ec2 = euca.client("ec2")
         image_id = register_tiny_image(euca, tmp_path)
         with FakeCluster(euca.ctx.ca, tmp_path / "zl", "zl") as fake:
-            admin(
+            admin_cli(
                 euca,
                 "register-cluster",
                 "zl",
@@ -794,7 +753,7 @@ def test_a_restarted_clc_keeps_its_instances(tmp_path: Path) -> None:
         try:
             ec2 = euca.client("ec2")
             image_id = register_tiny_image(euca, tmp_path)
-            admin(
+            admin_cli(
                 euca,
                 "register-cluster",
                 "zr",
@@ -848,7 +807,7 @@ def test_one_box_runs_instances_through_the_real_cc_and_nc(tmp_path: Path) -> No
         assert all(i["PrivateIpAddress"].startswith("10.77.0.") for i in running.values())
         nodes = wait_for(
             "the local node to report the instances",
-            lambda: (out := admin(euca, "describe-nodes")) and all(i in out for i in ids) and out,
+            lambda: (out := admin_cli(euca, "describe-nodes")) and all(i in out for i in ids) and out,
         )
         assert nodes.startswith("NODE\t") and "\tup\t" in nodes
         ec2.reboot_instances(InstanceIds=ids[:1])

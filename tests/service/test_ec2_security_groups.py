@@ -10,26 +10,8 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
+from helpers.ec2 import error_code
 from helpers.instances import unique
-
-
-@pytest.fixture(scope="module")
-def ec2(euca: Any) -> Any:
-    return euca.client("ec2")
-
-
-@pytest.fixture(scope="module")
-def ec2_other(euca: Any) -> Any:
-    return euca.client("ec2", creds=euca.other)
-
-
-@pytest.fixture(scope="module")
-def accounts(euca: Any) -> dict[str, str]:
-    return {a.name: a.account_id for a in euca.ctx.identity.list_accounts()}
-
-
-def error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
-    return str(excinfo.value.response["Error"]["Code"])
 
 
 def group(ec2: Any, name: str) -> dict[str, Any]:
@@ -58,7 +40,7 @@ def test_default_group_made_on_first_use_admits_its_members(ec2_other: Any) -> N
     assert error_code(e) == "InvalidGroup.Reserved"
 
 
-def test_create_describe_delete_by_name_and_id(ec2: Any, accounts: dict[str, str]) -> None:
+def test_create_describe_delete_by_name_and_id(ec2: Any, account_ids: dict[str, str]) -> None:
     name = unique("web")
     made = ec2.create_security_group(
         GroupName=name,
@@ -75,7 +57,7 @@ def test_create_describe_delete_by_name_and_id(ec2: Any, accounts: dict[str, str
     assert (by_id["GroupName"], by_id["Description"], by_id["OwnerId"]) == (
         name,
         "web servers",
-        accounts["eucalyptus"],
+        account_ids["eucalyptus"],
     )
     assert by_id["Tags"] == [{"Key": "tier", "Value": "front"}]
     for filters in (
@@ -186,7 +168,7 @@ def test_authorize_revoke_classic_and_ip_permissions(ec2: Any) -> None:
 
 
 def test_source_groups_by_name_id_and_other_account(
-    ec2: Any, ec2_other: Any, accounts: dict[str, str]
+    ec2: Any, ec2_other: Any, account_ids: dict[str, str]
 ) -> None:
     db = unique("db")
     db_id = ec2.create_security_group(GroupName=db, Description="db")["GroupId"]
@@ -201,7 +183,7 @@ def test_source_groups_by_name_id_and_other_account(
         ("udp", 0, 65535),
     }
     assert all(
-        p["UserIdGroupPairs"] == [{"UserId": accounts["eucalyptus"], "GroupId": app_id, "GroupName": app}]
+        p["UserIdGroupPairs"] == [{"UserId": account_ids["eucalyptus"], "GroupId": app_id, "GroupName": app}]
         for p in perms
     )
     # another account's group, by name and owner, and by id

@@ -7,38 +7,17 @@ counters make each drop or reload its caches)."""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
+from helpers.walrus_process import children, free_port, s3_client, start_walrus, stop
 
 
 def cpu_ticks(pid: int) -> int:
@@ -47,67 +26,14 @@ def cpu_ticks(pid: int) -> int:
 
 
 @pytest.fixture
-def euca_workers(tmp_path):  # type: ignore[no-untyped-def]
+def euca_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
     data_dir = tmp_path / "data"
-    s3_port, ec2_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "euca.cli",
-            "--role",
-            "walrus",
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            "127.0.0.1",
-            "--set",
-            f"walrus.listen.port={s3_port}",
-            "--set",
-            f"clc.listen.port={ec2_port}",
-            "--set",
-            "walrus.workers=2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "euca.log", "ab"),
-    )
+    port = free_port()
+    proc = start_walrus(data_dir, port, workers=2)
     try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError("euca exited at start")
-            if children(proc.pid) and b"walrus worker ready" in (tmp_path / "euca.log").read_bytes():
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the walrus worker did not come up")
-        yield proc, data_dir, s3_port
+        yield proc, data_dir, port
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def client(data_dir: Path, port: int):  # type: ignore[no-untyped-def]
-    rc = (data_dir / "credentials/eucalyptus/admin/eucarc").read_text()
-    akid = re.search(r"AWS_ACCESS_KEY_ID=['\"]?([^'\"\n]+)", rc).group(1)  # type: ignore[union-attr]
-    secret = re.search(r"AWS_SECRET_ACCESS_KEY=['\"]?([^'\"\n]+)", rc).group(1)  # type: ignore[union-attr]
-    # No connection reuse: each call is a new connection, placed by the kernel on either process.
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="eucalyptus",
-        aws_access_key_id=akid,
-        aws_secret_access_key=secret,
-        config=BotoConfig(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            max_pool_connections=1,
-            tcp_keepalive=False,
-        ),
-    ), akid
+        stop(proc)
 
 
 @pytest.mark.slow
@@ -115,7 +41,8 @@ def test_workers_see_each_others_writes(euca_workers):  # type: ignore[no-untype
     proc, data_dir, port = euca_workers
     (worker,) = children(proc.pid)
     worker_cpu = cpu_ticks(worker)
-    s3, _ = client(data_dir, port)
+    # No connection reuse: each call is a new connection, placed by the kernel on either process.
+    s3 = s3_client(data_dir, port, max_pool_connections=1, tcp_keepalive=False)
     url = f"http://127.0.0.1:{port}"
 
     def fresh_get(bucket: str, key: str) -> httpx.Response:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
 
 from euca.core.pki import CloudCA
+from euca.core.store import Store
+from euca.roles.clc import schema
 from helpers.bundle_keys import BundleKeys
 
 
@@ -21,3 +25,12 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> BundleKeys:
 def service_model() -> Any:
     """botocore's EC2 service model (what the SDKs send and expect)."""
     return botocore.session.get_session().get_service_model("ec2")
+
+
+@pytest.fixture
+def clc_store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh SQLite store with the CLC's schema (migrated, seeded), closed after the test."""
+    s = Store(tmp_path / "state.db")
+    schema.migrate(s)
+    yield s
+    s.close()

@@ -4,7 +4,6 @@ read and written by its own records module only."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ from euca.roles.clc.topology import records as topology
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
 CLC = Path(euca.roles.clc.__file__).parent
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "state.db")
-    schema.migrate(s)
-    yield s
-    s.close()
 
 
 def test_each_table_is_queried_by_its_records_module_only() -> None:
@@ -102,60 +93,62 @@ def _launch(
     return instances.record_launch(tx, new, 100.0)
 
 
-def test_launch_terminate_and_what_others_ask(store: Store) -> None:
-    reservation_id, ids = store.write_sync(lambda tx: _launch(tx, token="tok"))
-    launched = store.read_sync(lambda tx: instances.load_reservation(tx, reservation_id))
+def test_launch_terminate_and_what_others_ask(clc_store: Store) -> None:
+    reservation_id, ids = clc_store.write_sync(lambda tx: _launch(tx, token="tok"))
+    launched = clc_store.read_sync(lambda tx: instances.load_reservation(tx, reservation_id))
     assert [(i.instance_id, i.state, i.launch_index, i.tags) for i in launched] == [
         (ids[0], "pending", 0, {"team": "infra"}),
         (ids[1], "pending", 1, {"team": "infra"}),
     ]
     assert launched[0].client_token == "tok" and launched[0].groups == ["default"]
     assert (
-        store.read_sync(lambda tx: instances.existing_reservation(tx, ACCOUNT, "tok", "digest"))
+        clc_store.read_sync(lambda tx: instances.existing_reservation(tx, ACCOUNT, "tok", "digest"))
         == reservation_id
     )
     with pytest.raises(Ec2Error, match="IdempotentParameterMismatch"):
-        store.read_sync(lambda tx: instances.existing_reservation(tx, ACCOUNT, "tok", "other"))
-    store.write_sync(lambda tx: instances.release_client_token(tx, reservation_id))
-    assert store.read_sync(lambda tx: instances.existing_reservation(tx, ACCOUNT, "tok", "digest")) is None
+        clc_store.read_sync(lambda tx: instances.existing_reservation(tx, ACCOUNT, "tok", "other"))
+    clc_store.write_sync(lambda tx: instances.release_client_token(tx, reservation_id))
+    assert (
+        clc_store.read_sync(lambda tx: instances.existing_reservation(tx, ACCOUNT, "tok", "digest")) is None
+    )
 
-    assert store.read_sync(instances.in_transition) == {"c1": ids}
-    assert store.read_sync(lambda tx: instances.count_unterminated(tx, "c1")) == 2
-    assert store.read_sync(lambda tx: instances.instance_visible(tx, ids[0], ACCOUNT))
-    assert not store.read_sync(lambda tx: instances.instance_visible(tx, ids[0], OTHER))
+    assert clc_store.read_sync(instances.in_transition) == {"c1": ids}
+    assert clc_store.read_sync(lambda tx: instances.count_unterminated(tx, "c1")) == 2
+    assert clc_store.read_sync(lambda tx: instances.instance_visible(tx, ids[0], ACCOUNT))
+    assert not clc_store.read_sync(lambda tx: instances.instance_visible(tx, ids[0], OTHER))
     with pytest.raises(Ec2Error, match="InvalidInstanceID.NotFound"):
-        store.read_sync(lambda tx: instances.owned(tx, OTHER, ids[:1]))
+        clc_store.read_sync(lambda tx: instances.owned(tx, OTHER, ids[:1]))
 
-    state = store.write_sync(
+    state = clc_store.write_sync(
         lambda tx: instances.mark_user_terminated(
             tx, instances.owned(tx, ACCOUNT, ids[:1])[0], "by me", 200.0
         )
     )
     assert state == "shutting-down"  # it reached a cluster: the CC is told next
-    store.write_sync(
+    clc_store.write_sync(
         lambda tx: tx.execute("UPDATE clc_instances SET node='n1' WHERE instance_id=?", (ids[1],))
     )
-    assert store.read_sync(instances.running_by_node) == {"n1": [ids[1]]}
-    store.write_sync(lambda tx: instances.mark_terminated(tx, ids, "Server.InternalError", "gone", 300.0))
-    assert store.read_sync(lambda tx: instances.count_unterminated(tx, "c1")) == 0
-    assert store.read_sync(instances.running_by_node) == {}
-    assert store.write_sync(lambda tx: instances.forget_terminated(tx, before=301.0)) == ids
-    assert store.read_sync(lambda tx: tags.tags_of(tx, ACCOUNT, ids)) == {}
+    assert clc_store.read_sync(instances.running_by_node) == {"n1": [ids[1]]}
+    clc_store.write_sync(lambda tx: instances.mark_terminated(tx, ids, "Server.InternalError", "gone", 300.0))
+    assert clc_store.read_sync(lambda tx: instances.count_unterminated(tx, "c1")) == 0
+    assert clc_store.read_sync(instances.running_by_node) == {}
+    assert clc_store.write_sync(lambda tx: instances.forget_terminated(tx, before=301.0)) == ids
+    assert clc_store.read_sync(lambda tx: tags.tags_of(tx, ACCOUNT, ids)) == {}
 
 
-def test_admin_deregister_cluster_asks_the_instance_records(store: Store) -> None:
-    store.write_sync(lambda tx: topology.register_cluster(tx, "c1", "https://10.0.0.1:8774", "z1"))
-    store.write_sync(lambda tx: _launch(tx, 1))
+def test_admin_deregister_cluster_asks_the_instance_records(clc_store: Store) -> None:
+    clc_store.write_sync(lambda tx: topology.register_cluster(tx, "c1", "https://10.0.0.1:8774", "z1"))
+    clc_store.write_sync(lambda tx: _launch(tx, 1))
     with pytest.raises(topology.TopologyError, match="still has 1 instance"):
-        store.write_sync(lambda tx: admin.deregister_cluster(tx, "c1"))
-    assert [c.name for c in store.read_sync(topology.list_clusters)] == ["c1"]
+        clc_store.write_sync(lambda tx: admin.deregister_cluster(tx, "c1"))
+    assert [c.name for c in clc_store.read_sync(topology.list_clusters)] == ["c1"]
 
 
-def test_tags_delete_by_key_or_by_key_and_value(store: Store) -> None:
+def test_tags_delete_by_key_or_by_key_and_value(clc_store: Store) -> None:
     pairs = [("a", "1"), ("b", "2"), ("c", "")]
-    store.write_sync(lambda tx: tags.write_tags(tx, ACCOUNT, "emi-00000001", "image", pairs))
-    store.write_sync(lambda tx: tags.write_tags(tx, OTHER, "emi-00000001", "image", [("a", "x")]))
-    store.write_sync(
+    clc_store.write_sync(lambda tx: tags.write_tags(tx, ACCOUNT, "emi-00000001", "image", pairs))
+    clc_store.write_sync(lambda tx: tags.write_tags(tx, OTHER, "emi-00000001", "image", [("a", "x")]))
+    clc_store.write_sync(
         lambda tx: tags.delete_tags(
             tx,
             ACCOUNT,
@@ -163,47 +156,47 @@ def test_tags_delete_by_key_or_by_key_and_value(store: Store) -> None:
             [m.Tag(key="a"), m.Tag(key="b", value="not 2"), m.Tag(key="c", value="")],
         )
     )
-    assert store.read_sync(lambda tx: tags.tags_of(tx, ACCOUNT, ["emi-00000001"])) == {
+    assert clc_store.read_sync(lambda tx: tags.tags_of(tx, ACCOUNT, ["emi-00000001"])) == {
         "emi-00000001": {"b": "2"}
     }
-    assert [t.key for t in store.read_sync(lambda tx: tags.account_tags(tx, OTHER))] == ["a"]
-    store.write_sync(lambda tx: tags.delete_tags(tx, ACCOUNT, "emi-00000001", None))
-    assert store.read_sync(lambda tx: tags.account_tags(tx, ACCOUNT)) == []
-    store.write_sync(lambda tx: tags.forget_resources(tx, ["emi-00000001"]))  # everybody's
-    assert store.read_sync(lambda tx: tags.account_tags(tx, OTHER)) == []
+    assert [t.key for t in clc_store.read_sync(lambda tx: tags.account_tags(tx, OTHER))] == ["a"]
+    clc_store.write_sync(lambda tx: tags.delete_tags(tx, ACCOUNT, "emi-00000001", None))
+    assert clc_store.read_sync(lambda tx: tags.account_tags(tx, ACCOUNT)) == []
+    clc_store.write_sync(lambda tx: tags.forget_resources(tx, ["emi-00000001"]))  # everybody's
+    assert clc_store.read_sync(lambda tx: tags.account_tags(tx, OTHER)) == []
     with pytest.raises(Ec2Error, match="TagLimitExceeded"):
         many = [(f"k{n}", "v") for n in range(tags.MAX_TAGS_PER_RESOURCE + 1)]
-        store.write_sync(lambda tx: tags.write_tags(tx, ACCOUNT, "emi-00000002", "image", many))
+        clc_store.write_sync(lambda tx: tags.write_tags(tx, ACCOUNT, "emi-00000002", "image", many))
 
 
-def test_key_pairs(store: Store) -> None:
-    key_id = store.write_sync(
+def test_key_pairs(clc_store: Store) -> None:
+    key_id = clc_store.write_sync(
         lambda tx: keypairs.insert_key_pair(tx, ACCOUNT, "k", "rsa", "ssh-rsa AAAA", "fp", [])
     )
     with pytest.raises(Ec2Error, match="InvalidKeyPair.Duplicate"):
-        store.write_sync(
+        clc_store.write_sync(
             lambda tx: keypairs.insert_key_pair(tx, ACCOUNT, "k", "rsa", "ssh-rsa AAAA", "fp", [])
         )
-    assert store.read_sync(lambda tx: keypairs.public_key_of(tx, ACCOUNT, "k")) == "ssh-rsa AAAA"
+    assert clc_store.read_sync(lambda tx: keypairs.public_key_of(tx, ACCOUNT, "k")) == "ssh-rsa AAAA"
     with pytest.raises(Ec2Error, match="InvalidKeyPair.NotFound"):
-        store.read_sync(lambda tx: keypairs.public_key_of(tx, OTHER, "k"))
-    assert store.read_sync(lambda tx: keypairs.key_pair_visible(tx, key_id, ACCOUNT))
-    assert not store.read_sync(lambda tx: keypairs.key_pair_visible(tx, key_id, OTHER))
+        clc_store.read_sync(lambda tx: keypairs.public_key_of(tx, OTHER, "k"))
+    assert clc_store.read_sync(lambda tx: keypairs.key_pair_visible(tx, key_id, ACCOUNT))
+    assert not clc_store.read_sync(lambda tx: keypairs.key_pair_visible(tx, key_id, OTHER))
     # by name: a missing one is no error (as EC2); by id it is
     assert (
-        store.write_sync(lambda tx: keypairs.delete_key_pair(tx, ACCOUNT, key_pair_id=None, name="nope"))
+        clc_store.write_sync(lambda tx: keypairs.delete_key_pair(tx, ACCOUNT, key_pair_id=None, name="nope"))
         is None
     )
     with pytest.raises(Ec2Error, match="InvalidKeyPair.NotFound"):
-        store.write_sync(lambda tx: keypairs.delete_key_pair(tx, OTHER, key_pair_id=key_id, name=None))
+        clc_store.write_sync(lambda tx: keypairs.delete_key_pair(tx, OTHER, key_pair_id=key_id, name=None))
     assert (
-        store.write_sync(lambda tx: keypairs.delete_key_pair(tx, ACCOUNT, key_pair_id=key_id, name=None))
+        clc_store.write_sync(lambda tx: keypairs.delete_key_pair(tx, ACCOUNT, key_pair_id=key_id, name=None))
         == key_id
     )
-    assert store.read_sync(lambda tx: keypairs.load_key_pairs(tx, ACCOUNT)) == []
+    assert clc_store.read_sync(lambda tx: keypairs.load_key_pairs(tx, ACCOUNT)) == []
 
 
-def test_images_visibility_permissions_and_deregister(store: Store) -> None:
+def test_images_visibility_permissions_and_deregister(clc_store: Store) -> None:
     new = images.NewImage(
         account_id=ACCOUNT,
         image_type="machine",
@@ -219,29 +212,31 @@ def test_images_visibility_permissions_and_deregister(store: Store) -> None:
         access_key_id="AKIA",
         tags=[("os", "linux")],
     )
-    image_id = store.write_sync(lambda tx: images.insert_image(tx, new))
+    image_id = clc_store.write_sync(lambda tx: images.insert_image(tx, new))
     assert image_id.startswith("emi-")
     with pytest.raises(Ec2Error, match="InvalidAMIName.Duplicate"):
-        store.write_sync(lambda tx: images.insert_image(tx, new))
-    bundle = store.read_sync(lambda tx: images.load_bundle(tx, image_id))
+        clc_store.write_sync(lambda tx: images.insert_image(tx, new))
+    bundle = clc_store.read_sync(lambda tx: images.load_bundle(tx, image_id))
     assert bundle == images.Bundle(ACCOUNT, "bucket/image.manifest.xml", b"<manifest/>", "AKIA")
-    assert not store.read_sync(lambda tx: images.image_visible(tx, image_id, OTHER))
+    assert not clc_store.read_sync(lambda tx: images.image_visible(tx, image_id, OTHER))
     with pytest.raises(Ec2Error, match="InvalidAMIID.NotFound"):  # not visible to OTHER: as if not there
-        store.write_sync(lambda tx: images.modify_image(tx, image_id, OTHER, description="x", launch=None))
-    store.write_sync(
+        clc_store.write_sync(
+            lambda tx: images.modify_image(tx, image_id, OTHER, description="x", launch=None)
+        )
+    clc_store.write_sync(
         lambda tx: images.modify_image(
             tx, image_id, ACCOUNT, description="shared", launch=images.LaunchChange(add_accounts={OTHER})
         )
     )
-    shared = store.read_sync(lambda tx: images.visible_image(tx, image_id, OTHER))
+    shared = clc_store.read_sync(lambda tx: images.visible_image(tx, image_id, OTHER))
     assert shared.description == "shared" and shared.launch_accounts == frozenset({OTHER})
-    assert [i.image_id for i in store.read_sync(lambda tx: images.load_visible_images(tx, OTHER))] == [
+    assert [i.image_id for i in clc_store.read_sync(lambda tx: images.load_visible_images(tx, OTHER))] == [
         image_id
     ]
     with pytest.raises(Ec2Error, match="AuthFailure"):
-        store.write_sync(lambda tx: images.delete_image(tx, image_id, OTHER))
-    store.write_sync(lambda tx: images.reset_launch_permissions(tx, image_id, ACCOUNT))
-    assert not store.read_sync(lambda tx: images.image_visible(tx, image_id, OTHER))
-    store.write_sync(lambda tx: images.delete_image(tx, image_id, ACCOUNT))
-    assert store.read_sync(lambda tx: images.load_bundle(tx, image_id)) is None
-    assert store.read_sync(lambda tx: tags.account_tags(tx, ACCOUNT)) == []
+        clc_store.write_sync(lambda tx: images.delete_image(tx, image_id, OTHER))
+    clc_store.write_sync(lambda tx: images.reset_launch_permissions(tx, image_id, ACCOUNT))
+    assert not clc_store.read_sync(lambda tx: images.image_visible(tx, image_id, OTHER))
+    clc_store.write_sync(lambda tx: images.delete_image(tx, image_id, ACCOUNT))
+    assert clc_store.read_sync(lambda tx: images.load_bundle(tx, image_id)) is None
+    assert clc_store.read_sync(lambda tx: tags.account_tags(tx, ACCOUNT)) == []

@@ -3,7 +3,6 @@ migration of reservations that named their groups before groups were a resource.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -26,14 +25,6 @@ from euca.roles.clc.security_groups.rules import (
 
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "state.db")
-    schema.migrate(s)
-    yield s
-    s.close()
 
 
 def test_protocols_ports_and_cidrs() -> None:
@@ -115,15 +106,15 @@ def test_wanted_rules_from_flat_parameters_and_permissions() -> None:
         )
 
 
-def test_groups_rules_and_what_uses_them(store: Store) -> None:
-    web = store.write_sync(lambda tx: records.create_group(tx, ACCOUNT, "web", "web", [("k", "v")]))
-    groups = store.read_sync(lambda tx: records.load_groups(tx, ACCOUNT))
+def test_groups_rules_and_what_uses_them(clc_store: Store) -> None:
+    web = clc_store.write_sync(lambda tx: records.create_group(tx, ACCOUNT, "web", "web", [("k", "v")]))
+    groups = clc_store.read_sync(lambda tx: records.load_groups(tx, ACCOUNT))
     assert [g.name for g in groups] == ["default", "web"]  # the default made on first use
     default = groups[0]
     assert {r.source_group_id for r in default.rules} == {default.group_id} and len(default.rules) == 3
     assert groups[1].tags == {"k": "v"}
     with pytest.raises(Ec2Error, match="InvalidGroup.Duplicate"):
-        store.write_sync(lambda tx: records.create_group(tx, ACCOUNT, "web", "again", []))
+        clc_store.write_sync(lambda tx: records.create_group(tx, ACCOUNT, "web", "again", []))
 
     def authorize(tx: Tx) -> list[records.RuleRecord]:
         group = records.find_group(tx, ACCOUNT, group_id=web, group_name=None)
@@ -133,19 +124,19 @@ def test_groups_rules_and_what_uses_them(store: Store) -> None:
         ]
         return records.add_rules(tx, group, records.resolve(tx, ACCOUNT, wanted))
 
-    added = store.write_sync(authorize)
+    added = clc_store.write_sync(authorize)
     assert [(r.cidr, r.source_group_name) for r in added] == [("0.0.0.0/0", None), (None, "default")]
     with pytest.raises(Ec2Error, match="InvalidPermission.Duplicate"):
-        store.write_sync(authorize)
+        clc_store.write_sync(authorize)
     # the default group stays (and web's rule names it)
     with pytest.raises(Ec2Error, match="InvalidGroup.Reserved"):
-        store.write_sync(lambda tx: records.delete_group(tx, default))
+        clc_store.write_sync(lambda tx: records.delete_group(tx, default))
     # another account cannot see web by id
     with pytest.raises(Ec2Error, match="InvalidGroup.NotFound"):
-        store.read_sync(lambda tx: records.find_group(tx, OTHER, group_id=web, group_name=None))
-    assert store.read_sync(lambda tx: records.group_visible(tx, web, ACCOUNT))
-    assert not store.read_sync(lambda tx: records.group_visible(tx, web, OTHER))
-    assert store.read_sync(lambda tx: instances.instances_using_group(tx, web)) == []
+        clc_store.read_sync(lambda tx: records.find_group(tx, OTHER, group_id=web, group_name=None))
+    assert clc_store.read_sync(lambda tx: records.group_visible(tx, web, ACCOUNT))
+    assert not clc_store.read_sync(lambda tx: records.group_visible(tx, web, OTHER))
+    assert clc_store.read_sync(lambda tx: instances.instances_using_group(tx, web)) == []
 
 
 def test_old_reservations_get_group_ids(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h11
@@ -21,6 +20,7 @@ from euca.core.components import Components, ensure_components
 from euca.core.config import HttpLimits
 from euca.core.http import FileBody, HttpServer, Peer, Request, Response
 from euca.core.pki import CloudCA
+from helpers.raw_http import read_until_closed, serving
 
 HANG_GUARD = 30  # seconds: turns a hang into a failure; nothing asserts on time
 
@@ -87,16 +87,7 @@ class Client:
             self.conn.start_next_cycle()
 
     async def read_until_closed(self) -> bytes:
-        out = bytearray()
-        while True:
-            try:
-                chunk = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:  # reset by peer counts as closed
-                break
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
+        return await read_until_closed(self.stream)
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -107,20 +98,6 @@ def header(response: h11.Response, name: str) -> str | None:
         if k.decode().lower() == name.lower():
             return v.decode()
     return None
-
-
-@asynccontextmanager
-async def serving(
-    handler: Callable[[Request], Awaitable[Response]], limits: HttpLimits | None = None
-) -> AsyncIterator[HttpServer]:
-    server = HttpServer(handler, "127.0.0.1", 0, limits or HttpLimits())
-    with trio.fail_after(HANG_GUARD):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            try:
-                yield server
-            finally:
-                server.shutdown()
 
 
 async def echo(request: Request) -> Response:
@@ -407,22 +384,6 @@ def tls_components(tmp_path_factory: pytest.TempPathFactory) -> Components:
     return components
 
 
-@asynccontextmanager
-async def serving_tls(
-    handler: Callable[[Request], Awaitable[Response]],
-    context: ssl.SSLContext,
-    limits: HttpLimits | None = None,
-) -> AsyncIterator[HttpServer]:
-    server = HttpServer(handler, "127.0.0.1", 0, limits or HttpLimits(), ssl_context=context)
-    with trio.fail_after(HANG_GUARD):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            try:
-                yield server
-            finally:
-                server.shutdown()
-
-
 async def tls_connect(port: int, context: ssl.SSLContext) -> Client:
     tcp = await trio.open_tcp_stream("127.0.0.1", port)
     stream = trio.SSLStream(tcp, context, server_hostname="127.0.0.1", https_compatible=True)
@@ -444,7 +405,7 @@ async def test_tls_request_carries_the_peer_certificate(tls_components: Componen
             return Response(200, [], FileBody(os.open(path, os.O_RDONLY), 0, path.stat().st_size))
         return await echo(request)
 
-    async with serving_tls(handler, tls_components.server_context("cc")) as server:
+    async with serving(handler, ssl_context=tls_components.server_context("cc")) as server:
         client = await tls_connect(server.port, tls_components.client_context("clc"))
         r1, b1 = await client.request("PUT", "/a", body=b"over tls")
         r2, b2 = await client.request("GET", "/big")
@@ -468,7 +429,7 @@ async def test_tls_without_client_verification_has_no_peer(tls_components: Compo
 
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_context.load_verify_locations(cafile=str(tls_components.ca_cert_path))
-    async with serving_tls(handler, context) as server:
+    async with serving(handler, ssl_context=context) as server:
         client = await tls_connect(server.port, client_context)  # SAN 127.0.0.1: the host name verifies
         response, _ = await client.request("GET", "/")
         await client.aclose()
@@ -478,8 +439,8 @@ async def test_tls_without_client_verification_has_no_peer(tls_components: Compo
 async def test_failed_handshakes_close_that_connection_only(
     tls_components: Components, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with serving_tls(
-        echo, tls_components.server_context("cc"), HttpLimits(header_timeout=0.5)
+    async with serving(
+        echo, HttpLimits(header_timeout=0.5), ssl_context=tls_components.server_context("cc")
     ) as server:
         with caplog.at_level("WARNING", logger="euca.http"):
             # Plain HTTP on a TLS port.
