@@ -60,7 +60,9 @@ def ssh(
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            argv, capture_output=True, text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         return subprocess.CompletedProcess(argv, -9, out, f"ssh timed out after {timeout}s")
