@@ -316,13 +316,14 @@ def test_the_metadata_service_answers_the_guest_with_imdsv1_and_v2(setup: Setup)
 # -- 3. groups between instances ---------------------------------------------------------------------------------
 
 
-def _a_reaches_b(s: Setup) -> bool:
-    """Whether A gets B's sshd banner at B's private address (a SYN dropped by the filter times out)."""
+def _a_reaches_b(s: Setup, address: str | None = None) -> bool:
+    """Whether A gets B's sshd banner at B's private address, or `address` (a SYN dropped by the filter
+    times out)."""
     out = ssh_ok(
         CLIENT_NETNS,
         s.key,
         s.public_ip(s.a),
-        f"timeout 8 nc -w 4 {s.b.private_ip} 22 </dev/null 2>&1 | head -c 8; true",
+        f"timeout 8 nc -w 4 {address or s.b.private_ip} 22 </dev/null 2>&1 | head -c 8; true",
     )
     return "SSH-2.0-" in out
 
@@ -341,6 +342,8 @@ def test_instances_in_different_groups_meet_only_through_a_source_group_rule(set
     wait_until(
         "A to reach B's sshd once db admits web", lambda: _a_reaches_b(s), deadline=60, detail=s.detail
     )
+    # the same at B's public address (hairpin through the CC: judged by A's private source all the same)
+    assert _a_reaches_b(s, s.public_ip(s.b))
     # the other way is still closed: web admits port 22 from anywhere, so ask for a port nobody admits
     out = ssh_ok(
         CLIENT_NETNS,
@@ -371,6 +374,10 @@ def test_a_cc_restart_rebuilds_the_same_rules_and_ssh_still_works(setup: Setup) 
     for guest in (s.a, s.b):
         assert wait_for_ssh(CLIENT_NETNS, s.key, s.public_ip(guest), detail=cc.tail) == guest.hostname
     assert _a_reaches_b(s)
+    # the restarted CC's metadata service knows its guests again (from the leases)
+    for guest in (s.a, s.b):
+        got = ssh_ok(CLIENT_NETNS, s.key, s.public_ip(guest), f"wget -q -O - {MD}/meta-data/instance-id")
+        assert got == guest.instance_id
 
 
 # -- 5. revoke -----------------------------------------------------------------------------------------------------
