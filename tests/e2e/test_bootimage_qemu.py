@@ -242,15 +242,19 @@ def test_network_in_the_namespace(
 # source as one instance with the CC's own answer function (euca.roles.cc.metadata).
 METADATA_STANDIN = """
 import http.server, json, secrets, sys, time
-from euca.roles.cc.metadata import MetadataRecord, Tokens, answer
+from euca.roles.cc.metadata import Answer, MetadataRecord, Tokens, answer
 spec = json.loads(open(sys.argv[1]).read())
+refuse_tokens = spec.pop("refuse_tokens", False)
 record = MetadataRecord(**{**spec, "user_data": spec["user_data"].encode()})
 tokens = Tokens(secrets.token_bytes(32))
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def answer(self):
         headers = {k.lower(): v for k, v in self.headers.items()}
-        a = answer(record, self.command, self.path, headers, tokens, time.time())
+        if refuse_tokens and self.command == "PUT":  # a service without IMDSv2
+            a = Answer(405, b"Method Not Allowed\\n")
+        else:
+            a = answer(record, self.command, self.path, headers, tokens, time.time())
         self.send_response(a.status)
         for k, v in (("Content-Type", a.content_type), ("Content-Length", str(len(a.body))), *a.headers):
             self.send_header(k, v)
@@ -267,8 +271,49 @@ http.server.HTTPServer(("169.254.169.254", 80), Handler).serve_forever()
 """
 
 
+@pytest.fixture
+def metadata_standin(
+    dhcp_bridge: tuple[str, str], tmp_path: Path
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """start(spec): a stand-in for the CC's metadata service on 169.254.169.254:80 in the bridge's
+    namespace, answering every source as the instance `spec` describes, with the CC's own answer function
+    (euca.roles.cc.metadata); `refuse_tokens` in the spec makes it a service without IMDSv2."""
+    bridge, _ = dhcp_bridge
+    ns = _libvirtd_netns()
+    sh("ip", "-n", ns, "addr", "add", "169.254.169.254/32", "dev", bridge)
+    # Ahead of any cluster's DNAT of 169.254.169.254 in the shared namespace: ours stays local.
+    keep_local = ["-t", "nat", "PREROUTING", "-i", bridge, "-d", "169.254.169.254/32", "-j", "ACCEPT"]
+    sh("ip", "netns", "exec", ns, "iptables", "-w", *keep_local[:2], "-I", *keep_local[2:])
+    servers: list[subprocess.Popen[bytes]] = []
+    log = open(tmp_path / "metadata.log", "w")
+
+    def start(spec: dict[str, Any]) -> None:
+        (tmp_path / "md.json").write_text(json.dumps(spec))
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", METADATA_STANDIN, str(tmp_path / "md.json")]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        servers.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+        log.close()
+        sh("ip", "netns", "exec", ns, "iptables", "-w", *keep_local[:2], "-D", *keep_local[2:])
+
+
+def _guest_on(bridge: str) -> str:
+    mac = "d0:0d:" + ":".join(uuid.uuid4().hex[i : i + 2] for i in range(0, 8, 2))
+    return f"<interface type='bridge'><source bridge='{bridge}'/><mac address='{mac}'/><model type='virtio'/></interface>"
+
+
 def test_metadata_hostname_ssh_key_and_user_data(
-    conn: Any, boot_image: bi.BootImage, dhcp_bridge: tuple[str, str], tmp_path: Path
+    conn: Any,
+    boot_image: bi.BootImage,
+    dhcp_bridge: tuple[str, str],
+    metadata_standin: Callable[[dict[str, Any]], None],
+    tmp_path: Path,
 ) -> None:
     """The guest reads its metadata (IMDSv2), sets its hostname, installs root's key, starts dropbear and
     runs its user-data script (output on the console); ssh with the key from the namespace gets in."""
@@ -277,32 +322,19 @@ def test_metadata_hostname_ssh_key_and_user_data(
     key, public_key = make_key_pair(tmp_path)
     name = f"i-{uuid.uuid4().hex[:8]}"
     local_ip = gateway.rsplit(".", 1)[0] + ".10"
-    spec = {
-        "instance_id": name,
-        "local_ipv4": local_ip,
-        "mac": "d0:0d:00:00:00:01",
-        "zone": "test-zone",
-        "key_name": "test-key",
-        "public_key": public_key,
-        "user_data": '#!/bin/sh\necho "hello from user data on $(hostname)"\nexit 0\n',
-    }
-    (tmp_path / "md.json").write_text(json.dumps(spec))
-    sh("ip", "-n", ns, "addr", "add", "169.254.169.254/32", "dev", bridge)
-    # Ahead of any cluster's DNAT of 169.254.169.254 in the shared namespace: ours stays local.
-    keep_local = ["-t", "nat", "PREROUTING", "-i", bridge, "-d", "169.254.169.254/32", "-j", "ACCEPT"]
-    sh("ip", "netns", "exec", ns, "iptables", "-w", *keep_local[:2], "-I", *keep_local[2:])
-    log = open(tmp_path / "metadata.log", "w")
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", METADATA_STANDIN, str(tmp_path / "md.json")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+    metadata_standin(
+        {
+            "instance_id": name,
+            "local_ipv4": local_ip,
+            "mac": "d0:0d:00:00:00:01",
+            "zone": "test-zone",
+            "key_name": "test-key",
+            "public_key": public_key,
+            "user_data": '#!/bin/sh\necho "hello from user data on $(hostname)"\nexit 0\n',
+        }
     )
-    mac = "d0:0d:" + ":".join(uuid.uuid4().hex[i : i + 2] for i in range(0, 8, 2))
-    nic = f"<interface type='bridge'><source bridge='{bridge}'/><mac address='{mac}'/><model type='virtio'/></interface>"
-    dom = None
+    dom, console, _ = start_guest(conn, boot_image, tmp_path, _guest_on(bridge), name=name)
     try:
-        dom, console, _ = start_guest(conn, boot_image, tmp_path, nic, name=name)
         took = wait_for(
             "user data run", lambda: bool(console_lines(console, "euca-guest: user-data exit")), console
         )
@@ -321,9 +353,38 @@ def test_metadata_hostname_ssh_key_and_user_data(
         assert ssh_ok(ns, key, address, "cat /root/.ssh/authorized_keys").strip() == public_key
         assert ssh_ok(ns, key, address, "id -u").strip() == "0"
     finally:
-        if dom is not None:
-            destroy(dom)
-        server.terminate()
-        server.wait(30)
-        log.close()
-        sh("ip", "netns", "exec", ns, "iptables", "-w", *keep_local[:2], "-D", *keep_local[2:])
+        destroy(dom)
+
+
+def test_imdsv1_only_no_key_and_user_data_that_is_no_script(
+    conn: Any,
+    boot_image: bi.BootImage,
+    dhcp_bridge: tuple[str, str],
+    metadata_standin: Callable[[dict[str, Any]], None],
+    tmp_path: Path,
+) -> None:
+    """A service without IMDSv2 tokens is read with plain GETs; without a key root gets none (dropbear
+    still starts, keys only); user data without #! is left in /run/user-data, not run."""
+    bridge, gateway = dhcp_bridge
+    name = f"i-{uuid.uuid4().hex[:8]}"
+    local_ip = gateway.rsplit(".", 1)[0] + ".11"
+    metadata_standin(
+        {
+            "instance_id": name,
+            "local_ipv4": local_ip,
+            "mac": "d0:0d:00:00:00:02",
+            "zone": "test-zone",
+            "user_data": "just some text\n",
+            "refuse_tokens": True,
+        }
+    )
+    dom, console, _ = start_guest(conn, boot_image, tmp_path, _guest_on(bridge), name=name)
+    try:
+        wait_for("user data seen", lambda: bool(console_lines(console, "euca-guest: user-data is")), console)
+        lines = console_lines(console, "euca-guest:")
+        assert f"euca-guest: metadata IMDSv1 instance-id={name}" in lines, lines
+        assert "euca-guest: no ssh key in the metadata" in lines, lines
+        assert any(line.startswith("euca-guest: sshd started (dropbear") for line in lines), lines
+        assert "euca-guest: user-data is not a script (no #!): left in /run/user-data" in lines, lines
+    finally:
+        destroy(dom)
