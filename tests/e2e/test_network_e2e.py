@@ -18,7 +18,8 @@ Two guests of the default image serve the whole module (TCG boots are slow), in 
    per public address, and ssh still works.
 5. revoke-security-group-ingress of tcp/22 on `web`: ssh to A times out; authorized again, it works.
 6. An elastic IP associated with A, then re-associated with B: ssh at that address follows it.
-7. Both terminated: no rule, NAT entry or uplink address of theirs is left in the CC's namespace.
+7. Both terminated: no rule, NAT entry or uplink address of theirs is left in the CC's namespace, and their
+   pool addresses are back in the pool.
 
 Waits poll with a long deadline that only stops a hang; nothing asserts how long things take.
 """
@@ -131,6 +132,7 @@ class Setup:
     a: Guest
     b: Guest
     work: Path
+    launch_publics: set[str]  # the pool addresses A and B got at launch
 
     @property
     def cloud_netns(self) -> str:
@@ -192,7 +194,8 @@ def setup(cloud: Cloud, cluster: SecondCluster, tmp_path_factory: pytest.TempPat
     )["Instances"][0]["InstanceId"]
     cluster.launched.add(b_id)
     running = cloud.wait_states([a_id, b_id], "running")
-    s = Setup(cloud, cluster, key, _guest(running[a_id]), _guest(running[b_id]), work)
+    publics = {str(running[i].get("PublicIpAddress") or "") for i in (a_id, b_id)} - {""}
+    s = Setup(cloud, cluster, key, _guest(running[a_id]), _guest(running[b_id]), work, publics)
     cloud.wait_console(a_id, "euca-guest: user-data exit")
     cloud.wait_console(b_id, "euca-guest: sshd started")
     return s
@@ -433,7 +436,7 @@ def test_terminate_leaves_no_rule_nat_entry_or_address_behind(setup: Setup) -> N
     eip_file = s.work / "eip"
     eip = eip_file.read_text() if eip_file.exists() else None
     publics = {str(s.describe(g).get("PublicIpAddress") or "") for g in (s.a, s.b)} - {""}
-    addresses = {s.a.private_ip, s.b.private_ip} | publics | ({eip} if eip else set())
+    addresses = {s.a.private_ip, s.b.private_ip} | publics | s.launch_publics | ({eip} if eip else set())
     ids = [s.a.instance_id, s.b.instance_id]
     s.cloud.aws("ec2", "terminate-instances", "--instance-ids", *ids)
     s.cloud.wait_states(ids, "terminated")
@@ -458,6 +461,21 @@ def test_terminate_leaves_no_rule_nat_entry_or_address_behind(setup: Setup) -> N
     )
     # the CC's own chains stay (the subnet is still closed to the outside), empty of these instances
     assert any(f":{names.cluster}" in line for line in cluster_rules(netns, name))
+
+    # the pool addresses they had are back in the pool (the admin's verbose view: held by nobody)
+    pool_addresses = (publics | s.launch_publics) - {eip}
+    assert len(s.launch_publics) == 2
+
+    def holders() -> dict[str, str]:
+        rows = s.cloud.aws("ec2", "describe-addresses", "--public-ips", "verbose")["Addresses"]
+        return {a["PublicIp"]: str(a.get("InstanceId")) for a in rows if a["PublicIp"] in pool_addresses}
+
+    wait_until(
+        "the terminated instances' public addresses back in the pool",
+        lambda: holders() == dict.fromkeys(pool_addresses, "nobody"),
+        deadline=60,
+        detail=lambda: str(holders()),
+    )
     if eip:
         described = s.cloud.aws("ec2", "describe-addresses", "--public-ips", eip)["Addresses"][0]
         assert not described.get("InstanceId"), described
