@@ -43,11 +43,8 @@ from pathlib import Path
 
 import click
 
-from euca.images import dropbear
+from euca.images import dropbear, guest_init
 from euca.images.cpio import CpioWriter
-from euca.images.guest_init import (
-    BOOT_MARKER as BOOT_MARKER,
-)
 from euca.images.guest_init import (
     GROUP,
     HOSTS,
@@ -67,6 +64,7 @@ from euca.images.kmodules import kernel_modules, module_depends, module_load_ord
 log = logging.getLogger("euca.bootimage")
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
+BOOT_MARKER = guest_init.BOOT_MARKER  # what the tests look for on a guest's console, here as before
 ROOT_IMAGE_MIB = 4
 BUSYBOX = Path("/bin/busybox")
 # What a guest needs from the kernel: the PCI virtio transport, disk and network, and the ACPI power
