@@ -125,5 +125,9 @@ def test_other_methods_are_refused() -> None:
 def test_the_metadata_address_is_dnat_ed_to_the_listener() -> None:
     names = ChainNames.of("c1")
     text = render(names, "10.77.0.0/24", None, {}, metadata="10.77.0.1:80").text
-    rule = f"-A {names.dnat} -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.77.0.1:80"
+    # Only from the cluster's own subnet: another cluster's CC in the same namespace has its own listener.
+    rule = (
+        f"-A {names.dnat} -s 10.77.0.0/24 -d 169.254.169.254/32 -p tcp -m tcp --dport 80"
+        " -j DNAT --to-destination 10.77.0.1:80"
+    )
     assert rule in text.splitlines()
