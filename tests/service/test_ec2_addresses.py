@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -297,3 +298,39 @@ def test_the_cluster_hears_groups_rules_and_addresses(ec2: Any, fake: FakeCluste
         lambda: view_has(lambda v: all(i.instance_id != instance_id for i in v.instances)),
     )
     ec2.delete_security_group(GroupId=app_id)
+
+
+def test_the_cluster_gets_each_instances_metadata_once_and_again_after_a_restart(
+    ec2: Any, fake: FakeCluster, image: str
+) -> None:
+    """The metadata service's data (key, user data, groups...) is not in every poll: the view names a version
+    per instance, the CC asks for what it lacks, and the CLC sends it; a CC that forgot (restarted) asks again."""
+    key = unique("k")
+    material = ec2.create_key_pair(KeyName=key)
+    web = unique("web")
+    ec2.create_security_group(GroupName=web, Description="web")
+    (instance_id,) = launch(
+        ec2, image, fake.name, KeyName=key, SecurityGroups=[web], UserData="#!/bin/sh\necho hi\n"
+    )
+    wait_for("the instance's metadata at the CC", lambda: instance_id in fake.metadata)
+    m = fake.metadata[instance_id]
+    assert (m.key_name, m.user_data, m.security_groups, m.image_id) == (
+        key,
+        b"#!/bin/sh\necho hi\n",
+        [web],
+        image,
+    )
+    assert m.public_key and m.public_key.split()[0] in ("ssh-rsa", "ssh-ed25519")
+    assert material["KeyFingerprint"]
+    version = m.version
+    topology = fake.last_topology
+    assert topology is not None and topology.network is not None
+    assert all(len(msgspec.json.encode(i)) < 300 for i in topology.network.instances)  # no user data in polls
+
+    with fake.lock:
+        fake.metadata.clear()  # a restarted CC
+    wait_for("the metadata sent again", lambda: instance_id in fake.metadata)
+    assert fake.metadata[instance_id].version == version
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated")
+    ec2.delete_key_pair(KeyName=key)

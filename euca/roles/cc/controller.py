@@ -30,6 +30,7 @@ from euca.protocol.cluster import (
     NcRebootInstance,
     NcRunInstances,
     NcTerminateInstance,
+    PutInstanceMetadata,
     RebootInstances,
     ResourcesReply,
     RunInstances,
@@ -120,8 +121,10 @@ class ClusterController(ClusterState):
         for tracked in self.instances.values():
             if tracked.vm is None:
                 tracked.vm = self.vm_types.get(tracked.status.vm_type)
+        wanted: list[str] = []
         if message.network is not None:
             self.network.apply_view(message.network)
+            wanted = self.network.catalog.wanted(message.network)
         added = await self._set_nodes(message.nodes)
         self._topology_known = True
         if added:
@@ -133,6 +136,7 @@ class ClusterController(ClusterState):
             cluster=message.cluster or self.cluster,
             nodes=view,
             capacity=capacity(message.vm_types, view),
+            metadata_wanted=wanted,
         )
 
     async def describe_instances(self, message: DescribeInstances) -> InstancesReply:
@@ -414,6 +418,11 @@ class ClusterController(ClusterState):
             ) from None
         return output
 
+    async def put_instance_metadata(self, message: PutInstanceMetadata) -> Ack:
+        """The metadata this CC asked for (metadata_wanted), for its metadata service."""
+        self.network.catalog.put(message.instances)
+        return Ack()
+
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         """Message type -> handler, for the CC's listener."""
         return {
@@ -423,4 +432,5 @@ class ClusterController(ClusterState):
             TerminateInstances: self.terminate_instances,
             RebootInstances: self.reboot_instances,
             GetConsoleOutput: self.get_console_output,
+            PutInstanceMetadata: self.put_instance_metadata,
         }

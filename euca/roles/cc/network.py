@@ -32,7 +32,6 @@ addresses.py holds the address pool and the hosts file's format, dnsmasq.py the 
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import ipaddress
 import logging
@@ -54,7 +53,7 @@ from euca.roles.cc.dnsmasq import Dnsmasq, dnsmasq_argv
 from euca.roles.cc.filters import MAX_CHAIN_NAME, chain_name
 from euca.roles.cc.firewall import Firewall, in_netns, run_command
 from euca.roles.cc.imds import METADATA_PORT, MetadataServer, listen_in_netns
-from euca.roles.cc.metadata import MetadataRecord
+from euca.roles.cc.metadata import Catalog, MetadataRecord
 
 __all__ = ["JUMPS", "MAX_CHAIN_NAME", "ClusterNetwork", "chain_name", "create_network", "in_netns"]
 
@@ -105,7 +104,7 @@ class ClusterNetwork:
         # The CLC's network view (security groups, public addresses), applied by _rules_writer whenever it
         # or the leases change; None until the first poll brings one.
         self.view: NetworkView | None = None
-        self._launches: dict[str, InstanceSpec] = {}  # for the metadata service
+        self.catalog = Catalog()  # launch facts for the metadata service
         self.metadata: MetadataServer | None = None  # serving while run() runs, on the gateway address
         self._rules_wanted = 0  # bumped on every change of the view or the leases
         self._rules_done = -1  # the last change the rules reflect (or failed to)
@@ -147,48 +146,34 @@ class ClusterNetwork:
         self._release(instance_id)
 
     def note_launch(self, spec: InstanceSpec) -> None:
-        """What the metadata service tells this instance (its key, user data, image...). Kept in memory
-        only: after a restart the service knows what the leases and the view say, not these."""
-        self._launches[spec.instance_id] = spec
+        """What the metadata service tells this instance until the CLC's InstanceMetadata arrives."""
+        self.catalog.note_launch(spec)
 
     def metadata_record(self, source_ip: str) -> MetadataRecord | None:
         """The instance at this private address, for the metadata service; None if it is none's."""
         lease = next((x for x in self.pool.leases() if x.ip == source_ip), None)
         if lease is None:
             return None
-        spec = self._launches.get(lease.instance_id)
         public = None
         if self.view is not None:
             public = next(
                 (i.public_ip for i in self.view.instances if i.instance_id == lease.instance_id), None
             )
-        elif spec is not None:
-            public = spec.public_ip
-        record = MetadataRecord(
+        else:
+            spec = self.catalog.spec(lease.instance_id)
+            public = spec.public_ip if spec is not None else None
+        base = MetadataRecord(
             instance_id=lease.instance_id,
             local_ipv4=lease.ip,
             mac=lease.mac,
             zone=self.cluster,
             public_ipv4=public,
         )
-        if spec is None:
-            return record
-        return dataclasses.replace(
-            record,
-            reservation_id=spec.reservation_id,
-            image_id=spec.machine.image_id,
-            instance_type=spec.vm_type.name,
-            launch_index=spec.launch_index,
-            kernel_id=spec.kernel.image_id if spec.kernel else None,
-            ramdisk_id=spec.ramdisk.image_id if spec.ramdisk else None,
-            key_name=spec.key_name,
-            public_key=spec.public_key,
-            user_data=spec.user_data or None,
-        )
+        return self.catalog.record(base)
 
     def _release(self, instance_id: str) -> None:
         self._provisional.discard(instance_id)
-        self._launches.pop(instance_id, None)
+        self.catalog.forget(instance_id)
         lease = self.pool.release(instance_id)
         if lease is not None:
             log.info("address released instance=%s ip=%s", instance_id, lease.ip)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import trio
 
 from euca.protocol.cluster import InstanceSpec, NetConfig, NetworkView, mac_for_instance
+from euca.roles.cc.metadata import Catalog
 
 log = logging.getLogger("euca.cc.net")
 
@@ -31,6 +32,8 @@ class NetworkFull(Exception):
 
 
 class VmNetwork(Protocol):
+    catalog: Catalog  # what the metadata service knows of each instance beyond its lease
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Background service (DHCP server, ...); calls task_status.started() when ready; runs until
         cancelled."""
@@ -76,6 +79,7 @@ class SubnetAllocator:
         self._by_instance: dict[str, NetConfig] = {}
         self._used: set[str] = set()
         self.view: NetworkView | None = None  # kept, not enforced: there is no real network here
+        self.catalog = Catalog()  # kept, not served: no metadata service without a real network
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -91,6 +95,7 @@ class SubnetAllocator:
         raise NetworkFull(f"no free address in {self.network}")
 
     async def release(self, instance_id: str) -> None:
+        self.catalog.forget(instance_id)
         net = self._by_instance.pop(instance_id, None)
         if net is not None:
             self._used.discard(net.private_ip)
@@ -114,7 +119,7 @@ class SubnetAllocator:
         self.view = view
 
     def note_launch(self, spec: InstanceSpec) -> None:
-        pass  # no metadata service without a real network
+        self.catalog.note_launch(spec)
 
     def _reserve(self, instance_id: str, mac: str, ip: str) -> NetConfig:
         net = NetConfig(mac=mac, private_ip=ip, bridge=self.bridge)
