@@ -334,3 +334,63 @@ def test_the_cluster_gets_each_instances_metadata_once_and_again_after_a_restart
     ec2.terminate_instances(InstanceIds=[instance_id])
     wait_state(ec2, [instance_id], "terminated")
     ec2.delete_key_pair(KeyName=key)
+
+
+def cli_error(cloud: Any, *args: str, creds: Any = None) -> str:
+    """The error code the aws CLI prints for a refused call (it exits non-zero)."""
+    result = cloud.aws("ec2", *args, creds=creds, check=False)
+    assert result.returncode != 0, args
+    start = result.stderr.index("(") + 1
+    return str(result.stderr[start : result.stderr.index(")", start)])
+
+
+def test_aws_cli_addresses_errors_and_the_admins_verbose_view(
+    cloud: Any, ec2: Any, zone: str, image: str, account_ids: dict[str, str]
+) -> None:
+    (instance_id,) = launch(ec2, image, zone)
+    system_ip = wait_state(ec2, [instance_id], "running")[instance_id]["PublicIpAddress"]
+    eip = json.loads(cloud.aws("ec2", "allocate-address", "--domain", "standard").stdout)
+    ip = eip["PublicIp"]
+    cloud.aws("ec2", "associate-address", "--public-ip", ip, "--instance-id", instance_id)
+    assert cli_error(cloud, "release-address", "--public-ip", ip) == "InvalidIPAddress.InUse"
+    assert cli_error(cloud, "release-address", "--public-ip", ip, creds=cloud.other) == "AuthFailure"
+    assert cli_error(cloud, "release-address", "--public-ip", "10.99.5.999") == "InvalidParameterValue"
+    assert cli_error(cloud, "release-address", "--allocation-id", "eipalloc-00000000") == (
+        "InvalidAllocationID.NotFound"
+    )
+    assert (
+        cli_error(
+            cloud, "associate-address", "--public-ip", ip, "--instance-id", instance_id, creds=cloud.other
+        )
+        == "AuthFailure"
+    )
+    assert cli_error(cloud, "disassociate-address", "--association-id", "eipassoc-00000000") == (
+        "InvalidAssociationID.NotFound"
+    )
+    assert cli_error(cloud, "associate-address", "--public-ip", ip, "--instance-id", "i-00000000") == (
+        "InvalidInstanceID.NotFound"
+    )
+    shown = json.loads(
+        cloud.aws("ec2", "describe-addresses", "--filters", f"Name=instance-id,Values={instance_id}").stdout
+    )["Addresses"]
+    assert [(a["PublicIp"], a["InstanceId"]) for a in shown] == [(ip, instance_id)]
+
+    # The cloud admin's verbose form (euca-describe-addresses verbose): every address of the pool, with
+    # what holds it and its owner, as Eucalyptus answered: "<instance or available> (<owner>)", "nobody".
+    verbose = {
+        a["PublicIp"]: a.get("InstanceId")
+        for a in json.loads(cloud.aws("ec2", "describe-addresses", "--public-ips", "verbose").stdout)[
+            "Addresses"
+        ]
+    }
+    owner = account_ids["eucalyptus"]
+    assert verbose[ip] == f"{instance_id} ({owner})"
+    assert system_ip not in verbose or verbose[system_ip] == "nobody"  # back in the pool once the EIP came
+    assert "nobody" in verbose.values()
+    # Others asking for "verbose" get no such view: it is not an address.
+    assert cli_error(cloud, "describe-addresses", "--public-ips", "verbose", creds=cloud.other) == (
+        "InvalidParameterValue"
+    )
+    cloud.aws("ec2", "disassociate-address", "--public-ip", ip)
+    cloud.aws("ec2", "release-address", "--public-ip", ip)
+    ec2.terminate_instances(InstanceIds=[instance_id])
