@@ -281,6 +281,9 @@ class DescribeResources(msgspec.Struct, frozen=True):
     nodes: list[NodeAddress]
     vm_types: list[VmType]
     network: NetworkView | None = None
+    # The cluster's private subnet as the admin set it (issue 9); None: the CC's own (cc.subnet). A CC
+    # moves to it while it holds no instance's address.
+    subnet: str | None = None
 
 
 class ResourcesReply(msgspec.Struct, frozen=True):
@@ -288,6 +291,7 @@ class ResourcesReply(msgspec.Struct, frozen=True):
     nodes: list[NodeResources]
     capacity: list[TypeCapacity]
     metadata_wanted: list[str] = []  # instances of the view whose metadata (of its version) the CC lacks
+    subnet: str = ""  # the private subnet the CC serves (it differs from the CLC's while instances hold it)
 
 
 class DescribeInstances(msgspec.Struct, frozen=True):

@@ -394,3 +394,53 @@ def test_aws_cli_addresses_errors_and_the_admins_verbose_view(
     cloud.aws("ec2", "disassociate-address", "--public-ip", ip)
     cloud.aws("ec2", "release-address", "--public-ip", ip)
     ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+def test_each_clusters_subnet_is_the_admins(cloud: Any, ec2: Any, fake: FakeCluster, image: str) -> None:
+    """`euca admin register-cluster --subnet` / `modify-cluster --subnet` / `describe-clusters`: the subnet is
+    recorded at the CLC, sent to the cluster's CC with every poll, and changes only while it has no instances."""
+    out = admin_cli(cloud, "modify-cluster", fake.name, "--subnet", "10.55.0.0/24")
+    assert out.strip() == f"SUBNET\t{fake.name}\t10.55.0.0/24"
+    wait_for(
+        "the subnet at the CC",
+        lambda: fake.last_topology is not None and fake.last_topology.subnet == "10.55.0.0/24",
+    )
+    rows = [line.split("\t") for line in admin_cli(cloud, "describe-clusters").splitlines()]
+    assert [r[4] for r in rows if r[1] == fake.name] == ["10.55.0.0/24"]
+
+    # Another cluster may share it.
+    other = unique("zshare")
+    out = admin_cli(
+        cloud,
+        "register-cluster",
+        other,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--subnet",
+        "10.55.0.0/24",
+        "--no-join-token",
+    )
+    assert f"SUBNET\t{other}\t10.55.0.0/24" in out.splitlines()
+    bad = CliRunner().invoke(
+        main,
+        ["--data-dir", str(cloud.data_dir), "admin", "modify-cluster", other, "--subnet", "10.55.0.1/24"],
+    )
+    assert bad.exit_code != 0 and "invalid subnet" in bad.output
+    admin_cli(cloud, "deregister-cluster", other)
+
+    # While an instance runs there, the subnet stays.
+    (instance_id,) = launch(ec2, image, fake.name)
+    wait_state(ec2, [instance_id], "running")
+    refused = CliRunner().invoke(
+        main,
+        ["--data-dir", str(cloud.data_dir), "admin", "modify-cluster", fake.name, "--subnet", "10.56.0.0/24"],
+    )
+    assert refused.exit_code != 0 and "still has 1 instance" in refused.output
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated")
+    assert "default" in admin_cli(cloud, "modify-cluster", fake.name, "--subnet", "default")
+    wait_for(
+        "the CC back on its own", lambda: fake.last_topology is not None and fake.last_topology.subnet is None
+    )

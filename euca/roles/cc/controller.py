@@ -82,6 +82,7 @@ class ClusterController(ClusterState):
         self.scheduler = Scheduler(scheduler)
         self._kick = trio.Event()
         self._cluster_name_warned = False
+        self._subnet_refused: str | None = None  # the CLC's subnet last refused (logged once)
         self._nursery: trio.Nursery | None = None  # run()'s: where a run's watch goes
         self._watching: dict[str, trio.Event] = {}  # node name -> set to start its watch over
 
@@ -121,6 +122,16 @@ class ClusterController(ClusterState):
         for tracked in self.instances.values():
             if tracked.vm is None:
                 tracked.vm = self.vm_types.get(tracked.status.vm_type)
+        if message.subnet and message.subnet != self.network.subnet:
+            if self.network.set_subnet(message.subnet):
+                log.info("cluster subnet now %s (the CLC's)", self.network.subnet)
+            elif self._subnet_refused != message.subnet:
+                self._subnet_refused = message.subnet
+                log.warning(
+                    "cluster subnet stays %s: instances hold addresses of it (the CLC's: %s)",
+                    self.network.subnet,
+                    message.subnet,
+                )
         wanted: list[str] = []
         if message.network is not None:
             self.network.apply_view(message.network)
@@ -137,6 +148,7 @@ class ClusterController(ClusterState):
             nodes=view,
             capacity=capacity(message.vm_types, view),
             metadata_wanted=wanted,
+            subnet=self.network.subnet,
         )
 
     async def describe_instances(self, message: DescribeInstances) -> InstancesReply:

@@ -95,6 +95,7 @@ class ClusterNetwork:
     ):
         self.cluster = cluster
         self.pool = AddressPool(subnet)
+        self.subnet_from_clc = False  # True once the CLC's subnet replaced the configured one
         self.bridge = bridge or None
         self.netns = netns or None
         self.state_dir = Path(state_dir)
@@ -111,6 +112,8 @@ class ClusterNetwork:
         self._rules_failed = False  # the last apply failed: the same view again is tried again
         # Set by run(): the bridge is there, so instances get NICs on it.
         self.bridge_ready = False
+        self._service: trio.CancelScope | None = None  # run()'s current service, cancelled by set_subnet
+        self._gateway_added: str | None = None  # "address/prefix" this CC put on the bridge itself
         self.dhcp: Dnsmasq | None = None
         self._generation = 0  # bumped on every change of the leases
         self._written = -1  # generation in the hosts file
@@ -229,7 +232,41 @@ class ClusterNetwork:
 
     # --- the service -----------------------------------------------------------------------------------
 
+    @property
+    def subnet(self) -> str:
+        return str(self.pool.network)
+
+    def set_subnet(self, subnet: str) -> bool:
+        """Serve `subnet` from now on (the CLC's, set by the admin); False while an instance holds an address
+        here (the CLC refuses the change then; a CC restarted meanwhile keeps the old one until they end).
+        The service restarts on it: hosts file, the gateway address on the bridge, dnsmasq, the metadata
+        listener, and the rules at the next apply."""
+        wanted = ipaddress.ip_network(subnet, strict=False)
+        if wanted == self.pool.network:
+            return True
+        if len(self.pool):
+            return False
+        self.pool = AddressPool(str(wanted))
+        self.firewall.set_subnet(str(wanted))
+        self.subnet_from_clc = True
+        self._provisional.clear()
+        log.info("subnet changed cluster=%s subnet=%s", self.cluster, wanted)
+        self._bump()
+        if self._service is not None:
+            self._service.cancel()  # run() starts it again on the new subnet
+        return True
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The service (`_serve`), started again after a change of subnet."""
+        status: Any = task_status
+        while True:
+            with trio.CancelScope() as self._service:
+                await self._serve(status)
+            status = trio.TASK_STATUS_IGNORED
+            if not self._service.cancelled_caught:
+                return
+
+    async def _serve(self, task_status: Any) -> None:
         """Bridge check, iptables, hosts file, dnsmasq; started() once DHCP serves (or is known not to)."""
         await trio.to_thread.run_sync(lambda: self.state_dir.mkdir(parents=True, exist_ok=True))
         await self._write_hosts()
@@ -383,6 +420,20 @@ class ClusterNetwork:
             in_netns(self.netns, ["ip", "-o", "-4", "addr", "show", "dev", self.bridge])
         )
         addresses = re.findall(r"inet (\S+)", result.stdout.decode(errors="replace"))
+        wanted = f"{self.pool.gateway}/{self.pool.network.prefixlen}"
+        if self._gateway_added and self._gateway_added != wanted and self._gateway_added in addresses:
+            # The subnet this CC moved away from: the gateway address it had put there goes.
+            await run_command(
+                in_netns(self.netns, ["ip", "addr", "del", self._gateway_added, "dev", self.bridge])
+            )
+            self._gateway_added = None
+        if self._gateway_added is None and self.subnet_from_clc and wanted not in addresses:
+            # A subnet the admin set (not the setup's): this CC is its gateway, as Eucalyptus's CC was.
+            added = await run_command(in_netns(self.netns, ["ip", "addr", "add", wanted, "dev", self.bridge]))
+            if added.returncode == 0:
+                self._gateway_added = wanted
+                addresses.append(wanted)
+                log.info("gateway address added bridge=%s address=%s", self.bridge, wanted)
         if not any(ipaddress.IPv4Interface(a).ip == self.pool.gateway for a in addresses):
             log.warning(
                 "bridge %s lacks the gateway address %s/%d (has %s); DHCP may not answer",

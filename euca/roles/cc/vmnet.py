@@ -60,6 +60,16 @@ class VmNetwork(Protocol):
         """An instance about to start (with its address in spec.net): what the metadata service tells it."""
         ...
 
+    @property
+    def subnet(self) -> str:
+        """The private subnet it serves."""
+        ...
+
+    def set_subnet(self, subnet: str) -> bool:
+        """Serve this subnet from now on (the CLC's); False, and nothing changed, while an instance holds an
+        address of the current one."""
+        ...
+
     def apply_view(self, view: NetworkView) -> None:
         """The CLC's network view (security groups, public addresses) to enforce from now on; returns at
         once (the service applies it behind the call), and a view of the version in force is ignored."""
@@ -114,6 +124,23 @@ class SubnetAllocator:
         keep = set(instance_ids)
         for instance_id in [i for i in self._by_instance if i not in keep]:
             await self.release(instance_id)
+
+    @property
+    def subnet(self) -> str:
+        return str(self.network)
+
+    def set_subnet(self, subnet: str) -> bool:
+        wanted = ipaddress.ip_network(subnet, strict=False)
+        if wanted == self.network:
+            return True
+        if self._by_instance:
+            return False
+        self.network = wanted
+        hosts = wanted.hosts()
+        self.gateway = str(next(hosts, wanted.network_address))
+        self._hosts = [str(h) for h in hosts]
+        self._used.clear()
+        return True
 
     def apply_view(self, view: NetworkView) -> None:
         self.view = view

@@ -175,7 +175,9 @@ class Poller:
         try:
             with trio.fail_after(self.settings.call_timeout):
                 resources = await self.caller.call(
-                    c.url, cluster.DescribeResources(c.name, nodes, vm_types, network), expect_name=c.name
+                    c.url,
+                    cluster.DescribeResources(c.name, nodes, vm_types, network, subnet=c.subnet),
+                    expect_name=c.name,
                 )
                 described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
         except (ClusterFault, trio.TooSlowError) as e:
