@@ -373,11 +373,22 @@ def _print_join_token(
 @click.option("--port", default=8774, show_default=True, type=int)
 @click.option("--zone", default=None, help="The availability zone it serves (default: NAME).")
 @click.option(
+    "--subnet",
+    default=None,
+    help="Its instances' private subnet, e.g. 10.77.0.0/24 (default: the CC's cc.subnet). Clusters may share one.",
+)
+@click.option(
     "--join-token/--no-join-token", default=True, show_default=True, help="Print a join token for the CC."
 )
 @click.pass_context
 def register_cluster(
-    ctx: click.Context, name: str, host: str, port: int, zone: str | None, join_token: bool
+    ctx: click.Context,
+    name: str,
+    host: str,
+    port: int,
+    zone: str | None,
+    subnet: str | None,
+    join_token: bool,
 ) -> None:
     """Register a cluster (one availability zone, one CC)."""
     from euca.roles.clc.topology import records as topology
@@ -385,12 +396,43 @@ def register_cluster(
     cfg, store = _clc_store(ctx)
     try:
         url = topology.service_url(host, port)
-        cluster = store.write_sync(lambda tx: topology.register_cluster(tx, name, url, zone))
+        cluster = store.write_sync(lambda tx: topology.register_cluster(tx, name, url, zone, subnet=subnet))
     except topology.TopologyError as e:
         raise _fail(e) from e
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\t{cluster.url}")
+    if cluster.subnet:
+        click.echo(f"SUBNET\t{cluster.name}\t{cluster.subnet}")
     if join_token:
         _print_join_token(cfg, store, "cc", cluster.name, host)
+
+
+@admin.command("modify-cluster")
+@click.argument("name")
+@click.option("--subnet", required=True, help="Its instances' private subnet; 'default': the CC's cc.subnet.")
+@click.pass_context
+def modify_cluster(ctx: click.Context, name: str, subnet: str) -> None:
+    """Change a cluster's private subnet (refused while it runs instances; its CC moves at the next poll)."""
+    from euca.roles.clc import admin
+    from euca.roles.clc.topology.records import TopologyError
+
+    _, store = _clc_store(ctx)
+    wanted = None if subnet == "default" else subnet
+    try:
+        cluster = store.write_sync(lambda tx: admin.set_cluster_subnet(tx, name, wanted))
+    except TopologyError as e:
+        raise _fail(e) from e
+    click.echo(f"SUBNET\t{cluster.name}\t{cluster.subnet or 'default'}")
+
+
+@admin.command("describe-clusters")
+@click.pass_context
+def describe_clusters(ctx: click.Context) -> None:
+    """Each cluster: its zone, its CC, its private subnet ('default': the CC's cc.subnet), its state."""
+    from euca.roles.clc.topology import records as topology
+
+    _, store = _clc_store(ctx)
+    for c in store.read_sync(topology.list_clusters):
+        click.echo(f"CLUSTER\t{c.name}\t{c.zone}\t{c.url}\t{c.subnet or 'default'}\t{c.state}")
 
 
 @admin.command("deregister-cluster")

@@ -219,6 +219,9 @@ class InstanceNetwork(msgspec.Struct, frozen=True):
     instance_id: str
     security_groups: list[str] = []
     public_ip: str | None = None
+    # A digest of its InstanceMetadata: a CC whose copy differs (or that has none: it restarted) names the
+    # instance in ResourcesReply.metadata_wanted and the CLC sends it (PutInstanceMetadata).
+    metadata_version: str = ""
 
 
 class NetworkView(msgspec.Struct, frozen=True):
@@ -228,6 +231,44 @@ class NetworkView(msgspec.Struct, frozen=True):
     version: str
     instances: list[InstanceNetwork] = []
     groups: list[GroupRules] = []
+
+
+# --- The metadata service's data (issue 9): what a CC answers at 169.254.169.254 beyond what its leases
+# and the view say. Not in every poll (user data is up to 16 KiB an instance): the view carries a digest
+# per instance, the CC asks for what it lacks in its reply, and the CLC sends it at once.
+
+
+class BlockDevice(msgspec.Struct, frozen=True):
+    """One entry of meta-data/block-device-mapping/: `name` (ami, root, ephemeral0, ebs1...) -> device."""
+
+    name: str
+    device: str
+
+
+class InstanceMetadata(msgspec.Struct, frozen=True):
+    """One instance's launch facts for its metadata service (the CLC's records; the same for its life,
+    but for the block devices, which volumes will change)."""
+
+    instance_id: str
+    version: str  # the digest InstanceNetwork.metadata_version names
+    reservation_id: str
+    image_id: str
+    instance_type: str
+    launch_index: int = 0
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    key_name: str | None = None
+    public_key: str | None = None  # None when the key pair was deleted since the launch
+    user_data: bytes = b""
+    security_groups: list[str] = []  # names, as launched
+    manifest_path: str | None = None  # the image's bucket/manifest (ami-manifest-path)
+    block_devices: list[BlockDevice] = []
+
+
+class PutInstanceMetadata(msgspec.Struct, frozen=True):
+    """CLC -> CC: the metadata of instances the CC named in metadata_wanted. Answered Ack."""
+
+    instances: list[InstanceMetadata]
 
 
 class DescribeResources(msgspec.Struct, frozen=True):
@@ -240,12 +281,17 @@ class DescribeResources(msgspec.Struct, frozen=True):
     nodes: list[NodeAddress]
     vm_types: list[VmType]
     network: NetworkView | None = None
+    # The cluster's private subnet as the admin set it (issue 9); None: the CC's own (cc.subnet). A CC
+    # moves to it while it holds no instance's address.
+    subnet: str | None = None
 
 
 class ResourcesReply(msgspec.Struct, frozen=True):
     cluster: str
     nodes: list[NodeResources]
     capacity: list[TypeCapacity]
+    metadata_wanted: list[str] = []  # instances of the view whose metadata (of its version) the CC lacks
+    subnet: str = ""  # the private subnet the CC serves (it differs from the CLC's while instances hold it)
 
 
 class DescribeInstances(msgspec.Struct, frozen=True):
@@ -395,6 +441,7 @@ REPLIES: dict[type, type] = {
     TerminateInstances: InstancesReply,
     RebootInstances: Ack,
     GetConsoleOutput: ConsoleOutput,
+    PutInstanceMetadata: Ack,
     NcDescribeResource: NodeResources,
     NcDescribeInstances: InstancesReply,
     NcRunInstance: InstanceStatus,
@@ -416,6 +463,7 @@ CC_MESSAGES = frozenset(
         TerminateInstances,
         RebootInstances,
         GetConsoleOutput,
+        PutInstanceMetadata,
     }
 )
 NC_MESSAGES = frozenset(

@@ -126,3 +126,23 @@ def spec(n: int, vm: c.VmType = SMALL, reservation: str = "r-00000001") -> c.Ins
         vm_type=vm,
         machine=c.ImageRef("emi-12345678", "machine", "<manifest/>"),
     )
+
+
+class WireCheckedNodeClient:
+    """The CC's node client without sockets: each message and its reply cross the wire format (encode,
+    decode) as over HTTP, to the in-memory node registered at the URL."""
+
+    def __init__(self, nodes: dict[str, InMemoryNodeController]):
+        self.nodes = nodes  # url -> node
+
+    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any:
+        path, body = c.encode_request(message)
+        node = self.nodes[base_url]
+        if expect_name is not None and expect_name != node.name:
+            raise ClusterFault("Unauthorized", f"{base_url} is not nc/{expect_name}")
+        try:
+            reply = await node.handle(c.decode_request(path, body))
+        except ClusterFault as fault:
+            c.decode_reply(type(message), fault.status, c.encode_fault(fault.code, fault.message))
+            raise AssertionError("unreachable") from None
+        return c.decode_reply(type(message), 200, c.encode_reply(reply))

@@ -69,6 +69,9 @@ class FakeCluster:
         self.run_calls: list[list[c.InstanceSpec]] = []  # each RunInstances received
         self.terminate_calls: list[list[str]] = []
         self.last_topology: c.DescribeResources | None = None
+        # The metadata the CLC sent (PutInstanceMetadata), as a real CC keeps it for its metadata service;
+        # asked for in each reply whose view names a version it does not hold.
+        self.metadata: dict[str, c.InstanceMetadata] = {}
         self.refuse_calls = False  # answer every call with Unavailable (a CC that is down)
         self.run_fault: tuple[str, str] | None = None  # answer RunInstances with this fault
         self.port = 0
@@ -143,7 +146,22 @@ class FakeCluster:
             self._check()
             self.last_topology = msg
             nodes = self._free()
-            return c.ResourcesReply(msg.cluster, nodes, type_capacity(msg.vm_types, nodes))
+            wanted = [
+                i.instance_id
+                for i in (msg.network.instances if msg.network is not None else [])
+                if i.metadata_version
+                and (
+                    i.instance_id not in self.metadata
+                    or self.metadata[i.instance_id].version != i.metadata_version
+                )
+            ]
+            return c.ResourcesReply(msg.cluster, nodes, type_capacity(msg.vm_types, nodes), wanted)
+
+    async def put_instance_metadata(self, msg: c.PutInstanceMetadata, peer: Peer) -> c.Ack:
+        with self.lock:
+            self._check()
+            self.metadata.update((m.instance_id, m) for m in msg.instances)
+            return c.Ack()
 
     async def describe_instances(self, msg: c.DescribeInstances, peer: Peer) -> c.InstancesReply:
         with self.lock:
@@ -238,6 +256,7 @@ class FakeCluster:
                 c.TerminateInstances: self.terminate_instances,
                 c.RebootInstances: self.reboot_instances,
                 c.GetConsoleOutput: self.get_console_output,
+                c.PutInstanceMetadata: self.put_instance_metadata,
             },
         )
         server = HttpServer(

@@ -30,6 +30,7 @@ from euca.protocol.cluster import (
     NcRebootInstance,
     NcRunInstances,
     NcTerminateInstance,
+    PutInstanceMetadata,
     RebootInstances,
     ResourcesReply,
     RunInstances,
@@ -81,6 +82,7 @@ class ClusterController(ClusterState):
         self.scheduler = Scheduler(scheduler)
         self._kick = trio.Event()
         self._cluster_name_warned = False
+        self._subnet_refused: str | None = None  # the CLC's subnet last refused (logged once)
         self._nursery: trio.Nursery | None = None  # run()'s: where a run's watch goes
         self._watching: dict[str, trio.Event] = {}  # node name -> set to start its watch over
 
@@ -120,8 +122,20 @@ class ClusterController(ClusterState):
         for tracked in self.instances.values():
             if tracked.vm is None:
                 tracked.vm = self.vm_types.get(tracked.status.vm_type)
+        if message.subnet and message.subnet != self.network.subnet:
+            if self.network.set_subnet(message.subnet):
+                log.info("cluster subnet now %s (the CLC's)", self.network.subnet)
+            elif self._subnet_refused != message.subnet:
+                self._subnet_refused = message.subnet
+                log.warning(
+                    "cluster subnet stays %s: instances hold addresses of it (the CLC's: %s)",
+                    self.network.subnet,
+                    message.subnet,
+                )
+        wanted: list[str] = []
         if message.network is not None:
             self.network.apply_view(message.network)
+            wanted = self.network.catalog.wanted(message.network)
         added = await self._set_nodes(message.nodes)
         self._topology_known = True
         if added:
@@ -133,6 +147,8 @@ class ClusterController(ClusterState):
             cluster=message.cluster or self.cluster,
             nodes=view,
             capacity=capacity(message.vm_types, view),
+            metadata_wanted=wanted,
+            subnet=self.network.subnet,
         )
 
     async def describe_instances(self, message: DescribeInstances) -> InstancesReply:
@@ -414,6 +430,11 @@ class ClusterController(ClusterState):
             ) from None
         return output
 
+    async def put_instance_metadata(self, message: PutInstanceMetadata) -> Ack:
+        """The metadata this CC asked for (metadata_wanted), for its metadata service."""
+        self.network.catalog.put(message.instances)
+        return Ack()
+
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         """Message type -> handler, for the CC's listener."""
         return {
@@ -423,4 +444,5 @@ class ClusterController(ClusterState):
             TerminateInstances: self.terminate_instances,
             RebootInstances: self.reboot_instances,
             GetConsoleOutput: self.get_console_output,
+            PutInstanceMetadata: self.put_instance_metadata,
         }

@@ -393,6 +393,16 @@ VOLUMES = Migration(
 )
 
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
+# clc_clusters.subnet: topology/records.py (issue 9: each cluster's private subnet, set by the admin).
+CLUSTER_SUBNETS = Migration(
+    "clc.cluster_subnets",
+    [
+        # NULL: the CC serves the subnet of its own configuration (cc.subnet).
+        "ALTER TABLE clc_clusters ADD COLUMN subnet TEXT",
+    ],
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     CLC,
     IMAGE_BUNDLES,
@@ -402,6 +412,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     JOIN_TOKENS,
     ADDRESSES,
     VOLUMES,
+    CLUSTER_SUBNETS,
 )
 
 

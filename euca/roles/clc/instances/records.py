@@ -489,6 +489,60 @@ def network_members(tx: Tx) -> list[NetworkMember]:
     ]
 
 
+@dataclass(frozen=True)
+class LaunchFacts:
+    """What an instance was launched with, for its metadata service (network_view.py)."""
+
+    instance_id: str
+    reservation_id: str
+    account_id: str
+    image_id: str
+    kernel_id: str | None
+    ramdisk_id: str | None
+    instance_type: str
+    launch_index: int
+    key_name: str | None
+    groups: list[str]  # security group names, as launched
+    user_data: bytes | None  # None when not asked for
+
+
+def launch_facts(
+    tx: Tx, ids: Sequence[str] | None = None, *, with_user_data: bool = False
+) -> list[LaunchFacts]:
+    """Those of the live (pending, running) instances, of these ids or all; user data only when asked
+    (the poll reads every live instance's facts to digest them, and user data is up to 16 KiB each)."""
+    columns = (
+        "i.instance_id, i.reservation_id, i.account_id, i.image_id, i.kernel_id, i.ramdisk_id, i.instance_type, "
+        "i.launch_index, i.key_name, r.groups" + (", i.user_data" if with_user_data else "")
+    )
+    live = "i.state IN ('pending', 'running') AND i.cluster IS NOT NULL"
+    if ids is None:
+        rows = tx.all(f"SELECT {columns} {_FROM} WHERE {live} ORDER BY i.seq")
+    else:
+        rows = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows.extend(
+                tx.all(f"SELECT {columns} {_FROM} WHERE {live} AND i.instance_id IN ({marks})", chunk)
+            )
+    return [
+        LaunchFacts(
+            instance_id=r["instance_id"],
+            reservation_id=r["reservation_id"],
+            account_id=r["account_id"],
+            image_id=r["image_id"],
+            kernel_id=r["kernel_id"],
+            ramdisk_id=r["ramdisk_id"],
+            instance_type=r["instance_type"],
+            launch_index=r["launch_index"],
+            key_name=r["key_name"],
+            groups=_groups_decoder.decode(r["groups"]),
+            user_data=bytes(r["user_data"]) if with_user_data else None,
+        )
+        for r in rows
+    ]
+
+
 def instances_using_group(tx: Tx, group_id: str) -> list[str]:
     """The instances not terminated yet that are in the security group (it cannot be deleted then)."""
     pattern = f'%"{group_id}"%'
