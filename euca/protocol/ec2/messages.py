@@ -448,6 +448,18 @@ class Monitoring(Wire):
     state: str = "disabled"
 
 
+class EbsInstanceBlockDevice(Wire):
+    attach_time: datetime | None = None
+    delete_on_termination: bool | None = None
+    status: str | None = None
+    volume_id: str | None = None
+
+
+class InstanceBlockDeviceMapping(Wire):
+    device_name: str | None = None
+    ebs: EbsInstanceBlockDevice | None = None
+
+
 class Instance(Wire):
     instance_id: str
     image_id: str
@@ -475,6 +487,7 @@ class Instance(Wire):
     security_groups: list[GroupIdentifier] = []
     state_reason: StateReason | None = None
     tags: list[Tag] | None = None
+    block_device_mappings: list[InstanceBlockDeviceMapping] = []
 
 
 class Reservation(Wire):
@@ -909,6 +922,24 @@ class VolumeAttachment(Wire):
     delete_on_termination: bool | None = None
 
 
+# -- attaching volumes (issue 10) --
+
+
+class AttachVolumeRequest(Wire):
+    device: str
+    instance_id: str
+    volume_id: str
+    dry_run: bool = False
+
+
+class DetachVolumeRequest(Wire):
+    volume_id: str
+    device: str | None = None
+    force: bool = False
+    instance_id: str | None = None
+    dry_run: bool = False
+
+
 class Volume(Wire):
     """CreateVolume's result and DescribeVolumes' items."""
 
@@ -1042,3 +1073,6 @@ REQUEST_TYPES.update(
         "DescribeVolumeAttribute": DescribeVolumeAttributeRequest,
     }
 )
+
+# Attaching volumes (issue 10).
+REQUEST_TYPES.update({"AttachVolume": AttachVolumeRequest, "DetachVolume": DetachVolumeRequest})

@@ -392,6 +392,30 @@ VOLUMES = Migration(
     ],
 )
 
+# clc_volume_attachments: volumes/records.py.
+VOLUME_ATTACHMENTS = Migration(
+    "clc.volume_attachments",
+    [
+        """
+    -- A volume attached to an instance (one at most per volume): attaching from AttachVolume until the
+    -- instance's node reports the disk, attached, detaching from DetachVolume (or the instance's end) until
+    -- the node no longer has it and the SC dropped the export; then the row goes and the volume is available.
+    CREATE TABLE clc_volume_attachments (
+        volume_id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        cluster TEXT NOT NULL,
+        device TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attach_time REAL NOT NULL,
+        delete_on_termination INTEGER NOT NULL DEFAULT 0,
+        force INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX clc_volume_attachments_instance ON clc_volume_attachments(instance_id);
+    """,
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
 MIGRATIONS: tuple[Migration, ...] = (
     CLC,
@@ -402,6 +426,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     JOIN_TOKENS,
     ADDRESSES,
     VOLUMES,
+    VOLUME_ATTACHMENTS,
 )
 
 

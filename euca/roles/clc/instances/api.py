@@ -25,6 +25,7 @@ from euca.roles.clc.instances.launch import run_instances
 from euca.roles.clc.instances.records import ClcInstance
 from euca.roles.clc.instances.render import dns_name, public_dns_name, to_reservations
 from euca.roles.clc.topology import records as topology
+from euca.roles.clc.volumes import records as volumes
 
 log = logging.getLogger("euca.clc")
 
@@ -144,6 +145,7 @@ async def terminate_instances(call: Ec2Call, req: m.TerminateInstancesRequest) -
         for r in found:
             if r.alive:
                 current[r.instance_id] = records.mark_user_terminated(tx, r, f"User initiated ({when})", now)
+                volumes.instance_ended(tx, r.instance_id)  # its volumes detach as it ends
             else:
                 current[r.instance_id] = r.state
         return found, current

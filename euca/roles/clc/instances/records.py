@@ -24,6 +24,8 @@ from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances.reconcile import RANK, Known, Reconciliation
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.volumes import records as volumes
+from euca.roles.clc.volumes.records import Attachment, InstancePlace
 
 INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 # SQLite's bound-parameter limit, with room for the other parameters of a statement.
@@ -68,6 +70,7 @@ class ClcInstance:
     group_ids: list[str] = field(default_factory=list)  # their ids, in the same order
     public_ip: str | None = None  # from the address pool (addresses.records)
     tags: dict[str, str] = field(default_factory=dict)
+    volumes: list[Attachment] = field(default_factory=list)  # EBS volumes attached (volumes.records)
 
     @property
     def state_code(self) -> int:
@@ -89,7 +92,10 @@ _FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.re
 
 
 def _record(
-    row: sqlite3.Row, tagged: dict[str, str] | None = None, public_ip: str | None = None
+    row: sqlite3.Row,
+    tagged: dict[str, str] | None = None,
+    public_ip: str | None = None,
+    attached: list[Attachment] | None = None,
 ) -> ClcInstance:
     return ClcInstance(
         seq=row["seq"],
@@ -120,6 +126,7 @@ def _record(
         group_ids=_groups_decoder.decode(row["group_ids"]),
         public_ip=public_ip,
         tags=tagged or {},
+        volumes=attached or [],
     )
 
 
@@ -171,8 +178,13 @@ def load_instances(
                 )
         else:
             tagged = tags.tags_of(tx, account_id, (r["instance_id"] for r in rows))
-    public = addresses.public_ips_of(tx, [r["instance_id"] for r in rows])
-    return [_record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"])) for r in rows]
+    ids_found = [r["instance_id"] for r in rows]
+    public = addresses.public_ips_of(tx, ids_found)
+    attached = volumes.attachments_of_instances(tx, ids_found) if with_tags else {}
+    return [
+        _record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"]), attached.get(r["instance_id"]))
+        for r in rows
+    ]
 
 
 def load_reservation(tx: Tx, reservation_id: str) -> list[ClcInstance]:
@@ -467,6 +479,18 @@ def instance_state(tx: Tx, account_id: str, instance_id: str) -> str:
     if row is None:
         raise not_found([instance_id])
     return str(row["state"])
+
+
+def instance_place(tx: Tx, account_id: str, instance_id: str) -> InstancePlace:
+    """Where the caller's instance runs and in what state (AttachVolume's checks)."""
+    (checked,) = check_instance_ids([instance_id])
+    row = tx.one(
+        "SELECT instance_id, state, zone, cluster, node FROM clc_instances WHERE instance_id=? AND account_id=?",
+        (checked, account_id),
+    )
+    if row is None:
+        raise not_found([instance_id])
+    return InstancePlace(row["instance_id"], row["state"], row["zone"], row["cluster"], row["node"])
 
 
 @dataclass(frozen=True)
