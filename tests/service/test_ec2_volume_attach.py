@@ -261,3 +261,30 @@ def test_aws_cli(cloud: Any, ec2: Any, zones: tuple[FakeCluster, str], image: st
     assert again.returncode != 0 and "IncorrectState" in again.stderr
     cloud.aws("ec2", "delete-volume", "--volume-id", volume_id)
     ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+def test_delete_on_termination(ec2: Any, zones: tuple[FakeCluster, str], image: str) -> None:
+    instance_id = run_one(ec2, image, ZONE)
+    volume_id = new_volume(ec2, ZONE)
+    ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device="/dev/sdf")
+    ec2.modify_instance_attribute(
+        InstanceId=instance_id,
+        BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"DeleteOnTermination": True}}],
+    )
+    assert volume(ec2, volume_id)["Attachments"][0]["DeleteOnTermination"] is True
+    (mapping,) = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="blockDeviceMapping")[
+        "BlockDeviceMappings"
+    ]
+    assert mapping["DeviceName"] == "/dev/sdf" and mapping["Ebs"]["VolumeId"] == volume_id
+    assert mapping["Ebs"]["DeleteOnTermination"] is True
+    assert volume_id in ids_where(ec2, "attachment.delete-on-termination", "true")
+    ec2.terminate_instances(InstanceIds=[instance_id])
+
+    def gone() -> bool:
+        try:
+            volume(ec2, volume_id)
+        except botocore.exceptions.ClientError as e:
+            return e.response["Error"]["Code"] == "InvalidVolume.NotFound"
+        return False
+
+    wait_for(f"{volume_id} deleted with its instance", gone)

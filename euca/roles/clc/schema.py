@@ -416,6 +416,17 @@ VOLUME_ATTACHMENTS = Migration(
     ],
 )
 
+# clc_instances' attribute columns (DescribeInstanceAttribute / ModifyInstanceAttribute): instances/records.py.
+INSTANCE_ATTRIBUTES = Migration(
+    "clc.instance_attributes",
+    [
+        # Termination protection (TerminateInstances refuses it: OperationNotPermitted) and what a shutdown
+        # from inside the guest does: an instance-store instance terminates (Eucalyptus: the NC ends it).
+        "ALTER TABLE clc_instances ADD COLUMN disable_api_termination INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE clc_instances ADD COLUMN shutdown_behavior TEXT NOT NULL DEFAULT 'terminate'",
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
 MIGRATIONS: tuple[Migration, ...] = (
     CLC,
@@ -427,6 +438,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ADDRESSES,
     VOLUMES,
     VOLUME_ATTACHMENTS,
+    INSTANCE_ATTRIBUTES,
 )
 
 

@@ -1,6 +1,7 @@
-"""Instances through EC2, once launched (RunInstances is launch.py): DescribeInstances, TerminateInstances,
-RebootInstances, GetConsoleOutput, DescribeInstanceStatus, GetPasswordData (Stop/StartInstances answer
-UnsupportedOperation: instance-store only)."""
+"""Instances through EC2, once launched (RunInstances is launch.py): DescribeInstances, TerminateInstances
+(refused for a protected instance: disableApiTermination; detaches its volumes), RebootInstances,
+GetConsoleOutput, DescribeInstanceStatus, GetPasswordData (Stop/StartInstances answer UnsupportedOperation:
+instance-store only); Describe/ModifyInstanceAttribute are attributes.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from euca.protocol.ec2.filters import FilterSet, PageLimits, decode_token, pagin
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
-from euca.roles.clc.instances import records
+from euca.roles.clc.instances import attributes, records
 from euca.roles.clc.instances.launch import run_instances
 from euca.roles.clc.instances.records import ClcInstance
 from euca.roles.clc.instances.render import dns_name, public_dns_name, to_reservations
@@ -141,6 +142,13 @@ async def terminate_instances(call: Ec2Call, req: m.TerminateInstancesRequest) -
 
     def write(tx: Tx) -> tuple[list[ClcInstance], dict[str, str]]:
         found = records.owned(tx, call.account_id, ids)
+        for r in found:
+            if r.disable_api_termination:
+                raise Ec2Error(
+                    "OperationNotPermitted",
+                    f"The instance '{r.instance_id}' may not be terminated. "
+                    "Modify its 'disableApiTermination' instance attribute and try again.",
+                )
         current: dict[str, str] = {}
         for r in found:
             if r.alive:
@@ -358,4 +366,5 @@ HANDLERS: dict[str, Handler] = {
     "GetConsoleOutput": get_console_output,
     "DescribeInstanceStatus": describe_instance_status,
     "GetPasswordData": get_password_data,
+    **attributes.HANDLERS,
 }

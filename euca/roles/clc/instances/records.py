@@ -71,6 +71,8 @@ class ClcInstance:
     public_ip: str | None = None  # from the address pool (addresses.records)
     tags: dict[str, str] = field(default_factory=dict)
     volumes: list[Attachment] = field(default_factory=list)  # EBS volumes attached (volumes.records)
+    disable_api_termination: bool = False
+    shutdown_behavior: str = "terminate"
 
     @property
     def state_code(self) -> int:
@@ -86,7 +88,7 @@ _INSTANCE_COLUMNS = (
     "i.seq, i.instance_id, i.reservation_id, i.account_id, i.launch_index, i.image_id, i.kernel_id, "
     "i.ramdisk_id, i.instance_type, i.key_name, i.architecture, i.zone, i.cluster, i.node, i.private_ip, i.mac, "
     "i.state, i.reason, i.state_reason_code, i.state_reason_message, i.launch_time, i.last_seen, "
-    "i.terminated_at, r.client_token, r.groups, r.group_ids"
+    "i.terminated_at, i.disable_api_termination, i.shutdown_behavior, r.client_token, r.groups, r.group_ids"
 )
 _FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
 
@@ -127,6 +129,8 @@ def _record(
         public_ip=public_ip,
         tags=tagged or {},
         volumes=attached or [],
+        disable_api_termination=bool(row["disable_api_termination"]),
+        shutdown_behavior=row["shutdown_behavior"],
     )
 
 
@@ -274,6 +278,7 @@ class NewReservation:
     cluster: str
     count: int
     tags: list[tuple[str, str]]
+    disable_api_termination: bool = False
 
 
 def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[str]]:
@@ -300,7 +305,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
         tx.execute(
             "INSERT INTO clc_instances(instance_id, reservation_id, account_id, launch_index, image_id, kernel_id, "
             "ramdisk_id, instance_type, key_name, user_data, architecture, zone, cluster, state, launch_time, "
-            "last_seen) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
+            "last_seen, disable_api_termination) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
             (
                 instance_id,
                 reservation_id,
@@ -317,6 +322,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
                 new.cluster,
                 now,
                 now,
+                int(new.disable_api_termination),
             ),
         )
         tags.write_tags(tx, new.account_id, instance_id, "instance", new.tags)
@@ -491,6 +497,40 @@ def instance_place(tx: Tx, account_id: str, instance_id: str) -> InstancePlace:
     if row is None:
         raise not_found([instance_id])
     return InstancePlace(row["instance_id"], row["state"], row["zone"], row["cluster"], row["node"])
+
+
+# -- attributes (DescribeInstanceAttribute, ModifyInstanceAttribute) -----------------------------------------
+
+
+def user_data_of(tx: Tx, instance_id: str) -> bytes:
+    row = tx.one("SELECT user_data FROM clc_instances WHERE instance_id=?", (instance_id,))
+    return bytes(row["user_data"]) if row is not None and row["user_data"] is not None else b""
+
+
+def set_attributes(
+    tx: Tx,
+    instance_id: str,
+    *,
+    instance_type: str | None = None,
+    kernel_id: str | None = None,
+    ramdisk_id: str | None = None,
+    user_data: bytes | None = None,
+    disable_api_termination: bool | None = None,
+    shutdown_behavior: str | None = None,
+) -> None:
+    """Change the attributes given (not None); the caller checked the rules (api/attributes.py)."""
+    columns = {
+        "instance_type": instance_type,
+        "kernel_id": kernel_id,
+        "ramdisk_id": ramdisk_id,
+        "user_data": user_data,
+        "disable_api_termination": None if disable_api_termination is None else int(disable_api_termination),
+        "shutdown_behavior": shutdown_behavior,
+    }
+    changed = {k: v for k, v in columns.items() if v is not None}
+    if changed:
+        sets = ", ".join(f"{k}=?" for k in changed)
+        tx.execute(f"UPDATE clc_instances SET {sets} WHERE instance_id=?", (*changed.values(), instance_id))
 
 
 @dataclass(frozen=True)

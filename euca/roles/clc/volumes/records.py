@@ -513,3 +513,18 @@ def instance_ended(tx: Tx, instance_id: str) -> None:
     """The instance terminates: its attachments go (`terminating`: detached by the instance's end, so a
     volume marked DeleteOnTermination is deleted once they are over)."""
     tx.execute("UPDATE clc_volume_attachments SET state='terminating' WHERE instance_id=?", (instance_id,))
+
+
+def set_delete_on_termination(tx: Tx, instance_id: str, device: str, delete: bool) -> bool:
+    """ModifyInstanceAttribute's blockDeviceMapping: whether the volume at `device` goes with its instance.
+    False if no volume is attached there."""
+    for r in tx.all(
+        "SELECT volume_id, device FROM clc_volume_attachments WHERE instance_id=?", (instance_id,)
+    ):
+        if _device_key(r["device"]) == _device_key(device):
+            tx.execute(
+                "UPDATE clc_volume_attachments SET delete_on_termination=? WHERE volume_id=?",
+                (int(delete), r["volume_id"]),
+            )
+            return True
+    return False
