@@ -71,3 +71,47 @@ async def test_the_daemon_stops_with_the_nursery(tmp_path: Path) -> None:
     with trio.fail_after(10):
         while subprocess.run(["pgrep", "-f", str(tmp_path / "nbd")], capture_output=True).returncode == 0:
             await trio.sleep(0.05)
+
+
+async def test_the_controller_exports_records_and_exports_again_after_a_restart(tmp_path: Path) -> None:
+    from euca.core.store import Store
+    from euca.protocol import cluster as c
+    from euca.protocol.cluster import ClusterFault
+    from euca.roles.sc import exports, volumes
+    from euca.roles.sc.controller import StorageController
+    from euca.roles.sc.files import FileBackend
+
+    store = Store(tmp_path / "state.db")
+    volumes.migrate(store)
+    backend = FileBackend(tmp_path / "volumes")
+    try:
+        async with trio.open_nursery() as nursery:
+            exporter = NbdExporter(tmp_path / "nbd")
+            await nursery.start(exporter.run)
+            sc = StorageController(store, backend, exporter=exporter)
+            await sc.create_volume(c.CreateVolume(VOL, 1))
+            export = await sc.export_volume(c.ExportVolume(VOL, "node-1"))
+            assert export.kind == "nbd" and export.name == VOL
+            assert await store.read(exports.exported) == {VOL: "node-1"}
+            with pytest.raises(ClusterFault) as e:
+                await sc.delete_volume(c.DeleteVolume(VOL))
+            assert e.value.code == "VolumeInUse"
+            with pytest.raises(ClusterFault) as e:
+                await sc.export_volume(c.ExportVolume("vol-ffffffff", "node-1"))
+            assert e.value.code == "InvalidVolume.NotFound"
+            nursery.cancel_scope.cancel()  # the SC stops: its daemon with it
+
+        async with trio.open_nursery() as nursery:
+            exporter = NbdExporter(tmp_path / "nbd")  # a new daemon: it serves nothing yet
+            await nursery.start(exporter.run)
+            assert await exporter.exports() == []
+            sc = StorageController(store, backend, exporter=exporter)
+            await sc.export_again()
+            assert await exporter.exports() == [VOL]
+            await sc.unexport_volume(c.UnexportVolume(VOL))
+            await sc.unexport_volume(c.UnexportVolume(VOL))  # idempotent
+            assert await exporter.exports() == [] and await store.read(exports.exported) == {}
+            assert (await sc.delete_volume(c.DeleteVolume(VOL))).state == "deleted"
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
