@@ -150,6 +150,8 @@ def test_attach_detach(cloud: Any, ec2: Any, zones: tuple[FakeCluster, str], ima
     assert volume_id in ids_where(ec2, "attachment.delete-on-termination", "false")
     assert volume_id not in ids_where(ec2, "attachment.status", "detaching")
     assert volume_id in ids_where(ec2, "status", "in-use")
+    (status,) = ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"]
+    assert status["VolumeStatus"]["Status"] == "ok"  # in use is healthy
 
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2.delete_volume(VolumeId=volume_id)

@@ -238,7 +238,7 @@ async def delete_volume(call: Ec2Call, req: m.DeleteVolumeRequest) -> None:
 
 
 def _status(v: VolumeRecord) -> m.VolumeStatusItem:
-    ok = v.state in ("available", "creating", "deleting")
+    ok = v.state in ("available", "in-use", "creating", "deleting")
     status = "ok" if ok else "impaired"
     return m.VolumeStatusItem(
         volume_id=v.volume_id,
