@@ -290,3 +290,28 @@ def test_delete_on_termination(ec2: Any, zones: tuple[FakeCluster, str], image: 
         return False
 
     wait_for(f"{volume_id} deleted with its instance", gone)
+
+
+def test_an_instance_that_ends_by_itself_detaches_too(
+    ec2: Any, zones: tuple[FakeCluster, str], image: str
+) -> None:
+    """The guest powered off (its node reports it terminated): its volumes come back, and one marked
+    DeleteOnTermination goes."""
+    cc, _ = zones
+    instance_id = run_one(ec2, image, ZONE)
+    kept, dropped = new_volume(ec2, ZONE), new_volume(ec2, ZONE)
+    ec2.attach_volume(VolumeId=kept, InstanceId=instance_id, Device="/dev/sdf")
+    ec2.attach_volume(VolumeId=dropped, InstanceId=instance_id, Device="/dev/sdg")
+    ec2.modify_instance_attribute(
+        InstanceId=instance_id,
+        BlockDeviceMappings=[{"DeviceName": "/dev/sdg", "Ebs": {"DeleteOnTermination": True}}],
+    )
+    with cc.lock:
+        cc.instances[instance_id].state = "terminated"
+        cc.instances[instance_id].volumes.clear()
+    wait_for(f"{kept} available again", lambda: volume(ec2, kept)["State"] == "available")
+    wait_for(
+        f"{dropped} deleted",
+        lambda: dropped not in {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]},
+    )
+    ec2.delete_volume(VolumeId=kept)

@@ -237,7 +237,9 @@ class Poller:
             for volume_id in result.attached:
                 log.info("volume attached id=%s", volume_id)
         for a in result.finish:
-            await finish_unexport(self.caller, self.store, c.name, sc_url, a.volume_id)
+            await finish_unexport(
+                self.caller, self.store, c.name, sc_url, a.volume_id, instance_ended=a.instance_id in ended
+            )
         for a in result.detach_again:
             await finish_detach(self.caller, self.store, c.name, a, force=a.force)
 

@@ -201,7 +201,13 @@ async def finish_detach(
 
 
 async def finish_unexport(
-    caller: ClusterCaller, store: Store, cluster_name: str, sc_url: str | None, volume_id: str
+    caller: ClusterCaller,
+    store: Store,
+    cluster_name: str,
+    sc_url: str | None,
+    volume_id: str,
+    *,
+    instance_ended: bool = False,
 ) -> bool:
     """Drop the export, then the attachment (the volume available, or deleting with its instance)."""
     if sc_url is not None:
@@ -210,7 +216,9 @@ async def finish_unexport(
         except (ClusterFault, trio.TooSlowError) as e:
             log.warning("volume unexport not done id=%s: %s", volume_id, e)
             return False
-    delete = await store.write(lambda tx: records.end_attachment(tx, volume_id))
+    delete = await store.write(
+        lambda tx: records.end_attachment(tx, volume_id, instance_ended=instance_ended)
+    )
     log.info("volume detached id=%s%s", volume_id, " (deleting: DeleteOnTermination)" if delete else "")
     if delete and sc_url is not None:
         try:

@@ -477,14 +477,16 @@ def set_attachment_state(tx: Tx, volume_id: str, state: str, *, only_from: str) 
     )
 
 
-def end_attachment(tx: Tx, volume_id: str) -> bool:
+def end_attachment(tx: Tx, volume_id: str, *, instance_ended: bool = False) -> bool:
     """The attachment is over (detached, or the attach failed): its row goes, the volume is available again,
-    or deleting when it was to be deleted with its instance. True if the volume is now to be deleted."""
+    or deleting when it was to be deleted with its instance (terminated by request, or ended by itself).
+    True if the volume is now to be deleted."""
     row = tx.one("SELECT * FROM clc_volume_attachments WHERE volume_id=?", (volume_id,))
     if row is None:
         return False
     tx.execute("DELETE FROM clc_volume_attachments WHERE volume_id=?", (volume_id,))
-    delete = bool(row["delete_on_termination"]) and row["state"] == "terminating"
+    ended = instance_ended or row["state"] == "terminating"
+    delete = bool(row["delete_on_termination"]) and ended
     set_state(tx, volume_id, "deleting" if delete else "available", only_from=("in-use",))
     return delete
 
