@@ -247,6 +247,9 @@ def test_a_volume_attached_to_a_running_guest_is_a_new_disk_and_detach_removes_i
     )
     assert disk.startswith("vd")
     assert _domain_has(instance_id, volume_id)
+    # Served by the SC's qemu-storage-daemon over NBD (its unix socket: the node is on the SC's host).
+    (line,) = [x for x in onebox.log().splitlines() if f"volume attached id={volume_id}" in x]
+    assert "export=nbd" in line, line
     (r,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     assert [m["Ebs"]["VolumeId"] for m in r["Instances"][0]["BlockDeviceMappings"]] == [volume_id]
 
