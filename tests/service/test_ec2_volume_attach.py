@@ -143,6 +143,13 @@ def test_attach_detach(cloud: Any, ec2: Any, zones: tuple[FakeCluster, str], ima
     (bdm,) = r["Instances"][0]["BlockDeviceMappings"]
     assert bdm["DeviceName"] == "/dev/sdf"
     assert (bdm["Ebs"]["VolumeId"], bdm["Ebs"]["Status"]) == (volume_id, "attached")
+    for name, value in (
+        ("block-device-mapping.volume-id", volume_id),
+        ("block-device-mapping.device-name", "/dev/sdf"),
+        ("block-device-mapping.status", "attached"),
+    ):
+        found = ec2.describe_instances(Filters=[{"Name": name, "Values": [value]}])["Reservations"]
+        assert [i["InstanceId"] for r in found for i in r["Instances"]] == [instance_id], name
 
     assert volume_id in ids_where(ec2, "attachment.instance-id", instance_id)
     assert volume_id in ids_where(ec2, "attachment.device", "/dev/sdf")

@@ -65,6 +65,19 @@ INSTANCE_FILTERS: FilterSet[ClcInstance] = FilterSet(
         "tenancy": lambda r: "default",
         "reason": lambda r: r.reason,
         "state-reason-code": lambda r: r.state_reason_code,
+        "root-device-name": lambda r: "/dev/sda1",
+        # The EBS volumes attached (issue 10).
+        "block-device-mapping.volume-id": lambda r: [a.volume_id for a in r.volumes],
+        "block-device-mapping.device-name": lambda r: [a.device for a in r.volumes],
+        "block-device-mapping.status": lambda r: [
+            "detaching" if a.state == "terminating" else a.state for a in r.volumes
+        ],
+        "block-device-mapping.attach-time": lambda r: [
+            datetime.fromtimestamp(a.attach_time, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z") for a in r.volumes
+        ],
+        "block-device-mapping.delete-on-termination": lambda r: [
+            str(a.delete_on_termination).lower() for a in r.volumes
+        ],
     },
     tags=lambda r: r.tags,
 )
