@@ -18,6 +18,8 @@ APT_PACKAGES=(
     busybox-static dnsmasq-base iptables iproute2 sqlite3
     # the default guest image's ssh server (copied into it), and the ssh client the e2e tests log in with
     dropbear-bin openssh-client
+    # qemu-storage-daemon: the SC serves attached volumes over NBD (also pulled in by qemu-system-x86)
+    qemu-system-common
 )
 CONSTRAINTS=constraints.txt
 

@@ -129,8 +129,14 @@ class ScConfig(msgspec.Struct, forbid_unknown_fields=True):
     # GiB the volumes of this SC may be promised in all (their sizes summed); 0: the size of the file
     # system holding volumes_dir.
     capacity_gb: int = 0
+    # Attached volumes are served to the nodes over NBD by one qemu-storage-daemon (roles/sc/nbd.py): port 0
+    # is a unix socket in the SC's directory (nodes on this host: a one-box), else TCP on nbd_host:nbd_port.
+    nbd_host: str = "127.0.0.1"
+    nbd_port: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.nbd_port <= 65535:
+            raise ValueError("sc.nbd_port must be 0 (a unix socket) or a TCP port")
         if self.backend != "files":
             raise ValueError(f"sc.backend must be files, not {self.backend!r}")
         if self.capacity_gb < 0:

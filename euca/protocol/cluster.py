@@ -136,6 +136,7 @@ class InstanceStatus(msgspec.Struct, frozen=True):
     mac: str | None = None
     launch_time: float = 0.0
     reason: str | None = None  # why it is terminated/canceled, if not by request
+    volumes: list[AttachedVolume] = []  # EBS volumes attached to it (issue 10), as its NC has them
 
 
 class NodeResources(msgspec.Struct, frozen=True):
@@ -425,11 +426,85 @@ class VolumesReply(msgspec.Struct, frozen=True):
     backend: str = ""
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Attaching volumes (issue 10: AttachVolume / DetachVolume). The CLC asks the zone's SC for an export of the
+# volume for the instance's node (ExportVolume), then its CC to attach it (AttachVolume), which passes it to
+# the instance's NC (NcAttachVolume): a virtio disk hot-plugged from the export. Detach is the reverse, the
+# SC's UnexportVolume last. Each NC reports its instances' volumes in InstanceStatus.volumes, which is how
+# the CLC's poll sees an attachment done (or gone after a restart).
+
+
+class AttachedVolume(msgspec.Struct, frozen=True):
+    """A volume attached to an instance, as its node has it: the EC2 device name the user asked for, the
+    guest's disk (vdX), and `detaching` while the guest has not yet let go of the disk."""
+
+    volume_id: str
+    device: str
+    target: str
+    state: Literal["attached", "detaching"] = "attached"
+
+
+class ExportVolume(msgspec.Struct, frozen=True):
+    """Make the volume reachable from `node` (idempotent); the reply says how."""
+
+    volume_id: str
+    node: str
+
+
+class UnexportVolume(msgspec.Struct, frozen=True):
+    """The volume no longer reachable from nodes (idempotent: a volume not exported answers Ack)."""
+
+    volume_id: str
+
+
+class AttachVolume(msgspec.Struct, frozen=True):
+    """CLC -> CC: attach the volume to the instance from `export`; the reply is the instance's status."""
+
+    instance_id: str
+    volume_id: str
+    device: str  # as the user named it (/dev/sdf); the guest sees the next free virtio disk
+    export: VolumeExport
+
+
+class DetachVolume(msgspec.Struct, frozen=True):
+    """CLC -> CC: detach the volume from the instance (idempotent); `force`: take the disk away even if the
+    guest does not let go of it."""
+
+    instance_id: str
+    volume_id: str
+    force: bool = False
+
+
+class NcAttachVolume(msgspec.Struct, frozen=True):
+    instance_id: str
+    volume_id: str
+    device: str
+    export: VolumeExport
+
+
+class NcDetachVolume(msgspec.Struct, frozen=True):
+    instance_id: str
+    volume_id: str
+    force: bool = False
+
+
+ATTACH_REPLIES: dict[type, type] = {
+    ExportVolume: VolumeExport,
+    UnexportVolume: Ack,
+    AttachVolume: InstanceStatus,
+    DetachVolume: InstanceStatus,
+    NcAttachVolume: InstanceStatus,
+    NcDetachVolume: InstanceStatus,
+}
+
+
 SC_REPLIES: dict[type, type] = {
     CreateVolume: VolumeStatus,
     DeleteVolume: VolumeStatus,
     GrowVolume: VolumeStatus,
     DescribeVolumes: VolumesReply,
+    ExportVolume: VolumeExport,
+    UnexportVolume: Ack,
 }
 
 
@@ -450,6 +525,7 @@ REPLIES: dict[type, type] = {
     NcRebootInstance: Ack,
     NcGetConsoleOutput: ConsoleOutput,
     **SC_REPLIES,
+    **ATTACH_REPLIES,
 }
 
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in REPLIES}
@@ -464,6 +540,8 @@ CC_MESSAGES = frozenset(
         RebootInstances,
         GetConsoleOutput,
         PutInstanceMetadata,
+        AttachVolume,
+        DetachVolume,
     }
 )
 NC_MESSAGES = frozenset(
@@ -475,6 +553,8 @@ NC_MESSAGES = frozenset(
         NcTerminateInstance,
         NcRebootInstance,
         NcGetConsoleOutput,
+        NcAttachVolume,
+        NcDetachVolume,
     }
 )
 SC_MESSAGES = frozenset(SC_REPLIES)

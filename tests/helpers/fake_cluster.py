@@ -50,6 +50,7 @@ class FakeInstance:
     state: str = "pending"  # becomes running at the next DescribeInstances
     reason: str | None = None
     reboots: int = 0
+    volumes: dict[str, c.AttachedVolume] = field(default_factory=dict)  # EBS volumes attached, by id
 
 
 @dataclass
@@ -68,6 +69,8 @@ class FakeCluster:
         self.instances: dict[str, FakeInstance] = {}
         self.run_calls: list[list[c.InstanceSpec]] = []  # each RunInstances received
         self.terminate_calls: list[list[str]] = []
+        self.attach_calls: list[c.AttachVolume] = []
+        self.detach_calls: list[c.DetachVolume] = []
         self.last_topology: c.DescribeResources | None = None
         # The metadata the CLC sent (PutInstanceMetadata), as a real CC keeps it for its metadata service;
         # asked for in each reply whose view names a version it does not hold.
@@ -135,6 +138,7 @@ class FakeCluster:
             mac=mac_for_instance(i.spec.instance_id),
             launch_time=i.spec.launch_time,
             reason=i.reason,
+            volumes=list(i.volumes.values()),
         )
 
     def _check(self) -> None:
@@ -244,6 +248,29 @@ class FakeCluster:
             text = f"euca-guest: booted {msg.instance_id}\n" * (1 + i.reboots)
             return c.ConsoleOutput(msg.instance_id, text.encode(), time.time())
 
+    async def attach_volume(self, msg: c.AttachVolume, peer: Peer) -> c.InstanceStatus:
+        """As a node does: the volume becomes the next virtio disk (vdb, vdc, ...)."""
+        with self.lock:
+            self._check()
+            self.attach_calls.append(msg)
+            i = self.instances.get(msg.instance_id)
+            if i is None or i.state == "terminated":
+                raise ClusterFault("InvalidInstanceID.NotFound", f"no instance {msg.instance_id}", 404)
+            if msg.volume_id not in i.volumes:
+                target = f"vd{'bcdefghijklmnop'[len(i.volumes)]}"
+                i.volumes[msg.volume_id] = c.AttachedVolume(msg.volume_id, msg.device, target)
+            return self._status(i)
+
+    async def detach_volume(self, msg: c.DetachVolume, peer: Peer) -> c.InstanceStatus:
+        with self.lock:
+            self._check()
+            self.detach_calls.append(msg)
+            i = self.instances.get(msg.instance_id)
+            if i is None:
+                raise ClusterFault("InvalidInstanceID.NotFound", f"no instance {msg.instance_id}", 404)
+            i.volumes.pop(msg.volume_id, None)
+            return self._status(i)
+
     # -- serving ----------------------------------------------------------------------------------------
 
     def __enter__(self) -> FakeCluster:
@@ -257,6 +284,8 @@ class FakeCluster:
                 c.RebootInstances: self.reboot_instances,
                 c.GetConsoleOutput: self.get_console_output,
                 c.PutInstanceMetadata: self.put_instance_metadata,
+                c.AttachVolume: self.attach_volume,
+                c.DetachVolume: self.detach_volume,
             },
         )
         server = HttpServer(

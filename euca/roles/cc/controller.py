@@ -18,14 +18,18 @@ import trio
 
 from euca.protocol.cluster import (
     Ack,
+    AttachVolume,
     ClusterFault,
     ConsoleOutput,
     DescribeInstances,
     DescribeResources,
+    DetachVolume,
     GetConsoleOutput,
     InstanceSpec,
     InstancesReply,
     InstanceStatus,
+    NcAttachVolume,
+    NcDetachVolume,
     NcGetConsoleOutput,
     NcRebootInstance,
     NcRunInstances,
@@ -435,6 +439,36 @@ class ClusterController(ClusterState):
         self.network.catalog.put(message.instances)
         return Ack()
 
+    # -- EBS volumes (issue 10): passed to the instance's NC, whose answer is the instance's new status ----
+
+    async def attach_volume(self, message: AttachVolume) -> InstanceStatus:
+        [(tracked, node)] = self._known([message.instance_id])
+        nc_message = NcAttachVolume(message.instance_id, message.volume_id, message.device, message.export)
+        return await self._volume_call(tracked, node, nc_message)
+
+    async def detach_volume(self, message: DetachVolume) -> InstanceStatus:
+        [(tracked, node)] = self._known([message.instance_id])
+        nc_message = NcDetachVolume(message.instance_id, message.volume_id, message.force)
+        return await self._volume_call(tracked, node, nc_message)
+
+    async def _volume_call(
+        self, tracked: Tracked, node: Node, message: NcAttachVolume | NcDetachVolume
+    ) -> InstanceStatus:
+        what = type(message).__name__
+        try:
+            status: InstanceStatus = await self._call(node, message)
+        except Exception as e:
+            log.warning(
+                "%s failed id=%s node=%s error=%s", what, message.volume_id, node.name, describe_error(e)
+            )
+            raise fault_for(e, "Unavailable", f"{what} of {message.volume_id} on node {node.name}") from None
+        if status.node != node.name:
+            status = msgspec.structs.replace(status, node=node.name)
+        tracked.status = self._keep_address(tracked.status, status)
+        tracked.updated = self.tick()
+        log.info("%s id=%s instance=%s node=%s", what, message.volume_id, message.instance_id, node.name)
+        return tracked.status
+
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         """Message type -> handler, for the CC's listener."""
         return {
@@ -445,4 +479,6 @@ class ClusterController(ClusterState):
             RebootInstances: self.reboot_instances,
             GetConsoleOutput: self.get_console_output,
             PutInstanceMetadata: self.put_instance_metadata,
+            AttachVolume: self.attach_volume,
+            DetachVolume: self.detach_volume,
         }

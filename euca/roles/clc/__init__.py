@@ -20,7 +20,8 @@ schema.py (every table and its migrations), admin.py (the administrator's rules 
 cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure), poller.py (the
 poll loop), join.py (components joining the cloud), network_view.py (what each cluster's network enforces,
 sent with every poll). Rules needing a higher resource are handed in here: DeleteSecurityGroup asks the
-instances which use a group, AssociateAddress what state an instance is in.
+instances which use a group, AssociateAddress what state an instance is in, AttachVolume where an instance
+runs (instance_place).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
 from euca.roles.clc.topology import records as topology_records
 from euca.roles.clc.volumes import api as volumes_api
+from euca.roles.clc.volumes import attach as volumes_attach
 from euca.roles.clc.volumes import records as volumes_records
 
 log = logging.getLogger("euca.clc")
@@ -83,6 +85,7 @@ HANDLERS: dict[str, Handler] = {
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
+    **volumes_attach.handlers(instances_records.instance_place),
 }
 
 

@@ -28,7 +28,12 @@ from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
 from euca.roles.clc.network_view import build_views, instance_metadata
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.volumes import records as volumes
-from euca.roles.clc.volumes.reconcile import VolumeReconciliation, reconcile_volumes
+from euca.roles.clc.volumes.attach import finish_detach, finish_unexport
+from euca.roles.clc.volumes.reconcile import (
+    VolumeReconciliation,
+    reconcile_attachments,
+    reconcile_volumes,
+)
 
 log = logging.getLogger("euca.clc")
 
@@ -212,6 +217,38 @@ class Poller:
             log.info("cluster up name=%s url=%s nodes_up=%d/%d", c.name, c.url, up, len(resources.nodes))
             self._logged_state[c.name] = "up"
         await self._reconciled(c, result)
+        await self._poll_attachments(c, described.instances)
+
+    async def _poll_attachments(self, c: topology.Cluster, reported: list[cluster.InstanceStatus]) -> None:
+        """The cluster's volume attachments after its full report (volumes/reconcile.py decides): attached
+        once the node has the disk; over (export dropped, row gone) once it no longer has it or the
+        instance ended; detach asked again while the node still has a detaching one."""
+
+        def read(tx: Tx) -> tuple[list[volumes.Attachment], set[str], str | None]:
+            found = volumes.attachments_of_cluster(tx, c.name)
+            ids = [a.instance_id for a in found]
+            sc = topology.get_storage(tx, c.name)
+            return found, set(ids) - instances.alive_instances(tx, ids), sc.url if sc else None
+
+        attachments, ended, sc_url = await self.store.read(read)
+        if not attachments:
+            return
+        result = reconcile_attachments(attachments, {s.instance_id: s for s in reported}, ended, self.clock())
+        if result.attached:
+
+            def write(tx: Tx) -> None:
+                for volume_id in result.attached:
+                    volumes.set_attachment_state(tx, volume_id, "attached", only_from="attaching")
+
+            await self.store.write(write)
+            for volume_id in result.attached:
+                log.info("volume attached id=%s", volume_id)
+        for a in result.finish:
+            await finish_unexport(
+                self.caller, self.store, c.name, sc_url, a.volume_id, instance_ended=a.instance_id in ended
+            )
+        for a in result.detach_again:
+            await finish_detach(self.caller, self.store, c.name, a, force=a.force)
 
     async def _send_metadata(self, c: topology.Cluster, wanted: list[str]) -> None:
         """The metadata the CC asked for (it restarted, or an instance is new or changed), in batches."""

@@ -392,6 +392,41 @@ VOLUMES = Migration(
     ],
 )
 
+# clc_volume_attachments: volumes/records.py.
+VOLUME_ATTACHMENTS = Migration(
+    "clc.volume_attachments",
+    [
+        """
+    -- A volume attached to an instance (one at most per volume): attaching from AttachVolume until the
+    -- instance's node reports the disk, attached, detaching from DetachVolume (or the instance's end) until
+    -- the node no longer has it and the SC dropped the export; then the row goes and the volume is available.
+    CREATE TABLE clc_volume_attachments (
+        volume_id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        cluster TEXT NOT NULL,
+        device TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attach_time REAL NOT NULL,
+        delete_on_termination INTEGER NOT NULL DEFAULT 0,
+        force INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX clc_volume_attachments_instance ON clc_volume_attachments(instance_id);
+    """,
+    ],
+)
+
+# clc_instances' attribute columns (DescribeInstanceAttribute / ModifyInstanceAttribute): instances/records.py.
+INSTANCE_ATTRIBUTES = Migration(
+    "clc.instance_attributes",
+    [
+        # Termination protection (TerminateInstances refuses it: OperationNotPermitted) and what a shutdown
+        # from inside the guest does: an instance-store instance terminates (Eucalyptus: the NC ends it).
+        "ALTER TABLE clc_instances ADD COLUMN disable_api_termination INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE clc_instances ADD COLUMN shutdown_behavior TEXT NOT NULL DEFAULT 'terminate'",
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
 # clc_clusters.subnet: topology/records.py (issue 9: each cluster's private subnet, set by the admin).
 CLUSTER_SUBNETS = Migration(
@@ -413,6 +448,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ADDRESSES,
     VOLUMES,
     CLUSTER_SUBNETS,
+    VOLUME_ATTACHMENTS,
+    INSTANCE_ATTRIBUTES,
 )
 
 

@@ -24,6 +24,8 @@ from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances.reconcile import RANK, Known, Reconciliation
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.volumes import records as volumes
+from euca.roles.clc.volumes.records import Attachment, InstancePlace
 
 INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 # SQLite's bound-parameter limit, with room for the other parameters of a statement.
@@ -68,6 +70,9 @@ class ClcInstance:
     group_ids: list[str] = field(default_factory=list)  # their ids, in the same order
     public_ip: str | None = None  # from the address pool (addresses.records)
     tags: dict[str, str] = field(default_factory=dict)
+    volumes: list[Attachment] = field(default_factory=list)  # EBS volumes attached (volumes.records)
+    disable_api_termination: bool = False
+    shutdown_behavior: str = "terminate"
 
     @property
     def state_code(self) -> int:
@@ -83,13 +88,16 @@ _INSTANCE_COLUMNS = (
     "i.seq, i.instance_id, i.reservation_id, i.account_id, i.launch_index, i.image_id, i.kernel_id, "
     "i.ramdisk_id, i.instance_type, i.key_name, i.architecture, i.zone, i.cluster, i.node, i.private_ip, i.mac, "
     "i.state, i.reason, i.state_reason_code, i.state_reason_message, i.launch_time, i.last_seen, "
-    "i.terminated_at, r.client_token, r.groups, r.group_ids"
+    "i.terminated_at, i.disable_api_termination, i.shutdown_behavior, r.client_token, r.groups, r.group_ids"
 )
 _FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
 
 
 def _record(
-    row: sqlite3.Row, tagged: dict[str, str] | None = None, public_ip: str | None = None
+    row: sqlite3.Row,
+    tagged: dict[str, str] | None = None,
+    public_ip: str | None = None,
+    attached: list[Attachment] | None = None,
 ) -> ClcInstance:
     return ClcInstance(
         seq=row["seq"],
@@ -120,6 +128,9 @@ def _record(
         group_ids=_groups_decoder.decode(row["group_ids"]),
         public_ip=public_ip,
         tags=tagged or {},
+        volumes=attached or [],
+        disable_api_termination=bool(row["disable_api_termination"]),
+        shutdown_behavior=row["shutdown_behavior"],
     )
 
 
@@ -171,8 +182,13 @@ def load_instances(
                 )
         else:
             tagged = tags.tags_of(tx, account_id, (r["instance_id"] for r in rows))
-    public = addresses.public_ips_of(tx, [r["instance_id"] for r in rows])
-    return [_record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"])) for r in rows]
+    ids_found = [r["instance_id"] for r in rows]
+    public = addresses.public_ips_of(tx, ids_found)
+    attached = volumes.attachments_of_instances(tx, ids_found) if with_tags else {}
+    return [
+        _record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"]), attached.get(r["instance_id"]))
+        for r in rows
+    ]
 
 
 def load_reservation(tx: Tx, reservation_id: str) -> list[ClcInstance]:
@@ -262,6 +278,7 @@ class NewReservation:
     cluster: str
     count: int
     tags: list[tuple[str, str]]
+    disable_api_termination: bool = False
 
 
 def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[str]]:
@@ -288,7 +305,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
         tx.execute(
             "INSERT INTO clc_instances(instance_id, reservation_id, account_id, launch_index, image_id, kernel_id, "
             "ramdisk_id, instance_type, key_name, user_data, architecture, zone, cluster, state, launch_time, "
-            "last_seen) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
+            "last_seen, disable_api_termination) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
             (
                 instance_id,
                 reservation_id,
@@ -305,6 +322,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
                 new.cluster,
                 now,
                 now,
+                int(new.disable_api_termination),
             ),
         )
         tags.write_tags(tx, new.account_id, instance_id, "instance", new.tags)
@@ -467,6 +485,52 @@ def instance_state(tx: Tx, account_id: str, instance_id: str) -> str:
     if row is None:
         raise not_found([instance_id])
     return str(row["state"])
+
+
+def instance_place(tx: Tx, account_id: str, instance_id: str) -> InstancePlace:
+    """Where the caller's instance runs and in what state (AttachVolume's checks)."""
+    (checked,) = check_instance_ids([instance_id])
+    row = tx.one(
+        "SELECT instance_id, state, zone, cluster, node FROM clc_instances WHERE instance_id=? AND account_id=?",
+        (checked, account_id),
+    )
+    if row is None:
+        raise not_found([instance_id])
+    return InstancePlace(row["instance_id"], row["state"], row["zone"], row["cluster"], row["node"])
+
+
+# -- attributes (DescribeInstanceAttribute, ModifyInstanceAttribute) -----------------------------------------
+
+
+def user_data_of(tx: Tx, instance_id: str) -> bytes:
+    row = tx.one("SELECT user_data FROM clc_instances WHERE instance_id=?", (instance_id,))
+    return bytes(row["user_data"]) if row is not None and row["user_data"] is not None else b""
+
+
+def set_attributes(
+    tx: Tx,
+    instance_id: str,
+    *,
+    instance_type: str | None = None,
+    kernel_id: str | None = None,
+    ramdisk_id: str | None = None,
+    user_data: bytes | None = None,
+    disable_api_termination: bool | None = None,
+    shutdown_behavior: str | None = None,
+) -> None:
+    """Change the attributes given (not None); the caller checked the rules (api/attributes.py)."""
+    columns = {
+        "instance_type": instance_type,
+        "kernel_id": kernel_id,
+        "ramdisk_id": ramdisk_id,
+        "user_data": user_data,
+        "disable_api_termination": None if disable_api_termination is None else int(disable_api_termination),
+        "shutdown_behavior": shutdown_behavior,
+    }
+    changed = {k: v for k, v in columns.items() if v is not None}
+    if changed:
+        sets = ", ".join(f"{k}=?" for k in changed)
+        tx.execute(f"UPDATE clc_instances SET {sets} WHERE instance_id=?", (*changed.values(), instance_id))
 
 
 @dataclass(frozen=True)
