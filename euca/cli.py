@@ -652,6 +652,77 @@ def describe_public_addresses(ctx: click.Context) -> None:
             )
 
 
+# -- usage reports (Eucalyptus's eureport-generate-report; the same over the API: /services/Reporting) ------
+
+
+@admin.command("report")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["instance", "volume", "snapshot", "elastic-ip", "s3", "capacity"]),
+    default="instance",
+    show_default=True,
+)
+@click.option("--start", help="ISO 8601 date/time (UTC) or Unix seconds; default: a week before --end.")
+@click.option("--end", help="ISO 8601 date/time (UTC) or Unix seconds; default: now.")
+@click.option(
+    "--time-unit",
+    type=click.Choice(["seconds", "minutes", "hours", "days"]),
+    default="hours",
+    show_default=True,
+)
+@click.option(
+    "--size-unit",
+    type=click.Choice(["B", "KB", "MB", "GB"], case_sensitive=False),
+    default="GB",
+    show_default=True,
+)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True)
+@click.option("--account", help="One account's usage (name or id); default: every account's.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), help="Write the report here (default: stdout)."
+)
+@click.pass_context
+def report(
+    ctx: click.Context,
+    kind: str,
+    start: str | None,
+    end: str | None,
+    time_unit: str,
+    size_unit: str,
+    fmt: str,
+    account: str | None,
+    output: str | None,
+) -> None:
+    """Usage of instances, volumes, snapshots, elastic IPs, S3, or the cloud's capacity, over a time range,
+    grouped zone -> account -> user, as CSV, JSON or an HTML page with charts."""
+    import time
+
+    from euca.roles.clc import reporting
+    from euca.roles.clc.usage.report import ReportError
+
+    _, store = _clc_store(ctx)
+    identity = Identity(store)
+    try:
+        end_at = reporting.parse_time(end) if end else time.time()
+        start_at = reporting.parse_time(start) if start else end_at - reporting.DEFAULT_SPAN
+        account_id = None
+        if account:
+            found = [a for a in identity.list_accounts() if account in (a.account_id, a.name)]
+            if not found:
+                raise click.ClickException(f"no such account: {account}")
+            account_id = found[0].account_id
+        req = reporting.ReportRequest(kind, start_at, end_at, time_unit, size_unit, fmt, account_id)
+        text = reporting.generate(store, identity, req)
+    except ReportError as e:
+        raise _fail(e) from e
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"REPORT\t{kind}\t{output}")
+    else:
+        click.echo(text, nl=False)
+
+
 def _write_user_credentials(
     cfg: Config, identity: Identity, key: AccessKey, directory: Path | None = None
 ) -> str:

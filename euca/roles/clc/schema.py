@@ -392,6 +392,32 @@ VOLUMES = Migration(
     ],
 )
 
+# clc_usage_events: usage/records.py.
+USAGE = Migration(
+    "clc.usage",
+    [
+        """
+    -- The usage log: one row per event that costs something, written in the transaction of the state change
+    -- it reports; only ever appended to. Reports (usage/report.py) make intervals of it.
+    CREATE TABLE clc_usage_events (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        user TEXT,
+        zone TEXT,
+        detail TEXT,
+        size_gib INTEGER
+    );
+    CREATE INDEX clc_usage_events_resource ON clc_usage_events(resource_id, seq);
+    CREATE INDEX clc_usage_events_kind ON clc_usage_events(kind, at);
+    CREATE INDEX clc_usage_events_detail ON clc_usage_events(detail) WHERE kind = 'elastic-ip';
+    """,
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
 MIGRATIONS: tuple[Migration, ...] = (
     CLC,
@@ -402,6 +428,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     JOIN_TOKENS,
     ADDRESSES,
     VOLUMES,
+    USAGE,
 )
 
 
