@@ -16,6 +16,8 @@ APT_PACKAGES=(
     python3 python3-venv python3-pip python3-dev build-essential git ca-certificates curl
     pkg-config libvirt-dev libvirt-daemon-system qemu-system-x86 qemu-utils
     busybox-static dnsmasq-base iptables iproute2 sqlite3
+    # Headless Chromium: the usage report's HTML page is rendered to a screenshot in its test.
+    chromium
 )
 CONSTRAINTS=constraints.txt
 
