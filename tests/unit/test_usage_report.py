@@ -190,7 +190,9 @@ def test_series_per_account_over_bins() -> None:
         inst(H, "i-2", "running", account=B),
     ]
     made = report.build("instance", Inputs(events=events), start=T0, end=T0 + 4 * H, now=T0 + 4 * H, bins=4)
-    assert made.series == {A: [1, 1, 0, 0], B: [0, 1, 1, 1]}
+    assert made.series == {A: [1, 1, 0, 0], B: [0, 1, 1, 1]}  # instances running in each hour
+    half = report.build("instance", Inputs(events=events), start=T0, end=T0 + 4 * H, now=T0 + 4 * H, bins=8)
+    assert half.series == {A: [1, 1, 1, 1, 0, 0, 0, 0], B: [0, 0, 1, 1, 1, 1, 1, 1]}
     assert [b - T0 for b in made.bins] == [0, H, 2 * H, 3 * H]
 
 
@@ -230,7 +232,8 @@ def test_json_nests_zones_accounts_users_resources() -> None:
         {"id": "i-2", "instances": 1, "type": "m1.small", "time (hours)": 3}
     ]
     assert doc["units"] == {"time": "hours", "size": "GB"} and len(doc["series"]["bins"]) == 8
-    assert doc["series"]["accounts"]["beta"] == [0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    assert doc["series"]["accounts"]["beta"] == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert doc["series"]["label"] == "instances running"
 
 
 def test_html_is_self_contained_with_an_svg_chart() -> None:

@@ -101,7 +101,7 @@ tr.user td { background: #f7f7f7; font-style: italic; }
 
 
 def svg_chart(report: Report, width: int = 760, height: int = 300) -> str:
-    """Lines of each account's main figure per bin, with axes, ticks and a legend (inline SVG)."""
+    """A line per account of what it held in each bin, with axes and ticks (inline SVG)."""
     left, right, top, bottom = 70, 20, 20, 50
     plot_w, plot_h = width - left - right, height - top - bottom
     series = report.series
@@ -132,15 +132,17 @@ def svg_chart(report: Report, width: int = 760, height: int = 300) -> str:
         )
     parts.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" font-size="12" text-anchor="middle">'
-        f"{html.escape(report.chart_label)} in each of {len(bins)} spans of the range (UTC)</text>"
+        f"{html.escape(report.chart_label)}, on average in each of {len(bins)} spans of the range (UTC)</text>"
     )
     for k, (account, values) in enumerate(
         sorted(series.items(), key=lambda kv: report.accounts.get(kv[0], kv[0]))
     ):
         colour = PALETTE[k % len(PALETTE)]
+        # Steps, not slopes: each span's value holds across the span.
         points = " ".join(
-            f"{left + step * (n + 0.5):.1f},{top + plot_h - plot_h * v / peak:.1f}"
+            f"{left + step * (n + edge):.1f},{top + plot_h - plot_h * v / peak:.1f}"
             for n, v in enumerate(values)
+            for edge in (0, 1)
         )
         name = html.escape(report.accounts.get(account, account))
         parts.append(

@@ -176,7 +176,8 @@ class Report:
     size_unit: str
     columns: list[Column]
     lines: list[Line]
-    # account id -> the main figure per bin of the range (the HTML page's charts); bins are equal spans.
+    # account id -> how much it held on average in each bin of the range (instances running, GB of volumes,
+    # addresses allocated, bytes stored): the HTML page's charts. Bins are equal spans.
     series: dict[str, list[float]] = field(default_factory=dict)
     bins: list[float] = field(default_factory=list)  # each bin's start
     accounts: dict[str, str] = field(default_factory=dict)  # account id -> name
@@ -324,8 +325,14 @@ def build(
             values[names[4]] = float(values[names[4]]) + t.bytes_in / sdiv
             values[names[5]] = float(values[names[5]]) + t.bytes_out / sdiv
     report.lines = _grouped(resources, columns, inputs.accounts)
-    report.bins, report.series = _series(kind, intervals, start, end, bins, tdiv, sdiv)
-    report.chart_label = names[2] if kind != "elastic-ip" else names[1]
+    report.bins, report.series = _series(kind, intervals, start, end, bins, sdiv)
+    report.chart_label = {
+        "instance": "instances running",
+        "volume": f"volumes held ({size_unit})",
+        "snapshot": f"snapshots held ({size_unit})",
+        "elastic-ip": "elastic IPs allocated",
+        "s3": f"bytes stored ({size_unit})",
+    }[kind]
     return report
 
 
@@ -398,9 +405,10 @@ def _grouped(
 
 
 def _series(
-    kind: str, intervals: Sequence[Interval], start: float, end: float, bins: int, tdiv: int, sdiv: int
+    kind: str, intervals: Sequence[Interval], start: float, end: float, bins: int, sdiv: int
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """Per account, the main figure in each of `bins` equal spans of the range (charts of usage over time)."""
+    """Per account, what it held on average in each of `bins` equal spans of the range (the charts of usage
+    over time): instances running, size of volumes or snapshots, addresses allocated, bytes stored."""
     span = (end - start) / bins
     starts = [start + n * span for n in range(bins)]
     series: dict[str, list[float]] = {}
@@ -416,7 +424,7 @@ def _series(
         values = series.setdefault(i.account_id, [0.0] * bins)
         for n, b in enumerate(starts):
             seconds = max(0.0, min(i.end, b + span) - max(i.start, b))
-            values[n] += rate * seconds / tdiv
+            values[n] += rate * seconds / span
     return starts, {a: [figure(v) for v in vs] for a, vs in series.items()}
 
 
