@@ -4,11 +4,13 @@ with the CLC's schema: each change once, with who, where and how big."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from euca.core.store import Store, Tx
 from euca.protocol import cluster
+from euca.roles.clc import schema
 from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.usage import records as usage
@@ -162,3 +164,47 @@ def test_user_of_an_arn() -> None:
     assert usage.user_of("arn:aws:iam::123456789012:user/alice") == "alice"
     assert usage.user_of("arn:aws:iam::123456789012:user/dev/bob") == "bob"
     assert usage.user_of("arn:aws:iam::123456789012:root") == "root"
+
+
+def test_a_cloud_older_than_the_log_has_what_costs_logged_at_the_upgrade(
+    tmp_path: Any, clock: list[float]
+) -> None:
+    store = Store(tmp_path / "old.db")
+    for migration in schema.MIGRATIONS:
+        if migration is not schema.USAGE:
+            schema.apply(store, migration)
+
+    def old_cloud(tx: Tx) -> None:
+        tx.execute(
+            "INSERT INTO clc_reservations(reservation_id, account_id, requester, request_digest, groups, group_ids, "
+            "created) VALUES('r-1', ?, ?, 'd', '[]', '[]', 0)",
+            (ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/alice"),
+        )
+        for instance_id, state in (("i-00000001", "running"), ("i-00000002", "terminated")):
+            tx.execute(
+                "INSERT INTO clc_instances(instance_id, reservation_id, account_id, launch_index, image_id, "
+                "instance_type, zone, state, launch_time, last_seen) VALUES(?, 'r-1', ?, 0, 'emi-1', 'm1.small', "
+                "'z1', ?, 0, 0)",
+                (instance_id, ACCOUNT, state),
+            )
+        tx.execute(
+            "INSERT INTO clc_volumes(volume_id, account_id, zone, cluster, size_gib, volume_type, state, created) "
+            "VALUES('vol-00000001', ?, 'z1', 'c1', 7, 'standard', 'available', 0)",
+            (ACCOUNT,),
+        )
+        addresses.add_to_pool(tx, ["10.9.0.1"])
+        tx.execute(
+            "UPDATE clc_addresses SET account_id=?, allocation_id='eipalloc-1', instance_id='i-00000001', "
+            "association_id='eipassoc-1', auto=0 WHERE public_ip='10.9.0.1'",
+            (ACCOUNT,),
+        )
+
+    store.write_sync(old_cloud)
+    schema.migrate(store)
+    assert _log(store, "instance") == [(1000.0, "i-00000001", "running", "alice", "z1", "m1.small", None)]
+    assert _log(store, "volume") == [(1000.0, "vol-00000001", "created", None, "z1", None, 7)]
+    assert [(ip, event, detail) for _, ip, event, _, _, detail, _ in _log(store, "elastic-ip")] == [
+        ("10.9.0.1", "allocated", None),
+        ("10.9.0.1", "associated", "i-00000001"),
+    ]
+    store.close()
