@@ -21,7 +21,9 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
+from click.testing import CliRunner
 
+from euca.cli import main
 from euca.roles.clc.usage import records as usage_records
 from euca.roles.walrus import usage as walrus_usage
 from helpers.fake_cluster import FakeCluster, FakeNode, register_with
@@ -305,6 +307,23 @@ def test_reporting_api_for_the_cloud_admin_and_an_account_admin(cloud: Any, usag
     assert reporting_api(cloud, viewer, **params).status_code == 403
     unsigned = httpx.get(cloud.url.rstrip("/") + "/services/Reporting?Action=GenerateReport&Type=instance")
     assert unsigned.status_code in (400, 401, 403)
+
+
+def test_euca_report_asks_the_api_with_the_users_keys(cloud: Any, usage: dict[str, Any]) -> None:
+    """`euca report` (an account admin's client, from a sourced eucarc) gets what the API answers."""
+    env = {
+        "EC2_URL": cloud.url.rstrip("/") + "/services/compute",
+        "AWS_ACCESS_KEY_ID": cloud.other.access_key,
+        "AWS_SECRET_ACCESS_KEY": cloud.other.secret_key,
+    }
+    span = ["--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T04:00:00Z"]
+    result = CliRunner().invoke(main, ["report", "--type", "volume", *span], env=env)
+    assert result.exit_code == 0, result.output
+    table = rows(result.output)
+    assert {r["account"] for r in table if r["level"] == "account"} == {usage["other"]}
+    assert line(table, "resource", resource=usage["their_volume"])["GB-hours"] == "12"
+    refused = CliRunner().invoke(main, ["report", "--account", usage["admin"], *span], env=env)
+    assert refused.exit_code != 0 and "AccessDenied" in refused.output
 
 
 def test_html_page_rendered_by_chromium(cloud: Any, usage: dict[str, Any], tmp_path: Path) -> None:
