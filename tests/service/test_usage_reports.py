@@ -289,6 +289,9 @@ def test_reporting_api_for_the_cloud_admin_and_an_account_admin(cloud: Any, usag
     assert line(rows(own.text), "account", account=usage["other"])["time (hours)"] == "3"
     refused = reporting_api(cloud, cloud.other, Account=usage["admin"], **params)
     assert refused.status_code == 403 and "<Code>AccessDenied</Code>" in refused.text
+    assert reporting_api(cloud, cloud.other, **{**params, "Type": "capacity"}).status_code == 403
+    capacity = reporting_api(cloud, cloud.admin, **{**params, "Type": "capacity"})
+    assert capacity.status_code == 200 and "cores" in capacity.text
     one = reporting_api(cloud, cloud.admin, Account=usage["other"], **{**params, "Format": "json"})
     assert one.headers["content-type"] == "application/json"
     assert [a["account"] for z in one.json()["zones"] for a in z["accounts"]] == [usage["other"]]

@@ -7,7 +7,8 @@ The API is Eucalyptus's Reporting service: `GET|POST /services/Reporting?Action=
 &Format=csv&StartDate=...&EndDate=...&TimeUnit=hours&SizeUnit=GB[&Account=...]`, signed as any Query API
 request (SigV4 or SigV2, an access key of the caller). The answer is the report itself (text/csv,
 application/json or text/html). The cloud admin (the `eucalyptus` account) sees every account or the one
-named; an account's admin user sees its own account; any other caller is refused (AccessDenied).
+named, and the capacity; an account's admin user sees its own account; any other caller is refused
+(AccessDenied).
 """
 
 from __future__ import annotations
@@ -245,6 +246,8 @@ class ReportApp:
                 "AccessDenied", "Usage reports are for the cloud's and the accounts' administrators.", 403
             )
         req = self._request(params, account_id)
+        if req.kind == "capacity" and not principal.is_cloud_admin:
+            raise Ec2Error("AccessDenied", "The cloud's capacity is reported to the cloud admin only.", 403)
         inputs = await self.ctx.store.read(lambda tx: read_inputs(tx, req))
         text = await trio.to_thread.run_sync(produce, inputs, accounts, req, time.time())
         return Response(200, [("Content-Type", CONTENT_TYPES[req.fmt])], text.encode())
