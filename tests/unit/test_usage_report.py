@@ -250,3 +250,19 @@ def test_html_is_self_contained_with_an_svg_chart() -> None:
 def test_interval_overlap() -> None:
     i = Interval("z", A, "u", "r", "", T0, T0 + 10)
     assert report.overlap(i, T0 + 5, T0 + 20) == 5 and report.overlap(i, T0 + 10, T0 + 20) == 0
+
+
+def test_report_times_and_requests_are_checked() -> None:
+    from euca.roles.clc import reporting
+
+    assert reporting.parse_time("2026-01-01") == 1_767_225_600.0
+    assert reporting.parse_time("2026-01-01T01:00:00Z") == 1_767_225_600.0 + H
+    assert reporting.parse_time("2026-01-01T02:00:00+01:00") == 1_767_225_600.0 + H
+    assert reporting.parse_time("1767225600.5") == 1_767_225_600.5
+    with pytest.raises(ReportError, match="not a date"):
+        reporting.parse_time("yesterday")
+    reporting.check(reporting.ReportRequest("s3", T0, T0 + 1, "days", "kb", "html"))
+    with pytest.raises(ReportError, match="format"):
+        reporting.check(reporting.ReportRequest("s3", T0, T0 + 1, fmt="xml"))
+    with pytest.raises(ReportError, match="after its start"):
+        reporting.check(reporting.ReportRequest("s3", T0, T0))
