@@ -15,7 +15,7 @@ from euca.roles.clc.usage.records import Event, S3Sample, S3Traffic
 from euca.roles.clc.usage.report import Inputs, Interval, ReportError
 
 H = 3600.0
-T0 = 1_700_000_000.0  # a whole hour of UTC? no matter: every figure below is relative to it
+T0 = 1_700_000_000.0  # every time below is relative to it
 A, B = "111111111111", "222222222222"
 NAMES = {A: "alpha", B: "beta"}
 
