@@ -20,6 +20,8 @@ APT_PACKAGES=(
     dropbear-bin openssh-client
     # qemu-storage-daemon: the SC serves attached volumes over NBD (also pulled in by qemu-system-x86)
     qemu-system-common
+    # Headless Chromium: the usage report's HTML page is rendered to a screenshot in its test.
+    chromium
 )
 CONSTRAINTS=constraints.txt
 

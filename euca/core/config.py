@@ -112,6 +112,10 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     # on the same port (SO_REUSEPORT), sharing the store and the objects directory. Needs a port of walrus's
     # own (not shared with the EC2 API); otherwise walrus runs in this process alone.
     workers: int = 1
+    # S3 usage (walrus/usage.py): each process writes its request counts this often (seconds), and the role's
+    # process samples what every bucket holds this often (a row only for a bucket that changed).
+    usage_flush_interval: float = 10.0
+    usage_sample_interval: float = 300.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:

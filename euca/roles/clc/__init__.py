@@ -38,7 +38,7 @@ from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
 from euca.core.store import Tx
 from euca.protocol.ec2 import wire
-from euca.roles.clc import join, schema
+from euca.roles.clc import join, reporting, schema
 from euca.roles.clc.addresses import api as addresses_api
 from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
@@ -150,6 +150,8 @@ class ClcRole:
         )
         # Components on other hosts join at POST /services/cluster/join with a token (join.py).
         self.apps = [Ec2App(ctx, self.link), join.JoinApp(ctx)]
+        # Usage reports over the API (reporting.py): Eucalyptus's Reporting path.
+        self.apps.append(reporting.ReportApp(ctx))
         ctx.on_ready.append(self.on_ready)
 
     async def on_ready(self) -> None:

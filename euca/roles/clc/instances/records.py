@@ -24,6 +24,7 @@ from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances.reconcile import RANK, Known, Reconciliation
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.usage import records as usage
 from euca.roles.clc.volumes import records as volumes
 from euca.roles.clc.volumes.records import Attachment, InstancePlace
 
@@ -326,6 +327,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
             ),
         )
         tags.write_tags(tx, new.account_id, instance_id, "instance", new.tags)
+    _tell_usage(tx, ids)
     return reservation_id, ids
 
 
@@ -354,6 +356,7 @@ def mark_user_terminated(tx: Tx, instance: ClcInstance, reason: str, now: float)
         ),
     )
     addresses.release_instances(tx, [instance.instance_id])
+    _tell_usage(tx, [instance.instance_id])
     return state
 
 
@@ -368,6 +371,7 @@ def mark_terminated(tx: Tx, ids: Sequence[str], code: str, text: str, now: float
             (code, message, message, now, *chunk),
         )
     addresses.release_instances(tx, ids)
+    _tell_usage(tx, ids)
 
 
 def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: float) -> None:
@@ -385,6 +389,7 @@ def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: floa
         )
         if state in ("shutting-down", "terminated"):
             addresses.release_instances(tx, [s.instance_id])
+        _tell_usage(tx, [s.instance_id])
 
 
 def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
@@ -419,6 +424,7 @@ def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
     mark_terminated(tx, result.lost, *NODE_LOST, now)
     ended = [u.instance_id for u in result.updates if u.state in ("shutting-down", "terminated")]
     addresses.release_instances(tx, [*ended, *result.gone])
+    _tell_usage(tx, [*(u.instance_id for u in result.updates), *result.gone])
 
 
 def forget_terminated(tx: Tx, before: float) -> list[str]:
@@ -668,6 +674,18 @@ def running_by_node(tx: Tx) -> dict[str, list[str]]:
     ):
         running.setdefault(r["node"], []).append(r["instance_id"])
     return running
+
+
+def _tell_usage(tx: Tx, ids: Sequence[str]) -> None:
+    """The usage log hears these instances' states in this transaction (it logs each change once)."""
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        rows = tx.all(
+            f"SELECT i.instance_id, i.state, i.account_id, r.requester, i.instance_type, i.zone {_FROM} "
+            f"WHERE i.instance_id IN ({marks}) ORDER BY i.seq",
+            chunk,
+        )
+        usage.instance_states(tx, (usage.InstanceFacts(*r) for r in rows))
 
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:

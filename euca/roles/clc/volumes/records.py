@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.usage import records as usage
 
 VOLUME_ID_RE = re.compile(r"^vol-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
@@ -277,6 +278,7 @@ def insert_volume(tx: Tx, new: NewVolume) -> tuple[VolumeRecord, bool]:
             digest,
         ),
     )
+    usage.volume_created(tx, volume_id, new.account_id, new.zone, new.size_gib)
     if new.tags:
         tags.write_tags(tx, new.account_id, volume_id, "volume", new.tags)
     row = tx.one("SELECT * FROM clc_volumes WHERE volume_id=?", (volume_id,))
@@ -312,6 +314,7 @@ def begin_delete(tx: Tx, account_id: str, volume_id: str) -> VolumeRecord:
         )
     if volume.state != "deleting":
         set_state(tx, volume_id, "deleting")
+        usage.volume_deleted(tx, volume_id)
     return volume
 
 
@@ -319,6 +322,7 @@ def forget(tx: Tx, volume_id: str) -> None:
     """The SC confirmed the volume gone: its row and tags go."""
     tx.execute("DELETE FROM clc_volumes WHERE volume_id=?", (volume_id,))
     tags.forget_resource(tx, volume_id)
+    usage.volume_deleted(tx, volume_id)
 
 
 def begin_modification(
@@ -371,6 +375,7 @@ def end_modification(tx: Tx, volume_id: str, *, ok: bool, message: str | None = 
             "mod_state='completed', mod_message=NULL, mod_end=? WHERE volume_id=?",
             (time.time(), volume_id),
         )
+        usage.volume_resized(tx, volume_id, row["mod_target_size"])
     else:
         tx.execute(
             "UPDATE clc_volumes SET mod_state='failed', mod_message=?, mod_end=? WHERE volume_id=?",
