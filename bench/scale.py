@@ -29,6 +29,7 @@ the largest. Everything started is stopped by pid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,6 +521,27 @@ def idle(cloud: Cloud, seconds: float, say: Any) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def profiled(args: argparse.Namespace, proc: Proc | None, name: str) -> Iterator[None]:
+    """py-spy (`pip install py-spy`) records `proc` meanwhile into --profile DIR/<name>.txt (collapsed
+    stacks, for flamegraph.pl or speedscope)."""
+    if not args.profile or proc is None:
+        yield
+        return
+    out = Path(args.profile) / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        ["py-spy", "record", "-p", str(proc.popen.pid), "-f", "raw", "-o", str(out), "-r", "50"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
 def run_size(nodes: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     instances = nodes * PER_NODE
     work = Path(tempfile.mkdtemp(prefix=f"euca-scale-{nodes}-", dir=args.workdir))
@@ -528,8 +551,10 @@ def run_size(nodes: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     try:
         result["idle_empty"] = idle(cloud, args.idle_seconds, say)
         result["launch"] = launch(cloud, instances, say)
-        result["poll"] = poll_rounds(cloud, nodes, instances, args.rounds, say)
-        result["describe"] = describe(cloud, instances, args.describe_seconds, say)
+        with profiled(args, cloud.cc, f"cc-poll-{nodes}"):
+            result["poll"] = poll_rounds(cloud, nodes, instances, args.rounds, say)
+        with profiled(args, cloud.clc, f"clc-describe-{nodes}"):
+            result["describe"] = describe(cloud, instances, args.describe_seconds, say)
         result["idle"] = idle(cloud, args.idle_seconds, say)
         result["load_end"] = os.getloadavg()
     finally:
@@ -576,6 +601,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=0, help="CC poll rounds to time")
     p.add_argument("--workdir", default=None, help="where the work directories go (default: the temp dir)")
     p.add_argument("--keep", action="store_true")
+    p.add_argument(
+        "--profile", default="", help="py-spy the CC's poll rounds and the CLC's describes into DIR"
+    )
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([100] if args.quick else [100, 1000])
     args.idle_seconds = args.idle_seconds or (10 if args.quick else 30)
