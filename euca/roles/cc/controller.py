@@ -72,7 +72,7 @@ class ClusterController(ClusterState):
         *,
         scheduler: str = "GREEDY",
         poll_interval: float = 6.0,
-        poll_fanout: int = 16,
+        poll_fanout: int = 64,
         call_timeout: float = 30.0,
     ):
         super().__init__(

@@ -52,7 +52,7 @@ class ClusterState:
         network: VmNetwork,
         *,
         poll_interval: float = 6.0,
-        poll_fanout: int = 16,
+        poll_fanout: int = 64,
         call_timeout: float = 30.0,
     ):
         self.cluster = cluster
