@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +189,7 @@ def test_snapshot_incremental_and_restore_in_both_zones(
     )
     assert made["State"] == "pending" and made["VolumeId"] == volume_id and made["VolumeSize"] == 1
     assert made["Description"] == "first" and made["SnapshotId"].startswith("snap-")
+    assert made["Tags"] == [{"Key": "Name", "Value": "one"}] and made["Progress"] == "0%"
     first = wait_snapshot(ec2, made["SnapshotId"])
     assert first["Progress"] == "100%" and first["Tags"] == [{"Key": "Name", "Value": "one"}]
     full = {k: v for k, v in chunks(s3, cloud).items() if k not in before}
@@ -531,4 +531,54 @@ def test_kill_9_of_the_sc_mid_upload(
     ec2.delete_volume(VolumeId=restored)
     ec2.delete_snapshot(SnapshotId=again)
     ec2.delete_volume(VolumeId=volume_id)
-    time.sleep(0)
+
+
+def test_snapshots_survive_a_restart_of_the_cloud(tmp_path: Path) -> None:
+    """The CLC's and the SC's tables and the bucket survive a stop and start of the whole cloud: a snapshot
+    is still completed and restores the same bytes, and the next one is still incremental."""
+    zone = unique("zrestart")
+    sc_port = free_port()  # the same across the restart: the SC is registered at it
+    overrides = {"clc.poll_interval": 0.2, "cc.cluster": zone, "sc.listen.port": sc_port}
+
+    def start() -> tuple[Iterator[EucaServer], EucaServer]:
+        server = start_euca(tmp_path / "cloud", roles="clc,walrus,sc", overrides=overrides)
+        return server, next(server)
+
+    server, euca = start()
+    cc = FakeCluster(euca.ctx.ca, tmp_path / "cc", zone, [FakeNode(f"{zone}-n1")], 55)
+    with cc:
+        try:
+            port = str(cc.port)
+            admin_cli(
+                euca, "register-cluster", zone, "--host", "127.0.0.1", "--port", port, "--no-join-token"
+            )
+            admin_cli(
+                euca, "register-sc", zone, "--host", "127.0.0.1", "--port", str(sc_port), "--no-join-token"
+            )
+            wait_for("the SC up", lambda: _storage_up(euca, zone))
+            ec2 = euca.client("ec2")
+            volume_id = new_volume(ec2, zone)
+            path = volume_path(euca.data_dir, volume_id)
+            write_random(path, 0, 10 * MIB)
+            snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+            wait_snapshot(ec2, snapshot_id)
+        finally:
+            server.close()
+        server, euca = start()
+        try:
+            wait_for("the SC up", lambda: _storage_up(euca, zone))
+            ec2 = euca.client("ec2")
+            s3 = euca.client("s3")
+            (s,) = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
+            assert s["State"] == "completed" and s["Progress"] == "100%"
+            restored = ec2.create_volume(AvailabilityZone=zone, SnapshotId=snapshot_id)["VolumeId"]
+            wait_volume(ec2, restored)
+            assert file_sha256(volume_path(euca.data_dir, restored)) == file_sha256(path)
+            before = bucket_objects(s3, snapshot_bucket(euca.ctx), "chunks/")
+            write_random(path, 0, MIB)
+            second = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+            wait_snapshot(ec2, second)
+            after = bucket_objects(s3, snapshot_bucket(euca.ctx), "chunks/")
+            assert len(set(after) - set(before)) == 1  # one chunk changed: one travelled
+        finally:
+            server.close()

@@ -153,7 +153,14 @@ class ClcRole:
             ctx.store,
             self.caller,
             PollSettings(clc.poll_interval, clc.node_lost_timeout, clc.terminated_ttl),
-            snapshots=SnapshotPoll(ctx.store, self.caller, lambda: snapshot_store(ctx)),
+            snapshots=SnapshotPoll(
+                ctx.store,
+                self.caller,
+                lambda: snapshot_store(ctx),
+                restoring=lambda tx: any(
+                    v.state == "creating" and v.snapshot_id for v in volumes_records.load_all_volumes(tx)
+                ),
+            ),
         )
         self.link = ClusterLink(
             caller=self.caller,

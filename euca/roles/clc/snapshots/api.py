@@ -29,6 +29,7 @@ from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.snapshots import records
+from euca.roles.clc.snapshots.poll import sweep_lock
 from euca.roles.clc.snapshots.records import ACCOUNT_ID_RE, NewSnapshot, SnapshotRecord
 from euca.roles.clc.snapshots.system import snapshot_store
 from euca.roles.clc.tags import records as tags
@@ -170,7 +171,8 @@ def handlers(volume_of: VolumeLookup, images_using: ImagesUsing = no_images) -> 
             return records.insert_snapshot(tx, new), sc
 
         store = await snapshot_store(call.ctx)
-        snapshot, sc = await call.ctx.store.write(begin, durable=True)
+        async with sweep_lock(call.ctx.store):
+            snapshot, sc = await call.ctx.store.write(begin, durable=True)
         log.info(
             "snapshot pending id=%s volume=%s parent=%s",
             snapshot.snapshot_id,
@@ -366,7 +368,8 @@ async def copy_snapshot(call: Ec2Call, req: m.CopySnapshotRequest) -> m.CopySnap
         return records.insert_snapshot(tx, new), sc
 
     store = await snapshot_store(call.ctx)
-    snapshot, sc = await call.ctx.store.write(begin, durable=True)
+    async with sweep_lock(call.ctx.store):
+        snapshot, sc = await call.ctx.store.write(begin, durable=True)
     log.info("snapshot copy pending id=%s from=%s", snapshot.snapshot_id, source_id)
     try:
         status = await _ask_sc(call, sc, cluster.CopySnapshot(source_id, snapshot.snapshot_id, store))

@@ -7,7 +7,7 @@ the message was lost) is asked for again (CreateSnapshot and CopySnapshot are id
 An SC restarted mid-upload answers `error` for it (its recovery), so a pending snapshot always ends.
 
 The sweep: when snapshots were deleted and none is pending anywhere (a pending upload may rely on chunks
-that only a deleted snapshot's manifest names), one up SC is sent SweepSnapshots with the deleted and the
+that only a deleted snapshot's manifest names) and no volume is being restored from one, one up SC is sent SweepSnapshots with the deleted and the
 failed snapshots: it removes their manifests and every chunk no remaining manifest names; the deleted rows
 are then forgotten. The first round after a CLC start sweeps too, for what a crash left behind.
 """
@@ -15,6 +15,7 @@ are then forgotten. The first round after a CLC start sweeps too, for what a cra
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,19 @@ from euca.roles.clc.snapshots.records import SnapshotRecord
 from euca.roles.clc.topology.records import StorageController
 
 log = logging.getLogger("euca.clc")
+
+
+_sweep_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+
+
+def sweep_lock(store: Any) -> trio.Lock:
+    """Held by the sweep from its "nothing is being written" check to its end, and by whatever starts to
+    write or read chunks (CreateSnapshot, CopySnapshot, CreateVolume from a snapshot) while it records that
+    it does: so a sweep never deletes a chunk an upload or a restore that began meanwhile relies on."""
+    lock = _sweep_locks.get(store)
+    if lock is None:
+        lock = _sweep_locks[store] = trio.Lock()
+    return lock
 
 
 @dataclass
@@ -58,9 +72,12 @@ class SnapshotPoll:
         caller: Any,
         snapshot_store: Callable[[], Awaitable[SnapshotStore]],
         *,
+        restoring: Callable[[Any], bool] = lambda tx: False,
         call_timeout: float = 30.0,
     ):
         self.store = store
+        # (tx) -> some volume is being made from a snapshot (its chunks are being read): no sweep then.
+        self.restoring = restoring
         self.caller = caller
         self.snapshot_store = snapshot_store
         self.call_timeout = call_timeout
@@ -145,11 +162,14 @@ class SnapshotPoll:
         return cluster.RestoreVolume(volume_id, size_gb, snapshot_id, await self.snapshot_store())
 
     async def sweep(self, storage: Sequence[StorageController]) -> None:
-        """Remove deleted (and failed) snapshots from Walrus, when nothing is being written."""
+        """Remove deleted (and failed) snapshots from Walrus, when nothing is being written or restored."""
+        async with sweep_lock(self.store):
+            await self._sweep(storage)
 
+    async def _sweep(self, storage: Sequence[StorageController]) -> None:
         def read(tx: Any) -> tuple[bool, list[str], list[str]]:
             deleted, failed = records.dead(tx)
-            return bool(records.pending(tx)), deleted, failed
+            return bool(records.pending(tx)) or self.restoring(tx), deleted, failed
 
         busy, deleted, failed = await self.store.read(read)
         if busy or (not deleted and self._swept_once):

@@ -221,9 +221,9 @@ def insert_snapshot(tx: Tx, new: NewSnapshot) -> SnapshotRecord:
     )
     if new.tags:
         tags.write_tags(tx, new.account_id, snapshot_id, "snapshot", new.tags)
-    found = get(tx, snapshot_id)
-    assert found is not None
-    return found
+    row = tx.one("SELECT * FROM clc_snapshots WHERE snapshot_id=?", (snapshot_id,))
+    assert row is not None
+    return _complete(tx, [row], new.account_id)[0]
 
 
 def pending(tx: Tx, cluster: str | None = None) -> list[SnapshotRecord]:

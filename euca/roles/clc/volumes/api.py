@@ -22,6 +22,7 @@ from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.snapshots import records as snapshots
+from euca.roles.clc.snapshots.poll import sweep_lock
 from euca.roles.clc.snapshots.system import snapshot_store
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.tags.render import tag_list
@@ -168,7 +169,8 @@ async def create_volume(call: Ec2Call, req: m.CreateVolumeRequest) -> m.Volume:
     new = NewVolume(
         call.account_id, c.zone, c.name, size, volume_type, iops, req.client_token, tag_pairs, req.snapshot_id
     )
-    volume, fresh = await call.ctx.store.write(lambda tx: records.insert_volume(tx, new), durable=True)
+    async with sweep_lock(call.ctx.store):  # a volume `creating` from a snapshot holds off the snapshot sweep
+        volume, fresh = await call.ctx.store.write(lambda tx: records.insert_volume(tx, new), durable=True)
     if not fresh:
         return render(volume)
     log.info("volume creating id=%s zone=%s size=%dGiB type=%s", volume.volume_id, c.zone, size, volume_type)
