@@ -262,6 +262,11 @@ def test_describe_filters_and_pages(cloud: EucaServer, ec2: Any, zones: tuple[st
     ] == [ids[3]]
     start = mine[0]["StartTime"].strftime("%Y-%m-%dT%H:%M:%S.000Z")
     assert ec2.describe_snapshots(Filters=[{"Name": "start-time", "Values": [start]}])["Snapshots"]
+    ec2.create_tags(Resources=[ids[1]], Tags=[{"Key": "tier", "Value": "gold"}])
+    tagged = ec2.describe_snapshots(Filters=[{"Name": "tag:tier", "Values": ["gold"]}])["Snapshots"]
+    assert [s["SnapshotId"] for s in tagged] == [ids[1]]
+    described = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [ids[1]]}])["Tags"]
+    assert described == [{"Key": "tier", "ResourceId": ids[1], "ResourceType": "snapshot", "Value": "gold"}]
     seen: list[str] = []
     kwargs: dict[str, Any] = {"MaxResults": 5, "Filters": [{"Name": "volume-id", "Values": [volume_id]}]}
     while True:
@@ -400,6 +405,9 @@ def test_sharing(
     assert others_see() and permissions() == [{"UserId": other}]
     shared = ec2_other.describe_snapshots(RestorableByUserIds=["self"])["Snapshots"]
     assert snapshot_id in {s["SnapshotId"] for s in shared}
+    owner = account_ids["eucalyptus"]
+    by_owner = ec2_other.describe_snapshots(OwnerIds=[owner])["Snapshots"]
+    assert snapshot_id in {s["SnapshotId"] for s in by_owner} and {s["OwnerId"] for s in by_owner} == {owner}
     assert snapshot_id not in {
         s["SnapshotId"] for s in ec2_other.describe_snapshots(OwnerIds=["self"])["Snapshots"]
     }

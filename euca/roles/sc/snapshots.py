@@ -492,7 +492,8 @@ class SnapshotService:
         try:
             async with self._http() as http:
                 bucket = SnapshotBucket(http, msg.store)
-                await bucket.ensure()
+                if not await bucket.exists():
+                    return c.SweepReply()  # no snapshot was ever written
                 for snapshot_id in msg.dead:
                     await bucket.delete(sm.manifest_key(snapshot_id))
                 manifests: list[sm.SnapshotManifest] = []

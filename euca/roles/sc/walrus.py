@@ -84,6 +84,14 @@ class SnapshotBucket:
             if error.code != "BucketAlreadyOwnedByYou":
                 raise error
 
+    async def exists(self) -> bool:
+        response = await self._send("HEAD")
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise S3ClientError(f"HTTP{response.status_code}", f"HEAD {self.bucket}", response.status_code)
+        return True
+
     async def put(self, key: str, data: bytes, digest: str | None = None) -> None:
         digest = digest or hashlib.sha256(data).hexdigest()
         response = await self._send("PUT", key, body=data, payload_hash=digest)
