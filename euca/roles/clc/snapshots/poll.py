@@ -169,10 +169,12 @@ class SnapshotPoll:
     async def _sweep(self, storage: Sequence[StorageController]) -> None:
         def read(tx: Any) -> tuple[bool, list[str], list[str]]:
             deleted, failed = records.dead(tx)
-            return bool(records.pending(tx)) or self.restoring(tx), deleted, failed
+            if not deleted and self._swept_once:
+                return False, deleted, failed  # nothing to do: the busy checks are not worth a read
+            return not (records.pending(tx) or self.restoring(tx)), deleted, failed
 
-        busy, deleted, failed = await self.store.read(read)
-        if busy or (not deleted and self._swept_once):
+        due, deleted, failed = await self.store.read(read)
+        if not due:
             return
         up = [sc for sc in storage if sc.state == "up"]
         if not up:
