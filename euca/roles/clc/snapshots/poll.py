@@ -173,11 +173,11 @@ class SnapshotPoll:
                 return False, deleted, failed  # nothing to do: the busy checks are not worth a read
             return not (records.pending(tx) or self.restoring(tx)), deleted, failed
 
-        due, deleted, failed = await self.store.read(read)
-        if not due:
-            return
         up = [sc for sc in storage if sc.state == "up"]
         if not up:
+            return
+        due, deleted, failed = await self.store.read(read)
+        if not due:
             return
         try:
             store = await self.snapshot_store()
