@@ -11,10 +11,13 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from euca.core.iam import schema as iam_schema
+from euca.core.iam.changes import ChangeCounter
 from euca.core.store import Store, Tx
 
 ADMIN_ACCOUNT = "eucalyptus"
@@ -130,17 +133,31 @@ def _new_secret() -> str:
 
 
 class Identity:
-    # Looked-up keys are cached briefly: every request needs one, and disabling a key must still take effect soon.
-    CACHE_SECONDS = 5.0
+    # Looked-up keys are cached: every request needs one. Any change to identity (a key deleted or disabled, in
+    # any process) moves the shared change counter, which drops the cache at once; the time limit only bounds
+    # how long a key another host's store changed (none today: one store per cloud) could linger.
+    CACHE_SECONDS = 60.0
 
     def __init__(self, store: Store):
         self.store = store
         store.migrate("identity", SCHEMA)
+        store.migrate("iam", iam_schema.SCHEMA)
+        self.changes = ChangeCounter(_changes_path(store))
         self._cache: dict[str, tuple[float, AccessKey | None]] = {}
+
+    def changed(self) -> None:
+        """Identity changed (keys, users, policies): every process drops what it cached."""
+        self.changes.bump()
+        self.forget_cached()
+
+    def check_changes(self) -> None:
+        if self.changes.changed():
+            self.forget_cached()
 
     # -- lookups used on every request ---------------------------------------------------------
 
     async def access_key(self, access_key_id: str) -> AccessKey | None:
+        self.check_changes()
         now = time.monotonic()
         hit = self._cache.get(access_key_id)
         if hit is not None and now - hit[0] < self.CACHE_SECONDS:
@@ -245,7 +262,7 @@ class Identity:
                 raise IdentityError(f"no access key {access_key_id}")
 
         self.store.write_sync(fn)
-        self._cache.pop(access_key_id, None)
+        self.changed()
 
     def delete_access_key(self, access_key_id: str) -> None:
         def fn(tx: Tx) -> None:
@@ -253,7 +270,7 @@ class Identity:
                 raise IdentityError(f"no access key {access_key_id}")
 
         self.store.write_sync(fn)
-        self._cache.pop(access_key_id, None)
+        self.changed()
 
     def list_accounts(self) -> list[Account]:
         rows = self.store.read_sync(
@@ -361,6 +378,12 @@ class Identity:
             keys = [self.create_access_key(ADMIN_ACCOUNT, ADMIN_USER)]
             created = True
         return account, keys[0], created
+
+
+def _changes_path(store: Store) -> Path | None:
+    if store.path == ":memory:" or store.path.startswith("file:"):
+        return None
+    return Path(store.path + ".identity-changes")
 
 
 def _insert_user(tx: Tx, account_id: str, name: str) -> None:
