@@ -10,13 +10,16 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from euca.core.iam import schema as iam_schema
+from euca.core.iam import sessions
 from euca.core.iam.changes import ChangeCounter
 from euca.core.store import Store, Tx
 
@@ -82,14 +85,30 @@ class Principal:
     canonical_id: str
     user_name: str
     access_key_id: str
+    # The user's IAM unique id and path (GetCallerIdentity, ARNs).
+    user_id: str = ""
+    path: str = "/"
+    # Temporary credentials (STS): an assumed role's name and session name; a GetSessionToken session has
+    # neither but `temporary` set.
+    role_name: str | None = None
+    session_name: str | None = None
+    role_id: str = ""
+    temporary: bool = False
 
     @property
     def is_cloud_admin(self) -> bool:
-        return self.account_name == ADMIN_ACCOUNT
+        return self.account_name == ADMIN_ACCOUNT and self.role_name is None
+
+    @property
+    def is_account_admin(self) -> bool:
+        """The account's `admin` user (or a session of it): everything in its account is allowed."""
+        return self.user_name == ADMIN_USER and self.role_name is None
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:iam::{self.account_id}:user/{self.user_name}"
+        if self.role_name is not None:
+            return f"arn:aws:sts::{self.account_id}:assumed-role/{self.role_name}/{self.session_name}"
+        return f"arn:aws:iam::{self.account_id}:user{self.path}{self.user_name}"
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,9 @@ class AccessKey:
     secret_key: str
     active: bool
     principal: Principal
+    # Temporary credentials: the session token that must come with them, and when they expire (epoch seconds).
+    session_token: str | None = None
+    expires: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +165,11 @@ class Identity:
         store.migrate("identity", SCHEMA)
         store.migrate("iam", iam_schema.SCHEMA)
         self.changes = ChangeCounter(_changes_path(store))
+        # What time it is for temporary credentials (tests move it instead of sleeping).
+        self.clock: Callable[[], float] = time.time
         self._cache: dict[str, tuple[float, AccessKey | None]] = {}
+        # Parsed identity policies per principal (euca.core.authorize), dropped with the keys on any change.
+        self.policy_cache: dict[tuple[str, str, str], Any] = {}
 
     def changed(self) -> None:
         """Identity changed (keys, users, policies): every process drops what it cached."""
@@ -200,6 +226,7 @@ class Identity:
 
     def forget_cached(self) -> None:
         self._cache.clear()
+        self.policy_cache.clear()
 
     # -- administration (synchronous: CLI and first start) -------------------------------------
 
@@ -407,9 +434,12 @@ def _load_account(tx: Tx, column: str, value: str) -> Account | None:
 
 
 def _load_key(tx: Tx, access_key_id: str) -> AccessKey | None:
+    if access_key_id.startswith(sessions.KEY_PREFIX):
+        return _load_session(tx, access_key_id)
     row = tx.one(
-        "SELECT k.access_key_id, k.secret_key, k.active, k.user_name, a.account_id, a.name, a.canonical_id "
-        "FROM access_keys k JOIN accounts a ON a.account_id = k.account_id WHERE k.access_key_id=?",
+        "SELECT k.access_key_id, k.secret_key, k.active, k.user_name, a.account_id, a.name, a.canonical_id, "
+        "u.user_id, u.path FROM access_keys k JOIN accounts a ON a.account_id = k.account_id "
+        "JOIN users u ON u.account_id = k.account_id AND u.name = k.user_name WHERE k.access_key_id=?",
         (access_key_id,),
     )
     if row is None:
@@ -420,8 +450,37 @@ def _load_key(tx: Tx, access_key_id: str) -> AccessKey | None:
         canonical_id=row["canonical_id"],
         user_name=row["user_name"],
         access_key_id=row["access_key_id"],
+        user_id=row["user_id"],
+        path=row["path"],
     )
     return AccessKey(row["access_key_id"], row["secret_key"], bool(row["active"]), principal)
+
+
+def _load_session(tx: Tx, access_key_id: str) -> AccessKey | None:
+    session = sessions.load(tx, access_key_id)
+    if session is None:
+        return None
+    account = _load_account(tx, "account_id", session.account_id)
+    if account is None:
+        return None
+    user = tx.one(
+        "SELECT user_id, path FROM users WHERE account_id=? AND name=?",
+        (session.account_id, session.user_name),
+    )
+    principal = Principal(
+        account_id=account.account_id,
+        account_name=account.name,
+        canonical_id=account.canonical_id,
+        user_name=session.user_name,
+        access_key_id=access_key_id,
+        user_id=user["user_id"] if user is not None else "",
+        path=user["path"] if user is not None else "/",
+        role_name=session.role_name,
+        session_name=session.session_name,
+        role_id=session.role_id,
+        temporary=True,
+    )
+    return AccessKey(access_key_id, session.secret_key, True, principal, session.token, session.expires)
 
 
 def _load_certificates(tx: Tx, where: str, params: tuple[str, ...]) -> list[SigningCertificate]:

@@ -386,6 +386,25 @@ def _condition(op: str, key: str, wanted: list[str], ctx: Context) -> bool:
     return not hit if negated else hit
 
 
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def _expand(pattern: str, ctx: Context) -> str:
+    """Policy variables in a resource (`arn:aws:s3:::home/${aws:username}/*`): the request's value of the key;
+    `${*}`, `${?}`, `${$}` the character itself. A key the request lacks matches nothing (IAM's rule)."""
+    if "${" not in pattern:
+        return pattern
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in ("*", "?", "$"):
+            return name
+        found = ctx.keys.get(name.lower())
+        return found[0] if found else "\0"  # no request value: a character no ARN holds
+
+    return _VARIABLE.sub(value, pattern)
+
+
 def statement_applies(st: Statement, ctx: Context) -> bool:
     if st.principals is not None and not _principal_matches(st.principals, ctx):
         return False
@@ -395,9 +414,9 @@ def statement_applies(st: Statement, ctx: Context) -> bool:
         return False
     if st.not_actions is not None and any(wild(a, ctx.action, True) for a in st.not_actions):
         return False
-    if st.resources is not None and not any(wild(r, ctx.resource) for r in st.resources):
+    if st.resources is not None and not any(wild(_expand(r, ctx), ctx.resource) for r in st.resources):
         return False
-    if st.not_resources is not None and any(wild(r, ctx.resource) for r in st.not_resources):
+    if st.not_resources is not None and any(wild(_expand(r, ctx), ctx.resource) for r in st.not_resources):
         return False
     return all(_condition(op, key, values, ctx) for op, key, values in st.conditions)
 

@@ -212,9 +212,14 @@ def test_documents_come_back_as_sent(euca: EucaServer, account: Credentials) -> 
 
 def test_a_deleted_or_disabled_key_stops_at_once(euca: EucaServer, account: Credentials) -> None:
     iam = euca.client("iam", creds=account)
-    iam.create_user(UserName="keyed")
-    key = iam.create_access_key(UserName="keyed")["AccessKey"]
-    creds = Credentials(key["AccessKeyId"], key["SecretAccessKey"], account.account, account.canonical_id)
+    listing = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}],
+        }
+    )
+    creds = new_user(iam, account, "keyed", listing)
+    key = {"AccessKeyId": creds.access_key}
     s3 = euca.client("s3", creds=creds)
     s3.list_buckets()  # known and cached
     iam.update_access_key(UserName="keyed", AccessKeyId=key["AccessKeyId"], Status="Inactive")

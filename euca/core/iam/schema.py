@@ -3,6 +3,8 @@ Steps are only ever appended."""
 
 from __future__ import annotations
 
+from euca.core.iam import sessions
+
 SCHEMA = [
     """
     ALTER TABLE users ADD COLUMN path TEXT NOT NULL DEFAULT '/';
@@ -100,4 +102,6 @@ SCHEMA = [
         FOREIGN KEY (account_id, role_name) REFERENCES iam_roles(account_id, name) ON DELETE CASCADE
     );
     """,
+    # STS's temporary credentials (sessions.py).
+    sessions.SCHEMA,
 ]

@@ -42,7 +42,7 @@ from euca.roles.clc.addresses import api as addresses_api
 from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.cluster_link import ClusterCaller, ClusterLink
-from euca.roles.clc.iam.app import IamApp
+from euca.roles.clc.iam.app import IamApp, StsApp
 from euca.roles.clc.images import api as images_api
 from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
@@ -149,7 +149,7 @@ class ClcRole:
         # Components on other hosts join at POST /services/cluster/join with a token (join.py).
         self.apps = [Ec2App(ctx, self.link), join.JoinApp(ctx)]
         # IAM (Euare) and STS on the same port (issue 12).
-        self.apps += [IamApp(ctx)]
+        self.apps += [IamApp(ctx), StsApp(ctx)]
         ctx.on_ready.append(self.on_ready)
 
     async def on_ready(self) -> None:

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from euca.core.auth import AuthError, authenticate
+from euca.core.authorize import identity_verdict, request_keys
 from euca.core.http import Request, Response
 from euca.core.identity import Principal
 from euca.core.roles import RoleContext
 from euca.protocol.ec2 import messages, wire
 from euca.protocol.ec2.wire import Ec2Error
+from euca.protocol.policy import ALLOW
 from euca.roles.clc.cluster_link import ClusterLink
 
 log = logging.getLogger("euca.clc")
@@ -38,6 +40,8 @@ class Ec2Call:
     # The CLC's connection to its clusters (caller, node image certificate, poller poke); None where the
     # API runs without one (a handler needing it answers Unavailable).
     cluster: ClusterLink | None = None
+    # The HTTP request (the client's address and transport, for policy conditions); None in handler tests.
+    request: Request | None = None
 
     @property
     def account_id(self) -> str:
@@ -62,6 +66,9 @@ _AUTH_CODES = {
     "MissingSecurityHeader": ("MissingAuthenticationToken", 401),
     "AuthorizationHeaderMalformed": ("IncompleteSignature", 400),
     "AuthorizationQueryParametersError": ("IncompleteSignature", 400),
+    # Temporary credentials: EC2 answers expired ones RequestExpired (its documented code), bad tokens AuthFailure.
+    "InvalidToken": ("AuthFailure", 401),
+    "ExpiredToken": ("RequestExpired", 400),
 }
 
 
@@ -104,7 +111,7 @@ class Ec2Api:
                 raise auth_failure(e) from None
             if result.principal is None:
                 raise Ec2Error("AuthFailure", "AWS was not able to validate the provided access credentials")
-            call = Ec2Call(self.ctx, result.principal, request_id, self.cluster)
+            call = Ec2Call(self.ctx, result.principal, request_id, self.cluster, request)
             env = wire.envelope(params)
             version = env.version
             answer = await self.dispatch(call, env)
@@ -125,6 +132,31 @@ class Ec2Api:
                 raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
             raise Ec2Error("UnsupportedOperation", f"The action {action} is not supported by this cloud.")
         typed = wire.parse_request(action, env.params, request_type)
+        await self.authorise(call, action, typed)
         if getattr(typed, "dry_run", False):
             raise Ec2Error("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
         return await handler(call, typed)
+
+    async def authorise(self, call: Ec2Call, action: str, typed: Any) -> None:
+        """The caller's identity policies must allow the action (an account's admin user: always) on each
+        instance it names, or on the account's EC2 resources; an explicit Deny wins. AWS checks this before
+        DryRun, so a dry run tells whether the call would be allowed."""
+        principal = call.principal
+        if principal.is_account_admin:
+            return
+        region, account = self.ctx.config.region, principal.account_id
+        ids = getattr(typed, "instance_ids", None)
+        resources = (
+            [f"arn:aws:ec2:{region}:{account}:instance/{i}" for i in ids]
+            if isinstance(ids, list) and ids and action != "DescribeInstances"
+            else [f"arn:aws:ec2:{region}:{account}:*"]
+        )
+        keys = request_keys(principal, call.request, self.ctx.identity.clock())
+        for resource in resources:
+            verdict = await identity_verdict(self.ctx.identity, principal, f"ec2:{action}", resource, keys)
+            if verdict != ALLOW:
+                raise Ec2Error(
+                    "UnauthorizedOperation",
+                    f"You are not authorized to perform this operation. User: {principal.arn} is not authorized "
+                    f"to perform: ec2:{action} on resource: {resource}",
+                )

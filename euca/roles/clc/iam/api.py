@@ -9,6 +9,22 @@ from euca.core.iam import policies, roles, users
 from euca.core.iam.common import page
 from euca.roles.clc.iam.call import Handler, QueryCall
 
+# Actions that act on the caller when no UserName is given.
+CALLER_DEFAULT_ACTIONS = frozenset(
+    {
+        "GetUser",
+        "CreateAccessKey",
+        "ListAccessKeys",
+        "UpdateAccessKey",
+        "DeleteAccessKey",
+        "CreateLoginProfile",
+        "GetLoginProfile",
+        "DeleteLoginProfile",
+        "UploadSigningCertificate",
+        "ListSigningCertificates",
+    }
+)
+
 
 def _user_or_caller(call: QueryCall, p: dict[str, Any]) -> str:
     """Key, certificate and login operations act on the caller when no UserName is given, as IAM does."""

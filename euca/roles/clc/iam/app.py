@@ -9,12 +9,14 @@ import logging
 from typing import Any
 
 from euca.core.auth import AuthError, authenticate
+from euca.core.authorize import identity_verdict, request_keys
 from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
+from euca.protocol import policy
 from euca.protocol.errors import CodedError
 from euca.protocol.query import wire
 from euca.protocol.query.wire import QueryError
-from euca.roles.clc.iam import api
+from euca.roles.clc.iam import api, sts
 from euca.roles.clc.iam.call import Handler, QueryCall
 
 log = logging.getLogger("euca.clc")
@@ -30,6 +32,8 @@ _AUTH_CODES = {
         403,
     ),
     "AccessDenied": ("AccessDenied", None, 403),
+    "InvalidToken": ("InvalidClientTokenId", "The security token included in the request is invalid.", 403),
+    "ExpiredToken": ("ExpiredToken", "The security token included in the request is expired", 400),
     "RequestTimeTooSkewed": ("RequestExpired", None, 400),
     "MissingSecurityHeader": ("MissingAuthenticationToken", None, 403),
     "AuthorizationHeaderMalformed": ("IncompleteSignature", None, 400),
@@ -98,25 +102,56 @@ class QueryApi:
         if result.principal is None:
             raise QueryError("MissingAuthenticationToken", "Request is missing Authentication Token", 403)
         env = wire.envelope(self.service, params)
-        call = QueryCall(self.ctx, result.principal, request_id, result.principal.account_id)
+        call = QueryCall(self.ctx, result.principal, request_id, result.principal.account_id, request)
         return env.action, wire.decode_input(self.service, env.action, env.params), call
 
     async def dispatch(self, call: QueryCall, action: str, params: dict[str, Any]) -> dict[str, Any] | None:
         handler = self.handlers.get(action)
         if handler is None:
             raise QueryError("NotImplemented", f"The action {action} is not supported by this cloud.", 501)
-        self.authorise(call, action)
+        if self.service == "iam":
+            await authorise_iam(call, action, params)
+        # STS: GetCallerIdentity and GetSessionToken need no permission (as in AWS); AssumeRole decides itself.
         return await handler(call, params)
 
-    def authorise(self, call: QueryCall, action: str) -> None:
-        """The account's admin user may do everything in its account, the cloud admin in any. Anyone else
-        needs a policy allowing it."""
-        principal = call.principal
-        if principal.user_name == "admin" and (
-            principal.account_id == call.account_id or principal.is_cloud_admin
-        ):
-            return
-        raise not_authorized(call, self.service, action, f"arn:aws:iam::{call.account_id}:*")
+
+# The parameter that names the entity an IAM action acts on, and the ARN kind it makes.
+_ENTITY_PARAMS = (
+    ("UserName", "user"),
+    ("GroupName", "group"),
+    ("RoleName", "role"),
+    ("InstanceProfileName", "instance-profile"),
+)
+
+
+def iam_resource(call: QueryCall, action: str, params: dict[str, Any]) -> str:
+    """The ARN an IAM action is authorised on: the entity it names (a managed policy by its ARN; the caller
+    itself for key, certificate and login actions without a user), else the account's IAM resources."""
+    account = call.account_id
+    if "PolicyArn" in params and not action.startswith(("Attach", "Detach")):
+        return str(params["PolicyArn"])
+    if action in ("CreatePolicy",):
+        return f"arn:aws:iam::{account}:policy{params.get('Path') or '/'}{params['PolicyName']}"
+    for param, kind in _ENTITY_PARAMS:
+        if param in params:
+            path = params.get("Path") or "/" if action.startswith("Create") else "/"
+            return f"arn:aws:iam::{account}:{kind}{path}{params[param]}"
+    if action in api.CALLER_DEFAULT_ACTIONS:
+        return call.principal.arn
+    return f"arn:aws:iam::{account}:*"
+
+
+async def authorise_iam(call: QueryCall, action: str, params: dict[str, Any]) -> None:
+    """The account's admin user may do everything in its account, the cloud admin in any; anyone else what
+    its identity policies allow (an explicit Deny wins)."""
+    principal = call.principal
+    resource = iam_resource(call, action, params)
+    if principal.account_id != call.account_id and not principal.is_cloud_admin:
+        raise not_authorized(call, "iam", action, resource)
+    keys = request_keys(principal, call.request, call.ctx.identity.clock())
+    verdict = await identity_verdict(call.ctx.identity, principal, f"iam:{action}", resource, keys)
+    if verdict != policy.ALLOW:
+        raise not_authorized(call, "iam", action, resource)
 
 
 class IamApp:
@@ -126,6 +161,21 @@ class IamApp:
 
     def __init__(self, ctx: RoleContext):
         self.api = QueryApi(ctx, "iam", api.HANDLERS)
+
+    def claims(self, request: Request) -> bool:
+        return False
+
+    async def handle(self, request: Request) -> Response:
+        return await self.api(request)
+
+
+class StsApp:
+    name = "sts"
+    services = frozenset({"sts"})
+    path_prefixes = ("/services/Tokens",)
+
+    def __init__(self, ctx: RoleContext):
+        self.api = QueryApi(ctx, "sts", sts.HANDLERS)
 
     def claims(self, request: Request) -> bool:
         return False

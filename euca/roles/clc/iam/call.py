@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from euca.core.http import Request
 from euca.core.identity import Principal
 from euca.core.roles import RoleContext
 from euca.core.store import Tx
@@ -20,6 +21,7 @@ class QueryCall:
     request_id: str
     # The account the call acts in: the caller's own, or for the cloud admin the one DelegateAccount names.
     account_id: str
+    request: Request
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         return await self.ctx.store.read(fn)
