@@ -33,23 +33,50 @@ def _owner(principal: Principal) -> tuple[str, str]:
     return "user", principal.user_name
 
 
-async def identity_policies(identity: Identity, principal: Principal) -> list[Policy]:
+class PrincipalPolicies:
+    """A principal's parsed identity policies, and the verdicts already reached for (action, resource) when no
+    statement has a condition (the verdict then depends on nothing else): a repeated request costs one lookup."""
+
+    __slots__ = ("policies", "conditional", "verdicts")
+
+    def __init__(self, found: list[Policy]):
+        self.policies = found
+        self.conditional = any(st.conditions for p in found for st in p.statements)
+        self.verdicts: dict[tuple[str, str], str | None] = {}
+
+    def verdict(self, ctx: Context) -> str | None:
+        if self.conditional:
+            return policy.evaluate_all(self.policies, ctx)
+        key = (ctx.action, ctx.resource)
+        try:
+            return self.verdicts[key]
+        except KeyError:
+            pass
+        answer = policy.evaluate_all(self.policies, ctx)
+        if len(self.verdicts) > 4096:
+            self.verdicts.clear()
+        self.verdicts[key] = answer
+        return answer
+
+
+async def identity_policies(identity: Identity, principal: Principal) -> PrincipalPolicies:
     identity.check_changes()
     kind, name = _owner(principal)
     key = (principal.account_id, kind, name)
-    found: list[Policy] | None = identity.policy_cache.get(key)
+    found: PrincipalPolicies | None = identity.policy_cache.get(key)
     if found is None:
         documents = await identity.store.read(
             lambda tx: iam_policies.effective_documents(tx, principal.account_id, kind, name)
         )
-        found = []
+        parsed = []
         for document in documents:
             try:
-                found.append(policy.parse(document, _STORED))
+                parsed.append(policy.parse(document, _STORED))
             except policy.PolicyDocumentError as e:  # never expected: logged, and the document grants nothing
                 log.warning(
                     "stored policy unreadable account=%s %s=%s: %s", principal.account_id, kind, name, e
                 )
+        found = PrincipalPolicies(parsed)
         if len(identity.policy_cache) > 10000:
             identity.policy_cache.clear()
         identity.policy_cache[key] = found
@@ -84,4 +111,4 @@ async def identity_verdict(
     if principal.is_account_admin:
         return ALLOW
     found = await identity_policies(identity, principal)
-    return policy.evaluate_all(found, Context(action, resource, principal.account_id, principal.arn, keys))
+    return found.verdict(Context(action, resource, principal.account_id, principal.arn, keys))
