@@ -35,13 +35,19 @@ def _owner(principal: Principal) -> tuple[str, str]:
 
 class PrincipalPolicies:
     """A principal's parsed identity policies, and the verdicts already reached for (action, resource) when no
-    statement has a condition (the verdict then depends on nothing else): a repeated request costs one lookup."""
+    statement has a condition or a policy variable (the verdict then depends on nothing else): a repeated
+    request costs one lookup."""
 
     __slots__ = ("policies", "conditional", "verdicts")
 
     def __init__(self, found: list[Policy]):
         self.policies = found
-        self.conditional = any(st.conditions for p in found for st in p.statements)
+        # Conditions, and variables in resources (`${aws:SourceIp}`), make a verdict depend on the request.
+        self.conditional = any(
+            st.conditions or any("${" in r for r in (st.resources or []) + (st.not_resources or []))
+            for p in found
+            for st in p.statements
+        )
         self.verdicts: dict[tuple[str, str], str | None] = {}
 
     def verdict(self, ctx: Context) -> str | None:

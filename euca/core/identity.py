@@ -231,25 +231,7 @@ class Identity:
     # -- administration (synchronous: CLI and first start) -------------------------------------
 
     def create_account(self, name: str) -> Account:
-        if not _NAME_RE.match(name):
-            raise IdentityError(f"invalid account name {name!r}: lowercase letters, digits, '.' and '-'")
-
-        def fn(tx: Tx) -> Account:
-            if tx.one("SELECT 1 FROM accounts WHERE name=?", (name,)):
-                raise IdentityError(f"account {name} already exists")
-            while True:
-                account_id = f"{secrets.randbelow(10**12):012d}"
-                if not tx.one("SELECT 1 FROM accounts WHERE account_id=?", (account_id,)):
-                    break
-            canonical_id = secrets.token_hex(32)
-            tx.execute(
-                "INSERT INTO accounts(account_id, name, canonical_id, created) VALUES(?,?,?,?)",
-                (account_id, name, canonical_id, time.time()),
-            )
-            _insert_user(tx, account_id, ADMIN_USER)
-            return Account(account_id, name, canonical_id)
-
-        return self.store.write_sync(fn)
+        return self.store.write_sync(lambda tx: create_account_tx(tx, name))
 
     def create_user(self, account_name: str, user_name: str) -> None:
         if not _USER_RE.match(user_name):
@@ -405,6 +387,68 @@ class Identity:
             keys = [self.create_access_key(ADMIN_ACCOUNT, ADMIN_USER)]
             created = True
         return account, keys[0], created
+
+
+def check_account_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise IdentityError(f"invalid account name {name!r}: lowercase letters, digits, '.' and '-'")
+
+
+def create_account_tx(tx: Tx, name: str) -> Account:
+    """A new account with its `admin` user (no access key)."""
+    check_account_name(name)
+    if tx.one("SELECT 1 FROM accounts WHERE name=?", (name,)):
+        raise IdentityError(f"account {name} already exists")
+    while True:
+        account_id = f"{secrets.randbelow(10**12):012d}"
+        if not tx.one("SELECT 1 FROM accounts WHERE account_id=?", (account_id,)):
+            break
+    canonical_id = secrets.token_hex(32)
+    tx.execute(
+        "INSERT INTO accounts(account_id, name, canonical_id, created) VALUES(?,?,?,?)",
+        (account_id, name, canonical_id, time.time()),
+    )
+    _insert_user(tx, account_id, ADMIN_USER)
+    return Account(account_id, name, canonical_id)
+
+
+def list_accounts_tx(tx: Tx) -> list[Account]:
+    rows = tx.all("SELECT account_id, name, canonical_id FROM accounts ORDER BY name")
+    return [Account(r["account_id"], r["name"], r["canonical_id"]) for r in rows]
+
+
+def find_account_tx(tx: Tx, name_or_id: str) -> Account | None:
+    return _load_account(tx, "name", name_or_id) or _load_account(tx, "account_id", name_or_id)
+
+
+# What an account may still hold when it is deleted without Recursive: only its admin user.
+_ACCOUNT_CONTENTS = (
+    ("SELECT 1 FROM users WHERE account_id=? AND name<>'admin'", "users"),
+    ("SELECT 1 FROM iam_groups WHERE account_id=?", "groups"),
+    ("SELECT 1 FROM iam_roles WHERE account_id=?", "roles"),
+    ("SELECT 1 FROM iam_policies WHERE account_id=?", "policies"),
+    ("SELECT 1 FROM iam_instance_profiles WHERE account_id=?", "instance profiles"),
+)
+
+
+def delete_account_tx(tx: Tx, name: str, recursive: bool) -> Account:
+    """Delete an account and everything of its identity (users, keys, certificates, groups, policies, roles,
+    sessions: the tables cascade). Without `recursive`, only an account that holds nothing but its admin user.
+    Raises LookupError (no such account), PermissionError (the cloud administrators' account) or
+    IdentityError (not empty)."""
+    account = _load_account(tx, "name", name)
+    if account is None:
+        raise LookupError(name)
+    if account.name == ADMIN_ACCOUNT:
+        raise PermissionError(name)
+    if not recursive:
+        for sql, what in _ACCOUNT_CONTENTS:
+            if tx.one(sql, (account.account_id,)):
+                raise IdentityError(
+                    f"Account {name} still has {what}; delete them first or ask for Recursive."
+                )
+    tx.execute("DELETE FROM accounts WHERE account_id=?", (account.account_id,))
+    return account
 
 
 def _changes_path(store: Store) -> Path | None:

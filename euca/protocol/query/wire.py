@@ -24,6 +24,7 @@ import msgspec
 
 from euca.protocol.ec2 import wire as ec2_wire
 from euca.protocol.errors import CodedError
+from euca.protocol.query import euare
 
 MODEL_FILES = {"iam": "iam-2010-05-08.json.gz", "sts": "sts-2011-06-15.json.gz"}
 
@@ -74,7 +75,8 @@ class Model:
 @cache
 def model(service: str) -> Model:
     data = resources.files(__package__).joinpath(MODEL_FILES[service]).read_bytes()
-    return Model(msgspec.json.decode(gzip.decompress(data)))
+    raw = msgspec.json.decode(gzip.decompress(data))
+    return Model(euare.extend(raw) if service == "iam" else raw)
 
 
 # -- requests --------------------------------------------------------------------------------------------
@@ -90,6 +92,8 @@ def parse_form(query: str, body: bytes, content_type: str | None) -> dict[str, s
 class Envelope(msgspec.Struct, frozen=True):
     action: str
     params: dict[str, str]
+    # Euare's DelegateAccount: the account (name or id) the cloud administrator acts in; "" for its own.
+    delegate: str = ""
 
 
 def envelope(service: str, params: dict[str, str]) -> Envelope:
@@ -104,10 +108,10 @@ def envelope(service: str, params: dict[str, str]) -> Envelope:
         raise QueryError(
             "InvalidAction", f"Could not find operation {action[:64]} for version {version[:32]}"
         )
-    own = {
-        k: v for k, v in params.items() if k not in ("Action", "Version") and k not in ec2_wire.AUTH_PARAMS
-    }
-    return Envelope(action, own)
+    skip = ("Action", "Version", euare.DELEGATE_PARAM)
+    own = {k: v for k, v in params.items() if k not in skip and k not in ec2_wire.AUTH_PARAMS}
+    delegate = params.get(euare.DELEGATE_PARAM, "") if service == "iam" else ""
+    return Envelope(action, own, delegate)
 
 
 def decode_input(service: str, action: str, params: dict[str, str]) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from euca.roles.clc.poller import Poller, PollSettings
 from euca.roles.clc.security_groups import api as security_groups_api
 from euca.roles.clc.security_groups import records as security_groups_records
 from euca.roles.clc.tags import api as tags_api
+from euca.roles.clc.tags import records as tags_records
 from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
 from euca.roles.clc.topology import records as topology_records
@@ -109,7 +110,7 @@ class Ec2App:
 
     def __init__(self, ctx: RoleContext, cluster: ClusterLink | None = None):
         self.ctx = ctx
-        self.api = Ec2Api(ctx, HANDLERS, cluster)
+        self.api = Ec2Api(ctx, HANDLERS, cluster, tags_of=tags_records.tags_of)
 
     def claims(self, request: Request) -> bool:
         # EC2 Query requests: ?Action=... or a form POST to the root.

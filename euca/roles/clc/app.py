@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from euca.core.auth import AuthError, authenticate
-from euca.core.authorize import identity_verdict, request_keys
+from euca.core.authorize import identity_policies, identity_verdict, request_keys
 from euca.core.http import Request, Response
 from euca.core.identity import Principal
 from euca.core.roles import RoleContext
+from euca.core.store import Tx
+from euca.protocol import policy
 from euca.protocol.ec2 import messages, wire
 from euca.protocol.ec2.wire import Ec2Error
 from euca.protocol.policy import ALLOW
@@ -55,6 +57,7 @@ class Ec2Call:
 
 
 Handler = Callable[[Ec2Call, Any], Awaitable[Any]]
+TagsOf = Callable[[Tx, str, list[str]], dict[str, dict[str, str]]]
 
 # How an authentication failure reads to an EC2 client (EC2 has no SignatureDoesNotMatch or
 # InvalidAccessKeyId of its own: it answers AuthFailure).
@@ -80,10 +83,19 @@ def auth_failure(error: AuthError) -> Ec2Error:
 class Ec2Api:
     """Parses, authenticates and dispatches one EC2 Query request."""
 
-    def __init__(self, ctx: RoleContext, handlers: dict[str, Handler], cluster: ClusterLink | None = None):
+    def __init__(
+        self,
+        ctx: RoleContext,
+        handlers: dict[str, Handler],
+        cluster: ClusterLink | None = None,
+        tags_of: TagsOf | None = None,
+    ):
         self.ctx = ctx
         self.handlers = handlers
         self.cluster = cluster
+        # The tags of resources by id (tags.records.tags_of, handed in by the composition root: tags' api
+        # imports this module), for conditions on ec2:ResourceTag/...; None: no tags known.
+        self.tags_of: TagsOf = tags_of if tags_of is not None else (lambda tx, account, ids: {})
 
     async def __call__(self, request: Request) -> Response:
         request_id = wire.new_request_id()
@@ -152,11 +164,32 @@ class Ec2Api:
             else [f"arn:aws:ec2:{region}:{account}:*"]
         )
         keys = request_keys(principal, call.request, self.ctx.identity.clock())
+        tags: dict[str, dict[str, str]] = {}
+        if isinstance(ids, list) and ids and await self._reads_resource_tags(principal):
+            read_tags = self.tags_of
+            tags = await self.ctx.store.read(lambda tx: read_tags(tx, account, ids))
         for resource in resources:
-            verdict = await identity_verdict(self.ctx.identity, principal, f"ec2:{action}", resource, keys)
+            resource_keys = keys
+            found = tags.get(resource.rsplit("/", 1)[-1])
+            if found:
+                resource_keys = dict(keys)
+                for k, v in found.items():
+                    resource_keys[f"ec2:resourcetag/{k.lower()}"] = [v]
+                    resource_keys[f"aws:resourcetag/{k.lower()}"] = [v]
+            verdict = await identity_verdict(
+                self.ctx.identity, principal, f"ec2:{action}", resource, resource_keys
+            )
             if verdict != ALLOW:
                 raise Ec2Error(
                     "UnauthorizedOperation",
                     f"You are not authorized to perform this operation. User: {principal.arn} is not authorized "
                     f"to perform: ec2:{action} on resource: {resource}",
                 )
+
+    async def _reads_resource_tags(self, principal: Principal) -> bool:
+        """Whether the caller's policies have a condition on a resource's tags (only then are tags read)."""
+        found = await identity_policies(self.ctx.identity, principal)
+        return any(
+            policy.uses_key(p, "ec2:resourcetag/") or policy.uses_key(p, "aws:resourcetag/")
+            for p in found.policies
+        )

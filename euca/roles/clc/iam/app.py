@@ -11,12 +11,13 @@ from typing import Any
 from euca.core.auth import AuthError, authenticate
 from euca.core.authorize import identity_verdict, request_keys
 from euca.core.http import Request, Response
+from euca.core.identity import Principal, find_account_tx
 from euca.core.roles import RoleContext
 from euca.protocol import policy
 from euca.protocol.errors import CodedError
 from euca.protocol.query import wire
 from euca.protocol.query.wire import QueryError
-from euca.roles.clc.iam import api, sts
+from euca.roles.clc.iam import accounts, api, sts
 from euca.roles.clc.iam.call import Handler, QueryCall
 
 log = logging.getLogger("euca.clc")
@@ -102,14 +103,30 @@ class QueryApi:
         if result.principal is None:
             raise QueryError("MissingAuthenticationToken", "Request is missing Authentication Token", 403)
         env = wire.envelope(self.service, params)
-        call = QueryCall(self.ctx, result.principal, request_id, result.principal.account_id, request)
+        account_id = result.principal.account_id
+        if env.delegate:
+            account_id = await self._delegated(result.principal, env.delegate)
+        call = QueryCall(self.ctx, result.principal, request_id, account_id, request)
         return env.action, wire.decode_input(self.service, env.action, env.params), call
+
+    async def _delegated(self, principal: Principal, delegate: str) -> str:
+        """The account a DelegateAccount names (by name or id): the cloud administrator's alone to use."""
+        if not principal.is_cloud_admin or not principal.is_account_admin:
+            raise QueryError("AccessDenied", "Only the cloud administrator may act in another account.", 403)
+        found = await self.ctx.store.read(lambda tx: find_account_tx(tx, delegate))
+        if found is None:
+            raise QueryError("NoSuchEntity", f"The account with name {delegate} cannot be found.")
+        return found.account_id
 
     async def dispatch(self, call: QueryCall, action: str, params: dict[str, Any]) -> dict[str, Any] | None:
         handler = self.handlers.get(action)
         if handler is None:
             raise QueryError("NotImplemented", f"The action {action} is not supported by this cloud.", 501)
-        if self.service == "iam":
+        if action in accounts.HANDLERS:
+            # Account operations are the cloud administrator's (its admin user), never granted by a policy.
+            if not (call.principal.is_cloud_admin and call.principal.is_account_admin):
+                raise not_authorized(call, "iam", action, f"arn:aws:iam::{call.principal.account_id}:*")
+        elif self.service == "iam":
             await authorise_iam(call, action, params)
         # STS: GetCallerIdentity and GetSessionToken need no permission (as in AWS); AssumeRole decides itself.
         return await handler(call, params)
@@ -160,7 +177,7 @@ class IamApp:
     path_prefixes = ("/services/Euare",)
 
     def __init__(self, ctx: RoleContext):
-        self.api = QueryApi(ctx, "iam", api.HANDLERS)
+        self.api = QueryApi(ctx, "iam", {**api.HANDLERS, **accounts.HANDLERS})
 
     def claims(self, request: Request) -> bool:
         return False
