@@ -139,3 +139,36 @@ def test_the_account_admin_needs_no_policy(euca: EucaServer, account: Credential
     euca.client("ec2", creds=account).describe_instances()
     euca.client("iam", creds=account).list_users()
     euca.client("s3", creds=account).list_buckets()
+
+
+def test_copies_and_form_uploads_are_judged_too(euca: EucaServer, account: Credentials, iam: Any) -> None:
+    import httpx
+
+    admin_s3 = euca.client("s3", creds=account)
+    secret, public = "src-" + account.account, "dst-" + account.account
+    admin_s3.create_bucket(Bucket=secret)
+    admin_s3.create_bucket(Bucket=public)
+    admin_s3.put_object(Bucket=secret, Key="k", Body=b"hidden")
+    writer = euca.client(
+        "s3",
+        creds=new_user(iam, account, "copier", allow("s3:PutObject", resource=f"arn:aws:s3:::{public}/*")),
+    )
+    writer.put_object(Bucket=public, Key="own", Body=b"1")
+    # Writing the destination is not reading the source.
+    copy = {"Bucket": secret, "Key": "k"}
+    assert refused(lambda: writer.copy_object(Bucket=public, Key="stolen", CopySource=copy)) == "AccessDenied"
+    # A browser form signed by a user is that user's PutObject.
+    form = writer.generate_presigned_post(public, "posted")
+    assert httpx.post(form["url"], data=form["fields"], files={"file": b"ok"}).status_code == 204
+    elsewhere = writer.generate_presigned_post(secret, "posted")
+    refused_form = httpx.post(elsewhere["url"], data=elsewhere["fields"], files={"file": b"no"})
+    assert refused_form.status_code == 403 and b"AccessDenied" in refused_form.content
+
+
+def test_resource_tag_condition_without_the_tag(euca: EucaServer, account: Credentials, iam: Any) -> None:
+    only_red = allow("ec2:TerminateInstances", StringEquals={"ec2:ResourceTag/team": "red"})
+    ec2 = euca.client("ec2", creds=new_user(iam, account, "red-team", only_red))
+    assert (
+        refused(lambda: ec2.terminate_instances(InstanceIds=["i-0123456789abcdef0"]))
+        == "UnauthorizedOperation"
+    )

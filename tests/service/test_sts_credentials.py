@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
 from helpers.iam import new_account, new_user, refused
@@ -82,8 +83,15 @@ def test_session_token_works_everywhere_then_expires(
     assert refused(lambda: session_client(euca, "s3", wrong).list_buckets()) == "InvalidToken"
     assert refused(lambda: session_client(euca, "iam", wrong).list_users()) == "InvalidClientTokenId"
 
+    form = s3.generate_presigned_post(bucket, "posted")
+    assert "x-amz-security-token" in form["fields"]
+    assert httpx.post(form["url"], data=form["fields"], files={"file": b"p"}).status_code == 204
+    tokenless_form = {k: v for k, v in form["fields"].items() if k != "x-amz-security-token"}
+    assert b"InvalidToken" in httpx.post(form["url"], data=tokenless_form, files={"file": b"p"}).content
+
     later(901)
     assert refused(lambda: s3.list_buckets()) == "ExpiredToken"
+    assert b"ExpiredToken" in httpx.post(form["url"], data=form["fields"], files={"file": b"p"}).content
     assert refused(lambda: session_client(euca, "ec2", credentials).describe_instances()) == "RequestExpired"
     assert refused(lambda: session_client(euca, "iam", credentials).list_users()) == "ExpiredToken"
     assert refused(lambda: session_client(euca, "sts", credentials).get_caller_identity()) == "ExpiredToken"
