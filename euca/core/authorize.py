@@ -24,7 +24,9 @@ from euca.protocol.policy import ALLOW, Context, Policy
 log = logging.getLogger("euca.authorize")
 
 # Stored documents were checked when they were put; read back, they are parsed leniently (never dropped).
-_STORED = policy.Rules(principal="forbidden", resource_required=False, max_body_bytes=1 << 20, strict=False)
+_STORED = policy.Rules(
+    principal="forbidden", resource_required=False, max_body_bytes=1 << 20, strict=False, allow_limit=True
+)
 
 
 def _owner(principal: Principal) -> tuple[str, str]:
@@ -44,7 +46,8 @@ class PrincipalPolicies:
         self.policies = found
         # Conditions, and variables in resources (`${aws:SourceIp}`), make a verdict depend on the request.
         self.conditional = any(
-            st.conditions or any("${" in r for r in (st.resources or []) + (st.not_resources or []))
+            st.effect != policy.LIMIT
+            and (st.conditions or any("${" in r for r in (st.resources or []) + (st.not_resources or [])))
             for p in found
             for st in p.statements
         )
@@ -66,22 +69,25 @@ class PrincipalPolicies:
 
 
 async def identity_policies(identity: Identity, principal: Principal) -> PrincipalPolicies:
-    identity.check_changes()
     kind, name = _owner(principal)
-    key = (principal.account_id, kind, name)
+    return await owner_policies(identity, principal.account_id, kind, name)
+
+
+async def owner_policies(identity: Identity, account_id: str, kind: str, name: str) -> PrincipalPolicies:
+    """The parsed policies of one user (with its groups') or role, cached until identity changes."""
+    identity.check_changes()
+    key = (account_id, kind, name)
     found: PrincipalPolicies | None = identity.policy_cache.get(key)
     if found is None:
         documents = await identity.store.read(
-            lambda tx: iam_policies.effective_documents(tx, principal.account_id, kind, name)
+            lambda tx: iam_policies.effective_documents(tx, account_id, kind, name)
         )
         parsed = []
         for document in documents:
             try:
                 parsed.append(policy.parse(document, _STORED))
             except policy.PolicyDocumentError as e:  # never expected: logged, and the document grants nothing
-                log.warning(
-                    "stored policy unreadable account=%s %s=%s: %s", principal.account_id, kind, name, e
-                )
+                log.warning("stored policy unreadable account=%s %s=%s: %s", account_id, kind, name, e)
         found = PrincipalPolicies(parsed)
         if len(identity.policy_cache) > 10000:
             identity.policy_cache.clear()

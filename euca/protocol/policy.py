@@ -22,6 +22,9 @@ from euca.protocol.bounded import BoundsError, loads_json
 
 ALLOW = "Allow"
 DENY = "Deny"
+# Eucalyptus's quota statements: {"Effect": "Limit", "Action": .., "Resource": .., "Condition":
+# {"NumericLessThanEquals": {"ec2:quota-vminstancenumber": "16"}}}. They never allow or deny; `limits` reads them.
+LIMIT = "Limit"
 MAX_POLICY_DEPTH = 16  # a statement's Condition values sit at depth 5
 
 
@@ -66,6 +69,8 @@ class Rules:
     strict: bool = True
     check_action: Callable[[str], str | None] | None = None  # a message when the action is refused
     check_resource: Callable[[str], str | None] | None = None
+    # Identity policies may hold Limit (quota) statements.
+    allow_limit: bool = False
 
 
 _KNOWN_OPERATORS = {
@@ -178,7 +183,7 @@ def _statement(s: Any, rules: Rules) -> Statement:
     if not isinstance(s, dict):
         raise PolicyDocumentError("Invalid statement")
     effect = s.get("Effect")
-    if effect not in (ALLOW, DENY):
+    if effect not in (ALLOW, DENY) and not (effect == LIMIT and rules.allow_limit):
         raise PolicyDocumentError("Invalid effect")
     st = Statement(effect)
     sid = s.get("Sid")
@@ -220,6 +225,14 @@ def _statement(s: Any, rules: Rules) -> Statement:
     cond = s.get("Condition", {})
     if not isinstance(cond, dict):
         raise PolicyDocumentError("Invalid Condition")
+    if effect == LIMIT and (
+        set(cond) != {"NumericLessThanEquals"}
+        or not isinstance(cond["NumericLessThanEquals"], dict)
+        or not all(str(k).lower() in QUOTA_KEYS for k in cond["NumericLessThanEquals"])
+    ):
+        raise PolicyDocumentError(
+            "A Limit statement takes only NumericLessThanEquals conditions on quota keys"
+        )
     for op, body in cond.items():
         if base_operator(op) not in _KNOWN_OPERATORS or not isinstance(body, dict):
             raise PolicyDocumentError(f"Invalid Condition type : {op}")
@@ -422,14 +435,65 @@ def statement_applies(st: Statement, ctx: Context) -> bool:
 
 
 def evaluate(policy: Policy, ctx: Context) -> str | None:
-    """ "Deny" if any statement denies, else "Allow" if one allows, else None (the policy has no opinion)."""
+    """ "Deny" if any statement denies, else "Allow" if one allows, else None (the policy has no opinion).
+    Limit statements have no say here."""
     verdict = None
     for st in policy.statements:
+        if st.effect == LIMIT:
+            continue
         if statement_applies(st, ctx):
             if st.effect == DENY:
                 return DENY
             verdict = ALLOW
     return verdict
+
+
+# The quota keys of Eucalyptus's Limit statements (lower-case).
+QUOTA_KEYS = frozenset(
+    {
+        "ec2:quota-vminstancenumber",
+        "ec2:quota-cputotalsize",
+        "ec2:quota-memorytotalsize",
+        "ec2:quota-disktotalsize",
+        "ec2:quota-volumenumber",
+        "ec2:quota-volumetotalsize",
+        "ec2:quota-snapshotnumber",
+        "ec2:quota-addressnumber",
+        "s3:quota-bucketnumber",
+        "s3:quota-bucketobjectnumber",
+        "s3:quota-buckettotalsize",
+        "iam:quota-usernumber",
+        "iam:quota-groupnumber",
+        "iam:quota-rolenumber",
+    }
+)
+
+
+def limits(policies: Iterable[Policy], action: str, resource: str) -> dict[str, int]:
+    """The smallest value each quota key has in the Limit statements that match `action` on `resource`."""
+    found: dict[str, int] = {}
+    ctx = Context(action, resource, None, None)
+    for p in policies:
+        for st in p.statements:
+            if st.effect != LIMIT or not _matches_target(st, ctx):
+                continue
+            for _, key, values in st.conditions:
+                for value in values:
+                    number = _number(value)
+                    if number is not None:
+                        k = key.lower()
+                        found[k] = min(found.get(k, int(number)), int(number))
+    return found
+
+
+def _matches_target(st: Statement, ctx: Context) -> bool:
+    if st.actions is not None and not any(wild(a, ctx.action, True) for a in st.actions):
+        return False
+    if st.not_actions is not None and any(wild(a, ctx.action, True) for a in st.not_actions):
+        return False
+    if st.resources is not None and not any(wild(r, ctx.resource) for r in st.resources):
+        return False
+    return not (st.not_resources is not None and any(wild(r, ctx.resource) for r in st.not_resources))
 
 
 def evaluate_all(policies: Iterable[Policy], ctx: Context) -> str | None:

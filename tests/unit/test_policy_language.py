@@ -121,3 +121,36 @@ def test_conditions() -> None:
     assert allowed({"StringEqualsIfExists": {"ec2:ResourceTag/team": "red"}})
     assert allowed({"Null": {"s3:prefix": "true"}})
     assert allowed({"NumericLessThan": {"s3:max-keys": "10"}}, **{"s3:max-keys": "5"})
+
+
+def test_limit_statements_are_quotas_not_grants() -> None:
+    rules = Rules(principal="forbidden", allow_limit=True)
+    doc = [
+        {
+            "Effect": "Limit",
+            "Action": "ec2:RunInstances",
+            "Resource": "*",
+            "Condition": {"NumericLessThanEquals": {"ec2:quota-vminstancenumber": "3"}},
+        },
+        {
+            "Effect": "Limit",
+            "Action": "ec2:*",
+            "Resource": "*",
+            "Condition": {
+                "NumericLessThanEquals": {"ec2:quota-vminstancenumber": "5", "ec2:quota-cputotalsize": "8"}
+            },
+        },
+    ]
+    p = parse(doc, rules)
+    assert policy.evaluate(p, ctx("ec2:RunInstances")) is None  # a Limit allows nothing
+    assert policy.limits([p], "ec2:RunInstances", "*") == {
+        "ec2:quota-vminstancenumber": 3,
+        "ec2:quota-cputotalsize": 8,
+    }
+    assert policy.limits([p], "s3:PutObject", "*") == {}
+    with pytest.raises(PolicyDocumentError):
+        parse(doc, IDENTITY)  # where Limit is not accepted
+    with pytest.raises(PolicyDocumentError):
+        parse([{**doc[0], "Condition": {"NumericLessThan": {"ec2:quota-vminstancenumber": "3"}}}], rules)
+    with pytest.raises(PolicyDocumentError):
+        parse([{**doc[0], "Condition": {"NumericLessThanEquals": {"ec2:nonsense": "3"}}}], rules)

@@ -91,6 +91,7 @@ IDENTITY_RULES = policy_language.Rules(
     principal="forbidden",
     check_action=policy_language.vendor_action,
     check_resource=policy_language.arn_resource,
+    allow_limit=True,
 )
 TRUST_RULES = policy_language.Rules(
     principal="required", resource_required=False, check_action=policy_language.vendor_action

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from euca.core import quotas
 from euca.core.authorize import identity_verdict, request_keys
 from euca.core.identity import AccessKey, Principal
+from euca.core.quotas import quota_limits
 from euca.protocol import s3
 from euca.protocol.policy import ALLOW, DENY
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus.call import S3Call
+from euca.roles.walrus.meta import quota_counts
 from euca.roles.walrus.service import WalrusService
 
 
@@ -50,7 +53,11 @@ async def _verdict(
 
 async def authorise(svc: WalrusService, call: S3Call, endpoint: Any) -> None:
     principal = call.principal
-    if principal is None or principal.is_account_admin:
+    if principal is None:
+        return
+    if isinstance(endpoint, _ADDING):
+        await check_quotas(svc, call, principal, endpoint)
+    if principal.is_account_admin:
         return
     action = s3.action_of(endpoint)
     if action is None:
@@ -89,7 +96,12 @@ async def authorise_form(
     svc: WalrusService, call: S3Call, principal: Principal | None, bucket: str, key: str
 ) -> None:
     """A POST upload: the form signer's identity policies must allow s3:PutObject of the form's key."""
-    if principal is None or principal.is_account_admin:
+    if principal is None:
+        return
+    found = await quota_limits(svc.identity, principal, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}")
+    if "s3:quota-bucketobjectnumber" in found or "s3:quota-buckettotalsize" in found:
+        await check_object_quota(svc, found, bucket, key, 0)
+    if principal.is_account_admin:
         return
     await _decide(svc, call, principal, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", bucket)
 
@@ -104,3 +116,50 @@ def check_form_session(svc: WalrusService, key: AccessKey, token: str | None) ->
         raise S3Error("InvalidToken", "The provided token is malformed or otherwise invalid.", 400)
     if key.expires is not None and svc.identity.clock() >= key.expires:
         raise S3Error("ExpiredToken", "The provided token has expired.", 400)
+
+
+# What adds to an S3 quota: a bucket, or an object (its bytes counted where the request declares them).
+_ADDING = (s3.CreateBucket, s3.PutObject, s3.CopyObject, s3.CompleteMultipartUpload)
+
+
+async def check_quotas(svc: WalrusService, call: S3Call, principal: Principal, endpoint: Any) -> None:
+    """Eucalyptus's S3 quotas (Limit policies): s3:quota-bucketnumber on CreateBucket, and for a bucket's
+    owner s3:quota-bucketobjectnumber and s3:quota-buckettotalsize on a write of a new object. The size of a
+    copy or a completed multipart upload is not known before it is made: those count as one object."""
+    action = s3.action_of(endpoint) or ""
+    if isinstance(endpoint, s3.CreateBucket):
+        found = await quota_limits(svc.identity, principal, action, resource_of(endpoint))
+        owned = sum(1 for b in svc.buckets.values() if b.owner_id == principal.canonical_id)
+        try:
+            quotas.check(found, "s3:quota-bucketnumber", current=owned, adding=1)
+        except quotas.QuotaExceeded:
+            raise S3Error(
+                "TooManyBuckets", "You have attempted to create more buckets than allowed"
+            ) from None
+        return
+    bucket = svc.buckets.get(endpoint.bucket)
+    if bucket is None:
+        return
+    owner_account = principal.account_id
+    if bucket.owner_id != principal.canonical_id:
+        account = await svc.identity.account_by_canonical_id(bucket.owner_id)
+        if account is None:
+            return
+        owner_account = account.account_id
+    found = await quota_limits(svc.identity, principal, action, resource_of(endpoint), owner_account)
+    if "s3:quota-bucketobjectnumber" not in found and "s3:quota-buckettotalsize" not in found:
+        return
+    await check_object_quota(svc, found, bucket.name, endpoint.key, call.auth.decoded_length or 0)
+
+
+async def check_object_quota(
+    svc: WalrusService, found: dict[str, int], bucket: str, key: str, size: int
+) -> None:
+    """A new object of `size` bytes in `bucket`: refused past the bucket owner's object or byte quota."""
+    objects, stored = await svc.store.read(lambda tx: quota_counts.bucket_usage(tx, bucket))
+    exists = await svc.store.read(lambda tx: quota_counts.key_exists(tx, bucket, key))
+    try:
+        quotas.check(found, "s3:quota-bucketobjectnumber", current=objects, adding=0 if exists else 1)
+        quotas.check(found, "s3:quota-buckettotalsize", current=stored, adding=size)
+    except quotas.QuotaExceeded as e:
+        raise S3Error("AccessDenied", f"Quota exceeded: {e.key} is {e.limit}") from None

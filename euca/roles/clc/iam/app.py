@@ -8,10 +8,13 @@ import hashlib
 import logging
 from typing import Any
 
+from euca.core import quotas
 from euca.core.auth import AuthError, authenticate
 from euca.core.authorize import identity_verdict, request_keys
 from euca.core.http import Request, Response
-from euca.core.identity import Principal, find_account_tx
+from euca.core.iam import roles
+from euca.core.identity import ADMIN_USER, Principal, find_account_tx
+from euca.core.quotas import quota_limits
 from euca.core.roles import RoleContext
 from euca.protocol import policy
 from euca.protocol.errors import CodedError
@@ -165,10 +168,43 @@ async def authorise_iam(call: QueryCall, action: str, params: dict[str, Any]) ->
     resource = iam_resource(call, action, params)
     if principal.account_id != call.account_id and not principal.is_cloud_admin:
         raise not_authorized(call, "iam", action, resource)
+    if (
+        action in _ADMIN_USER_POLICY_ACTIONS
+        and str(params.get("UserName", "")).lower() == ADMIN_USER
+        and not principal.is_cloud_admin
+    ):
+        # The admin user's policies are the account's quotas (Limit statements): the cloud administrator's
+        # to set, as in Eucalyptus (an account admin may read them, not change them).
+        raise not_authorized(call, "iam", action, resource)
     keys = request_keys(principal, call.request, call.ctx.identity.clock())
     verdict = await identity_verdict(call.ctx.identity, principal, f"iam:{action}", resource, keys)
     if verdict != policy.ALLOW:
         raise not_authorized(call, "iam", action, resource)
+    if action in _COUNTED:
+        await _check_quota(call, action, resource)
+
+
+_ADMIN_USER_POLICY_ACTIONS = frozenset(
+    {"PutUserPolicy", "DeleteUserPolicy", "AttachUserPolicy", "DetachUserPolicy"}
+)
+# What an IAM action adds, by quota key: the entity count of the account.
+_COUNTED = {
+    "CreateUser": ("iam:quota-usernumber", "Users"),
+    "CreateGroup": ("iam:quota-groupnumber", "Groups"),
+    "CreateRole": ("iam:quota-rolenumber", "Roles"),
+}
+
+
+async def _check_quota(call: QueryCall, action: str, resource: str) -> None:
+    key, counted = _COUNTED[action]
+    found = await quota_limits(call.ctx.identity, call.principal, f"iam:{action}", resource, call.account_id)
+    if key not in found:
+        return
+    summary = await call.read(lambda tx: roles.account_summary(tx, call.account_id))
+    try:
+        quotas.check(found, key, current=summary[counted], adding=1)
+    except quotas.QuotaExceeded as e:
+        raise QueryError("LimitExceeded", f"Cannot exceed quota for {key}: {e.limit}") from None
 
 
 class IamApp:
