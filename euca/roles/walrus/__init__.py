@@ -28,10 +28,11 @@ from euca.core.identity import Identity
 from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import cors, meta, sweep
+from euca.roles.walrus import cors, meta, sweep, usage
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.dispatch import dispatch as dispatch_request
+from euca.roles.walrus.meta import usage as usage_meta
 from euca.roles.walrus.service import WalrusService
 from euca.roles.walrus.storage import Storage
 
@@ -52,6 +53,9 @@ class WalrusApp:
         self.domains = tuple(d.lower().strip(".") for d in config.walrus.domains)
         # Served by several processes on one port (walrus.workers): the listener must allow it.
         self.reuse_port = reuse_port
+        self.usage = usage.UsageCounters(
+            0, lambda b: row.owner_id if (row := walrus.buckets.get(b)) else None
+        )
 
     def virtual_bucket(self, request: Request) -> str | None:
         """The bucket named by a Host of the form "<bucket>.<domain>" (virtual-host-style addressing)."""
@@ -106,6 +110,7 @@ class WalrusApp:
                 pass
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", host_id))
+        self.usage.count(request, vbucket, response)  # S3 usage, in memory (usage.py)
         return response
 
     @staticmethod
@@ -137,6 +142,7 @@ class WalrusRole:
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
         ctx.store.migrate("walrus", meta.SCHEMA)
+        ctx.store.migrate(usage_meta.NAMESPACE, usage_meta.SCHEMA)
         self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
         self.workers = worker_count(ctx.config)
@@ -145,6 +151,19 @@ class WalrusRole:
         self.apps = [WalrusApp(ctx.config, ctx.identity, self.walrus, reuse_port=self.workers > 1)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # S3 usage beside the serving: this process's counts flushed, every bucket's size sampled (usage.py).
+        cfg = self.ctx.config.walrus
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                usage.run,
+                self.ctx.store,
+                self.apps[0].usage,
+                cfg.usage_flush_interval,
+                cfg.usage_sample_interval,
+            )
+            await self._serve(task_status=task_status)
+
+    async def _serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         _raise_open_files_limit()
         removed = await trio.to_thread.run_sync(self.storage.prepare)
         if removed:
