@@ -172,3 +172,28 @@ def test_resource_tag_condition_without_the_tag(euca: EucaServer, account: Crede
         refused(lambda: ec2.terminate_instances(InstanceIds=["i-0123456789abcdef0"]))
         == "UnauthorizedOperation"
     )
+
+
+def test_delete_objects_judges_each_key(euca: EucaServer, account: Credentials, iam: Any) -> None:
+    admin_s3 = euca.client("s3", creds=account)
+    bucket = "multi-" + account.account
+    admin_s3.create_bucket(Bucket=bucket)
+    for key in ("tmp/a", "keep/b", "other/c"):
+        admin_s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    s3 = euca.client(
+        "s3",
+        creds=new_user(
+            iam,
+            account,
+            "cleaner",
+            allow("s3:DeleteObject", resource=f"arn:aws:s3:::{bucket}/*"),
+            allow("s3:DeleteObject", resource=f"arn:aws:s3:::{bucket}/keep/*", effect="Deny"),
+            allow("s3:ListBucket", resource=f"arn:aws:s3:::{bucket}"),
+        ),
+    )
+    answer = s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "tmp/a"}, {"Key": "keep/b"}, {"Key": "other/c"}]}
+    )
+    assert [d["Key"] for d in answer.get("Deleted", [])] == ["tmp/a", "other/c"]
+    assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [("keep/b", "AccessDenied")]
+    assert [o["Key"] for o in admin_s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep/b"]

@@ -65,6 +65,8 @@ async def authorise(svc: WalrusService, call: S3Call, endpoint: Any) -> None:
     prefix = getattr(endpoint, "prefix", None)
     listing_prefix = prefix if isinstance(prefix, str) and action == "s3:ListBucket" else None
     bucket_name = getattr(endpoint, "bucket", None)
+    if isinstance(endpoint, s3.DeleteObjects):
+        return  # each key is judged as its own DeleteObject (refused_by_identity, from the handler)
     await _decide(svc, call, principal, action, resource_of(endpoint), bucket_name, listing_prefix)
     source = getattr(endpoint, "source", None)
     if isinstance(endpoint, (s3.CopyObject, s3.UploadPartCopy)) and source is not None:
@@ -90,6 +92,20 @@ async def _decide(
         if bucket is not None and bucket.owner_id == principal.canonical_id:
             return
     raise S3Error("AccessDenied")
+
+
+async def refused_by_identity(svc: WalrusService, call: S3Call, bucket: str, items: list[Any]) -> set[int]:
+    """The indexes of a DeleteObjects' keys the caller's identity policies do not allow deleting
+    (s3:DeleteObject, or s3:DeleteObjectVersion for a version): each answers AccessDenied in the result."""
+    principal = call.principal
+    if principal is None or principal.is_account_admin:
+        return set()
+    refused = set()
+    for index, item in enumerate(items):
+        action = "s3:DeleteObjectVersion" if item.version_id else "s3:DeleteObject"
+        if await _verdict(svc, call, principal, action, f"arn:aws:s3:::{bucket}/{item.key}") != ALLOW:
+            refused.add(index)
+    return refused
 
 
 async def authorise_form(
