@@ -431,6 +431,7 @@ async def _finish_v4(
         identity, parsed.credential.access_key_id, _security_token(request, form)
     )
     key = parsed.verify(secret)
+    await identity.note_used(principal, service, parsed.credential.region)
     content_sha256, decoded_length, trailer_names = _payload_fields(request, service, parsed.payload_hash)
     seed = None
     if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
@@ -458,6 +459,7 @@ async def _finish_v2(
 ) -> AuthResult:
     principal, secret = await _principal(identity, parsed.access_key_id, _security_token(request, form))
     parsed.verify(secret)
+    await identity.note_used(principal, service, "")
     content_sha256, decoded_length, trailer_names = _payload_fields(request, service, None)
     if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
         raise AuthError(

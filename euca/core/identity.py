@@ -170,6 +170,30 @@ class Identity:
         self._cache: dict[str, tuple[float, AccessKey | None]] = {}
         # Parsed identity policies per principal (euca.core.authorize), dropped with the keys on any change.
         self.policy_cache: dict[tuple[str, str, str], Any] = {}
+        self._used: dict[str, float] = {}
+
+    # A key's last use is written at most this often per process (GetAccessKeyLastUsed is coarse in AWS too:
+    # hours), so recording it costs one store write per key per interval, not one per request.
+    LAST_USED_INTERVAL = 300.0
+
+    async def note_used(self, principal: Principal, service: str, region: str) -> None:
+        """A request signed with the principal's key was verified (sessions are not recorded)."""
+        if principal.temporary:
+            return
+        now = self.clock()
+        akid = principal.access_key_id
+        last = self._used.get(akid)
+        if last is not None and now - last < self.LAST_USED_INTERVAL:
+            return
+        if len(self._used) > 10000:
+            self._used.clear()
+        self._used[akid] = now
+        await self.store.write(
+            lambda tx: tx.execute(
+                "UPDATE access_keys SET last_used=?, last_used_service=?, last_used_region=? WHERE access_key_id=?",
+                (now, service, region, akid),
+            )
+        )
 
     def changed(self) -> None:
         """Identity changed (keys, users, policies): every process drops what it cached."""

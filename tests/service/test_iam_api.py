@@ -232,6 +232,10 @@ def test_a_deleted_or_disabled_key_stops_at_once(euca: EucaServer, account: Cred
     assert listed == []
     last = iam.get_access_key_last_used(AccessKeyId=account.access_key)
     assert last["UserName"] == "admin"
+    assert last["AccessKeyLastUsed"]["ServiceName"] == "iam" and "LastUsedDate" in last["AccessKeyLastUsed"]
+    fresh = new_user(iam, account, "unused")
+    never = iam.get_access_key_last_used(AccessKeyId=fresh.access_key)["AccessKeyLastUsed"]
+    assert never["ServiceName"] == "N/A" and "LastUsedDate" not in never
 
 
 def test_users_other_than_admin_are_refused_without_a_policy(euca: EucaServer, account: Credentials) -> None:

@@ -104,4 +104,6 @@ SCHEMA = [
     """,
     # STS's temporary credentials (sessions.py).
     sessions.SCHEMA,
+    # Where a key was last used (GetAccessKeyLastUsed's Region).
+    "ALTER TABLE access_keys ADD COLUMN last_used_region TEXT;",
 ]

@@ -349,12 +349,16 @@ def delete_access_key(tx: Tx, account_id: str, user: str, access_key_id: str) ->
 
 def access_key_last_used(tx: Tx, account_id: str, access_key_id: str) -> dict[str, Any]:
     row = tx.one(
-        "SELECT user_name, last_used, last_used_service FROM access_keys WHERE account_id=? AND access_key_id=?",
+        "SELECT user_name, last_used, last_used_service, last_used_region FROM access_keys "
+        "WHERE account_id=? AND access_key_id=?",
         (account_id, access_key_id),
     )
     if row is None:
         raise QueryError("NoSuchEntity", f"The Access Key with id {access_key_id} cannot be found.")
-    used: dict[str, Any] = {"ServiceName": row["last_used_service"] or "N/A", "Region": "N/A"}
+    used: dict[str, Any] = {
+        "ServiceName": row["last_used_service"] or "N/A",
+        "Region": row["last_used_region"] or "N/A",
+    }
     if row["last_used"] is not None:
         used["LastUsedDate"] = when(row["last_used"])
     return {"UserName": row["user_name"], "AccessKeyLastUsed": used}
