@@ -145,6 +145,8 @@ async def check_quotas(svc: WalrusService, call: S3Call, principal: Principal, e
     action = s3.action_of(endpoint) or ""
     if isinstance(endpoint, s3.CreateBucket):
         found = await quota_limits(svc.identity, principal, action, resource_of(endpoint))
+        if "s3:quota-bucketnumber" not in found:
+            return
         owned = sum(1 for b in svc.buckets.values() if b.owner_id == principal.canonical_id)
         try:
             quotas.check(found, "s3:quota-bucketnumber", current=owned, adding=1)
