@@ -152,3 +152,16 @@ def test_user_number_quota(cloud: EucaServer) -> None:
     assert refused(lambda: iam.create_user(UserName="two")) == "LimitExceeded"
     # The account admin may read its quotas.
     assert iam.list_user_policies(UserName="admin")["PolicyNames"] == ["users"]
+
+
+def test_volume_snapshot_and_address_quotas(cloud: EucaServer) -> None:
+    account = new_account(cloud)
+    ec2 = cloud.client("ec2", creds=account)
+    set_account_quota(cloud, account, "addresses", limit("ec2:AllocateAddress", "ec2:quota-addressnumber", 1))
+    ec2.allocate_address(Domain="standard")
+    assert refused(lambda: ec2.allocate_address(Domain="standard")) == "AddressLimitExceeded"
+    set_account_quota(cloud, account, "volumes", limit("ec2:CreateVolume", "ec2:quota-volumetotalsize", 5))
+    zone = "no-zone-needed"  # refused before the zone is looked at
+    assert refused(lambda: ec2.create_volume(Size=6, AvailabilityZone=zone)) == "VolumeLimitExceeded"
+    set_account_quota(cloud, account, "snapshots", limit("ec2:CreateSnapshot", "ec2:quota-snapshotnumber", 0))
+    assert refused(lambda: ec2.create_snapshot(VolumeId="vol-12345678")) == "SnapshotLimitExceeded"
