@@ -550,7 +550,8 @@ def run_size(nodes: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     cloud = start_cloud(work, nodes, args, say)
     try:
         result["idle_empty"] = idle(cloud, args.idle_seconds, say)
-        result["launch"] = launch(cloud, instances, say)
+        with profiled(args, cloud.clc, f"clc-launch-{nodes}"):
+            result["launch"] = launch(cloud, instances, say)
         with profiled(args, cloud.cc, f"cc-poll-{nodes}"):
             result["poll"] = poll_rounds(cloud, nodes, instances, args.rounds, say)
         with profiled(args, cloud.clc, f"clc-describe-{nodes}"):
@@ -602,7 +603,9 @@ def main() -> int:
     p.add_argument("--workdir", default=None, help="where the work directories go (default: the temp dir)")
     p.add_argument("--keep", action="store_true")
     p.add_argument(
-        "--profile", default="", help="py-spy the CC's poll rounds and the CLC's describes into DIR"
+        "--profile",
+        default="",
+        help="py-spy the CLC's launches, the CC's poll rounds and the CLC's describes into DIR",
     )
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([100] if args.quick else [100, 1000])

@@ -6,6 +6,11 @@ What the CC says is recorded (topology records.record_poll) and the instance tab
 (instances/reconcile.py says how; instances records.apply_reconciliation writes it); an instance its cluster
 has not reported for `clc.node_lost_timeout` goes terminated, only counted while the CC answers; terminated
 instances are forgotten `clc.terminated_ttl` after they ended.
+
+A poke (a launch, a terminate, a network change) polls at once without the DescribeInstances of everything:
+the view and capacity go both ways, the instances on their way are followed by their own short polls, and
+the full reconciliation stays with the regular round, which comes every interval however often pokes do
+(at 10,000 instances, one full read and reconciliation per launch was most of a batch's wait).
 """
 
 from __future__ import annotations
@@ -88,18 +93,26 @@ class Poller:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        # A poke (RunInstances, TerminateInstances) polls at once; then, while instances are pending or
-        # shutting down, their clusters are asked about those alone (each CC asks their nodes first) after
-        # 0.1 s, 0.2 s, then every 0.4 s: an instance whose image is cached runs a fraction of a second after
-        # its call, and the CLC should not add a whole poll interval to that.
+        # A poke (RunInstances, TerminateInstances, a group, rule or address change) polls at once, but
+        # lightly (`with_instances=False`: capacity and the network view, not every instance's state);
+        # then, while instances are pending or shutting down, their clusters are asked about those alone
+        # (each CC asks their nodes first) after 0.1 s, 0.2 s, then every 0.4 s: an instance whose image is
+        # cached runs a fraction of a second after its call, and the CLC should not add a whole poll
+        # interval to that. The full round (every instance reported and reconciled) comes every interval,
+        # pokes or not.
         soon = 0.0
+        full_due = trio.current_time()
         while True:
-            with trio.move_on_after(soon or self.settings.interval):
+            wait = max(0.0, full_due - trio.current_time())
+            with trio.move_on_after(min(wait, soon) if soon else wait):
                 await self._poked.wait()
             poked = self._poked.is_set()
             self._poked = trio.Event()
-            if poked or not soon:
+            if trio.current_time() >= full_due:
                 await self.poll_once()
+                full_due = trio.current_time() + self.settings.interval
+            elif poked:
+                await self.poll_once(with_instances=False)
             else:
                 await self.poll_transitions()
             soon = TRANSITION_FIRST_POLL if poked else min(soon * 2, TRANSITION_MAX_POLL)
@@ -115,7 +128,12 @@ class Poller:
             while self._rounds < target:
                 await self._round_done.wait()
 
-    async def poll_once(self) -> None:
+    async def poll_once(self, *, with_instances: bool = True) -> None:
+        """One round over every cluster and SC. `with_instances`: also every instance's state, reconciled
+        (the regular round); without, each CC gets its network view and reports its capacity only (a poke:
+        the instances on their way are followed by `poll_transitions`, and reading and reconciling every
+        instance of a large cluster for each launch would hold up the launches' own polls)."""
+
         def read(
             tx: Tx,
         ) -> tuple[list[topology.Cluster], list[topology.Node], list[VmType], dict[str, cluster.NetworkView]]:
@@ -128,7 +146,7 @@ class Poller:
         async with trio.open_nursery() as nursery:
             for c in clusters:
                 addresses = [n.address for n in nodes if n.cluster == c.name]
-                nursery.start_soon(self._poll_cluster, c, addresses, vm_types, views[c.name])
+                nursery.start_soon(self._poll_cluster, c, addresses, vm_types, views[c.name], with_instances)
             for sc in storage:
                 nursery.start_soon(self._poll_storage, sc)
                 if self.snapshots is not None:
@@ -185,7 +203,9 @@ class Poller:
         nodes: list[cluster.NodeAddress],
         vm_types: list[VmType],
         network: cluster.NetworkView,
+        with_instances: bool = True,
     ) -> None:
+        described: cluster.InstancesReply | None = None
         try:
             with trio.fail_after(self.settings.call_timeout):
                 resources = await self.caller.call(
@@ -193,7 +213,8 @@ class Poller:
                     cluster.DescribeResources(c.name, nodes, vm_types, network, subnet=c.subnet),
                     expect_name=c.name,
                 )
-                described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
+                if with_instances:
+                    described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
         except (ClusterFault, trio.TooSlowError) as e:
             reason = f"{e.code}: {e.message}" if isinstance(e, ClusterFault) else "no answer in time"
             now = self.clock()
@@ -208,10 +229,12 @@ class Poller:
         lost_after = self.settings.node_lost_timeout
         since = now - self.settings.terminated_ttl
 
-        def write(tx: Tx) -> Reconciliation:
+        def write(tx: Tx) -> Reconciliation | None:
             topology.record_poll(
                 tx, c.name, now=now, ok=True, nodes=resources.nodes, capacity=resources.capacity
             )
+            if described is None:
+                return None
             result = reconcile(
                 instances.known_instances(tx, c.name, since=since), described.instances, now, lost_after
             )
@@ -225,8 +248,9 @@ class Poller:
             up = sum(1 for n in resources.nodes if n.state == "up")
             log.info("cluster up name=%s url=%s nodes_up=%d/%d", c.name, c.url, up, len(resources.nodes))
             self._logged_state[c.name] = "up"
-        await self._reconciled(c, result)
-        await self._poll_attachments(c, described.instances)
+        if result is not None and described is not None:
+            await self._reconciled(c, result)
+            await self._poll_attachments(c, described.instances)
 
     async def _poll_attachments(self, c: topology.Cluster, reported: list[cluster.InstanceStatus]) -> None:
         """The cluster's volume attachments after its full report (volumes/reconcile.py decides): attached
