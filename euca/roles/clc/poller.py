@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,20 @@ TRANSITION_MAX_POLL = 0.4
 METADATA_BATCH = 100
 
 
+def launch_needs_view(
+    cluster_name: str, group_ids: Sequence[str], sent_groups: Mapping[str, frozenset[str]]
+) -> bool:
+    """Whether a launch into `cluster_name` in these groups needs a new network view at once, or its CC can
+    enforce it from the launch specs until the next regular round (cc/launched.py): it can when the view
+    the cluster last got holds every one of the groups (their rules are there) and no other cluster's
+    does (a view naming the group elsewhere would want the new members' public addresses)."""
+    sent = sent_groups.get(cluster_name)
+    wanted = set(group_ids)
+    if sent is None or not wanted <= sent:
+        return True
+    return any(wanted & groups for name, groups in sent_groups.items() if name != cluster_name)
+
+
 @dataclass(frozen=True)
 class PollSettings:
     interval: float
@@ -83,12 +97,28 @@ class Poller:
         self.settings = settings
         self.clock = clock
         self._poked = trio.Event()
+        self._round_wanted = False  # a poke that wants a (light) round, not only the watch
+        # The groups of the view each cluster's CC last took (launch_needs_view), and the instances launched
+        # without a new view whose metadata is to be sent (cluster -> ids).
+        self._sent_groups: dict[str, frozenset[str]] = {}
+        self._launched: dict[str, list[str]] = {}
         self._rounds = 0
         self._round_done = trio.Condition()
         # Last state logged per cluster, so a cluster that stays down is logged once, not every poll.
         self._logged_state: dict[str, str] = {}
 
     def poke(self) -> None:
+        self._round_wanted = True
+        self._poked.set()
+
+    def launched(self, cluster_name: str, group_ids: Sequence[str], instance_ids: Sequence[str]) -> None:
+        """A RunInstances placed these instances in this cluster: their CC enforces them from their specs
+        when the view it holds has their groups (launch_needs_view), so only the watch of instances on their
+        way starts, and their metadata is sent at once; otherwise a poke."""
+        if launch_needs_view(cluster_name, group_ids, self._sent_groups):
+            self.poke()
+            return
+        self._launched.setdefault(cluster_name, []).extend(instance_ids)
         self._poked.set()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -106,13 +136,15 @@ class Poller:
             wait = max(0.0, full_due - trio.current_time())
             with trio.move_on_after(min(wait, soon) if soon else wait):
                 await self._poked.wait()
-            poked = self._poked.is_set()
-            self._poked = trio.Event()
+            poked, round_wanted = self._poked.is_set(), self._round_wanted
+            self._poked, self._round_wanted = trio.Event(), False
             if trio.current_time() >= full_due:
                 await self.poll_once()
                 full_due = trio.current_time() + self.settings.interval
-            elif poked:
+            elif round_wanted:
                 await self.poll_once(with_instances=False)
+            elif poked:
+                await self._send_launched_metadata()
             else:
                 await self.poll_transitions()
             soon = TRANSITION_FIRST_POLL if poked else min(soon * 2, TRANSITION_MAX_POLL)
@@ -160,6 +192,15 @@ class Poller:
         async with self._round_done:
             self._rounds += 1
             self._round_done.notify_all()
+
+    async def _send_launched_metadata(self) -> None:
+        """The metadata of instances launched without a new view (the CC would ask for it at the next)."""
+        launched, self._launched = self._launched, {}
+        clusters = {c.name: c for c in await self.store.read(topology.list_clusters)}
+        async with trio.open_nursery() as nursery:
+            for name, ids in launched.items():
+                if name in clusters:
+                    nursery.start_soon(self._send_metadata, clusters[name], ids)
 
     async def poll_transitions(self) -> None:
         """Ask each cluster about its instances on their way to running or terminated, only those."""
@@ -221,10 +262,12 @@ class Poller:
             await self.store.write(
                 lambda tx: topology.record_poll(tx, c.name, now=now, ok=False, reason=reason)
             )
+            self._sent_groups.pop(c.name, None)  # it may come back restarted, with no view
             if self._logged_state.get(c.name) != "down":
                 log.warning("cluster down name=%s url=%s reason=%s", c.name, c.url, reason)
                 self._logged_state[c.name] = "down"
             return
+        self._sent_groups[c.name] = frozenset(g.group_id for g in network.groups)
         now = self.clock()
         lost_after = self.settings.node_lost_timeout
         since = now - self.settings.terminated_ttl
