@@ -49,11 +49,8 @@ log = logging.getLogger("euca.clc")
 
 # After a poke the clusters are asked about the instances on their way this soon, then at doubling intervals
 # up to TRANSITION_MAX_POLL, until none is left.
-# A poll of instances on their way costs what they number, not what the cloud holds (a store read of them,
-# one call to their CC, which asks their nodes): at 0.2 s rather than 0.4 s, a batch whose nodes are done
-# 0.35 s after its call is seen running at 0.5 s instead of 0.7 s.
 TRANSITION_FIRST_POLL = 0.1
-TRANSITION_MAX_POLL = 0.2
+TRANSITION_MAX_POLL = 0.4
 # Instances per PutInstanceMetadata (each up to 16 KiB of user data): a restarted CC of a thousand
 # instances gets its metadata in a few calls of bounded size.
 METADATA_BATCH = 100
@@ -129,7 +126,7 @@ class Poller:
         # A poke (RunInstances, TerminateInstances, a group, rule or address change) polls at once, but
         # lightly (`with_instances=False`: capacity and the network view, not every instance's state);
         # then, while instances are pending or shutting down, their clusters are asked about those alone
-        # (each CC asks their nodes first) after 0.1 s, then every 0.2 s: an instance whose image is
+        # (each CC asks their nodes first) after 0.1 s, 0.2 s, then every 0.4 s: an instance whose image is
         # cached runs a fraction of a second after its call, and the CLC should not add a whole poll
         # interval to that. The full round (every instance reported and reconciled) comes every interval,
         # pokes or not.
