@@ -112,8 +112,14 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     # on the same port (SO_REUSEPORT), sharing the store and the objects directory. Needs a port of walrus's
     # own (not shared with the EC2 API); otherwise walrus runs in this process alone.
     workers: int = 1
+    # Lifecycle: how often the rules are applied (seconds), and how long a lifecycle "day" is (86400; a
+    # shorter day makes a test's rules expire in seconds, as RGW's rgw_lc_debug_interval does).
+    lifecycle_interval: float = 3600.0
+    lifecycle_day_seconds: float = 86400.0
 
     def __post_init__(self) -> None:
+        if self.lifecycle_interval <= 0 or self.lifecycle_day_seconds <= 0:
+            raise ValueError("walrus.lifecycle_interval and walrus.lifecycle_day_seconds must be positive")
         if not 1 <= self.workers <= 64:
             raise ValueError(f"walrus.workers must be 1..64, not {self.workers}")
 

@@ -28,7 +28,7 @@ from euca.core.identity import Identity
 from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import cors, meta, sweep
+from euca.roles.walrus import cors, lifecycle, meta, sweep
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.dispatch import dispatch as dispatch_request
@@ -86,6 +86,9 @@ class WalrusApp:
                 endpoint = s3.parse_request(
                     request.method, request.path, request.query, request.headers, vbucket
                 )
+                if s3.lock_headers.requests_sse_c(request.headers):
+                    # Walrus listens on plain HTTP only: a customer key would have crossed the wire in clear.
+                    s3.lock_headers.refuse_sse_c_in_clear(request.headers, secure=False)
                 response = await dispatch_request(self.walrus, S3Call(request, auth, request_id), endpoint)
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
@@ -139,6 +142,7 @@ class WalrusRole:
         ctx.store.migrate("walrus", meta.SCHEMA)
         self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
+        self.walrus.lifecycle_day = ctx.config.walrus.lifecycle_day_seconds
         self.workers = worker_count(ctx.config)
         if self.workers > 1:
             self.walrus.changes = Changes(changes_path(ctx.config), 0)
@@ -156,12 +160,17 @@ class WalrusRole:
             len(self.walrus.buckets),
             self.workers,
         )
+        interval = self.ctx.config.walrus.lifecycle_interval
         if self.workers == 1:
-            task_status.started()
-            await sweep.run(self.storage, self.ctx.store)  # files no metadata refers to (sweep.py)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sweep.run, self.storage, self.ctx.store)  # files no row refers to
+                nursery.start_soon(lifecycle.run, self.walrus, interval)  # bucket lifecycle rules
+                task_status.started()
+            return
         port = int(self.ctx.endpoints["walrus"].rsplit(":", 1)[1])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sweep.run, self.storage, self.ctx.store)
+            nursery.start_soon(lifecycle.run, self.walrus, interval)
             for index in range(1, self.workers):
                 nursery.start_soon(self._run_worker, index, port)
             task_status.started()

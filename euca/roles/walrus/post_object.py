@@ -13,6 +13,7 @@ from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import post as s3_post
 from euca.protocol.s3.headers import check_metadata_size, check_storage_and_encryption
 from euca.roles.walrus import acl as acls
+from euca.roles.walrus import ownership
 from euca.roles.walrus.access import decide_form_upload
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.objects import store_object
@@ -119,7 +120,8 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
         if principal is not None
         else (b.owner_id, b.owner_name)
     )
-    acl = await svc.acl_for(s3.AclRequest(canned, []), owner, (b.owner_id, b.owner_name))
+    owner, acl_request = ownership.writer(svc, b, owner, s3.AclRequest(canned, []))
+    acl = await svc.acl_for(acl_request, owner, (b.owner_id, b.owner_name))
     # The form's fields stand for the headers of a PUT: the same limits apply.
     check_storage_and_encryption(form)
     headers = s3.ObjectHeaders(
