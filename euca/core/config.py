@@ -44,6 +44,10 @@ class HttpLimits(msgspec.Struct, forbid_unknown_fields=True):
     # ahead. An upload at any usual speed never comes near it; one byte every few seconds is cut.
     body_min_rate: int = 1024
     body_grace: float = 30.0
+    # The same both ways: a response must be taken by the client at an average of send_min_rate bytes per
+    # second (0: no minimum) once its first body_grace seconds of waiting are spent, so a client that
+    # stops reading a GET does not hold its connection (and the files it reads) for ever.
+    send_min_rate: int = 1024
     # Connections one listener keeps open for clients outside internal_networks, and for any one such
     # client address; more are answered 503 and closed at once. A listener that requires client
     # certificates (the cluster listeners) has its own budget; internal_networks (this host's own callers)
@@ -62,8 +66,8 @@ class HttpLimits(msgspec.Struct, forbid_unknown_fields=True):
         for name in ("max_header_bytes", "max_connections", "max_connections_per_client"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.body_min_rate < 0:
-            raise ValueError("body_min_rate must not be negative")
+        if self.body_min_rate < 0 or self.send_min_rate < 0:
+            raise ValueError("body_min_rate and send_min_rate must not be negative")
         for network in self.internal_networks:
             try:
                 ipaddress.ip_network(network, strict=False)
