@@ -183,6 +183,8 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
         svc.objects.forget(b.name, ep.key)
         return None
     pieces = [FileBody(fd, offset, n) for fd, (_, offset, n) in zip(fds, ranges, strict=True)]
+    if status == 206 and pieces[0].offset:
+        svc.storage.advise_range(pieces[0].fd, pieces[0].offset, pieces[0].length)
     if len(pieces) == 1:
         return Response(status, headers, pieces[0])
     return Response(status, headers, FileSegments(pieces))
