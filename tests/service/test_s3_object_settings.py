@@ -330,3 +330,32 @@ def test_second_completion_answers_again(s3_client: Any, bucket: str) -> None:
     with pytest.raises(ClientError) as e:
         s3_client.complete_multipart_upload(Bucket=bucket, Key="m", UploadId="f" * 32, MultipartUpload=parts)
     assert code(e) == "NoSuchUpload"
+
+
+# -- CORS configuration under a bucket policy ----------------------------------------------------------------
+
+
+def test_cors_configuration_is_judged_by_the_bucket_policy(
+    s3_client: Any, s3_other: Any, bucket: str
+) -> None:
+    cors = {"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]}
+    s3_client.put_bucket_cors(Bucket=bucket, CORSConfiguration=cors)
+    with pytest.raises(ClientError) as e:
+        s3_other.get_bucket_cors(Bucket=bucket)
+    assert code(e) == "AccessDenied"
+    arn = f"arn:aws:s3:::{bucket}"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetBucketCORS", "Resource": arn},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutBucketCORS", "Resource": arn},
+        ],
+    }
+    s3_client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert s3_other.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["AllowedMethods"] == ["GET"]
+    with pytest.raises(ClientError) as e:
+        s3_client.put_bucket_cors(Bucket=bucket, CORSConfiguration=cors)
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        s3_client.delete_bucket_cors(Bucket=bucket)
+    assert code(e) == "AccessDenied"

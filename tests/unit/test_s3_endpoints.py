@@ -140,6 +140,10 @@ FORMER_ACTIONS |= {
     "PutBucketEncryption": "s3:PutEncryptionConfiguration",
     "GetBucketEncryption": "s3:GetEncryptionConfiguration",
     "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    # CORS configuration is judged by a bucket policy too (it was not before issue 11).
+    "PutBucketCors": "s3:PutBucketCORS",
+    "GetBucketCors": "s3:GetBucketCORS",
+    "DeleteBucketCors": "s3:PutBucketCORS",
 }
 ISSUE_11_DOCUMENTS = {
     "PutBucketLifecycleConfiguration", "PutBucketOwnershipControls", "PutObjectLockConfiguration",

@@ -581,7 +581,7 @@ class DeletePublicAccessBlock:
 @final
 @dataclass(slots=True)
 class PutBucketCors:
-    action: ClassVar[str | None] = None
+    action: ClassVar[str | None] = "s3:PutBucketCORS"
     permission: ClassVar[Permission] = BUCKET_OWNER
     body: ClassVar[Body] = "document"
     bucket: str
@@ -590,7 +590,7 @@ class PutBucketCors:
 @final
 @dataclass(slots=True)
 class GetBucketCors:
-    action: ClassVar[str | None] = None
+    action: ClassVar[str | None] = "s3:GetBucketCORS"
     permission: ClassVar[Permission] = BUCKET_OWNER
     body: ClassVar[Body] = "none"
     bucket: str
@@ -599,7 +599,7 @@ class GetBucketCors:
 @final
 @dataclass(slots=True)
 class DeleteBucketCors:
-    action: ClassVar[str | None] = None
+    action: ClassVar[str | None] = "s3:PutBucketCORS"
     permission: ClassVar[Permission] = BUCKET_OWNER
     body: ClassVar[Body] = "none"
     bucket: str
