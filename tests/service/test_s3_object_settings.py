@@ -359,3 +359,31 @@ def test_cors_configuration_is_judged_by_the_bucket_policy(
     with pytest.raises(ClientError) as e:
         s3_client.delete_bucket_cors(Bucket=bucket)
     assert code(e) == "AccessDenied"
+
+
+# -- the whole object's checksum on completion -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("checksum_type", ["FULL_OBJECT", "COMPOSITE"])
+def test_completion_checks_the_final_checksum(s3_client: Any, bucket: str, checksum_type: str) -> None:
+    def upload() -> tuple[str, dict[str, Any]]:
+        up = s3_client.create_multipart_upload(
+            Bucket=bucket, Key="m", ChecksumAlgorithm="CRC32", ChecksumType=checksum_type
+        )["UploadId"]
+        r = s3_client.upload_part(
+            Bucket=bucket, Key="m", UploadId=up, PartNumber=1, Body=b"abc", ChecksumAlgorithm="CRC32"
+        )
+        return up, {"Parts": [{"PartNumber": 1, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]}]}
+
+    up, parts = upload()
+    with pytest.raises(ClientError) as e:
+        s3_client.complete_multipart_upload(
+            Bucket=bucket, Key="m", UploadId=up, MultipartUpload=parts, ChecksumCRC32="AAAAAA=="
+        )
+    assert code(e) == "BadDigest"
+    done = s3_client.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=up, MultipartUpload=parts)
+    up2, parts2 = upload()
+    again = s3_client.complete_multipart_upload(
+        Bucket=bucket, Key="m", UploadId=up2, MultipartUpload=parts2, ChecksumCRC32=done["ChecksumCRC32"]
+    )
+    assert again["ChecksumCRC32"] == done["ChecksumCRC32"]

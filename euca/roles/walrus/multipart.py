@@ -137,7 +137,8 @@ async def complete_multipart_upload(
     """Rules (the parts listed, the write conditions) -> the object's ETag and checksum (pure) -> where its
     bytes are kept -> the commit that hands the parts' files from the upload to the object."""
     b = svc.authorized_bucket(call, ep)
-    requested = s3.parse_complete_body(await call.xml_body())
+    # An x-amz-checksum-* header of a completion is the whole object's checksum, checked below.
+    requested = s3.parse_complete_body(await call.xml_body(document_checksum=False))
 
     def load(tx: Tx) -> tuple[UploadRow, list[PartRow]]:
         return meta.get_upload(tx, b.name, ep.key, ep.upload_id), meta.list_parts(tx, ep.upload_id)
@@ -154,6 +155,7 @@ async def complete_multipart_upload(
 
     etag = completion.multipart_etag(chosen)
     checksum = completion.multipart_checksum(algo, upload.checksum_type, chosen)
+    completion.check_final_checksum(s3.parse_checksum(call.request.headers), algo, checksum)
     sizes = [p.size for p in chosen]
 
     if completion.kept_as_parts(chosen):
