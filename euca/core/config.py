@@ -120,10 +120,14 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     # shorter day makes a test's rules expire in seconds, as RGW's rgw_lc_debug_interval does).
     lifecycle_interval: float = 3600.0
     lifecycle_day_seconds: float = 86400.0
+    # Server access logs (PutBucketLogging) are delivered to their target buckets this often (seconds).
+    log_delivery_interval: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.lifecycle_interval <= 0 or self.lifecycle_day_seconds <= 0:
-            raise ValueError("walrus.lifecycle_interval and walrus.lifecycle_day_seconds must be positive")
+        if self.lifecycle_interval <= 0 or self.lifecycle_day_seconds <= 0 or self.log_delivery_interval <= 0:
+            raise ValueError(
+                "walrus.lifecycle_interval, lifecycle_day_seconds, log_delivery_interval must be positive"
+            )
         if not 1 <= self.workers <= 64:
             raise ValueError(f"walrus.workers must be 1..64, not {self.workers}")
 

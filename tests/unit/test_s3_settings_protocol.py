@@ -205,3 +205,31 @@ def test_bucket_setting_documents() -> None:
     out = bs.render_object_attributes(attrs, max_parts=1).decode()
     assert "<ChecksumCRC32>AAAA</ChecksumCRC32>" in out and "<IsTruncated>true</IsTruncated>" in out
     assert "<PartNumber>1</PartNumber>" in out and "<PartNumber>2</PartNumber>" not in out
+
+
+def test_access_log_line() -> None:
+    line = s3.bucket_settings.access_log_line(
+        bucket_owner="owner",
+        bucket="b",
+        when=calendar.timegm((2024, 3, 1, 15, 30, 0)),
+        remote_ip="10.0.0.1",
+        requester=None,
+        request_id="RID",
+        operation="REST.GET.OBJECT",
+        key="a b",
+        request_uri='GET /b/a%20b?x="y" HTTP/1.1',
+        status=404,
+        error_code="NoSuchKey",
+        bytes_sent=120,
+        object_size=None,
+        total_ms=3,
+        referer=None,
+        user_agent="curl/8",
+        version_id=None,
+        host_id="HID",
+        signature_version=None,
+        auth_type=None,
+        host_header="h",
+    )
+    assert line.startswith("owner b [01/Mar/2024:15:30:00 +0000] 10.0.0.1 - RID REST.GET.OBJECT a%20b ")
+    assert '"GET /b/a%20b?x=%22y%22 HTTP/1.1" 404 NoSuchKey 120 - 3 - "-" "curl/8" - HID' in line

@@ -3,9 +3,11 @@ documents parsed as S3 validates them and rendered back), and the GetObjectAttri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from euca.protocol.s3.errors import S3Error
 from euca.protocol.s3.wire import CHECKSUM_ALGORITHMS, document, escape
@@ -54,6 +56,48 @@ def render_logging(conf: Mapping[str, Any] | None) -> bytes:
         f"<LoggingEnabled><TargetBucket>{escape(conf['bucket'])}</TargetBucket>"
         f"<TargetPrefix>{escape(conf['prefix'])}</TargetPrefix></LoggingEnabled>",
     )
+
+
+def access_log_line(
+    *,
+    bucket_owner: str,
+    bucket: str,
+    when: float,
+    remote_ip: str,
+    requester: str | None,
+    request_id: str,
+    operation: str,
+    key: str | None,
+    request_uri: str,
+    status: int,
+    error_code: str | None,
+    bytes_sent: int | None,
+    object_size: int | None,
+    total_ms: int,
+    referer: str | None,
+    user_agent: str | None,
+    version_id: str | None,
+    host_id: str,
+    signature_version: str | None,
+    auth_type: str | None,
+    host_header: str | None,
+) -> str:
+    """One record of S3's server access log format (space-separated, "-" for none, quoted where S3 quotes)."""
+
+    def f(value: object | None) -> str:
+        return "-" if value is None or value == "" else str(value)
+
+    def q(value: str | None) -> str:
+        return '"-"' if not value else '"' + value.replace('"', "%22") + '"'
+
+    stamp = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime(when))
+    fields = [
+        f(bucket_owner), f(bucket), stamp, f(remote_ip), f(requester), f(request_id), f(operation),
+        f(quote(key, safe="/") if key else None), q(request_uri), str(status), f(error_code), f(bytes_sent),
+        f(object_size), str(total_ms), "-", q(referer), q(user_agent), f(version_id), f(host_id),
+        f(signature_version), "-", f(auth_type), f(host_header), "-", "-", "-",
+    ]  # fmt: skip
+    return " ".join(fields)
 
 
 # -- default encryption -----------------------------------------------------------------------------------

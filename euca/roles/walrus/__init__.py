@@ -15,6 +15,7 @@ import logging
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from euca.core.identity import Identity
 from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import cors, lifecycle, meta, sweep
+from euca.roles.walrus import access_log, cors, lifecycle, meta, sweep
+from euca.roles.walrus.access_log import AccessLogs
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.dispatch import dispatch as dispatch_request
@@ -52,6 +54,7 @@ class WalrusApp:
         self.domains = tuple(d.lower().strip(".") for d in config.walrus.domains)
         # Served by several processes on one port (walrus.workers): the listener must allow it.
         self.reuse_port = reuse_port
+        self.access_logs = AccessLogs(config.walrus.log_delivery_interval)
 
     def virtual_bucket(self, request: Request) -> str | None:
         """The bucket named by a Host of the form "<bucket>.<domain>" (virtual-host-style addressing)."""
@@ -75,6 +78,10 @@ class WalrusApp:
         request_id = rand[:8].hex().upper()
         host_id = base64.b64encode(rand[8:]).decode()
         vbucket = None
+        started = time.monotonic()
+        principal_id: str | None = None
+        auth_method = "anonymous"
+        error_code: str | None = None
         if self.walrus.changes is not None:
             await self.walrus.sync()
         try:
@@ -83,6 +90,8 @@ class WalrusApp:
                 auth = await authenticate(
                     request, self.identity, service="s3", region=self.config.region, virtual_bucket=vbucket
                 )
+                auth_method = auth.method
+                principal_id = auth.principal.canonical_id if auth.principal is not None else None
                 endpoint = s3.parse_request(
                     request.method, request.path, request.query, request.headers, vbucket
                 )
@@ -95,6 +104,7 @@ class WalrusApp:
         except S3Error as e:
             await self.drain_small_body(request)
             response = self.error_response(request, e, request_id, host_id)
+            error_code = e.code
         except ClientDisconnected:
             raise
         except (trio.Cancelled, KeyboardInterrupt):
@@ -109,6 +119,21 @@ class WalrusApp:
                 pass
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", host_id))
+        if self.walrus.settings:  # some bucket has settings: is this one's access logged?
+            bucket = s3.split_path(request.path, vbucket)[0]
+            if bucket is not None and self.walrus.setting(bucket, "logging") is not None:
+                await self.access_logs.record(
+                    self.walrus,
+                    request,
+                    response,
+                    bucket,
+                    principal_id,
+                    auth_method,
+                    request_id,
+                    host_id,
+                    error_code,
+                    started,
+                )
         return response
 
     @staticmethod
@@ -165,12 +190,14 @@ class WalrusRole:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sweep.run, self.storage, self.ctx.store)  # files no row refers to
                 nursery.start_soon(lifecycle.run, self.walrus, interval)  # bucket lifecycle rules
+                nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
                 task_status.started()
             return
         port = int(self.ctx.endpoints["walrus"].rsplit(":", 1)[1])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sweep.run, self.storage, self.ctx.store)
             nursery.start_soon(lifecycle.run, self.walrus, interval)
+            nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
             for index in range(1, self.workers):
                 nursery.start_soon(self._run_worker, index, port)
             task_status.started()
