@@ -8,11 +8,14 @@
   class attributes; `Endpoint` is their closed union and `ENDPOINTS` its members;
 - router: parse_request() turns a request into one Endpoint value;
 - xml: request bodies (parse_*_body) and responses (render_*);
-- cors, policy, post: CORS rules, bucket policies and public access blocks, browser-based (form) uploads.
+- cors, policy, post: CORS rules, bucket policies and public access blocks, browser-based (form) uploads;
+- lifecycle, object_lock, lock_headers, bucket_settings: lifecycle rules (and what expires when), object lock
+  documents and rules, the lock and SSE request headers, ownership / logging / encryption documents and the
+  GetObjectAttributes answer.
 
 The names of wire, errors, headers, endpoints, router and xml are re-exported here, so that callers write
 `from euca.protocol import s3` and then `s3.PutObject`, `s3.parse_request`, `s3.render_list_objects`;
-cors, policy and post are used as modules (`s3.policy.evaluate`), their names overlapping.
+cors, policy, post and the issue 11 modules are used as modules (`s3.policy.evaluate`, `s3.lifecycle.matches`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ app: request ids, virtual hosts, authentication, endpoint parsing, error renderi
 service: the service object (caches, change counters, commits); dispatch: endpoint class -> handler, under
 the access decision (access: bucket policy and public access block; acl: access control lists).
 Handlers per resource: buckets, bucket_config, objects, multipart (its computations in completion),
-listings, post_object, cors. meta: metadata (all SQL); storage: bytes on disk; sweep: removes the files
-no metadata refers to (what a crash leaves).
+listings, post_object, cors; settings (lifecycle, ownership, object lock, logging, encryption), object_lock,
+ownership, attributes. meta: metadata (all SQL); storage: bytes on disk; sweep: removes the files no
+metadata refers to (what a crash leaves); lifecycle: applies lifecycle rules; access_log: server access logs.
 """
 
 from __future__ import annotations
