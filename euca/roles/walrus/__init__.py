@@ -25,12 +25,12 @@ import trio
 
 from euca.core.auth import AuthError, authenticate
 from euca.core.config import ROLE_NAMES, Config
-from euca.core.http import ClientDisconnected, Request, Response
+from euca.core.http import ClientDisconnected, HttpServer, Request, Response
 from euca.core.identity import Identity
-from euca.core.roles import RoleContext
+from euca.core.roles import Dispatcher, RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import access_log, cors, lifecycle, meta, sweep
+from euca.roles.walrus import access_log, cors, https, lifecycle, meta, sweep
 from euca.roles.walrus.access_log import AccessLogs
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
@@ -47,7 +47,13 @@ class WalrusApp:
     path_prefixes: tuple[str, ...] = ("/services/objectstorage", "/services/Walrus")
 
     def __init__(
-        self, config: Config, identity: Identity, walrus: WalrusService, *, reuse_port: bool = False
+        self,
+        config: Config,
+        identity: Identity,
+        walrus: WalrusService,
+        *,
+        reuse_port: bool = False,
+        secure: bool = False,
     ):
         self.config = config
         self.identity = identity
@@ -56,6 +62,8 @@ class WalrusApp:
         # Served by several processes on one port (walrus.workers): the listener must allow it.
         self.reuse_port = reuse_port
         self.access_logs = AccessLogs(config.walrus.log_delivery_interval)
+        # Served over TLS (the HTTPS listener, https.py): what may only be sent encrypted is let through.
+        self.secure = secure
 
     def virtual_bucket(self, request: Request) -> str | None:
         """The bucket named by a Host of the form "<bucket>.<domain>" (virtual-host-style addressing)."""
@@ -97,8 +105,11 @@ class WalrusApp:
                     request.method, request.path, request.query, request.headers, vbucket
                 )
                 if s3.lock_headers.requests_sse_c(request.headers):
-                    # Walrus listens on plain HTTP only: a customer key would have crossed the wire in clear.
-                    s3.lock_headers.refuse_sse_c_in_clear(request.headers, secure=False)
+                    # On plain HTTP a customer key has crossed the wire in clear: refused as S3 refuses it.
+                    s3.lock_headers.refuse_sse_c_in_clear(request.headers, secure=self.secure)
+                    raise S3Error(
+                        "NotImplemented", "Walrus does not encrypt with customer-provided keys (SSE-C)"
+                    )
                 response = await dispatch_request(self.walrus, S3Call(request, auth, request_id), endpoint)
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
@@ -142,7 +153,8 @@ class WalrusApp:
         """Read what is left of a small refused body before answering. Clients such as botocore send
         `Expect: 100-continue` together with a small body; closing with those bytes unread would make the
         kernel reset the connection and the client would lose the error response."""
-        length = request.headers.get("content-length")
+        # A chunked (aws-chunked) body announces its size in x-amz-decoded-content-length instead.
+        length = request.headers.get("content-length") or request.headers.get("x-amz-decoded-content-length")
         if request.body.done or not length or not length.isdigit() or int(length) > 1024 * 1024:
             return
         try:
@@ -173,6 +185,10 @@ class WalrusRole:
         if self.workers > 1:
             self.walrus.changes = Changes(changes_path(ctx.config), 0)
         self.apps = [WalrusApp(ctx.config, ctx.identity, self.walrus, reuse_port=self.workers > 1)]
+        # S3 on HTTPS too (walrus.https_port), served by this process beside its HTTP listener.
+        self.https: WalrusApp | None = None
+        if ctx.config.walrus.https_port >= 0:
+            self.https = WalrusApp(ctx.config, ctx.identity, self.walrus, secure=True)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         _raise_open_files_limit()
@@ -189,6 +205,8 @@ class WalrusRole:
         interval = self.ctx.config.walrus.lifecycle_interval
         if self.workers == 1:
             async with trio.open_nursery() as nursery:
+                if self.https is not None:
+                    await nursery.start(self._serve_https)
                 nursery.start_soon(sweep.run, self.storage, self.ctx.store)  # files no row refers to
                 nursery.start_soon(lifecycle.run, self.walrus, interval)  # bucket lifecycle rules
                 nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
@@ -196,12 +214,34 @@ class WalrusRole:
             return
         port = int(self.ctx.endpoints["walrus"].rsplit(":", 1)[1])
         async with trio.open_nursery() as nursery:
+            if self.https is not None:
+                await nursery.start(self._serve_https)
             nursery.start_soon(sweep.run, self.storage, self.ctx.store)
             nursery.start_soon(lifecycle.run, self.walrus, interval)
             nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
             for index in range(1, self.workers):
                 nursery.start_soon(self._run_worker, index, port)
             task_status.started()
+
+    async def _serve_https(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """S3 over HTTPS on walrus.https_port (this process only), until the role stops; its address is
+        ctx.endpoints["walrus-https"]."""
+        assert self.https is not None
+        config = self.ctx.config
+        context = await trio.to_thread.run_sync(https.server_context, config, self.ctx.ca)
+        server = HttpServer(
+            Dispatcher([self.https]), config.walrus.listen.host, config.walrus.https_port, config.http,
+            access_log=True, ssl_context=context,
+        )  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            self.ctx.endpoints["walrus-https"] = f"https://{config.public_host}:{server.port}"
+            log.info("walrus https address=%s:%d", config.walrus.listen.host, server.port)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                server.shutdown()
 
     async def _run_worker(self, index: int, port: int) -> None:
         """One more process serving S3 on our port, restarted if it dies; stopped (SIGTERM: it finishes its
