@@ -228,7 +228,13 @@ class WalrusRole:
         ctx.endpoints["walrus-https"]."""
         assert self.https is not None
         config = self.ctx.config
-        context = await trio.to_thread.run_sync(https.server_context, config, self.ctx.ca)
+        try:
+            context = await trio.to_thread.run_sync(https.server_context, config, self.ctx.ca)
+        except (OSError, ValueError, https.NoCertificate) as e:
+            # S3 on HTTP goes on; the operator sees why HTTPS did not start.
+            log.error("walrus https not started: %s", e)
+            task_status.started()
+            return
         server = HttpServer(
             Dispatcher([self.https]), config.walrus.listen.host, config.walrus.https_port, config.http,
             access_log=True, ssl_context=context,

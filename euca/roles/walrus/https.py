@@ -20,6 +20,10 @@ from euca.core.pki import CloudCA, write_private, write_public
 CERT_DIR = "walrus-https"
 
 
+class NoCertificate(Exception):
+    """No certificate was given and this host cannot issue one (it holds no CA key)."""
+
+
 def certificate_files(config: Config, ca: CloudCA) -> tuple[Path, Path]:
     """(certificate, key) PEM paths of the HTTPS listener, issuing them from the cloud CA when needed."""
     w = config.walrus
@@ -29,6 +33,10 @@ def certificate_files(config: Config, ca: CloudCA) -> tuple[Path, Path]:
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     hosts = [config.public_host, "localhost", "127.0.0.1", *(f"*.{d}" for d in w.domains)]
     if not _still_good(cert_path, key_path, hosts):
+        if not ca.has_key:
+            raise NoCertificate(
+                "this host has the cloud CA's certificate only: set walrus.tls_cert and walrus.tls_key"
+            )
         directory.mkdir(parents=True, exist_ok=True)
         key_pem, cert_pem = ca.issue_component("walrus", config.public_host, hosts)
         write_private(key_path, key_pem)
