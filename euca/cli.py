@@ -373,11 +373,22 @@ def _print_join_token(
 @click.option("--port", default=8774, show_default=True, type=int)
 @click.option("--zone", default=None, help="The availability zone it serves (default: NAME).")
 @click.option(
+    "--subnet",
+    default=None,
+    help="Its instances' private subnet, e.g. 10.77.0.0/24 (default: the CC's cc.subnet). Clusters may share one.",
+)
+@click.option(
     "--join-token/--no-join-token", default=True, show_default=True, help="Print a join token for the CC."
 )
 @click.pass_context
 def register_cluster(
-    ctx: click.Context, name: str, host: str, port: int, zone: str | None, join_token: bool
+    ctx: click.Context,
+    name: str,
+    host: str,
+    port: int,
+    zone: str | None,
+    subnet: str | None,
+    join_token: bool,
 ) -> None:
     """Register a cluster (one availability zone, one CC)."""
     from euca.roles.clc.topology import records as topology
@@ -385,12 +396,43 @@ def register_cluster(
     cfg, store = _clc_store(ctx)
     try:
         url = topology.service_url(host, port)
-        cluster = store.write_sync(lambda tx: topology.register_cluster(tx, name, url, zone))
+        cluster = store.write_sync(lambda tx: topology.register_cluster(tx, name, url, zone, subnet=subnet))
     except topology.TopologyError as e:
         raise _fail(e) from e
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\t{cluster.url}")
+    if cluster.subnet:
+        click.echo(f"SUBNET\t{cluster.name}\t{cluster.subnet}")
     if join_token:
         _print_join_token(cfg, store, "cc", cluster.name, host)
+
+
+@admin.command("modify-cluster")
+@click.argument("name")
+@click.option("--subnet", required=True, help="Its instances' private subnet; 'default': the CC's cc.subnet.")
+@click.pass_context
+def modify_cluster(ctx: click.Context, name: str, subnet: str) -> None:
+    """Change a cluster's private subnet (refused while it runs instances; its CC moves at the next poll)."""
+    from euca.roles.clc import admin
+    from euca.roles.clc.topology.records import TopologyError
+
+    _, store = _clc_store(ctx)
+    wanted = None if subnet == "default" else subnet
+    try:
+        cluster = store.write_sync(lambda tx: admin.set_cluster_subnet(tx, name, wanted))
+    except TopologyError as e:
+        raise _fail(e) from e
+    click.echo(f"SUBNET\t{cluster.name}\t{cluster.subnet or 'default'}")
+
+
+@admin.command("describe-clusters")
+@click.pass_context
+def describe_clusters(ctx: click.Context) -> None:
+    """Each cluster: its zone, its CC, its private subnet ('default': the CC's cc.subnet), its state."""
+    from euca.roles.clc.topology import records as topology
+
+    _, store = _clc_store(ctx)
+    for c in store.read_sync(topology.list_clusters):
+        click.echo(f"CLUSTER\t{c.name}\t{c.zone}\t{c.url}\t{c.subnet or 'default'}\t{c.state}")
 
 
 @admin.command("deregister-cluster")
@@ -650,6 +692,168 @@ def describe_public_addresses(ctx: click.Context) -> None:
             click.echo(
                 f"ADDRESS\t{a.public_ip}\tallocated\t{a.account_id}\t{a.allocation_id}\t{a.instance_id or '-'}"
             )
+
+
+# -- usage reports (Eucalyptus's eureport-generate-report; the same over the API: /services/Reporting) ------
+
+
+def _report_options(f: Any) -> Any:
+    """The options `euca admin report` and `euca report` share (eureport-generate-report's)."""
+    options = [
+        click.option(
+            "--type",
+            "kind",
+            type=click.Choice(["instance", "volume", "snapshot", "elastic-ip", "s3", "capacity"]),
+            default="instance",
+            show_default=True,
+        ),
+        click.option(
+            "--start", help="ISO 8601 date/time (UTC) or Unix seconds; default: a week before --end."
+        ),
+        click.option("--end", help="ISO 8601 date/time (UTC) or Unix seconds; default: now."),
+        click.option(
+            "--time-unit",
+            type=click.Choice(["seconds", "minutes", "hours", "days"]),
+            default="hours",
+            show_default=True,
+        ),
+        click.option(
+            "--size-unit",
+            type=click.Choice(["B", "KB", "MB", "GB"], case_sensitive=False),
+            default="GB",
+            show_default=True,
+        ),
+        click.option(
+            "--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True
+        ),
+        click.option(
+            "--account", help="One account's usage (name or id); default: every account you may see."
+        ),
+        click.option(
+            "--output", "-o", type=click.Path(dir_okay=False), help="Write the report here (default: stdout)."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _emit_report(kind: str, text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"REPORT\t{kind}\t{output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@admin.command("report")
+@_report_options
+@click.pass_context
+def report(
+    ctx: click.Context,
+    kind: str,
+    start: str | None,
+    end: str | None,
+    time_unit: str,
+    size_unit: str,
+    fmt: str,
+    account: str | None,
+    output: str | None,
+) -> None:
+    """Usage of instances, volumes, snapshots, elastic IPs, S3, or the cloud's capacity, over a time range,
+    grouped zone -> account -> user, as CSV, JSON or an HTML page with charts (every account's: run on the
+    CLC host; `euca report` asks a CLC over the API with your keys)."""
+    import time
+
+    from euca.roles.clc import reporting
+    from euca.roles.clc.usage.report import ReportError
+
+    _, store = _clc_store(ctx)
+    identity = Identity(store)
+    try:
+        end_at = reporting.parse_time(end) if end else time.time()
+        start_at = reporting.parse_time(start) if start else end_at - reporting.DEFAULT_SPAN
+        account_id = None
+        if account:
+            found = [a for a in identity.list_accounts() if account in (a.account_id, a.name)]
+            if not found:
+                raise click.ClickException(f"no such account: {account}")
+            account_id = found[0].account_id
+        req = reporting.ReportRequest(kind, start_at, end_at, time_unit, size_unit, fmt, account_id)
+        text = reporting.generate(store, identity, req)
+    except ReportError as e:
+        raise _fail(e) from e
+    _emit_report(kind, text, output)
+
+
+@main.command("report")
+@_report_options
+@click.option("-U", "--url", envvar="EC2_URL", default=None, help="The cloud's EC2 URL [EC2_URL].")
+@click.option(
+    "-I",
+    "--access-key-id",
+    envvar=["AWS_ACCESS_KEY_ID", "EC2_ACCESS_KEY"],
+    default=None,
+    help="[AWS_ACCESS_KEY_ID]",
+)
+@click.option(
+    "-S",
+    "--secret-key",
+    envvar=["AWS_SECRET_ACCESS_KEY", "EC2_SECRET_KEY"],
+    default=None,
+    help="[AWS_SECRET_ACCESS_KEY]",
+)
+@click.option("--region", envvar="AWS_DEFAULT_REGION", default="eucalyptus", show_default=True)
+def report_client(
+    kind: str,
+    start: str | None,
+    end: str | None,
+    time_unit: str,
+    size_unit: str,
+    fmt: str,
+    account: str | None,
+    output: str | None,
+    url: str | None,
+    access_key_id: str | None,
+    secret_key: str | None,
+    region: str,
+) -> None:
+    """A usage report from the cloud's Reporting API, signed with your keys (a sourced eucarc): the cloud
+    admin sees every account, an account's admin its own."""
+    import time
+    from urllib.parse import quote, urlencode
+
+    import httpx
+
+    from euca.protocol.sigv4 import SigningKey, sign_request
+
+    if not url or not access_key_id or not secret_key:
+        raise click.ClickException("no endpoint or credentials: source your eucarc or pass --url, -I and -S")
+    params = {"Action": "GenerateReport", "Type": kind, "TimeUnit": time_unit, "SizeUnit": size_unit}
+    params |= {"Format": fmt, **({"StartDate": start} if start else {}), **({"EndDate": end} if end else {})}
+    if account:
+        params["Account"] = account
+    base = url.split("/services/", 1)[0].rstrip("/")
+    target = f"{base}/services/Reporting?{urlencode(params, quote_via=quote)}"
+    headers = sign_request(
+        "GET", target, SigningKey(access_key_id, secret_key, region, "ec2"), now=time.time()
+    )
+    try:
+        answer = httpx.get(target, headers=headers, timeout=300)
+    except httpx.HTTPError as e:
+        raise click.ClickException(f"cannot reach {base}: {e}") from e
+    if answer.status_code != 200:
+        text = answer.text
+        code = (
+            text.split("<Code>", 1)[-1].split("</Code>", 1)[0]
+            if "<Code>" in text
+            else str(answer.status_code)
+        )
+        message = (
+            text.split("<Message>", 1)[-1].split("</Message>", 1)[0] if "<Message>" in text else text[:200]
+        )
+        raise click.ClickException(f"{code}: {message}")
+    _emit_report(kind, answer.text, output)
 
 
 def _write_user_credentials(

@@ -128,6 +128,10 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     https_port: int = -1
     tls_cert: str = ""
     tls_key: str = ""
+    # S3 usage (walrus/usage.py): each process writes its request counts this often (seconds), and the role's
+    # process samples what every bucket holds this often (a row only for a bucket that changed).
+    usage_flush_interval: float = 10.0
+    usage_sample_interval: float = 300.0
 
     def __post_init__(self) -> None:
         if self.lifecycle_interval <= 0 or self.lifecycle_day_seconds <= 0 or self.log_delivery_interval <= 0:
@@ -153,8 +157,14 @@ class ScConfig(msgspec.Struct, forbid_unknown_fields=True):
     # GiB the volumes of this SC may be promised in all (their sizes summed); 0: the size of the file
     # system holding volumes_dir.
     capacity_gb: int = 0
+    # Attached volumes are served to the nodes over NBD by one qemu-storage-daemon (roles/sc/nbd.py): port 0
+    # is a unix socket in the SC's directory (nodes on this host: a one-box), else TCP on nbd_host:nbd_port.
+    nbd_host: str = "127.0.0.1"
+    nbd_port: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.nbd_port <= 65535:
+            raise ValueError("sc.nbd_port must be 0 (a unix socket) or a TCP port")
         if self.backend != "files":
             raise ValueError(f"sc.backend must be files, not {self.backend!r}")
         if self.capacity_gb < 0:

@@ -11,11 +11,15 @@ replaces ~/.cache when set.) `find_boot_image()` returns the newest complete set
 `build_boot_image()` builds what is missing (`euca build-boot-image` on the command line).
 
 The guest needs nothing but a kernel command line with `console=ttyS0` (the initramfs ignores `root=`): its
-/init loads the virtio modules in dependency order, prints `euca-guest: booted <instance id>` on the console
-(the id comes from `euca.instance_id=` on the kernel command line or an SMBIOS system serial starting with
-"i-", else "unknown"), mounts /dev/vda read-only and lists it, asks for a DHCP lease on eth0 in the background,
-then hands PID 1 to busybox init, which never exits. busybox acpid, started before the marker, powers off on
-the ACPI power button, so libvirt's ACPI reboot and shutdown work once the marker is out. `euca.shell=1` on the command line adds a shell on ttyS0 for debugging.
+/init (euca.images.guest_init) loads the virtio modules in dependency order, prints `euca-guest: booted
+<instance id>` on the console (the id comes from `euca.instance_id=` on the kernel command line or an SMBIOS
+system serial starting with "i-", else "unknown"), mounts /dev/vda read-only and lists it, then in the
+background asks for a DHCP lease on eth0 and reads the metadata service (hostname, root's ssh key, the
+dropbear ssh server, user data starting with `#!`), one console line per step; PID 1 goes to busybox init,
+which never exits. busybox acpid, started before the marker, powers off on the ACPI power button, so
+libvirt's ACPI reboot and shutdown work once the marker is out. `euca.shell=1` on the command line adds a
+shell on ttyS0 for debugging. Dropbear and its libraries come from this machine's dropbear-bin package
+(euca.images.dropbear); without it the image has no ssh server.
 
 The newc archive is written by euca.images.cpio, the modules chosen by euca.images.kmodules. At the first
 start of `--role all` the image is bundled, uploaded and registered by euca.images.default_image (configuration
@@ -33,20 +37,34 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from euca.images import dropbear, guest_init
 from euca.images.cpio import CpioWriter
+from euca.images.guest_init import (
+    GROUP,
+    HOSTS,
+    INITTAB,
+    PASSWD,
+    POWER_BUTTON,
+    ROOT_MARKER_FILE,
+    SETUP_PATH,
+    SHELLS,
+    UDHCPC_SCRIPT,
+    all_scripts,
+    init_script,
+    setup_script,
+)
 from euca.images.kmodules import kernel_modules, module_depends, module_load_order, parse_kconfig
 
 log = logging.getLogger("euca.bootimage")
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
-BOOT_MARKER = "euca-guest: booted"
-ROOT_MARKER_FILE = "euca-root-marker"
+BOOT_MARKER = guest_init.BOOT_MARKER  # what the tests look for on a guest's console, here as before
 ROOT_IMAGE_MIB = 4
 BUSYBOX = Path("/bin/busybox")
 # What a guest needs from the kernel: the PCI virtio transport, disk and network, and the ACPI power
@@ -94,138 +112,31 @@ def default_cache_root() -> Path:
     return Path(base) / "euca" / "bootimage"
 
 
-# -- the guest's init --------------------------------------------------------------------------------------
-
-INIT_TEMPLATE = r"""#!/bin/busybox sh
-# euca default guest. PID 1 until it hands over to busybox init (PID 1 must never exit: that panics).
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /mnt/root /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
-mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
-say() { echo "euca-guest: $*"; }
-
-loaded=""; failed=""
-for m in @MODULES@; do
-    if insmod "/lib/modules/@KVER@/$m.ko" 2>/dev/null; then loaded="$loaded $m"; else failed="$failed $m"; fi
-done
-say "modules loaded:${loaded:- none}${failed:+ failed:$failed}"
-# Before the boot marker, so a guest that reported booted also powers off on libvirt's ACPI request.
-acpid -c /etc/acpi -l /run/acpid.log
-
-iid=""; shell=""
-for word in $(cat /proc/cmdline); do
-    case "$word" in
-        euca.instance_id=*|instance_id=*) iid="${word#*=}" ;;
-        euca.shell=1) shell=1 ;;
-    esac
-done
-if [ -z "$iid" ]; then
-    for f in /sys/class/dmi/id/product_serial /sys/class/dmi/id/chassis_asset_tag /sys/class/dmi/id/board_serial; do
-        v="$(cat "$f" 2>/dev/null)"
-        case "$v" in i-*) iid="$v"; break ;; esac
-    done
-fi
-[ -n "$iid" ] && hostname "$iid"
-echo "@MARKER@ ${iid:-unknown} kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)s"
-
-disks=""
-for d in /sys/block/vd*; do [ -e "$d" ] && disks="$disks ${d##*/}"; done
-say "disks:${disks:- none}"
-if [ -b /dev/vda ]; then
-    if mount -o ro /dev/vda /mnt/root 2>/dev/null; then
-        say "/dev/vda mounted: $(ls /mnt/root | tr '\n' ' ')"
-        [ -f /mnt/root/@ROOT_MARKER@ ] && say "root marker: $(head -n 1 /mnt/root/@ROOT_MARKER@)"
-    else
-        say "/dev/vda present, not mountable"
-    fi
-fi
-
-ip link set lo up
-if [ -e /sys/class/net/eth0 ]; then
-    # In the background: a guest without a DHCP server must not wait for one.
-    (udhcpc -i eth0 -s /etc/udhcpc.script -t 5 -T 2 -A 10 -b >/dev/null 2>&1
-     sleep 1
-     if [ -z "$iid" ] && ip route | grep -q default; then
-         md="$(wget -q -T 2 -O - http://169.254.169.254/latest/meta-data/instance-id 2>/dev/null)"
-         [ -n "$md" ] && say "metadata instance-id=$md"
-     fi) &
-else
-    say "no eth0"
-fi
-
-if [ -n "$shell" ]; then
-    echo "ttyS0::respawn:/bin/cttyhack /bin/sh" >> /etc/inittab
-fi
-say "ready"
-exec /bin/busybox init
-"""
-
-INITTAB = """::ctrlaltdel:/bin/busybox reboot
-::shutdown:/bin/busybox umount -a -r
-"""
-
-# poweroff -f: straight to the kernel, as PID 1 may still be /init (which ignores poweroff's signal) when the
-# button is pressed early; nothing needs an orderly shutdown (the root disk is mounted read-only).
-POWER_BUTTON = """#!/bin/sh
-echo "euca-guest: power button, powering off" > /dev/console
-sync
-poweroff -f
-"""
-
-UDHCPC_SCRIPT = r"""#!/bin/sh
-# busybox udhcpc hook: configure $interface from the lease and report it on the console.
-case "$1" in
-    deconfig)
-        ip addr flush dev "$interface"
-        ip link set "$interface" up
-        ;;
-    bound|renew)
-        ip addr flush dev "$interface"
-        ip addr add "$ip/${mask:-24}" dev "$interface"
-        if [ -n "$router" ]; then
-            ip route add default via "${router%% *}" dev "$interface" 2>/dev/null
-        fi
-        : > /etc/resolv.conf
-        for s in $dns; do echo "nameserver $s" >> /etc/resolv.conf; done
-        echo "euca-guest: $interface $1 $ip/${mask:-24} router=${router:-none}" > /dev/console
-        ;;
-esac
-exit 0
-"""
-
-
-def init_script(kernel_version: str, modules: list[str]) -> str:
-    return (
-        INIT_TEMPLATE.replace("@MODULES@", " ".join(modules))
-        .replace("@KVER@", kernel_version)
-        .replace("@MARKER@", BOOT_MARKER)
-        .replace("@ROOT_MARKER@", ROOT_MARKER_FILE)
-    )
-
-
 def recipe_id() -> str:
     """A digest of what goes into the image besides the kernel package (scripts, module list, sizes), so a
     cached set made by an older euca is rebuilt rather than booted."""
     parts = (
-        INIT_TEMPLATE,
-        INITTAB,
-        POWER_BUTTON,
-        UDHCPC_SCRIPT,
+        *all_scripts(),
         " ".join(WANTED_MODULES),
         str(ROOT_IMAGE_MIB),
-        "1",
+        "2",
+        "dropbear" if dropbear.available() else "no ssh server",
     )
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def build_initramfs(kernel_version: str, modules: list[tuple[str, bytes]], busybox: bytes) -> bytes:
-    """The gzip'd newc archive: busybox, the modules (in load order), /init and its configuration."""
+def build_initramfs(
+    kernel_version: str,
+    modules: list[tuple[str, bytes]],
+    busybox: bytes,
+    extra_files: Sequence[tuple[str, bytes, int]] = (),
+) -> bytes:
+    """The gzip'd newc archive: busybox, the modules (in load order), /init and its configuration, the
+    metadata setup script, and `extra_files` (path, content, mode: the ssh server and its libraries)."""
     cpio = CpioWriter()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "mnt/root", "etc"):
         cpio.add_dir(d)
+    cpio.add_dir("root", 0o700)
     # The kernel opens /dev/console before /init runs; without the node init would have no stdout.
     cpio.add_char_device("dev/console", 5, 1)
     cpio.add_char_device("dev/null", 1, 3, 0o666)
@@ -245,6 +156,11 @@ def build_initramfs(kernel_version: str, modules: list[tuple[str, bytes]], busyb
     cpio.add_file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
     cpio.add_file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
     cpio.add_file("etc/euca-image", f"euca default guest, kernel {kernel_version}\n".encode())
+    cpio.add_file(SETUP_PATH.lstrip("/"), setup_script().encode(), 0o755)
+    for name, text in (("passwd", PASSWD), ("group", GROUP), ("shells", SHELLS), ("hosts", HOSTS)):
+        cpio.add_file(f"etc/{name}", text.encode())
+    for path, data, mode in extra_files:
+        cpio.add_file(path, data, mode)
     return gzip.compress(cpio.finish(), compresslevel=9, mtime=0)
 
 
@@ -362,8 +278,22 @@ def build_from_tree(tree: Path, kernel_version: str, out: Path, progress: Progre
     try:
         shutil.copyfile(vmlinuz, staging / "vmlinuz")
         progress(f"vmlinuz {vmlinuz.stat().st_size // 1024} KiB")
+        ssh_server: list[tuple[str, bytes, int]] = []
+        if dropbear.available():
+            try:
+                ssh_server = dropbear.files()
+            except (OSError, dropbear.MissingLibrary) as e:
+                raise BootImageUnavailable(f"dropbear cannot be copied into the image: {e}") from e
+            progress(f"ssh server: dropbear with {len(ssh_server) - len(dropbear.BINARIES)} libraries")
+        else:
+            progress(
+                f"{dropbear.DROPBEAR} missing (apt-get install dropbear-bin): the image has no ssh server"
+            )
         initrd = build_initramfs(
-            kernel_version, [(name, available[name].read_bytes()) for name in order], BUSYBOX.read_bytes()
+            kernel_version,
+            [(name, available[name].read_bytes()) for name in order],
+            BUSYBOX.read_bytes(),
+            ssh_server,
         )
         (staging / "initrd.img").write_bytes(initrd)
         progress(f"initrd.img {len(initrd) // 1024} KiB")

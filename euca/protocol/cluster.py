@@ -136,6 +136,7 @@ class InstanceStatus(msgspec.Struct, frozen=True):
     mac: str | None = None
     launch_time: float = 0.0
     reason: str | None = None  # why it is terminated/canceled, if not by request
+    volumes: list[AttachedVolume] = []  # EBS volumes attached to it (issue 10), as its NC has them
 
 
 class NodeResources(msgspec.Struct, frozen=True):
@@ -219,6 +220,9 @@ class InstanceNetwork(msgspec.Struct, frozen=True):
     instance_id: str
     security_groups: list[str] = []
     public_ip: str | None = None
+    # A digest of its InstanceMetadata: a CC whose copy differs (or that has none: it restarted) names the
+    # instance in ResourcesReply.metadata_wanted and the CLC sends it (PutInstanceMetadata).
+    metadata_version: str = ""
 
 
 class NetworkView(msgspec.Struct, frozen=True):
@@ -228,6 +232,44 @@ class NetworkView(msgspec.Struct, frozen=True):
     version: str
     instances: list[InstanceNetwork] = []
     groups: list[GroupRules] = []
+
+
+# --- The metadata service's data (issue 9): what a CC answers at 169.254.169.254 beyond what its leases
+# and the view say. Not in every poll (user data is up to 16 KiB an instance): the view carries a digest
+# per instance, the CC asks for what it lacks in its reply, and the CLC sends it at once.
+
+
+class BlockDevice(msgspec.Struct, frozen=True):
+    """One entry of meta-data/block-device-mapping/: `name` (ami, root, ephemeral0, ebs1...) -> device."""
+
+    name: str
+    device: str
+
+
+class InstanceMetadata(msgspec.Struct, frozen=True):
+    """One instance's launch facts for its metadata service (the CLC's records; the same for its life,
+    but for the block devices, which volumes will change)."""
+
+    instance_id: str
+    version: str  # the digest InstanceNetwork.metadata_version names
+    reservation_id: str
+    image_id: str
+    instance_type: str
+    launch_index: int = 0
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    key_name: str | None = None
+    public_key: str | None = None  # None when the key pair was deleted since the launch
+    user_data: bytes = b""
+    security_groups: list[str] = []  # names, as launched
+    manifest_path: str | None = None  # the image's bucket/manifest (ami-manifest-path)
+    block_devices: list[BlockDevice] = []
+
+
+class PutInstanceMetadata(msgspec.Struct, frozen=True):
+    """CLC -> CC: the metadata of instances the CC named in metadata_wanted. Answered Ack."""
+
+    instances: list[InstanceMetadata]
 
 
 class DescribeResources(msgspec.Struct, frozen=True):
@@ -240,12 +282,17 @@ class DescribeResources(msgspec.Struct, frozen=True):
     nodes: list[NodeAddress]
     vm_types: list[VmType]
     network: NetworkView | None = None
+    # The cluster's private subnet as the admin set it (issue 9); None: the CC's own (cc.subnet). A CC
+    # moves to it while it holds no instance's address.
+    subnet: str | None = None
 
 
 class ResourcesReply(msgspec.Struct, frozen=True):
     cluster: str
     nodes: list[NodeResources]
     capacity: list[TypeCapacity]
+    metadata_wanted: list[str] = []  # instances of the view whose metadata (of its version) the CC lacks
+    subnet: str = ""  # the private subnet the CC serves (it differs from the CLC's while instances hold it)
 
 
 class DescribeInstances(msgspec.Struct, frozen=True):
@@ -379,11 +426,85 @@ class VolumesReply(msgspec.Struct, frozen=True):
     backend: str = ""
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Attaching volumes (issue 10: AttachVolume / DetachVolume). The CLC asks the zone's SC for an export of the
+# volume for the instance's node (ExportVolume), then its CC to attach it (AttachVolume), which passes it to
+# the instance's NC (NcAttachVolume): a virtio disk hot-plugged from the export. Detach is the reverse, the
+# SC's UnexportVolume last. Each NC reports its instances' volumes in InstanceStatus.volumes, which is how
+# the CLC's poll sees an attachment done (or gone after a restart).
+
+
+class AttachedVolume(msgspec.Struct, frozen=True):
+    """A volume attached to an instance, as its node has it: the EC2 device name the user asked for, the
+    guest's disk (vdX), and `detaching` while the guest has not yet let go of the disk."""
+
+    volume_id: str
+    device: str
+    target: str
+    state: Literal["attached", "detaching"] = "attached"
+
+
+class ExportVolume(msgspec.Struct, frozen=True):
+    """Make the volume reachable from `node` (idempotent); the reply says how."""
+
+    volume_id: str
+    node: str
+
+
+class UnexportVolume(msgspec.Struct, frozen=True):
+    """The volume no longer reachable from nodes (idempotent: a volume not exported answers Ack)."""
+
+    volume_id: str
+
+
+class AttachVolume(msgspec.Struct, frozen=True):
+    """CLC -> CC: attach the volume to the instance from `export`; the reply is the instance's status."""
+
+    instance_id: str
+    volume_id: str
+    device: str  # as the user named it (/dev/sdf); the guest sees the next free virtio disk
+    export: VolumeExport
+
+
+class DetachVolume(msgspec.Struct, frozen=True):
+    """CLC -> CC: detach the volume from the instance (idempotent); `force`: take the disk away even if the
+    guest does not let go of it."""
+
+    instance_id: str
+    volume_id: str
+    force: bool = False
+
+
+class NcAttachVolume(msgspec.Struct, frozen=True):
+    instance_id: str
+    volume_id: str
+    device: str
+    export: VolumeExport
+
+
+class NcDetachVolume(msgspec.Struct, frozen=True):
+    instance_id: str
+    volume_id: str
+    force: bool = False
+
+
+ATTACH_REPLIES: dict[type, type] = {
+    ExportVolume: VolumeExport,
+    UnexportVolume: Ack,
+    AttachVolume: InstanceStatus,
+    DetachVolume: InstanceStatus,
+    NcAttachVolume: InstanceStatus,
+    NcDetachVolume: InstanceStatus,
+}
+
+
 SC_REPLIES: dict[type, type] = {
     CreateVolume: VolumeStatus,
     DeleteVolume: VolumeStatus,
     GrowVolume: VolumeStatus,
     DescribeVolumes: VolumesReply,
+    ExportVolume: VolumeExport,
+    UnexportVolume: Ack,
 }
 
 
@@ -395,6 +516,7 @@ REPLIES: dict[type, type] = {
     TerminateInstances: InstancesReply,
     RebootInstances: Ack,
     GetConsoleOutput: ConsoleOutput,
+    PutInstanceMetadata: Ack,
     NcDescribeResource: NodeResources,
     NcDescribeInstances: InstancesReply,
     NcRunInstance: InstanceStatus,
@@ -403,6 +525,7 @@ REPLIES: dict[type, type] = {
     NcRebootInstance: Ack,
     NcGetConsoleOutput: ConsoleOutput,
     **SC_REPLIES,
+    **ATTACH_REPLIES,
 }
 
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in REPLIES}
@@ -416,6 +539,9 @@ CC_MESSAGES = frozenset(
         TerminateInstances,
         RebootInstances,
         GetConsoleOutput,
+        PutInstanceMetadata,
+        AttachVolume,
+        DetachVolume,
     }
 )
 NC_MESSAGES = frozenset(
@@ -427,6 +553,8 @@ NC_MESSAGES = frozenset(
         NcTerminateInstance,
         NcRebootInstance,
         NcGetConsoleOutput,
+        NcAttachVolume,
+        NcDetachVolume,
     }
 )
 SC_MESSAGES = frozenset(SC_REPLIES)

@@ -7,7 +7,10 @@ Needs root, libvirtd (started here with scripts/setup-host when it is not runnin
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 
 from euca.images import bootimage as bi
+from helpers.guest_ssh import make_key_pair, ssh_ok, wait_for_ssh
 from helpers.qemu_host import LIBVIRT_URI, connect, libvirt, unusable_reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,9 +89,11 @@ def console_lines(console: Path, prefix: str) -> list[str]:
     ]
 
 
-def start_guest(conn: Any, image: bi.BootImage, where: Path, nic: str = "") -> tuple[Any, Path, str]:
+def start_guest(
+    conn: Any, image: bi.BootImage, where: Path, nic: str = "", name: str = ""
+) -> tuple[Any, Path, str]:
     """A running transient domain of the boot image on a qcow2 overlay in `where`."""
-    name = f"i-{uuid.uuid4().hex[:8]}"
+    name = name or f"i-{uuid.uuid4().hex[:8]}"
     disk = where / "root.qcow2"
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.root), str(disk)],
@@ -228,5 +234,157 @@ def test_network_in_the_namespace(
             ),
             console,
         )
+    finally:
+        destroy(dom)
+
+
+# A stand-in for the CC's metadata service on 169.254.169.254:80 inside the namespace, answering every
+# source as one instance with the CC's own answer function (euca.roles.cc.metadata).
+METADATA_STANDIN = """
+import http.server, json, secrets, sys, time
+from euca.roles.cc.metadata import Answer, MetadataRecord, Tokens, answer
+spec = json.loads(open(sys.argv[1]).read())
+refuse_tokens = spec.pop("refuse_tokens", False)
+record = MetadataRecord(**{**spec, "user_data": spec["user_data"].encode()})
+tokens = Tokens(secrets.token_bytes(32))
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if refuse_tokens and self.command == "PUT":  # a service without IMDSv2
+            a = Answer(405, b"Method Not Allowed\\n")
+        else:
+            a = answer(record, self.command, self.path, headers, tokens, time.time())
+        self.send_response(a.status)
+        for k, v in (("Content-Type", a.content_type), ("Content-Length", str(len(a.body))), *a.headers):
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(a.body)
+        print(self.command, self.path, a.status, flush=True)
+
+    do_GET = do_PUT = answer
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("169.254.169.254", 80), Handler).serve_forever()
+"""
+
+
+@pytest.fixture
+def metadata_standin(
+    dhcp_bridge: tuple[str, str], tmp_path: Path
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """start(spec): a stand-in for the CC's metadata service on 169.254.169.254:80 in the bridge's
+    namespace, answering every source as the instance `spec` describes, with the CC's own answer function
+    (euca.roles.cc.metadata); `refuse_tokens` in the spec makes it a service without IMDSv2."""
+    bridge, _ = dhcp_bridge
+    ns = _libvirtd_netns()
+    sh("ip", "-n", ns, "addr", "add", "169.254.169.254/32", "dev", bridge)
+    # Ahead of any cluster's DNAT of 169.254.169.254 in the shared namespace: ours stays local.
+    keep_local = ["-t", "nat", "PREROUTING", "-i", bridge, "-d", "169.254.169.254/32", "-j", "ACCEPT"]
+    sh("ip", "netns", "exec", ns, "iptables", "-w", *keep_local[:2], "-I", *keep_local[2:])
+    servers: list[subprocess.Popen[bytes]] = []
+    log = open(tmp_path / "metadata.log", "w")
+
+    def start(spec: dict[str, Any]) -> None:
+        (tmp_path / "md.json").write_text(json.dumps(spec))
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", METADATA_STANDIN, str(tmp_path / "md.json")]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        servers.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+        log.close()
+        sh("ip", "netns", "exec", ns, "iptables", "-w", *keep_local[:2], "-D", *keep_local[2:])
+
+
+def _guest_on(bridge: str) -> str:
+    mac = "d0:0d:" + ":".join(uuid.uuid4().hex[i : i + 2] for i in range(0, 8, 2))
+    return f"<interface type='bridge'><source bridge='{bridge}'/><mac address='{mac}'/><model type='virtio'/></interface>"
+
+
+def test_metadata_hostname_ssh_key_and_user_data(
+    conn: Any,
+    boot_image: bi.BootImage,
+    dhcp_bridge: tuple[str, str],
+    metadata_standin: Callable[[dict[str, Any]], None],
+    tmp_path: Path,
+) -> None:
+    """The guest reads its metadata (IMDSv2), sets its hostname, installs root's key, starts dropbear and
+    runs its user-data script (output on the console); ssh with the key from the namespace gets in."""
+    bridge, gateway = dhcp_bridge
+    ns = _libvirtd_netns()
+    key, public_key = make_key_pair(tmp_path)
+    name = f"i-{uuid.uuid4().hex[:8]}"
+    local_ip = gateway.rsplit(".", 1)[0] + ".10"
+    metadata_standin(
+        {
+            "instance_id": name,
+            "local_ipv4": local_ip,
+            "mac": "d0:0d:00:00:00:01",
+            "zone": "test-zone",
+            "key_name": "test-key",
+            "public_key": public_key,
+            "user_data": '#!/bin/sh\necho "hello from user data on $(hostname)"\nexit 0\n',
+        }
+    )
+    dom, console, _ = start_guest(conn, boot_image, tmp_path, _guest_on(bridge), name=name)
+    try:
+        took = wait_for(
+            "user data run", lambda: bool(console_lines(console, "euca-guest: user-data exit")), console
+        )
+        lines = console_lines(console, "euca-guest:")
+        short = "euca-" + local_ip.replace(".", "-")
+        assert f"euca-guest: metadata IMDSv2 instance-id={name}" in lines, lines
+        assert f"euca-guest: hostname {short} ({short}.eucalyptus.internal)" in lines, lines
+        assert "euca-guest: ssh key installed for root (ssh-ed25519 id_ed25519)" in lines, lines
+        assert any(line.startswith("euca-guest: sshd started (dropbear") for line in lines), lines
+        assert "euca-guest: user-data exit 0" in lines, lines
+        text = console.read_text(errors="replace")
+        assert f"hello from user data on {short}" in text
+        print(f"user data run {took:.1f}s after start")
+        address = console_lines(console, "euca-guest: eth0 bound ")[0].split()[3].split("/")[0]
+        assert wait_for_ssh(ns, key, address) == short
+        assert ssh_ok(ns, key, address, "cat /root/.ssh/authorized_keys").strip() == public_key
+        assert ssh_ok(ns, key, address, "id -u").strip() == "0"
+    finally:
+        destroy(dom)
+
+
+def test_imdsv1_only_no_key_and_user_data_that_is_no_script(
+    conn: Any,
+    boot_image: bi.BootImage,
+    dhcp_bridge: tuple[str, str],
+    metadata_standin: Callable[[dict[str, Any]], None],
+    tmp_path: Path,
+) -> None:
+    """A service without IMDSv2 tokens is read with plain GETs; without a key root gets none (dropbear
+    still starts, keys only); user data without #! is left in /run/user-data, not run."""
+    bridge, gateway = dhcp_bridge
+    name = f"i-{uuid.uuid4().hex[:8]}"
+    local_ip = gateway.rsplit(".", 1)[0] + ".11"
+    metadata_standin(
+        {
+            "instance_id": name,
+            "local_ipv4": local_ip,
+            "mac": "d0:0d:00:00:00:02",
+            "zone": "test-zone",
+            "user_data": "just some text\n",
+            "refuse_tokens": True,
+        }
+    )
+    dom, console, _ = start_guest(conn, boot_image, tmp_path, _guest_on(bridge), name=name)
+    try:
+        wait_for("user data seen", lambda: bool(console_lines(console, "euca-guest: user-data is")), console)
+        lines = console_lines(console, "euca-guest:")
+        assert f"euca-guest: metadata IMDSv1 instance-id={name}" in lines, lines
+        assert "euca-guest: no ssh key in the metadata" in lines, lines
+        assert any(line.startswith("euca-guest: sshd started (dropbear") for line in lines), lines
+        assert "euca-guest: user-data is not a script (no #!): left in /run/user-data" in lines, lines
     finally:
         destroy(dom)

@@ -11,6 +11,8 @@ call lives here, so no test imports from a conftest or from another test module.
     instances     polling and image registration for tests that run instances through the EC2 API
     image_bundles real bundles signed with a credentials directory, uploaded with boto3
     qemu_host     whether real guests can run here (the e2e tests that boot them)
+    guest_ssh     ssh into real guests from a network namespace (ssh-keygen, the OpenSSH client)
+    onebox_cloud  a one-box cloud and extra clusters in real processes, for the e2e tests that boot guests
     polling       free loopback ports and a poll with a long deadline, for the e2e tests
     netns_lab     network namespaces for the CC's data-path tests (cluster, client, guests, listeners)
     ec2           what the EC2 API tests share beyond their fixtures (the error code of a ClientError)

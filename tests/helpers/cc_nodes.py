@@ -33,6 +33,7 @@ class InMemoryNodeController:
         self.calls: list[Any] = []
         self.run_calls: list[list[str]] = []  # instance ids of each NcRunInstances
         self.terminate_to = "terminated"  # "teardown": a terminate ends later, as on a real node
+        self.volumes: dict[str, list[c.AttachedVolume]] = {}  # instance id -> its attached volumes
 
     def status(self, instance_id: str) -> c.InstanceStatus:
         spec, nc_state = self.instances[instance_id]
@@ -49,6 +50,7 @@ class InMemoryNodeController:
             private_ip=spec.net.private_ip if spec.net else None,
             mac=spec.net.mac if spec.net else None,
             launch_time=spec.launch_time,
+            volumes=list(self.volumes.get(instance_id, [])),
         )
 
     def set_state(self, instance_id: str, nc_state: str) -> None:
@@ -111,6 +113,21 @@ class InMemoryNodeController:
             if message.instance_id not in self.instances:
                 raise self._not_found(message.instance_id)
             return c.ConsoleOutput(message.instance_id, f"booted {message.instance_id}\n".encode(), 1.0)
+        if isinstance(message, c.NcAttachVolume):
+            if message.instance_id not in self.instances:
+                raise self._not_found(message.instance_id)
+            attached = self.volumes.setdefault(message.instance_id, [])
+            if all(v.volume_id != message.volume_id for v in attached):
+                attached.append(
+                    c.AttachedVolume(message.volume_id, message.device, f"vd{'bcdefgh'[len(attached)]}")
+                )
+            return self.status(message.instance_id)
+        if isinstance(message, c.NcDetachVolume):
+            if message.instance_id not in self.instances:
+                raise self._not_found(message.instance_id)
+            kept = [v for v in self.volumes.get(message.instance_id, []) if v.volume_id != message.volume_id]
+            self.volumes[message.instance_id] = kept
+            return self.status(message.instance_id)
         raise AssertionError(f"unexpected {message!r}")
 
     def count(self, kind: type) -> int:
@@ -126,3 +143,23 @@ def spec(n: int, vm: c.VmType = SMALL, reservation: str = "r-00000001") -> c.Ins
         vm_type=vm,
         machine=c.ImageRef("emi-12345678", "machine", "<manifest/>"),
     )
+
+
+class WireCheckedNodeClient:
+    """The CC's node client without sockets: each message and its reply cross the wire format (encode,
+    decode) as over HTTP, to the in-memory node registered at the URL."""
+
+    def __init__(self, nodes: dict[str, InMemoryNodeController]):
+        self.nodes = nodes  # url -> node
+
+    async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any:
+        path, body = c.encode_request(message)
+        node = self.nodes[base_url]
+        if expect_name is not None and expect_name != node.name:
+            raise ClusterFault("Unauthorized", f"{base_url} is not nc/{expect_name}")
+        try:
+            reply = await node.handle(c.decode_request(path, body))
+        except ClusterFault as fault:
+            c.decode_reply(type(message), fault.status, c.encode_fault(fault.code, fault.message))
+            raise AssertionError("unreachable") from None
+        return c.decode_reply(type(message), 200, c.encode_reply(reply))

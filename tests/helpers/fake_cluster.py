@@ -50,6 +50,7 @@ class FakeInstance:
     state: str = "pending"  # becomes running at the next DescribeInstances
     reason: str | None = None
     reboots: int = 0
+    volumes: dict[str, c.AttachedVolume] = field(default_factory=dict)  # EBS volumes attached, by id
 
 
 @dataclass
@@ -68,7 +69,12 @@ class FakeCluster:
         self.instances: dict[str, FakeInstance] = {}
         self.run_calls: list[list[c.InstanceSpec]] = []  # each RunInstances received
         self.terminate_calls: list[list[str]] = []
+        self.attach_calls: list[c.AttachVolume] = []
+        self.detach_calls: list[c.DetachVolume] = []
         self.last_topology: c.DescribeResources | None = None
+        # The metadata the CLC sent (PutInstanceMetadata), as a real CC keeps it for its metadata service;
+        # asked for in each reply whose view names a version it does not hold.
+        self.metadata: dict[str, c.InstanceMetadata] = {}
         self.refuse_calls = False  # answer every call with Unavailable (a CC that is down)
         self.run_fault: tuple[str, str] | None = None  # answer RunInstances with this fault
         self.port = 0
@@ -132,6 +138,7 @@ class FakeCluster:
             mac=mac_for_instance(i.spec.instance_id),
             launch_time=i.spec.launch_time,
             reason=i.reason,
+            volumes=list(i.volumes.values()),
         )
 
     def _check(self) -> None:
@@ -143,7 +150,22 @@ class FakeCluster:
             self._check()
             self.last_topology = msg
             nodes = self._free()
-            return c.ResourcesReply(msg.cluster, nodes, type_capacity(msg.vm_types, nodes))
+            wanted = [
+                i.instance_id
+                for i in (msg.network.instances if msg.network is not None else [])
+                if i.metadata_version
+                and (
+                    i.instance_id not in self.metadata
+                    or self.metadata[i.instance_id].version != i.metadata_version
+                )
+            ]
+            return c.ResourcesReply(msg.cluster, nodes, type_capacity(msg.vm_types, nodes), wanted)
+
+    async def put_instance_metadata(self, msg: c.PutInstanceMetadata, peer: Peer) -> c.Ack:
+        with self.lock:
+            self._check()
+            self.metadata.update((m.instance_id, m) for m in msg.instances)
+            return c.Ack()
 
     async def describe_instances(self, msg: c.DescribeInstances, peer: Peer) -> c.InstancesReply:
         with self.lock:
@@ -226,6 +248,29 @@ class FakeCluster:
             text = f"euca-guest: booted {msg.instance_id}\n" * (1 + i.reboots)
             return c.ConsoleOutput(msg.instance_id, text.encode(), time.time())
 
+    async def attach_volume(self, msg: c.AttachVolume, peer: Peer) -> c.InstanceStatus:
+        """As a node does: the volume becomes the next virtio disk (vdb, vdc, ...)."""
+        with self.lock:
+            self._check()
+            self.attach_calls.append(msg)
+            i = self.instances.get(msg.instance_id)
+            if i is None or i.state == "terminated":
+                raise ClusterFault("InvalidInstanceID.NotFound", f"no instance {msg.instance_id}", 404)
+            if msg.volume_id not in i.volumes:
+                target = f"vd{'bcdefghijklmnop'[len(i.volumes)]}"
+                i.volumes[msg.volume_id] = c.AttachedVolume(msg.volume_id, msg.device, target)
+            return self._status(i)
+
+    async def detach_volume(self, msg: c.DetachVolume, peer: Peer) -> c.InstanceStatus:
+        with self.lock:
+            self._check()
+            self.detach_calls.append(msg)
+            i = self.instances.get(msg.instance_id)
+            if i is None:
+                raise ClusterFault("InvalidInstanceID.NotFound", f"no instance {msg.instance_id}", 404)
+            i.volumes.pop(msg.volume_id, None)
+            return self._status(i)
+
     # -- serving ----------------------------------------------------------------------------------------
 
     def __enter__(self) -> FakeCluster:
@@ -238,6 +283,9 @@ class FakeCluster:
                 c.TerminateInstances: self.terminate_instances,
                 c.RebootInstances: self.reboot_instances,
                 c.GetConsoleOutput: self.get_console_output,
+                c.PutInstanceMetadata: self.put_instance_metadata,
+                c.AttachVolume: self.attach_volume,
+                c.DetachVolume: self.detach_volume,
             },
         )
         server = HttpServer(

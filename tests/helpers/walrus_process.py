@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ def log_path(data_dir: Path, port: int) -> Path:
     return data_dir.parent / f"euca-{port}.log"
 
 
-def start_walrus(data_dir: Path, port: int, *, workers: int = 1) -> subprocess.Popen[bytes]:
-    """Start walrus and wait until it answers (and, with workers, until they are ready too)."""
+def start_walrus(
+    data_dir: Path, port: int, *, workers: int = 1, settings: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start walrus and wait until it answers (and, with workers, until they are ready too); `settings`:
+    more KEY=VALUE for --set."""
     args = [
         sys.executable,
         "-m",
@@ -50,6 +54,8 @@ def start_walrus(data_dir: Path, port: int, *, workers: int = 1) -> subprocess.P
     ]
     if workers > 1:
         args += ["--set", f"clc.listen.port={free_port()}", "--set", f"walrus.workers={workers}"]
+    for setting in settings:
+        args += ["--set", setting]
     log = log_path(data_dir, port)
     ready_before = log.read_bytes().count(b"walrus worker ready") if log.exists() else 0
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -297,3 +298,149 @@ def test_the_cluster_hears_groups_rules_and_addresses(ec2: Any, fake: FakeCluste
         lambda: view_has(lambda v: all(i.instance_id != instance_id for i in v.instances)),
     )
     ec2.delete_security_group(GroupId=app_id)
+
+
+def test_the_cluster_gets_each_instances_metadata_once_and_again_after_a_restart(
+    ec2: Any, fake: FakeCluster, image: str
+) -> None:
+    """The metadata service's data (key, user data, groups...) is not in every poll: the view names a version
+    per instance, the CC asks for what it lacks, and the CLC sends it; a CC that forgot (restarted) asks again."""
+    key = unique("k")
+    material = ec2.create_key_pair(KeyName=key)
+    web = unique("web")
+    ec2.create_security_group(GroupName=web, Description="web")
+    (instance_id,) = launch(
+        ec2, image, fake.name, KeyName=key, SecurityGroups=[web], UserData="#!/bin/sh\necho hi\n"
+    )
+    wait_for("the instance's metadata at the CC", lambda: instance_id in fake.metadata)
+    m = fake.metadata[instance_id]
+    assert (m.key_name, m.user_data, m.security_groups, m.image_id) == (
+        key,
+        b"#!/bin/sh\necho hi\n",
+        [web],
+        image,
+    )
+    assert m.public_key and m.public_key.split()[0] in ("ssh-rsa", "ssh-ed25519")
+    assert material["KeyFingerprint"]
+    version = m.version
+    topology = fake.last_topology
+    assert topology is not None and topology.network is not None
+    assert all(len(msgspec.json.encode(i)) < 300 for i in topology.network.instances)  # no user data in polls
+
+    with fake.lock:
+        fake.metadata.clear()  # a restarted CC
+    wait_for("the metadata sent again", lambda: instance_id in fake.metadata)
+    assert fake.metadata[instance_id].version == version
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated")
+    ec2.delete_key_pair(KeyName=key)
+
+
+def cli_error(cloud: Any, *args: str, creds: Any = None) -> str:
+    """The error code the aws CLI prints for a refused call (it exits non-zero)."""
+    result = cloud.aws("ec2", *args, creds=creds, check=False)
+    assert result.returncode != 0, args
+    start = result.stderr.index("(") + 1
+    return str(result.stderr[start : result.stderr.index(")", start)])
+
+
+def test_aws_cli_addresses_errors_and_the_admins_verbose_view(
+    cloud: Any, ec2: Any, zone: str, image: str, account_ids: dict[str, str]
+) -> None:
+    (instance_id,) = launch(ec2, image, zone)
+    system_ip = wait_state(ec2, [instance_id], "running")[instance_id]["PublicIpAddress"]
+    eip = json.loads(cloud.aws("ec2", "allocate-address", "--domain", "standard").stdout)
+    ip = eip["PublicIp"]
+    cloud.aws("ec2", "associate-address", "--public-ip", ip, "--instance-id", instance_id)
+    assert cli_error(cloud, "release-address", "--public-ip", ip) == "InvalidIPAddress.InUse"
+    assert cli_error(cloud, "release-address", "--public-ip", ip, creds=cloud.other) == "AuthFailure"
+    assert cli_error(cloud, "release-address", "--public-ip", "10.99.5.999") == "InvalidParameterValue"
+    assert cli_error(cloud, "release-address", "--allocation-id", "eipalloc-00000000") == (
+        "InvalidAllocationID.NotFound"
+    )
+    assert (
+        cli_error(
+            cloud, "associate-address", "--public-ip", ip, "--instance-id", instance_id, creds=cloud.other
+        )
+        == "AuthFailure"
+    )
+    assert cli_error(cloud, "disassociate-address", "--association-id", "eipassoc-00000000") == (
+        "InvalidAssociationID.NotFound"
+    )
+    assert cli_error(cloud, "associate-address", "--public-ip", ip, "--instance-id", "i-00000000") == (
+        "InvalidInstanceID.NotFound"
+    )
+    shown = json.loads(
+        cloud.aws("ec2", "describe-addresses", "--filters", f"Name=instance-id,Values={instance_id}").stdout
+    )["Addresses"]
+    assert [(a["PublicIp"], a["InstanceId"]) for a in shown] == [(ip, instance_id)]
+
+    # The cloud admin's verbose form (euca-describe-addresses verbose): every address of the pool, with
+    # what holds it and its owner, as Eucalyptus answered: "<instance or available> (<owner>)", "nobody".
+    verbose = {
+        a["PublicIp"]: a.get("InstanceId")
+        for a in json.loads(cloud.aws("ec2", "describe-addresses", "--public-ips", "verbose").stdout)[
+            "Addresses"
+        ]
+    }
+    owner = account_ids["eucalyptus"]
+    assert verbose[ip] == f"{instance_id} ({owner})"
+    assert system_ip not in verbose or verbose[system_ip] == "nobody"  # back in the pool once the EIP came
+    assert "nobody" in verbose.values()
+    # Others asking for "verbose" get no such view: it is not an address.
+    assert cli_error(cloud, "describe-addresses", "--public-ips", "verbose", creds=cloud.other) == (
+        "InvalidParameterValue"
+    )
+    cloud.aws("ec2", "disassociate-address", "--public-ip", ip)
+    cloud.aws("ec2", "release-address", "--public-ip", ip)
+    ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+def test_each_clusters_subnet_is_the_admins(cloud: Any, ec2: Any, fake: FakeCluster, image: str) -> None:
+    """`euca admin register-cluster --subnet` / `modify-cluster --subnet` / `describe-clusters`: the subnet is
+    recorded at the CLC, sent to the cluster's CC with every poll, and changes only while it has no instances."""
+    out = admin_cli(cloud, "modify-cluster", fake.name, "--subnet", "10.55.0.0/24")
+    assert out.strip() == f"SUBNET\t{fake.name}\t10.55.0.0/24"
+    wait_for(
+        "the subnet at the CC",
+        lambda: fake.last_topology is not None and fake.last_topology.subnet == "10.55.0.0/24",
+    )
+    rows = [line.split("\t") for line in admin_cli(cloud, "describe-clusters").splitlines()]
+    assert [r[4] for r in rows if r[1] == fake.name] == ["10.55.0.0/24"]
+
+    # Another cluster may share it.
+    other = unique("zshare")
+    out = admin_cli(
+        cloud,
+        "register-cluster",
+        other,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--subnet",
+        "10.55.0.0/24",
+        "--no-join-token",
+    )
+    assert f"SUBNET\t{other}\t10.55.0.0/24" in out.splitlines()
+    bad = CliRunner().invoke(
+        main,
+        ["--data-dir", str(cloud.data_dir), "admin", "modify-cluster", other, "--subnet", "10.55.0.1/24"],
+    )
+    assert bad.exit_code != 0 and "invalid subnet" in bad.output
+    admin_cli(cloud, "deregister-cluster", other)
+
+    # While an instance runs there, the subnet stays.
+    (instance_id,) = launch(ec2, image, fake.name)
+    wait_state(ec2, [instance_id], "running")
+    refused = CliRunner().invoke(
+        main,
+        ["--data-dir", str(cloud.data_dir), "admin", "modify-cluster", fake.name, "--subnet", "10.56.0.0/24"],
+    )
+    assert refused.exit_code != 0 and "still has 1 instance" in refused.output
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated")
+    assert "default" in admin_cli(cloud, "modify-cluster", fake.name, "--subnet", "default")
+    wait_for(
+        "the CC back on its own", lambda: fake.last_topology is not None and fake.last_topology.subnet is None
+    )

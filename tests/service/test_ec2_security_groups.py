@@ -379,3 +379,201 @@ def test_admin_verbose_sees_every_account(ec2: Any, ec2_other: Any) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2_other.describe_security_groups(GroupNames=["verbose"])
     assert error_code(e) == "InvalidGroup.NotFound"
+
+
+def cli_error(euca: Any, *args: str, creds: Any = None) -> str:
+    """The error code the aws CLI prints for a refused call (it exits non-zero)."""
+    result = euca.aws("ec2", *args, creds=creds, check=False)
+    assert result.returncode != 0, args
+    start = result.stderr.index("(") + 1
+    return str(result.stderr[start : result.stderr.index(")", start)])
+
+
+def test_aws_cli_classic_forms_icmp_other_accounts_and_errors(
+    euca: Any, ec2: Any, ec2_other: Any, account_ids: dict[str, str]
+) -> None:
+    """The aws CLI's forms of the calls a user makes (EC2-Classic): port ranges, ICMP type-code, a source
+    group of another account named by owner, DescribeSecurityGroupRules, filters and pages, and the codes
+    for bad input."""
+    name = unique("clix")
+    group_id = json.loads(
+        euca.aws("ec2", "create-security-group", "--group-name", name, "--description", "cli").stdout
+    )["GroupId"]
+    ingress = ("authorize-security-group-ingress", "--group-name", name)
+    euca.aws("ec2", *ingress, "--protocol", "tcp", "--port", "8000-8080", "--cidr", "10.1.0.0/16")
+    euca.aws("ec2", *ingress, "--protocol", "icmp", "--port", "8-0", "--cidr", "0.0.0.0/0")
+    euca.aws(
+        "ec2",
+        *ingress,
+        "--ip-permissions",
+        json.dumps(
+            [{"IpProtocol": "icmp", "FromPort": 3, "ToPort": 4, "IpRanges": [{"CidrIp": "10.2.0.0/16"}]}]
+        ),
+    )
+    # Another account's group as the source, named by name and owner (the classic form).
+    theirs = unique("theirs")
+    ec2_other.create_security_group(GroupName=theirs, Description="other account")
+    other_account = group(ec2_other, theirs)["OwnerId"]
+    euca.aws(
+        "ec2",
+        *ingress,
+        "--source-group",
+        theirs,
+        "--group-owner",
+        other_account,
+        "--protocol",
+        "tcp",
+        "--port",
+        "5432",
+    )
+
+    perms = json.loads(euca.aws("ec2", "describe-security-groups", "--group-ids", group_id).stdout)[
+        "SecurityGroups"
+    ][0]["IpPermissions"]
+    by_kind = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")): p for p in perms}
+    assert set(by_kind) == {("tcp", 8000, 8080), ("icmp", 8, 0), ("icmp", 3, 4), ("tcp", 5432, 5432)}
+    [pair] = by_kind[("tcp", 5432, 5432)]["UserIdGroupPairs"]
+    assert (pair["UserId"], pair["GroupName"]) == (other_account, theirs)
+
+    rules = json.loads(
+        euca.aws(
+            "ec2", "describe-security-group-rules", "--filters", f"Name=group-id,Values={group_id}"
+        ).stdout
+    )["SecurityGroupRules"]
+    assert len(rules) == 4 and all(r["SecurityGroupRuleId"].startswith("sgr-") for r in rules)
+    assert {(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules if r["IpProtocol"] == "icmp"} == {
+        ("icmp", 8, 0),
+        ("icmp", 3, 4),
+    }
+    one = rules[0]["SecurityGroupRuleId"]
+    only = json.loads(
+        euca.aws("ec2", "describe-security-group-rules", "--security-group-rule-ids", one).stdout
+    )["SecurityGroupRules"]
+    assert [r["SecurityGroupRuleId"] for r in only] == [one]
+
+    found = json.loads(
+        euca.aws(
+            "ec2",
+            "describe-security-groups",
+            "--filters",
+            "Name=ip-permission.protocol,Values=icmp",
+            f"Name=owner-id,Values={account_ids['eucalyptus']}",
+            "Name=group-name,Values=clix-*",
+        ).stdout
+    )["SecurityGroups"]
+    assert group_id in [g["GroupId"] for g in found]
+    # The CLI pages through MaxResults pages itself (--page-size) and joins them.
+    names = [unique("pg") for _ in range(7)]
+    for n in names:
+        ec2.create_security_group(GroupName=n, Description="page")
+    paged = json.loads(
+        euca.aws(
+            "ec2", "describe-security-groups", "--page-size", "5", "--filters", "Name=group-name,Values=pg-*"
+        ).stdout
+    )["SecurityGroups"]
+    assert set(names) <= {g["GroupName"] for g in paged}
+    assert len(paged) == len({g["GroupId"] for g in paged})
+
+    # Bad input: the codes EC2 answers.
+    assert cli_error(euca, *ingress, "--protocol", "tcp", "--port", "22", "--cidr", "10.0.0.0/33") == (
+        "InvalidParameterValue"
+    )
+    assert cli_error(euca, *ingress, "--protocol", "tcp", "--port", "22", "--cidr", "10.0.0.300/8") == (
+        "InvalidParameterValue"
+    )
+    assert cli_error(euca, *ingress, "--protocol", "tcp", "--port", "70000", "--cidr", "0.0.0.0/0") == (
+        "InvalidParameterValue"
+    )
+    assert cli_error(euca, *ingress, "--protocol", "icmp", "--port", "300-0", "--cidr", "0.0.0.0/0") == (
+        "InvalidParameterValue"
+    )
+    assert cli_error(euca, *ingress, "--protocol", "tcp", "--port", "8000-8080", "--cidr", "10.1.0.0/16") == (
+        "InvalidPermission.Duplicate"
+    )
+    assert (
+        cli_error(
+            euca,
+            "revoke-security-group-ingress",
+            "--group-name",
+            name,
+            "--protocol",
+            "udp",
+            "--port",
+            "53",
+            "--cidr",
+            "0.0.0.0/0",
+        )
+        == "InvalidPermission.NotFound"
+    )
+    assert (
+        cli_error(
+            euca,
+            "authorize-security-group-ingress",
+            "--group-name",
+            unique("nosuch"),
+            "--protocol",
+            "tcp",
+            "--port",
+            "22",
+            "--cidr",
+            "0.0.0.0/0",
+        )
+        == "InvalidGroup.NotFound"
+    )
+    # Egress is VPC's: EC2-Classic groups refuse it.
+    for call in ("authorize-security-group-egress", "revoke-security-group-egress"):
+        assert (
+            cli_error(
+                euca,
+                call,
+                "--group-id",
+                group_id,
+                "--ip-permissions",
+                json.dumps(
+                    [
+                        {
+                            "IpProtocol": "tcp",
+                            "FromPort": 80,
+                            "ToPort": 80,
+                            "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                        }
+                    ]
+                ),
+            )
+            == "InvalidParameterValue"
+        )
+    # Another account's group is not the caller's to change or delete.
+    their_id = group(ec2_other, theirs)["GroupId"]
+    assert cli_error(euca, "delete-security-group", "--group-id", their_id) in (
+        "InvalidGroup.NotFound",
+        "AuthFailure",
+    )
+
+    euca.aws("ec2", "delete-security-group", "--group-id", group_id)
+    for n in names:
+        ec2.delete_security_group(GroupName=n)
+    ec2_other.delete_security_group(GroupName=theirs)
+
+
+def test_describe_security_group_rules_pages_and_unknown_ids(ec2: Any) -> None:
+    name = unique("rules")
+    group_id = ec2.create_security_group(GroupName=name, Description="rules")["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[tcp(1000 + k) for k in range(7)])
+    seen: list[str] = []
+    kwargs: dict[str, Any] = {"MaxResults": 5, "Filters": [{"Name": "group-id", "Values": [group_id]}]}
+    while True:
+        answer = ec2.describe_security_group_rules(**kwargs)
+        assert len(answer["SecurityGroupRules"]) <= 5
+        seen += [r["SecurityGroupRuleId"] for r in answer["SecurityGroupRules"]]
+        if not answer.get("NextToken"):
+            break
+        kwargs["NextToken"] = answer["NextToken"]
+    assert len(seen) == len(set(seen)) == 7
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.describe_security_group_rules(SecurityGroupRuleIds=["sgr-0000000000000000"])
+    assert error_code(e) == "InvalidSecurityGroupRuleId.NotFound"
+    egress = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group_id]}, {"Name": "is-egress", "Values": ["true"]}]
+    )["SecurityGroupRules"]
+    assert egress == []  # EC2-Classic groups have ingress rules only
+    ec2.delete_security_group(GroupId=group_id)

@@ -18,7 +18,7 @@ from euca import onebox
 from euca.core.config import load_config
 from euca.core.roles import RoleContext
 from euca.images import bootimage as bi
-from euca.images import cpio, kmodules
+from euca.images import cpio, dropbear, guest_init, kmodules
 from euca.images import default_image as di
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -188,9 +188,37 @@ def test_init_script_is_valid_shell(tmp_path: Path) -> None:
     path = tmp_path / "init"
     path.write_text(bi.init_script("6.1.0-9-cloud-amd64", ["virtio"]))
     subprocess.run(["sh", "-n", str(path)], check=True)
-    for text in (bi.UDHCPC_SCRIPT, bi.POWER_BUTTON):
+    for text in (bi.UDHCPC_SCRIPT, bi.POWER_BUTTON, guest_init.setup_script()):
         path.write_text(text)
         subprocess.run(["sh", "-n", str(path)], check=True)
+
+
+def test_setup_script_reads_the_metadata_service_at_the_ec2_paths() -> None:
+    script = guest_init.setup_script()
+    assert "PUT /latest/api/token HTTP/1.0" in script and "X-aws-ec2-metadata-token-ttl-seconds:" in script
+    assert '--header "X-aws-ec2-metadata-token: $token"' in script
+    for path in ("meta-data/instance-id", "meta-data/local-hostname", "meta-data/public-keys/0/openssh-key"):
+        assert f"md {path}" in script
+    assert "md user-data > /run/user-data" in script and '= "#!" ]' in script
+    assert '-r "$HOST_KEY" -s -p 22' in script and guest_init.DROPBEAR_HOST_KEY in script
+    assert "@" not in script.replace("169.254.169.254", "")
+    # /init runs it after the lease, in the background
+    assert f"{guest_init.SETUP_PATH} </dev/null) &" in bi.init_script(KVER, ["virtio"])
+
+
+def test_parse_ldd() -> None:
+    text = (
+        "\tlinux-vdso.so.1 (0x00007ffd3a7e5000)\n"
+        "\tlibtomcrypt.so.1 => /lib/x86_64-linux-gnu/libtomcrypt.so.1 (0x00007f5c6a2d4000)\n"
+        "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5c6a079000)\n"
+        "\tlibgone.so.2 => not found\n"
+        "\t/lib64/ld-linux-x86-64.so.2 (0x00007f5c6a3f5000)\n"
+    )
+    assert dropbear.parse_ldd(text) == [
+        "/lib/x86_64-linux-gnu/libtomcrypt.so.1",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ]
 
 
 # -- build and cache --------------------------------------------------------------------------------------------
@@ -243,6 +271,11 @@ def test_build_then_reuse_from_cache(tmp_path: Path) -> None:
     dep = entries[f"lib/modules/{KVER}/modules.dep"].data.decode()
     assert "net_failover.ko: failover.ko\n" in dep
     assert "etc/inittab" in entries and "etc/acpi/PWRF/00000080" in entries
+    assert entries["usr/sbin/euca-guest-setup"].data.decode() == guest_init.setup_script()
+    assert entries["etc/passwd"].data == b"root:*:0:0:root:/root:/bin/sh\n"
+    if dropbear.available():  # the ssh server and what it loads, at the paths ldd names
+        assert entries["usr/sbin/dropbear"].data == dropbear.DROPBEAR.read_bytes()
+        assert "usr/bin/dropbearkey" in entries and "lib64/ld-linux-x86-64.so.2" in entries
 
     root = image.root.read_bytes()
     assert len(root) == bi.ROOT_IMAGE_MIB * 1024 * 1024

@@ -678,3 +678,29 @@ async def test_the_polls_network_view_goes_to_the_network() -> None:
     topology = [c.NodeAddress("n1", url("n1"))]
     await cl.cc.describe_resources(c.DescribeResources("cluster01", topology, VM_TYPES, network=view))
     assert cl.network.view == view
+
+
+async def test_attach_and_detach_volume_go_to_the_instances_node() -> None:
+    cl = Cluster(InMemoryNodeController("n1", cores=1), InMemoryNodeController("n2", cores=1))
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1), spec(2)]))
+    export = c.VolumeExport(kind="nbd", name="vol-0123abcd", path="/run/sc/nbd.sock")
+    status = await cl.cc.attach_volume(c.AttachVolume("i-00000002", "vol-0123abcd", "/dev/sdf", export))
+    assert status.node == "n2" and status.volumes == [c.AttachedVolume("vol-0123abcd", "/dev/sdf", "vdb")]
+    [sent] = [m for m in cl.nodes["n2"].calls if isinstance(m, c.NcAttachVolume)]
+    assert sent == c.NcAttachVolume("i-00000002", "vol-0123abcd", "/dev/sdf", export)
+    assert cl.nodes["n1"].count(c.NcAttachVolume) == 0
+    # The CC's own view (what DescribeInstances answers the CLC) has it too.
+    reply = await cl.cc.describe_instances(c.DescribeInstances(["i-00000002"]))
+    assert [v.volume_id for v in reply.instances[0].volumes] == ["vol-0123abcd"]
+    status = await cl.cc.detach_volume(c.DetachVolume("i-00000002", "vol-0123abcd", force=True))
+    assert status.volumes == []
+    [detach] = [m for m in cl.nodes["n2"].calls if isinstance(m, c.NcDetachVolume)]
+    assert detach.force is True
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.attach_volume(c.AttachVolume("i-0000000f", "vol-0123abcd", "/dev/sdf", export))
+    assert e.value.code == "InvalidInstanceID.NotFound"
+    cl.nodes["n2"].unreachable = True
+    with pytest.raises(ClusterFault) as e:
+        await cl.cc.detach_volume(c.DetachVolume("i-00000002", "vol-0123abcd"))
+    assert e.value.code == "Unavailable"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from euca.core.store import Store, Tx
+from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.records import NetworkMember
-from euca.roles.clc.network_view import assemble
+from euca.roles.clc.keypairs import records as keypairs
+from euca.roles.clc.network_view import assemble, build_views, instance_metadata
 from euca.roles.clc.security_groups.records import RuleRecord
 
 
@@ -37,3 +40,56 @@ def test_a_cluster_sees_its_instances_their_groups_and_the_groups_their_rules_na
     # the version changes with the content only
     assert assemble("c1", members, rules, public).version == view.version
     assert assemble("c1", members, rules, {}).version != view.version
+
+
+def test_the_view_names_each_instances_metadata_version_and_the_cc_gets_the_metadata(
+    clc_store: Store,
+) -> None:
+    account = "123456789012"
+
+    def launch(tx: Tx) -> list[str]:
+        keypairs.insert_key_pair(tx, account, "k", "ed25519", "ssh-ed25519 AAAA k", "fp", [])
+        new = instances.NewReservation(
+            account_id=account,
+            requester=f"arn:aws:iam::{account}:root",
+            client_token=None,
+            request_digest="d",
+            groups=["web"],
+            group_ids=["sg-00000001"],
+            image_id="emi-00000001",
+            kernel_id=None,
+            ramdisk_id=None,
+            instance_type="m1.small",
+            key_name="k",
+            user_data=b"#!/bin/sh\necho hi\n",
+            architecture="x86_64",
+            zone="c1",
+            cluster="c1",
+            count=2,
+            tags=[],
+        )
+        return instances.record_launch(tx, new, 100.0)[1]
+
+    ids = clc_store.write_sync(launch)
+    view = clc_store.read_sync(lambda tx: build_views(tx, ["c1"]))["c1"]
+    versions = {i.instance_id: i.metadata_version for i in view.instances}
+    assert set(versions) == set(ids) and all(versions.values())
+    assert versions[ids[0]] != versions[ids[1]]  # launch index and id differ
+    # What a CC asks for: the full metadata at those versions; unknown ids are left out.
+    sent = clc_store.read_sync(lambda tx: instance_metadata(tx, [ids[1], "i-0000dead"]))
+    assert [(m.instance_id, m.version) for m in sent] == [(ids[1], versions[ids[1]])]
+    [m] = sent
+    assert (m.key_name, m.public_key, m.user_data, m.security_groups, m.launch_index) == (
+        "k",
+        "ssh-ed25519 AAAA k",
+        b"#!/bin/sh\necho hi\n",
+        ["web"],
+        1,
+    )
+    # The key pair deleted since the launch: the instance keeps its name, no key is served.
+    clc_store.write_sync(lambda tx: keypairs.delete_key_pair(tx, account, key_pair_id=None, name="k"))
+    [m] = clc_store.read_sync(lambda tx: instance_metadata(tx, [ids[0]]))
+    assert m.public_key is None and m.key_name == "k"
+    # The version stays the same across polls: a CC that has it asks for nothing.
+    again = clc_store.read_sync(lambda tx: build_views(tx, ["c1"]))["c1"]
+    assert {i.instance_id: i.metadata_version for i in again.instances} == versions

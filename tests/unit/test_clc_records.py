@@ -39,10 +39,12 @@ def test_each_table_is_queried_by_its_records_module_only() -> None:
         "clc_nodes": "topology/records.py",
         "clc_storage": "topology/records.py",
         "clc_volumes": "volumes/records.py",
+        "clc_volume_attachments": "volumes/records.py",
         "clc_security_groups": "security_groups/records.py",
         "clc_addresses": "addresses/records.py",
         "clc_security_group_rules": "security_groups/records.py",
         "cluster_join_tokens": "join.py",
+        "clc_usage_events": "usage/records.py",
     }
     sql = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(\w+)", re.IGNORECASE)
     declared: set[str] = set()

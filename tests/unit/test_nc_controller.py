@@ -614,6 +614,24 @@ async def test_restart_adopts_running_instances(node: Node, pki: Pki, bundles: d
     assert nc.images.cache.pins("emi-00000001") == 1
 
 
+async def test_restart_finds_the_attached_volumes(node: Node, pki: Pki, bundles: dict[str, Bundle]) -> None:
+    """What NcAttachVolume recorded in the instance's directory (volumes.json: the test driver has no hot-plug,
+    so it is written as an attach writes it) is reported again by a restarted NC, and detaches from there."""
+    from euca.protocol.cluster import AttachedVolume, NcDetachVolume, VolumeExport
+    from euca.roles.nc import volumes
+
+    inst = await node.run(make_spec(pki, bundles, "i-00000001"))
+    attached = AttachedVolume("vol-0123abcd", "/dev/sdf", "vdd")
+    export = VolumeExport(kind="nbd", name="vol-0123abcd", path="/run/sc/nbd.sock")
+    volumes.save(inst.dir, [volumes.SavedAttachment(attached, export)])
+    nc = await node.restart()
+    [status] = (await nc.describe_instances(NcDescribeInstances())).instances
+    assert status.volumes == [attached]
+    # The domain no longer has the disk (the test driver never had it): the detach is over at once.
+    status = await nc.handlers()[NcDetachVolume](NcDetachVolume("i-00000001", "vol-0123abcd"))
+    assert status.volumes == [] and volumes.load(inst.dir) == []
+
+
 async def test_restart_cleans_leftovers(node: Node, pki: Pki, bundles: dict[str, Bundle]) -> None:
     await node.run(make_spec(pki, bundles, "i-00000001"))  # keeps running: adopted
     await node.run(make_spec(pki, bundles, "i-00000002"))  # its guest stops while the NC is down

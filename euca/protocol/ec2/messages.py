@@ -426,6 +426,8 @@ class RunInstancesRequest(Wire):
     private_ip_address: str | None = None
     additional_info: str | None = None
     tag_specifications: list[TagSpecification] = []
+    disable_api_termination: bool = False
+    instance_initiated_shutdown_behavior: str | None = None
     dry_run: bool = False
 
 
@@ -446,6 +448,18 @@ class StateReason(Wire):
 
 class Monitoring(Wire):
     state: str = "disabled"
+
+
+class EbsInstanceBlockDevice(Wire):
+    attach_time: datetime | None = None
+    delete_on_termination: bool | None = None
+    status: str | None = None
+    volume_id: str | None = None
+
+
+class InstanceBlockDeviceMapping(Wire):
+    device_name: str | None = None
+    ebs: EbsInstanceBlockDevice | None = None
 
 
 class Instance(Wire):
@@ -475,6 +489,7 @@ class Instance(Wire):
     security_groups: list[GroupIdentifier] = []
     state_reason: StateReason | None = None
     tags: list[Tag] | None = None
+    block_device_mappings: list[InstanceBlockDeviceMapping] = []
 
 
 class Reservation(Wire):
@@ -909,6 +924,24 @@ class VolumeAttachment(Wire):
     delete_on_termination: bool | None = None
 
 
+# -- attaching volumes (issue 10) --
+
+
+class AttachVolumeRequest(Wire):
+    device: str
+    instance_id: str
+    volume_id: str
+    dry_run: bool = False
+
+
+class DetachVolumeRequest(Wire):
+    volume_id: str
+    device: str | None = None
+    force: bool = False
+    instance_id: str | None = None
+    dry_run: bool = False
+
+
 class Volume(Wire):
     """CreateVolume's result and DescribeVolumes' items."""
 
@@ -1040,5 +1073,82 @@ REQUEST_TYPES.update(
         "DeleteVolume": DeleteVolumeRequest,
         "DescribeVolumeStatus": DescribeVolumeStatusRequest,
         "DescribeVolumeAttribute": DescribeVolumeAttributeRequest,
+    }
+)
+
+# Attaching volumes (issue 10).
+REQUEST_TYPES.update({"AttachVolume": AttachVolumeRequest, "DetachVolume": DetachVolumeRequest})
+
+
+# Instance attributes (issue 10).
+
+
+class DescribeInstanceAttributeRequest(Wire):
+    attribute: str
+    instance_id: str
+    dry_run: bool = False
+
+
+class BlobAttributeValue(Wire):
+    value: bytes | None = None
+
+
+class EbsInstanceBlockDeviceSpecification(Wire):
+    delete_on_termination: bool | None = None
+    volume_id: str | None = None
+
+
+class InstanceBlockDeviceMappingSpecification(Wire):
+    device_name: str | None = None
+    ebs: EbsInstanceBlockDeviceSpecification | None = None
+    no_device: str | None = None
+    virtual_name: str | None = None
+
+
+class ModifyInstanceAttributeRequest(Wire):
+    instance_id: str
+    attribute: str | None = None
+    value: str | None = None
+    block_device_mappings: list[InstanceBlockDeviceMappingSpecification] = []
+    disable_api_termination: AttributeBooleanValue | None = None
+    instance_initiated_shutdown_behavior: AttributeValue | None = None
+    instance_type: AttributeValue | None = None
+    kernel: AttributeValue | None = None
+    ramdisk: AttributeValue | None = None
+    user_data: BlobAttributeValue | None = None
+    groups: list[str] = []
+    source_dest_check: AttributeBooleanValue | None = None
+    ebs_optimized: AttributeBooleanValue | None = None
+    ena_support: AttributeBooleanValue | None = None
+    sriov_net_support: AttributeValue | None = None
+    disable_api_stop: AttributeBooleanValue | None = None
+    dry_run: bool = False
+
+
+class InstanceAttribute(Wire):
+    """DescribeInstanceAttribute's result: the instance id and the one attribute asked for."""
+
+    instance_id: str
+    block_device_mappings: list[InstanceBlockDeviceMapping] | None = None
+    disable_api_termination: AttributeBooleanValue | None = None
+    disable_api_stop: AttributeBooleanValue | None = None
+    ebs_optimized: AttributeBooleanValue | None = None
+    ena_support: AttributeBooleanValue | None = None
+    groups: list[GroupIdentifier] | None = None
+    instance_initiated_shutdown_behavior: AttributeValue | None = None
+    instance_type: AttributeValue | None = None
+    kernel_id: AttributeValue | None = None
+    product_codes: list[ProductCode] | None = None
+    ramdisk_id: AttributeValue | None = None
+    root_device_name: AttributeValue | None = None
+    source_dest_check: AttributeBooleanValue | None = None
+    sriov_net_support: AttributeValue | None = None
+    user_data: AttributeValue | None = None
+
+
+REQUEST_TYPES.update(
+    {
+        "DescribeInstanceAttribute": DescribeInstanceAttributeRequest,
+        "ModifyInstanceAttribute": ModifyInstanceAttributeRequest,
     }
 )

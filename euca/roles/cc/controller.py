@@ -18,18 +18,23 @@ import trio
 
 from euca.protocol.cluster import (
     Ack,
+    AttachVolume,
     ClusterFault,
     ConsoleOutput,
     DescribeInstances,
     DescribeResources,
+    DetachVolume,
     GetConsoleOutput,
     InstanceSpec,
     InstancesReply,
     InstanceStatus,
+    NcAttachVolume,
+    NcDetachVolume,
     NcGetConsoleOutput,
     NcRebootInstance,
     NcRunInstances,
     NcTerminateInstance,
+    PutInstanceMetadata,
     RebootInstances,
     ResourcesReply,
     RunInstances,
@@ -81,6 +86,7 @@ class ClusterController(ClusterState):
         self.scheduler = Scheduler(scheduler)
         self._kick = trio.Event()
         self._cluster_name_warned = False
+        self._subnet_refused: str | None = None  # the CLC's subnet last refused (logged once)
         self._nursery: trio.Nursery | None = None  # run()'s: where a run's watch goes
         self._watching: dict[str, trio.Event] = {}  # node name -> set to start its watch over
 
@@ -120,8 +126,20 @@ class ClusterController(ClusterState):
         for tracked in self.instances.values():
             if tracked.vm is None:
                 tracked.vm = self.vm_types.get(tracked.status.vm_type)
+        if message.subnet and message.subnet != self.network.subnet:
+            if self.network.set_subnet(message.subnet):
+                log.info("cluster subnet now %s (the CLC's)", self.network.subnet)
+            elif self._subnet_refused != message.subnet:
+                self._subnet_refused = message.subnet
+                log.warning(
+                    "cluster subnet stays %s: instances hold addresses of it (the CLC's: %s)",
+                    self.network.subnet,
+                    message.subnet,
+                )
+        wanted: list[str] = []
         if message.network is not None:
             self.network.apply_view(message.network)
+            wanted = self.network.catalog.wanted(message.network)
         added = await self._set_nodes(message.nodes)
         self._topology_known = True
         if added:
@@ -133,6 +151,8 @@ class ClusterController(ClusterState):
             cluster=message.cluster or self.cluster,
             nodes=view,
             capacity=capacity(message.vm_types, view),
+            metadata_wanted=wanted,
+            subnet=self.network.subnet,
         )
 
     async def describe_instances(self, message: DescribeInstances) -> InstancesReply:
@@ -414,6 +434,41 @@ class ClusterController(ClusterState):
             ) from None
         return output
 
+    async def put_instance_metadata(self, message: PutInstanceMetadata) -> Ack:
+        """The metadata this CC asked for (metadata_wanted), for its metadata service."""
+        self.network.catalog.put(message.instances)
+        return Ack()
+
+    # -- EBS volumes (issue 10): passed to the instance's NC, whose answer is the instance's new status ----
+
+    async def attach_volume(self, message: AttachVolume) -> InstanceStatus:
+        [(tracked, node)] = self._known([message.instance_id])
+        nc_message = NcAttachVolume(message.instance_id, message.volume_id, message.device, message.export)
+        return await self._volume_call(tracked, node, nc_message)
+
+    async def detach_volume(self, message: DetachVolume) -> InstanceStatus:
+        [(tracked, node)] = self._known([message.instance_id])
+        nc_message = NcDetachVolume(message.instance_id, message.volume_id, message.force)
+        return await self._volume_call(tracked, node, nc_message)
+
+    async def _volume_call(
+        self, tracked: Tracked, node: Node, message: NcAttachVolume | NcDetachVolume
+    ) -> InstanceStatus:
+        what = type(message).__name__
+        try:
+            status: InstanceStatus = await self._call(node, message)
+        except Exception as e:
+            log.warning(
+                "%s failed id=%s node=%s error=%s", what, message.volume_id, node.name, describe_error(e)
+            )
+            raise fault_for(e, "Unavailable", f"{what} of {message.volume_id} on node {node.name}") from None
+        if status.node != node.name:
+            status = msgspec.structs.replace(status, node=node.name)
+        tracked.status = self._keep_address(tracked.status, status)
+        tracked.updated = self.tick()
+        log.info("%s id=%s instance=%s node=%s", what, message.volume_id, message.instance_id, node.name)
+        return tracked.status
+
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         """Message type -> handler, for the CC's listener."""
         return {
@@ -423,4 +478,7 @@ class ClusterController(ClusterState):
             TerminateInstances: self.terminate_instances,
             RebootInstances: self.reboot_instances,
             GetConsoleOutput: self.get_console_output,
+            PutInstanceMetadata: self.put_instance_metadata,
+            AttachVolume: self.attach_volume,
+            DetachVolume: self.detach_volume,
         }

@@ -152,7 +152,8 @@ def render(
     nat_dnat: list[str] = []
     if metadata:
         nat_dnat.append(
-            f"-A {names.dnat} -d {METADATA_ADDRESS}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination {metadata}"
+            f"-A {names.dnat} -s {network} -d {METADATA_ADDRESS}/32 -p tcp -m tcp --dport 80"
+            f" -j DNAT --to-destination {metadata}"
         )
     nat_post: list[str] = []
     hairpin: list[str] = []

@@ -143,6 +143,11 @@ class Firewall:
             "kept from the last run until the first view" if kept else "open until the first view",
         )
 
+    def set_subnet(self, subnet: str) -> None:
+        """The cluster moved to another subnet (it had no instances): the next apply renders for it."""
+        self.subnet = subnet
+        self._applied = None
+
     async def apply(self, view: NetworkView, private_ips: dict[str, str]) -> bool:
         """The view's rules and public addresses in place; False if iptables refused them."""
         if not self.ready:

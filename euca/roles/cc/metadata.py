@@ -13,16 +13,53 @@ answers.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
-import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from euca.protocol.cluster import InstanceMetadata, InstanceSpec, NetworkView
 
 TOKEN_TTL_HEADER = "x-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "x-aws-ec2-metadata-token"
 MAX_TOKEN_TTL = 21600
-_VERSION = re.compile(r"^(latest|1\.0|\d{4}-\d{2}-\d{2})$")
+# The API versions answered at / (EC2's list up to the ones cloud-init asks for: it tries 2021-03-23,
+# 2018-09-24, 2016-09-02, then 2009-04-04, each with <version>/meta-data/instance-id). Every version serves
+# the same tree; others answer 404, as on EC2.
+VERSIONS = (
+    "1.0",
+    "2007-01-19",
+    "2007-03-01",
+    "2007-08-29",
+    "2007-10-10",
+    "2007-12-15",
+    "2008-02-01",
+    "2008-09-01",
+    "2009-04-04",
+    "2011-01-01",
+    "2011-05-01",
+    "2012-01-12",
+    "2014-02-25",
+    "2014-11-05",
+    "2015-10-20",
+    "2016-04-19",
+    "2016-06-30",
+    "2016-09-02",
+    "2018-03-28",
+    "2018-08-17",
+    "2018-09-24",
+    "2019-10-01",
+    "2020-10-27",
+    "2021-01-03",
+    "2021-03-23",
+    "latest",
+)
+_VERSIONS = frozenset(VERSIONS)
+# The guest's disks as the NC attaches them (nc/domain.py): root on vda, ephemeral0 on vdb. Named as the
+# guest sees them, so cloud-init's device lookup finds them without its sd->vd remapping.
+DEFAULT_BLOCK_DEVICES = (("ami", "/dev/vda"), ("root", "/dev/vda"), ("ephemeral0", "vdb"))
 
 
 @dataclass(frozen=True)
@@ -44,6 +81,9 @@ class MetadataRecord:
     key_name: str | None = None
     public_key: str | None = None
     user_data: bytes | None = None
+    security_groups: tuple[str, ...] | None = None  # names
+    manifest_path: str | None = None
+    block_devices: tuple[tuple[str, str], ...] = DEFAULT_BLOCK_DEVICES
 
 
 @dataclass(frozen=True)
@@ -76,10 +116,9 @@ def meta_data(r: MetadataRecord) -> dict[str, str]:
         "hostname": private_dns_name(r.local_ipv4),
         "mac": r.mac,
         "placement/availability-zone": r.zone,
-        "ami-manifest-path": "(unknown)",
-        "block-device-mapping/ami": "/dev/sda1",
-        "block-device-mapping/root": "/dev/sda1",
+        "ami-manifest-path": r.manifest_path or "(unknown)",
     }
+    tree.update({f"block-device-mapping/{name}": device for name, device in r.block_devices})
     optional = {
         "public-ipv4": r.public_ipv4,
         "public-hostname": public_dns_name(r.public_ipv4) if r.public_ipv4 else None,
@@ -89,6 +128,7 @@ def meta_data(r: MetadataRecord) -> dict[str, str]:
         "ami-launch-index": None if r.launch_index is None else str(r.launch_index),
         "kernel-id": r.kernel_id,
         "ramdisk-id": r.ramdisk_id,
+        "security-groups": None if r.security_groups is None else "\n".join(r.security_groups),
     }
     tree.update({k: v for k, v in optional.items() if v is not None})
     if r.public_key:
@@ -112,8 +152,8 @@ def answer_get(r: MetadataRecord, path: str) -> Answer:
     """A GET of `path` (no query) for this instance."""
     parts = path.split("/")
     if path in ("", "/"):
-        return Answer(200, b"latest\n")
-    if len(parts) < 2 or parts[0] != "" or not _VERSION.match(parts[1]):
+        return Answer(200, "\n".join(VERSIONS).encode())
+    if len(parts) < 2 or parts[0] != "" or parts[1] not in _VERSIONS:
         return NOT_FOUND
     rest = "/".join(parts[2:])
     if rest == "":
@@ -139,6 +179,84 @@ def answer_get(r: MetadataRecord, path: str) -> Answer:
     if _listing(tree, key + "/") is not None:  # a directory named without its slash
         return Answer(200, "\n".join(_listing(tree, key + "/") or []).encode())
     return NOT_FOUND
+
+
+def _record_from_spec(base: MetadataRecord, spec: InstanceSpec) -> MetadataRecord:
+    return dataclasses.replace(
+        base,
+        reservation_id=spec.reservation_id,
+        image_id=spec.machine.image_id,
+        instance_type=spec.vm_type.name,
+        launch_index=spec.launch_index,
+        kernel_id=spec.kernel.image_id if spec.kernel else None,
+        ramdisk_id=spec.ramdisk.image_id if spec.ramdisk else None,
+        key_name=spec.key_name,
+        public_key=spec.public_key,
+        user_data=spec.user_data or None,
+    )
+
+
+def _record_from_metadata(base: MetadataRecord, m: InstanceMetadata) -> MetadataRecord:
+    return dataclasses.replace(
+        base,
+        reservation_id=m.reservation_id,
+        image_id=m.image_id,
+        instance_type=m.instance_type,
+        launch_index=m.launch_index,
+        kernel_id=m.kernel_id,
+        ramdisk_id=m.ramdisk_id,
+        key_name=m.key_name,
+        public_key=m.public_key,
+        user_data=m.user_data or None,
+        security_groups=tuple(m.security_groups),
+        manifest_path=m.manifest_path,
+        block_devices=tuple((d.name, d.device) for d in m.block_devices) or DEFAULT_BLOCK_DEVICES,
+    )
+
+
+class Catalog:
+    """What the metadata service knows of each instance beyond its lease: the CLC's InstanceMetadata (sent
+    when this CC asked for it: after a restart, after a launch, after a change) and, until that arrives,
+    the launch spec this CC placed. In memory only: a restarted CC asks again at its first poll."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, InstanceSpec] = {}
+        self._metadata: dict[str, InstanceMetadata] = {}
+
+    def note_launch(self, spec: InstanceSpec) -> None:
+        self._specs[spec.instance_id] = spec
+
+    def spec(self, instance_id: str) -> InstanceSpec | None:
+        return self._specs.get(instance_id)
+
+    def put(self, entries: Iterable[InstanceMetadata]) -> None:
+        for m in entries:
+            self._metadata[m.instance_id] = m
+
+    def forget(self, instance_id: str) -> None:
+        self._specs.pop(instance_id, None)
+        self._metadata.pop(instance_id, None)
+
+    def wanted(self, view: NetworkView) -> list[str]:
+        """The instances of `view` whose metadata of the version it names this CC lacks; what it holds of
+        instances no longer in the view is dropped (they ended)."""
+        live = {i.instance_id for i in view.instances}
+        for gone in [i for i in self._metadata if i not in live]:
+            del self._metadata[gone]
+        wanted: list[str] = []
+        for i in view.instances:
+            held = self._metadata.get(i.instance_id)
+            if i.metadata_version and (held is None or held.version != i.metadata_version):
+                wanted.append(i.instance_id)
+        return wanted
+
+    def record(self, base: MetadataRecord) -> MetadataRecord:
+        """`base` (what the lease and the view say) with what this catalog knows of its instance."""
+        held = self._metadata.get(base.instance_id)
+        if held is not None:
+            return _record_from_metadata(base, held)
+        spec = self._specs.get(base.instance_id)
+        return base if spec is None else _record_from_spec(base, spec)
 
 
 class Tokens:

@@ -32,7 +32,6 @@ addresses.py holds the address pool and the hosts file's format, dnsmasq.py the 
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import ipaddress
 import logging
@@ -54,7 +53,7 @@ from euca.roles.cc.dnsmasq import Dnsmasq, dnsmasq_argv
 from euca.roles.cc.filters import MAX_CHAIN_NAME, chain_name
 from euca.roles.cc.firewall import Firewall, in_netns, run_command
 from euca.roles.cc.imds import METADATA_PORT, MetadataServer, listen_in_netns
-from euca.roles.cc.metadata import MetadataRecord
+from euca.roles.cc.metadata import Catalog, MetadataRecord
 
 __all__ = ["JUMPS", "MAX_CHAIN_NAME", "ClusterNetwork", "chain_name", "create_network", "in_netns"]
 
@@ -96,6 +95,7 @@ class ClusterNetwork:
     ):
         self.cluster = cluster
         self.pool = AddressPool(subnet)
+        self.subnet_from_clc = False  # True once the CLC's subnet replaced the configured one
         self.bridge = bridge or None
         self.netns = netns or None
         self.state_dir = Path(state_dir)
@@ -105,13 +105,15 @@ class ClusterNetwork:
         # The CLC's network view (security groups, public addresses), applied by _rules_writer whenever it
         # or the leases change; None until the first poll brings one.
         self.view: NetworkView | None = None
-        self._launches: dict[str, InstanceSpec] = {}  # for the metadata service
+        self.catalog = Catalog()  # launch facts for the metadata service
         self.metadata: MetadataServer | None = None  # serving while run() runs, on the gateway address
         self._rules_wanted = 0  # bumped on every change of the view or the leases
         self._rules_done = -1  # the last change the rules reflect (or failed to)
         self._rules_failed = False  # the last apply failed: the same view again is tried again
         # Set by run(): the bridge is there, so instances get NICs on it.
         self.bridge_ready = False
+        self._service: trio.CancelScope | None = None  # run()'s current service, cancelled by set_subnet
+        self._gateway_added: str | None = None  # "address/prefix" this CC put on the bridge itself
         self.dhcp: Dnsmasq | None = None
         self._generation = 0  # bumped on every change of the leases
         self._written = -1  # generation in the hosts file
@@ -147,48 +149,34 @@ class ClusterNetwork:
         self._release(instance_id)
 
     def note_launch(self, spec: InstanceSpec) -> None:
-        """What the metadata service tells this instance (its key, user data, image...). Kept in memory
-        only: after a restart the service knows what the leases and the view say, not these."""
-        self._launches[spec.instance_id] = spec
+        """What the metadata service tells this instance until the CLC's InstanceMetadata arrives."""
+        self.catalog.note_launch(spec)
 
     def metadata_record(self, source_ip: str) -> MetadataRecord | None:
         """The instance at this private address, for the metadata service; None if it is none's."""
         lease = next((x for x in self.pool.leases() if x.ip == source_ip), None)
         if lease is None:
             return None
-        spec = self._launches.get(lease.instance_id)
         public = None
         if self.view is not None:
             public = next(
                 (i.public_ip for i in self.view.instances if i.instance_id == lease.instance_id), None
             )
-        elif spec is not None:
-            public = spec.public_ip
-        record = MetadataRecord(
+        else:
+            spec = self.catalog.spec(lease.instance_id)
+            public = spec.public_ip if spec is not None else None
+        base = MetadataRecord(
             instance_id=lease.instance_id,
             local_ipv4=lease.ip,
             mac=lease.mac,
             zone=self.cluster,
             public_ipv4=public,
         )
-        if spec is None:
-            return record
-        return dataclasses.replace(
-            record,
-            reservation_id=spec.reservation_id,
-            image_id=spec.machine.image_id,
-            instance_type=spec.vm_type.name,
-            launch_index=spec.launch_index,
-            kernel_id=spec.kernel.image_id if spec.kernel else None,
-            ramdisk_id=spec.ramdisk.image_id if spec.ramdisk else None,
-            key_name=spec.key_name,
-            public_key=spec.public_key,
-            user_data=spec.user_data or None,
-        )
+        return self.catalog.record(base)
 
     def _release(self, instance_id: str) -> None:
         self._provisional.discard(instance_id)
-        self._launches.pop(instance_id, None)
+        self.catalog.forget(instance_id)
         lease = self.pool.release(instance_id)
         if lease is not None:
             log.info("address released instance=%s ip=%s", instance_id, lease.ip)
@@ -244,7 +232,41 @@ class ClusterNetwork:
 
     # --- the service -----------------------------------------------------------------------------------
 
+    @property
+    def subnet(self) -> str:
+        return str(self.pool.network)
+
+    def set_subnet(self, subnet: str) -> bool:
+        """Serve `subnet` from now on (the CLC's, set by the admin); False while an instance holds an address
+        here (the CLC refuses the change then; a CC restarted meanwhile keeps the old one until they end).
+        The service restarts on it: hosts file, the gateway address on the bridge, dnsmasq, the metadata
+        listener, and the rules at the next apply."""
+        wanted = ipaddress.ip_network(subnet, strict=False)
+        if wanted == self.pool.network:
+            return True
+        if len(self.pool):
+            return False
+        self.pool = AddressPool(str(wanted))
+        self.firewall.set_subnet(str(wanted))
+        self.subnet_from_clc = True
+        self._provisional.clear()
+        log.info("subnet changed cluster=%s subnet=%s", self.cluster, wanted)
+        self._bump()
+        if self._service is not None:
+            self._service.cancel()  # run() starts it again on the new subnet
+        return True
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The service (`_serve`), started again after a change of subnet."""
+        status: Any = task_status
+        while True:
+            with trio.CancelScope() as self._service:
+                await self._serve(status)
+            status = trio.TASK_STATUS_IGNORED
+            if not self._service.cancelled_caught:
+                return
+
+    async def _serve(self, task_status: Any) -> None:
         """Bridge check, iptables, hosts file, dnsmasq; started() once DHCP serves (or is known not to)."""
         await trio.to_thread.run_sync(lambda: self.state_dir.mkdir(parents=True, exist_ok=True))
         await self._write_hosts()
@@ -398,6 +420,20 @@ class ClusterNetwork:
             in_netns(self.netns, ["ip", "-o", "-4", "addr", "show", "dev", self.bridge])
         )
         addresses = re.findall(r"inet (\S+)", result.stdout.decode(errors="replace"))
+        wanted = f"{self.pool.gateway}/{self.pool.network.prefixlen}"
+        if self._gateway_added and self._gateway_added != wanted and self._gateway_added in addresses:
+            # The subnet this CC moved away from: the gateway address it had put there goes.
+            await run_command(
+                in_netns(self.netns, ["ip", "addr", "del", self._gateway_added, "dev", self.bridge])
+            )
+            self._gateway_added = None
+        if self._gateway_added is None and self.subnet_from_clc and wanted not in addresses:
+            # A subnet the admin set (not the setup's): this CC is its gateway, as Eucalyptus's CC was.
+            added = await run_command(in_netns(self.netns, ["ip", "addr", "add", wanted, "dev", self.bridge]))
+            if added.returncode == 0:
+                self._gateway_added = wanted
+                addresses.append(wanted)
+                log.info("gateway address added bridge=%s address=%s", self.bridge, wanted)
         if not any(ipaddress.IPv4Interface(a).ip == self.pool.gateway for a in addresses):
             log.warning(
                 "bridge %s lacks the gateway address %s/%d (has %s); DHCP may not answer",

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import trio
 
 from euca.protocol.cluster import InstanceSpec, NetConfig, NetworkView, mac_for_instance
+from euca.roles.cc.metadata import Catalog
 
 log = logging.getLogger("euca.cc.net")
 
@@ -31,6 +32,8 @@ class NetworkFull(Exception):
 
 
 class VmNetwork(Protocol):
+    catalog: Catalog  # what the metadata service knows of each instance beyond its lease
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Background service (DHCP server, ...); calls task_status.started() when ready; runs until
         cancelled."""
@@ -57,6 +60,16 @@ class VmNetwork(Protocol):
         """An instance about to start (with its address in spec.net): what the metadata service tells it."""
         ...
 
+    @property
+    def subnet(self) -> str:
+        """The private subnet it serves."""
+        ...
+
+    def set_subnet(self, subnet: str) -> bool:
+        """Serve this subnet from now on (the CLC's); False, and nothing changed, while an instance holds an
+        address of the current one."""
+        ...
+
     def apply_view(self, view: NetworkView) -> None:
         """The CLC's network view (security groups, public addresses) to enforce from now on; returns at
         once (the service applies it behind the call), and a view of the version in force is ignored."""
@@ -76,6 +89,7 @@ class SubnetAllocator:
         self._by_instance: dict[str, NetConfig] = {}
         self._used: set[str] = set()
         self.view: NetworkView | None = None  # kept, not enforced: there is no real network here
+        self.catalog = Catalog()  # kept, not served: no metadata service without a real network
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -91,6 +105,7 @@ class SubnetAllocator:
         raise NetworkFull(f"no free address in {self.network}")
 
     async def release(self, instance_id: str) -> None:
+        self.catalog.forget(instance_id)
         net = self._by_instance.pop(instance_id, None)
         if net is not None:
             self._used.discard(net.private_ip)
@@ -110,11 +125,28 @@ class SubnetAllocator:
         for instance_id in [i for i in self._by_instance if i not in keep]:
             await self.release(instance_id)
 
+    @property
+    def subnet(self) -> str:
+        return str(self.network)
+
+    def set_subnet(self, subnet: str) -> bool:
+        wanted = ipaddress.ip_network(subnet, strict=False)
+        if wanted == self.network:
+            return True
+        if self._by_instance:
+            return False
+        self.network = wanted
+        hosts = wanted.hosts()
+        self.gateway = str(next(hosts, wanted.network_address))
+        self._hosts = [str(h) for h in hosts]
+        self._used.clear()
+        return True
+
     def apply_view(self, view: NetworkView) -> None:
         self.view = view
 
     def note_launch(self, spec: InstanceSpec) -> None:
-        pass  # no metadata service without a real network
+        self.catalog.note_launch(spec)
 
     def _reserve(self, instance_id: str, mac: str, ip: str) -> NetConfig:
         net = NetConfig(mac=mac, private_ip=ip, bridge=self.bridge)

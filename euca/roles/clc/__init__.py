@@ -20,7 +20,8 @@ schema.py (every table and its migrations), admin.py (the administrator's rules 
 cluster_link.py (how the CLC calls its CCs), placement.py (which zone takes a launch; pure), poller.py (the
 poll loop), join.py (components joining the cloud), network_view.py (what each cluster's network enforces,
 sent with every poll). Rules needing a higher resource are handed in here: DeleteSecurityGroup asks the
-instances which use a group, AssociateAddress what state an instance is in.
+instances which use a group, AssociateAddress what state an instance is in, AttachVolume where an instance
+runs (instance_place).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
 from euca.core.store import Tx
 from euca.protocol.ec2 import wire
-from euca.roles.clc import join, schema
+from euca.roles.clc import join, reporting, schema
 from euca.roles.clc.addresses import api as addresses_api
 from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
@@ -57,6 +58,7 @@ from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
 from euca.roles.clc.topology import records as topology_records
 from euca.roles.clc.volumes import api as volumes_api
+from euca.roles.clc.volumes import attach as volumes_attach
 from euca.roles.clc.volumes import records as volumes_records
 
 log = logging.getLogger("euca.clc")
@@ -83,6 +85,7 @@ HANDLERS: dict[str, Handler] = {
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
+    **volumes_attach.handlers(instances_records.instance_place),
 }
 
 
@@ -147,6 +150,8 @@ class ClcRole:
         )
         # Components on other hosts join at POST /services/cluster/join with a token (join.py).
         self.apps = [Ec2App(ctx, self.link), join.JoinApp(ctx)]
+        # Usage reports over the API (reporting.py): Eucalyptus's Reporting path.
+        self.apps.append(reporting.ReportApp(ctx))
         ctx.on_ready.append(self.on_ready)
 
     async def on_ready(self) -> None:

@@ -22,3 +22,16 @@ def deregister_cluster(tx: Tx, name: str) -> Cluster:
     if running:
         raise TopologyError(f"cluster {name} still has {running} instance(s); terminate them first")
     return topology.deregister_cluster(tx, name)
+
+
+def set_cluster_subnet(tx: Tx, name: str, subnet: str | None) -> Cluster:
+    """Change a cluster's private subnet (None: back to its CC's own). Refused while instances run in it:
+    their addresses are of the old one. Its CC moves at its next poll."""
+    if topology.get_cluster(tx, name) is None:
+        raise TopologyError(f"no cluster {name}")
+    running = instances.count_unterminated(tx, name)
+    if running:
+        raise TopologyError(
+            f"cluster {name} still has {running} instance(s); its subnet changes only while it has none"
+        )
+    return topology.set_subnet(tx, name, subnet)

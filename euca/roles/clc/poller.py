@@ -25,10 +25,15 @@ from euca.roles.clc.cluster_link import ClusterCaller
 from euca.roles.clc.instance_types import records as instance_types
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
-from euca.roles.clc.network_view import build_views
+from euca.roles.clc.network_view import build_views, instance_metadata
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.volumes import records as volumes
-from euca.roles.clc.volumes.reconcile import VolumeReconciliation, reconcile_volumes
+from euca.roles.clc.volumes.attach import finish_detach, finish_unexport
+from euca.roles.clc.volumes.reconcile import (
+    VolumeReconciliation,
+    reconcile_attachments,
+    reconcile_volumes,
+)
 
 log = logging.getLogger("euca.clc")
 
@@ -39,6 +44,9 @@ log = logging.getLogger("euca.clc")
 # up to TRANSITION_MAX_POLL, until none is left.
 TRANSITION_FIRST_POLL = 0.1
 TRANSITION_MAX_POLL = 0.4
+# Instances per PutInstanceMetadata (each up to 16 KiB of user data): a restarted CC of a thousand
+# instances gets its metadata in a few calls of bounded size.
+METADATA_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,9 @@ class Poller:
         try:
             with trio.fail_after(self.settings.call_timeout):
                 resources = await self.caller.call(
-                    c.url, cluster.DescribeResources(c.name, nodes, vm_types, network), expect_name=c.name
+                    c.url,
+                    cluster.DescribeResources(c.name, nodes, vm_types, network, subnet=c.subnet),
+                    expect_name=c.name,
                 )
                 described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
         except (ClusterFault, trio.TooSlowError) as e:
@@ -200,11 +210,61 @@ class Poller:
             return result
 
         result = await self.store.write(write)
+        if resources.metadata_wanted:
+            await self._send_metadata(c, resources.metadata_wanted)
         if self._logged_state.get(c.name) != "up":
             up = sum(1 for n in resources.nodes if n.state == "up")
             log.info("cluster up name=%s url=%s nodes_up=%d/%d", c.name, c.url, up, len(resources.nodes))
             self._logged_state[c.name] = "up"
         await self._reconciled(c, result)
+        await self._poll_attachments(c, described.instances)
+
+    async def _poll_attachments(self, c: topology.Cluster, reported: list[cluster.InstanceStatus]) -> None:
+        """The cluster's volume attachments after its full report (volumes/reconcile.py decides): attached
+        once the node has the disk; over (export dropped, row gone) once it no longer has it or the
+        instance ended; detach asked again while the node still has a detaching one."""
+
+        def read(tx: Tx) -> tuple[list[volumes.Attachment], set[str], str | None]:
+            found = volumes.attachments_of_cluster(tx, c.name)
+            ids = [a.instance_id for a in found]
+            sc = topology.get_storage(tx, c.name)
+            return found, set(ids) - instances.alive_instances(tx, ids), sc.url if sc else None
+
+        attachments, ended, sc_url = await self.store.read(read)
+        if not attachments:
+            return
+        result = reconcile_attachments(attachments, {s.instance_id: s for s in reported}, ended, self.clock())
+        if result.attached:
+
+            def write(tx: Tx) -> None:
+                for volume_id in result.attached:
+                    volumes.set_attachment_state(tx, volume_id, "attached", only_from="attaching")
+
+            await self.store.write(write)
+            for volume_id in result.attached:
+                log.info("volume attached id=%s", volume_id)
+        for a in result.finish:
+            await finish_unexport(
+                self.caller, self.store, c.name, sc_url, a.volume_id, instance_ended=a.instance_id in ended
+            )
+        for a in result.detach_again:
+            await finish_detach(self.caller, self.store, c.name, a, force=a.force)
+
+    async def _send_metadata(self, c: topology.Cluster, wanted: list[str]) -> None:
+        """The metadata the CC asked for (it restarted, or an instance is new or changed), in batches."""
+        for start in range(0, len(wanted), METADATA_BATCH):
+            ids = wanted[start : start + METADATA_BATCH]
+            found = await self.store.read(lambda tx, ids=ids: instance_metadata(tx, ids))
+            if not found:
+                continue
+            try:
+                with trio.fail_after(self.settings.call_timeout):
+                    await self.caller.call(c.url, cluster.PutInstanceMetadata(found), expect_name=c.name)
+            except (ClusterFault, trio.TooSlowError) as e:  # it asks again at the next poll
+                why = e.code if isinstance(e, ClusterFault) else "no answer in time"
+                log.warning("instance metadata not sent cluster=%s: %s", c.name, why)
+                return
+        log.info("instance metadata sent cluster=%s count=%d", c.name, len(wanted))
 
     async def _poll_storage(self, sc: topology.StorageController) -> None:
         """One poll of a cluster's SC: its state and space, and the cluster's volumes reconciled with what

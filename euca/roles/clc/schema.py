@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from euca.core.store import Store, Tx
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.security_groups import records as security_groups
+from euca.roles.clc.usage import records as usage
 
 Step = str | Callable[[Tx], None]
 
@@ -392,7 +393,108 @@ VOLUMES = Migration(
     ],
 )
 
+# clc_volume_attachments: volumes/records.py.
+VOLUME_ATTACHMENTS = Migration(
+    "clc.volume_attachments",
+    [
+        """
+    -- A volume attached to an instance (one at most per volume): attaching from AttachVolume until the
+    -- instance's node reports the disk, attached, detaching from DetachVolume (or the instance's end) until
+    -- the node no longer has it and the SC dropped the export; then the row goes and the volume is available.
+    CREATE TABLE clc_volume_attachments (
+        volume_id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        cluster TEXT NOT NULL,
+        device TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attach_time REAL NOT NULL,
+        delete_on_termination INTEGER NOT NULL DEFAULT 0,
+        force INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX clc_volume_attachments_instance ON clc_volume_attachments(instance_id);
+    """,
+    ],
+)
+
+# clc_instances' attribute columns (DescribeInstanceAttribute / ModifyInstanceAttribute): instances/records.py.
+INSTANCE_ATTRIBUTES = Migration(
+    "clc.instance_attributes",
+    [
+        # Termination protection (TerminateInstances refuses it: OperationNotPermitted) and what a shutdown
+        # from inside the guest does: an instance-store instance terminates (Eucalyptus: the NC ends it).
+        "ALTER TABLE clc_instances ADD COLUMN disable_api_termination INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE clc_instances ADD COLUMN shutdown_behavior TEXT NOT NULL DEFAULT 'terminate'",
+    ],
+)
+
+
+def _seed_usage_log(tx: Tx) -> None:
+    """A cloud older than the usage log: what already costs is logged as of now (a volume made before the
+    upgrade is counted from the upgrade on, instead of never)."""
+    now = usage.clock()
+    user = "CASE WHEN instr(r.requester, ':user/') > 0 THEN substr(r.requester, instr(r.requester, ':user/') + 6) ELSE 'root' END"
+    tx.execute(
+        "INSERT INTO clc_usage_events(at, kind, resource_id, event, account_id, user, zone, detail) "
+        f"SELECT ?, 'instance', i.instance_id, i.state, i.account_id, {user}, i.zone, i.instance_type "
+        "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id "
+        "WHERE i.state != 'terminated' ORDER BY i.seq",
+        (now,),
+    )
+    tx.execute(
+        "INSERT INTO clc_usage_events(at, kind, resource_id, event, account_id, zone, size_gib) "
+        "SELECT ?, 'volume', volume_id, 'created', account_id, zone, size_gib FROM clc_volumes "
+        "WHERE state != 'deleting' ORDER BY volume_id",
+        (now,),
+    )
+    for event, where in (("allocated", ""), ("associated", " AND instance_id IS NOT NULL")):
+        tx.execute(
+            "INSERT INTO clc_usage_events(at, kind, resource_id, event, account_id, detail) "
+            f"SELECT ?, 'elastic-ip', public_ip, '{event}', account_id, "
+            f"{'instance_id' if event == 'associated' else 'NULL'} FROM clc_addresses "
+            f"WHERE account_id IS NOT NULL AND auto = 0{where} ORDER BY ip_order",
+            (now,),
+        )
+
+
+# clc_usage_events: usage/records.py.
+USAGE = Migration(
+    "clc.usage",
+    [
+        """
+    -- The usage log: one row per event that costs something, written in the transaction of the state change
+    -- it reports; only ever appended to. Reports (usage/report.py) make intervals of it.
+    CREATE TABLE clc_usage_events (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        user TEXT,
+        zone TEXT,
+        detail TEXT,
+        size_gib INTEGER
+    );
+    CREATE INDEX clc_usage_events_resource ON clc_usage_events(resource_id, seq);
+    CREATE INDEX clc_usage_events_kind ON clc_usage_events(kind, at);
+    CREATE INDEX clc_usage_events_detail ON clc_usage_events(detail) WHERE kind = 'elastic-ip';
+    """,
+        _seed_usage_log,
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
+# clc_clusters.subnet: topology/records.py (issue 9: each cluster's private subnet, set by the admin).
+CLUSTER_SUBNETS = Migration(
+    "clc.cluster_subnets",
+    [
+        # NULL: the CC serves the subnet of its own configuration (cc.subnet).
+        "ALTER TABLE clc_clusters ADD COLUMN subnet TEXT",
+    ],
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     CLC,
     IMAGE_BUNDLES,
@@ -402,6 +504,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     JOIN_TOKENS,
     ADDRESSES,
     VOLUMES,
+    CLUSTER_SUBNETS,
+    VOLUME_ATTACHMENTS,
+    INSTANCE_ATTRIBUTES,
+    USAGE,
 )
 
 

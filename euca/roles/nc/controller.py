@@ -39,8 +39,10 @@ from euca.protocol.cluster import (
     ConsoleOutput,
     InstancesReply,
     InstanceStatus,
+    NcAttachVolume,
     NcDescribeInstances,
     NcDescribeResource,
+    NcDetachVolume,
     NcGetConsoleOutput,
     NcRebootInstance,
     NcRunInstance,
@@ -51,7 +53,8 @@ from euca.protocol.cluster import (
     ec2_state,
     vm_type_fits,
 )
-from euca.roles.nc import disks
+from euca.roles.nc import disks, volumes
+from euca.roles.nc.attach import VolumeAttacher
 from euca.roles.nc.disks import (
     CONSOLE_FILE,
     SPEC_FILE,
@@ -133,6 +136,7 @@ class NodeController:
         self._owner = str(settings.instances_dir.resolve())
         # Its own thread limiter too, so staging never holds the threads the CC's calls need.
         self.disk_ops = trio.CapacityLimiter(DISK_OPS_AT_ONCE)
+        self.attacher = VolumeAttacher(settings.name, hypervisor, self.instances.get)
 
     @property
     def name(self) -> str:
@@ -231,6 +235,8 @@ class NodeController:
                         inst.pinned.append(image_id)
                     else:
                         log.warning("image not in the cache id=%s instance=%s", image_id, instance_id)
+                saved = await trio.to_thread.run_sync(volumes.load, directory)
+                inst.volumes = {a.volume.volume_id: a for a in saved}
                 inst.settled.set()
                 log.info(
                     "instance adopted id=%s node=%s state=%s",
@@ -304,6 +310,8 @@ class NodeController:
             NcTerminateInstance: self.terminate_instance,
             NcRebootInstance: self.reboot_instance,
             NcGetConsoleOutput: self.get_console_output,
+            NcAttachVolume: self.attacher.attach,
+            NcDetachVolume: self.attacher.detach,
         }
 
     def _used(self) -> tuple[int, int, int]:

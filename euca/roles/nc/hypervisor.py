@@ -344,3 +344,32 @@ class Hypervisor:
             conn.lookupByName(name).shutdown()
 
         await self.call(run)
+
+    # -- devices (EBS volumes) --------------------------------------------------------------------------
+
+    async def domain_xml(self, name: str) -> str:
+        """The domain's live XML (its persistent one when it is not running)."""
+
+        def get(conn: libvirt.virConnect) -> str:
+            return str(conn.lookupByName(name).XMLDesc(0))
+
+        return await self.call(get)
+
+    async def attach_device(self, name: str, device_xml: str) -> None:
+        """Hot-plug the device into the running guest and keep it in the persistent definition."""
+
+        def run(conn: libvirt.virConnect) -> None:
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            conn.lookupByName(name).attachDeviceFlags(device_xml, flags)
+
+        await self.call(run)
+
+    async def detach_device(self, name: str, device_xml: str) -> None:
+        """Ask the guest to let go of the device (it goes once the guest acknowledged: ACPI unplug) and drop
+        it from the persistent definition."""
+
+        def run(conn: libvirt.virConnect) -> None:
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            conn.lookupByName(name).detachDeviceFlags(device_xml, flags)
+
+        await self.call(run)

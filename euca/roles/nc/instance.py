@@ -9,6 +9,7 @@ import msgspec
 import trio
 
 from euca.protocol.cluster import ClusterFault, InstanceSpec, InstanceStatus, NcState, ec2_state
+from euca.roles.nc.volumes import SavedAttachment
 
 ALIVE: frozenset[NcState] = frozenset({"booting", "running", "blocked", "paused"})
 ENDED: frozenset[NcState] = frozenset({"terminated", "canceled"})
@@ -46,6 +47,8 @@ class Instance:
         self.settled = trio.Event()  # left staging: booting, or ended
         self.ended = trio.Event()
         self.reboots = 0
+        # EBS volumes attached (volumes.json in its directory), by volume id.
+        self.volumes: dict[str, SavedAttachment] = {}
 
     @property
     def id(self) -> str:
@@ -67,6 +70,7 @@ class Instance:
             mac=spec.net.mac if spec.net and spec.net.mac else None,
             launch_time=spec.launch_time,
             reason=self.reason,
+            volumes=[a.volume for a in self.volumes.values()],
         )
 
 

@@ -1,6 +1,9 @@
 """SC: the storage controller of one cluster (= availability zone): EBS volumes, later their snapshots.
 
-    controller.py  the cluster messages it answers (CreateVolume, DeleteVolume, DescribeVolumes), recovery
+    controller.py  the cluster messages it answers (CreateVolume, DeleteVolume, DescribeVolumes,
+                   ExportVolume, UnexportVolume), recovery
+    exports.py     what it exported for attachments (sc_exports): exported again after a restart
+    nbd.py         the qemu-storage-daemon child serving attached volumes over NBD (QMP)
     volumes.py     what it holds (sc_volumes in this host's store): survives restarts
     backend.py     VolumeBackend, the one interface to where bytes live
     files.py       the default backend: sparse raw files in sc.volumes_dir
@@ -12,6 +15,7 @@ one-box registers its own at start) and polls it; the SC pushes nothing.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -21,10 +25,13 @@ from euca.core.cluster_app import ClusterApp
 from euca.core.http import Peer
 from euca.core.roles import App, RoleContext
 from euca.protocol.cluster import ClusterFault
-from euca.roles.sc import volumes
+from euca.roles.sc import exports, volumes
 from euca.roles.sc.backend import VolumeBackend
 from euca.roles.sc.controller import StorageController
 from euca.roles.sc.files import FileBackend
+from euca.roles.sc.nbd import NbdExporter
+
+log = logging.getLogger("euca.sc")
 
 
 def _from_clc(handler: Any) -> Any:
@@ -47,17 +54,29 @@ class ScRole:
         sc = ctx.config.sc
         self.ctx = ctx
         volumes.migrate(ctx.store)
+        exports.migrate(ctx.store)
         self.backend: VolumeBackend = (
             backend if backend is not None else FileBackend(ctx.config.path(sc.volumes_dir), sc.capacity_gb)
         )
-        self.controller = StorageController(ctx.store, self.backend, capacity_gb=sc.capacity_gb)
+        self.exporter: NbdExporter | None = None
+        if NbdExporter.available():
+            self.exporter = NbdExporter(ctx.config.path("sc/nbd"), host=sc.nbd_host, port=sc.nbd_port)
+        else:
+            log.warning("qemu-storage-daemon not found: volumes attach only to nodes on this host (files)")
+        self.controller = StorageController(
+            ctx.store, self.backend, capacity_gb=sc.capacity_gb, exporter=self.exporter
+        )
         handlers = {cls: _from_clc(fn) for cls, fn in self.controller.handlers().items()}
         self.apps: list[App] = [ClusterApp("sc", handlers)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.controller.recover()
-        task_status.started()
-        await trio.sleep_forever()
+        async with trio.open_nursery() as nursery:
+            if self.exporter is not None:
+                await nursery.start(self.exporter.run)
+                await self.controller.export_again()
+            task_status.started()
+            await trio.sleep_forever()
 
 
 def create(ctx: RoleContext) -> ScRole:

@@ -18,16 +18,28 @@ import trio
 from euca.core.store import Store
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault
-from euca.roles.sc import volumes
+from euca.roles.sc import exports, volumes
 from euca.roles.sc.backend import BackendError, VolumeBackend, check_volume_id
+from euca.roles.sc.nbd import NbdExporter
 
 log = logging.getLogger("euca.sc")
 
 
 class StorageController:
-    def __init__(self, store: Store, backend: VolumeBackend, *, capacity_gb: int = 0):
+    def __init__(
+        self,
+        store: Store,
+        backend: VolumeBackend,
+        *,
+        capacity_gb: int = 0,
+        exporter: NbdExporter | None = None,
+    ):
         self.store = store
         self.backend = backend
+        # Serves attached volumes over NBD; None: the backend's own export is handed out (a one-box whose
+        # host has no qemu-storage-daemon hands QEMU the file).
+        self.exporter = exporter
+        exports.migrate(store)  # its own table, whoever made the store (tests hand one in)
         self._capacity_gb = capacity_gb
         # One change at a time per volume (a CLC resend racing the first call).
         self._locks: dict[str, trio.Lock] = {}
@@ -38,6 +50,8 @@ class StorageController:
             c.DeleteVolume: self.delete_volume,
             c.GrowVolume: self.grow_volume,
             c.DescribeVolumes: self.describe_volumes,
+            c.ExportVolume: self.export_volume,
+            c.UnexportVolume: self.unexport_volume,
         }
 
     def capacity_gb(self) -> int:
@@ -138,6 +152,8 @@ class StorageController:
 
     async def delete_volume(self, msg: c.DeleteVolume) -> c.VolumeStatus:
         async with self._lock(msg.volume_id):
+            if await self.store.read(lambda tx: exports.is_exported(tx, msg.volume_id)):
+                raise ClusterFault("VolumeInUse", f"{msg.volume_id} is exported to a node", 409)
             found = await self.store.read(lambda tx: volumes.get(tx, msg.volume_id))
             if found is None:
                 return c.VolumeStatus(msg.volume_id, "deleted")
@@ -167,3 +183,46 @@ class StorageController:
             allocated_gb=allocated,
             backend=self.backend.name,
         )
+
+    # -- exports for attachments (AttachVolume / DetachVolume) ---------------------------------------------
+
+    async def export_volume(self, msg: c.ExportVolume) -> c.VolumeExport:
+        """The volume served to `msg.node`: recorded first (so a restart exports it again), then exported."""
+        async with self._lock(msg.volume_id):
+            found = await self.store.read(lambda tx: volumes.get(tx, msg.volume_id))
+            if found is None:
+                raise ClusterFault("InvalidVolume.NotFound", f"no volume {msg.volume_id} here", 404)
+            if found.state != "available":
+                raise ClusterFault("IncorrectState", f"{msg.volume_id} is {found.state}", 409)
+            await self.store.write(lambda tx: exports.record(tx, msg.volume_id, msg.node), durable=True)
+            return await self._export(msg.volume_id)
+
+    async def _export(self, volume_id: str) -> c.VolumeExport:
+        try:
+            local: c.VolumeExport = await trio.to_thread.run_sync(self.backend.export, volume_id)
+            if self.exporter is None or local.kind != "file" or local.path is None:
+                return local
+            return await self.exporter.export(volume_id, local.path)
+        except BackendError as e:
+            log.warning("volume export failed id=%s: %s", volume_id, e)
+            raise ClusterFault("InternalError", f"exporting {volume_id} failed: {e}", 500) from None
+
+    async def unexport_volume(self, msg: c.UnexportVolume) -> c.Ack:
+        async with self._lock(msg.volume_id):
+            if self.exporter is not None:
+                try:
+                    await self.exporter.unexport(msg.volume_id)
+                except BackendError as e:
+                    log.warning("volume unexport failed id=%s: %s", msg.volume_id, e)
+                    raise ClusterFault("InternalError", f"unexporting {msg.volume_id}: {e}", 500) from None
+            await self.store.write(lambda tx: exports.forget(tx, msg.volume_id), durable=True)
+            return c.Ack()
+
+    async def export_again(self) -> None:
+        """After a start (a new qemu-storage-daemon): serve again what the store says is exported."""
+        for volume_id, node in sorted((await self.store.read(exports.exported)).items()):
+            try:
+                await self._export(volume_id)
+                log.info("volume exported again id=%s node=%s", volume_id, node)
+            except ClusterFault as e:
+                log.error("volume not exported again id=%s: %s", volume_id, e.message)

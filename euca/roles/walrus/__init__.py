@@ -30,11 +30,12 @@ from euca.core.identity import Identity
 from euca.core.roles import Dispatcher, RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import access_log, cors, https, lifecycle, meta, sweep
+from euca.roles.walrus import access_log, cors, https, lifecycle, meta, sweep, usage
 from euca.roles.walrus.access_log import AccessLogs
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.dispatch import dispatch as dispatch_request
+from euca.roles.walrus.meta import usage as usage_meta
 from euca.roles.walrus.service import WalrusService
 from euca.roles.walrus.storage import Storage
 
@@ -64,6 +65,9 @@ class WalrusApp:
         self.access_logs = AccessLogs(config.walrus.log_delivery_interval)
         # Served over TLS (the HTTPS listener, https.py): what may only be sent encrypted is let through.
         self.secure = secure
+        self.usage = usage.UsageCounters(
+            0, lambda b: row.owner_id if (row := walrus.buckets.get(b)) else None
+        )
 
     def virtual_bucket(self, request: Request) -> str | None:
         """The bucket named by a Host of the form "<bucket>.<domain>" (virtual-host-style addressing)."""
@@ -131,6 +135,7 @@ class WalrusApp:
                 pass
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", host_id))
+        self.usage.count(request, vbucket, response)  # S3 usage, in memory (usage.py)
         if self.walrus.settings:  # some bucket has settings: is this one's access logged?
             bucket = s3.split_path(request.path, vbucket)[0]
             if bucket is not None and self.walrus.setting(bucket, "logging") is not None:
@@ -178,6 +183,7 @@ class WalrusRole:
     def __init__(self, ctx: RoleContext):
         self.ctx = ctx
         ctx.store.migrate("walrus", meta.SCHEMA)
+        ctx.store.migrate(usage_meta.NAMESPACE, usage_meta.SCHEMA)
         self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
         self.walrus.lifecycle_day = ctx.config.walrus.lifecycle_day_seconds
@@ -189,8 +195,24 @@ class WalrusRole:
         self.https: WalrusApp | None = None
         if ctx.config.walrus.https_port >= 0:
             self.https = WalrusApp(ctx.config, ctx.identity, self.walrus, secure=True)
+            # One process, one set of counters and access log records, whichever listener served.
+            self.https.usage = self.apps[0].usage
+            self.https.access_logs = self.apps[0].access_logs
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # S3 usage beside the serving: this process's counts flushed, every bucket's size sampled (usage.py).
+        cfg = self.ctx.config.walrus
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                usage.run,
+                self.ctx.store,
+                self.apps[0].usage,
+                cfg.usage_flush_interval,
+                cfg.usage_sample_interval,
+            )
+            await self._serve(task_status=task_status)
+
+    async def _serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         _raise_open_files_limit()
         removed = await trio.to_thread.run_sync(self.storage.prepare)
         if removed:

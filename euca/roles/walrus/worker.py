@@ -24,7 +24,7 @@ from euca.core.identity import Identity
 from euca.core.logs import setup_logging  # the same log format as the role's process
 from euca.core.roles import Dispatcher
 from euca.core.store import open_store
-from euca.roles.walrus import WalrusApp, changes_path
+from euca.roles.walrus import WalrusApp, changes_path, usage
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.service import WalrusService
 from euca.roles.walrus.storage import Storage
@@ -43,11 +43,15 @@ async def serve(config: Config, index: int, port: int) -> None:
         walrus.changes = Changes(changes_path(config), index)
         await walrus.load()
         app = WalrusApp(config, identity, walrus, reuse_port=True)
+        app.usage.process = index
         server = HttpServer(
             Dispatcher([app]), config.walrus.listen.host, port, config.http, access_log=True, reuse_port=True
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
+            flusher = await nursery.start(
+                usage.run, store, app.usage, config.walrus.usage_flush_interval, None
+            )
             log.info("walrus worker ready index=%d pid=%d port=%d", index, os.getpid(), port)
 
             async def stop_on_signal_or_orphan() -> None:
@@ -64,8 +68,10 @@ async def serve(config: Config, index: int, port: int) -> None:
                         async for _ in signals:
                             watch.cancel_scope.cancel()
                 server.shutdown()
+                flusher.cancel()  # its last flush now; requests still finishing are flushed below
 
             nursery.start_soon(stop_on_signal_or_orphan)
+        await app.usage.flush(store)
     finally:
         store.close()
     log.info("walrus worker stopped index=%d", index)

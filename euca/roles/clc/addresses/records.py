@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.usage import records as usage
 
 # A pool range bigger than this is a typo, not a cloud.
 MAX_RANGE = 65536
@@ -180,6 +181,7 @@ def allocate(
         (account_id, allocation_id, domain, time.time(), ip),
     )
     tags.write_tags(tx, account_id, allocation_id, "elastic-ip", tag_pairs)
+    usage.address_event(tx, "allocated", ip, account_id)
     return find_owned(tx, account_id, public_ip=ip, allocation_id=None)
 
 
@@ -242,12 +244,14 @@ def associate(tx: Tx, address: AddressRecord, instance_id: str, allow_reassociat
         "UPDATE clc_addresses SET instance_id=?, association_id=? WHERE public_ip=?",
         (instance_id, association_id, address.public_ip),
     )
+    usage.address_event(tx, "associated", address.public_ip, address.account_id, instance_id)
     return association_id
 
 
 def _let_go(tx: Tx, instance_id: str) -> None:
     """The instance gives up its public address: a system one goes back to the pool; an elastic one is
     disassociated (the account keeps it)."""
+    usage.addresses_let_go(tx, instance_id)
     tx.execute(
         "UPDATE clc_addresses SET account_id=NULL, instance_id=NULL, association_id=NULL, auto=0, "
         "allocated=NULL WHERE instance_id=? AND auto=1",
@@ -265,6 +269,7 @@ def disassociate(tx: Tx, address: AddressRecord) -> str | None:
         "UPDATE clc_addresses SET instance_id=NULL, association_id=NULL WHERE public_ip=?",
         (address.public_ip,),
     )
+    usage.address_event(tx, "disassociated", address.public_ip, address.account_id)
     return address.instance_id
 
 
@@ -280,6 +285,7 @@ def release(tx: Tx, address: AddressRecord) -> None:
         "WHERE public_ip=?",
         (address.public_ip,),
     )
+    usage.address_event(tx, "released", address.public_ip, address.account_id)
     if address.allocation_id:
         tags.forget_resource(tx, address.allocation_id)
 

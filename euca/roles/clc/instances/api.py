@@ -1,6 +1,7 @@
-"""Instances through EC2, once launched (RunInstances is launch.py): DescribeInstances, TerminateInstances,
-RebootInstances, GetConsoleOutput, DescribeInstanceStatus, GetPasswordData (Stop/StartInstances answer
-UnsupportedOperation: instance-store only)."""
+"""Instances through EC2, once launched (RunInstances is launch.py): DescribeInstances, TerminateInstances
+(refused for a protected instance: disableApiTermination; detaches its volumes), RebootInstances,
+GetConsoleOutput, DescribeInstanceStatus, GetPasswordData (Stop/StartInstances answer UnsupportedOperation:
+instance-store only); Describe/ModifyInstanceAttribute are attributes.py."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from euca.protocol.ec2.filters import FilterSet, PageLimits, decode_token, pagin
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
-from euca.roles.clc.instances import records
+from euca.roles.clc.instances import attributes, records
 from euca.roles.clc.instances.launch import run_instances
 from euca.roles.clc.instances.records import ClcInstance
 from euca.roles.clc.instances.render import dns_name, public_dns_name, to_reservations
 from euca.roles.clc.topology import records as topology
+from euca.roles.clc.volumes import records as volumes
 
 log = logging.getLogger("euca.clc")
 
@@ -63,6 +65,19 @@ INSTANCE_FILTERS: FilterSet[ClcInstance] = FilterSet(
         "tenancy": lambda r: "default",
         "reason": lambda r: r.reason,
         "state-reason-code": lambda r: r.state_reason_code,
+        "root-device-name": lambda r: "/dev/sda1",
+        # The EBS volumes attached (issue 10).
+        "block-device-mapping.volume-id": lambda r: [a.volume_id for a in r.volumes],
+        "block-device-mapping.device-name": lambda r: [a.device for a in r.volumes],
+        "block-device-mapping.status": lambda r: [
+            "detaching" if a.state == "terminating" else a.state for a in r.volumes
+        ],
+        "block-device-mapping.attach-time": lambda r: [
+            datetime.fromtimestamp(a.attach_time, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z") for a in r.volumes
+        ],
+        "block-device-mapping.delete-on-termination": lambda r: [
+            str(a.delete_on_termination).lower() for a in r.volumes
+        ],
     },
     tags=lambda r: r.tags,
 )
@@ -140,10 +155,18 @@ async def terminate_instances(call: Ec2Call, req: m.TerminateInstancesRequest) -
 
     def write(tx: Tx) -> tuple[list[ClcInstance], dict[str, str]]:
         found = records.owned(tx, call.account_id, ids)
+        for r in found:
+            if r.disable_api_termination:
+                raise Ec2Error(
+                    "OperationNotPermitted",
+                    f"The instance '{r.instance_id}' may not be terminated. "
+                    "Modify its 'disableApiTermination' instance attribute and try again.",
+                )
         current: dict[str, str] = {}
         for r in found:
             if r.alive:
                 current[r.instance_id] = records.mark_user_terminated(tx, r, f"User initiated ({when})", now)
+                volumes.instance_ended(tx, r.instance_id)  # its volumes detach as it ends
             else:
                 current[r.instance_id] = r.state
         return found, current
@@ -356,4 +379,5 @@ HANDLERS: dict[str, Handler] = {
     "GetConsoleOutput": get_console_output,
     "DescribeInstanceStatus": describe_instance_status,
     "GetPasswordData": get_password_data,
+    **attributes.HANDLERS,
 }

@@ -61,6 +61,23 @@ class LaunchPlan:
     digest: str
 
 
+def check_shutdown_behavior(value: str | None) -> None:
+    """What a shutdown from inside the guest does: an instance-store instance can only terminate (its NC
+    ends an instance whose guest powered off); `stop` needs an EBS root."""
+    if value is None or value == "terminate":
+        return
+    if value == "stop":
+        raise Ec2Error(
+            "UnsupportedOperation",
+            "An instance-store instance terminates when shut down from inside: "
+            "instanceInitiatedShutdownBehavior 'stop' needs an EBS root device.",
+        )
+    raise Ec2Error(
+        "InvalidParameterValue",
+        f"Value ({value}) for parameter instanceInitiatedShutdownBehavior is invalid. Expected: stop, terminate.",
+    )
+
+
 def _user_data(text: str | None) -> bytes:
     if not text:
         return b""
@@ -100,6 +117,7 @@ def _check_request(req: m.RunInstancesRequest) -> None:
         raise Ec2Error(
             "InvalidParameterValue", f"Value ({req.client_token}) for parameter clientToken is invalid."
         )
+    check_shutdown_behavior(req.instance_initiated_shutdown_behavior)
     if req.subnet_id or req.private_ip_address:
         raise Ec2Error(
             "InvalidParameterCombination",
@@ -217,6 +235,7 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         cluster=target.name,
         count=count,
         tags=plan.tags,
+        disable_api_termination=req.disable_api_termination,
     )
     reservation_id, ids = records.record_launch(tx, new, now)
     public_ips = addresses.assign_system(tx, call.account_id, ids) if auto_address else {}

@@ -24,6 +24,9 @@ from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances.reconcile import RANK, Known, Reconciliation
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.usage import records as usage
+from euca.roles.clc.volumes import records as volumes
+from euca.roles.clc.volumes.records import Attachment, InstancePlace
 
 INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 # SQLite's bound-parameter limit, with room for the other parameters of a statement.
@@ -68,6 +71,9 @@ class ClcInstance:
     group_ids: list[str] = field(default_factory=list)  # their ids, in the same order
     public_ip: str | None = None  # from the address pool (addresses.records)
     tags: dict[str, str] = field(default_factory=dict)
+    volumes: list[Attachment] = field(default_factory=list)  # EBS volumes attached (volumes.records)
+    disable_api_termination: bool = False
+    shutdown_behavior: str = "terminate"
 
     @property
     def state_code(self) -> int:
@@ -83,13 +89,16 @@ _INSTANCE_COLUMNS = (
     "i.seq, i.instance_id, i.reservation_id, i.account_id, i.launch_index, i.image_id, i.kernel_id, "
     "i.ramdisk_id, i.instance_type, i.key_name, i.architecture, i.zone, i.cluster, i.node, i.private_ip, i.mac, "
     "i.state, i.reason, i.state_reason_code, i.state_reason_message, i.launch_time, i.last_seen, "
-    "i.terminated_at, r.client_token, r.groups, r.group_ids"
+    "i.terminated_at, i.disable_api_termination, i.shutdown_behavior, r.client_token, r.groups, r.group_ids"
 )
 _FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
 
 
 def _record(
-    row: sqlite3.Row, tagged: dict[str, str] | None = None, public_ip: str | None = None
+    row: sqlite3.Row,
+    tagged: dict[str, str] | None = None,
+    public_ip: str | None = None,
+    attached: list[Attachment] | None = None,
 ) -> ClcInstance:
     return ClcInstance(
         seq=row["seq"],
@@ -120,6 +129,9 @@ def _record(
         group_ids=_groups_decoder.decode(row["group_ids"]),
         public_ip=public_ip,
         tags=tagged or {},
+        volumes=attached or [],
+        disable_api_termination=bool(row["disable_api_termination"]),
+        shutdown_behavior=row["shutdown_behavior"],
     )
 
 
@@ -171,8 +183,13 @@ def load_instances(
                 )
         else:
             tagged = tags.tags_of(tx, account_id, (r["instance_id"] for r in rows))
-    public = addresses.public_ips_of(tx, [r["instance_id"] for r in rows])
-    return [_record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"])) for r in rows]
+    ids_found = [r["instance_id"] for r in rows]
+    public = addresses.public_ips_of(tx, ids_found)
+    attached = volumes.attachments_of_instances(tx, ids_found) if with_tags else {}
+    return [
+        _record(r, tagged.get(r["instance_id"]), public.get(r["instance_id"]), attached.get(r["instance_id"]))
+        for r in rows
+    ]
 
 
 def load_reservation(tx: Tx, reservation_id: str) -> list[ClcInstance]:
@@ -262,6 +279,7 @@ class NewReservation:
     cluster: str
     count: int
     tags: list[tuple[str, str]]
+    disable_api_termination: bool = False
 
 
 def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[str]]:
@@ -288,7 +306,7 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
         tx.execute(
             "INSERT INTO clc_instances(instance_id, reservation_id, account_id, launch_index, image_id, kernel_id, "
             "ramdisk_id, instance_type, key_name, user_data, architecture, zone, cluster, state, launch_time, "
-            "last_seen) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
+            "last_seen, disable_api_termination) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
             (
                 instance_id,
                 reservation_id,
@@ -305,9 +323,11 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
                 new.cluster,
                 now,
                 now,
+                int(new.disable_api_termination),
             ),
         )
         tags.write_tags(tx, new.account_id, instance_id, "instance", new.tags)
+    _tell_usage(tx, ids)
     return reservation_id, ids
 
 
@@ -336,6 +356,7 @@ def mark_user_terminated(tx: Tx, instance: ClcInstance, reason: str, now: float)
         ),
     )
     addresses.release_instances(tx, [instance.instance_id])
+    _tell_usage(tx, [instance.instance_id])
     return state
 
 
@@ -350,6 +371,7 @@ def mark_terminated(tx: Tx, ids: Sequence[str], code: str, text: str, now: float
             (code, message, message, now, *chunk),
         )
     addresses.release_instances(tx, ids)
+    _tell_usage(tx, ids)
 
 
 def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: float) -> None:
@@ -367,6 +389,7 @@ def apply_statuses(tx: Tx, statuses: Iterable[cluster.InstanceStatus], now: floa
         )
         if state in ("shutting-down", "terminated"):
             addresses.release_instances(tx, [s.instance_id])
+        _tell_usage(tx, [s.instance_id])
 
 
 def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
@@ -401,6 +424,7 @@ def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
     mark_terminated(tx, result.lost, *NODE_LOST, now)
     ended = [u.instance_id for u in result.updates if u.state in ("shutting-down", "terminated")]
     addresses.release_instances(tx, [*ended, *result.gone])
+    _tell_usage(tx, [*(u.instance_id for u in result.updates), *result.gone])
 
 
 def forget_terminated(tx: Tx, before: float) -> list[str]:
@@ -469,6 +493,52 @@ def instance_state(tx: Tx, account_id: str, instance_id: str) -> str:
     return str(row["state"])
 
 
+def instance_place(tx: Tx, account_id: str, instance_id: str) -> InstancePlace:
+    """Where the caller's instance runs and in what state (AttachVolume's checks)."""
+    (checked,) = check_instance_ids([instance_id])
+    row = tx.one(
+        "SELECT instance_id, state, zone, cluster, node FROM clc_instances WHERE instance_id=? AND account_id=?",
+        (checked, account_id),
+    )
+    if row is None:
+        raise not_found([instance_id])
+    return InstancePlace(row["instance_id"], row["state"], row["zone"], row["cluster"], row["node"])
+
+
+# -- attributes (DescribeInstanceAttribute, ModifyInstanceAttribute) -----------------------------------------
+
+
+def user_data_of(tx: Tx, instance_id: str) -> bytes:
+    row = tx.one("SELECT user_data FROM clc_instances WHERE instance_id=?", (instance_id,))
+    return bytes(row["user_data"]) if row is not None and row["user_data"] is not None else b""
+
+
+def set_attributes(
+    tx: Tx,
+    instance_id: str,
+    *,
+    instance_type: str | None = None,
+    kernel_id: str | None = None,
+    ramdisk_id: str | None = None,
+    user_data: bytes | None = None,
+    disable_api_termination: bool | None = None,
+    shutdown_behavior: str | None = None,
+) -> None:
+    """Change the attributes given (not None); the caller checked the rules (api/attributes.py)."""
+    columns = {
+        "instance_type": instance_type,
+        "kernel_id": kernel_id,
+        "ramdisk_id": ramdisk_id,
+        "user_data": user_data,
+        "disable_api_termination": None if disable_api_termination is None else int(disable_api_termination),
+        "shutdown_behavior": shutdown_behavior,
+    }
+    changed = {k: v for k, v in columns.items() if v is not None}
+    if changed:
+        sets = ", ".join(f"{k}=?" for k in changed)
+        tx.execute(f"UPDATE clc_instances SET {sets} WHERE instance_id=?", (*changed.values(), instance_id))
+
+
 @dataclass(frozen=True)
 class NetworkMember:
     """A live instance as the clusters' networks see it."""
@@ -486,6 +556,60 @@ def network_members(tx: Tx) -> list[NetworkMember]:
             f"SELECT i.instance_id, i.cluster, r.group_ids {_FROM} "
             "WHERE i.state IN ('pending', 'running') AND i.cluster IS NOT NULL ORDER BY i.seq"
         )
+    ]
+
+
+@dataclass(frozen=True)
+class LaunchFacts:
+    """What an instance was launched with, for its metadata service (network_view.py)."""
+
+    instance_id: str
+    reservation_id: str
+    account_id: str
+    image_id: str
+    kernel_id: str | None
+    ramdisk_id: str | None
+    instance_type: str
+    launch_index: int
+    key_name: str | None
+    groups: list[str]  # security group names, as launched
+    user_data: bytes | None  # None when not asked for
+
+
+def launch_facts(
+    tx: Tx, ids: Sequence[str] | None = None, *, with_user_data: bool = False
+) -> list[LaunchFacts]:
+    """Those of the live (pending, running) instances, of these ids or all; user data only when asked
+    (the poll reads every live instance's facts to digest them, and user data is up to 16 KiB each)."""
+    columns = (
+        "i.instance_id, i.reservation_id, i.account_id, i.image_id, i.kernel_id, i.ramdisk_id, i.instance_type, "
+        "i.launch_index, i.key_name, r.groups" + (", i.user_data" if with_user_data else "")
+    )
+    live = "i.state IN ('pending', 'running') AND i.cluster IS NOT NULL"
+    if ids is None:
+        rows = tx.all(f"SELECT {columns} {_FROM} WHERE {live} ORDER BY i.seq")
+    else:
+        rows = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows.extend(
+                tx.all(f"SELECT {columns} {_FROM} WHERE {live} AND i.instance_id IN ({marks})", chunk)
+            )
+    return [
+        LaunchFacts(
+            instance_id=r["instance_id"],
+            reservation_id=r["reservation_id"],
+            account_id=r["account_id"],
+            image_id=r["image_id"],
+            kernel_id=r["kernel_id"],
+            ramdisk_id=r["ramdisk_id"],
+            instance_type=r["instance_type"],
+            launch_index=r["launch_index"],
+            key_name=r["key_name"],
+            groups=_groups_decoder.decode(r["groups"]),
+            user_data=bytes(r["user_data"]) if with_user_data else None,
+        )
+        for r in rows
     ]
 
 
@@ -550,6 +674,18 @@ def running_by_node(tx: Tx) -> dict[str, list[str]]:
     ):
         running.setdefault(r["node"], []).append(r["instance_id"])
     return running
+
+
+def _tell_usage(tx: Tx, ids: Sequence[str]) -> None:
+    """The usage log hears these instances' states in this transaction (it logs each change once)."""
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        rows = tx.all(
+            f"SELECT i.instance_id, i.state, i.account_id, r.requester, i.instance_type, i.zone {_FROM} "
+            f"WHERE i.instance_id IN ({marks}) ORDER BY i.seq",
+            chunk,
+        )
+        usage.instance_states(tx, (usage.InstanceFacts(*r) for r in rows))
 
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:

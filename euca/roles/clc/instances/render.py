@@ -61,7 +61,28 @@ def to_instance(r: ClcInstance) -> m.Instance:
         security_groups=group_identifiers(r),
         state_reason=reason,
         tags=tag_list(r.tags),
+        block_device_mappings=block_device_mappings(r),
     )
+
+
+# An attachment's state as an instance's block device mapping shows it (`terminating`: its instance ended).
+_EBS_STATUS = {"terminating": "detaching"}
+
+
+def block_device_mappings(r: ClcInstance) -> list[m.InstanceBlockDeviceMapping]:
+    """The EBS volumes attached to the instance (its root is instance-store: not listed, as in EC2)."""
+    return [
+        m.InstanceBlockDeviceMapping(
+            device_name=a.device,
+            ebs=m.EbsInstanceBlockDevice(
+                attach_time=datetime.fromtimestamp(a.attach_time, UTC),
+                delete_on_termination=a.delete_on_termination,
+                status=_EBS_STATUS.get(a.state, a.state),
+                volume_id=a.volume_id,
+            ),
+        )
+        for a in r.volumes
+    ]
 
 
 def to_reservations(records: Iterable[ClcInstance]) -> list[m.Reservation]:

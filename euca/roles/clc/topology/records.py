@@ -11,6 +11,7 @@ Functions take a store Tx, so the CLI (store.write_sync) and the CLC (await stor
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sqlite3
 import time
@@ -50,6 +51,7 @@ class Cluster:
     reason: str | None = None
     nodes: list[NodeResources] = field(default_factory=list)
     capacity: list[TypeCapacity] = field(default_factory=list)
+    subnet: str | None = None  # its instances' private subnet; None: the CC's own (cc.subnet)
 
     @property
     def available(self) -> bool:
@@ -96,7 +98,37 @@ def _cluster(r: sqlite3.Row) -> Cluster:
         reason=r["reason"],
         nodes=_nodes_codec.decode(r["nodes"]),
         capacity=_capacity_codec.decode(r["capacity"]),
+        subnet=r["subnet"],
     )
+
+
+def check_subnet(text: str) -> str:
+    """A cluster's private subnet in its normal form (`10.77.0.0/24`): IPv4, /8 to /29 (a gateway and at
+    least a few instances), host bits zero. Two clusters may share one: their traffic meets on the public
+    addresses, never on the private ones."""
+    try:
+        network = ipaddress.IPv4Network(text.strip())
+    except ValueError as e:
+        raise TopologyError(f"invalid subnet {text!r}: {e}") from None
+    if not 8 <= network.prefixlen <= 29:
+        raise TopologyError(f"invalid subnet {text!r}: the prefix must be /8 to /29")
+    if network.is_loopback or network.is_multicast or network.is_link_local or network.is_unspecified:
+        raise TopologyError(f"invalid subnet {text!r}: not a subnet instances can use")
+    return str(network)
+
+
+def set_subnet(tx: Tx, name: str, subnet: str | None) -> Cluster:
+    """Set (None: clear) the cluster's private subnet. Whether instances run there is not topology's to
+    know: the administrator changes it through admin.set_cluster_subnet, which refuses then."""
+    if get_cluster(tx, name) is None:
+        raise TopologyError(f"no cluster {name}")
+    tx.execute(
+        "UPDATE clc_clusters SET subnet=? WHERE name=?",
+        (None if subnet is None else check_subnet(subnet), name),
+    )
+    found = get_cluster(tx, name)
+    assert found is not None
+    return found
 
 
 @dataclass(frozen=True)
@@ -169,23 +201,26 @@ def register_cluster(
     *,
     now: float | None = None,
     origin: str = "admin",
+    subnet: str | None = None,
 ) -> Cluster:
-    """Add a cluster serving `zone` (default: its name). Registering the same cluster again with the same
-    URL and zone changes nothing; a different one is refused (deregister first)."""
+    """Add a cluster serving `zone` (default: its name), its instances on `subnet` (default: the CC's own).
+    Registering the same cluster again with the same URL and zone (and subnet, if one is given) changes
+    nothing; a different one is refused (deregister first; the subnet: modify-cluster)."""
     zone = zone or name
     check_name(name, "cluster")
     check_name(zone, "zone")
+    subnet = None if subnet is None else check_subnet(subnet)
     existing = get_cluster(tx, name)
     if existing is not None:
-        if existing.url == url and existing.zone == zone:
+        if existing.url == url and existing.zone == zone and subnet in (None, existing.subnet):
             return existing
         raise TopologyError(f"cluster {name} is already registered (zone {existing.zone} at {existing.url})")
     other = tx.one("SELECT name FROM clc_clusters WHERE zone=?", (zone,))
     if other is not None:
         raise TopologyError(f"zone {zone} is already served by cluster {other['name']}")
     tx.execute(
-        "INSERT INTO clc_clusters(name, zone, url, registered, origin) VALUES(?,?,?,?,?)",
-        (name, zone, url, time.time() if now is None else now, origin),
+        "INSERT INTO clc_clusters(name, zone, url, registered, origin, subnet) VALUES(?,?,?,?,?,?)",
+        (name, zone, url, time.time() if now is None else now, origin, subnet),
     )
     found = get_cluster(tx, name)
     assert found is not None

@@ -25,6 +25,7 @@ from euca.roles.clc.tags import records as tags
 from euca.roles.clc.tags.render import tag_list
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.volumes import records
+from euca.roles.clc.volumes.attach import EC2_STATE, render_attachment
 from euca.roles.clc.volumes.records import NewVolume, VolumeRecord
 
 log = logging.getLogger("euca.clc")
@@ -44,13 +45,21 @@ def render(v: VolumeRecord) -> m.Volume:
         volume_type=v.volume_type,
         snapshot_id=v.snapshot_id or "",
         iops=v.iops,
-        attachments=[],
+        attachments=[render_attachment(v.attachment)] if v.attachment else [],
         tags=tag_list(v.tags),
     )
 
 
+def _time(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def _created(v: VolumeRecord) -> str:
-    return datetime.fromtimestamp(v.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return _time(v.created)
+
+
+def _attached(v: VolumeRecord) -> list[records.Attachment]:
+    return [v.attachment] if v.attachment else []
 
 
 VOLUME_FILTERS: FilterSet[VolumeRecord] = FilterSet(
@@ -64,12 +73,13 @@ VOLUME_FILTERS: FilterSet[VolumeRecord] = FilterSet(
         "create-time": _created,
         "encrypted": lambda v: "false",
         "multi-attach-enabled": lambda v: "false",
-        # Attachment arrives with AttachVolume: today no volume has one.
-        "attachment.instance-id": lambda v: [],
-        "attachment.device": lambda v: [],
-        "attachment.status": lambda v: [],
-        "attachment.attach-time": lambda v: [],
-        "attachment.delete-on-termination": lambda v: [],
+        "attachment.instance-id": lambda v: [a.instance_id for a in _attached(v)],
+        "attachment.device": lambda v: [a.device for a in _attached(v)],
+        "attachment.status": lambda v: [EC2_STATE.get(a.state, a.state) for a in _attached(v)],
+        "attachment.attach-time": lambda v: [_time(a.attach_time) for a in _attached(v)],
+        "attachment.delete-on-termination": lambda v: [
+            str(a.delete_on_termination).lower() for a in _attached(v)
+        ],
     },
     tags=lambda v: v.tags,
 )
@@ -228,7 +238,7 @@ async def delete_volume(call: Ec2Call, req: m.DeleteVolumeRequest) -> None:
 
 
 def _status(v: VolumeRecord) -> m.VolumeStatusItem:
-    ok = v.state in ("available", "creating", "deleting")
+    ok = v.state in ("available", "in-use", "creating", "deleting")
     status = "ok" if ok else "impaired"
     return m.VolumeStatusItem(
         volume_id=v.volume_id,

@@ -12,11 +12,11 @@ The CLC's row is the intent, the SC's the fact:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from euca.protocol.cluster import VolumeStatus
-from euca.roles.clc.volumes.records import VolumeRecord
+from euca.protocol.cluster import InstanceStatus, VolumeStatus
+from euca.roles.clc.volumes.records import Attachment, VolumeRecord
 
 
 @dataclass
@@ -63,4 +63,44 @@ def reconcile_volumes(
                 out.updates.append((v.volume_id, "error", s.reason))
     mine = {v.volume_id for v in known}
     out.unknown = sorted(i for i in held if i not in mine)
+    return out
+
+
+# An attachment still `attaching` that its node has not reported this long after AttachVolume was never made
+# (the CLC stopped half way): it is ended, as a refused attach is.
+ATTACH_TIMEOUT = 120.0
+
+
+@dataclass
+class AttachmentReconciliation:
+    attached: list[str] = field(default_factory=list)  # attaching, and the node has it: attached
+    finish: list[Attachment] = field(default_factory=list)  # over on the node: drop the export, then the row
+    detach_again: list[Attachment] = field(default_factory=list)  # detaching, the node still has it
+
+
+def reconcile_attachments(
+    attachments: Sequence[Attachment],
+    reported: Mapping[str, InstanceStatus],
+    ended: set[str],
+    now: float,
+) -> AttachmentReconciliation:
+    """How one cluster's attachments follow its full report (`reported`: every instance the CC knows, by
+    id). `ended`: the instances the CLC has terminated (their domains, and disks, are gone)."""
+    out = AttachmentReconciliation()
+    for a in attachments:
+        status = reported.get(a.instance_id)
+        on_node = {v.volume_id: v.state for v in status.volumes} if status is not None else {}
+        has = a.volume_id in on_node
+        if a.instance_id in ended:
+            out.finish.append(a)
+        elif a.state == "attaching":
+            if has:
+                out.attached.append(a.volume_id)
+            elif now - a.attach_time > ATTACH_TIMEOUT:
+                out.finish.append(a)
+        elif a.state == "detaching":
+            if has:
+                out.detach_again.append(a)
+            elif status is not None:
+                out.finish.append(a)
     return out

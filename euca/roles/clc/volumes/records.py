@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.usage import records as usage
 
 VOLUME_ID_RE = re.compile(r"^vol-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
@@ -54,6 +55,19 @@ class Modification:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A volume's attachment (clc_volume_attachments)."""
+
+    volume_id: str
+    instance_id: str
+    device: str
+    state: str  # attaching | attached | detaching
+    attach_time: float
+    delete_on_termination: bool
+    force: bool = False
+
+
+@dataclass(frozen=True)
 class VolumeRecord:
     volume_id: str
     account_id: str
@@ -68,6 +82,7 @@ class VolumeRecord:
     created: float
     tags: dict[str, str] = field(default_factory=dict)
     modification: Modification | None = None
+    attachment: Attachment | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,9 @@ def not_found(ids: Sequence[str]) -> Ec2Error:
     return Ec2Error("InvalidVolume.NotFound", f"The volumes '{', '.join(ids)}' do not exist.")
 
 
-def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> VolumeRecord:
+def _record(
+    row: sqlite3.Row, tagged: dict[str, str] | None = None, attachment: Attachment | None = None
+) -> VolumeRecord:
     return VolumeRecord(
         volume_id=row["volume_id"],
         account_id=row["account_id"],
@@ -129,7 +146,33 @@ def _record(row: sqlite3.Row, tagged: dict[str, str] | None = None) -> VolumeRec
         created=row["created"],
         tags=tagged or {},
         modification=_modification(row),
+        attachment=attachment,
     )
+
+
+def _attachment(row: sqlite3.Row) -> Attachment:
+    return Attachment(
+        volume_id=row["volume_id"],
+        instance_id=row["instance_id"],
+        device=row["device"],
+        state=row["state"],
+        attach_time=row["attach_time"],
+        delete_on_termination=bool(row["delete_on_termination"]),
+        force=bool(row["force"]),
+    )
+
+
+def _attachments(tx: Tx, rows: Sequence[sqlite3.Row]) -> dict[str, Attachment]:
+    if not rows:
+        return {}
+    ids = [r["volume_id"] for r in rows]
+    found: dict[str, Attachment] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for a in tx.all(f"SELECT * FROM clc_volume_attachments WHERE volume_id IN ({marks})", chunk):
+            found[a["volume_id"]] = _attachment(a)
+    return found
 
 
 def _modification(row: sqlite3.Row) -> Modification | None:
@@ -156,7 +199,8 @@ def load_volumes(tx: Tx, account_id: str, ids: Sequence[str] = ()) -> list[Volum
         wanted = set(ids)
         rows = [r for r in rows if r["volume_id"] in wanted]
     tagged = tags.tags_of(tx, account_id, [r["volume_id"] for r in rows])
-    return [_record(r, tagged.get(r["volume_id"])) for r in rows]
+    attached = _attachments(tx, rows)
+    return [_record(r, tagged.get(r["volume_id"]), attached.get(r["volume_id"])) for r in rows]
 
 
 def load_all_volumes(tx: Tx) -> list[VolumeRecord]:
@@ -168,7 +212,8 @@ def load_all_volumes(tx: Tx) -> list[VolumeRecord]:
     tagged: dict[str, dict[str, str]] = {}
     for account_id, ids in by_account.items():
         tagged.update(tags.tags_of(tx, account_id, ids))
-    return [_record(r, tagged.get(r["volume_id"])) for r in rows]
+    attached = _attachments(tx, rows)
+    return [_record(r, tagged.get(r["volume_id"]), attached.get(r["volume_id"])) for r in rows]
 
 
 def owned(tx: Tx, account_id: str, ids: Sequence[str]) -> list[VolumeRecord]:
@@ -182,7 +227,8 @@ def owned(tx: Tx, account_id: str, ids: Sequence[str]) -> list[VolumeRecord]:
 
 def volumes_of_cluster(tx: Tx, cluster: str) -> list[VolumeRecord]:
     rows = tx.all("SELECT * FROM clc_volumes WHERE cluster=? ORDER BY volume_id", (cluster,))
-    return [_record(r) for r in rows]
+    attached = _attachments(tx, rows)
+    return [_record(r, attachment=attached.get(r["volume_id"])) for r in rows]
 
 
 def volume_visible(tx: Tx, volume_id: str, account_id: str) -> bool:
@@ -232,6 +278,7 @@ def insert_volume(tx: Tx, new: NewVolume) -> tuple[VolumeRecord, bool]:
             digest,
         ),
     )
+    usage.volume_created(tx, volume_id, new.account_id, new.zone, new.size_gib)
     if new.tags:
         tags.write_tags(tx, new.account_id, volume_id, "volume", new.tags)
     row = tx.one("SELECT * FROM clc_volumes WHERE volume_id=?", (volume_id,))
@@ -258,11 +305,16 @@ def set_state(
 
 def begin_delete(tx: Tx, account_id: str, volume_id: str) -> VolumeRecord:
     """DeleteVolume's rule: the caller's volume goes `deleting` (one still `creating`, its SC perhaps
-    down, too: the SC's delete is idempotent and the create's answer no longer moves it). Attached volumes
-    (VolumeInUse) come with attachment."""
+    down, too: the SC's delete is idempotent and the create's answer no longer moves it). An attached
+    volume is VolumeInUse."""
     (volume,) = owned(tx, account_id, [volume_id])
+    if volume.attachment is not None:
+        raise Ec2Error(
+            "VolumeInUse", f"Volume {volume_id} is currently attached to {volume.attachment.instance_id}"
+        )
     if volume.state != "deleting":
         set_state(tx, volume_id, "deleting")
+        usage.volume_deleted(tx, volume_id)
     return volume
 
 
@@ -270,6 +322,7 @@ def forget(tx: Tx, volume_id: str) -> None:
     """The SC confirmed the volume gone: its row and tags go."""
     tx.execute("DELETE FROM clc_volumes WHERE volume_id=?", (volume_id,))
     tags.forget_resource(tx, volume_id)
+    usage.volume_deleted(tx, volume_id)
 
 
 def begin_modification(
@@ -322,9 +375,163 @@ def end_modification(tx: Tx, volume_id: str, *, ok: bool, message: str | None = 
             "mod_state='completed', mod_message=NULL, mod_end=? WHERE volume_id=?",
             (time.time(), volume_id),
         )
+        usage.volume_resized(tx, volume_id, row["mod_target_size"])
     else:
         tx.execute(
             "UPDATE clc_volumes SET mod_state='failed', mod_message=?, mod_end=? WHERE volume_id=?",
             (message, time.time(), volume_id),
         )
     return True
+
+
+# -- attachments (AttachVolume, DetachVolume) ----------------------------------------------------------
+
+# Device names as EC2 takes them for EBS volumes on Linux instances (the root's /dev/sda1, /dev/xvda excepted).
+DEVICE_RE = re.compile(r"^(?:/dev/)?(?:(?:sd|xvd)[b-z](?:[1-9]|1[0-5])?|xvd[b-c][a-z])$")
+
+
+@dataclass(frozen=True)
+class InstancePlace:
+    """What attaching needs to know of an instance (instances/records.py answers it: a higher resource)."""
+
+    instance_id: str
+    state: str
+    zone: str
+    cluster: str | None
+    node: str | None
+
+
+def check_device(device: str) -> str:
+    if not DEVICE_RE.match(device):
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"Value ({device}) for parameter device is invalid. {device} is not a valid EBS device name.",
+        )
+    return device
+
+
+def _device_key(device: str) -> str:
+    """/dev/sdf and sdf name the same attachment point."""
+    return device.removeprefix("/dev/")
+
+
+def begin_attach(
+    tx: Tx, account_id: str, volume_id: str, instance: InstancePlace, device: str, now: float
+) -> VolumeRecord:
+    """AttachVolume's rules, and the attachment recorded `attaching` (the volume `in-use`)."""
+    (v,) = owned(tx, account_id, [volume_id])
+    if v.attachment is not None:
+        raise Ec2Error("VolumeInUse", f"{volume_id} is already attached to an instance")
+    if v.state != "available":
+        raise Ec2Error("IncorrectState", f"vol '{volume_id}' is not 'available'.")
+    if instance.state not in ("running", "stopped") or instance.cluster is None or instance.node is None:
+        raise Ec2Error("IncorrectState", f"Instance '{instance.instance_id}' is not 'running'.")
+    if v.zone != instance.zone:
+        raise Ec2Error(
+            "InvalidVolume.ZoneMismatch",
+            f"The volume '{volume_id}' is not in the same availability zone as instance "
+            f"'{instance.instance_id}'",
+        )
+    for a in tx.all("SELECT device FROM clc_volume_attachments WHERE instance_id=?", (instance.instance_id,)):
+        if _device_key(a["device"]) == _device_key(device):
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"Invalid value '{device}' for unixDevice. Attachment point {device} is already in use",
+            )
+    tx.execute(
+        "INSERT INTO clc_volume_attachments(volume_id, instance_id, account_id, cluster, device, state, "
+        "attach_time) VALUES(?,?,?,?,?,'attaching',?)",
+        (volume_id, instance.instance_id, account_id, v.cluster, device, now),
+    )
+    set_state(tx, volume_id, "in-use")
+    (found,) = owned(tx, account_id, [volume_id])
+    return found
+
+
+def begin_detach(
+    tx: Tx, account_id: str, volume_id: str, instance_id: str | None, device: str | None, force: bool
+) -> VolumeRecord:
+    """DetachVolume's rules: the volume attached (to that instance, at that device, when they are named);
+    the attachment goes `detaching`."""
+    (v,) = owned(tx, account_id, [volume_id])
+    a = v.attachment
+    if a is None:
+        raise Ec2Error("IncorrectState", f"Volume '{volume_id}' is in the '{v.state}' state.")
+    if (instance_id is not None and instance_id != a.instance_id) or (
+        device is not None and _device_key(device) != _device_key(a.device)
+    ):
+        raise Ec2Error(
+            "InvalidAttachment.NotFound",
+            f"The volume '{volume_id}' is not attached to instance '{instance_id or a.instance_id}' "
+            f"at '{device or a.device}'",
+        )
+    tx.execute(
+        "UPDATE clc_volume_attachments SET state='detaching', force=MAX(force, ?) WHERE volume_id=?",
+        (int(force), volume_id),
+    )
+    (found,) = owned(tx, account_id, [volume_id])
+    return found
+
+
+def set_attachment_state(tx: Tx, volume_id: str, state: str, *, only_from: str) -> bool:
+    return bool(
+        tx.execute(
+            "UPDATE clc_volume_attachments SET state=? WHERE volume_id=? AND state=?",
+            (state, volume_id, only_from),
+        )
+    )
+
+
+def end_attachment(tx: Tx, volume_id: str, *, instance_ended: bool = False) -> bool:
+    """The attachment is over (detached, or the attach failed): its row goes, the volume is available again,
+    or deleting when it was to be deleted with its instance (terminated by request, or ended by itself).
+    True if the volume is now to be deleted."""
+    row = tx.one("SELECT * FROM clc_volume_attachments WHERE volume_id=?", (volume_id,))
+    if row is None:
+        return False
+    tx.execute("DELETE FROM clc_volume_attachments WHERE volume_id=?", (volume_id,))
+    ended = instance_ended or row["state"] == "terminating"
+    delete = bool(row["delete_on_termination"]) and ended
+    set_state(tx, volume_id, "deleting" if delete else "available", only_from=("in-use",))
+    return delete
+
+
+def attachments_of_cluster(tx: Tx, cluster: str) -> list[Attachment]:
+    return [
+        _attachment(r)
+        for r in tx.all("SELECT * FROM clc_volume_attachments WHERE cluster=? ORDER BY volume_id", (cluster,))
+    ]
+
+
+def attachments_of_instances(tx: Tx, ids: Sequence[str]) -> dict[str, list[Attachment]]:
+    """instance id -> its attachments (DescribeInstances' block device mappings)."""
+    out: dict[str, list[Attachment]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for r in tx.all(
+            f"SELECT * FROM clc_volume_attachments WHERE instance_id IN ({marks}) ORDER BY device", chunk
+        ):
+            out.setdefault(r["instance_id"], []).append(_attachment(r))
+    return out
+
+
+def instance_ended(tx: Tx, instance_id: str) -> None:
+    """The instance terminates: its attachments go (`terminating`: detached by the instance's end, so a
+    volume marked DeleteOnTermination is deleted once they are over)."""
+    tx.execute("UPDATE clc_volume_attachments SET state='terminating' WHERE instance_id=?", (instance_id,))
+
+
+def set_delete_on_termination(tx: Tx, instance_id: str, device: str, delete: bool) -> bool:
+    """ModifyInstanceAttribute's blockDeviceMapping: whether the volume at `device` goes with its instance.
+    False if no volume is attached there."""
+    for r in tx.all(
+        "SELECT volume_id, device FROM clc_volume_attachments WHERE instance_id=?", (instance_id,)
+    ):
+        if _device_key(r["device"]) == _device_key(device):
+            tx.execute(
+                "UPDATE clc_volume_attachments SET delete_on_termination=? WHERE volume_id=?",
+                (int(delete), r["volume_id"]),
+            )
+            return True
+    return False
