@@ -205,6 +205,9 @@ def test_bucket_setting_documents() -> None:
     out = bs.render_object_attributes(attrs, max_parts=1).decode()
     assert "<ChecksumCRC32>AAAA</ChecksumCRC32>" in out and "<IsTruncated>true</IsTruncated>" in out
     assert "<PartNumber>1</PartNumber>" in out and "<PartNumber>2</PartNumber>" not in out
+    plain = bs.ObjectAttributes("e", 7, parts=[(1, 4, None), (2, 3, None)], wanted=("ObjectParts",))
+    out = bs.render_object_attributes(plain).decode()
+    assert "<PartsCount>2</PartsCount>" in out and "<Part>" not in out
 
 
 def test_access_log_line() -> None:

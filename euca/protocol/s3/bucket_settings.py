@@ -195,7 +195,8 @@ def render_object_attributes(a: ObjectAttributes, max_parts: int = 1000, part_ma
         inner += (
             f"<MaxParts>{max_parts}</MaxParts><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"
         )
-        for number, size, checksum in page:
+        # S3 lists the parts themselves only for an object with an additional checksum.
+        for number, size, checksum in page if a.checksum_algorithm else []:
             check = ""
             if checksum and a.checksum_algorithm:
                 name = f"Checksum{a.checksum_algorithm}"
