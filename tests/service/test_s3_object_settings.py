@@ -387,3 +387,28 @@ def test_completion_checks_the_final_checksum(s3_client: Any, bucket: str, check
         Bucket=bucket, Key="m", UploadId=up2, MultipartUpload=parts2, ChecksumCRC32=done["ChecksumCRC32"]
     )
     assert again["ChecksumCRC32"] == done["ChecksumCRC32"]
+
+
+def test_bypass_needs_its_own_permission(s3_client: Any, s3_other: Any, locked: str) -> None:
+    version = s3_client.put_object(
+        Bucket=locked, Key="g", Body=b"x", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=FUTURE
+    )["VersionId"]
+    arn = f"arn:aws:s3:::{locked}/*"
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:DeleteObjectVersion", "Resource": arn}
+    ]
+
+    def put_policy() -> None:
+        s3_client.put_bucket_policy(
+            Bucket=locked, Policy=json.dumps({"Version": "2012-10-17", "Statement": statements})
+        )
+
+    put_policy()
+    with pytest.raises(ClientError) as e:
+        s3_other.delete_object(Bucket=locked, Key="g", VersionId=version, BypassGovernanceRetention=True)
+    assert code(e) == "AccessDenied"
+    statements.append(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:BypassGovernanceRetention", "Resource": arn}
+    )
+    put_policy()
+    s3_other.delete_object(Bucket=locked, Key="g", VersionId=version, BypassGovernanceRetention=True)

@@ -6,19 +6,21 @@ A bucket has object lock when its "object_lock" setting exists (set at CreateBuc
 x-amz-bucket-object-lock-enabled, or by PutObjectLockConfiguration on a versioned bucket); its versioning can
 then no longer be suspended. Overwrites make new versions (the bucket is versioned), so only deleting a
 version by its id can destroy locked bytes: that is refused under a legal hold or an unexpired retention
-(GOVERNANCE gives way to x-amz-bypass-governance-retention from the bucket owner or a caller a bucket
-policy grants the delete). Deleting without a version id adds a delete marker, as S3 allows.
+(GOVERNANCE gives way to x-amz-bypass-governance-retention from the bucket owner or a caller the bucket
+policy allows s3:BypassGovernanceRetention). Deleting without a version id adds a delete marker, as S3 allows.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from euca.core.http import Response
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import meta
+from euca.roles.walrus.access import decide
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow
 from euca.roles.walrus.responses import empty, xml
@@ -67,11 +69,30 @@ def lock_response_headers(stored: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def may_bypass(call: S3Call, b: BucketRow) -> bool:
-    """Whether the caller may use x-amz-bypass-governance-retention here (s3:BypassGovernanceRetention): the
-    bucket's owner, or a caller the bucket's policy grants this request."""
+@dataclass(frozen=True, slots=True)
+class _Bypass:
+    """s3:BypassGovernanceRetention on one key, judged by the bucket policy as if it were a request."""
+
+    action: ClassVar[str] = "s3:BypassGovernanceRetention"
+    bucket: str
+    key: str
+
+
+async def may_bypass(svc: WalrusService, call: S3Call, b: BucketRow, key: str) -> bool:
+    """Whether the caller may use x-amz-bypass-governance-retention on `key`: the bucket's owner, or a caller
+    the bucket's policy allows s3:BypassGovernanceRetention on that object."""
     p = call.principal
-    return (p is not None and p.canonical_id == b.owner_id) or call.access.policy_grant
+    if p is not None and p.canonical_id == b.owner_id:
+        return True
+    rules = svc.policies.get(b.name)
+    if rules is None:
+        return False
+    try:
+        return (await decide(svc, call, _Bypass(b.name, key), b.name, rules)).policy_grant
+    except S3Error as e:
+        if e.code == "AccessDenied":
+            return False
+        raise
 
 
 def check_version_delete(stored: dict[str, Any], bypass: bool, now: float) -> None:
@@ -103,7 +124,7 @@ async def put_object_retention(svc: WalrusService, call: S3Call, ep: s3.PutObjec
     now = time.time()
     if until is not None:
         s3.object_lock.check_future(until, now)
-    bypass = ep.bypass_governance and may_bypass(call, b)
+    bypass = ep.bypass_governance and await may_bypass(svc, call, b, o.key)
     old = o.headers
     if not s3.object_lock.may_change_retention(old.get(MODE), old.get(UNTIL), mode, until, bypass, now):
         raise S3Error("AccessDenied")

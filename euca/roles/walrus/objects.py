@@ -218,7 +218,7 @@ async def delete_object(svc: WalrusService, call: S3Call, ep: s3.DeleteObject) -
             raise S3Error("NoSuchKey", Key=ep.key)
         s3.evaluate_conditions(ep.conditions, o.etag, o.last_modified, mode="write")
     locked = ep.version_id is not None and object_lock.lock_enabled(svc, b.name)
-    bypass = ep.bypass_governance and object_lock.may_bypass(call, b)
+    bypass = locked and ep.bypass_governance and await object_lock.may_bypass(svc, call, b, ep.key)
 
     def work(tx: Tx) -> meta.Deleted:
         now = time.time()
@@ -243,7 +243,12 @@ async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects)
     owner = svc.owner_for(call, b)
     now = time.time()
     locked = object_lock.lock_enabled(svc, b.name)
-    bypass = ep.bypass_governance and object_lock.may_bypass(call, b)
+    # Which keys the caller may bypass GOVERNANCE retention on (s3:BypassGovernanceRetention, per key).
+    bypassing: set[str] = set()
+    if locked and ep.bypass_governance:
+        for item in items:
+            if item.key not in bypassing and await object_lock.may_bypass(svc, call, b, item.key):
+                bypassing.add(item.key)
     refused: set[int] = set()
     if rules is not None:
         for index, item in enumerate(items):
@@ -268,7 +273,7 @@ async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects)
                 o = meta.get_object(tx, b.name, item.key, item.version_id)
                 if o is not None:
                     try:
-                        object_lock.check_version_delete(o.headers, bypass, now)
+                        object_lock.check_version_delete(o.headers, item.key in bypassing, now)
                     except S3Error as e:
                         results.append(s3.DeleteResult(item.key, item.version_id, error=e))
                         continue
