@@ -412,3 +412,33 @@ def test_bypass_needs_its_own_permission(s3_client: Any, s3_other: Any, locked: 
     )
     put_policy()
     s3_other.delete_object(Bucket=locked, Key="g", VersionId=version, BypassGovernanceRetention=True)
+
+
+def test_lock_headers_on_copy_and_multipart(s3_client: Any, locked: str) -> None:
+    s3_client.put_object(
+        Bucket=locked, Key="src", Body=b"x", ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=FUTURE
+    )
+    # A copy takes its own lock (here none: the source's retention does not come along).
+    s3_client.copy_object(Bucket=locked, Key="copy", CopySource={"Bucket": locked, "Key": "src"})
+    assert "ObjectLockMode" not in s3_client.head_object(Bucket=locked, Key="copy")
+    s3_client.copy_object(
+        Bucket=locked,
+        Key="copy2",
+        CopySource={"Bucket": locked, "Key": "src"},
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=FUTURE,
+        ObjectLockLegalHoldStatus="ON",
+    )
+    head = s3_client.head_object(Bucket=locked, Key="copy2")
+    assert (head["ObjectLockMode"], head["ObjectLockLegalHoldStatus"]) == ("GOVERNANCE", "ON")
+    up = s3_client.create_multipart_upload(
+        Bucket=locked, Key="mp", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=FUTURE
+    )["UploadId"]
+    etag = s3_client.upload_part(Bucket=locked, Key="mp", UploadId=up, PartNumber=1, Body=b"abc")["ETag"]
+    done = s3_client.complete_multipart_upload(
+        Bucket=locked, Key="mp", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    )
+    assert s3_client.head_object(Bucket=locked, Key="mp")["ObjectLockRetainUntilDate"] == FUTURE
+    with pytest.raises(ClientError) as e:
+        s3_client.delete_object(Bucket=locked, Key="mp", VersionId=done["VersionId"])
+    assert code(e) == "AccessDenied"
