@@ -21,6 +21,7 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import meta
 from euca.roles.walrus.access import decide
+from euca.roles.walrus.authorize import authorise
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow
 from euca.roles.walrus.responses import empty, xml
@@ -79,16 +80,18 @@ class _Bypass:
 
 
 async def may_bypass(svc: WalrusService, call: S3Call, b: BucketRow, key: str) -> bool:
-    """Whether the caller may use x-amz-bypass-governance-retention on `key`: the bucket's owner, or a caller
-    the bucket's policy allows s3:BypassGovernanceRetention on that object."""
+    """Whether the caller may use x-amz-bypass-governance-retention on `key` (s3:BypassGovernanceRetention):
+    the bucket owner's account, or a caller the bucket's policy allows it on that object; in both cases not
+    denied, and for an IAM user allowed, by the caller's identity policies."""
     p = call.principal
-    if p is not None and p.canonical_id == b.owner_id:
-        return True
-    rules = svc.policies.get(b.name)
-    if rules is None:
-        return False
+    check = _Bypass(b.name, key)
     try:
-        return (await decide(svc, call, _Bypass(b.name, key), b.name, rules)).policy_grant
+        if p is not None and not p.is_account_admin:
+            await authorise(svc, call, check)  # the caller's identity policies must not deny it (issue 12)
+        if p is not None and p.canonical_id == b.owner_id:
+            return True
+        rules = svc.policies.get(b.name)
+        return rules is not None and (await decide(svc, call, check, b.name, rules)).policy_grant
     except S3Error as e:
         if e.code == "AccessDenied":
             return False
