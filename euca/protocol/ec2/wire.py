@@ -184,7 +184,7 @@ def decode_input(action: str, params: dict[str, str]) -> dict[str, Any]:
     op = m.operations.get(action)
     if op is None:
         raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
-    tree = _tree(params)
+    tree = form_tree(params)
     input_ref = op.get("input")
     if input_ref is None:
         if tree:
@@ -214,7 +214,7 @@ def parse_request(action: str, params: dict[str, str], request_type: type[T]) ->
 _Tree = dict[str, Any]
 
 
-def _tree(params: dict[str, str]) -> _Tree:
+def form_tree(params: dict[str, str]) -> _Tree:
     """`Filter.1.Value.2=x` -> {"Filter": {"1": {"Value": {"2": "x"}}}}."""
     root: _Tree = {}
     for key, value in params.items():
@@ -281,15 +281,15 @@ def _decode(m: Model, shape_name: str, node: Any, path: str) -> Any:
     if isinstance(node, dict):
         raise Ec2Error("InvalidParameterValue", f"The parameter {path} takes a value, not members")
     if kind in ("integer", "long"):
-        return _decode_integer(shape, node, path)
-    return _decode_scalar(kind, node, path)
+        return decode_integer(shape, node, path)
+    return decode_scalar(kind, node, path)
 
 
 # What an integer of the model may hold when its shape gives no range: EC2's integers are Java's int and long.
 _INTEGER_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
-def _decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
+def decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
     """An integer within its shape's min/max (else the 32- or 64-bit range), checked before any handler or
     query sees it: a number SQLite or a range check downstream cannot take is the client's error."""
     stripped = text.strip()
@@ -310,7 +310,7 @@ def _decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
     return value
 
 
-def _decode_scalar(kind: str, text: str, path: str) -> Any:
+def decode_scalar(kind: str, text: str, path: str) -> Any:
     if kind == "string":
         return text
     if kind == "boolean":
@@ -377,7 +377,7 @@ def render_response(action: str, result: Any, request_id: str, version: str = AP
     op = m.operations[action]
     out: list[str] = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
-        f'<{action}Response xmlns="{namespace(version)}"><requestId>{_esc(request_id)}</requestId>',
+        f'<{action}Response xmlns="{namespace(version)}"><requestId>{xml_escape(request_id)}</requestId>',
     ]
     output_ref = op.get("output")
     if output_ref is None:
@@ -421,7 +421,7 @@ def _render_value(m: Model, shape_name: str, tag: str, value: Any, out: list[str
                 _render_value(m, member_ref["shape"], item_tag, item, out)
         out.append(f"</{tag}>")
     else:
-        out.append(f"<{tag}>{_esc(_scalar_text(kind, value))}</{tag}>")
+        out.append(f"<{tag}>{xml_escape(_scalar_text(kind, value))}</{tag}>")
 
 
 def _scalar_text(kind: str, value: Any) -> str:
@@ -444,8 +444,8 @@ def format_timestamp(value: datetime) -> str:
 def render_error(error: Ec2Error, request_id: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Response><Errors><Error><Code>{_esc(error.code)}</Code><Message>{_esc(error.message)}</Message>"
-        f"</Error></Errors><RequestID>{_esc(request_id)}</RequestID></Response>"
+        f"<Response><Errors><Error><Code>{xml_escape(error.code)}</Code><Message>{xml_escape(error.message)}</Message>"
+        f"</Error></Errors><RequestID>{xml_escape(request_id)}</RequestID></Response>"
     ).encode()
 
 
@@ -454,5 +454,5 @@ _XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quo
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-def _esc(text: str) -> str:
+def xml_escape(text: str) -> str:
     return _XML_INVALID.sub("", text.translate(_XML_ESCAPES))
