@@ -131,6 +131,20 @@ def test_role_credentials_through_the_metadata_path(
     (instance_id,) = instances_of(launched)
     shown = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     assert shown["IamInstanceProfile"] == {"Arn": profile["Arn"], "Id": profile["InstanceProfileId"]}
+    (association,) = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    assert association["InstanceId"] == instance_id and association["State"] == "associated"
+    assert association["IamInstanceProfile"] == shown["IamInstanceProfile"]
+    assert association["AssociationId"].startswith("iip-assoc-")
+    by_id = ec2.describe_iam_instance_profile_associations(AssociationIds=[association["AssociationId"]])
+    assert by_id["IamInstanceProfileAssociations"] == [association]
+    by_filter = ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": ["i-00000000"]}]
+    )
+    assert by_filter["IamInstanceProfileAssociations"] == []
+    assert (
+        refused(lambda: ec2.describe_iam_instance_profile_associations(AssociationIds=["iip-assoc-0"]))
+        == "InvalidAssociationID.NotFound"
+    )
 
     first = wait_for("the CC holds the credentials", lambda: held(fake, instance_id) or None)
     assert first.access_key_id is not None and first.access_key_id.startswith("ASIA")

@@ -1287,3 +1287,29 @@ REQUEST_TYPES.update(
         "CopySnapshot": CopySnapshotRequest,
     }
 )
+
+
+# Instance profile associations (issue 12): what DescribeIamInstanceProfileAssociations answers.
+class DescribeIamInstanceProfileAssociationsRequest(Wire):
+    association_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+
+
+class IamInstanceProfileAssociation(Wire):
+    association_id: str | None = None
+    instance_id: str | None = None
+    iam_instance_profile: IamInstanceProfile | None = None
+    state: str | None = None
+    timestamp: datetime | None = None
+
+
+class DescribeIamInstanceProfileAssociationsResult(Wire):
+    iam_instance_profile_associations: list[IamInstanceProfileAssociation] = []
+    next_token: str | None = None
+
+
+REQUEST_TYPES.update(
+    {"DescribeIamInstanceProfileAssociations": DescribeIamInstanceProfileAssociationsRequest}
+)

@@ -90,6 +90,7 @@ HANDLERS: dict[str, Handler] = {
     **instance_types_api.HANDLERS,
     **images_api.HANDLERS,
     **instances_api.HANDLERS,
+    **instance_profiles.HANDLERS,  # instance profiles (issue 12)
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import trio
 
@@ -28,10 +29,11 @@ from euca.core.roles import RoleContext
 from euca.core.store import Tx
 from euca.protocol import cluster
 from euca.protocol.ec2 import messages as m
+from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.protocol.policy import ALLOW
 from euca.protocol.query.wire import QueryError
-from euca.roles.clc.app import Ec2Call
+from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.instances import records
 
 log = logging.getLogger("euca.clc")
@@ -195,3 +197,51 @@ def instance_iam(tx: Tx, instance_ids: list[str]) -> dict[str, cluster.InstanceI
             issued=a.issued or 0.0,
         )
     return out
+
+
+# -- DescribeIamInstanceProfileAssociations ----------------------------------------------------------------
+
+ASSOCIATION_FILTERS: FilterSet[records.ProfileAssociation] = FilterSet(
+    {
+        "instance-id": lambda a: a.instance_id,
+        "state": lambda a: "associated",
+    }
+)
+ASSOCIATION_PAGES = PageLimits(5, 1000)
+
+
+async def describe_associations(
+    call: Ec2Call, req: m.DescribeIamInstanceProfileAssociationsRequest
+) -> m.DescribeIamInstanceProfileAssociationsResult:
+    """The account's live instances' profile associations (an instance's profile is fixed at launch here:
+    Associate/Replace/DisassociateIamInstanceProfile are not built)."""
+    account = call.account_id
+    found = await call.ctx.store.read(lambda tx: records.profile_associations(tx, account_id=account))
+    if req.association_ids:
+        known = {a.association_id for a in found}
+        missing = [i for i in req.association_ids if i not in known]
+        if missing:
+            raise Ec2Error(
+                "InvalidAssociationID.NotFound", f"An association ID was not found: {', '.join(missing)}"
+            )
+        found = [a for a in found if a.association_id in set(req.association_ids)]
+    found = ASSOCIATION_FILTERS.apply(req.filters, found)
+    page, token = paginate(
+        found, lambda a: a.association_id, req.max_results, req.next_token, ASSOCIATION_PAGES
+    )
+    return m.DescribeIamInstanceProfileAssociationsResult(
+        iam_instance_profile_associations=[
+            m.IamInstanceProfileAssociation(
+                association_id=a.association_id,
+                instance_id=a.instance_id,
+                iam_instance_profile=m.IamInstanceProfile(arn=a.profile_arn, id=a.profile_id),
+                state="associated",
+                timestamp=datetime.fromtimestamp(a.associated, UTC),
+            )
+            for a in page
+        ],
+        next_token=token,
+    )
+
+
+HANDLERS: dict[str, Handler] = {"DescribeIamInstanceProfileAssociations": describe_associations}

@@ -444,6 +444,7 @@ def forget_terminated(tx: Tx, before: float) -> list[str]:
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         tx.execute(f"DELETE FROM clc_instances WHERE instance_id IN ({marks})", chunk)
+        tx.execute(f"DELETE FROM clc_instance_profiles WHERE instance_id IN ({marks})", chunk)  # issue 12
         tags.forget_resources(tx, chunk)
     if ids:
         tx.execute(
@@ -712,6 +713,7 @@ class ProfileAssociation:
     access_key_id: str | None  # the STS session the metadata service serves now
     issued: float | None
     expires: float | None
+    associated: float  # the instance's launch
 
 
 def record_profile(tx: Tx, account_id: str, instance_ids: list[str], arn: str, profile_id: str) -> None:
@@ -729,7 +731,7 @@ def profile_associations(
     """The associations of these instances (None: all), only of live (pending, running) ones if `live`."""
     sql = (
         "SELECT p.instance_id, p.account_id, p.profile_arn, p.profile_id, p.association_id, i.state, "
-        "p.access_key_id, p.issued, p.expires FROM clc_instance_profiles p "
+        "p.access_key_id, p.issued, p.expires, i.launch_time FROM clc_instance_profiles p "
         "JOIN clc_instances i ON i.instance_id = p.instance_id WHERE 1=1"
     )
     args: list[object] = []
