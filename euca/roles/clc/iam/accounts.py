@@ -43,7 +43,7 @@ def _held(kinds: dict[str, list[str]]) -> str:
     )
 
 
-def _delete(tx: Tx, name: str, recursive: bool) -> None:
+def delete_account_checked(tx: Tx, name: str, recursive: bool) -> None:
     """As Eucalyptus: an account that still holds resources is refused (DeleteConflict) unless Recursive;
     Recursive releases its elastic IPs and deletes its key pairs and its identity, but still refuses while
     it has instances, volumes, snapshots or images (admin.UNSAFE_TO_DELETE: terminate or delete them first).
@@ -68,7 +68,7 @@ def _delete(tx: Tx, name: str, recursive: bool) -> None:
 async def delete_account(call: QueryCall, p: dict[str, Any]) -> None:
     name, recursive = str(p["AccountName"]), bool(p.get("Recursive", False))
     try:
-        await call.write(lambda tx: _delete(tx, name, recursive))
+        await call.write(lambda tx: delete_account_checked(tx, name, recursive))
     except LookupError:
         raise QueryError("NoSuchEntity", f"The account with name {name} cannot be found.") from None
     except PermissionError:
