@@ -153,10 +153,10 @@ class Poller:
                 full_due = trio.current_time() + self.settings.interval
             elif round_wanted:
                 await self.poll_once(with_instances=False)
-            elif poked:
-                await self._send_launched_metadata()
-            else:
+            elif not poked:
                 await self.poll_transitions()
+            if self._launched:  # whatever ran (a round's view may predate the launch): at once
+                await self._send_launched_metadata()
             soon = TRANSITION_FIRST_POLL if poked else min(soon * 2, TRANSITION_MAX_POLL)
             if soon and (
                 soon >= self.settings.interval or not await self.store.read(instances.in_transition)
