@@ -347,6 +347,7 @@ def launch(cloud: Cloud, total: int, say: Any) -> dict[str, Any]:
     to_running: list[float] = []
     made = 0
     t0 = time.perf_counter()
+    cpu0 = {p.name: p.cpu() for p in (cloud.clc, cloud.cc) if p is not None}
     while made < total:
         n = min(BATCH, total - made)
         w0 = time.perf_counter()
@@ -379,9 +380,14 @@ def launch(cloud: Cloud, total: int, say: Any) -> dict[str, Any]:
                 f"    {made} instances: last batch call {call:.2f} s, to running {to_running[-1]:.2f} s "
                 f"(median so far {statistics.median(to_running):.2f} s)"
             )
+    # CPU seconds each control-plane process spent per batch, over the whole launch phase (the bench's own
+    # DescribeInstances polls included): what a launch costs them as the cloud grows.
+    cpu = {p.name: (p.cpu() - cpu0[p.name]) / len(calls) for p in (cloud.clc, cloud.cc) if p is not None}
+    say(f"    CPU per batch: CLC {cpu.get('clc', 0):.2f} s, CC {cpu.get('cc', 0):.2f} s")
     return {
         "batches": len(calls),
         "wall_s": time.perf_counter() - t0,
+        "cpu_per_batch_s": cpu,
         "call": summarise(calls),
         "to_running": summarise(to_running),
         # The last tenth: the batches launched into a nearly full cloud.
@@ -550,7 +556,8 @@ def run_size(nodes: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     cloud = start_cloud(work, nodes, args, say)
     try:
         result["idle_empty"] = idle(cloud, args.idle_seconds, say)
-        result["launch"] = launch(cloud, instances, say)
+        with profiled(args, cloud.clc, f"clc-launch-{nodes}"):
+            result["launch"] = launch(cloud, instances, say)
         with profiled(args, cloud.cc, f"cc-poll-{nodes}"):
             result["poll"] = poll_rounds(cloud, nodes, instances, args.rounds, say)
         with profiled(args, cloud.clc, f"clc-describe-{nodes}"):
@@ -575,6 +582,8 @@ def growth(results: list[dict[str, Any]]) -> list[tuple[str, list[str], str]]:
         ("batch of 100 to running, p90", lambda r: r["launch"]["to_running"]["p90"], "s"),
         ("batch of 100, last tenth, median", lambda r: r["launch"]["to_running_last_tenth"]["p50"], "s"),
         ("RunInstances x100 call, median", lambda r: r["launch"]["call"]["p50"], "s"),
+        ("CLC CPU per batch (launches)", lambda r: r["launch"].get("cpu_per_batch_s", {}).get("clc", 0), "s"),
+        ("CC CPU per batch (launches)", lambda r: r["launch"].get("cpu_per_batch_s", {}).get("cc", 0), "s"),
         ("CLC idle CPU (% of a core)", lambda r: r["idle"]["clc_cpu_pct"], "%"),
         ("CC idle CPU (% of a core)", lambda r: r["idle"]["cc_cpu_pct"], "%"),
         ("CLC RSS", lambda r: r["idle"]["clc_rss_mb"], "MB"),
@@ -602,7 +611,9 @@ def main() -> int:
     p.add_argument("--workdir", default=None, help="where the work directories go (default: the temp dir)")
     p.add_argument("--keep", action="store_true")
     p.add_argument(
-        "--profile", default="", help="py-spy the CC's poll rounds and the CLC's describes into DIR"
+        "--profile",
+        default="",
+        help="py-spy the CLC's launches, the CC's poll rounds and the CLC's describes into DIR",
     )
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([100] if args.quick else [100, 1000])

@@ -47,12 +47,13 @@ import trio
 
 from euca.core.config import CcConfig
 from euca.core.roles import RoleContext
-from euca.protocol.cluster import InstanceSpec, NetConfig, NetworkView
+from euca.protocol.cluster import InstanceNetwork, InstanceSpec, NetConfig, NetworkView
 from euca.roles.cc.addresses import AddressPool, Lease, parse_hosts, render_hosts
 from euca.roles.cc.dnsmasq import Dnsmasq, dnsmasq_argv
 from euca.roles.cc.filters import MAX_CHAIN_NAME, chain_name
 from euca.roles.cc.firewall import Firewall, in_netns, run_command
 from euca.roles.cc.imds import METADATA_PORT, MetadataServer, listen_in_netns
+from euca.roles.cc.launched import launched_network, with_launches
 from euca.roles.cc.metadata import Catalog, MetadataRecord
 
 __all__ = ["JUMPS", "MAX_CHAIN_NAME", "ClusterNetwork", "chain_name", "create_network", "in_netns"]
@@ -105,6 +106,9 @@ class ClusterNetwork:
         # The CLC's network view (security groups, public addresses), applied by _rules_writer whenever it
         # or the leases change; None until the first poll brings one.
         self.view: NetworkView | None = None
+        # Instances launched here since the view that do not appear in it yet (launched.py): enforced
+        # from their launch specs until a view of the CLC's lists them.
+        self._launched: dict[str, InstanceNetwork] = {}
         self.catalog = Catalog()  # launch facts for the metadata service
         self.metadata: MetadataServer | None = None  # serving while run() runs, on the gateway address
         self._rules_wanted = 0  # bumped on every change of the view or the leases
@@ -149,8 +153,12 @@ class ClusterNetwork:
         self._release(instance_id)
 
     def note_launch(self, spec: InstanceSpec) -> None:
-        """What the metadata service tells this instance until the CLC's InstanceMetadata arrives."""
+        """What the metadata service tells this instance until the CLC's InstanceMetadata arrives, and its
+        groups and public address for the rules until the CLC's view lists it."""
         self.catalog.note_launch(spec)
+        self._launched[spec.instance_id] = launched_network(spec)
+        self._rules_wanted += 1
+        self._kick()
 
     def metadata_record(self, source_ip: str) -> MetadataRecord | None:
         """The instance at this private address, for the metadata service; None if it is none's."""
@@ -162,6 +170,9 @@ class ClusterNetwork:
             public = next(
                 (i.public_ip for i in self.view.instances if i.instance_id == lease.instance_id), None
             )
+            launched = self._launched.get(lease.instance_id)
+            if public is None and launched is not None:
+                public = launched.public_ip
         else:
             spec = self.catalog.spec(lease.instance_id)
             public = spec.public_ip if spec is not None else None
@@ -177,6 +188,7 @@ class ClusterNetwork:
     def _release(self, instance_id: str) -> None:
         self._provisional.discard(instance_id)
         self.catalog.forget(instance_id)
+        self._launched.pop(instance_id, None)
         lease = self.pool.release(instance_id)
         if lease is not None:
             log.info("address released instance=%s ip=%s", instance_id, lease.ip)
@@ -215,8 +227,16 @@ class ClusterNetwork:
         if self.view is not None and self.view.version == view.version and not self._rules_failed:
             return
         self.view = view
+        if self._launched:
+            for listed in view.instances:
+                self._launched.pop(listed.instance_id, None)
         self._rules_wanted += 1
         self._kick()
+
+    def enforced_view(self) -> NetworkView | None:
+        """The view the rules follow: the CLC's last, with the instances launched here since that it does
+        not list yet (launched.py); None before the first."""
+        return None if self.view is None else with_launches(self.view, self._launched)
 
     async def rules_sync(self) -> None:
         """Wait until the rules reflect the view and leases as they are now (or failed to apply)."""
@@ -364,7 +384,9 @@ class ClusterNetwork:
             if self.view is not None and self.firewall.ready:
                 private_ips = {lease.instance_id: lease.ip for lease in self.pool.leases()}
                 try:
-                    self._rules_failed = not await self.firewall.apply(self.view, private_ips)
+                    view = self.enforced_view()
+                    assert view is not None
+                    self._rules_failed = not await self.firewall.apply(view, private_ips)
                 except Exception:
                     # The rules stay as they were; the next poll tries again. DHCP must not die of it.
                     log.exception("view not applied version=%s", self.view.version)

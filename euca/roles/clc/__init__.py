@@ -175,6 +175,7 @@ class ClcRole:
             caller=self.caller,
             node_image_cert_pem=lambda: ctx.components.node_image_cert_pem,
             poke=self.poller.poke,
+            on_launch=self.poller.launched,
         )
         # Components on other hosts join at POST /services/cluster/join with a token (join.py).
         self.apps = [Ec2App(ctx, self.link), join.JoinApp(ctx)]

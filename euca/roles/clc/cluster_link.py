@@ -3,7 +3,7 @@ poller share, and how a CC's fault reads to an EC2 client."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +28,15 @@ class ClusterLink:
     node_image_cert_pem: Callable[[], bytes]
     # Asks the poller for a poll now (after a RunInstances or TerminateInstances) rather than at its next tick.
     poke: Callable[[], None] = lambda: None
+    # Tells the poller of a launch (cluster, group ids, instance ids), which decides whether the CC needs a
+    # new network view at once (poller.launch_needs_view); None: a poke.
+    on_launch: Callable[[str, Sequence[str], Sequence[str]], None] | None = None
+
+    def launched(self, cluster: str, group_ids: Sequence[str], instance_ids: Sequence[str]) -> None:
+        if self.on_launch is None:
+            self.poke()
+        else:
+            self.on_launch(cluster, group_ids, instance_ids)
 
 
 def connected(link: ClusterLink | None) -> ClusterLink:

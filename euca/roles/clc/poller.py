@@ -6,13 +6,18 @@ What the CC says is recorded (topology records.record_poll) and the instance tab
 (instances/reconcile.py says how; instances records.apply_reconciliation writes it); an instance its cluster
 has not reported for `clc.node_lost_timeout` goes terminated, only counted while the CC answers; terminated
 instances are forgotten `clc.terminated_ttl` after they ended.
+
+A poke (a launch, a terminate, a network change) polls at once without the DescribeInstances of everything:
+the view and capacity go both ways, the instances on their way are followed by their own short polls, and
+the full reconciliation stays with the regular round, which comes every interval however often pokes do
+(at 10,000 instances, one full read and reconciliation per launch was most of a batch's wait).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +54,20 @@ TRANSITION_MAX_POLL = 0.4
 # Instances per PutInstanceMetadata (each up to 16 KiB of user data): a restarted CC of a thousand
 # instances gets its metadata in a few calls of bounded size.
 METADATA_BATCH = 100
+
+
+def launch_needs_view(
+    cluster_name: str, group_ids: Sequence[str], sent_groups: Mapping[str, frozenset[str]]
+) -> bool:
+    """Whether a launch into `cluster_name` in these groups needs a new network view at once, or its CC can
+    enforce it from the launch specs until the next regular round (cc/launched.py): it can when the view
+    the cluster last got holds every one of the groups (their rules are there) and no other cluster's
+    does (a view naming the group elsewhere would want the new members' public addresses)."""
+    sent = sent_groups.get(cluster_name)
+    wanted = set(group_ids)
+    if sent is None or not wanted <= sent:
+        return True
+    return any(wanted & groups for name, groups in sent_groups.items() if name != cluster_name)
 
 
 def vouched_for(
@@ -88,30 +107,56 @@ class Poller:
         self.settings = settings
         self.clock = clock
         self._poked = trio.Event()
+        self._round_wanted = False  # a poke that wants a (light) round, not only the watch
+        # The groups of the view each cluster's CC last took (launch_needs_view), and the instances launched
+        # without a new view whose metadata is to be sent (cluster -> ids).
+        self._sent_groups: dict[str, frozenset[str]] = {}
+        self._launched: dict[str, list[str]] = {}
         self._rounds = 0
         self._round_done = trio.Condition()
         # Last state logged per cluster, so a cluster that stays down is logged once, not every poll.
         self._logged_state: dict[str, str] = {}
 
     def poke(self) -> None:
+        self._round_wanted = True
+        self._poked.set()
+
+    def launched(self, cluster_name: str, group_ids: Sequence[str], instance_ids: Sequence[str]) -> None:
+        """A RunInstances placed these instances in this cluster: their CC enforces them from their specs
+        when the view it holds has their groups (launch_needs_view), so only the watch of instances on their
+        way starts, and their metadata is sent at once; otherwise a poke."""
+        if launch_needs_view(cluster_name, group_ids, self._sent_groups):
+            self.poke()
+            return
+        self._launched.setdefault(cluster_name, []).extend(instance_ids)
         self._poked.set()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        # A poke (RunInstances, TerminateInstances) polls at once; then, while instances are pending or
-        # shutting down, their clusters are asked about those alone (each CC asks their nodes first) after
-        # 0.1 s, 0.2 s, then every 0.4 s: an instance whose image is cached runs a fraction of a second after
-        # its call, and the CLC should not add a whole poll interval to that.
+        # A poke (RunInstances, TerminateInstances, a group, rule or address change) polls at once, but
+        # lightly (`with_instances=False`: capacity and the network view, not every instance's state);
+        # then, while instances are pending or shutting down, their clusters are asked about those alone
+        # (each CC asks their nodes first) after 0.1 s, 0.2 s, then every 0.4 s: an instance whose image is
+        # cached runs a fraction of a second after its call, and the CLC should not add a whole poll
+        # interval to that. The full round (every instance reported and reconciled) comes every interval,
+        # pokes or not.
         soon = 0.0
+        full_due = trio.current_time() + self.settings.interval
         while True:
-            with trio.move_on_after(soon or self.settings.interval):
+            wait = max(0.0, full_due - trio.current_time())
+            with trio.move_on_after(min(wait, soon) if soon else wait):
                 await self._poked.wait()
-            poked = self._poked.is_set()
-            self._poked = trio.Event()
-            if poked or not soon:
+            poked, round_wanted = self._poked.is_set(), self._round_wanted
+            self._poked, self._round_wanted = trio.Event(), False
+            if trio.current_time() >= full_due:
                 await self.poll_once()
-            else:
+                full_due = trio.current_time() + self.settings.interval
+            elif round_wanted:
+                await self.poll_once(with_instances=False)
+            elif not poked:
                 await self.poll_transitions()
+            if self._launched:  # whatever ran (a round's view may predate the launch): at once
+                await self._send_launched_metadata()
             soon = TRANSITION_FIRST_POLL if poked else min(soon * 2, TRANSITION_MAX_POLL)
             if soon and (
                 soon >= self.settings.interval or not await self.store.read(instances.in_transition)
@@ -125,7 +170,12 @@ class Poller:
             while self._rounds < target:
                 await self._round_done.wait()
 
-    async def poll_once(self) -> None:
+    async def poll_once(self, *, with_instances: bool = True) -> None:
+        """One round over every cluster and SC. `with_instances`: also every instance's state, reconciled
+        (the regular round); without, each CC gets its network view and reports its capacity only (a poke:
+        the instances on their way are followed by `poll_transitions`, and reading and reconciling every
+        instance of a large cluster for each launch would hold up the launches' own polls)."""
+
         def read(
             tx: Tx,
         ) -> tuple[list[topology.Cluster], list[topology.Node], list[VmType], dict[str, cluster.NetworkView]]:
@@ -138,7 +188,7 @@ class Poller:
         async with trio.open_nursery() as nursery:
             for c in clusters:
                 addresses = [n.address for n in nodes if n.cluster == c.name]
-                nursery.start_soon(self._poll_cluster, c, addresses, vm_types, views[c.name])
+                nursery.start_soon(self._poll_cluster, c, addresses, vm_types, views[c.name], with_instances)
             for sc in storage:
                 nursery.start_soon(self._poll_storage, sc)
                 if self.snapshots is not None:
@@ -152,6 +202,15 @@ class Poller:
         async with self._round_done:
             self._rounds += 1
             self._round_done.notify_all()
+
+    async def _send_launched_metadata(self) -> None:
+        """The metadata of instances launched without a new view (the CC would ask for it at the next)."""
+        launched, self._launched = self._launched, {}
+        clusters = {c.name: c for c in await self.store.read(topology.list_clusters)}
+        async with trio.open_nursery() as nursery:
+            for name, ids in launched.items():
+                if name in clusters:
+                    nursery.start_soon(self._send_metadata, clusters[name], ids)
 
     async def poll_transitions(self) -> None:
         """Ask each cluster about its instances on their way to running or terminated, only those."""
@@ -195,7 +254,9 @@ class Poller:
         nodes: list[cluster.NodeAddress],
         vm_types: list[VmType],
         network: cluster.NetworkView,
+        with_instances: bool = True,
     ) -> None:
+        described: cluster.InstancesReply | None = None
         try:
             with trio.fail_after(self.settings.call_timeout):
                 resources = await self.caller.call(
@@ -203,25 +264,30 @@ class Poller:
                     cluster.DescribeResources(c.name, nodes, vm_types, network, subnet=c.subnet),
                     expect_name=c.name,
                 )
-                described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
+                if with_instances:
+                    described = await self.caller.call(c.url, cluster.DescribeInstances(), expect_name=c.name)
         except (ClusterFault, trio.TooSlowError) as e:
             reason = f"{e.code}: {e.message}" if isinstance(e, ClusterFault) else "no answer in time"
             now = self.clock()
             await self.store.write(
                 lambda tx: topology.record_poll(tx, c.name, now=now, ok=False, reason=reason)
             )
+            self._sent_groups.pop(c.name, None)  # it may come back restarted, with no view
             if self._logged_state.get(c.name) != "down":
                 log.warning("cluster down name=%s url=%s reason=%s", c.name, c.url, reason)
                 self._logged_state[c.name] = "down"
             return
+        self._sent_groups[c.name] = frozenset(g.group_id for g in network.groups)
         now = self.clock()
         lost_after = self.settings.node_lost_timeout
         since = now - self.settings.terminated_ttl
 
-        def write(tx: Tx) -> Reconciliation:
+        def write(tx: Tx) -> Reconciliation | None:
             topology.record_poll(
                 tx, c.name, now=now, ok=True, nodes=resources.nodes, capacity=resources.capacity
             )
+            if described is None:
+                return None
             result = reconcile(
                 instances.known_instances(tx, c.name, since=since),
                 vouched_for(described.instances, resources.nodes),
@@ -238,8 +304,9 @@ class Poller:
             up = sum(1 for n in resources.nodes if n.state == "up")
             log.info("cluster up name=%s url=%s nodes_up=%d/%d", c.name, c.url, up, len(resources.nodes))
             self._logged_state[c.name] = "up"
-        await self._reconciled(c, result)
-        await self._poll_attachments(c, described.instances)
+        if result is not None and described is not None:
+            await self._reconciled(c, result)
+            await self._poll_attachments(c, described.instances)
 
     async def _poll_attachments(self, c: topology.Cluster, reported: list[cluster.InstanceStatus]) -> None:
         """The cluster's volume attachments after its full report (volumes/reconcile.py decides): attached

@@ -353,7 +353,7 @@ async def run_instances(call: Ec2Call, req: m.RunInstancesRequest) -> m.Reservat
         raise ec2_error_of(e) from None
     now = time.time()
     await store.write(lambda tx: records.apply_statuses(tx, reply.instances, now))
-    link.poke()
+    link.launched(target.name, placed.group_ids, placed.instance_ids)
     return (await _reservation_result(call, placed.reservation_id))[0]
 
 
