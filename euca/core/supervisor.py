@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from euca.core.cluster_app import ClusterApp
 from euca.core.components import (
     COMPONENT_ROLES,
     Components,
@@ -92,6 +93,8 @@ class Supervisor:
         for role in roles:
             listen = self.config.listen_for(role.name)
             for app in role.apps:
+                if isinstance(app, ClusterApp) and app.revocations is None:
+                    app.revocations = ctx.components.revocations  # every cluster listener checks the CRL
                 # Port 0 (tests: any free port) is a listener per role for TLS apps, which cannot share
                 # one with plain apps or another role's certificate; fixed ports are shared as configured.
                 own = role.name if listen.port == 0 and getattr(app, "tls", False) else ""
