@@ -176,10 +176,10 @@ class Revocations:
         """Keep `pem` if it is the cloud CA's and newer than ours. True when it replaced ours."""
         if not pem or pem == self.current().pem:
             return False
-        ca_cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
         try:
+            ca_cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
             offered = read_crl(pem, ca_cert)
-        except ValueError as e:
+        except (OSError, ValueError) as e:
             log.warning("revocation list refused error=%s", e)
             return False
         if offered.number <= self.current().number:
@@ -407,7 +407,8 @@ def revoke_component(
     if not new:
         return []
     revoked = ca.revoke(new)
-    components.revocations.accept(revoked.pem)
+    if components.ca_cert_path.exists():  # this host runs roles: they see the new list at their next check
+        components.revocations.accept(revoked.pem)
     log.warning(
         "component certificates revoked role=%s name=%s%s serials=%s crl=%d",
         role,

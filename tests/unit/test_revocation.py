@@ -221,3 +221,44 @@ def test_revoke_component_on_the_ca_host(tmp_path: Path) -> None:
     nc_serial = x509.load_pem_x509_certificate(components.cert_path("nc").read_bytes()).serial_number
     assert revoke_component(config, "nc", cluster="cluster01") == [nc_serial]
     assert Components.for_config(config).revocations.current().serials == {cc_serial, nc_serial}
+
+
+def test_admin_deregister_revokes(tmp_path: Path) -> None:
+    """`euca admin deregister-node` / `deregister-sc` / `deregister-cluster` put the certificates the CA
+    issued to those components on the CRL, and print them."""
+    from click.testing import CliRunner
+
+    from euca.cli import main
+
+    def admin(*args: str) -> str:
+        result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "admin", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    ca = CloudCA.load_or_create(tmp_path / "pki")
+    clc_host = Components(tmp_path / "pki" / "components")
+    ensure_components(clc_host, ca, [("clc", "clc", HOSTS)])
+    admin("register-cluster", "c1", "--host", "127.0.0.1", "--no-join-token")
+    admin("register-node", "--cluster", "c1", "--host", "127.0.0.2", "--name", "n1", "--no-join-token")
+    admin("register-node", "--cluster", "c1", "--host", "127.0.0.3", "--name", "n2", "--no-join-token")
+    admin("register-sc", "c1", "--host", "127.0.0.1", "--no-join-token")
+    # What the joins issue on the CLC host (JoinApp signs their CSRs with the CA).
+    n1 = Components(tmp_path / "n1")
+    ensure_components(n1, ca, [("nc", "n1", HOSTS)], cluster="c1")
+    n2 = Components(tmp_path / "n2")
+    ensure_components(n2, ca, [("nc", "n2", HOSTS)], cluster="c1")
+    cc = Components(tmp_path / "cc")
+    ensure_components(cc, ca, [("cc", "c1", HOSTS), ("sc", "c1", HOSTS)])
+
+    def serial(components: Components, role: str) -> int:
+        return x509.load_pem_x509_certificate(components.cert_path(role).read_bytes()).serial_number
+
+    out = admin("deregister-node", "n1")
+    assert f"REVOKED\tnc\tn1\t{serial(n1, 'nc'):x}" in out
+    assert ca.revocations().serials == {serial(n1, "nc")}
+    admin("deregister-sc", "c1")
+    admin("deregister-cluster", "c1")
+    revoked = ca.revocations()
+    assert revoked.serials == {serial(n1, "nc"), serial(n2, "nc"), serial(cc, "cc"), serial(cc, "sc")}
+    # This host's roles see the list at once (the CLC host's components hold it too).
+    assert clc_host.revocations.current().serials == revoked.serials
