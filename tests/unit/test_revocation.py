@@ -262,3 +262,37 @@ def test_admin_deregister_revokes(tmp_path: Path) -> None:
     assert revoked.serials == {serial(n1, "nc"), serial(n2, "nc"), serial(cc, "cc"), serial(cc, "sc")}
     # This host's roles see the list at once (the CLC host's components hold it too).
     assert clc_host.revocations.current().serials == revoked.serials
+
+
+async def test_a_node_registered_again_joins_again(tmp_path: Path) -> None:
+    """A joined node deregistered (its certificate revoked) and registered again starts with the new token:
+    it joins again and gets a new certificate, instead of counting as joined with the revoked one."""
+    from euca.core.components import join_cloud
+    from euca.core.roles import Dispatcher
+    from euca.core.supervisor import Supervisor
+    from euca.roles.clc.join import JoinApp, make_join_token
+
+    cfg = load_config(None, {"data_dir": str(tmp_path / "clc"), "cc.cluster": "c1"})
+    ctx = Supervisor(cfg, ["clc"]).open_context()
+    server = HttpServer(Dispatcher([JoinApp(ctx)]), "127.0.0.1", 0, HttpLimits(header_timeout=10))  # type: ignore[list-item]
+    node_cfg = load_config(None, {"data_dir": str(tmp_path / "node")})
+    try:
+        with trio.fail_after(HANG_GUARD):
+            async with trio.open_nursery() as nursery:
+                url = f"http://127.0.0.1:{await nursery.start(server.serve)}"
+                first = make_join_token(ctx.store, ctx.ca, "nc", "n1", clc_url=url, cluster="c1")
+                await trio.to_thread.run_sync(join_cloud, node_cfg, first)
+                node = Components.for_config(node_cfg)
+                old = x509.load_pem_x509_certificate(node.cert_path("nc").read_bytes()).serial_number
+                assert old in ctx.ca.component_serials("nc", "n1")  # the CA recorded what it signed
+                ctx.ca.revoke([old])  # deregister-node
+                again = make_join_token(ctx.store, ctx.ca, "nc", "n1", clc_url=url, cluster="c1")
+                await trio.to_thread.run_sync(join_cloud, node_cfg, again)
+                new = x509.load_pem_x509_certificate(node.cert_path("nc").read_bytes()).serial_number
+                assert new != old and new not in ctx.ca.revocations().serials
+                # Started again with the same token: joined already, nothing asked of the CLC.
+                await trio.to_thread.run_sync(join_cloud, node_cfg, again)
+                assert x509.load_pem_x509_certificate(node.cert_path("nc").read_bytes()).serial_number == new
+                server.shutdown()
+    finally:
+        ctx.store.close()
