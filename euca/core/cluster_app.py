@@ -25,6 +25,7 @@ from euca.protocol.cluster import (
     BadMessage,
     ClusterFault,
     DescribeResources,
+    NcDescribeNode,
     NcDescribeResource,
     decode_request,
     encode_fault,
@@ -111,7 +112,7 @@ class ClusterApp:
         except BadMessage as e:
             return fault_response(400, "BadMessage", str(e))
         if (
-            isinstance(message, DescribeResources | NcDescribeResource)
+            isinstance(message, DescribeResources | NcDescribeResource | NcDescribeNode)
             and message.crl
             and self.revocations is not None
         ):

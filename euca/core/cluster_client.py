@@ -13,6 +13,7 @@ cannot be reached, times out or breaks the connection -> ClusterFault("Unavailab
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +28,7 @@ from euca.protocol.cluster import (
     SC_MESSAGES,
     ClusterFault,
     DescribeResources,
+    NcDescribeNode,
     NcDescribeResource,
     decode_reply,
     encode_request,
@@ -49,6 +51,30 @@ def listener_role(message_type: type) -> str:
     raise TypeError(f"{message_type.__name__} is not a cluster message")
 
 
+class _PoolPerListener(httpx.AsyncBaseTransport):
+    """One small connection pool per listener (scheme, host, port) instead of one shared pool: httpcore's
+    pool looks at every connection it holds for each request, and a shared pool smaller than the number of
+    listeners closes connections to make room, so a CC polling 1,000 nodes paid a mutual-TLS handshake (and
+    a scan of the pool) per call. With a pool each, every node keeps its keep-alive connection."""
+
+    def __init__(self, make_pool: Callable[[], httpx.AsyncHTTPTransport]):
+        self._make_pool = make_pool
+        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        key = (url.raw_scheme, url.raw_host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = self._make_pool()
+        return await pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+
+
 class ClusterClient:
     """Calls cluster listeners as `role` (the certificate presented): "clc" calling CCs, "cc" calling NCs."""
 
@@ -59,7 +85,7 @@ class ClusterClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
-        max_connections: int = 64,
+        max_connections: int = 64,  # per listener
     ):
         self.role = role
         self.timeout = timeout
@@ -67,19 +93,18 @@ class ClusterClient:
         self.revocations = components.revocations
         self._crl_number = self.revocations.current().number
         self._context = components.client_context(role)
-        self._limits = max_connections
+        self._limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=60,
+        )
         self._http = self._new_http()
 
     def _new_http(self) -> httpx.AsyncClient:
-        max_connections = self._limits
+        context, limits = self._context, self._limits
         return httpx.AsyncClient(
-            verify=self._context,
+            transport=_PoolPerListener(lambda: httpx.AsyncHTTPTransport(verify=context, limits=limits)),
             timeout=httpx.Timeout(self.timeout, connect=self._connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=60,
-            ),
             headers={"Content-Type": "application/json", "User-Agent": f"euca-{self.role}"},
         )
 
@@ -107,7 +132,7 @@ class ClusterClient:
         registered name, checked against its certificate's CN when a connection is made (a node answering
         at another node's address is refused)."""
         await self._follow_revocations()
-        if isinstance(message, DescribeResources | NcDescribeResource) and not message.crl:
+        if isinstance(message, DescribeResources | NcDescribeResource | NcDescribeNode) and not message.crl:
             # Polls carry the revocation list on to the hosts that do not hold the CA (CLC -> CC -> NC).
             message = msgspec.structs.replace(message, crl=self.revocations.pem.decode())
         message_type = type(message)

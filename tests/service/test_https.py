@@ -167,3 +167,21 @@ def test_https_profile_in_aws_config(tmp_path: Path, cloud: EucaServer) -> None:
     assert f"ca_bundle = {tmp_path.resolve() / 'cloud-cert.pem'}" in config
     assert "iam =\n    endpoint_url = https://h:8443/services/Euare" in config
     assert "export EUCA_HTTPS_URL=https://h:8443" in (tmp_path / "eucarc").read_text()
+
+
+def test_sse_c_passes_the_transport_rule_over_https(
+    cloud: EucaServer, creds_dir: Path, https_url: str, bucket_name: str
+) -> None:
+    """SSE-C is refused over plain HTTP (the key crossed the wire in clear, InvalidRequest as S3); over this
+    listener it passes that rule and gets Walrus's answer for SSE-C (NotImplemented: no customer-key
+    encryption)."""
+    key = b"k" * 32
+    sse_c: dict[str, Any] = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    cloud.client("s3").create_bucket(Bucket=bucket_name)
+    with pytest.raises(botocore.exceptions.ClientError) as clear:
+        cloud.client("s3").put_object(Bucket=bucket_name, Key="c", Body=b"x", **sse_c)
+    assert clear.value.response["Error"]["Code"] == "InvalidRequest"
+    s3 = _client(cloud, "s3", https_url, creds_dir / "cloud-cert.pem")
+    with pytest.raises(botocore.exceptions.ClientError) as tls:
+        s3.put_object(Bucket=bucket_name, Key="c", Body=b"x", **sse_c)
+    assert tls.value.response["Error"]["Code"] == "NotImplemented"

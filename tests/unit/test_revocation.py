@@ -28,7 +28,9 @@ from euca.protocol.cluster import (
     DescribeResources,
     InstancesReply,
     NcDescribeInstances,
+    NcDescribeNode,
     NcDescribeResource,
+    NodeReport,
     NodeResources,
     ResourcesReply,
 )
@@ -70,6 +72,10 @@ async def _nc_resources(message: NcDescribeResource, peer: Peer) -> NodeResource
     return NodeResources(node="n", state="up")
 
 
+async def _nc_node(message: NcDescribeNode, peer: Peer) -> NodeReport:
+    return NodeReport([], NodeResources(node="n", state="up"))
+
+
 async def _cc_instances(message: DescribeInstances, peer: Peer) -> InstancesReply:
     return InstancesReply([])
 
@@ -78,7 +84,11 @@ async def _cc_resources(message: DescribeResources, peer: Peer) -> ResourcesRepl
     return ResourcesReply(cluster="cluster01", nodes=[], capacity=[])
 
 
-NC_HANDLERS = {NcDescribeInstances: _nc_instances, NcDescribeResource: _nc_resources}
+NC_HANDLERS = {
+    NcDescribeInstances: _nc_instances,
+    NcDescribeResource: _nc_resources,
+    NcDescribeNode: _nc_node,
+}
 CC_HANDLERS = {DescribeInstances: _cc_instances, DescribeResources: _cc_resources}
 
 
@@ -169,6 +179,11 @@ async def test_the_list_rides_the_polls_to_cc_and_nodes(cloud: Cloud) -> None:
             assert cloud.cc.revocations.current().number == revoked.number
             await cc.call(node_url, NcDescribeResource(), expect_name="node-a")
             assert cloud.node_a.revocations.current().serials == revoked.serials
+            # The CC's usual poll of a node (one call) carries it as well.
+            newer = cloud.ca.revoke([12345])
+            assert cloud.cc.revocations.accept(newer.pem)
+            await cc.call(node_url, NcDescribeNode(), expect_name="node-a")
+            assert cloud.node_a.revocations.current().number == newer.number
 
 
 def test_a_list_not_the_cas_or_older_is_ignored(cloud: Cloud, tmp_path: Path) -> None:
