@@ -1,40 +1,59 @@
 #!/usr/bin/env python3
-"""Soak: 32 clients for N minutes against one euca (walrus + clc), mixed S3 and EC2 Describe calls (issue 13).
+"""Soak (issue 13): 32 clients of mixed S3 and EC2 Describe calls for N minutes against one euca.
 
-    python bench/soak.py [--minutes 30] [--clients 32] [--workers 1] [--base-port 19320] [--keep]
+    python bench/soak.py --minutes 30            # the goal run: 0 errors, RSS flat after warm-up
+    python bench/soak.py --minutes 3             # a short one
+    python bench/soak.py --minutes 1 --clients 8 --base-port 19430 --keep   # a fixed port, work dir kept
 
-Each client is a thread with its own boto3 clients, looping over: PUT 4 KiB, GET it, HEAD it, list a prefix,
-DELETE it, and DescribeInstances / DescribeImages / DescribeRegions on the EC2 API. Every minute one line:
-ops/s in that minute, errors by code, the server's RSS (all its processes) and open descriptors. At the end a
-summary and bench/results/soak-<time>.json. Goal (issue 13): 0 errors, RSS flat after warm-up, descriptors
-flat. Everything it starts is stopped by pid; only 127.0.0.1 is used.
+The load is `wrk` (a native load generator: Python clients would be the bottleneck, not the server) with
+bench/soak.lua, `--clients` connections on 2 threads, one wrk run a minute. wrk cannot sign, so every request
+is presigned here first (SigV4 query authentication, valid for the whole run): PUT of 1 KiB objects (a set
+of keys overwritten again and again), GET of preloaded 1 KiB objects, ListObjectsV2 of a prefix (100 keys),
+and EC2 DescribeInstances / DescribeImages / DescribeRegions / DescribeAvailabilityZones, mixed 3:3:1:3 in
+one shuffled list. Each minute prints one line: ops/s, responses that are not 2xx by HTTP status and socket
+errors, p50/p99 latency, and the euca processes' RSS and open descriptors (sampled every 5 s; the line shows
+the minute's last sample and its peak). At the end a summary (RSS growth after the first minute, warm-up)
+and bench/results/soak-<time>.json.
+
+euca runs as `--role walrus,clc` with S3 and EC2 on one port (--base-port), as the one-box serves them on
+8773, from this tree; started and stopped by this script (by its pid), on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime as dt
 import json
 import os
+import random
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from procs import descendants  # noqa: E402
-from s3_bench import BUCKET, Target, start_euca, wait_ready  # noqa: E402
+from s3_bench import BUCKET, Target, wait_ready  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+EXPIRES = 7 * 24 * 3600  # the longest SigV4 presign: a 30-minute run is well inside it
+OBJECT = 1024
+GET_KEYS = 200
+PUT_KEYS = 400
+LIST_KEYS = 100
+EC2_ACTIONS = ("describe_instances", "describe_images", "describe_regions", "describe_availability_zones")
 
 
-def server_usage(pid: int) -> tuple[int, int]:
-    """(RSS bytes, open descriptors) of the server process and its descendants."""
+def usage(pid: int) -> tuple[int, int]:
+    """(RSS bytes, open descriptors) of the euca process and its descendants (walrus workers)."""
     rss = fds = 0
     page = os.sysconf("SC_PAGE_SIZE")
     for p in [pid, *descendants(pid)]:
@@ -47,146 +66,223 @@ def server_usage(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-class Tally:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.ops = 0
-        self.errors: collections.Counter[str] = collections.Counter()
+def start_onebox(work: Path, port: int) -> Target:
+    """euca's user-facing roles with S3 and EC2 on one port, credentials read from what it writes."""
+    t = Target("euca", port, work)
+    data = work / "data"
+    args = [
+        shutil.which("euca") or "euca",
+        "--role",
+        "walrus,clc",
+        "--data-dir",
+        str(data),
+        "--host",
+        "127.0.0.1",
+    ]
+    for setting in ("default_image=false", f"walrus.listen.port={port}", f"clc.listen.port={port}",
+                    "log_level=WARNING"):  # fmt: skip
+        args += ["--set", setting]
+    t.log_path = work / "euca.log"
+    t.proc = subprocess.Popen(
+        args, stdout=open(t.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    creds = data / "credentials" / "eucalyptus" / "admin"
+    deadline = time.monotonic() + 60
+    while not ((creds / "aws-credentials").exists() and (creds / "eucarc").exists()):
+        if t.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"euca did not start; see {t.log_path}")
+        time.sleep(0.1)
+    time.sleep(0.2)
+    for line in (creds / "aws-credentials").read_text().splitlines():
+        k, _, v = line.partition("=")
+        if k.strip() == "aws_access_key_id":
+            t.access_key = v.strip()
+        elif k.strip() == "aws_secret_access_key":
+            t.secret_key = v.strip()
+    for line in (creds / "eucarc").read_text().splitlines():
+        if line.startswith("export AWS_DEFAULT_REGION="):
+            t.region = line.split("=", 1)[1]
+    return t
 
-    def add(self, ok: int, error: str | None = None) -> None:
-        with self.lock:
-            self.ops += ok
-            if error is not None:
-                self.errors[error] += 1
 
-    def take(self) -> tuple[int, dict[str, int]]:
-        with self.lock:
-            ops, errors = self.ops, dict(self.errors)
-            self.ops, self.errors = 0, collections.Counter()
-            return ops, errors
-
-
-def ec2_client(t: Target) -> Any:
+def build_requests(t: Target, path: Path) -> int:
+    """Preload the objects and write the presigned request list. Returns its length."""
     import boto3
-    from botocore.config import Config
+    from botocore.config import Config as BotoConfig
 
-    return boto3.client(
+    s3 = t.boto3()
+    ec2 = boto3.client(
         "ec2",
-        endpoint_url=f"http://127.0.0.1:{t.port + 1}",
+        endpoint_url=t.endpoint,
+        region_name=t.region,
         aws_access_key_id=t.access_key,
         aws_secret_access_key=t.secret_key,
-        region_name=t.region,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60),
+        config=BotoConfig(signature_version="v4"),
     )
+    body = os.urandom(OBJECT)
+    for i in range(GET_KEYS):
+        s3.put_object(Bucket=BUCKET, Key=f"get/{i:04d}", Body=body)
+    for i in range(LIST_KEYS):
+        s3.put_object(Bucket=BUCKET, Key=f"list/{i:04d}", Body=body)
+    ec2.describe_regions()  # the EC2 endpoint answers before the load starts
+
+    def target(url: str) -> str:
+        rest = url.split("://", 1)[1]
+        return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+
+    def s3_url(method: str, op: str, params: dict[str, Any]) -> str:
+        return f"{method} " + target(s3.generate_presigned_url(op, Params=params, ExpiresIn=EXPIRES))
+
+    def ec2_url(action: str) -> str:
+        # EC2's Query API takes a presigned GET (Action and Version in the query, SigV4 query auth).
+        full = ec2.generate_presigned_url(action, Params={}, ExpiresIn=EXPIRES, HttpMethod="GET")
+        return f"GET {target(full)}"
+
+    lines: list[str] = []
+    for i in range(PUT_KEYS):
+        lines += [s3_url("PUT", "put_object", {"Bucket": BUCKET, "Key": f"put/{i:04d}"})] * 3
+    for i in range(GET_KEYS):
+        lines += [s3_url("GET", "get_object", {"Bucket": BUCKET, "Key": f"get/{i:04d}"})] * 6
+    for _ in range(PUT_KEYS // 3):
+        lines.append(s3_url("GET", "list_objects_v2", {"Bucket": BUCKET, "Prefix": "list/"}))
+    ec2_lines = [ec2_url(a) for a in EC2_ACTIONS]
+    for line in ec2_lines:  # each presigned EC2 call reaches the EC2 API (not S3's ListBuckets at "/")
+        action = line.split("Action=", 1)[1].split("&", 1)[0]
+        with urllib.request.urlopen(t.endpoint + line.split(" ", 1)[1], timeout=30) as answer:
+            assert f"<{action}Response".encode() in answer.read(), f"{action}: not an EC2 answer"
+    lines += ec2_lines * (len(lines) * 3 // 7 // len(ec2_lines))
+    random.Random(13).shuffle(lines)
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines)
 
 
-def client_loop(t: Target, index: int, stop: threading.Event, tally: Tally) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    s3, ec2 = t.boto3(), ec2_client(t)
-    body = os.urandom(4096)
-    n = 0
-    calls: list[Callable[[str], object]] = [
-        lambda key: s3.put_object(Bucket=BUCKET, Key=key, Body=body),
-        lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read(),
-        lambda key: s3.head_object(Bucket=BUCKET, Key=key),
-        lambda key: s3.list_objects_v2(Bucket=BUCKET, Prefix=f"soak/{index}/", MaxKeys=100),
-        lambda key: s3.delete_object(Bucket=BUCKET, Key=key),
-        lambda key: ec2.describe_instances(),
-        lambda key: ec2.describe_images(),
-        lambda key: ec2.describe_regions(),
-    ]
-    while not stop.is_set():
-        key = f"soak/{index}/{n % 50}"
-        for call in calls:
-            try:
-                call(key)
-            except ClientError as e:
-                tally.add(0, str(e.response.get("Error", {}).get("Code", "ClientError")))
-            except BotoCoreError as e:
-                tally.add(0, type(e).__name__)
-            else:
-                tally.add(1)
-        n += 1
+def run_minute(
+    wrk: str, url: str, clients: int, threads: int, env: dict[str, str], seconds: int
+) -> dict[str, Any]:
+    cmd = [wrk, "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s"]
+    cmd += ["-s", str(HERE / "soak.lua"), url]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("SOAK "):
+            result: dict[str, Any] = json.loads(line[5:])
+            return result
+    raise RuntimeError(f"wrk gave no summary (exit {out.returncode}): {out.stderr.strip()[-400:]}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--minutes", type=int, default=30)
     ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=1, help="walrus.workers")
-    ap.add_argument("--base-port", type=int, default=19320)
-    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads (the load generator's cores)")
+    ap.add_argument("--base-port", type=int, default=0, help="euca's port (0: a free one)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("soak: needs wrk (apt-get install wrk)", file=sys.stderr)
+        return 2
 
-    base = Path(tempfile.mkdtemp(prefix="euca-soak-"))
-    t = start_euca(base, args.base_port, [], args.workers)
-    rows: list[dict[str, Any]] = []
+    if not args.base_port:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            args.base_port = probe.getsockname()[1]
+    work = Path(tempfile.mkdtemp(prefix="euca-soak-"))
+    t = start_onebox(work, args.base_port)
+    assert t.proc is not None
+    samples: list[tuple[float, int, int]] = []
+    stop = threading.Event()
+    minutes: list[dict[str, Any]] = []
+    started = time.monotonic()
+
+    def sample() -> None:
+        assert t.proc is not None
+        while not stop.is_set():
+            rss, fds = usage(t.proc.pid)
+            samples.append((time.monotonic() - started, rss, fds))
+            stop.wait(5)
+
     try:
         wait_ready(t)
-        assert t.proc is not None
-        stop = threading.Event()
-        tally = Tally()
-        threads = [
-            threading.Thread(target=client_loop, args=(t, i, stop, tally), daemon=True)
-            for i in range(args.clients)
-        ]
-        for th in threads:
-            th.start()
-        started = time.monotonic()
-        minute = 0
-        print(f"{'min':>4} {'ops/s':>9} {'rss MiB':>8} {'fds':>6}  errors", flush=True)
-        while time.monotonic() - started < args.minutes * 60:
-            period = min(60.0, args.minutes * 60 - (time.monotonic() - started))
-            time.sleep(period)
-            minute += 1
-            ops, errors = tally.take()
-            rss, fds = server_usage(t.proc.pid)
+        requests = work / "requests.txt"
+        body = work / "body.bin"
+        body.write_bytes(os.urandom(OBJECT))
+        n = build_requests(t, requests)
+        env = dict(
+            os.environ, SOAK_REQUESTS=str(requests), SOAK_BODY=str(body), SOAK_THREADS=str(args.threads)
+        )
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        print(
+            f"soak: {args.clients} clients, {args.minutes} min, {n} presigned requests in rotation, pid {t.proc.pid}"
+        )
+        print("minute  ops/s   non-2xx            socket-errors  p50ms  p99ms  rss-MiB(peak)  fds(peak)")
+        for minute in range(1, args.minutes + 1):
+            since = time.monotonic() - started
+            r = run_minute(wrk, t.endpoint, args.clients, args.threads, env, 60)
+            window = [s for s in samples if s[0] >= since] or samples[-1:]
+            rss, fds = window[-1][1], window[-1][2]
+            peak_rss, peak_fds = max(s[1] for s in window), max(s[2] for s in window)
+            bad = {k: v for k, v in r["codes"].items() if not k.startswith("2")}
+            sock = {k: v for k, v in r["socket_errors"].items() if v}
             row = {
                 "minute": minute,
-                "ops_per_s": round(ops / period, 1),
-                "rss": rss,
+                "ops_per_s": r["requests"] / (r["duration_us"] / 1e6),
+                "requests": r["requests"],
+                "codes": r["codes"],
+                "errors": bad,
+                "socket_errors": sock,
+                "p50_ms": r["p50_ms"],
+                "p99_ms": r["p99_ms"],
+                "rss_bytes": rss,
+                "rss_peak_bytes": peak_rss,
                 "fds": fds,
-                "errors": errors,
+                "fds_peak": peak_fds,
             }
-            rows.append(row)
+            minutes.append(row)
             print(
-                f"{minute:4d} {row['ops_per_s']:9.1f} {rss / 2**20:8.1f} {fds:6d}  {errors or '-'}",
+                f"{minute:>6}  {row['ops_per_s']:>6.0f}  {json.dumps(bad) if bad else '-':<18} "
+                f"{json.dumps(sock) if sock else '-':<14} {r['p50_ms']:>5.1f}  {r['p99_ms']:>5.1f}  "
+                f"{rss / 2**20:>6.1f}({peak_rss / 2**20:.1f})  {fds:>4}({peak_fds})",
                 flush=True,
             )
-        stop.set()
-        for th in threads:
-            th.join(120)
     finally:
-        t.stop()
-    total_errors: collections.Counter[str] = collections.Counter()
-    for row in rows:
-        total_errors.update(row["errors"])
-    warm = rows[len(rows) // 4 :] or rows
+        stop.set()
+        t.proc.terminate()
+        try:
+            t.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            t.proc.kill()
+            t.proc.wait()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    if not minutes:
+        return 1
+    errors: dict[str, int] = {}
+    for row in minutes:
+        for k, v in {**row["errors"], **{f"socket:{k}": v for k, v in row["socket_errors"].items()}}.items():
+            errors[k] = errors.get(k, 0) + v
+    total = sum(row["requests"] for row in minutes)
+    after_warmup = minutes[1:] or minutes
+    growth = (after_warmup[-1]["rss_bytes"] - after_warmup[0]["rss_bytes"]) / 2**20
     summary = {
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "minutes": args.minutes,
         "clients": args.clients,
-        "workers": args.workers,
-        "errors": dict(total_errors),
-        "rss_after_warmup_mib": [
-            round(min(r["rss"] for r in warm) / 2**20, 1),
-            round(max(r["rss"] for r in warm) / 2**20, 1),
-        ]
-        if warm
-        else [],
-        "fds_after_warmup": [min(r["fds"] for r in warm), max(r["fds"] for r in warm)] if warm else [],
-        "rows": rows,
+        "requests": total,
+        "errors": errors,
+        "rss_growth_after_warmup_mib": round(growth, 1),
+        "fds_first_last": [minutes[0]["fds"], minutes[-1]["fds"]],
+        "per_minute": minutes,
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"soak-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(summary, indent=2))
-    print(f"errors: {dict(total_errors) or 0}; RSS after warm-up {summary['rss_after_warmup_mib']} MiB; "
-          f"descriptors {summary['fds_after_warmup']}; {out}")  # fmt: skip
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(base, ignore_errors=True)
-    return 1 if total_errors else 0
+    out = RESULTS / f"soak-{summary['when'].replace(':', '')}.json"
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    print(
+        f"soak: {total} requests, errors {errors or 0}, RSS after minute 1: {growth:+.1f} MiB, "
+        f"descriptors {minutes[0]['fds']} -> {minutes[-1]['fds']}; {out}"
+    )
+    return 0 if not errors else 1
 
 
 if __name__ == "__main__":

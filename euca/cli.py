@@ -515,6 +515,17 @@ def describe_clusters(ctx: click.Context) -> None:
         click.echo(f"CLUSTER\t{c.name}\t{c.zone}\t{c.url}\t{c.subnet or 'default'}\t{c.state}")
 
 
+def _revoke_certificates(
+    ctx: click.Context, role: str, name: str | None = None, *, cluster: str | None = None
+) -> None:
+    """A deregistered component's certificates go on the cloud CA's revocation list (issue 13)."""
+    from euca.core.components import revoke_component
+
+    serials = revoke_component(_load(ctx), role, name, cluster=cluster)
+    if serials:
+        click.echo(f"REVOKED\t{role}\t{name or cluster}\t{','.join(format(s, 'x') for s in serials)}")
+
+
 @admin.command("deregister-cluster")
 @click.argument("name")
 @click.pass_context
@@ -530,6 +541,9 @@ def deregister_cluster(ctx: click.Context, name: str) -> None:
     except TopologyError as e:
         raise _fail(e) from e
     revoke_cluster_join_tokens(store, cluster.name)  # unused tokens must not join a cluster that is gone
+    _revoke_certificates(ctx, "cc", cluster.name)
+    _revoke_certificates(ctx, "sc", cluster.name)
+    _revoke_certificates(ctx, "nc", cluster=cluster.name)
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\tDeregistered")
 
 
@@ -573,6 +587,7 @@ def deregister_node(ctx: click.Context, name: str) -> None:
     except topology.TopologyError as e:
         raise _fail(e) from e
     revoke_join_tokens(store, "nc", node.name)  # an unused token would join it to its old cluster
+    _revoke_certificates(ctx, "nc", node.name)
     click.echo(f"NODE\t{node.name}\t{node.cluster}\tDeregistered")
 
 
@@ -614,6 +629,7 @@ def deregister_sc(ctx: click.Context, cluster: str) -> None:
     except topology.TopologyError as e:
         raise _fail(e) from e
     revoke_join_tokens(store, "sc", sc.cluster)
+    _revoke_certificates(ctx, "sc", sc.cluster)
     click.echo(f"STORAGE\t{sc.cluster}\tDeregistered")
 
 

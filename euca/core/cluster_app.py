@@ -2,7 +2,8 @@
 
 A CC or NC role mounts `ClusterApp(role, handlers)` as its App. The supervisor serves an app with
 `tls = True` on a TLS listener (euca/core/supervisor.py), so the caller's verified certificate is on
-`request.context["peer"]`. Order of checks: the caller's OU against ALLOWED_CALLERS and, where the app
+`request.context["peer"]`. Order of checks: the caller's OU against ALLOWED_CALLERS, its serial against the
+cloud CA's revocation list (a deregistered component's certificate: refused at once), and, where the app
 was given one, its CN against `caller_name` (an NC: the CC of its own cluster, whose CN is the cluster) —
 403 Unauthorized before anything is decoded — then the message (400 BadMessage), then the handler. Every answer is JSON:
 a reply struct, or a `Fault` — never an HTML page or a traceback.
@@ -16,12 +17,16 @@ from typing import Any
 
 import msgspec
 
+from euca.core.components import Revocations
 from euca.core.http import Peer, Request, Response
 from euca.protocol.cluster import (
     ALLOWED_CALLERS,
     PATH_PREFIX,
     BadMessage,
     ClusterFault,
+    DescribeResources,
+    NcDescribeNode,
+    NcDescribeResource,
     decode_request,
     encode_fault,
     encode_reply,
@@ -54,13 +59,22 @@ class ClusterApp:
     path_prefixes: tuple[str, ...] = (PATH_PREFIX.rstrip("/"),)
     tls = True  # the supervisor serves this app on a mutual-TLS listener
 
-    def __init__(self, role: str, handlers: Mapping[type, ClusterHandler], *, caller_name: str | None = None):
+    def __init__(
+        self,
+        role: str,
+        handlers: Mapping[type, ClusterHandler],
+        *,
+        caller_name: str | None = None,
+        revocations: Revocations | None = None,
+    ):
         if role not in ALLOWED_CALLERS:
             raise ValueError(f"no cluster listener is defined for role {role!r}")
         self.name = role
         self.role = role
         self.allowed = ALLOWED_CALLERS[role]
         self.caller_name = caller_name
+        # The cloud CA's revocation list; the supervisor hands in its host's when the role did not.
+        self.revocations = revocations
         self.handlers = dict(handlers)
 
     def _refuse(self, request: Request, peer: Peer | None, why: str) -> Response:
@@ -79,6 +93,8 @@ class ClusterApp:
                 peer if isinstance(peer, Peer) else None,
                 f"a {self.role} takes calls from {sorted(self.allowed)} only",
             )
+        if self.revocations is not None and self.revocations.is_revoked(peer.serial):
+            return self._refuse(request, peer, "the caller's certificate is revoked")
         if self.caller_name is not None and peer.name != self.caller_name:
             return self._refuse(
                 request,
@@ -95,6 +111,12 @@ class ClusterApp:
             message = decode_request(request.path, body)
         except BadMessage as e:
             return fault_response(400, "BadMessage", str(e))
+        if (
+            isinstance(message, DescribeResources | NcDescribeResource | NcDescribeNode)
+            and message.crl
+            and self.revocations is not None
+        ):
+            self.revocations.accept(message.crl.encode())  # a poll carries the CLC's CRL: keep it when newer
         handler = self.handlers.get(type(message))
         if handler is None:
             return fault_response(

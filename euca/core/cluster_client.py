@@ -3,7 +3,8 @@
 One httpx.AsyncClient per caller (keep-alive connections, bounded pool, timeouts) presenting this host's
 certificate for the calling role. The listener's certificate must chain to the cloud CA and carry the OU
 of the role that answers the message (a CC for CLC->CC messages, an NC for CC->NC ones); host names are
-not checked. That OU is checked as each connection's handshake completes, before a message is sent on it.
+not checked. That OU, and the certificate's serial against the cloud CA's revocation list, are checked as each
+connection's handshake completes, before a message is sent on it.
 
 Every failure is a ClusterFault: the listener's Fault as sent (code, message, HTTP status); a listener that
 cannot be reached, times out or breaks the connection -> ClusterFault("Unavailable", ..., 503).
@@ -26,6 +27,9 @@ from euca.protocol.cluster import (
     NC_MESSAGES,
     SC_MESSAGES,
     ClusterFault,
+    DescribeResources,
+    NcDescribeNode,
+    NcDescribeResource,
     decode_reply,
     encode_request,
 )
@@ -85,17 +89,33 @@ class ClusterClient:
     ):
         self.role = role
         self.timeout = timeout
-        context = components.client_context(role)
-        limits = httpx.Limits(
+        self._connect_timeout = connect_timeout
+        self.revocations = components.revocations
+        self._crl_number = self.revocations.current().number
+        self._context = components.client_context(role)
+        self._limits = httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=60,
         )
-        self._http = httpx.AsyncClient(
+        self._http = self._new_http()
+
+    def _new_http(self) -> httpx.AsyncClient:
+        context, limits = self._context, self._limits
+        return httpx.AsyncClient(
             transport=_PoolPerListener(lambda: httpx.AsyncHTTPTransport(verify=context, limits=limits)),
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            headers={"Content-Type": "application/json", "User-Agent": f"euca-{role}"},
+            timeout=httpx.Timeout(self.timeout, connect=self._connect_timeout),
+            headers={"Content-Type": "application/json", "User-Agent": f"euca-{self.role}"},
         )
+
+    async def _follow_revocations(self) -> None:
+        """A new revocation list: drop every kept-alive connection, so each listener's certificate is checked
+        against it at the next handshake (a revoked listener is refused from the next call on)."""
+        number = self.revocations.current().number
+        if number == self._crl_number:
+            return
+        old, self._http, self._crl_number = self._http, self._new_http(), number
+        await old.aclose()
 
     async def call(
         self,
@@ -111,6 +131,10 @@ class ClusterClient:
         `timeout`: seconds for this call instead of the client's default. `expect_name`: the listener's
         registered name, checked against its certificate's CN when a connection is made (a node answering
         at another node's address is refused)."""
+        await self._follow_revocations()
+        if isinstance(message, DescribeResources | NcDescribeResource | NcDescribeNode) and not message.crl:
+            # Polls carry the revocation list on to the hosts that do not hold the CA (CLC -> CC -> NC).
+            message = msgspec.structs.replace(message, crl=self.revocations.pem.decode())
         message_type = type(message)
         path, body = encode_request(message)
         expected = listener_role(message_type)
@@ -128,10 +152,13 @@ class ClusterClient:
                 peer is None
                 or peer.role != expected
                 or (expect_name is not None and peer.name != expect_name)
+                or self.revocations.is_revoked(peer.serial)
             ):
                 if stream is not None:
                     await stream.aclose()
                 got = f"{peer.role}/{peer.name}" if peer else "no certificate"
+                if peer is not None and self.revocations.is_revoked(peer.serial):
+                    got += " (revoked)"
                 want = f"{expected}/{expect_name}" if expect_name is not None else f"a {expected}"
                 log.warning("cluster listener refused url=%s expected=%s certificate=%s", base_url, want, got)
                 raise ClusterFault("Unauthorized", f"{base_url} is not {want} (its certificate: {got})", 403)

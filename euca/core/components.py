@@ -47,13 +47,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 
 from euca.core.pki import (
+    CRL_FILE,
+    EMPTY_REVOCATIONS,
     CloudCA,
+    RevocationList,
     cert_cluster,
     cert_sha256,
     component_subject,
     issued_by,
     key_pem,
     new_key,
+    read_crl,
     write_private,
     write_public,
 )
@@ -125,6 +129,68 @@ class ComponentIdentity:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Revocation (issue 13)
+
+
+class Revocations:
+    """The cloud CA's CRL as this host knows it (<components>/crl.pem), for the cluster listeners and
+    callers to check a peer's serial against on every call.
+
+    The file is read again whenever its size or mtime changes (one stat per check), so a CRL written by
+    `euca admin deregister-*` on this host, or accepted from the CLC's poll in another role of this host's
+    process, holds at once for every role here. `accept` takes a CRL from a peer: it must verify against
+    the cloud CA and be newer (a higher CRL number) than the one held; an older one is ignored."""
+
+    def __init__(self, path: Path, ca_cert_path: Path):
+        self.path = path
+        self.ca_cert_path = ca_cert_path
+        self._stamp: tuple[int, int] | None = None
+        self._current = EMPTY_REVOCATIONS
+
+    def current(self) -> RevocationList:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._current = None, EMPTY_REVOCATIONS
+            return self._current
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            try:
+                ca_cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
+                self._current = read_crl(self.path.read_bytes(), ca_cert)
+            except (OSError, ValueError) as e:
+                # Never fail open on a damaged file silently: keep what was held, say so.
+                log.error("revocation list unreadable path=%s error=%s", self.path, e)
+            self._stamp = stamp
+        return self._current
+
+    def is_revoked(self, serial: int) -> bool:
+        return serial in self.current().serials
+
+    @property
+    def pem(self) -> bytes:
+        """The CRL to hand on (b"": none yet)."""
+        return self.current().pem
+
+    def accept(self, pem: bytes) -> bool:
+        """Keep `pem` if it is the cloud CA's and newer than ours. True when it replaced ours."""
+        if not pem or pem == self.current().pem:
+            return False
+        try:
+            ca_cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
+            offered = read_crl(pem, ca_cert)
+        except (OSError, ValueError) as e:
+            log.warning("revocation list refused error=%s", e)
+            return False
+        if offered.number <= self.current().number:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_public(self.path, pem)
+        log.info("revocation list updated number=%d revoked=%d", offered.number, len(offered.serials))
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The files
 
 
@@ -138,6 +204,7 @@ class Components:
         self.node_image_cert_path = directory / "node-image-cert.pem"
         self._server_contexts: dict[str, ssl.SSLContext] = {}
         self._client_contexts: dict[str, ssl.SSLContext] = {}
+        self.revocations = Revocations(directory / CRL_FILE, self.ca_cert_path)
 
     @classmethod
     def for_config(cls, config: Config) -> Components:
@@ -271,8 +338,8 @@ def _valid_for(ca: CloudCA, cert_path: Path, role: str, name: str | None, cluste
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError):
         return False
-    if not ca.verify_issued(cert):
-        return False
+    if not ca.verify_issued(cert) or cert.serial_number in ca.revocations().serials:
+        return False  # another CA's, or revoked (the component was deregistered): issue a new one
     ou, cn = subject_fields(cert)
     if cert_cluster(cert) != cluster:
         return False
@@ -316,6 +383,41 @@ def ensure_components(
         issued.append(NODE_IMAGE_ROLE)
         log.info("node image key issued name=%s", node_image_name)
     return issued
+
+
+def revoke_component(
+    config: Config, role: str, name: str | None = None, *, cluster: str | None = None
+) -> list[int]:
+    """Revoke every certificate the CA issued to `role` named `name` (or, with `cluster`, to the members of
+    that cluster), on the CA's host (`euca admin deregister-*`). The new CRL is written beside the CA and
+    into this host's components, where this host's roles see it at their next check; the CLC hands it to
+    the other hosts with its polls. Returns the serials newly revoked."""
+    ca = open_cloud_ca(config)
+    serials = ca.component_serials(role, name, cluster=cluster)
+    # A component whose certificate was issued before the CA kept its index: its certificate is in this
+    # host's components when it runs here (a one-box).
+    components = Components.for_config(config)
+    if components.has(role):
+        cert = x509.load_pem_x509_certificate(components.cert_path(role).read_bytes())
+        ou, cn = subject_fields(cert)
+        if ou == role and (name is None or cn == name) and (cluster is None or cert_cluster(cert) == cluster):
+            serials.add(int(cert.serial_number))
+    before = ca.revocations().serials
+    new = sorted(serials - before)
+    if not new:
+        return []
+    revoked = ca.revoke(new)
+    if components.ca_cert_path.exists():  # this host runs roles: they see the new list at their next check
+        components.revocations.accept(revoked.pem)
+    log.warning(
+        "component certificates revoked role=%s name=%s%s serials=%s crl=%d",
+        role,
+        name or "*",
+        f" cluster={cluster}" if cluster else "",
+        ",".join(format(s, "x") for s in new),
+        revoked.number,
+    )
+    return new
 
 
 def open_cloud_ca(config: Config) -> CloudCA:
@@ -476,13 +578,19 @@ def join_cloud(config: Config, token_text: str, *, timeout: float = 30.0) -> Com
 
     token = parse_join_token(token_text)
     components = Components.for_config(config)
+    token_record = components.dir / f"{token.role}-join-token"
     if components.has(token.role):
         ident = components.identity(token.role)
+        joined_with = token_record.read_text().strip() if token_record.exists() else None
+        serial = x509.load_pem_x509_certificate(ident.cert_path.read_bytes()).serial_number
         if (
             components.ca_sha256 == token.ca_sha256.lower()
             and ident.name == token.name
             # A node joined before certificates named the cluster joins again with a new token to get it.
             and (token.cluster is None or components.cluster_of(token.role) == token.cluster)
+            # A host deregistered and registered again has a new token: its old certificate was revoked.
+            and (joined_with is None or joined_with == token.token_id)
+            and not components.revocations.is_revoked(serial)
         ):
             log.info("already joined role=%s name=%s", token.role, token.name)
             return ident
@@ -517,6 +625,7 @@ def join_cloud(config: Config, token_text: str, *, timeout: float = 30.0) -> Com
     _retire_local_ca(config, token.ca_sha256)
     components.write_ca_cert(reply.ca_cert_pem.encode())
     components.write_identity(token.role, key_pem(key), cert_pem)
+    write_public(token_record, token.token_id.encode())
     if node_key is not None and reply.node_image_cert_pem is not None:
         components.write_node_image(node_key, reply.node_image_cert_pem.encode())
     log.info(

@@ -208,6 +208,25 @@ class NcConfig(msgspec.Struct, forbid_unknown_fields=True):
     disk_gb: int = 0
 
 
+class HttpsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The users' APIs (EC2, S3, IAM, STS) on HTTPS beside HTTP (issue 13), as Eucalyptus served them on 8443.
+
+    port: -1 off, 0 any free port (tests), else the port (8443 as Eucalyptus), on `host` ("": clc.listen's
+    host). cert/key: the operator's PEM files (relative: under data_dir); empty: a certificate the cloud CA
+    issues for public_host, localhost and the S3 virtual-host domains (kept in data_dir/pki/https/)."""
+
+    port: int = -1
+    host: str = ""
+    cert: str = ""
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.port <= 65535:
+            raise ValueError(f"https.port must be -1 (off) or 0..65535, not {self.port}")
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("https.cert and https.key go together")
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     data_dir: str = ""
     region: str = "eucalyptus"
@@ -225,6 +244,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     sc: ScConfig = msgspec.field(default_factory=ScConfig)
     cc: CcConfig = msgspec.field(default_factory=CcConfig)
     nc: NcConfig = msgspec.field(default_factory=NcConfig)
+    https: HttpsConfig = msgspec.field(default_factory=HttpsConfig)
 
     def __post_init__(self) -> None:
         # Absolute: paths under it go to programs that resolve them elsewhere (a qcow2 overlay's backing file

@@ -5,7 +5,8 @@
                         euca2ools' names
     aws-credentials     an AWS CLI/boto3 shared credentials file, profile [euca]
     aws-config          an AWS CLI/boto3 config file: region and endpoint_url for profile euca, and its
-                        services section (IAM at /services/Euare, STS at /services/Tokens)
+                        services section (IAM at /services/Euare, STS at /services/Tokens); with https.port,
+                        profile euca-https: the same on HTTPS, ca_bundle the cloud certificate
     cloud-cert.pem      the cloud certificate (for bundling: EUCALYPTUS_CERT)
     cert.pem, pk.pem    the user's X.509 certificate, issued by the cloud CA and registered in the identity
                         store, and its private key (EC2_CERT, EC2_PRIVATE_KEY: bundles are signed with it)
@@ -45,6 +46,7 @@ def write_credentials(
     region: str,
     cloud_cert_pem: bytes,
     extra_files: dict[str, bytes] | None = None,
+    https_url: str | None = None,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -72,6 +74,10 @@ export AWS_SHARED_CREDENTIALS_FILE=${{EUCA_KEY_DIR}}/aws-credentials
 export AWS_CONFIG_FILE=${{EUCA_KEY_DIR}}/aws-config
 export AWS_PROFILE={PROFILE}
 """
+    # The cloud CA verifies the HTTPS listener's certificate (https.port): the AWS tools read AWS_CA_BUNDLE.
+    eucarc += "export AWS_CA_BUNDLE=${EUCA_KEY_DIR}/cloud-cert.pem\n"
+    if https_url:
+        eucarc += f"export EUCA_HTTPS_URL={https_url}\n"
     if extra_files and "cert.pem" in extra_files:
         eucarc += "export EC2_CERT=${EUCA_KEY_DIR}/cert.pem\nexport EC2_PRIVATE_KEY=${EUCA_KEY_DIR}/pk.pem\n"
     _write(directory / "eucarc", eucarc)
@@ -91,9 +97,26 @@ export AWS_PROFILE={PROFILE}
         f"iam =\n    endpoint_url = {ec2_url}/services/Euare\n"
         f"sts =\n    endpoint_url = {ec2_url}/services/Tokens\n"
         f"ec2 =\n    endpoint_url = {ec2_url}/services/compute\n"
-        f"s3 =\n    endpoint_url = {s3_url}\n",
+        f"s3 =\n    endpoint_url = {s3_url}\n" + _https_profile(directory, region, https_url),
     )
     return directory
+
+
+def _https_profile(directory: Path, region: str, https_url: str | None) -> str:
+    """Profile `euca-https` (issue 13): the same services on the HTTPS listener, verified with the cloud CA."""
+    if not https_url:
+        return ""
+    return (
+        f"\n[profile {PROFILE}-https]\nregion = {region}\nendpoint_url = {https_url}\n"
+        f"ca_bundle = {directory.resolve() / 'cloud-cert.pem'}\n"
+        f"services = {PROFILE}-https-services\n"
+        "s3 =\n    addressing_style = path\n"
+        f"\n[services {PROFILE}-https-services]\n"
+        f"iam =\n    endpoint_url = {https_url}/services/Euare\n"
+        f"sts =\n    endpoint_url = {https_url}/services/Tokens\n"
+        f"ec2 =\n    endpoint_url = {https_url}/services/compute\n"
+        f"s3 =\n    endpoint_url = {https_url}\n"
+    )
 
 
 def _reusable_certificate(directory: Path, identity: Identity, key: AccessKey) -> dict[str, bytes] | None:
@@ -141,4 +164,5 @@ def write_user_credentials(
         region=config.region,
         cloud_cert_pem=ca.cert_pem,
         extra_files=files,
+        https_url=f"https://{config.public_host}:{config.https.port}" if config.https.port > 0 else None,
     )

@@ -59,6 +59,8 @@ class Peer:
     role: str  # organizationalUnitName
     name: str  # commonName
     organization: str = ""
+    # The certificate's serial (checked against the cloud CA's revocation list); not part of who the peer is.
+    serial: int = field(default=0, compare=False)
 
     @classmethod
     def from_ssl(cls, tls: Any) -> Peer | None:
@@ -75,6 +77,7 @@ class Peer:
             role=fields.get("organizationalUnitName", ""),
             name=fields.get("commonName", ""),
             organization=fields.get("organizationName", ""),
+            serial=int(str(cert.get("serialNumber", "0")), 16),
         )
 
 

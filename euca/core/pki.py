@@ -13,9 +13,11 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -300,7 +302,10 @@ class CloudCA:
         san = _san(hosts, cluster)
         if san is not None:
             builder = builder.add_extension(san, critical=False)
-        return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        cert = builder.sign(self.key, hashes.SHA256())
+        if tls:
+            self._record_issued(IssuedRecord(cert.serial_number, role, name, cluster, time.time()))
+        return cert.public_bytes(serialization.Encoding.PEM)
 
     def issue_component(
         self,
@@ -343,3 +348,138 @@ class CloudCA:
     def verify_issued(self, cert: x509.Certificate) -> bool:
         """Whether `cert` carries this CA's signature."""
         return issued_by(cert, self.cert)
+
+    # -- revocation ---------------------------------------------------------------------------------
+
+    @property
+    def issued_path(self) -> Path:
+        return self.dir / ISSUED_INDEX
+
+    @property
+    def crl_path(self) -> Path:
+        return self.dir / CRL_FILE
+
+    def _record_issued(self, record: IssuedRecord) -> None:
+        # One line appended with O_APPEND and fsynced: the CLC (joins) and `euca admin` may both issue.
+        fd = os.open(self.issued_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, msgspec.json.encode(record) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def issued_records(self) -> list[IssuedRecord]:
+        try:
+            lines = self.issued_path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            try:
+                records.append(msgspec.json.decode(line, type=IssuedRecord))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # a line torn by a crash mid-append
+        return records
+
+    def revocations(self) -> RevocationList:
+        try:
+            return read_crl(self.crl_path.read_bytes(), self.cert)
+        except FileNotFoundError:
+            return EMPTY_REVOCATIONS
+
+    def revoke(self, serials: Iterable[int]) -> RevocationList:
+        """Add `serials` to the CRL (a new number, signed, written atomically). Returns the new list."""
+        current = self.revocations()
+        wanted = current.serials | frozenset(serials)
+        if wanted == current.serials and current.pem:
+            return current
+        pem = make_crl(self.cert, self.key, wanted, current.number + 1)
+        write_public(self.crl_path, pem)
+        return read_crl(pem, self.cert)
+
+    def component_serials(
+        self, role: str, name: str | None = None, *, cluster: str | None = None
+    ) -> set[int]:
+        """Serials of the TLS certificates issued to `role` named `name` (and/or members of `cluster`)."""
+        return {
+            r.serial
+            for r in self.issued_records()
+            if r.role == role
+            and (name is None or r.name == name)
+            and (cluster is None or r.cluster == cluster)
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Revocation (issue 13): the CA's record of the component certificates it issued, and its CRL.
+#
+# Every component certificate the CA signs is recorded in <ca dir>/issued.jsonl (serial, OU, CN, cluster),
+# so `euca admin deregister-*` can revoke a component by its registered name without holding its
+# certificate. The revocation list itself is a real X.509 CRL signed by the CA (<ca dir>/crl.pem): roles on
+# other hosts are handed it (with the CLC's polls, see ARCHITECTURE.md) and check its signature and number.
+
+ISSUED_INDEX = "issued.jsonl"
+CRL_FILE = "crl.pem"
+CRL_DAYS = 3650  # a CRL is replaced on every revocation; its nextUpdate is not a freshness promise here
+
+
+class IssuedRecord(msgspec.Struct, frozen=True):
+    serial: int
+    role: str
+    name: str
+    cluster: str | None = None
+    issued: float = 0.0
+
+
+class RevocationList(msgspec.Struct, frozen=True):
+    """A CRL as read and verified: its number, the revoked serials, and its PEM (what is handed on)."""
+
+    number: int
+    serials: frozenset[int]
+    pem: bytes
+
+
+EMPTY_REVOCATIONS = RevocationList(0, frozenset(), b"")
+
+
+def make_crl(
+    ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey, serials: Iterable[int], number: int
+) -> bytes:
+    """A CRL (PEM) signed by the CA listing `serials`, with CRL number `number` (newer lists: higher)."""
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=CRL_DAYS))
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for serial in sorted(set(serials)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def read_crl(pem: bytes, ca_cert: x509.Certificate) -> RevocationList:
+    """Parse and verify a CRL against the CA. ValueError when it is not a CRL or not the CA's."""
+    try:
+        crl = x509.load_pem_x509_crl(pem)
+    except ValueError as e:
+        raise ValueError(f"not a PEM CRL: {e}") from None
+    public_key = ca_cert.public_key()
+    if crl.issuer != ca_cert.subject or not isinstance(public_key, rsa.RSAPublicKey):
+        raise ValueError("the CRL is not issued by the cloud CA")
+    if not crl.is_signature_valid(public_key):
+        raise ValueError("the CRL's signature does not verify against the cloud CA")
+    try:
+        number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except x509.ExtensionNotFound:
+        number = 0
+    return RevocationList(number, frozenset(r.serial_number for r in crl), pem)
+
+
+def cert_serial(cert: x509.Certificate | bytes) -> int:
+    if isinstance(cert, bytes):
+        cert = x509.load_pem_x509_certificate(cert)
+    return int(cert.serial_number)

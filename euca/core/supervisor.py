@@ -19,6 +19,8 @@ from typing import Any
 
 import trio
 
+from euca.core import https
+from euca.core.cluster_app import ClusterApp
 from euca.core.components import (
     COMPONENT_ROLES,
     Components,
@@ -31,7 +33,7 @@ from euca.core.config import ROLE_NAMES, Config
 from euca.core.credentials import write_user_credentials
 from euca.core.http import HttpServer
 from euca.core.identity import ADMIN_ACCOUNT, ADMIN_USER, Identity
-from euca.core.pki import CloudCA
+from euca.core.pki import CloudCA, NoCAKey
 from euca.core.roles import App, Dispatcher, Role, RoleContext
 from euca.core.store import open_store
 
@@ -66,6 +68,25 @@ class Supervisor:
         self.ready = False  # every role started (the graceful stop waits for that)
         self._stop = trio.Event()
 
+    async def _serve_https(self, nursery: trio.Nursery, ctx: RoleContext, host: str, apps: list[App]) -> None:
+        """The users' APIs on HTTPS (https.port) beside HTTP: the same apps through one Dispatcher, each request
+        marked secure. A host with neither the CA key nor the operator's certificate serves HTTP only."""
+        config = self.config
+        try:
+            context = await trio.to_thread.run_sync(https.server_context, config, ctx.ca)
+        except (NoCAKey, OSError, ValueError) as e:
+            log.error("https not started (set https.cert and https.key, or run where the cloud CA is): %s", e)
+            return
+        server = HttpServer(
+            https.SecureDispatcher(Dispatcher(apps)), host, config.https.port, config.http, access_log=True,
+            ssl_context=context,
+        )  # fmt: skip
+        bound = await nursery.start(server.serve)
+        self.servers.append(server)
+        public = config.public_host if host in ("0.0.0.0", "::", "") else host
+        ctx.endpoints["https"] = f"https://{public}:{bound}"
+        log.info("listening address=%s:%d tls=https apps=%s", host, bound, ",".join(a.name for a in apps))
+
     def open_context(self) -> RoleContext:
         cfg = self.config
         cfg.data_path.mkdir(parents=True, exist_ok=True)
@@ -92,6 +113,8 @@ class Supervisor:
         for role in roles:
             listen = self.config.listen_for(role.name)
             for app in role.apps:
+                if isinstance(app, ClusterApp) and app.revocations is None:
+                    app.revocations = ctx.components.revocations  # every cluster listener checks the CRL
                 # Port 0 (tests: any free port) is a listener per role for TLS apps, which cannot share
                 # one with plain apps or another role's certificate; fixed ports are shared as configured.
                 own = role.name if listen.port == 0 and getattr(app, "tls", False) else ""
@@ -125,6 +148,12 @@ class Supervisor:
                             ",".join(sorted({r for r, _ in mounted})),
                             tls_role or "no",
                         )
+                    plain = [
+                        app for key, mounted in by_address.items() if not tls_roles[key] for _, app in mounted
+                    ]
+                    if self.config.https.port >= 0 and plain:
+                        host = self.config.https.host or next(k[0] for k in by_address if not tls_roles[k])
+                        await self._serve_https(http_nursery, ctx, host, plain)
                     for role in roles:
                         await roles_nursery.start(role.run)
                         log.info("role ready name=%s", role.name)

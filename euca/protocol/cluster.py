@@ -302,6 +302,9 @@ class DescribeResources(msgspec.Struct, frozen=True):
     # The cluster's private subnet as the admin set it (issue 9); None: the CC's own (cc.subnet). A CC
     # moves to it while it holds no instance's address.
     subnet: str | None = None
+    # Revocation (issue 13): the cloud CA's CRL (PEM) as the caller holds it; "" none. The CC keeps it if it
+    # verifies and is newer than its own, and hands it on to its nodes in NcDescribeResource.
+    crl: str = ""
 
 
 class ResourcesReply(msgspec.Struct, frozen=True):
@@ -341,7 +344,7 @@ class GetConsoleOutput(msgspec.Struct, frozen=True):
 
 
 class NcDescribeResource(msgspec.Struct, frozen=True):
-    pass
+    crl: str = ""  # revocation (issue 13): the cloud CA's CRL as the CC holds it (see DescribeResources)
 
 
 class NcDescribeInstances(msgspec.Struct, frozen=True):
@@ -522,7 +525,7 @@ ATTACH_REPLIES: dict[type, type] = {
 
 
 class NcDescribeNode(msgspec.Struct, frozen=True):
-    pass
+    crl: str = ""  # revocation (issue 13): the cloud CA's CRL as the CC holds it (see DescribeResources)
 
 
 class NodeReport(msgspec.Struct, frozen=True):

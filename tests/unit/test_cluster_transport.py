@@ -168,7 +168,12 @@ async def test_clc_calls_cc(cloud: tuple[CloudCA, Components]) -> None:
     assert isinstance(reply, InstancesReply)
     assert [s.instance_id for s in reply.instances] == ["i-00000001", "i-00000002"]
     assert [s.instance_id for s in again.instances] == ["i-00000003"]
-    assert handlers.callers[0] == Peer(role="clc", name="clc", organization="euca")
+    caller = handlers.callers[0]
+    assert (caller.role, caller.name, caller.organization) == ("clc", "clc", "euca")
+    assert (
+        caller.serial
+        == x509.load_pem_x509_certificate(components.cert_path("clc").read_bytes()).serial_number
+    )
 
 
 async def test_faults_reach_the_caller(

@@ -26,6 +26,7 @@ import trio
 from euca.core.auth import AuthError, authenticate
 from euca.core.config import ROLE_NAMES, Config
 from euca.core.http import ClientDisconnected, HttpServer, Request, Response
+from euca.core.https import is_secure
 from euca.core.identity import Identity
 from euca.core.roles import Dispatcher, RoleContext
 from euca.protocol import s3
@@ -110,7 +111,9 @@ class WalrusApp:
                 )
                 if s3.lock_headers.requests_sse_c(request.headers):
                     # On plain HTTP a customer key has crossed the wire in clear: refused as S3 refuses it.
-                    s3.lock_headers.refuse_sse_c_in_clear(request.headers, secure=self.secure)
+                    s3.lock_headers.refuse_sse_c_in_clear(
+                        request.headers, secure=self.secure or is_secure(request)
+                    )
                     raise S3Error(
                         "NotImplemented", "Walrus does not encrypt with customer-provided keys (SSE-C)"
                     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from euca.core.https import is_secure
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import policy as s3_policy
@@ -237,7 +238,7 @@ async def _context(
     request = call.request
     keys: dict[str, list[str]] = {
         "aws:sourceip": [request.client[0]] if hasattr(request, "client") else [],
-        "aws:securetransport": ["false"],
+        "aws:securetransport": ["true" if is_secure(request) else "false"],  # the HTTPS listener marks it
     }
     q = s3.parse_query(request.query) if request.query else {}
     for name in ("prefix", "delimiter", "max-keys"):
