@@ -232,12 +232,12 @@ def list_accounts(ctx: click.Context) -> None:
 @click.option(
     "--recursive",
     is_flag=True,
-    help="Also delete its users, groups, roles, policies, key pairs and elastic IPs.",
+    help="Also delete its users, groups, roles, policies, key pairs, security groups and elastic IPs.",
 )
 @click.pass_context
 def delete_account(ctx: click.Context, name: str, recursive: bool) -> None:
-    """Delete an account (through the CLC's API: refused while it has instances, volumes, snapshots or
-    images; with no CLC answering, its identity only)."""
+    """Delete an account (through the CLC's API: refused while it has instances, volumes, snapshots, images
+    or buckets; with no CLC answering, its identity only)."""
     cfg, identity = _identity(ctx)
     params = {"AccountName": name, **({"Recursive": "true"} if recursive else {})}
     if _through_euare(cfg, identity, "DeleteAccount", params) is None:

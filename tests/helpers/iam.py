@@ -1,13 +1,18 @@
-"""What the IAM and STS tests share: the code of a refused call, new accounts and users with keys."""
+"""What the IAM and STS tests share: the code of a refused call, new accounts and users with keys, the cloud
+administrator's quotas (Limit policies) on an account, and calls raced against each other."""
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from euca.core.euare_client import EuareClient
 from helpers.server import Credentials, EucaServer
 
 
@@ -35,3 +40,50 @@ def new_user(iam: Any, account: Credentials, name: str, *policies: str) -> Crede
         iam.put_user_policy(UserName=name, PolicyName=f"p{i}", PolicyDocument=document)
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return Credentials(key["AccessKeyId"], key["SecretAccessKey"], account.account, account.canonical_id)
+
+
+def limit(action: str, key: str, value: int) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Limit",
+                    "Action": action,
+                    "Resource": "*",
+                    "Condition": {"NumericLessThanEquals": {key: str(value)}},
+                }
+            ],
+        }
+    )
+
+
+def set_account_quota(euca: EucaServer, account: Credentials, name: str, document: str) -> None:
+    """The cloud administrator's Limit policy on the account (its admin user), through Euare's DelegateAccount."""
+    admin = EuareClient(euca.url, euca.admin.access_key, euca.admin.secret_key, euca.region)
+    admin.call(
+        "PutUserPolicy",
+        {
+            "UserName": "admin",
+            "PolicyName": name,
+            "PolicyDocument": document,
+            "DelegateAccount": account.account,
+        },
+    )
+
+
+def race(clients: list[Any], call: Callable[[Any], Any]) -> list[str]:
+    """`call` on every client at once (each in its own thread, released together): the sorted outcomes,
+    "done" or the error code."""
+    start = threading.Barrier(len(clients))
+
+    def one(client: Any) -> str:
+        start.wait()
+        try:
+            call(client)
+        except ClientError as e:
+            return str(e.response["Error"]["Code"])
+        return "done"
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return sorted(pool.map(one, clients))

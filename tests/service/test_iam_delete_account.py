@@ -1,7 +1,7 @@
 """DeleteAccount as Eucalyptus had it: an account that still holds resources is refused (DeleteConflict)
-unless Recursive; Recursive releases its elastic IPs and deletes its key pairs with its identity, but still
-refuses while it has instances, volumes, snapshots or images (their guests and bytes live on the nodes, SCs
-and Walrus: terminated or deleted by their own calls first)."""
+unless Recursive; Recursive releases its elastic IPs and deletes its key pairs and security groups with its
+identity, but still refuses while it has instances, volumes, snapshots, images or buckets (their guests and
+bytes live on the nodes, SCs and Walrus: terminated or deleted by their own calls first)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,62 @@ def test_an_account_with_resources(cloud: EucaServer, tmp_path: Path) -> None:
 def test_an_empty_account_goes_without_recursive(cloud: EucaServer) -> None:
     account = new_account(cloud)
     assert delete(cloud, account.account) == ""
+
+
+def test_buckets_are_refused_even_with_recursive(cloud: EucaServer) -> None:
+    """Walrus shares the CLC's store here, so the account's buckets are seen: their bytes are Walrus's, and
+    only DeleteBucket frees them."""
+    account = new_account(cloud)
+    s3 = cloud.client("s3", creds=account)
+    bucket = f"del-{account.account}"
+    s3.create_bucket(Bucket=bucket)
+    assert delete(cloud, account.account) == "DeleteConflict"
+    assert delete(cloud, account.account, recursive=True) == "DeleteConflict"
+    s3.delete_bucket(Bucket=bucket)
+    assert delete(cloud, account.account) == ""
+
+
+def test_security_groups_go_with_recursive(cloud: EucaServer) -> None:
+    account, other = new_account(cloud), new_account(cloud)
+    ec2, other_ec2 = cloud.client("ec2", creds=account), cloud.client("ec2", creds=other)
+    web = ec2.create_security_group(GroupName="web", Description="web")["GroupId"]
+    default = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]
+    ec2.authorize_security_group_ingress(
+        GroupId=web,
+        IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": default["GroupId"]}]}],
+    )
+    # Another account's rule names the account's group: refused even with Recursive, nothing changed.
+    (peer,) = other_ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"]
+    pair = [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 22,
+            "ToPort": 22,
+            "UserIdGroupPairs": [{"UserId": default["OwnerId"], "GroupName": "web"}],
+        }
+    ]
+    other_ec2.authorize_security_group_ingress(GroupId=peer["GroupId"], IpPermissions=pair)
+    assert delete(cloud, account.account) == "DeleteConflict"  # web is the account's own making
+    assert delete(cloud, account.account, recursive=True) == "DeleteConflict"
+    assert len(ec2.describe_security_groups()["SecurityGroups"]) == 2
+    other_ec2.revoke_security_group_ingress(GroupId=peer["GroupId"], IpPermissions=pair)
+    assert delete(cloud, account.account, recursive=True) == ""
+    left = cloud.ctx.store.read_sync(
+        lambda tx: tx.all(
+            "SELECT group_id FROM clc_security_groups WHERE account_id=?", (default["OwnerId"],)
+        )
+    )
+    assert left == []
+
+
+def test_the_default_group_goes_with_an_empty_account(cloud: EucaServer) -> None:
+    account = new_account(cloud)
+    ec2 = cloud.client("ec2", creds=account)
+    (default,) = ec2.describe_security_groups()["SecurityGroups"]
+    assert delete(cloud, account.account) == ""
+    left = cloud.ctx.store.read_sync(
+        lambda tx: tx.all(
+            "SELECT group_id FROM clc_security_groups WHERE account_id=?", (default["OwnerId"],)
+        )
+    )
+    assert left == []

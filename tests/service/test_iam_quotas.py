@@ -14,41 +14,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from euca.core.euare_client import EuareClient, EuareError
+from euca.core.euare_client import EuareError
 from helpers.fake_cluster import FakeCluster, FakeNode, register_with
-from helpers.iam import new_account, new_user, refused
+from helpers.iam import limit, new_account, new_user, race, refused, set_account_quota
 from helpers.instances import instances_of, register_tiny_image
-from helpers.server import Credentials, EucaServer, start_euca
-
-
-def limit(action: str, key: str, value: int) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Limit",
-                    "Action": action,
-                    "Resource": "*",
-                    "Condition": {"NumericLessThanEquals": {key: str(value)}},
-                }
-            ],
-        }
-    )
-
-
-def set_account_quota(euca: EucaServer, account: Credentials, name: str, document: str) -> None:
-    """The cloud administrator's Limit policy on the account (its admin user), through Euare's DelegateAccount."""
-    admin = EuareClient(euca.url, euca.admin.access_key, euca.admin.secret_key, euca.region)
-    admin.call(
-        "PutUserPolicy",
-        {
-            "UserName": "admin",
-            "PolicyName": name,
-            "PolicyDocument": document,
-            "DelegateAccount": account.account,
-        },
-    )
+from helpers.server import EucaServer, start_euca
 
 
 @pytest.fixture(scope="module")
@@ -192,14 +162,23 @@ def test_user_number_quota(cloud: EucaServer) -> None:
     assert iam.list_user_policies(UserName="admin")["PolicyNames"] == ["users"]
 
 
-def test_volume_snapshot_and_address_quotas(cloud: EucaServer) -> None:
+def test_address_quota(cloud: EucaServer) -> None:
     account = new_account(cloud)
     ec2 = cloud.client("ec2", creds=account)
     set_account_quota(cloud, account, "addresses", limit("ec2:AllocateAddress", "ec2:quota-addressnumber", 1))
     ec2.allocate_address(Domain="standard")
     assert refused(lambda: ec2.allocate_address(Domain="standard")) == "AddressLimitExceeded"
-    set_account_quota(cloud, account, "volumes", limit("ec2:CreateVolume", "ec2:quota-volumetotalsize", 5))
-    zone = "no-zone-needed"  # refused before the zone is looked at
-    assert refused(lambda: ec2.create_volume(Size=6, AvailabilityZone=zone)) == "VolumeLimitExceeded"
-    set_account_quota(cloud, account, "snapshots", limit("ec2:CreateSnapshot", "ec2:quota-snapshotnumber", 0))
-    assert refused(lambda: ec2.create_snapshot(VolumeId="vol-12345678")) == "SnapshotLimitExceeded"
+
+
+def test_concurrent_allocations_cannot_both_pass_a_quota(cloud: EucaServer) -> None:
+    """AllocateAddress racing itself under a quota of 2: the count is taken in the transaction that
+    allocates, so exactly two get through."""
+    account = new_account(cloud)
+    set_account_quota(cloud, account, "addresses", limit("ec2:AllocateAddress", "ec2:quota-addressnumber", 2))
+    clients = [cloud.client("ec2", creds=account) for _ in range(6)]
+    outcomes = race(clients, lambda ec2: ec2.allocate_address(Domain="standard"))
+    assert outcomes == ["AddressLimitExceeded"] * 4 + ["done"] * 2
+    held = clients[0].describe_addresses()["Addresses"]
+    assert len(held) == 2
+    for a in held:
+        clients[0].release_address(AllocationId=a["AllocationId"])

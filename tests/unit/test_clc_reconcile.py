@@ -161,3 +161,38 @@ def test_apply_to_the_store_and_forget_after_ttl(tmp_path: Path) -> None:
     assert store.write_sync(lambda tx: forget_terminated(tx, before=2000.0)) == ["i-00000002", "i-00000003"]
     assert store.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM clc_reservations")) == 1
     store.close()
+
+
+# A lost instance whose node comes back (ARCHITECTURE.md, "A node its CC reports down"): the rule is that
+# `terminated` is final, as in EC2, and the guest that outlived its record is ended; only a node that answers
+# before the timeout has its instances adopted. Guests the table has no row for are reported, never ended.
+
+
+def test_a_node_back_before_the_timeout_has_its_instances_adopted() -> None:
+    known = [Known("i-00000001", "running", node="n1", private_ip="10.0.0.5", last_seen=100.0)]
+    result = reconcile(known, [status("i-00000001", "running")], now=650.0, node_lost_timeout=LOST_AFTER)
+    assert result.seen == ["i-00000001"]
+    assert result.lost == [] and result.terminate_again == []
+
+
+def test_a_lost_instance_whose_node_returns_stays_terminated_and_its_guest_is_ended() -> None:
+    known = [Known("i-00000001", "running", node="n1", private_ip="10.0.0.5", last_seen=100.0)]
+    first = reconcile(known, [], now=701.0, node_lost_timeout=LOST_AFTER)
+    assert first.lost == ["i-00000001"]
+    # Ended as lost (records.mark_terminated: its addresses released, its usage closed); then the node returns
+    # with the guest still running: no state moves back, and the guest is terminated again.
+    mac = "d0:0d:00:00:00:01"
+    ended = [Known("i-00000001", "terminated", node="n1", private_ip="10.0.0.5", mac=mac, last_seen=100.0)]
+    for state in ("pending", "running"):
+        result = reconcile(ended, [status("i-00000001", state)], now=900.0, node_lost_timeout=LOST_AFTER)
+        assert result.updates == []
+        assert result.terminate_again == ["i-00000001"]
+        assert result.lost == [] and result.unknown == []
+
+
+def test_a_guest_the_table_does_not_know_is_reported_not_ended() -> None:
+    """A guest whose row was forgotten (or a CLC restored from an older copy of its store): only logged, so
+    restoring a backup never destroys the guests launched after it."""
+    result = reconcile([], [status("i-0000000a", "running")], now=900.0, node_lost_timeout=LOST_AFTER)
+    assert result.unknown == ["i-0000000a"]
+    assert result.terminate_again == []

@@ -38,7 +38,7 @@ from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
 from euca.core.store import Tx
 from euca.protocol.ec2 import wire
-from euca.roles.clc import join, quota, reporting, schema
+from euca.roles.clc import join, reporting, schema
 from euca.roles.clc.addresses import api as addresses_api
 from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
@@ -127,9 +127,7 @@ class Ec2App:
 
     def __init__(self, ctx: RoleContext, cluster: ClusterLink | None = None):
         self.ctx = ctx
-        self.api = Ec2Api(
-            ctx, HANDLERS, cluster, tags_of=tags_records.tags_of, check_quotas=quota.check_quotas
-        )
+        self.api = Ec2Api(ctx, HANDLERS, cluster, tags_of=tags_records.tags_of)
 
     def claims(self, request: Request) -> bool:
         # EC2 Query requests: ?Action=... or a form POST to the root.

@@ -13,6 +13,7 @@ from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.images import records as images
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.keypairs import records as keypairs
+from euca.roles.clc.security_groups import records as security_groups
 from euca.roles.clc.snapshots import records as snapshots
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.topology.records import Cluster, TopologyError
@@ -45,9 +46,22 @@ def set_cluster_subnet(tx: Tx, name: str, subnet: str | None) -> Cluster:
 # -- DeleteAccount (issue 12): what an account still holds ------------------------------------------------
 
 
-def account_resources(tx: Tx, account_id: str) -> dict[str, list[str]]:
-    """The account's EC2 resources by kind (only kinds it has): live instances, volumes, snapshots, images,
-    elastic IPs, key pairs."""
+def _walrus_buckets(tx: Tx, canonical_id: str) -> list[str]:
+    """The account's S3 buckets, read from Walrus's table where Walrus shares the CLC's store (one host, as
+    reporting.py reads Walrus's usage rows). Where Walrus runs elsewhere with its own store the CLC cannot see
+    them: nothing is known, nothing refused, and such buckets stay with an owner no one can sign as."""
+    if tx.one("SELECT 1 FROM sqlite_master WHERE type='table' AND name='walrus_buckets'") is None:
+        return []
+    return [
+        r["name"]
+        for r in tx.all("SELECT name FROM walrus_buckets WHERE owner_id=? ORDER BY name", (canonical_id,))
+    ]
+
+
+def account_resources(tx: Tx, account_id: str, canonical_id: str) -> dict[str, list[str]]:
+    """The account's resources by kind (only kinds it has): live instances, volumes, snapshots, images, S3
+    buckets (where the CLC sees them), elastic IPs, key pairs, security groups other than its default one
+    (which every account has without asking)."""
     found = {
         "instances": [
             i.instance_id
@@ -63,27 +77,58 @@ def account_resources(tx: Tx, account_id: str) -> dict[str, list[str]]:
         "images": [
             i.image_id for i in images.load_visible_images(tx, account_id) if i.account_id == account_id
         ],
+        "buckets": _walrus_buckets(tx, canonical_id),
         "elastic IPs": [a.public_ip for a in addresses.load_addresses(tx, account_id)],
         "key pairs": [k.name for k in keypairs.load_key_pairs(tx, account_id)],
+        "security groups": [
+            g.name
+            for g in security_groups.load_groups(tx, account_id, with_tags=False)
+            if g.name != security_groups.DEFAULT_GROUP
+        ],
     }
     return {kind: ids for kind, ids in found.items() if ids}
 
 
 # What a recursive DeleteAccount refuses to remove: their bytes or guests live on the nodes, SCs and Walrus,
 # and only their own delete or terminate (through the clusters) frees those; dropping the records would
-# leave them running or stored with no owner. Elastic IPs and key pairs are only records: released, deleted.
-UNSAFE_TO_DELETE = ("instances", "volumes", "snapshots", "images")
+# leave them running or stored with no owner. Elastic IPs, key pairs and security groups are only records:
+# released, deleted.
+UNSAFE_TO_DELETE = ("instances", "volumes", "snapshots", "images", "buckets")
 
 
-def delete_account_resources(tx: Tx, account_id: str) -> dict[str, list[str]]:
-    """For a recursive DeleteAccount: release the account's elastic IPs and delete its key pairs, unless it
-    still has resources only their own calls remove (then nothing is changed; those are returned)."""
-    held = account_resources(tx, account_id)
-    unsafe = {kind: ids for kind, ids in held.items() if kind in UNSAFE_TO_DELETE}
-    if unsafe:
-        return unsafe
+def _groups_in_use(tx: Tx, account_id: str) -> dict[str, list[str]]:
+    """What still uses the account's security groups: instances (not terminated) and other accounts' rules."""
+    used = {
+        "security groups in use by instances": [
+            f"{g.name} ({', '.join(instances.instances_using_group(tx, g.group_id)[:5])})"
+            for g in security_groups.load_groups(tx, account_id, with_tags=False)
+            if instances.instances_using_group(tx, g.group_id)
+        ],
+        "security groups named by other accounts' groups": security_groups.named_by_other_accounts(
+            tx, account_id
+        ),
+    }
+    return {kind: ids for kind, ids in used.items() if ids}
+
+
+def delete_account_resources(
+    tx: Tx, account_id: str, canonical_id: str, *, recursive: bool
+) -> dict[str, list[str]]:
+    """What DeleteAccount removes with the account, or what prevents it (then nothing is changed; returned).
+    Without `recursive` the account must hold nothing (its default security group aside, deleted with it);
+    with it, its elastic IPs are released and its key pairs and security groups deleted, unless it still has
+    resources only their own calls remove. Security groups go only when no instance and no other account's
+    rule uses them."""
+    held = account_resources(tx, account_id, canonical_id)
+    blocking = (
+        held if not recursive else {kind: ids for kind, ids in held.items() if kind in UNSAFE_TO_DELETE}
+    )
+    blocking = blocking or _groups_in_use(tx, account_id)
+    if blocking:
+        return blocking
     for address in addresses.load_addresses(tx, account_id):
         addresses.release(tx, address)  # associated ones belong to live instances, refused above
     for key in keypairs.load_key_pairs(tx, account_id):
         keypairs.delete_key_pair(tx, account_id, key_pair_id=key.key_pair_id, name=None)
+    security_groups.forget_account_groups(tx, account_id)
     return {}

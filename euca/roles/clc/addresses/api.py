@@ -20,6 +20,7 @@ from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.addresses import records
 from euca.roles.clc.addresses.records import AddressRecord
 from euca.roles.clc.app import Ec2Call, Handler
+from euca.roles.clc.quota import limits_on, refuse_past
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.tags.render import tag_list
 
@@ -61,9 +62,15 @@ async def allocate_address(call: Ec2Call, req: m.AllocateAddressRequest) -> m.Al
         raise Ec2Error("InvalidParameterValue", f"Invalid value '{domain}' for Domain: standard or vpc.")
     wanted = records.check_public_ip(req.address) if req.address else None
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "elastic-ip")
-    made = await call.ctx.store.write(
-        lambda tx: records.allocate(tx, call.account_id, domain, wanted, tag_pairs)
-    )
+    limits = await limits_on(call, "AllocateAddress")
+
+    def allocate(tx: Tx) -> AddressRecord:
+        if limits:  # in this transaction, so a concurrent AllocateAddress is counted (quota.py)
+            held = len(records.load_addresses(tx, call.account_id))
+            refuse_past(limits, "ec2:quota-addressnumber", current=held, adding=1)
+        return records.allocate(tx, call.account_id, domain, wanted, tag_pairs)
+
+    made = await call.ctx.store.write(allocate)
     return m.AllocateAddressResult(
         public_ip=made.public_ip, domain=made.domain, allocation_id=made.allocation_id
     )

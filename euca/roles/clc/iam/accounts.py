@@ -45,23 +45,23 @@ def _held(kinds: dict[str, list[str]]) -> str:
 
 def delete_account_checked(tx: Tx, name: str, recursive: bool) -> None:
     """As Eucalyptus: an account that still holds resources is refused (DeleteConflict) unless Recursive;
-    Recursive releases its elastic IPs and deletes its key pairs and its identity, but still refuses while
-    it has instances, volumes, snapshots or images (admin.UNSAFE_TO_DELETE: terminate or delete them first).
-    Its S3 buckets are Walrus's, which the CLC does not see here."""
+    Recursive releases its elastic IPs and deletes its key pairs, security groups and identity, but still
+    refuses while it has instances, volumes, snapshots, images or buckets (admin.UNSAFE_TO_DELETE: terminate
+    or delete them first), or while its security groups are used (admin.delete_account_resources). Its
+    buckets are seen only where Walrus shares the CLC's store."""
     account = find_account_tx(tx, name)
     if account is not None and account.name == name:
-        if recursive:
-            unsafe = admin.delete_account_resources(tx, account.account_id)
-            if unsafe:
-                raise IdentityError(
-                    f"Account {name} still has resources that must be terminated or deleted first: {_held(unsafe)}"
-                )
-        else:
-            held = admin.account_resources(tx, account.account_id)
-            if held:
-                raise IdentityError(
-                    f"Account {name} still has {_held(held)}; delete them first or ask for Recursive."
-                )
+        blocking = admin.delete_account_resources(
+            tx, account.account_id, account.canonical_id, recursive=recursive
+        )
+        if blocking and recursive:
+            raise IdentityError(
+                f"Account {name} still has resources that must be terminated or deleted first: {_held(blocking)}"
+            )
+        if blocking:
+            raise IdentityError(
+                f"Account {name} still has {_held(blocking)}; delete them first or ask for Recursive."
+            )
     delete_account_tx(tx, name, recursive)
 
 

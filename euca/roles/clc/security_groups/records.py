@@ -299,6 +299,27 @@ def delete_group(tx: Tx, group: GroupRecord) -> None:
     tags.forget_resource(tx, group.group_id)
 
 
+def named_by_other_accounts(tx: Tx, account_id: str) -> list[str]:
+    """Other accounts' groups ("account:name") whose rules name one of this account's groups as a source."""
+    rows = tx.all(
+        "SELECT DISTINCT g.account_id, g.name FROM clc_security_group_rules r "
+        "JOIN clc_security_groups g ON g.group_id = r.group_id "
+        "JOIN clc_security_groups s ON s.group_id = r.source_group_id "
+        "WHERE s.account_id=? AND g.account_id!=? ORDER BY g.account_id, g.name",
+        (account_id, account_id),
+    )
+    return [f"{r['account_id']}:{r['name']}" for r in rows]
+
+
+def forget_account_groups(tx: Tx, account_id: str) -> None:
+    """For DeleteAccount: every group of the account, its default one included, with their rules and tags.
+    The caller has checked that no instance and no other account's rule uses them."""
+    for group in load_groups(tx, account_id, with_tags=False):
+        tx.execute("DELETE FROM clc_security_group_rules WHERE group_id=?", (group.group_id,))
+        tx.execute("DELETE FROM clc_security_groups WHERE group_id=?", (group.group_id,))
+        tags.forget_resource(tx, group.group_id)
+
+
 # -- rules -----------------------------------------------------------------------------------------------
 
 

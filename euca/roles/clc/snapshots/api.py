@@ -28,6 +28,7 @@ from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
+from euca.roles.clc.quota import limits_on, refuse_past
 from euca.roles.clc.snapshots import records
 from euca.roles.clc.snapshots.poll import sweep_lock
 from euca.roles.clc.snapshots.records import ACCOUNT_ID_RE, NewSnapshot, SnapshotRecord
@@ -141,6 +142,19 @@ async def _record_status(call: Ec2Call, status: cluster.SnapshotStatus) -> None:
         )
 
 
+def _check_snapshot_quota(tx: Tx, limits: dict[str, int], account_id: str) -> None:
+    """SnapshotLimitExceeded when one more snapshot of the account would pass its limit: checked in the
+    transaction that records the snapshot, so concurrent requests cannot both pass (quota.py)."""
+    if not limits:
+        return
+    count = sum(
+        1
+        for snap in records.load_visible(tx, account_id)
+        if snap.account_id == account_id and snap.state in ("pending", "completed")
+    )
+    refuse_past(limits, "ec2:quota-snapshotnumber", current=count, adding=1)
+
+
 def handlers(volume_of: VolumeLookup, images_using: ImagesUsing = no_images) -> dict[str, Handler]:
     async def create_snapshot(call: Ec2Call, req: m.CreateSnapshotRequest) -> m.Snapshot:
         if req.outpost_arn or req.location:
@@ -149,6 +163,7 @@ def handlers(volume_of: VolumeLookup, images_using: ImagesUsing = no_images) -> 
         if len(description) > 255:
             raise Ec2Error("InvalidParameterValue", "The description may be 255 characters at most.")
         tag_pairs = tags.tags_from_specifications(req.tag_specifications, "snapshot")
+        limits = await limits_on(call, "CreateSnapshot")
 
         def begin(tx: Tx) -> tuple[SnapshotRecord, topology.StorageController]:
             volume = volume_of(tx, call.account_id, req.volume_id)
@@ -159,6 +174,7 @@ def handlers(volume_of: VolumeLookup, images_using: ImagesUsing = no_images) -> 
                 raise Ec2Error(
                     "Unsupported", f"The volume '{volume.volume_id}' has no storage controller now."
                 )
+            _check_snapshot_quota(tx, limits, call.account_id)
             new = NewSnapshot(
                 call.account_id,
                 volume.volume_id,
@@ -343,6 +359,7 @@ async def copy_snapshot(call: Ec2Call, req: m.CopySnapshotRequest) -> m.CopySnap
     if req.destination_outpost_arn or req.destination_availability_zone:
         raise Ec2Error("InvalidParameterValue", "Outposts and local zones are not supported by this cloud.")
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "snapshot")
+    limits = await limits_on(call, "CopySnapshot")
 
     def begin(tx: Tx) -> tuple[SnapshotRecord, topology.StorageController]:
         (source,) = records.visible(tx, call.account_id, [source_id])
@@ -356,6 +373,7 @@ async def copy_snapshot(call: Ec2Call, req: m.CopySnapshotRequest) -> m.CopySnap
         description = (
             req.description if req.description is not None else f"[Copied {source_id} from {region}]"
         )
+        _check_snapshot_quota(tx, limits, call.account_id)
         new = NewSnapshot(
             call.account_id,
             COPY_VOLUME_ID,

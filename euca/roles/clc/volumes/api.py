@@ -21,6 +21,7 @@ from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
+from euca.roles.clc.quota import limits_on, refuse_past
 from euca.roles.clc.snapshots import records as snapshots
 from euca.roles.clc.snapshots.poll import sweep_lock
 from euca.roles.clc.snapshots.system import snapshot_store
@@ -130,6 +131,20 @@ def _volume_type(req: m.CreateVolumeRequest) -> tuple[str, int | None]:
     return volume_type, req.iops
 
 
+def _check_volume_quota(tx: Tx, limits: dict[str, int], new: VolumeRecord) -> None:
+    """VolumeLimitExceeded (the transaction rolls back) when the account's live volumes besides `new`, plus
+    `new`, pass its number or GiB limit. Counted after the insert, so a ClientToken retry is never refused."""
+    others = [
+        v
+        for v in records.load_volumes(tx, new.account_id)
+        if v.volume_id != new.volume_id and v.state not in ("deleting", "deleted")
+    ]
+    refuse_past(limits, "ec2:quota-volumenumber", current=len(others), adding=1)
+    refuse_past(
+        limits, "ec2:quota-volumetotalsize", current=sum(v.size_gib for v in others), adding=new.size_gib
+    )
+
+
 async def create_volume(call: Ec2Call, req: m.CreateVolumeRequest) -> m.Volume:
     zone = req.availability_zone or req.availability_zone_id
     if not zone:
@@ -179,8 +194,16 @@ async def create_volume(call: Ec2Call, req: m.CreateVolumeRequest) -> m.Volume:
     new = NewVolume(
         call.account_id, c.zone, c.name, size, volume_type, iops, req.client_token, tag_pairs, req.snapshot_id
     )
+    limits = await limits_on(call, "CreateVolume")
+
+    def record(tx: Tx) -> tuple[VolumeRecord, bool]:
+        volume, fresh = records.insert_volume(tx, new)
+        if fresh and limits:  # in this transaction, so a concurrent CreateVolume is counted (quota.py)
+            _check_volume_quota(tx, limits, volume)
+        return volume, fresh
+
     async with sweep_lock(call.ctx.store):  # a volume `creating` from a snapshot holds off the snapshot sweep
-        volume, fresh = await call.ctx.store.write(lambda tx: records.insert_volume(tx, new), durable=True)
+        volume, fresh = await call.ctx.store.write(record, durable=True)
     if not fresh:
         return render(volume)
     log.info("volume creating id=%s zone=%s size=%dGiB type=%s", volume.volume_id, c.zone, size, volume_type)
