@@ -1,7 +1,7 @@
 """CLC: the EC2 Query API and the poll of its clusters.
 
 Layout: one package per resource (topology: clusters and zones, keypairs, tags, instance_types, images,
-security_groups, addresses, instances, volumes; next snapshots), each with
+security_groups, addresses, instances, volumes, snapshots), each with
 - records.py: the only module that reads or writes the resource's tables (declared in schema.py), with the
   resource's rules; other modules call its functions, never its tables;
 - api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
@@ -53,6 +53,10 @@ from euca.roles.clc.keypairs import records as keypairs_records
 from euca.roles.clc.poller import Poller, PollSettings
 from euca.roles.clc.security_groups import api as security_groups_api
 from euca.roles.clc.security_groups import records as security_groups_records
+from euca.roles.clc.snapshots import api as snapshots_api
+from euca.roles.clc.snapshots import records as snapshots_records
+from euca.roles.clc.snapshots.poll import SnapshotPoll
+from euca.roles.clc.snapshots.system import snapshot_store
 from euca.roles.clc.tags import api as tags_api
 from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
@@ -71,6 +75,7 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     security_groups_records.TAG_KIND,
     addresses_records.TAG_KIND,
     volumes_records.TAG_KIND,
+    snapshots_records.TAG_KIND,
 )
 
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
@@ -86,6 +91,13 @@ HANDLERS: dict[str, Handler] = {
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
     **volumes_attach.handlers(instances_records.instance_place),
+    # Snapshots sit below volumes (CreateVolume with a SnapshotId reads them): the volume a snapshot is made
+    # of is handed in; so, with EBS-backed images, will the images that use a snapshot (snapshots_api.no_images).
+    **snapshots_api.handlers(
+        lambda tx, account_id, volume_id: volumes_records.owned(
+            tx, account_id, [volumes_records.check_volume_id(volume_id)]
+        )[0]
+    ),
 }
 
 
@@ -141,7 +153,17 @@ class ClcRole:
         self.caller: ClusterCaller = caller if caller is not None else ClusterClient(ctx.components, "clc")
         clc = ctx.config.clc
         self.poller = Poller(
-            ctx.store, self.caller, PollSettings(clc.poll_interval, clc.node_lost_timeout, clc.terminated_ttl)
+            ctx.store,
+            self.caller,
+            PollSettings(clc.poll_interval, clc.node_lost_timeout, clc.terminated_ttl),
+            snapshots=SnapshotPoll(
+                ctx.store,
+                self.caller,
+                lambda: snapshot_store(ctx),
+                restoring=lambda tx: any(
+                    v.state == "creating" and v.snapshot_id for v in volumes_records.load_all_volumes(tx)
+                ),
+            ),
         )
         self.link = ClusterLink(
             caller=self.caller,
