@@ -120,6 +120,9 @@ class InstanceSpec(msgspec.Struct, frozen=True):
     launch_time: float = 0.0
     security_groups: list[str] = []  # the ids of its security groups (their rules: NetworkView)
     public_ip: str | None = None  # its public address from the CLC's pool, if it has one
+    # EBS volumes the domain is defined with (issue 10, EBS-backed instances): the root (`machine` then
+    # carries no download manifest) and the volumes attached at launch or before a stop.
+    volumes: list[BootVolume] = []
 
 
 class InstanceStatus(msgspec.Struct, frozen=True):
@@ -606,6 +609,39 @@ SC_REPLIES.update(
 )
 
 
+# ---------------------------------------------------------------------------------------------------------
+# EBS-backed instances (issue 10): the volumes an instance is defined with (its root from a snapshot, the
+# others of its block device mappings), and stopping one. CLC -> CC StopInstances, passed to each instance's
+# node as NcStopInstance: the guest is asked to shut down (ACPI), destroyed after a while (at once with
+# `force`), and the node forgets it as it does a terminated one (reported `terminated`, reason STOPPED); its
+# volumes stay with the SC. StartInstances is a RunInstances of the same instance id again.
+
+STOPPED_REASON = "stopped"
+
+
+class BootVolume(msgspec.Struct, frozen=True):
+    """An EBS volume in an instance's domain definition: `root` is the guest's vda (the domain boots it, or a
+    kernel with root=/dev/vda); the others follow as vdb, vdc, ... in the order given."""
+
+    volume_id: str
+    device: str  # the EC2 device name (/dev/sda1 for the root)
+    export: VolumeExport
+    root: bool = False
+
+
+class StopInstances(msgspec.Struct, frozen=True):
+    instance_ids: list[str]
+    force: bool = False
+
+
+class NcStopInstance(msgspec.Struct, frozen=True):
+    instance_id: str
+    force: bool = False
+
+
+EBS_REPLIES: dict[type, type] = {StopInstances: InstancesReply, NcStopInstance: InstanceStatus}
+
+
 # Message -> the struct its successful reply decodes to.
 REPLIES: dict[type, type] = {
     DescribeResources: ResourcesReply,
@@ -624,6 +660,7 @@ REPLIES: dict[type, type] = {
     NcGetConsoleOutput: ConsoleOutput,
     **SC_REPLIES,
     **ATTACH_REPLIES,
+    **EBS_REPLIES,
 }
 
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in REPLIES}
@@ -640,6 +677,7 @@ CC_MESSAGES = frozenset(
         PutInstanceMetadata,
         AttachVolume,
         DetachVolume,
+        StopInstances,
     }
 )
 NC_MESSAGES = frozenset(
@@ -653,6 +691,7 @@ NC_MESSAGES = frozenset(
         NcGetConsoleOutput,
         NcAttachVolume,
         NcDetachVolume,
+        NcStopInstance,
     }
 )
 SC_MESSAGES = frozenset(SC_REPLIES)

@@ -47,6 +47,7 @@ from euca.roles.clc.images import api as images_api
 from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
 from euca.roles.clc.instances import api as instances_api
+from euca.roles.clc.instances import block_devices
 from euca.roles.clc.instances import records as instances_records
 from euca.roles.clc.keypairs import api as keypairs_api
 from euca.roles.clc.keypairs import records as keypairs_records
@@ -85,7 +86,7 @@ HANDLERS: dict[str, Handler] = {
     **keypairs_api.HANDLERS,
     **tags_api.handlers(TAGGABLE),
     **instance_types_api.HANDLERS,
-    **images_api.HANDLERS,
+    **images_api.handlers(block_devices.settle_mappings),
     **instances_api.HANDLERS,
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
@@ -96,7 +97,8 @@ HANDLERS: dict[str, Handler] = {
     **snapshots_api.handlers(
         lambda tx, account_id, volume_id: volumes_records.owned(
             tx, account_id, [volumes_records.check_volume_id(volume_id)]
-        )[0]
+        )[0],
+        images_records.images_using_snapshot,  # EBS-backed images: DeleteSnapshot answers InUse
     ),
 }
 

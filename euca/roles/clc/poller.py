@@ -389,6 +389,11 @@ class Poller:
             log.warning(
                 "instances not known to the CLC cluster=%s ids=%s", c.name, ",".join(result.unknown[:20])
             )
+        if result.stop_again:  # EBS-backed instances (issue 10): the node stops them once (idempotent)
+            try:
+                await self.caller.call(c.url, cluster.StopInstances(result.stop_again), expect_name=c.name)
+            except ClusterFault as e:
+                log.warning("stop resend failed cluster=%s fault=%s", c.name, e.code)
         if result.terminate_again:
             try:
                 await self.caller.call(

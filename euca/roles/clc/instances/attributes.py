@@ -71,7 +71,7 @@ async def describe_instance_attribute(
     elif a == "instanceInitiatedShutdownBehavior":
         out.instance_initiated_shutdown_behavior = _value(r.shutdown_behavior)
     elif a == "rootDeviceName":
-        out.root_device_name = _value(ROOT_DEVICE)
+        out.root_device_name = _value(r.root_device_name or ROOT_DEVICE)
     elif a == "blockDeviceMapping":
         out.block_device_mappings = block_device_mappings(r)
     elif a == "groupSet":

@@ -539,3 +539,25 @@ def set_delete_on_termination(tx: Tx, instance_id: str, device: str, delete: boo
             )
             return True
     return False
+
+
+# -- EBS-backed instances (issue 10): volumes made at launch, attached from the start ------------------------
+
+
+def attach_at_launch(
+    tx: Tx,
+    volume_id: str,
+    instance_id: str,
+    account_id: str,
+    cluster: str,
+    device: str,
+    delete_on_termination: bool,
+    now: float,
+) -> None:
+    """A volume RunInstances made for an instance (its root, or another of its block device mappings):
+    attached from the start (the domain is defined with it), `in-use` once the SC made it."""
+    tx.execute(
+        "INSERT INTO clc_volume_attachments(volume_id, instance_id, account_id, cluster, device, state, "
+        "attach_time, delete_on_termination) VALUES(?,?,?,?,?,'attached',?,?)",
+        (volume_id, instance_id, account_id, cluster, device, now, int(delete_on_termination)),
+    )
