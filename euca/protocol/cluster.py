@@ -617,6 +617,12 @@ SC_REPLIES.update(
 # volumes stay with the SC. StartInstances is a RunInstances of the same instance id again.
 
 STOPPED_REASON = "stopped"
+# Why a node ended an instance whose guest powered off by itself: an EBS-backed instance whose
+# instanceInitiatedShutdownBehavior is `stop` is then stopped rather than terminated (the CLC decides).
+GUEST_POWERED_OFF = "the guest powered off"
+# An instance that ended for one of these may be started again (RunInstances of its id): the CC and the NC
+# drop its ended record then, and the CLC takes a late report of that end for the old run's.
+STARTABLE_AFTER = frozenset({STOPPED_REASON, GUEST_POWERED_OFF})
 
 
 class BootVolume(msgspec.Struct, frozen=True):

@@ -94,6 +94,13 @@ class FakeCluster:
         with self.lock:
             self.instances.pop(instance_id, None)
 
+    def power_off(self, instance_id: str) -> None:
+        """The guest powered itself off: its node ended it (reason GUEST_POWERED_OFF)."""
+        with self.lock:
+            i = self.instances[instance_id]
+            i.state, i.reason = "terminated", c.GUEST_POWERED_OFF
+            i.volumes.clear()
+
     def reboots(self, instance_id: str) -> int:
         with self.lock:
             return self.instances[instance_id].reboots
@@ -189,7 +196,7 @@ class FakeCluster:
             placed: list[tuple[c.InstanceSpec, str]] = []
             for spec in msg.instances:
                 known = self.instances.get(spec.instance_id)
-                if known is not None and known.state == "terminated" and known.reason == c.STOPPED_REASON:
+                if known is not None and known.state == "terminated" and known.reason in c.STARTABLE_AFTER:
                     del self.instances[spec.instance_id]  # started again after a stop
                 elif known is not None:
                     continue

@@ -361,3 +361,96 @@ def test_aws_cli_register_stop_start(
     assert refused.returncode != 0 and "InvalidSnapshot.InUse" in refused.stderr
     ec2.terminate_instances(InstanceIds=[instance_id])
     wait_state(ec2, instance_id, "terminated")
+
+
+def test_create_image_from_an_ebs_instance(
+    ec2: Any, fake: FakeCluster, root_snapshot: tuple[str, str]
+) -> None:
+    snapshot_id, _ = root_snapshot
+    image_id = register(ec2, snapshot_id, unique("ebs-source"))
+    (launched,) = ec2.run_instances(
+        ImageId=image_id,
+        MinCount=1,
+        MaxCount=1,
+        Placement={"AvailabilityZone": ZONE},
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/sdg", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": True}}
+        ],
+    )["Instances"]
+    instance_id = launched["InstanceId"]
+    wait_state(ec2, instance_id, "running")
+    name = unique("from-instance")
+    made = ec2.create_image(InstanceId=instance_id, Name=name, Description="made", NoReboot=True)["ImageId"]
+
+    def available() -> dict[str, Any] | None:
+        (image,) = ec2.describe_images(ImageIds=[made])["Images"]
+        assert image["State"] in ("pending", "available")
+        return image if image["State"] == "available" else None
+
+    image = wait_for(f"{made} available", available, timeout=120)
+    assert image["RootDeviceType"] == "ebs" and image["Name"] == name and image["Description"] == "made"
+    by_device = {d["DeviceName"]: d["Ebs"] for d in image["BlockDeviceMappings"]}
+    assert set(by_device) == {"/dev/sda1", "/dev/sdg"}
+    snaps = ec2.describe_snapshots(SnapshotIds=[by_device["/dev/sda1"]["SnapshotId"]])["Snapshots"]
+    assert snaps[0]["State"] == "completed" and instance_id in snaps[0]["Description"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.create_image(InstanceId=instance_id, Name=name)
+    assert error_code(e) == "InvalidAMIName.Duplicate"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.create_image(InstanceId=instance_id, Name="bad name {}")
+    assert error_code(e) == "InvalidAMIName.Malformed"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.create_image(InstanceId="i-0000dead", Name=unique("none"))
+    assert error_code(e) == "InvalidInstanceID.NotFound"
+    # An instance of the new image boots from a volume of its root snapshot.
+    (second,) = ec2.run_instances(ImageId=made, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": ZONE})[
+        "Instances"
+    ]
+    running = wait_state(ec2, second["InstanceId"], "running")
+    root = _root_volume(running)["Ebs"]["VolumeId"]
+    (volume,) = ec2.describe_volumes(VolumeIds=[root])["Volumes"]
+    assert volume["SnapshotId"] == by_device["/dev/sda1"]["SnapshotId"]
+    ec2.terminate_instances(InstanceIds=[instance_id, second["InstanceId"]])
+    wait_state(ec2, instance_id, "terminated")
+
+
+def test_a_guest_that_powers_off_stops_unless_told_to_terminate(
+    ec2: Any, fake: FakeCluster, root_snapshot: tuple[str, str]
+) -> None:
+    snapshot_id, _ = root_snapshot
+    image_id = register(ec2, snapshot_id, unique("ebs-shutdown"))
+    (one,) = ec2.run_instances(
+        ImageId=image_id, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": ZONE}
+    )["Instances"]
+    (two,) = ec2.run_instances(
+        ImageId=image_id,
+        MinCount=1,
+        MaxCount=1,
+        Placement={"AvailabilityZone": ZONE},
+        InstanceInitiatedShutdownBehavior="terminate",
+    )["Instances"]
+    first, second = one["InstanceId"], two["InstanceId"]
+    for instance_id in (first, second):
+        wait_state(ec2, instance_id, "running")
+    attr = ec2.describe_instance_attribute(InstanceId=first, Attribute="instanceInitiatedShutdownBehavior")
+    assert attr["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"  # EC2's default for an EBS root
+    fake.power_off(first)
+    fake.power_off(second)
+    stopped = wait_state(ec2, first, "stopped")
+    assert stopped["StateReason"]["Code"] == "Client.InstanceInitiatedShutdown"
+    wait_state(ec2, second, "terminated")
+    ec2.modify_instance_attribute(InstanceId=first, InstanceInitiatedShutdownBehavior={"Value": "terminate"})
+    ec2.start_instances(InstanceIds=[first])
+    wait_state(ec2, first, "running")
+    ec2.stop_instances(InstanceIds=[first], Force=True)
+    stopped = wait_state(ec2, first, "stopped")
+    root = _root_volume(stopped)["Ebs"]["VolumeId"]
+    # A stopped instance terminates at once (it is on no node); its root goes with it.
+    ended = ec2.terminate_instances(InstanceIds=[first])["TerminatingInstances"]
+    assert ended[0]["PreviousState"]["Name"] == "stopped" and ended[0]["CurrentState"]["Name"] == "terminated"
+
+    def root_gone() -> bool:
+        found = ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [root]}])["Volumes"]
+        return not found or found[0]["State"] == "deleting"
+
+    wait_for("the stopped instance's root deleted", root_gone)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from euca.core.store import Store, Tx
-from euca.protocol.cluster import STOPPED_REASON, Ec2State, InstanceStatus, NcState
+from euca.protocol.cluster import GUEST_POWERED_OFF, STOPPED_REASON, Ec2State, InstanceStatus, NcState
 from euca.roles.clc import schema
 from euca.roles.clc.instances.reconcile import Known, reconcile
 from euca.roles.clc.instances.records import apply_reconciliation, forget_terminated, known_instances
@@ -200,3 +200,19 @@ def test_stopped_is_never_lost_and_a_started_one_ignores_the_stopped_runs_report
     # Once its new run is reported, it moves on as any instance.
     result = reconcile(known[1:], [status("i-00000002", "running")], 101.0, LOST_AFTER)
     assert [(u.instance_id, u.state) for u in result.updates] == [("i-00000002", "running")]
+
+
+def test_a_guest_powering_off_stops_an_instance_whose_shutdown_behavior_is_stop() -> None:
+    known = [
+        Known("i-00000001", "running", "n1", "10.0.0.5", None, 100.0, stop_on_shutdown=True),
+        Known("i-00000002", "running", "n1", "10.0.0.6", None, 100.0),
+    ]
+    reported = [
+        status("i-00000001", "terminated", reason=GUEST_POWERED_OFF),
+        status("i-00000002", "terminated", reason=GUEST_POWERED_OFF),
+    ]
+    result = reconcile(known, reported, 101.0, LOST_AFTER)
+    assert [(u.instance_id, u.state, u.reason) for u in result.updates] == [
+        ("i-00000001", "stopped", "Client.InstanceInitiatedShutdown"),
+        ("i-00000002", "terminated", GUEST_POWERED_OFF),
+    ]

@@ -17,7 +17,7 @@ import msgspec
 import trio
 
 from euca.protocol.cluster import (
-    STOPPED_REASON,
+    STARTABLE_AFTER,
     Ack,
     AttachVolume,
     ClusterFault,
@@ -180,7 +180,7 @@ class ClusterController(ClusterState):
             if (
                 known is not None
                 and known.status.state == "terminated"
-                and known.status.reason == STOPPED_REASON
+                and known.status.reason in STARTABLE_AFTER
             ):
                 # Started again after a stop (an EBS-backed instance): placed anew, on any node with room.
                 del self.instances[spec.instance_id]

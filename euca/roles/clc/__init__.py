@@ -48,6 +48,7 @@ from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
 from euca.roles.clc.instances import api as instances_api
 from euca.roles.clc.instances import block_devices
+from euca.roles.clc.instances import ebs as instances_ebs
 from euca.roles.clc.instances import records as instances_records
 from euca.roles.clc.keypairs import api as keypairs_api
 from euca.roles.clc.keypairs import records as keypairs_records
@@ -79,6 +80,15 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     snapshots_records.TAG_KIND,
 )
 
+# Snapshots sit below volumes (CreateVolume with a SnapshotId reads them): the volume a snapshot is made of is
+# handed in, and so are the EBS-backed images that use a snapshot (DeleteSnapshot answers InUse for them).
+SNAPSHOT_HANDLERS: dict[str, Handler] = snapshots_api.handlers(
+    lambda tx, account_id, volume_id: volumes_records.owned(
+        tx, account_id, [volumes_records.check_volume_id(volume_id)]
+    )[0],
+    images_records.images_using_snapshot,
+)
+
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
 # UnsupportedOperation.
 HANDLERS: dict[str, Handler] = {
@@ -92,14 +102,9 @@ HANDLERS: dict[str, Handler] = {
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
     **volumes_attach.handlers(instances_records.instance_place),
-    # Snapshots sit below volumes (CreateVolume with a SnapshotId reads them): the volume a snapshot is made
-    # of is handed in; so, with EBS-backed images, will the images that use a snapshot (snapshots_api.no_images).
-    **snapshots_api.handlers(
-        lambda tx, account_id, volume_id: volumes_records.owned(
-            tx, account_id, [volumes_records.check_volume_id(volume_id)]
-        )[0],
-        images_records.images_using_snapshot,  # EBS-backed images: DeleteSnapshot answers InUse
-    ),
+    **SNAPSHOT_HANDLERS,
+    # EBS-backed instances (issue 10): CreateImage snapshots the instance's volumes with CreateSnapshot.
+    "CreateImage": instances_ebs.create_image_handler(SNAPSHOT_HANDLERS["CreateSnapshot"]),
 }
 
 

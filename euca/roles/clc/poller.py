@@ -24,6 +24,7 @@ from euca.protocol.cluster import ClusterFault, VmType
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.cluster_link import ClusterCaller
 from euca.roles.clc.instance_types import records as instance_types
+from euca.roles.clc.instances import block_devices
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
 from euca.roles.clc.network_view import build_views, instance_metadata
@@ -135,6 +136,12 @@ class Poller:
                     nursery.start_soon(self.snapshots.poll, sc)
         if self.snapshots is not None:
             await self.snapshots.sweep(await self.store.read(topology.list_storage))
+        # CreateImage's images (issue 10): available once their snapshots completed.
+        moved = await self.store.read(block_devices.created_images_ended)
+        if moved:
+            await self.store.write(lambda tx: block_devices.finish_created_images(tx, moved))
+            for image_id, state in moved:
+                log.info("image state id=%s to=%s", image_id, state)
         before = self.clock() - self.settings.terminated_ttl
         forgotten = await self.store.write(lambda tx: instances.forget_terminated(tx, before))
         if forgotten:

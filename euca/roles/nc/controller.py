@@ -34,6 +34,8 @@ import trio
 from euca.core.components import COMPONENTS_DIR, Components
 from euca.images.cache import ImageCache
 from euca.protocol.cluster import (
+    GUEST_POWERED_OFF,
+    STARTABLE_AFTER,
     STOPPED_REASON,
     Ack,
     AttachedVolume,
@@ -290,7 +292,7 @@ class NodeController:
                 if st is None:
                     self._begin_teardown(inst, "terminated", "the instance's domain disappeared")
                 elif st == libvirt.VIR_DOMAIN_SHUTOFF:
-                    self._begin_teardown(inst, "terminated", "the guest powered off")
+                    self._begin_teardown(inst, "terminated", GUEST_POWERED_OFF)
                 elif st == libvirt.VIR_DOMAIN_CRASHED:
                     self._begin_teardown(inst, "terminated", "the guest crashed")
                 else:
@@ -375,7 +377,7 @@ class NodeController:
                 raise ClusterFault("InvalidParameterValue", f"bad instance id {spec.instance_id[:40]!r}")
         for spec in specs:
             known = self.instances.get(spec.instance_id)
-            if known is not None and known.state in ENDED and known.reason == STOPPED_REASON:
+            if known is not None and known.state in ENDED and known.reason in STARTABLE_AFTER:
                 # Started again after a stop (an EBS-backed instance): the ended one is only a memory.
                 del self.instances[spec.instance_id]
         new = [s for s in specs if s.instance_id not in self.instances]

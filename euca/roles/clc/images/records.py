@@ -314,6 +314,7 @@ class NewEbsImage:
     virtualization_type: str
     block_devices: list[ImageBlockDevice]
     tags: list[tuple[str, str]]
+    state: str = "available"  # CreateImage's: pending until its snapshots complete
 
 
 def insert_ebs_image(tx: Tx, new: NewEbsImage) -> str:
@@ -338,7 +339,7 @@ def insert_ebs_image(tx: Tx, new: NewEbsImage) -> str:
             "ebs",
             new.root_device_name,
             new.virtualization_type,
-            "available",
+            new.state,
             0,
             time.time(),
             msgspec.json.encode(new.block_devices).decode(),
@@ -358,6 +359,18 @@ def images_using_snapshot(tx: Tx, snapshot_id: str) -> list[str]:
         )
         if any(d.snapshot_id == snapshot_id for d in _block_devices.decode(r["block_devices"]))
     ]
+
+
+def pending_ebs_images(tx: Tx) -> list[ImageRecord]:
+    """EBS images CreateImage made whose snapshots are not all completed yet."""
+    return [
+        _record(r)
+        for r in tx.all(f"SELECT {_COLUMNS} FROM clc_images WHERE state='pending' AND root_device_type='ebs'")
+    ]
+
+
+def set_image_state(tx: Tx, image_id: str, state: str) -> None:
+    tx.execute("UPDATE clc_images SET state=? WHERE image_id=? AND state='pending'", (state, image_id))
 
 
 def delete_image(tx: Tx, image_id: str, account_id: str) -> None:

@@ -6,6 +6,7 @@ instances only); Describe/ModifyInstanceAttribute are attributes.py."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -164,15 +165,19 @@ async def terminate_instances(call: Ec2Call, req: m.TerminateInstancesRequest) -
                 )
         current: dict[str, str] = {}
         for r in found:
-            if r.alive:
-                current[r.instance_id] = records.mark_user_terminated(tx, r, f"User initiated ({when})", now)
+            if r.alive or r.state in ("stopping", "stopped"):
+                # A stopped instance is on no node: terminated at once (its cluster has nothing to end).
+                on_node = r if r.state != "stopped" else dataclasses.replace(r, cluster=None)
+                current[r.instance_id] = records.mark_user_terminated(
+                    tx, on_node, f"User initiated ({when})", now
+                )
                 volumes.instance_ended(tx, r.instance_id)  # its volumes detach as it ends
             else:
                 current[r.instance_id] = r.state
         return found, current
 
     found, current = await call.ctx.store.write(write)
-    to_tell = [r for r in found if r.alive and r.cluster]
+    to_tell = [r for r in found if (r.alive or r.state == "stopping") and r.cluster]
     if to_tell:
         log.info(
             "terminate instances account=%s ids=%s", call.account_id, ",".join(r.instance_id for r in to_tell)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from euca.core.store import Tx
 from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.images import records as images
 from euca.roles.clc.images.ebs import MAX_MAPPINGS, bad_mapping, check_device_name
 from euca.roles.clc.images.records import ImageBlockDevice, device_key
 from euca.roles.clc.snapshots import records as snapshots
@@ -74,3 +75,28 @@ def settle_mappings(tx: Tx, account_id: str, given: Sequence[m.BlockDeviceMappin
             )
         )
     return out
+
+
+def created_images_ended(tx: Tx) -> list[tuple[str, str]]:
+    """CreateImage's images whose snapshots ended: (image id, `available` when every one completed, `failed`
+    when one failed or is gone). A read (the poller asks each round and writes only what moved)."""
+    moved: list[tuple[str, str]] = []
+    for image in images.pending_ebs_images(tx):
+        states = []
+        for d in image.block_devices:
+            if d.snapshot_id is not None:
+                found = snapshots.get(tx, d.snapshot_id)
+                states.append(found.state if found is not None else "deleted")
+        if all(s == "completed" for s in states):
+            new = "available"
+        elif any(s in ("error", "deleted") for s in states):
+            new = "failed"
+        else:
+            continue
+        moved.append((image.image_id, new))
+    return moved
+
+
+def finish_created_images(tx: Tx, moved: Sequence[tuple[str, str]]) -> None:
+    for image_id, state in moved:
+        images.set_image_state(tx, image_id, state)

@@ -20,13 +20,16 @@ volumes stay attached and exported, its private and public addresses go (EC2-Cla
 instance is placed again in its zone (capacity checked as for a launch), `pending`, and sent to the CC as a
 RunInstances of the same id with the same volumes (exported again: idempotent), its current instance type
 and user data (ModifyInstanceAttribute changes them while it is stopped), on whatever node has room.
+
+CreateImage (`create_image_handler`): a snapshot of each of the instance's volumes, registered as an EBS
+image that is `pending` until they completed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,11 +42,12 @@ from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc import placement
 from euca.roles.clc.addresses import records as addresses
-from euca.roles.clc.app import Ec2Call
+from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
 from euca.roles.clc.images import bundles
 from euca.roles.clc.images import ebs as image_ebs
 from euca.roles.clc.images import records as images
+from euca.roles.clc.images.api import IMAGE_NAME_RE
 from euca.roles.clc.images.records import ImageBlockDevice, device_key
 from euca.roles.clc.instance_types import records as instance_types
 from euca.roles.clc.instances import records
@@ -51,6 +55,7 @@ from euca.roles.clc.instances.records import ClcInstance
 from euca.roles.clc.keypairs import records as keypairs
 from euca.roles.clc.snapshots.poll import sweep_lock
 from euca.roles.clc.snapshots.system import snapshot_store
+from euca.roles.clc.tags import records as tags
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.volumes import records as volumes
 from euca.roles.clc.volumes.records import NewVolume
@@ -460,3 +465,88 @@ async def _start_spec(call: Ec2Call, link: ClusterLink, start: _Start) -> Instan
         public_ip=start.public_ip,
         volumes=boot,
     )
+
+
+# -- CreateImage -----------------------------------------------------------------------------------------
+
+# (call, CreateSnapshot's request) -> its answer: the snapshots package's handler, handed in (clc/__init__.py).
+SnapshotMaker = Callable[[Ec2Call, m.CreateSnapshotRequest], Awaitable[m.Snapshot]]
+
+
+def create_image_handler(make_snapshot: SnapshotMaker) -> Handler:
+    """CreateImage of an EBS-backed instance: a snapshot of each of its volumes (CreateSnapshot, as the user
+    would make them), registered at once as an EBS image `pending` whose mappings name them; the poll makes
+    it `available` once they completed (block_devices.created_images_ended). The snapshots are of the
+    volumes as they are (crash-consistent): NoReboot or not, the instance is not rebooted here."""
+
+    async def create_image(call: Ec2Call, req: m.CreateImageRequest) -> m.CreateImageResult:
+        if not IMAGE_NAME_RE.match(req.name):
+            raise Ec2Error(
+                "InvalidAMIName.Malformed",
+                "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, "
+                "'(', ')', '.', '-', '/' and '_'",
+            )
+        (instance_id,) = records.check_instance_ids([req.instance_id])
+        tag_pairs = tags.tags_from_specifications(req.tag_specifications, "image")
+
+        def read(tx: Tx) -> tuple[ClcInstance, list[volumes.Attachment], images.ImageRecord | None]:
+            (r,) = records.owned(tx, call.account_id, [instance_id])
+            images.check_name_free(tx, call.account_id, req.name)
+            attached = volumes.attachments_of_instances(tx, [instance_id]).get(instance_id, [])
+            return r, attached, images.load_image(tx, r.image_id)
+
+        r, attached, source = await call.ctx.store.read(read)
+        if not r.ebs:
+            raise Ec2Error(
+                "UnsupportedOperation",
+                f"The instance '{instance_id}' does not have an 'ebs' root device type: CreateImage needs one.",
+            )
+        if r.state not in ("running", "stopped", "stopping"):
+            raise Ec2Error(
+                "IncorrectInstanceState",
+                f"The instance '{instance_id}' is not in a state to create an image from.",
+            )
+        root_name = r.root_device_name or image_ebs.DEFAULT_ROOT_DEVICE
+        mapped = [a for a in attached if a.state in ("attaching", "attached")]
+        if not any(device_key(a.device) == device_key(root_name) for a in mapped):
+            raise Ec2Error(
+                "IncorrectInstanceState", f"The instance '{instance_id}' has no root volume attached."
+            )
+        mappings: list[ImageBlockDevice] = []
+        for a in mapped:
+            snapshot = await make_snapshot(
+                call,
+                m.CreateSnapshotRequest(
+                    volume_id=a.volume_id,
+                    description=f"Created by CreateImage({instance_id}) from {a.volume_id}",
+                ),
+            )
+            mappings.append(
+                ImageBlockDevice(
+                    a.device,
+                    snapshot_id=snapshot.snapshot_id,
+                    size_gib=snapshot.volume_size,
+                    delete_on_termination=a.delete_on_termination,
+                    volume_type=volumes.DEFAULT_TYPE,
+                )
+            )
+        new = images.NewEbsImage(
+            account_id=call.account_id,
+            name=req.name,
+            description=req.description,
+            architecture=r.architecture or (source.architecture if source else "x86_64"),
+            kernel_id=r.kernel_id,
+            ramdisk_id=r.ramdisk_id,
+            root_device_name=root_name,
+            virtualization_type="paravirtual" if r.kernel_id else "hvm",
+            block_devices=mappings,
+            tags=tag_pairs,
+            state="pending",
+        )
+        image_id = await call.ctx.store.write(lambda tx: images.insert_ebs_image(tx, new))
+        log.info("image creating image_id=%s instance=%s snapshots=%d", image_id, instance_id, len(mappings))
+        if call.cluster is not None:
+            call.cluster.poke()
+        return m.CreateImageResult(image_id=image_id)
+
+    return create_image

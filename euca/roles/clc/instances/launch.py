@@ -64,10 +64,12 @@ class LaunchPlan:
     root_device_name: str | None = None  # an EBS-backed image's: the instance boots from a volume
 
 
-def check_shutdown_behavior(value: str | None) -> None:
+def check_shutdown_behavior(value: str | None, *, ebs: bool = False) -> None:
     """What a shutdown from inside the guest does: an instance-store instance can only terminate (its NC
     ends an instance whose guest powered off); `stop` needs an EBS root."""
     if value is None or value == "terminate":
+        return
+    if value == "stop" and ebs:
         return
     if value == "stop":
         raise Ec2Error(
@@ -120,7 +122,8 @@ def _check_request(req: m.RunInstancesRequest) -> None:
         raise Ec2Error(
             "InvalidParameterValue", f"Value ({req.client_token}) for parameter clientToken is invalid."
         )
-    check_shutdown_behavior(req.instance_initiated_shutdown_behavior)
+    if req.instance_initiated_shutdown_behavior != "stop":  # `stop`: once the image is known (EBS only)
+        check_shutdown_behavior(req.instance_initiated_shutdown_behavior)
     if req.subnet_id or req.private_ip_address:
         raise Ec2Error(
             "InvalidParameterCombination",
@@ -160,6 +163,7 @@ def _plan(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, user_data: bytes, d
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "instance")
     launch_mappings = block_devices.settle_mappings(tx, call.account_id, req.block_device_mappings)
     launch_volumes, root_device_name = ebs.launch_volumes(image, launch_mappings)
+    check_shutdown_behavior(req.instance_initiated_shutdown_behavior, ebs=root_device_name is not None)
     return LaunchPlan(
         image=image,
         kernel_id=kernel_id,
@@ -245,6 +249,9 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         disable_api_termination=req.disable_api_termination,
         root_device_type="ebs" if plan.root_device_name else "instance-store",
         root_device_name=plan.root_device_name,
+        # EC2's default: an EBS-backed instance stops when its guest powers off, an instance-store one ends.
+        shutdown_behavior=req.instance_initiated_shutdown_behavior
+        or ("stop" if plan.root_device_name else "terminate"),
     )
     reservation_id, ids = records.record_launch(tx, new, now)
     public_ips = addresses.assign_system(tx, call.account_id, ids) if auto_address else {}

@@ -428,6 +428,13 @@ def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
                 "UPDATE clc_instances SET state=?, node=?, private_ip=?, mac=? WHERE instance_id=?",
                 (u.state, u.node, u.private_ip, u.mac, u.instance_id),
             )
+            if u.state == "stopped" and u.reason is not None:  # it powered itself off (issue 10)
+                tx.execute(
+                    "UPDATE clc_instances SET reason=?, state_reason_code=?, state_reason_message=? "
+                    "WHERE instance_id=?",
+                    (u.reason, u.reason, f"{u.reason}: Instance initiated shutdown", u.instance_id),
+                )
+                addresses.release_instances(tx, [u.instance_id])
     for chunk in _chunks(result.seen):
         marks = ",".join("?" * len(chunk))
         tx.execute(f"UPDATE clc_instances SET last_seen=? WHERE instance_id IN ({marks})", (now, *chunk))
@@ -520,9 +527,18 @@ TAG_KIND = tags.ResourceKind(("i",), "instance", "InvalidInstanceID.NotFound", i
 def known_instances(tx: Tx, cluster_name: str, *, since: float) -> list[Known]:
     """The cluster's instances that are alive, or ended recently enough that a late report still matters."""
     return [
-        Known(r["instance_id"], r["state"], r["node"], r["private_ip"], r["mac"], r["last_seen"])
+        Known(
+            r["instance_id"],
+            r["state"],
+            r["node"],
+            r["private_ip"],
+            r["mac"],
+            r["last_seen"],
+            r["root_device_type"] == "ebs" and r["shutdown_behavior"] == "stop",
+        )
         for r in tx.all(
-            "SELECT instance_id, state, node, private_ip, mac, last_seen FROM clc_instances "
+            "SELECT instance_id, state, node, private_ip, mac, last_seen, root_device_type, shutdown_behavior "
+            "FROM clc_instances "
             "WHERE cluster=? AND (state!='terminated' OR terminated_at>=?)",
             (cluster_name, since),
         )
