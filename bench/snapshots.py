@@ -16,7 +16,9 @@ first 256 MiB), then, in one run:
   volume from snapshot  CreateVolume(SnapshotId=the last incremental) -> available; its SHA-256 checked against the
                         source's
   baseline              `qemu-img convert -O raw` of the same volume file to a file, then `aws s3 cp` of that
-                        file into a bucket of the same euca (the aws CLI's defaults: 8 MiB parts, 10 at once)
+                        file into a bucket of the same euca (the aws CLI's defaults: 8 MiB parts, 10 at once),
+                        paired with a full snapshot again (earlier ones deleted: no parent), --repeat times
+                        (default 3; --quick: 1); the ratio is of the medians
 
 The CLC polls every 0.25 s here (clc.poll_interval): the end-to-end figures include up to one poll.
 Results go to bench/results/snapshots-<time>.json. Everything started is stopped by pid.
@@ -33,6 +35,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -294,12 +297,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not same:
             raise RuntimeError("the restored volume differs from its source")
 
-        # Baseline: qemu-img convert of the same volume to a file, then aws s3 cp of the file.
-        copy = work / "volume-copy.raw"
-        os.sync()
-        start = time.monotonic()
-        subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(copy)], check=True)
-        convert_seconds = time.monotonic() - start
+        # Baseline: qemu-img convert of the same volume to a file, then aws s3 cp of the file; paired with a
+        # full snapshot of the volume again (its earlier snapshots deleted first: no parent), --repeat times,
+        # alternating, since the shared machine's load drifts.
         s3.create_bucket(Bucket="snapbench")
         env = dict(
             os.environ,
@@ -310,39 +310,66 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = work / "aws-config"
         cfg.write_text("[default]\ns3 =\n    addressing_style = path\n")
         env["AWS_CONFIG_FILE"] = str(cfg)
-        os.sync()
-        start = time.monotonic()
-        subprocess.run(
-            [
-                shutil.which("aws") or "aws",
-                "s3",
-                "cp",
-                str(copy),
-                "s3://snapbench/volume.raw",
-                "--no-progress",
-                "--endpoint-url",
-                f"http://{HOST}:{args.base_port}/services/objectstorage",
-            ],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        cp_seconds = time.monotonic() - start
-        baseline = convert_seconds + cp_seconds
-        results["baseline"] = {
-            "qemu_img_convert_seconds": convert_seconds,
-            "aws_s3_cp_seconds": cp_seconds,
-            "total_seconds": baseline,
-            "volume_mb_per_s": GIB / MIB / baseline,
-            "bytes_uploaded": copy.stat().st_size,
-        }
+        rounds: list[dict[str, Any]] = []
+        for r in range(args.repeat):
+            if r:
+                for old in ec2.describe_snapshots(Filters=[{"Name": "volume-id", "Values": [volume_id]}])[
+                    "Snapshots"
+                ]:
+                    ec2.delete_snapshot(SnapshotId=old["SnapshotId"])
+                full = snapshot(euca, ec2, s3, bucket, volume_id, data_bytes)
+            copy = work / "volume-copy.raw"
+            copy.unlink(missing_ok=True)
+            os.sync()
+            start = time.monotonic()
+            subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(copy)], check=True)
+            convert_seconds = time.monotonic() - start
+            os.sync()
+            start = time.monotonic()
+            subprocess.run(
+                [
+                    shutil.which("aws") or "aws",
+                    "s3",
+                    "cp",
+                    str(copy),
+                    f"s3://snapbench/volume-{r}.raw",
+                    "--no-progress",
+                    "--endpoint-url",
+                    f"http://{HOST}:{args.base_port}/services/objectstorage",
+                ],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            cp_seconds = time.monotonic() - start
+            baseline = convert_seconds + cp_seconds
+            pair = {
+                "full_snapshot_seconds": full["seconds_to_completed"],
+                "full_snapshot_sc_seconds": full["sc_seconds"],
+                "full_snapshot_uploaded_bytes": full["sc_uploaded_bytes"],
+                "qemu_img_convert_seconds": convert_seconds,
+                "aws_s3_cp_seconds": cp_seconds,
+                "baseline_seconds": baseline,
+                "baseline_uploaded_bytes": copy.stat().st_size,
+                "speed_ratio": baseline / full["seconds_to_completed"],
+                "load_average": os.getloadavg()[0],
+            }
+            rounds.append(pair)
+            print(
+                f"round {r + 1}: full snapshot {full['seconds_to_completed']:.2f} s "
+                f"({data_bytes / MIB / full['seconds_to_completed']:.0f} MiB/s of data); baseline qemu-img convert "
+                f"{convert_seconds:.2f} s + aws s3 cp {cp_seconds:.2f} s = {baseline:.2f} s "
+                f"({copy.stat().st_size / MIB:.0f} MiB uploaded); snapshot/baseline speed {pair['speed_ratio']:.2f}"
+            )
+        results["rounds"] = rounds
+        median_full = statistics.median(p["full_snapshot_seconds"] for p in rounds)
+        median_base = statistics.median(p["baseline_seconds"] for p in rounds)
+        results["median_full_snapshot_seconds"] = median_full
+        results["median_baseline_seconds"] = median_base
+        results["full_vs_baseline_speed"] = median_base / median_full
         print(
-            f"baseline: qemu-img convert {convert_seconds:.2f} s + aws s3 cp {cp_seconds:.2f} s = {baseline:.2f} s "
-            f"({GIB / MIB / baseline:.0f} MiB/s of the 1 GiB volume, {copy.stat().st_size / MIB:.0f} MiB uploaded)"
-        )
-        results["full_vs_baseline_speed"] = baseline / full["seconds_to_completed"]
-        print(
-            f"full snapshot / baseline speed: {results['full_vs_baseline_speed']:.2f} (above 1: the snapshot is faster)"
+            f"medians: full snapshot {median_full:.2f} s, baseline {median_base:.2f} s; "
+            f"snapshot/baseline speed {results['full_vs_baseline_speed']:.2f} (above 1: the snapshot is faster)"
         )
         results["load_average"] = os.getloadavg()
     finally:
@@ -367,9 +394,12 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="256 MiB of data in the 1 GiB volume")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--repeat", type=int, default=3, help="full snapshot / baseline pairs (median)")
     parser.add_argument("--base-port", type=int, default=19280)
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = 1
     results = run(args)
     results["commit"] = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True

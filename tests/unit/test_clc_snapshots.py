@@ -11,6 +11,7 @@ from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.snapshots import records
 from euca.roles.clc.snapshots.poll import reconcile_snapshots
 from euca.roles.clc.snapshots.records import NewSnapshot
+from euca.roles.clc.usage import records as usage
 
 OWNER = "123456789012"
 OTHER = "210987654321"
@@ -117,3 +118,18 @@ def test_reconcile_pending_snapshots(clc_store: Store) -> None:
     assert {s.snapshot_id for s in out.ask_again} == {b.snapshot_id, c.snapshot_id}
     out = reconcile_snapshots([a], [SnapshotStatus(a.snapshot_id, "error", reason="boom")])
     assert out.progress[0].state == "error" and not out.ask_again
+
+
+def test_usage_log_follows_snapshots(clc_store: Store) -> None:
+    """Created when recorded, deleted when DeleteSnapshot hides it or when it fails: once each."""
+    kept, failed = new(clc_store, volume_size=3), new(clc_store)
+    progress(clc_store, kept.snapshot_id, "completed", 256)
+    progress(clc_store, failed.snapshot_id, "error", 2)
+    clc_store.write_sync(lambda tx: records.begin_delete(tx, OWNER, kept.snapshot_id, ()))
+    clc_store.write_sync(lambda tx: records.begin_delete(tx, OWNER, failed.snapshot_id, ()))
+    logged = clc_store.read_sync(lambda tx: usage.events(tx, usage.SNAPSHOT, float("inf")))
+    by_id: dict[str, list[tuple[str, int | None]]] = {}
+    for e in logged:
+        by_id.setdefault(e.resource_id, []).append((e.event, e.size_gib))
+    assert by_id[kept.snapshot_id] == [("created", 3), ("deleted", 3)]
+    assert [ev for ev, _ in by_id[failed.snapshot_id]] == ["created", "deleted"]

@@ -139,13 +139,14 @@ def test_full_then_incremental_then_restore(tmp_path: Path, s3: FakeS3) -> None:
         assert len(s3.chunks()) == 2
 
         write(path, 200 * CHUNK, os.urandom(10))  # chunk 200 changes
+        reader = backend.open_chunks(VOL)
+        changed = sm.chunk_key(hashlib.sha256(reader.read_chunk(200, CHUNK)).hexdigest())
+        reader.close()
         s3.puts.clear()
         await svc.create_snapshot(c.CreateSnapshot("snap-00000002", VOL, STORE, parent="snap-00000001"))
         done = await finished(svc, "snap-00000002")
         assert done.bytes_uploaded == CHUNK
-        assert [k for k in s3.puts if k.startswith("chunks/")] == [
-            sm.chunk_key(hashlib.sha256(backend.read_chunk(VOL, 200, CHUNK)).hexdigest())
-        ]
+        assert [k for k in s3.puts if k.startswith("chunks/")] == [changed]
         assert s3.puts[-1] == sm.manifest_key("snap-00000002")  # the manifest last
 
         restored = await svc.restore_volume(c.RestoreVolume("vol-00000002", 2, "snap-00000002", STORE))
@@ -242,5 +243,25 @@ def test_recovery_ends_what_a_crash_cut_short(tmp_path: Path, s3: FakeS3) -> Non
         assert v is not None and v.state == "error"
         (unknown,) = (await svc.describe_snapshot_tasks(c.DescribeSnapshotTasks(["snap-0000000f"]))).snapshots
         assert unknown.state == "unknown"
+
+    run_with(svc, body)
+
+
+def test_a_volume_deleted_while_it_uploads_still_snapshots_whole(tmp_path: Path, s3: FakeS3) -> None:
+    svc, backend, store = service(tmp_path, s3)
+    path = make_volume(store, backend)
+    data = os.urandom(3 * CHUNK)
+    write(path, 10 * CHUNK, data)
+
+    async def body() -> None:
+        await svc.create_snapshot(c.CreateSnapshot("snap-00000001", VOL, STORE))
+        backend.delete(VOL)  # DeleteVolume right after CreateSnapshot answered
+        done = await finished(svc, "snap-00000001")
+        assert done.state == "completed" and done.bytes_uploaded == 3 * CHUNK
+        manifest = sm.decode(s3.objects[sm.manifest_key("snap-00000001")])
+        assert [i for i, _ in manifest.chunks] == [10, 11, 12]
+        with pytest.raises(c.ClusterFault) as e:
+            await svc.create_snapshot(c.CreateSnapshot("snap-00000002", "vol-00000009", STORE))
+        assert e.value.code == "InvalidVolume.NotFound"
 
     run_with(svc, body)

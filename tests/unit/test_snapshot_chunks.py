@@ -102,7 +102,8 @@ def test_data_chunks_skip_holes(tmp_path: Path) -> None:
     backend = FileBackend(tmp_path)
     backend.create("vol-0123abcd", 1)
     path = backend.path("vol-0123abcd")
-    assert backend.data_chunks("vol-0123abcd", CHUNK) == []
+    reader = backend.open_chunks("vol-0123abcd")
+    assert reader.data_chunks(CHUNK) == []
     with open(path, "r+b") as f:
         f.seek(0)
         f.write(b"x" * 100)  # chunk 0
@@ -110,14 +111,20 @@ def test_data_chunks_skip_holes(tmp_path: Path) -> None:
         f.write(b"y" * 10)  # straddles chunks 9 and 10
         f.seek(255 * CHUNK + CHUNK - 1)
         f.write(b"z")  # the last byte of the last chunk
-    found = backend.data_chunks("vol-0123abcd", CHUNK)
+    found = reader.data_chunks(CHUNK)
     # The file system may report data in whole blocks, never fewer than were written.
     assert {0, 9, 10, 255} <= set(found)
     assert len(found) <= 8
     assert found == sorted(set(found))
-    assert backend.read_chunk("vol-0123abcd", 0, CHUNK)[:101] == b"x" * 100 + b"\0"
-    assert len(backend.read_chunk("vol-0123abcd", 255, CHUNK)) == CHUNK
-    assert backend.size_bytes("vol-0123abcd") == GIB
+    assert reader.read_chunk(0, CHUNK)[:101] == b"x" * 100 + b"\0"
+    assert len(reader.read_chunk(255, CHUNK)) == CHUNK
+    assert reader.size_bytes() == GIB
+    # Deleted meanwhile: the open reader still reads the volume as it was.
+    backend.delete("vol-0123abcd")
+    assert not path.exists()
+    assert reader.read_chunk(0, CHUNK)[:100] == b"x" * 100
+    assert reader.data_chunks(CHUNK) == found
+    reader.close()
 
 
 def test_write_chunks_rebuilds_the_volume(tmp_path: Path) -> None:
@@ -129,8 +136,10 @@ def test_write_chunks_rebuilds_the_volume(tmp_path: Path) -> None:
         f.write(data)
     copy = FileBackend(tmp_path / "copy")
     copy.create("vol-89abcdef", 1)
-    for index in backend.data_chunks("vol-0123abcd", CHUNK):
-        copy.write_chunk("vol-89abcdef", index, CHUNK, backend.read_chunk("vol-0123abcd", index, CHUNK))
+    reader = backend.open_chunks("vol-0123abcd")
+    for index in reader.data_chunks(CHUNK):
+        copy.write_chunk("vol-89abcdef", index, CHUNK, reader.read_chunk(index, CHUNK))
+    reader.close()
     copy.flush("vol-89abcdef")
 
     def digest(path: Path) -> str:

@@ -1147,6 +1147,14 @@ class InstanceAttribute(Wire):
     user_data: AttributeValue | None = None
 
 
+REQUEST_TYPES.update(
+    {
+        "DescribeInstanceAttribute": DescribeInstanceAttributeRequest,
+        "ModifyInstanceAttribute": ModifyInstanceAttributeRequest,
+    }
+)
+
+
 # -- snapshots (issue 10) --------------------------------------------------------------------------------
 # Kept in a block of their own, with their REQUEST_TYPES entries below it.
 
@@ -1258,8 +1266,6 @@ class CopySnapshotResult(Wire):
 
 REQUEST_TYPES.update(
     {
-        "DescribeInstanceAttribute": DescribeInstanceAttributeRequest,
-        "ModifyInstanceAttribute": ModifyInstanceAttributeRequest,
         "CreateSnapshot": CreateSnapshotRequest,
         "DescribeSnapshots": DescribeSnapshotsRequest,
         "DeleteSnapshot": DeleteSnapshotRequest,

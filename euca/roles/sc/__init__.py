@@ -1,4 +1,4 @@
-"""SC: the storage controller of one cluster (= availability zone): EBS volumes, later their snapshots.
+"""SC: the storage controller of one cluster (= availability zone): EBS volumes and their snapshots.
 
     controller.py  the cluster messages it answers (CreateVolume, DeleteVolume, DescribeVolumes,
                    ExportVolume, UnexportVolume), recovery

@@ -38,6 +38,23 @@ def check_volume_id(volume_id: str) -> str:
     return volume_id
 
 
+class ChunkReader(Protocol):
+    """One volume opened for a snapshot (VolumeBackend.open_chunks); blocking, used from one thread at a time."""
+
+    def size_bytes(self) -> int: ...
+
+    def data_chunks(self, chunk_size: int) -> list[int]:
+        """The indices of the chunks that may hold data, ascending; chunks wholly in a hole are left out
+        (a backend that cannot tell lists them all)."""
+        ...
+
+    def read_chunk(self, index: int, chunk_size: int) -> bytes:
+        """Chunk `index`'s bytes (shorter only at the end of the volume)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class VolumeBackend(Protocol):
     """Where one SC keeps its volumes, and the chunk streams snapshots are made of and restored from."""
 
@@ -71,17 +88,9 @@ class VolumeBackend(Protocol):
     # Snapshot streams (sc/snapshots.py): a volume is read and written in fixed chunks at fixed offsets
     # (chunk i covers [i * chunk_size, (i + 1) * chunk_size)), so the bytes never pass whole through memory.
 
-    def size_bytes(self, volume_id: str) -> int | None:
-        """The volume's size in bytes, or None if the backend has no such volume."""
-        ...
-
-    def data_chunks(self, volume_id: str, chunk_size: int) -> list[int]:
-        """The indices of the chunks that may hold data, ascending; chunks wholly in a hole are left out
-        (a backend that cannot tell lists them all)."""
-        ...
-
-    def read_chunk(self, volume_id: str, index: int, chunk_size: int) -> bytes:
-        """Chunk `index`'s bytes (shorter only at the end of the volume)."""
+    def open_chunks(self, volume_id: str) -> ChunkReader:
+        """A reader of the volume's chunks as they are now: it keeps reading this volume even if the volume
+        is deleted meanwhile (a snapshot started before a DeleteVolume completes, as on EC2)."""
         ...
 
     def write_chunk(self, volume_id: str, index: int, chunk_size: int, data: bytes) -> None:

@@ -96,51 +96,10 @@ class FileBackend:
 
     # -- snapshot streams: fixed chunks at fixed offsets, holes skipped ------------------------------------
 
-    def size_bytes(self, volume_id: str) -> int | None:
-        try:
-            return self.path(volume_id).stat().st_size
-        except FileNotFoundError:
-            return None
-
-    def data_chunks(self, volume_id: str, chunk_size: int) -> list[int]:
-        """The chunks overlapping the file's data extents (SEEK_DATA/SEEK_HOLE): a sparse volume's holes are
-        never read. A file system without hole reporting answers one extent, the whole file."""
+    def open_chunks(self, volume_id: str) -> FileChunkReader:
         path = self.path(volume_id)
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise BackendError(f"cannot read {path}: {e.strerror}") from e
-        try:
-            size = os.fstat(fd).st_size
-            indices: list[int] = []
-            position = 0
-            while position < size:
-                try:
-                    start = os.lseek(fd, position, os.SEEK_DATA)
-                except OSError as e:
-                    if e.errno == errno.ENXIO:  # no data past `position`
-                        break
-                    raise
-                end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-                first = start // chunk_size
-                if indices and indices[-1] >= first:
-                    first = indices[-1] + 1
-                indices.extend(range(first, -(-end // chunk_size)))
-                position = end
-            return indices
-        except OSError as e:
-            raise BackendError(f"cannot read {path}: {e.strerror}") from e
-        finally:
-            os.close(fd)
-
-    def read_chunk(self, volume_id: str, index: int, chunk_size: int) -> bytes:
-        path = self.path(volume_id)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                return os.pread(fd, chunk_size, index * chunk_size)
-            finally:
-                os.close(fd)
+            return FileChunkReader(path, os.open(path, os.O_RDONLY))
         except OSError as e:
             raise BackendError(f"cannot read {path}: {e.strerror}") from e
 
@@ -169,3 +128,48 @@ class FileBackend:
                 os.close(fd)
         except OSError as e:
             raise BackendError(f"cannot flush {path}: {e.strerror}") from e
+
+
+class FileChunkReader:
+    """A volume file held open: an unlinked file stays readable through its descriptor."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self.fd = fd
+
+    def size_bytes(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def data_chunks(self, chunk_size: int) -> list[int]:
+        """The chunks overlapping the file's data extents (SEEK_DATA/SEEK_HOLE): a sparse volume's holes are
+        never read. A file system without hole reporting answers one extent, the whole file."""
+        fd = self.fd
+        try:
+            size = os.fstat(fd).st_size
+            indices: list[int] = []
+            position = 0
+            while position < size:
+                try:
+                    start = os.lseek(fd, position, os.SEEK_DATA)
+                except OSError as e:
+                    if e.errno == errno.ENXIO:  # no data past `position`
+                        break
+                    raise
+                end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+                first = start // chunk_size
+                if indices and indices[-1] >= first:
+                    first = indices[-1] + 1
+                indices.extend(range(first, -(-end // chunk_size)))
+                position = end
+            return indices
+        except OSError as e:
+            raise BackendError(f"cannot read {self.path}: {e.strerror}") from e
+
+    def read_chunk(self, index: int, chunk_size: int) -> bytes:
+        try:
+            return os.pread(self.fd, chunk_size, index * chunk_size)
+        except OSError as e:
+            raise BackendError(f"cannot read {self.path}: {e.strerror}") from e
+
+    def close(self) -> None:
+        os.close(self.fd)

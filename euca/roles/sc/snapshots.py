@@ -41,7 +41,7 @@ from euca.protocol import cluster as c
 from euca.protocol import snapshot_manifest as sm
 from euca.protocol.cluster import ClusterFault
 from euca.roles.sc import volumes
-from euca.roles.sc.backend import GIB, BackendError, VolumeBackend, check_volume_id
+from euca.roles.sc.backend import GIB, BackendError, ChunkReader, VolumeBackend, check_volume_id
 from euca.roles.sc.walrus import TIMEOUT, SnapshotBucket
 
 log = logging.getLogger("euca.sc")
@@ -154,10 +154,10 @@ def _check_snapshot_id(snapshot_id: str) -> None:
         raise ClusterFault("InvalidParameterValue", f"invalid snapshot id {snapshot_id!r}", 400)
 
 
-def _read_chunk(backend: VolumeBackend, volume_id: str, index: int) -> tuple[bytes, str | None]:
+def _read_chunk(reader: ChunkReader, index: int) -> tuple[bytes, str | None]:
     """A chunk and its SHA-256 (None: all zeros, left out of the manifest). In a worker thread: hashlib
     lets go of the GIL on large buffers."""
-    data = backend.read_chunk(volume_id, index, CHUNK)
+    data = reader.read_chunk(index, CHUNK)
     if data == ZEROS[: len(data)]:
         return data, None
     return data, hashlib.sha256(data).hexdigest()
@@ -233,26 +233,42 @@ class SnapshotService:
             raise ClusterFault("InvalidVolume.NotFound", f"no volume {msg.volume_id} here", 404)
         if volume.state != "available":
             raise ClusterFault("IncorrectState", f"{msg.volume_id} is {volume.state}", 409)
+        try:
+            # Opened now: the snapshot is of the volume as it is when CreateSnapshot is answered, even if
+            # the volume is deleted while it uploads.
+            reader = await trio.to_thread.run_sync(self.backend.open_chunks, msg.volume_id)
+        except BackendError as e:
+            why = str(e)
+            await self.store.write(lambda tx: _end(tx, msg.snapshot_id, "error", reason=why), durable=True)
+            return c.SnapshotStatus(msg.snapshot_id, "error", msg.volume_id, volume.size_gb, reason=why)
         progress = self._progress[msg.snapshot_id] = Progress()
         log.info(
             "snapshot upload started id=%s volume=%s parent=%s", msg.snapshot_id, msg.volume_id, msg.parent
         )
-        self._spawn(self._upload, msg, progress)
+        try:
+            self._spawn(self._upload, msg, progress, reader)
+        except ClusterFault:
+            reader.close()
+            raise
         return c.SnapshotStatus(msg.snapshot_id, "pending", msg.volume_id, volume.size_gb)
 
-    async def _upload(self, msg: c.CreateSnapshot, progress: Progress) -> None:
+    async def _upload(self, msg: c.CreateSnapshot, progress: Progress, reader: ChunkReader) -> None:
+        try:
+            await self._upload_from(msg, progress, reader)
+        finally:
+            reader.close()
+
+    async def _upload_from(self, msg: c.CreateSnapshot, progress: Progress, reader: ChunkReader) -> None:
         started = time.monotonic()
         size_gb = 0
         try:
-            size = await trio.to_thread.run_sync(self.backend.size_bytes, msg.volume_id)
-            if size is None:
-                raise BackendError(f"no volume {msg.volume_id}")
+            size = reader.size_bytes()
             size_gb = -(-size // GIB)
             progress.chunks_total = sm.chunk_count(size)
             async with self._http() as http:
                 bucket = SnapshotBucket(http, msg.store)
                 await bucket.ensure()
-                chunks = await self._send_chunks(bucket, msg, progress)
+                chunks = await self._send_chunks(bucket, msg, progress, reader)
                 manifest = sm.SnapshotManifest(
                     snapshot_id=msg.snapshot_id,
                     volume_id=msg.volume_id,
@@ -292,7 +308,7 @@ class SnapshotService:
         )
 
     async def _send_chunks(
-        self, bucket: SnapshotBucket, msg: c.CreateSnapshot, progress: Progress
+        self, bucket: SnapshotBucket, msg: c.CreateSnapshot, progress: Progress, reader: ChunkReader
     ) -> dict[int, str]:
         """Read, hash and upload the volume's chunks; the manifest's map (index -> digest)."""
         parent: dict[int, str] | None = None
@@ -304,7 +320,7 @@ class SnapshotService:
                 log.info(
                     "snapshot id=%s: parent %s has no manifest; uploading whole", msg.snapshot_id, msg.parent
                 )
-        indices = await trio.to_thread.run_sync(self.backend.data_chunks, msg.volume_id, CHUNK)
+        indices = await trio.to_thread.run_sync(reader.data_chunks, CHUNK)
         chunks: dict[int, str] = {}
         sent: set[str] = set()
         send, receive = trio.open_memory_channel[tuple[str, bytes]](0)
@@ -325,9 +341,7 @@ class SnapshotService:
                 for index in indices:
                     progress.chunks_done += index - last - 1  # the holes passed over
                     last = index
-                    data, digest = await trio.to_thread.run_sync(
-                        _read_chunk, self.backend, msg.volume_id, index
-                    )
+                    data, digest = await trio.to_thread.run_sync(_read_chunk, reader, index)
                     if digest is None:
                         progress.chunks_done += 1
                         continue

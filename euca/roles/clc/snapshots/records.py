@@ -22,6 +22,7 @@ from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
 from euca.protocol.snapshot_manifest import SNAPSHOT_ID_RE
 from euca.roles.clc.tags import records as tags
+from euca.roles.clc.usage import records as usage
 
 ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
 VISIBLE_STATES = ("pending", "completed", "error")
@@ -221,6 +222,7 @@ def insert_snapshot(tx: Tx, new: NewSnapshot) -> SnapshotRecord:
     )
     if new.tags:
         tags.write_tags(tx, new.account_id, snapshot_id, "snapshot", new.tags)
+    usage.snapshot_created(tx, snapshot_id, new.account_id, None, new.volume_size)
     row = tx.one("SELECT * FROM clc_snapshots WHERE snapshot_id=?", (snapshot_id,))
     assert row is not None
     return _complete(tx, [row], new.account_id)[0]
@@ -249,13 +251,16 @@ def record_progress(
 ) -> bool:
     """What the SC said of a pending snapshot; True if it moved (only a pending one does)."""
     ended = time.time() if state != "pending" else None
-    return bool(
+    moved = bool(
         tx.execute(
             "UPDATE clc_snapshots SET state=?, chunks_done=?, chunks_total=?, bytes_uploaded=?, reason=?, ended=? "
             "WHERE snapshot_id=? AND state='pending'",
             (state, chunks_done, chunks_total, bytes_uploaded, reason, ended, snapshot_id),
         )
     )
+    if moved and state == "error":
+        usage.snapshot_deleted(tx, snapshot_id)  # a failed snapshot holds nothing
+    return moved
 
 
 def begin_delete(tx: Tx, account_id: str, snapshot_id: str, in_use_by: Sequence[str]) -> SnapshotRecord:
@@ -276,6 +281,7 @@ def begin_delete(tx: Tx, account_id: str, snapshot_id: str, in_use_by: Sequence[
     )
     tx.execute("DELETE FROM clc_snapshot_permissions WHERE snapshot_id=?", (snapshot_id,))
     tags.forget_resource(tx, snapshot_id)
+    usage.snapshot_deleted(tx, snapshot_id)  # logged once: a failed one was at its failure
     return found
 
 
