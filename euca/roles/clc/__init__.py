@@ -38,11 +38,12 @@ from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
 from euca.core.store import Tx
 from euca.protocol.ec2 import wire
-from euca.roles.clc import join, reporting, schema
+from euca.roles.clc import join, quota, reporting, schema
 from euca.roles.clc.addresses import api as addresses_api
 from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.cluster_link import ClusterCaller, ClusterLink
+from euca.roles.clc.iam.app import IamApp, StsApp
 from euca.roles.clc.images import api as images_api
 from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
@@ -60,6 +61,7 @@ from euca.roles.clc.snapshots import records as snapshots_records
 from euca.roles.clc.snapshots.poll import SnapshotPoll
 from euca.roles.clc.snapshots.system import snapshot_store
 from euca.roles.clc.tags import api as tags_api
+from euca.roles.clc.tags import records as tags_records
 from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
 from euca.roles.clc.topology import records as topology_records
@@ -130,7 +132,9 @@ class Ec2App:
 
     def __init__(self, ctx: RoleContext, cluster: ClusterLink | None = None):
         self.ctx = ctx
-        self.api = Ec2Api(ctx, HANDLERS, cluster)
+        self.api = Ec2Api(
+            ctx, HANDLERS, cluster, tags_of=tags_records.tags_of, check_quotas=quota.check_quotas
+        )
 
     def claims(self, request: Request) -> bool:
         # EC2 Query requests: ?Action=... or a form POST to the root.
@@ -181,6 +185,8 @@ class ClcRole:
         self.apps = [Ec2App(ctx, self.link), join.JoinApp(ctx)]
         # Usage reports over the API (reporting.py): Eucalyptus's Reporting path.
         self.apps.append(reporting.ReportApp(ctx))
+        # IAM (Euare) and STS on the same port (issue 12).
+        self.apps += [IamApp(ctx), StsApp(ctx)]
         ctx.on_ready.append(self.on_ready)
 
     async def on_ready(self) -> None:
