@@ -252,6 +252,10 @@ def test_run_stop_start_terminate(
     found = ec2.describe_instances(Filters=[{"Name": "root-device-type", "Values": ["ebs"]}])["Reservations"]
     assert instance_id in {i["InstanceId"] for r in found for i in r["Instances"]}
 
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.detach_volume(VolumeId=root["VolumeId"])
+    assert error_code(e) == "IncorrectState"  # the root of a running instance stays
+
     # Modifying the type is refused while it runs; stopping keeps its volumes.
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ec2.modify_instance_attribute(InstanceId=instance_id, InstanceType={"Value": "c1.medium"})

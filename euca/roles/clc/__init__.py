@@ -103,7 +103,7 @@ HANDLERS: dict[str, Handler] = {
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
-    **volumes_attach.handlers(instances_records.instance_place),
+    **volumes_attach.handlers(instances_records.instance_place, instances_records.check_root_detach),
     **SNAPSHOT_HANDLERS,
     # EBS-backed instances (issue 10): CreateImage snapshots the instance's volumes with CreateSnapshot.
     "CreateImage": instances_ebs.create_image_handler(SNAPSHOT_HANDLERS["CreateSnapshot"]),

@@ -481,6 +481,24 @@ def mark_starting(tx: Tx, instance_id: str, account_id: str, auto_address: bool)
     return public.get(instance_id)
 
 
+def check_root_detach(tx: Tx, account_id: str, volume_id: str) -> None:
+    """DetachVolume of an EBS-backed instance's root volume: only while the instance is stopped (EC2)."""
+    (volume,) = volumes.owned(tx, account_id, [volumes.check_volume_id(volume_id)])
+    a = volume.attachment
+    if a is None:
+        return
+    row = tx.one(
+        "SELECT state, root_device_name FROM clc_instances WHERE instance_id=? AND root_device_type='ebs'",
+        (a.instance_id,),
+    )
+    if row is None or row["root_device_name"] is None or row["state"] in ("stopped", "terminated"):
+        return
+    if a.device.removeprefix("/dev/") == str(row["root_device_name"]).removeprefix("/dev/"):
+        raise Ec2Error(
+            "IncorrectState", f"Unable to detach root volume '{volume_id}' from instance '{a.instance_id}'"
+        )
+
+
 def user_data_and_key(tx: Tx, instance_id: str) -> tuple[bytes, str | None, list[str], str]:
     """What a start sends its CC again: user data, key name, security group ids, reservation's requester."""
     row = tx.one(
