@@ -284,6 +284,11 @@ def test_run_stop_start_terminate(
         ec2.stop_instances(InstanceIds=[instance_id], Hibernate=True)
     assert error_code(e) == "UnsupportedHibernationConfiguration"
 
+    # While stopped: a volume may be attached (it joins the domain at the start).
+    late = ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+    wait_volume(ec2, late)
+    ec2.attach_volume(VolumeId=late, InstanceId=instance_id, Device="/dev/sdh")
+    wait_volume(ec2, late, "in-use")
     # While stopped: the type and user data may change, and apply at the start.
     ec2.modify_instance_attribute(InstanceId=instance_id, InstanceType={"Value": "c1.medium"})
     ec2.modify_instance_attribute(InstanceId=instance_id, UserData={"Value": b"#!/bin/sh\necho again\n"})
@@ -296,13 +301,15 @@ def test_run_stop_start_terminate(
     assert _root_volume(running)["Ebs"]["VolumeId"] == root["VolumeId"]
     second = [s for s in fake.specs if s.instance_id == instance_id][-1]
     assert second.vm_type.name == "c1.medium" and second.user_data == b"#!/bin/sh\necho again\n"
-    assert [v.volume_id for v in second.volumes] == [root["VolumeId"], extra["VolumeId"]]
+    assert {v.volume_id for v in second.volumes} == {root["VolumeId"], extra["VolumeId"], late}
+    assert [v.root for v in second.volumes].count(True) == 1
     assert len(fake.stop_calls) >= 1
 
     # Terminate: the root (DeleteOnTermination) goes, the other stays, available.
     ec2.terminate_instances(InstanceIds=[instance_id])
     wait_state(ec2, instance_id, "terminated")
     wait_volume(ec2, extra["VolumeId"], "available")
+    wait_volume(ec2, late, "available")
 
     def root_gone() -> bool:
         try:

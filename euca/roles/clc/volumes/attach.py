@@ -107,6 +107,14 @@ class AttachApi:
             return records.begin_attach(tx, call.account_id, volume_id, place, device, now), place
 
         volume, place = await call.ctx.store.write(write, durable=True)
+        assert volume.attachment is not None
+        if place.state == "stopped":
+            # Nothing to plug: StartInstances defines the domain with it (instances/ebs.py).
+            await call.ctx.store.write(
+                lambda tx: records.set_attachment_state(tx, volume_id, "attached", only_from="attaching")
+            )
+            log.info("volume attached id=%s instance=%s (stopped)", volume_id, place.instance_id)
+            return render_attachment(volume.attachment)
         assert place.cluster is not None and place.node is not None
         cc_url, sc_url = await _urls(call, volume.cluster)
         log.info("volume attaching id=%s instance=%s device=%s", volume_id, place.instance_id, device)

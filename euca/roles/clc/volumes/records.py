@@ -428,7 +428,9 @@ def begin_attach(
         raise Ec2Error("VolumeInUse", f"{volume_id} is already attached to an instance")
     if v.state != "available":
         raise Ec2Error("IncorrectState", f"vol '{volume_id}' is not 'available'.")
-    if instance.state not in ("running", "stopped") or instance.cluster is None or instance.node is None:
+    # A stopped (EBS-backed) instance is on no node: its volumes join its domain when it starts again.
+    on_node = instance.cluster is not None and (instance.node is not None or instance.state == "stopped")
+    if instance.state not in ("running", "stopped") or not on_node:
         raise Ec2Error("IncorrectState", f"Instance '{instance.instance_id}' is not 'running'.")
     if v.zone != instance.zone:
         raise Ec2Error(
