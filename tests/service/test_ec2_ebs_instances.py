@@ -7,12 +7,14 @@ A real CLC, Walrus and SC in this process; the CC is a stand-in (helpers.fake_cl
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
 import pytest
 
+from euca.roles.clc.usage import records as usage
 from helpers.ec2 import error_code
 from helpers.fake_cluster import FakeCluster, FakeNode, register_with
 from helpers.instances import unique, wait_for
@@ -304,6 +306,12 @@ def test_run_stop_start_terminate(
     assert {v.volume_id for v in second.volumes} == {root["VolumeId"], extra["VolumeId"], late}
     assert [v.root for v in second.volumes].count(True) == 1
     assert len(fake.stop_calls) >= 1
+    # The usage log follows it: it cost while running, not while stopped; the new type from the start on.
+    log = cloud.ctx.store.read_sync(lambda tx: usage.events(tx, usage.INSTANCE, time.time() + 60))
+    mine = [(e.event, e.detail) for e in log if e.resource_id == instance_id]
+    states = [state for state, _ in mine]
+    assert states[states.index("running") :] == ["running", "stopping", "stopped", "pending", "running"]
+    assert mine[-1] == ("running", "c1.medium")
 
     # Terminate: the root (DeleteOnTermination) goes, the other stays, available.
     ec2.terminate_instances(InstanceIds=[instance_id])
