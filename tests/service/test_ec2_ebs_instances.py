@@ -300,6 +300,7 @@ def test_run_stop_start_terminate(
     )
     running = wait_state(ec2, instance_id, "running")
     assert running["InstanceType"] == "c1.medium" and running["StateTransitionReason"] == ""
+    assert running["LaunchTime"] >= launched["LaunchTime"]  # launched again (the start's time)
     assert _root_volume(running)["Ebs"]["VolumeId"] == root["VolumeId"]
     second = [s for s in fake.specs if s.instance_id == instance_id][-1]
     assert second.vm_type.name == "c1.medium" and second.user_data == b"#!/bin/sh\necho again\n"

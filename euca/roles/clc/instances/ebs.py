@@ -460,7 +460,7 @@ async def _start_spec(call: Ec2Call, link: ClusterLink, start: _Start) -> Instan
         key_name=key_name,
         public_key=public_key,
         user_data=user_data,
-        launch_time=r.launch_time,
+        launch_time=time.time(),
         security_groups=group_ids,
         public_ip=start.public_ip,
         volumes=boot,

@@ -469,12 +469,15 @@ def mark_stopping(tx: Tx, instance: ClcInstance, reason: str) -> None:
 
 
 def mark_starting(tx: Tx, instance_id: str, account_id: str, auto_address: bool) -> str | None:
-    """StartInstances: `pending` again, placed anew in its zone (node and private address unknown until
-    its CC answers), with a new public address from the pool when the cloud gives them; that address."""
+    """StartInstances: `pending` again (launched now), placed anew in its zone (node and private address
+    unknown until its CC answers), with a new public address from the pool when the cloud gives them; that
+    address."""
+    now = time.time()
+    # EC2's LaunchTime is the start's: a started instance was launched again.
     tx.execute(
         "UPDATE clc_instances SET state='pending', reason='', state_reason_code=NULL, "
-        "state_reason_message=NULL, node=NULL, private_ip=NULL, last_seen=? WHERE instance_id=?",
-        (time.time(), instance_id),
+        "state_reason_message=NULL, node=NULL, private_ip=NULL, last_seen=?, launch_time=? WHERE instance_id=?",
+        (now, now, instance_id),
     )
     public = addresses.assign_system(tx, account_id, [instance_id]) if auto_address else {}
     _tell_usage(tx, [instance_id])
