@@ -120,6 +120,9 @@ class InstanceSpec(msgspec.Struct, frozen=True):
     launch_time: float = 0.0
     security_groups: list[str] = []  # the ids of its security groups (their rules: NetworkView)
     public_ip: str | None = None  # its public address from the CLC's pool, if it has one
+    # EBS volumes the domain is defined with (issue 10, EBS-backed instances): the root (`machine` then
+    # carries no download manifest) and the volumes attached at launch or before a stop.
+    volumes: list[BootVolume] = []
 
 
 class InstanceStatus(msgspec.Struct, frozen=True):
@@ -644,6 +647,45 @@ SC_REPLIES.update(
 )
 
 
+# ---------------------------------------------------------------------------------------------------------
+# EBS-backed instances (issue 10): the volumes an instance is defined with (its root from a snapshot, the
+# others of its block device mappings), and stopping one. CLC -> CC StopInstances, passed to each instance's
+# node as NcStopInstance: the guest is asked to shut down (ACPI), destroyed after a while (at once with
+# `force`), and the node forgets it as it does a terminated one (reported `terminated`, reason STOPPED); its
+# volumes stay with the SC. StartInstances is a RunInstances of the same instance id again.
+
+STOPPED_REASON = "stopped"
+# Why a node ended an instance whose guest powered off by itself: an EBS-backed instance whose
+# instanceInitiatedShutdownBehavior is `stop` is then stopped rather than terminated (the CLC decides).
+GUEST_POWERED_OFF = "the guest powered off"
+# An instance that ended for one of these may be started again (RunInstances of its id): the CC and the NC
+# drop its ended record then, and the CLC takes a late report of that end for the old run's.
+STARTABLE_AFTER = frozenset({STOPPED_REASON, GUEST_POWERED_OFF})
+
+
+class BootVolume(msgspec.Struct, frozen=True):
+    """An EBS volume in an instance's domain definition: `root` is the guest's vda (the domain boots it, or a
+    kernel with root=/dev/vda); the others follow as vdb, vdc, ... in the order given."""
+
+    volume_id: str
+    device: str  # the EC2 device name (/dev/sda1 for the root)
+    export: VolumeExport
+    root: bool = False
+
+
+class StopInstances(msgspec.Struct, frozen=True):
+    instance_ids: list[str]
+    force: bool = False
+
+
+class NcStopInstance(msgspec.Struct, frozen=True):
+    instance_id: str
+    force: bool = False
+
+
+EBS_REPLIES: dict[type, type] = {StopInstances: InstancesReply, NcStopInstance: InstanceStatus}
+
+
 # Message -> the struct its successful reply decodes to.
 REPLIES: dict[type, type] = {
     DescribeResources: ResourcesReply,
@@ -662,6 +704,7 @@ REPLIES: dict[type, type] = {
     NcGetConsoleOutput: ConsoleOutput,
     **SC_REPLIES,
     **ATTACH_REPLIES,
+    **EBS_REPLIES,
     **POLL_REPLIES,
 }
 
@@ -679,6 +722,7 @@ CC_MESSAGES = frozenset(
         PutInstanceMetadata,
         AttachVolume,
         DetachVolume,
+        StopInstances,
     }
 )
 NC_MESSAGES = frozenset(
@@ -692,6 +736,7 @@ NC_MESSAGES = frozenset(
         NcGetConsoleOutput,
         NcAttachVolume,
         NcDetachVolume,
+        NcStopInstance,
         NcDescribeNode,
     }
 )

@@ -34,6 +34,7 @@ class InMemoryNodeController:
         self.run_calls: list[list[str]] = []  # instance ids of each NcRunInstances
         self.terminate_to = "terminated"  # "teardown": a terminate ends later, as on a real node
         self.volumes: dict[str, list[c.AttachedVolume]] = {}  # instance id -> its attached volumes
+        self.reasons: dict[str, str] = {}  # instance id -> why it ended (a stop: STOPPED_REASON)
         self.one_call = (
             True  # False: an NC from before NcDescribeNode (answers BadMessage, as ClusterApp does)
         )
@@ -54,6 +55,7 @@ class InMemoryNodeController:
             mac=spec.net.mac if spec.net else None,
             launch_time=spec.launch_time,
             volumes=list(self.volumes.get(instance_id, [])),
+            reason=self.reasons.get(instance_id),
         )
 
     def set_state(self, instance_id: str, nc_state: str) -> None:
@@ -107,9 +109,17 @@ class InMemoryNodeController:
             if self.fail_runs:
                 raise ClusterFault("InsufficientInstanceCapacity", f"{self.name} refuses")
             spec = message.instance
+            if self.reasons.get(spec.instance_id) in c.STARTABLE_AFTER:  # started again after a stop
+                del self.instances[spec.instance_id], self.reasons[spec.instance_id]
             if spec.instance_id not in self.instances:
                 self.instances[spec.instance_id] = (spec, "staging")
             return self.status(spec.instance_id)
+        if isinstance(message, c.NcStopInstance):
+            if message.instance_id not in self.instances:
+                raise self._not_found(message.instance_id)
+            self.set_state(message.instance_id, "terminated")
+            self.reasons[message.instance_id] = c.STOPPED_REASON
+            return self.status(message.instance_id)
         if isinstance(message, c.NcTerminateInstance):
             if message.instance_id not in self.instances:
                 raise self._not_found(message.instance_id)

@@ -71,6 +71,7 @@ class FakeCluster:
         self.terminate_calls: list[list[str]] = []
         self.attach_calls: list[c.AttachVolume] = []
         self.detach_calls: list[c.DetachVolume] = []
+        self.stop_calls: list[c.StopInstances] = []  # EBS-backed instances (issue 10)
         self.last_topology: c.DescribeResources | None = None
         # The metadata the CLC sent (PutInstanceMetadata), as a real CC keeps it for its metadata service;
         # asked for in each reply whose view names a version it does not hold.
@@ -92,6 +93,13 @@ class FakeCluster:
         """The instance's node vanished: the CC no longer reports it."""
         with self.lock:
             self.instances.pop(instance_id, None)
+
+    def power_off(self, instance_id: str) -> None:
+        """The guest powered itself off: its node ended it (reason GUEST_POWERED_OFF)."""
+        with self.lock:
+            i = self.instances[instance_id]
+            i.state, i.reason = "terminated", c.GUEST_POWERED_OFF
+            i.volumes.clear()
 
     def reboots(self, instance_id: str) -> int:
         with self.lock:
@@ -187,7 +195,10 @@ class FakeCluster:
             free = self._free()
             placed: list[tuple[c.InstanceSpec, str]] = []
             for spec in msg.instances:
-                if spec.instance_id in self.instances:
+                known = self.instances.get(spec.instance_id)
+                if known is not None and known.state == "terminated" and known.reason in c.STARTABLE_AFTER:
+                    del self.instances[spec.instance_id]  # started again after a stop
+                elif known is not None:
                     continue
                 node = self._fit(free, spec.vm_type)
                 if node is None:
@@ -200,6 +211,11 @@ class FakeCluster:
                 self.instances[spec.instance_id] = FakeInstance(
                     spec, node, f"10.{self.subnet}.{n // 250}.{n % 250}"
                 )
+                # An EBS-backed instance's volumes, as its node defines them: the root vda, the rest after.
+                for k, v in enumerate(sorted(spec.volumes, key=lambda v: not v.root)):
+                    self.instances[spec.instance_id].volumes[v.volume_id] = c.AttachedVolume(
+                        v.volume_id, v.device, f"vd{'abcdefghijklmnop'[k]}"
+                    )
             return c.InstancesReply([self._status(self.instances[s.instance_id]) for s in msg.instances])
 
     def _fit(self, free: list[NodeResources], vm: VmType) -> str | None:
@@ -227,6 +243,21 @@ class FakeCluster:
                 i = self.instances.get(instance_id)
                 if i is not None:
                     i.state = "terminated"
+                    out.append(self._status(i))
+            return c.InstancesReply(out)
+
+    async def stop_instances(self, msg: c.StopInstances, peer: Peer) -> c.InstancesReply:
+        """As a node stops an EBS-backed instance: it ends (reason STOPPED_REASON); its volumes are the SC's."""
+        with self.lock:
+            self._check()
+            self.stop_calls.append(msg)
+            out = []
+            for instance_id in msg.instance_ids:
+                i = self.instances.get(instance_id)
+                if i is not None:
+                    i.state = "terminated"
+                    i.reason = c.STOPPED_REASON
+                    i.volumes.clear()
                     out.append(self._status(i))
             return c.InstancesReply(out)
 
@@ -286,6 +317,7 @@ class FakeCluster:
                 c.PutInstanceMetadata: self.put_instance_metadata,
                 c.AttachVolume: self.attach_volume,
                 c.DetachVolume: self.detach_volume,
+                c.StopInstances: self.stop_instances,
             },
         )
         server = HttpServer(

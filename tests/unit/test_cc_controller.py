@@ -732,3 +732,20 @@ async def test_attach_and_detach_volume_go_to_the_instances_node() -> None:
     with pytest.raises(ClusterFault) as e:
         await cl.cc.detach_volume(c.DetachVolume("i-00000002", "vol-0123abcd"))
     assert e.value.code == "Unavailable"
+
+
+async def test_a_stopped_instance_frees_its_slot_and_runs_again_on_any_node() -> None:
+    """StopInstances (EBS-backed, issue 10): the node stops it and it ends (reason STOPPED_REASON), its slot
+    is free; a RunInstances of the same id then places it anew rather than answering the ended one."""
+    cl = Cluster(InMemoryNodeController("n1"))
+    await cl.describe_resources()
+    await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    await cl.cc.poll_round()
+    cl.nodes["n1"].set_state("i-00000001", "running")
+    await cl.cc.poll_round()
+    reply = await cl.cc.stop_instances(c.StopInstances(["i-00000001"], force=True))
+    assert [(s.state, s.reason) for s in reply.instances] == [("terminated", c.STOPPED_REASON)]
+    assert cl.nodes["n1"].count(c.NcStopInstance) == 1
+    started = await cl.cc.run_instances(c.RunInstances([spec(1)]))
+    assert started.instances[0].state == "pending"
+    assert cl.nodes["n1"].count(c.NcRunInstance) == 2

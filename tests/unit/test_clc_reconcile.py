@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from euca.core.store import Store, Tx
-from euca.protocol.cluster import Ec2State, InstanceStatus, NcState
+from euca.protocol.cluster import GUEST_POWERED_OFF, STOPPED_REASON, Ec2State, InstanceStatus, NcState
 from euca.roles.clc import schema
 from euca.roles.clc.instances.reconcile import Known, reconcile
 from euca.roles.clc.instances.records import apply_reconciliation, forget_terminated, known_instances
@@ -196,3 +196,58 @@ def test_a_guest_the_table_does_not_know_is_reported_not_ended() -> None:
     result = reconcile([], [status("i-0000000a", "running")], now=900.0, node_lost_timeout=LOST_AFTER)
     assert result.unknown == ["i-0000000a"]
     assert result.terminate_again == []
+
+
+# -- EBS-backed instances: stopping and stopped (issue 10) -------------------------------------------------
+
+
+def test_stopping_goes_stopped_once_its_node_reports_it_ended_or_not_at_all() -> None:
+    known = [
+        Known("i-00000001", "stopping", "n1", "10.0.0.5", "d0:0d:00:00:00:01", 100.0),
+        Known("i-00000002", "stopping", "n1", "10.0.0.6", "d0:0d:00:00:00:02", 100.0),
+        Known("i-00000003", "stopping", "n1", "10.0.0.7", "d0:0d:00:00:00:03", 100.0),
+    ]
+    reported = [
+        status("i-00000001", "terminated", reason=STOPPED_REASON),
+        status("i-00000002", "running"),
+    ]
+    result = reconcile(known, reported, 110.0, LOST_AFTER)
+    stopped = {u.instance_id: u for u in result.updates}
+    assert set(stopped) == {"i-00000001", "i-00000003"}
+    assert all((u.state, u.node, u.private_ip) == ("stopped", None, None) for u in stopped.values())
+    assert result.stop_again == ["i-00000002"]  # still running there: told again
+    assert not result.lost and not result.gone and not result.terminate_again
+
+
+def test_stopped_is_never_lost_and_a_started_one_ignores_the_stopped_runs_report() -> None:
+    known = [
+        Known("i-00000001", "stopped", None, None, None, 0.0),
+        Known("i-00000002", "pending", None, None, None, 100.0),
+    ]
+    reported = [
+        status("i-00000001", "terminated", reason=STOPPED_REASON),
+        status("i-00000002", "terminated", reason=STOPPED_REASON),
+    ]
+    result = reconcile(known, reported, 100.0 + LOST_AFTER / 2, LOST_AFTER)
+    assert result.updates == [] and result.lost == []
+    result = reconcile(known[:1], [], 10 * LOST_AFTER, LOST_AFTER)
+    assert result.updates == [] and result.lost == []
+    # Once its new run is reported, it moves on as any instance.
+    result = reconcile(known[1:], [status("i-00000002", "running")], 101.0, LOST_AFTER)
+    assert [(u.instance_id, u.state) for u in result.updates] == [("i-00000002", "running")]
+
+
+def test_a_guest_powering_off_stops_an_instance_whose_shutdown_behavior_is_stop() -> None:
+    known = [
+        Known("i-00000001", "running", "n1", "10.0.0.5", None, 100.0, stop_on_shutdown=True),
+        Known("i-00000002", "running", "n1", "10.0.0.6", None, 100.0),
+    ]
+    reported = [
+        status("i-00000001", "terminated", reason=GUEST_POWERED_OFF),
+        status("i-00000002", "terminated", reason=GUEST_POWERED_OFF),
+    ]
+    result = reconcile(known, reported, 101.0, LOST_AFTER)
+    assert [(u.instance_id, u.state, u.reason) for u in result.updates] == [
+        ("i-00000001", "stopped", "Client.InstanceInitiatedShutdown"),
+        ("i-00000002", "terminated", GUEST_POWERED_OFF),
+    ]

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import shutil
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ from euca.core.pki import CloudCA
 from euca.images.bundler import bundle_image
 from euca.protocol import bundle as b
 from euca.protocol.cluster import (
+    STOPPED_REASON,
     Ack,
+    BootVolume,
     ClusterFault,
     ImageRef,
     InstanceSpec,
@@ -35,9 +38,11 @@ from euca.protocol.cluster import (
     NcRebootInstance,
     NcRunInstance,
     NcRunInstances,
+    NcStopInstance,
     NcTerminateInstance,
     NetConfig,
     VmType,
+    VolumeExport,
     decode_request,
     encode_request,
     mac_for_instance,
@@ -777,3 +782,63 @@ async def test_a_look_at_libvirt_taken_before_the_domain_started_does_not_end_it
     assert inst.state == "booting", inst.reason
     await nc.refresh()
     assert inst.state == "running"
+
+
+# -- EBS-backed instances (issue 10) --------------------------------------------------------------------------
+
+
+async def test_an_ebs_root_is_vda_and_a_stop_forgets_the_instance_until_it_runs_again(
+    node: Node, pki: Pki, bundles: dict[str, Bundle], tmp_path: Path
+) -> None:
+    root_file = tmp_path / "vol-0000aaaa.raw"
+    root_file.write_bytes(b"\0" * 1024)
+    extra_file = tmp_path / "vol-0000bbbb.raw"
+    extra_file.write_bytes(b"\0" * 1024)
+    spec = msgspec.structs.replace(
+        make_spec(pki, bundles),
+        machine=ImageRef("emi-000000eb", "machine", ""),  # no bundle: the root is a volume
+        volumes=[
+            BootVolume("vol-0000bbbb", "/dev/sdf", VolumeExport(kind="file", path=str(extra_file))),
+            BootVolume(
+                "vol-0000aaaa", "/dev/sda1", VolumeExport(kind="file", path=str(root_file)), root=True
+            ),
+        ],
+    )
+    inst = await node.run(spec)
+    assert inst.state == "booting", inst.reason
+    xml = node.conn.lookupByName(inst.id).XMLDesc(0)
+    disks = {d.findtext("serial"): d for d in ET.fromstring(xml).findall("./devices/disk")}
+    assert set(disks) == {"vol-0000aaaa", "vol-0000bbbb"}  # no root overlay, no ephemeral, no swap
+    assert disks["vol-0000aaaa"].find("target").get("dev") == "vda"  # type: ignore[union-attr]
+    assert disks["vol-0000aaaa"].find("source").get("file") == str(root_file)  # type: ignore[union-attr]
+    assert disks["vol-0000bbbb"].find("target").get("dev") == "vdb"  # type: ignore[union-attr]
+    [status] = (await node.nc.describe_instances(NcDescribeInstances([inst.id]))).instances
+    assert {(v.volume_id, v.device, v.target) for v in status.volumes} == {
+        ("vol-0000aaaa", "/dev/sda1", "vda"),
+        ("vol-0000bbbb", "/dev/sdf", "vdb"),
+    }
+    images = node.nc.images
+    assert images is not None and images.cache.pins("emi-000000eb") == 0  # nothing fetched for it
+
+    # Stop: the guest is asked to power off (the test driver's does at once), the node forgets it.
+    status = await node.nc.stop_instance(NcStopInstance(inst.id))
+    await node.nc.refresh()
+    with trio.fail_after(60):
+        await inst.ended.wait()
+    assert (inst.state, inst.reason) == ("terminated", STOPPED_REASON)
+    assert inst.id not in node.domains() and files_of(node.instances_dir) == []
+    assert root_file.exists() and extra_file.exists()  # the volumes are the SC's
+    # Started again: the same id runs anew on this node.
+    again = await node.run(spec)
+    assert again is not inst and again.state == "booting"
+
+
+async def test_a_forced_stop_destroys_at_once(node: Node, pki: Pki, bundles: dict[str, Bundle]) -> None:
+    inst = await node.run(make_spec(pki, bundles))
+    status = await node.nc.stop_instance(NcStopInstance(inst.id, force=True))
+    assert status.state == "shutting-down"
+    with trio.fail_after(60):
+        await inst.ended.wait()
+    assert (inst.state, inst.reason) == ("terminated", STOPPED_REASON)
+    with pytest.raises(ClusterFault):
+        await node.nc.stop_instance(NcStopInstance("i-0000dead"))

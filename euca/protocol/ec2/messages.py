@@ -439,6 +439,7 @@ class RunInstancesRequest(Wire):
     tag_specifications: list[TagSpecification] = []
     disable_api_termination: bool = False
     instance_initiated_shutdown_behavior: str | None = None
+    block_device_mappings: list[BlockDeviceMapping] = []  # EBS volumes at launch (issue 10)
     dry_run: bool = False
     iam_instance_profile: IamInstanceProfileSpecification | None = None  # instance profiles (issue 12)
 
@@ -1287,6 +1288,35 @@ REQUEST_TYPES.update(
         "CopySnapshot": CopySnapshotRequest,
     }
 )
+
+
+# -- EBS-backed instances (issue 10): Stop/StartInstances' results, CreateImage ---------------------------
+
+
+class StopInstancesResult(Wire):
+    stopping_instances: list[InstanceStateChange]
+
+
+class StartInstancesResult(Wire):
+    starting_instances: list[InstanceStateChange]
+
+
+class CreateImageRequest(Wire):
+    instance_id: str
+    name: str
+    description: str | None = None
+    no_reboot: bool = False
+    block_device_mappings: list[BlockDeviceMapping] = []
+    tag_specifications: list[TagSpecification] = []
+    snapshot_location: str | None = None
+    dry_run: bool = False
+
+
+class CreateImageResult(Wire):
+    image_id: str
+
+
+REQUEST_TYPES.update({"CreateImage": CreateImageRequest})
 
 
 # Instance profile associations (issue 12): what DescribeIamInstanceProfileAssociations answers.

@@ -17,6 +17,7 @@ import msgspec
 import trio
 
 from euca.protocol.cluster import (
+    STARTABLE_AFTER,
     Ack,
     AttachVolume,
     ClusterFault,
@@ -33,11 +34,13 @@ from euca.protocol.cluster import (
     NcGetConsoleOutput,
     NcRebootInstance,
     NcRunInstances,
+    NcStopInstance,
     NcTerminateInstance,
     PutInstanceMetadata,
     RebootInstances,
     ResourcesReply,
     RunInstances,
+    StopInstances,
     TerminateInstances,
 )
 from euca.roles.cc.nodes import (
@@ -182,6 +185,15 @@ class ClusterController(ClusterState):
 
     async def run_instances(self, message: RunInstances) -> InstancesReply:
         specs = list({s.instance_id: s for s in message.instances}.values())
+        for spec in specs:
+            known = self.instances.get(spec.instance_id)
+            if (
+                known is not None
+                and known.status.state == "terminated"
+                and known.status.reason in STARTABLE_AFTER
+            ):
+                # Started again after a stop (an EBS-backed instance): placed anew, on any node with room.
+                del self.instances[spec.instance_id]
         new = [s for s in specs if s.instance_id not in self.instances]
         if new:
             await self._place_and_start(new)
@@ -368,7 +380,20 @@ class ClusterController(ClusterState):
             launch_time=spec.launch_time,
         )
 
-    async def terminate_instances(self, message: TerminateInstances) -> InstancesReply:
+    async def stop_instances(self, message: StopInstances) -> InstancesReply:
+        """StopInstances (EBS-backed instances): as a terminate, but the node shuts the guest down first
+        (NcStopInstance); the slot is free once the node reports it ended."""
+        return await self.terminate_instances(
+            TerminateInstances(message.instance_ids), stop=NcStopInstance, force=message.force
+        )
+
+    async def terminate_instances(
+        self,
+        message: TerminateInstances,
+        *,
+        stop: type[NcStopInstance] | None = None,
+        force: bool = False,
+    ) -> InstancesReply:
         """Instances this CC does not know are left out of the reply (the CLC decides what that means)."""
         targets = [t for t in (self.instances.get(i) for i in dict.fromkeys(message.instance_ids)) if t]
 
@@ -380,7 +405,8 @@ class ClusterController(ClusterState):
             if node is None:
                 return
             try:
-                status = await self._call(node, NcTerminateInstance(instance_id))
+                ending = NcTerminateInstance(instance_id) if stop is None else stop(instance_id, force)
+                status = await self._call(node, ending)
             except Exception as e:
                 log.warning(
                     "terminate failed id=%s node=%s error=%s", instance_id, node.name, describe_error(e)
@@ -491,4 +517,5 @@ class ClusterController(ClusterState):
             PutInstanceMetadata: self.put_instance_metadata,
             AttachVolume: self.attach_volume,
             DetachVolume: self.detach_volume,
+            StopInstances: self.stop_instances,
         }

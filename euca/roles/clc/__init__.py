@@ -48,6 +48,8 @@ from euca.roles.clc.images import api as images_api
 from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
 from euca.roles.clc.instances import api as instances_api
+from euca.roles.clc.instances import block_devices
+from euca.roles.clc.instances import ebs as instances_ebs
 from euca.roles.clc.instances import profiles as instance_profiles
 from euca.roles.clc.instances import records as instances_records
 from euca.roles.clc.keypairs import api as keypairs_api
@@ -81,6 +83,15 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     snapshots_records.TAG_KIND,
 )
 
+# Snapshots sit below volumes (CreateVolume with a SnapshotId reads them): the volume a snapshot is made of is
+# handed in, and so are the EBS-backed images that use a snapshot (DeleteSnapshot answers InUse for them).
+SNAPSHOT_HANDLERS: dict[str, Handler] = snapshots_api.handlers(
+    lambda tx, account_id, volume_id: volumes_records.owned(
+        tx, account_id, [volumes_records.check_volume_id(volume_id)]
+    )[0],
+    images_records.images_using_snapshot,
+)
+
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
 # UnsupportedOperation.
 HANDLERS: dict[str, Handler] = {
@@ -88,20 +99,16 @@ HANDLERS: dict[str, Handler] = {
     **keypairs_api.HANDLERS,
     **tags_api.handlers(TAGGABLE),
     **instance_types_api.HANDLERS,
-    **images_api.HANDLERS,
+    **images_api.handlers(block_devices.settle_mappings),
     **instances_api.HANDLERS,
     **instance_profiles.HANDLERS,  # instance profiles (issue 12)
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
-    **volumes_attach.handlers(instances_records.instance_place),
-    # Snapshots sit below volumes (CreateVolume with a SnapshotId reads them): the volume a snapshot is made
-    # of is handed in; so, with EBS-backed images, will the images that use a snapshot (snapshots_api.no_images).
-    **snapshots_api.handlers(
-        lambda tx, account_id, volume_id: volumes_records.owned(
-            tx, account_id, [volumes_records.check_volume_id(volume_id)]
-        )[0]
-    ),
+    **volumes_attach.handlers(instances_records.instance_place, instances_records.check_root_detach),
+    **SNAPSHOT_HANDLERS,
+    # EBS-backed instances (issue 10): CreateImage snapshots the instance's volumes with CreateSnapshot.
+    "CreateImage": instances_ebs.create_image_handler(SNAPSHOT_HANDLERS["CreateSnapshot"]),
 }
 
 

@@ -29,6 +29,7 @@ from euca.protocol.cluster import ClusterFault, VmType
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.cluster_link import ClusterCaller
 from euca.roles.clc.instance_types import records as instance_types
+from euca.roles.clc.instances import block_devices
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
 from euca.roles.clc.network_view import build_views, instance_metadata
@@ -195,6 +196,12 @@ class Poller:
                     nursery.start_soon(self.snapshots.poll, sc)
         if self.snapshots is not None:
             await self.snapshots.sweep(await self.store.read(topology.list_storage))
+        # CreateImage's images (issue 10): available once their snapshots completed.
+        moved = await self.store.read(block_devices.created_images_ended)
+        if moved:
+            await self.store.write(lambda tx: block_devices.finish_created_images(tx, moved))
+            for image_id, state in moved:
+                log.info("image state id=%s to=%s", image_id, state)
         before = self.clock() - self.settings.terminated_ttl
         forgotten = await self.store.write(lambda tx: instances.forget_terminated(tx, before))
         if forgotten:
@@ -469,6 +476,11 @@ class Poller:
             log.warning(
                 "instances not known to the CLC cluster=%s ids=%s", c.name, ",".join(result.unknown[:20])
             )
+        if result.stop_again:  # EBS-backed instances (issue 10): the node stops them once (idempotent)
+            try:
+                await self.caller.call(c.url, cluster.StopInstances(result.stop_again), expect_name=c.name)
+            except ClusterFault as e:
+                log.warning("stop resend failed cluster=%s fault=%s", c.name, e.code)
         if result.terminate_again:
             try:
                 await self.caller.call(

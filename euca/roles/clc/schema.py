@@ -534,6 +534,20 @@ CLUSTER_SUBNETS = Migration(
 )
 
 
+# EBS-backed images and instances (issue 10): images/records.py and instances/records.py.
+EBS_BOOT = Migration(
+    "clc.ebs_boot",
+    [
+        # An EBS image's block device mappings as RegisterImage took them (JSON: device, snapshot, size,
+        # DeleteOnTermination, type; ephemeral and NoDevice entries too); NULL for instance-store images.
+        "ALTER TABLE clc_images ADD COLUMN block_devices TEXT",
+        # An instance launched from an EBS image boots from a volume (its attachment at root_device_name).
+        "ALTER TABLE clc_instances ADD COLUMN root_device_type TEXT NOT NULL DEFAULT 'instance-store'",
+        "ALTER TABLE clc_instances ADD COLUMN root_device_name TEXT",
+    ],
+)
+
+
 INSTANCE_PROFILES = Migration(
     "clc.instance_profiles",
     [
@@ -571,6 +585,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     INSTANCE_ATTRIBUTES,
     USAGE,
     SNAPSHOTS,
+    EBS_BOOT,
     INSTANCE_PROFILES,
 )
 

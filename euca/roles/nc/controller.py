@@ -34,7 +34,11 @@ import trio
 from euca.core.components import COMPONENTS_DIR, Components
 from euca.images.cache import ImageCache
 from euca.protocol.cluster import (
+    GUEST_POWERED_OFF,
+    STARTABLE_AFTER,
+    STOPPED_REASON,
     Ack,
+    AttachedVolume,
     ClusterFault,
     ConsoleOutput,
     InstancesReply,
@@ -49,6 +53,7 @@ from euca.protocol.cluster import (
     NcRunInstance,
     NcRunInstances,
     NcState,
+    NcStopInstance,
     NcTerminateInstance,
     NodeReport,
     NodeResources,
@@ -65,6 +70,7 @@ from euca.roles.nc.disks import (
 from euca.roles.nc.domain import (
     DEFAULT_CMDLINE,
     INSTANCE_ID,
+    Disk,
     DomainSpec,
     DomainType,
     choose_domain_type,
@@ -288,7 +294,7 @@ class NodeController:
                 if st is None:
                     self._begin_teardown(inst, "terminated", "the instance's domain disappeared")
                 elif st == libvirt.VIR_DOMAIN_SHUTOFF:
-                    self._begin_teardown(inst, "terminated", "the guest powered off")
+                    self._begin_teardown(inst, "terminated", GUEST_POWERED_OFF)
                 elif st == libvirt.VIR_DOMAIN_CRASHED:
                     self._begin_teardown(inst, "terminated", "the guest crashed")
                 else:
@@ -315,6 +321,7 @@ class NodeController:
             NcGetConsoleOutput: self.get_console_output,
             NcAttachVolume: self.attacher.attach,
             NcDetachVolume: self.attacher.detach,
+            NcStopInstance: self.stop_instance,
         }
 
     def _used(self) -> tuple[int, int, int]:
@@ -378,6 +385,11 @@ class NodeController:
         for spec in specs:
             if not INSTANCE_ID.fullmatch(spec.instance_id):
                 raise ClusterFault("InvalidParameterValue", f"bad instance id {spec.instance_id[:40]!r}")
+        for spec in specs:
+            known = self.instances.get(spec.instance_id)
+            if known is not None and known.state in ENDED and known.reason in STARTABLE_AFTER:
+                # Started again after a stop (an EBS-backed instance): the ended one is only a memory.
+                del self.instances[spec.instance_id]
         new = [s for s in specs if s.instance_id not in self.instances]
         for spec in new:
             check_spec(spec)
@@ -441,6 +453,39 @@ class NodeController:
             inst.terminate_requested = True
             self._begin_teardown(inst, "terminated", None)
         return inst.status(self.name)
+
+    async def stop_instance(self, message: NcStopInstance) -> InstanceStatus:
+        """StopInstances (an EBS-backed instance): the guest is asked to power off (ACPI) and destroyed after
+        STOP_TIMEOUT if it has not (at once with `force`); then the node forgets it as a terminated one, with
+        reason STOPPED_REASON. Its volumes are the SC's and stay."""
+        inst = self.instances.get(message.instance_id)
+        if inst is None:
+            raise _not_found(message.instance_id)
+        if inst.state == "staging":
+            inst.stop_requested = True
+            return await self.terminate_instance(NcTerminateInstance(inst.id))
+        if inst.state not in ALIVE or (inst.stop_requested and not message.force):
+            return inst.status(self.name)  # ended, or already stopping (the CLC's poll resends)
+        inst.stop_requested = True
+        if message.force:
+            self._begin_teardown(inst, "terminated", STOPPED_REASON)
+            return inst.status(self.name)
+        try:
+            await self.hv.shutdown_guest(inst.id)
+        except HypervisorError as e:
+            log.warning("instance shutdown request failed id=%s node=%s error=%s", inst.id, self.name, e)
+            self._begin_teardown(inst, "terminated", STOPPED_REASON)
+            return inst.status(self.name)
+        log.info("instance stopping id=%s node=%s", inst.id, self.name)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._stop_after_timeout, inst)
+        return inst.status(self.name)
+
+    async def _stop_after_timeout(self, inst: Instance) -> None:
+        await trio.sleep(self.settings.stop_timeout)
+        if inst.state in ALIVE:
+            log.info("instance stop timeout id=%s node=%s: destroyed", inst.id, self.name)
+            self._begin_teardown(inst, "terminated", STOPPED_REASON)
 
     async def reboot_instance(self, message: NcRebootInstance) -> Ack:
         inst = self.instances.get(message.instance_id)
@@ -521,17 +566,21 @@ class NodeController:
             paths[kind] = await images.acquire(ref, spec.instance_id)
             inst.pinned.append(ref.image_id)
 
+        ebs_root = any(v.root for v in spec.volumes)
         async with trio.open_nursery() as nursery:
             for kind, ref in (("machine", spec.machine), ("kernel", spec.kernel), ("ramdisk", spec.ramdisk)):
-                if ref is not None:
+                if ref is not None and not (kind == "machine" and ebs_root):
                     nursery.start_soon(fetch, kind, ref)
 
-        machine = paths["machine"]
-        image_bytes = (await trio.to_thread.run_sync(machine.stat)).st_size
-        layout = disks.disk_layout(spec.vm_type.disk_gb, image_bytes)
-        devices = await trio.to_thread.run_sync(
-            self._make_disks, inst.dir, machine, layout, limiter=self.disk_ops
-        )
+        devices: tuple[Disk, ...] = ()
+        if not ebs_root:
+            machine = paths["machine"]
+            image_bytes = (await trio.to_thread.run_sync(machine.stat)).st_size
+            layout = disks.disk_layout(spec.vm_type.disk_gb, image_bytes)
+            devices = await trio.to_thread.run_sync(
+                self._make_disks, inst.dir, machine, layout, limiter=self.disk_ops
+            )
+        volume_disks = await self._boot_volumes(inst, {d.target for d in devices})
         kernel = paths.get("kernel")
         ramdisk = paths.get("ramdisk")
         xml = domain_xml(
@@ -549,17 +598,36 @@ class NodeController:
                 cmdline=f"{DEFAULT_CMDLINE} euca.instance_id={spec.instance_id}",
                 bridge=spec.net.bridge if spec.net else None,
                 mac=spec.net.mac if spec.net and spec.net.mac else None,
+                volume_disks=volume_disks,
             )
         )
         await self.hv.define_and_start(xml)
         if not inst.terminate_requested:
             inst.state = "booting"
 
+    async def _boot_volumes(self, inst: Instance, used: set[str]) -> tuple[str, ...]:
+        """The <disk>s of the EBS volumes the instance is defined with (the root first, as vda), recorded in
+        volumes.json as attachments so the node reports them and finds them again after a restart."""
+        ordered = sorted(inst.spec.volumes, key=lambda v: not v.root)
+        xml: list[str] = []
+        for v in ordered:
+            target = volumes.next_target(used)
+            used.add(target)
+            xml.append(volumes.disk_xml(v.export, target, v.volume_id))
+            inst.volumes[v.volume_id] = volumes.SavedAttachment(
+                AttachedVolume(v.volume_id, v.device, target), v.export
+            )
+        if ordered:
+            await trio.to_thread.run_sync(volumes.save, inst.dir, list(inst.volumes.values()))
+        return tuple(xml)
+
     # -- ending -----------------------------------------------------------------------------------------
 
     def _begin_teardown(self, inst: Instance, final: NcState, reason: str | None) -> None:
         if inst.tearing_down or inst.state in ENDED:
             return
+        if inst.stop_requested:
+            reason = STOPPED_REASON  # the guest powered off because it was asked to stop
         inst.state = "teardown"
         inst.reason = reason
         inst.tearing_down = True

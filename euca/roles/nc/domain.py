@@ -5,7 +5,9 @@ can be checked in unit tests line by line.
 
 Layout, as Eucalyptus had it for instance-store instances: the root file system on the first virtio disk
 (here vda, a qcow2 overlay on the cached image), ephemeral0 on vdb and swap on vdc; a kernel and ramdisk boot
-the root with `root=/dev/vda console=ttyS0`, or the disk boots itself when there is no kernel. The serial
+the root with `root=/dev/vda console=ttyS0`, or the disk boots itself when there is no kernel. An EBS-backed
+instance has no file disk: its root volume's export is vda (booted the same two ways) and its other volumes
+follow (`volume_disks`). The serial
 console goes to a file in the instance directory, which is what GetConsoleOutput reads.
 """
 
@@ -53,6 +55,9 @@ class DomainSpec:
     bridge: str | None = None
     mac: str | None = None
     arch: str = "x86_64"
+    # EBS volumes' <disk> elements (nc/volumes.disk_xml), after the file disks: an EBS-backed instance's
+    # root volume is the first of them, vda, and the domain has no file disk (issue 10).
+    volume_disks: tuple[str, ...] = ()
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -68,7 +73,7 @@ def domain_xml(spec: DomainSpec) -> str:
         raise ValueError(f"bad instance id {spec.name!r}")
     if spec.cores < 1 or spec.memory_mb < 1:
         raise ValueError("an instance needs at least one core and some memory")
-    if not spec.disks:
+    if not spec.disks and not spec.volume_disks:
         raise ValueError("an instance needs a root disk")
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
     dom = ET.Element("domain", type=spec.domain_type)
@@ -104,6 +109,8 @@ def domain_xml(spec: DomainSpec) -> str:
         _sub(d, "driver", name="qemu", type=disk.format)
         _sub(d, "source", file=disk.path)
         _sub(d, "target", dev=disk.target, bus="virtio")
+    for volume_disk in spec.volume_disks:
+        devices.append(ET.fromstring(volume_disk))
     if spec.bridge:
         nic = _sub(devices, "interface", type="bridge")
         if spec.mac:

@@ -42,6 +42,7 @@ class Instance:
         self.console = b""  # the console's tail, kept once the files are gone
         self.staging: trio.CancelScope | None = None
         self.terminate_requested = False
+        self.stop_requested = False  # StopInstances: it ends as a terminated one, reason STOPPED_REASON
         self.tearing_down = False
         self.lock = trio.Lock()  # reboot and teardown, one at a time
         self.settled = trio.Event()  # left staging: booting, or ended

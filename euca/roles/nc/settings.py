@@ -20,6 +20,7 @@ from euca.roles.nc.disks import GiB
 
 TERMINATED_TTL = 600.0  # seconds an ended instance stays visible (the CC polls every 6 s)
 MONITOR_INTERVAL = 5.0  # seconds between looks at libvirt when nobody asks
+STOP_TIMEOUT = 60.0  # seconds a stopping guest has to power off on ACPI's request before it is destroyed
 
 
 @dataclass
@@ -36,6 +37,7 @@ class NcSettings:
     disk_gb: int = 0  # 0: the instances file system's free space at start
     terminated_ttl: float = TERMINATED_TTL
     monitor_interval: float = MONITOR_INTERVAL
+    stop_timeout: float = STOP_TIMEOUT
 
     @classmethod
     def from_config(cls, config: Config) -> NcSettings:

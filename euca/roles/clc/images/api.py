@@ -12,7 +12,7 @@ from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error, format_timestamp
 from euca.roles.clc.app import Ec2Call, Handler
-from euca.roles.clc.images import bundles, records
+from euca.roles.clc.images import bundles, ebs, records
 from euca.roles.clc.images.records import ImageRecord, LaunchChange
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.tags.render import tag_list
@@ -37,7 +37,9 @@ def _split_location(location: str) -> str:
     return loc
 
 
-async def register_image(call: Ec2Call, req: m.RegisterImageRequest) -> m.RegisterImageResult:
+async def register_image(
+    call: Ec2Call, req: m.RegisterImageRequest, settle: ebs.SettleMappings | None = None
+) -> m.RegisterImageResult:
     if not IMAGE_NAME_RE.match(req.name):
         raise Ec2Error(
             "InvalidAMIName.Malformed",
@@ -45,8 +47,8 @@ async def register_image(call: Ec2Call, req: m.RegisterImageRequest) -> m.Regist
             "'(', ')', '.', '-', '/' and '_'",
         )
     if not req.image_location:
-        if req.block_device_mappings:
-            raise Ec2Error("UnsupportedOperation", "Images backed by EBS snapshots are not supported yet.")
+        if req.block_device_mappings and settle is not None:
+            return await _register_ebs_image(call, req, settle)
         raise Ec2Error("MissingParameter", "The request must contain the parameter ImageLocation")
     location = _split_location(req.image_location)
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "image")
@@ -97,6 +99,43 @@ async def register_image(call: Ec2Call, req: m.RegisterImageRequest) -> m.Regist
     return m.RegisterImageResult(image_id=image_id)
 
 
+async def _register_ebs_image(
+    call: Ec2Call, req: m.RegisterImageRequest, settle: ebs.SettleMappings
+) -> m.RegisterImageResult:
+    """RegisterImage of an EBS-backed image: its root device is a snapshot (images/ebs.py)."""
+    tag_pairs = tags.tags_from_specifications(req.tag_specifications, "image")
+    records.check_architecture(req.architecture)
+    root_device = ebs.check_device_name(req.root_device_name or ebs.DEFAULT_ROOT_DEVICE)
+    virtualization = req.virtualization_type or ("paravirtual" if req.kernel_id else "hvm")
+    if virtualization not in ("hvm", "paravirtual"):
+        raise Ec2Error(
+            "InvalidParameterValue", f"Value ({virtualization}) for parameter virtualizationType is invalid."
+        )
+    if req.ramdisk_id and not req.kernel_id:
+        raise Ec2Error("InvalidParameterCombination", "A ramdisk needs a kernel: give KernelId too.")
+
+    def write(tx: Tx) -> str:
+        mappings = settle(tx, call.account_id, req.block_device_mappings)
+        ebs.root_of(mappings, root_device)
+        new = records.NewEbsImage(
+            account_id=call.account_id,
+            name=req.name,
+            description=req.description,
+            architecture=req.architecture or "x86_64",
+            kernel_id=req.kernel_id,
+            ramdisk_id=req.ramdisk_id,
+            root_device_name=root_device,
+            virtualization_type=virtualization,
+            block_devices=mappings,
+            tags=tag_pairs,
+        )
+        return records.insert_ebs_image(tx, new)
+
+    image_id = await call.ctx.store.write(write)
+    log.info("image registered image_id=%s account=%s root=ebs", image_id, call.account_id)
+    return m.RegisterImageResult(image_id=image_id)
+
+
 # -- DescribeImages --------------------------------------------------------------------------------------
 
 IMAGE_FILTERS: FilterSet[ImageRecord] = FilterSet(
@@ -117,6 +156,19 @@ IMAGE_FILTERS: FilterSet[ImageRecord] = FilterSet(
         "state": lambda i: i.state,
         "virtualization-type": lambda i: i.virtualization_type,
         "hypervisor": lambda i: "xen",
+        "block-device-mapping.device-name": lambda i: [d.device for d in i.block_devices],
+        "block-device-mapping.snapshot-id": lambda i: [
+            d.snapshot_id for d in i.block_devices if d.snapshot_id
+        ],
+        "block-device-mapping.volume-size": lambda i: [
+            str(d.size_gib) for d in i.block_devices if d.size_gib
+        ],
+        "block-device-mapping.volume-type": lambda i: [
+            d.volume_type for d in i.block_devices if d.volume_type
+        ],
+        "block-device-mapping.delete-on-termination": lambda i: [
+            str(d.delete_on_termination).lower() for d in i.block_devices if d.size_gib
+        ],
     },
     tags=lambda i: i.tags,
 )
@@ -142,6 +194,7 @@ def to_image(i: ImageRecord) -> m.Image:
         virtualization_type=i.virtualization_type,
         hypervisor="xen",
         tags=tag_list(i.tags),
+        block_device_mappings=ebs.render_mappings(i),
     )
 
 
@@ -266,7 +319,7 @@ async def describe_image_attribute(call: Ec2Call, req: m.DescribeImageAttributeR
         return m.ImageAttribute(image_id=image.image_id, ramdisk_id=m.AttributeValue(value=image.ramdisk_id))
     if attr == "productCodes":
         return m.ImageAttribute(image_id=image.image_id, product_codes=[])
-    return m.ImageAttribute(image_id=image.image_id, block_device_mappings=[])
+    return m.ImageAttribute(image_id=image.image_id, block_device_mappings=ebs.render_mappings(image))
 
 
 def _launch_change(req: m.ModifyImageAttributeRequest) -> LaunchChange | None:
@@ -337,6 +390,15 @@ async def reset_image_attribute(call: Ec2Call, req: m.ResetImageAttributeRequest
             "InvalidParameterValue", f"Value ({req.attribute}) for parameter attribute is invalid."
         )
     await call.ctx.store.write(lambda tx: records.reset_launch_permissions(tx, req.image_id, call.account_id))
+
+
+def handlers(settle: ebs.SettleMappings) -> dict[str, Handler]:
+    """The image handlers; `settle` checks block device mappings (EBS-backed images)."""
+
+    async def register(call: Ec2Call, req: m.RegisterImageRequest) -> m.RegisterImageResult:
+        return await register_image(call, req, settle)
+
+    return {**HANDLERS, "RegisterImage": register}
 
 
 HANDLERS: dict[str, Handler] = {

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.tags import records as tags
@@ -25,8 +27,30 @@ IMAGE_ID_RE = re.compile(r"^[a-z]{3}-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
 _COLUMNS = (
     "image_id, account_id, image_type, name, description, location, architecture, kernel_id, ramdisk_id, "
-    "platform, root_device_type, root_device_name, virtualization_type, state, public, created"
+    "platform, root_device_type, root_device_name, virtualization_type, state, public, created, block_devices"
 )
+
+
+class ImageBlockDevice(msgspec.Struct, frozen=True):
+    """One block device mapping of an EBS image (RegisterImage's BlockDeviceMappings, as settled): an EBS
+    volume made from `snapshot_id` (or empty) of `size_gib`, an ephemeral store (`virtual_name`), or a
+    device suppressed (`no_device`)."""
+
+    device: str
+    snapshot_id: str | None = None
+    size_gib: int | None = None
+    delete_on_termination: bool = True
+    volume_type: str | None = None
+    virtual_name: str | None = None
+    no_device: bool = False
+
+
+_block_devices = msgspec.json.Decoder(list[ImageBlockDevice])
+
+
+def device_key(device: str) -> str:
+    """/dev/sda1 and sda1 name the same device."""
+    return device.removeprefix("/dev/")
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,15 @@ class ImageRecord:
     created: float
     launch_accounts: frozenset[str] = frozenset()
     tags: dict[str, str] = field(default_factory=dict)
+    block_devices: list[ImageBlockDevice] = field(default_factory=list)
+
+    @property
+    def root_device(self) -> ImageBlockDevice | None:
+        """An EBS image's root mapping (the snapshot it boots from); None for instance-store images."""
+        if self.root_device_type != "ebs" or self.root_device_name is None:
+            return None
+        root = device_key(self.root_device_name)
+        return next((d for d in self.block_devices if device_key(d.device) == root), None)
 
     def visible_to(self, account_id: str) -> bool:
         return self.public or self.account_id == account_id or account_id in self.launch_accounts
@@ -74,6 +107,7 @@ def _record(r: sqlite3.Row, launch: Iterable[str] = (), tagged: dict[str, str] |
         created=r["created"],
         launch_accounts=frozenset(launch),
         tags=tagged or {},
+        block_devices=_block_devices.decode(r["block_devices"]) if r["block_devices"] else [],
     )
 
 
@@ -236,7 +270,7 @@ def insert_image(tx: Tx, new: NewImage) -> str:
     check_name_free(tx, new.account_id, new.name)
     image_id = _new_image_id(tx, new.image_type)
     tx.execute(
-        f"INSERT INTO clc_images({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO clc_images({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             image_id,
             new.account_id,
@@ -254,6 +288,7 @@ def insert_image(tx: Tx, new: NewImage) -> str:
             "available",
             0,
             time.time(),
+            None,
         ),
     )
     if new.manifest is not None:
@@ -263,6 +298,79 @@ def insert_image(tx: Tx, new: NewImage) -> str:
         )
     tags.write_tags(tx, new.account_id, image_id, "image", new.tags)
     return image_id
+
+
+@dataclass(frozen=True)
+class NewEbsImage:
+    """An EBS-backed image about to be registered (RegisterImage with a root device snapshot)."""
+
+    account_id: str
+    name: str
+    description: str | None
+    architecture: str
+    kernel_id: str | None
+    ramdisk_id: str | None
+    root_device_name: str
+    virtualization_type: str
+    block_devices: list[ImageBlockDevice]
+    tags: list[tuple[str, str]]
+    state: str = "available"  # CreateImage's: pending until its snapshots complete
+
+
+def insert_ebs_image(tx: Tx, new: NewEbsImage) -> str:
+    """Record an EBS-backed machine image (available, private, no bundle: its root is a snapshot)."""
+    check_boot_image(tx, new.kernel_id, "kernel", new.account_id)
+    check_boot_image(tx, new.ramdisk_id, "ramdisk", new.account_id)
+    check_name_free(tx, new.account_id, new.name)
+    image_id = _new_image_id(tx, "machine")
+    tx.execute(
+        f"INSERT INTO clc_images({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            image_id,
+            new.account_id,
+            "machine",
+            new.name,
+            new.description,
+            None,
+            new.architecture,
+            new.kernel_id,
+            new.ramdisk_id,
+            None,
+            "ebs",
+            new.root_device_name,
+            new.virtualization_type,
+            new.state,
+            0,
+            time.time(),
+            msgspec.json.encode(new.block_devices).decode(),
+        ),
+    )
+    tags.write_tags(tx, new.account_id, image_id, "image", new.tags)
+    return image_id
+
+
+def images_using_snapshot(tx: Tx, snapshot_id: str) -> list[str]:
+    """The registered images whose block devices name the snapshot (DeleteSnapshot refuses it then)."""
+    return [
+        r["image_id"]
+        for r in tx.all(
+            "SELECT image_id, block_devices FROM clc_images WHERE block_devices LIKE ? ORDER BY image_id",
+            (f'%"{snapshot_id}"%',),
+        )
+        if any(d.snapshot_id == snapshot_id for d in _block_devices.decode(r["block_devices"]))
+    ]
+
+
+def pending_ebs_images(tx: Tx) -> list[ImageRecord]:
+    """EBS images CreateImage made whose snapshots are not all completed yet."""
+    return [
+        _record(r)
+        for r in tx.all(f"SELECT {_COLUMNS} FROM clc_images WHERE state='pending' AND root_device_type='ebs'")
+    ]
+
+
+def set_image_state(tx: Tx, image_id: str, state: str) -> None:
+    tx.execute("UPDATE clc_images SET state=? WHERE image_id=? AND state='pending'", (state, image_id))
 
 
 def delete_image(tx: Tx, image_id: str, account_id: str) -> None:

@@ -1,11 +1,12 @@
 """Instances through EC2, once launched (RunInstances is launch.py): DescribeInstances, TerminateInstances
 (refused for a protected instance: disableApiTermination; detaches its volumes), RebootInstances,
-GetConsoleOutput, DescribeInstanceStatus, GetPasswordData (Stop/StartInstances answer UnsupportedOperation:
-instance-store only); Describe/ModifyInstanceAttribute are attributes.py."""
+GetConsoleOutput, DescribeInstanceStatus, GetPasswordData; Stop/StartInstances are ebs.py (EBS-backed
+instances only); Describe/ModifyInstanceAttribute are attributes.py."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ from euca.protocol.ec2.filters import FilterSet, PageLimits, decode_token, pagin
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
 from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
-from euca.roles.clc.instances import attributes, records
+from euca.roles.clc.instances import attributes, ebs, records
 from euca.roles.clc.instances.launch import run_instances
 from euca.roles.clc.instances.records import ClcInstance
 from euca.roles.clc.instances.render import dns_name, public_dns_name, to_reservations
@@ -61,11 +62,11 @@ INSTANCE_FILTERS: FilterSet[ClcInstance] = FilterSet(
         "instance.group-name": lambda r: r.groups,
         "group-id": lambda r: r.group_ids,
         "instance.group-id": lambda r: r.group_ids,
-        "root-device-type": lambda r: "instance-store",
+        "root-device-type": lambda r: r.root_device_type,
         "tenancy": lambda r: "default",
         "reason": lambda r: r.reason,
         "state-reason-code": lambda r: r.state_reason_code,
-        "root-device-name": lambda r: "/dev/sda1",
+        "root-device-name": lambda r: r.root_device_name or "/dev/sda1",
         # The EBS volumes attached (issue 10).
         "block-device-mapping.volume-id": lambda r: [a.volume_id for a in r.volumes],
         "block-device-mapping.device-name": lambda r: [a.device for a in r.volumes],
@@ -164,15 +165,19 @@ async def terminate_instances(call: Ec2Call, req: m.TerminateInstancesRequest) -
                 )
         current: dict[str, str] = {}
         for r in found:
-            if r.alive:
-                current[r.instance_id] = records.mark_user_terminated(tx, r, f"User initiated ({when})", now)
+            if r.alive or r.state in ("stopping", "stopped"):
+                # A stopped instance is on no node: terminated at once (its cluster has nothing to end).
+                on_node = r if r.state != "stopped" else dataclasses.replace(r, cluster=None)
+                current[r.instance_id] = records.mark_user_terminated(
+                    tx, on_node, f"User initiated ({when})", now
+                )
                 volumes.instance_ended(tx, r.instance_id)  # its volumes detach as it ends
             else:
                 current[r.instance_id] = r.state
         return found, current
 
     found, current = await call.ctx.store.write(write)
-    to_tell = [r for r in found if r.alive and r.cluster]
+    to_tell = [r for r in found if (r.alive or r.state == "stopping") and r.cluster]
     if to_tell:
         log.info(
             "terminate instances account=%s ids=%s", call.account_id, ",".join(r.instance_id for r in to_tell)
@@ -245,28 +250,6 @@ async def reboot_instances(call: Ec2Call, req: m.RebootInstancesRequest) -> None
             await link.caller.call(url, cluster.RebootInstances(cluster_ids), expect_name=name)
         except ClusterFault as e:
             raise ec2_error_of(e) from None
-
-
-# -- Stop/StartInstances: instance-store instances cannot stop -------------------------------------------
-
-
-async def stop_instances(call: Ec2Call, req: m.StopInstancesRequest) -> None:
-    await _cannot(call, req.instance_ids, "stopped")
-
-
-async def start_instances(call: Ec2Call, req: m.StartInstancesRequest) -> None:
-    await _cannot(call, req.instance_ids, "started")
-
-
-async def _cannot(call: Ec2Call, instance_ids: list[str], what: str) -> None:
-    ids = records.check_instance_ids(instance_ids)
-    if not ids:
-        raise Ec2Error("MissingParameter", "The request must contain the parameter InstanceId")
-    await call.ctx.store.read(lambda tx: records.owned(tx, call.account_id, ids))
-    raise Ec2Error(
-        "UnsupportedOperation",
-        f"The instance '{ids[0]}' does not have an 'ebs' root device type and cannot be {what}.",
-    )
 
 
 # -- GetConsoleOutput ------------------------------------------------------------------------------------
@@ -374,8 +357,8 @@ HANDLERS: dict[str, Handler] = {
     "DescribeInstances": describe_instances,
     "TerminateInstances": terminate_instances,
     "RebootInstances": reboot_instances,
-    "StopInstances": stop_instances,
-    "StartInstances": start_instances,
+    "StopInstances": ebs.stop_instances,
+    "StartInstances": ebs.start_instances,
     "GetConsoleOutput": get_console_output,
     "DescribeInstanceStatus": describe_instance_status,
     "GetPasswordData": get_password_data,

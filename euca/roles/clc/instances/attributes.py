@@ -6,8 +6,8 @@ volumes attached), groupSet, and the VPC/EBS-optimisation ones a Classic instanc
 values (productCodes, sourceDestCheck, ebsOptimized, enaSupport, sriovNetSupport, disableApiStop).
 
 What may change: disableApiTermination (TerminateInstances then refuses it: OperationNotPermitted) at any
-time; instanceInitiatedShutdownBehavior (`terminate` only: an instance-store instance ends when its guest
-powers off); the DeleteOnTermination of an attached volume (blockDeviceMapping); instanceType, kernel,
+time; instanceInitiatedShutdownBehavior (`stop` for EBS-backed instances only: an instance-store instance
+ends when its guest powers off); the DeleteOnTermination of an attached volume (blockDeviceMapping); instanceType, kernel,
 ramdisk and userData only while the instance is stopped (IncorrectInstanceState otherwise: instance-store
 instances never stop, so until EBS-backed instances arrive they are never changed).
 """
@@ -71,7 +71,7 @@ async def describe_instance_attribute(
     elif a == "instanceInitiatedShutdownBehavior":
         out.instance_initiated_shutdown_behavior = _value(r.shutdown_behavior)
     elif a == "rootDeviceName":
-        out.root_device_name = _value(ROOT_DEVICE)
+        out.root_device_name = _value(r.root_device_name or ROOT_DEVICE)
     elif a == "blockDeviceMapping":
         out.block_device_mappings = block_device_mappings(r)
     elif a == "groupSet":
@@ -161,11 +161,13 @@ async def modify_instance_attribute(call: Ec2Call, req: m.ModifyInstanceAttribut
     changes = [instance_type, kernel, ramdisk, shutdown, protect, user_data]
     if all(c is None for c in changes) and not req.block_device_mappings:
         raise Ec2Error("MissingParameter", "The request must contain an attribute to modify")
-    if shutdown is not None:
+    if shutdown is not None and shutdown != "stop":
         check_shutdown_behavior(shutdown)
 
     def write(tx: Tx) -> None:
         (r,) = records.owned(tx, call.account_id, [instance_id])
+        if shutdown == "stop":
+            check_shutdown_behavior(shutdown, ebs=r.ebs)
         if any(c is not None for c in (instance_type, kernel, ramdisk, user_data)):
             if r.state != "stopped":
                 raise Ec2Error(

@@ -31,13 +31,14 @@ from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
 from euca.roles.clc.images import bundles
 from euca.roles.clc.images import records as images
 from euca.roles.clc.instance_types import records as instance_types
-from euca.roles.clc.instances import launch_quota, profiles, records
+from euca.roles.clc.instances import block_devices, ebs, launch_quota, profiles, records
 from euca.roles.clc.instances.records import LAUNCH_FAILED, NO_CAPACITY
 from euca.roles.clc.instances.render import to_reservations
 from euca.roles.clc.keypairs import records as keypairs
 from euca.roles.clc.security_groups import records as security_groups
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.topology import records as topology
+from euca.roles.clc.volumes import records as volumes
 
 log = logging.getLogger("euca.clc")
 
@@ -59,12 +60,16 @@ class LaunchPlan:
     user_data: bytes
     tags: list[tuple[str, str]]
     digest: str
+    volumes: list[ebs.LaunchVolume] = field(default_factory=list)  # made for each instance (issue 10)
+    root_device_name: str | None = None  # an EBS-backed image's: the instance boots from a volume
 
 
-def check_shutdown_behavior(value: str | None) -> None:
+def check_shutdown_behavior(value: str | None, *, ebs: bool = False) -> None:
     """What a shutdown from inside the guest does: an instance-store instance can only terminate (its NC
     ends an instance whose guest powered off); `stop` needs an EBS root."""
     if value is None or value == "terminate":
+        return
+    if value == "stop" and ebs:
         return
     if value == "stop":
         raise Ec2Error(
@@ -117,7 +122,8 @@ def _check_request(req: m.RunInstancesRequest) -> None:
         raise Ec2Error(
             "InvalidParameterValue", f"Value ({req.client_token}) for parameter clientToken is invalid."
         )
-    check_shutdown_behavior(req.instance_initiated_shutdown_behavior)
+    if req.instance_initiated_shutdown_behavior != "stop":  # `stop`: once the image is known (EBS only)
+        check_shutdown_behavior(req.instance_initiated_shutdown_behavior)
     if req.subnet_id or req.private_ip_address:
         raise Ec2Error(
             "InvalidParameterCombination",
@@ -155,6 +161,9 @@ def _plan(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, user_data: bytes, d
     if req.key_name is not None:
         public_key = keypairs.public_key_of(tx, call.account_id, req.key_name)
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "instance")
+    launch_mappings = block_devices.settle_mappings(tx, call.account_id, req.block_device_mappings)
+    launch_volumes, root_device_name = ebs.launch_volumes(image, launch_mappings)
+    check_shutdown_behavior(req.instance_initiated_shutdown_behavior, ebs=root_device_name is not None)
     return LaunchPlan(
         image=image,
         kernel_id=kernel_id,
@@ -165,6 +174,8 @@ def _plan(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, user_data: bytes, d
         user_data=user_data,
         tags=tag_pairs,
         digest=digest,
+        volumes=launch_volumes,
+        root_device_name=root_device_name,
     )
 
 
@@ -249,6 +260,11 @@ def _place(
         count=count,
         tags=plan.tags,
         disable_api_termination=req.disable_api_termination,
+        root_device_type="ebs" if plan.root_device_name else "instance-store",
+        root_device_name=plan.root_device_name,
+        # EC2's default: an EBS-backed instance stops when its guest powers off, an instance-store one ends.
+        shutdown_behavior=req.instance_initiated_shutdown_behavior
+        or ("stop" if plan.root_device_name else "terminate"),
     )
     reservation_id, ids = records.record_launch(tx, new, now)
     if profile is not None:  # the instance profile and its role's first credentials (profiles.py)
@@ -271,7 +287,10 @@ async def _image_refs(
         manifest = await bundles.download_manifest_for(call.ctx, image_id, cert)
         return ImageRef(image_id, kind, manifest.decode())  # type: ignore[arg-type]
 
-    machine = await ref(plan.image.image_id, "machine")
+    if plan.root_device_name is not None:
+        machine = ImageRef(plan.image.image_id, "machine", "")  # its root is a volume: no bundle to fetch
+    else:
+        machine = await ref(plan.image.image_id, "machine")
     kernel = await ref(plan.kernel_id, "kernel") if plan.kernel_id else None
     ramdisk = await ref(plan.ramdisk_id, "ramdisk") if plan.ramdisk_id else None
     return machine, kernel, ramdisk
@@ -310,6 +329,7 @@ async def run_instances(call: Ec2Call, req: m.RunInstancesRequest) -> m.Reservat
     )
     try:
         machine, kernel, ramdisk = await _image_refs(call, link, plan)
+        made = await ebs.make_volumes(call, link, target, placed.instance_ids, plan.volumes)
     except Ec2Error as e:
         await _fail(call, placed, LAUNCH_FAILED, e.message)
         raise
@@ -335,6 +355,7 @@ async def run_instances(call: Ec2Call, req: m.RunInstancesRequest) -> m.Reservat
             launch_time=placed.launch_time,
             security_groups=placed.group_ids,
             public_ip=placed.public_ips.get(instance_id),
+            volumes=made.get(instance_id, []),
         )
         for index, instance_id in enumerate(placed.instance_ids)
     ]
@@ -372,5 +393,7 @@ async def _fail(call: Ec2Call, placed: Placed, code: str, message: str) -> None:
     def write(tx: Tx) -> None:
         records.mark_terminated(tx, placed.instance_ids, code, message, now)
         records.release_client_token(tx, placed.reservation_id)
+        for instance_id in placed.instance_ids:
+            volumes.instance_ended(tx, instance_id)  # volumes made for it go as its attachments end
 
     await call.ctx.store.write(write)

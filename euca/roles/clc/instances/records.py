@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -74,6 +75,13 @@ class ClcInstance:
     volumes: list[Attachment] = field(default_factory=list)  # EBS volumes attached (volumes.records)
     disable_api_termination: bool = False
     shutdown_behavior: str = "terminate"
+    root_device_type: str = "instance-store"
+    root_device_name: str | None = None
+
+    @property
+    def ebs(self) -> bool:
+        return self.root_device_type == "ebs"
+
     iam_instance_profile: tuple[str, str] | None = None  # (arn, id): launched with an instance profile
 
     @property
@@ -90,7 +98,8 @@ _INSTANCE_COLUMNS = (
     "i.seq, i.instance_id, i.reservation_id, i.account_id, i.launch_index, i.image_id, i.kernel_id, "
     "i.ramdisk_id, i.instance_type, i.key_name, i.architecture, i.zone, i.cluster, i.node, i.private_ip, i.mac, "
     "i.state, i.reason, i.state_reason_code, i.state_reason_message, i.launch_time, i.last_seen, "
-    "i.terminated_at, i.disable_api_termination, i.shutdown_behavior, r.client_token, r.groups, r.group_ids"
+    "i.terminated_at, i.disable_api_termination, i.shutdown_behavior, i.root_device_type, i.root_device_name, "
+    "r.client_token, r.groups, r.group_ids"
     ", p.profile_arn, p.profile_id"  # instance profiles (issue 12)
 )
 _FROM = (
@@ -137,6 +146,8 @@ def _record(
         volumes=attached or [],
         disable_api_termination=bool(row["disable_api_termination"]),
         shutdown_behavior=row["shutdown_behavior"],
+        root_device_type=row["root_device_type"],
+        root_device_name=row["root_device_name"],
         iam_instance_profile=(row["profile_arn"], row["profile_id"]) if row["profile_arn"] else None,
     )
 
@@ -286,6 +297,9 @@ class NewReservation:
     count: int
     tags: list[tuple[str, str]]
     disable_api_termination: bool = False
+    root_device_type: str = "instance-store"  # "ebs": booted from a volume (issue 10)
+    root_device_name: str | None = None
+    shutdown_behavior: str = "terminate"
 
 
 def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[str]]:
@@ -312,7 +326,8 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
         tx.execute(
             "INSERT INTO clc_instances(instance_id, reservation_id, account_id, launch_index, image_id, kernel_id, "
             "ramdisk_id, instance_type, key_name, user_data, architecture, zone, cluster, state, launch_time, "
-            "last_seen, disable_api_termination) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
+            "last_seen, disable_api_termination, root_device_type, root_device_name, shutdown_behavior) "
+            "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?,?,?,?)",
             (
                 instance_id,
                 reservation_id,
@@ -330,6 +345,9 @@ def record_launch(tx: Tx, new: NewReservation, now: float) -> tuple[str, list[st
                 now,
                 now,
                 int(new.disable_api_termination),
+                new.root_device_type,
+                new.root_device_name,
+                new.shutdown_behavior,
             ),
         )
         tags.write_tags(tx, new.account_id, instance_id, "instance", new.tags)
@@ -417,6 +435,13 @@ def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
                 "UPDATE clc_instances SET state=?, node=?, private_ip=?, mac=? WHERE instance_id=?",
                 (u.state, u.node, u.private_ip, u.mac, u.instance_id),
             )
+            if u.state == "stopped" and u.reason is not None:  # it powered itself off (issue 10)
+                tx.execute(
+                    "UPDATE clc_instances SET reason=?, state_reason_code=?, state_reason_message=? "
+                    "WHERE instance_id=?",
+                    (u.reason, u.reason, f"{u.reason}: Instance initiated shutdown", u.instance_id),
+                )
+                addresses.release_instances(tx, [u.instance_id])
     for chunk in _chunks(result.seen):
         marks = ",".join("?" * len(chunk))
         tx.execute(f"UPDATE clc_instances SET last_seen=? WHERE instance_id IN ({marks})", (now, *chunk))
@@ -431,6 +456,68 @@ def apply_reconciliation(tx: Tx, result: Reconciliation, now: float) -> None:
     ended = [u.instance_id for u in result.updates if u.state in ("shutting-down", "terminated")]
     addresses.release_instances(tx, [*ended, *result.gone])
     _tell_usage(tx, [*(u.instance_id for u in result.updates), *result.gone])
+
+
+# -- stopping and starting (EBS-backed instances, issue 10) ------------------------------------------------
+
+USER_STOP = ("Client.UserInitiatedShutdown", "Client.UserInitiatedShutdown: User initiated shutdown")
+
+
+def mark_stopping(tx: Tx, instance: ClcInstance, reason: str) -> None:
+    """StopInstances: `stopping` until its node reports it ended (then `stopped`: reconcile.py); its public
+    address goes back (an elastic IP is disassociated), as EC2-Classic did."""
+    tx.execute(
+        "UPDATE clc_instances SET state='stopping', reason=?, state_reason_code=?, state_reason_message=? "
+        "WHERE instance_id=?",
+        (reason, USER_STOP[0], USER_STOP[1], instance.instance_id),
+    )
+    addresses.release_instances(tx, [instance.instance_id])
+    _tell_usage(tx, [instance.instance_id])
+
+
+def mark_starting(tx: Tx, instance_id: str, account_id: str, auto_address: bool) -> str | None:
+    """StartInstances: `pending` again (launched now), placed anew in its zone (node and private address
+    unknown until its CC answers), with a new public address from the pool when the cloud gives them; that
+    address."""
+    now = time.time()
+    # EC2's LaunchTime is the start's: a started instance was launched again.
+    tx.execute(
+        "UPDATE clc_instances SET state='pending', reason='', state_reason_code=NULL, "
+        "state_reason_message=NULL, node=NULL, private_ip=NULL, last_seen=?, launch_time=? WHERE instance_id=?",
+        (now, now, instance_id),
+    )
+    public = addresses.assign_system(tx, account_id, [instance_id]) if auto_address else {}
+    _tell_usage(tx, [instance_id])
+    return public.get(instance_id)
+
+
+def check_root_detach(tx: Tx, account_id: str, volume_id: str) -> None:
+    """DetachVolume of an EBS-backed instance's root volume: only while the instance is stopped (EC2)."""
+    (volume,) = volumes.owned(tx, account_id, [volumes.check_volume_id(volume_id)])
+    a = volume.attachment
+    if a is None:
+        return
+    row = tx.one(
+        "SELECT state, root_device_name FROM clc_instances WHERE instance_id=? AND root_device_type='ebs'",
+        (a.instance_id,),
+    )
+    if row is None or row["root_device_name"] is None or row["state"] in ("stopped", "terminated"):
+        return
+    if a.device.removeprefix("/dev/") == str(row["root_device_name"]).removeprefix("/dev/"):
+        raise Ec2Error(
+            "IncorrectState", f"Unable to detach root volume '{volume_id}' from instance '{a.instance_id}'"
+        )
+
+
+def user_data_and_key(tx: Tx, instance_id: str) -> tuple[bytes, str | None, list[str], str]:
+    """What a start sends its CC again: user data, key name, security group ids, reservation's requester."""
+    row = tx.one(
+        f"SELECT i.user_data, i.key_name, r.group_ids, r.requester {_FROM} WHERE i.instance_id=?",
+        (instance_id,),
+    )
+    assert row is not None
+    data = bytes(row["user_data"]) if row["user_data"] is not None else b""
+    return data, row["key_name"], _groups_decoder.decode(row["group_ids"]), row["requester"]
 
 
 def forget_terminated(tx: Tx, before: float) -> list[str]:
@@ -472,8 +559,8 @@ def known_instances(
     """The cluster's instances that are alive, or ended recently enough that a late report still matters;
     only those of `ids` when given (the poller's watch asks about a batch, not about 10,000)."""
     sql = (
-        "SELECT instance_id, state, node, private_ip, mac, last_seen FROM clc_instances "
-        "WHERE cluster=? AND (state!='terminated' OR terminated_at>=?)"
+        "SELECT instance_id, state, node, private_ip, mac, last_seen, root_device_type, shutdown_behavior "
+        "FROM clc_instances WHERE cluster=? AND (state!='terminated' OR terminated_at>=?)"
     )
     if ids is None:
         rows = tx.all(sql, (cluster_name, since))
@@ -485,7 +572,15 @@ def known_instances(
             marks = ",".join("?" * len(chunk))
             rows += tx.all(f"{sql} AND instance_id IN ({marks})", (cluster_name, since, *chunk))
     return [
-        Known(r["instance_id"], r["state"], r["node"], r["private_ip"], r["mac"], r["last_seen"])
+        Known(
+            r["instance_id"],
+            r["state"],
+            r["node"],
+            r["private_ip"],
+            r["mac"],
+            r["last_seen"],
+            r["root_device_type"] == "ebs" and r["shutdown_behavior"] == "stop",
+        )
         for r in rows
     ]
 
@@ -495,7 +590,7 @@ def in_transition(tx: Tx) -> dict[str, list[str]]:
     moving: dict[str, list[str]] = {}
     for r in tx.all(
         "SELECT cluster, instance_id FROM clc_instances "
-        "WHERE state IN ('pending', 'shutting-down') AND cluster IS NOT NULL"
+        "WHERE state IN ('pending', 'shutting-down', 'stopping') AND cluster IS NOT NULL"
     ):
         moving.setdefault(r["cluster"], []).append(r["instance_id"])
     return moving

@@ -53,8 +53,8 @@ def to_instance(r: ClcInstance) -> m.Instance:
         private_ip_address=r.private_ip,
         public_ip_address=r.public_ip,
         architecture=r.architecture,
-        root_device_type="instance-store",
-        root_device_name="/dev/sda1",
+        root_device_type=r.root_device_type,
+        root_device_name=r.root_device_name or "/dev/sda1",
         virtualization_type="paravirtual" if r.kernel_id else "hvm",
         client_token=r.client_token or "",
         ebs_optimized=False,
@@ -79,7 +79,8 @@ _EBS_STATUS = {"terminating": "detaching"}
 
 
 def block_device_mappings(r: ClcInstance) -> list[m.InstanceBlockDeviceMapping]:
-    """The EBS volumes attached to the instance (its root is instance-store: not listed, as in EC2)."""
+    """The EBS volumes attached to the instance: an EBS-backed instance's root volume among them, at its root
+    device (an instance-store root is not listed, as in EC2)."""
     return [
         m.InstanceBlockDeviceMapping(
             device_name=a.device,

@@ -38,6 +38,9 @@ from euca.roles.clc.volumes.records import Attachment, InstancePlace, VolumeReco
 log = logging.getLogger("euca.clc")
 
 InstanceLookup = Callable[[Tx, str, str], InstancePlace]
+# (tx, account id, volume id) -> raises when the volume may not be detached now (an EBS-backed instance's
+# root while it is not stopped: instances/records.check_root_detach, handed in).
+DetachGuard = Callable[[Tx, str, str], None]
 
 CALL_TIMEOUT = 30.0
 
@@ -88,8 +91,9 @@ def _attached_on_node(status: object, volume_id: str) -> str | None:
 
 
 class AttachApi:
-    def __init__(self, instance_place: InstanceLookup):
+    def __init__(self, instance_place: InstanceLookup, detach_guard: DetachGuard | None = None):
         self.instance_place = instance_place
+        self.detach_guard = detach_guard
 
     async def attach_volume(self, call: Ec2Call, req: m.AttachVolumeRequest) -> m.VolumeAttachment:
         volume_id = records.check_volume_id(req.volume_id)
@@ -103,6 +107,14 @@ class AttachApi:
             return records.begin_attach(tx, call.account_id, volume_id, place, device, now), place
 
         volume, place = await call.ctx.store.write(write, durable=True)
+        assert volume.attachment is not None
+        if place.state == "stopped":
+            # Nothing to plug: StartInstances defines the domain with it (instances/ebs.py).
+            await call.ctx.store.write(
+                lambda tx: records.set_attachment_state(tx, volume_id, "attached", only_from="attaching")
+            )
+            log.info("volume attached id=%s instance=%s (stopped)", volume_id, place.instance_id)
+            return render_attachment(volume.attachment)
         assert place.cluster is not None and place.node is not None
         cc_url, sc_url = await _urls(call, volume.cluster)
         log.info("volume attaching id=%s instance=%s device=%s", volume_id, place.instance_id, device)
@@ -158,12 +170,15 @@ class AttachApi:
         volume_id = records.check_volume_id(req.volume_id)
         if req.device is not None:
             records.check_device(req.device)
-        volume = await call.ctx.store.write(
-            lambda tx: records.begin_detach(
+
+        def write(tx: Tx) -> VolumeRecord:
+            if self.detach_guard is not None:
+                self.detach_guard(tx, call.account_id, volume_id)
+            return records.begin_detach(
                 tx, call.account_id, volume_id, req.instance_id, req.device, req.force
-            ),
-            durable=True,
-        )
+            )
+
+        volume = await call.ctx.store.write(write, durable=True)
         a = volume.attachment
         assert a is not None
         log.info("volume detaching id=%s instance=%s force=%s", volume_id, a.instance_id, req.force)
@@ -228,6 +243,6 @@ async def finish_unexport(
     return True
 
 
-def handlers(instance_place: InstanceLookup) -> dict[str, Handler]:
-    api = AttachApi(instance_place)
+def handlers(instance_place: InstanceLookup, detach_guard: DetachGuard | None = None) -> dict[str, Handler]:
+    api = AttachApi(instance_place, detach_guard)
     return {"AttachVolume": api.attach_volume, "DetachVolume": api.detach_volume}

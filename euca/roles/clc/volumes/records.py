@@ -428,7 +428,9 @@ def begin_attach(
         raise Ec2Error("VolumeInUse", f"{volume_id} is already attached to an instance")
     if v.state != "available":
         raise Ec2Error("IncorrectState", f"vol '{volume_id}' is not 'available'.")
-    if instance.state not in ("running", "stopped") or instance.cluster is None or instance.node is None:
+    # A stopped (EBS-backed) instance is on no node: its volumes join its domain when it starts again.
+    on_node = instance.cluster is not None and (instance.node is not None or instance.state == "stopped")
+    if instance.state not in ("running", "stopped") or not on_node:
         raise Ec2Error("IncorrectState", f"Instance '{instance.instance_id}' is not 'running'.")
     if v.zone != instance.zone:
         raise Ec2Error(
@@ -539,3 +541,25 @@ def set_delete_on_termination(tx: Tx, instance_id: str, device: str, delete: boo
             )
             return True
     return False
+
+
+# -- EBS-backed instances (issue 10): volumes made at launch, attached from the start ------------------------
+
+
+def attach_at_launch(
+    tx: Tx,
+    volume_id: str,
+    instance_id: str,
+    account_id: str,
+    cluster: str,
+    device: str,
+    delete_on_termination: bool,
+    now: float,
+) -> None:
+    """A volume RunInstances made for an instance (its root, or another of its block device mappings):
+    attached from the start (the domain is defined with it), `in-use` once the SC made it."""
+    tx.execute(
+        "INSERT INTO clc_volume_attachments(volume_id, instance_id, account_id, cluster, device, state, "
+        "attach_time, delete_on_termination) VALUES(?,?,?,?,?,'attached',?,?)",
+        (volume_id, instance_id, account_id, cluster, device, now, int(delete_on_termination)),
+    )
