@@ -141,7 +141,7 @@ def start_cluster(root: Path) -> SeaweedCluster:
         _wait(f, cluster.procs, "filer", log)
         spawn(
             "s3", "-ip.bind=127.0.0.1", f"-port={s3}", f"-port.grpc={s3g}", f"-filer=127.0.0.1:{f}.{fg}",
-            f"-config={config}",
+            f"-config={config}", "-port.iceberg=0", "-port.lance=0",  # no fixed ports: runs side by side
         )  # fmt: skip
         _wait(s3, cluster.procs, "s3 gateway", log)
         _s3_ready(cluster.endpoint)

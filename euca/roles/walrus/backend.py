@@ -51,6 +51,8 @@ BACKEND_MIN_PART = 5 * 1024 * 1024
 # An unreferenced backend object younger than this may still be a write in flight in some process.
 SWEEP_MIN_AGE = 2 * INFLIGHT_MAX
 READ_CHUNK = 256 * 1024
+# A chunk at least this large is hashed in a worker thread (off the event loop).
+THREAD_HASH_MIN = 256 * 1024
 
 
 def backend_failed(e: S3ClientError) -> S3Error:
@@ -173,7 +175,10 @@ class S3Backend(ByteStore):
                     raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(max_size))
                 if expected_size is not None and size > expected_size:
                     raise S3Error("IncompleteBody")
-                await trio.to_thread.run_sync(absorb, [chunk])
+                if len(chunk) >= THREAD_HASH_MIN:
+                    await trio.to_thread.run_sync(absorb, [chunk])
+                else:
+                    absorb([chunk])  # a thread hop costs more than hashing a small chunk here
                 yield chunk
             if expected_size is not None and size != expected_size:
                 raise S3Error("IncompleteBody")
