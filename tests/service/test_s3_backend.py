@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from boto3.s3.transfer import TransferConfig
@@ -20,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from helpers.seaweedfs import SeaweedCluster, backend_client, backend_keys, backend_overrides
 from helpers.server import EucaServer, start_euca
+from helpers.walrus_process import free_port, kill_9, s3_client, start_walrus, stop
 
 MiB = 1024 * 1024
 
@@ -207,3 +211,56 @@ def test_the_sweep_takes_backend_orphans_only(
     keys = _keys(seaweedfs, backend_bucket)
     assert orphan not in keys
     assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == data
+
+
+@pytest.mark.slow
+def test_kill_9_mid_upload_keeps_the_old_version_and_no_backend_debris(
+    tmp_path: Any, seaweedfs: SeaweedCluster
+) -> None:
+    """Walrus killed while it streams a new version to the backend: the backend PUT is cut (nothing kept),
+    the old version reads back after the restart, and no backend object is left that no row refers to."""
+    bucket = "crash-" + uuid.uuid4().hex[:12]
+    settings = [f"{k}={v}" for k, v in backend_overrides(seaweedfs, bucket=bucket).items()]
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    port = free_port()
+    proc = start_walrus(data_dir, port, settings=settings)
+    try:
+        s3 = s3_client(data_dir, port)
+        s3.create_bucket(Bucket="crash")
+        old = os.urandom(300 * 1024)
+        s3.put_object(Bucket="crash", Key="obj", Body=old)
+        before = backend_keys(seaweedfs, bucket)
+        assert len(before) == 1
+        url = s3.generate_presigned_url("put_object", Params={"Bucket": "crash", "Key": "obj"})
+        halfway = threading.Event()
+        release = threading.Event()
+
+        def body() -> Iterator[bytes]:
+            for i in range(64):
+                if i == 16:
+                    halfway.set()
+                    release.wait(60)
+                yield b"n" * MiB
+
+        def upload() -> None:
+            try:
+                httpx.put(url, content=body(), headers={"Content-Length": str(64 * MiB)}, timeout=60)
+            except httpx.HTTPError:
+                pass
+
+        t = threading.Thread(target=upload, daemon=True)
+        t.start()
+        assert halfway.wait(60)
+        time.sleep(1)  # the first 16 MiB are on their way to the backend
+        kill_9(proc)
+        release.set()
+        t.join(60)
+
+        proc = start_walrus(data_dir, port, settings=settings)
+        s3 = s3_client(data_dir, port)
+        assert s3.get_object(Bucket="crash", Key="obj")["Body"].read() == old
+        assert len(s3.list_object_versions(Bucket="crash").get("Versions", [])) == 1
+        assert backend_keys(seaweedfs, bucket) == before
+    finally:
+        stop(proc)
