@@ -24,11 +24,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
 
+from euca.core.config import WalrusConfig
 from euca.core.s3client import S3Client, S3ClientError
 from euca.protocol.s3 import S3Error
 from euca.protocol.sigv4 import SigningKey
@@ -318,7 +318,7 @@ async def _empty() -> AsyncIterator[bytes]:
     yield b""
 
 
-def open_byte_store(cfg: Any, objects_dir: Path) -> ByteStore:
+def open_byte_store(cfg: WalrusConfig, objects_dir: Path) -> ByteStore:
     """The byte store a WalrusConfig names: the disk under objects_dir (default) or an S3 backend."""
     if cfg.backend != "s3":
         return Storage(objects_dir)
