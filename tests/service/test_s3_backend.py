@@ -21,7 +21,14 @@ import trio
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from helpers.seaweedfs import SeaweedCluster, backend_client, backend_keys, backend_overrides
+from helpers.seaweedfs import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    SeaweedCluster,
+    backend_client,
+    backend_keys,
+    backend_overrides,
+)
 from helpers.server import EucaServer, start_euca
 from helpers.walrus_process import free_port, kill_9, s3_client, start_walrus, stop
 
@@ -264,3 +271,46 @@ def test_kill_9_mid_upload_keeps_the_old_version_and_no_backend_debris(
         assert backend_keys(seaweedfs, bucket) == before
     finally:
         stop(proc)
+
+
+def test_a_copy_without_hashing_runs_inside_the_backend(seaweedfs: SeaweedCluster) -> None:
+    """The concatenation of a completion past MAX_SEGMENTS parts: UploadPartCopy of each range in the backend's
+    own multipart upload (every range but the last at least its 5 MiB floor), read back in ranges."""
+    from euca.roles.walrus.backend import BACKEND_MIN_PART, S3Backend
+
+    bucket = "copy-" + uuid.uuid4().hex[:12]
+    first, second = os.urandom(BACKEND_MIN_PART + 10), os.urandom(1000)
+
+    async def body(data: bytes) -> Any:
+        yield data
+
+    async def run() -> tuple[bytes, bytes, int]:
+        backend = S3Backend(seaweedfs.endpoint, ACCESS_KEY, SECRET_KEY, bucket)
+        try:
+            await backend.setup()
+            a, b = uuid.uuid4().hex, uuid.uuid4().hex
+            await backend.client.put_stream(bucket, a, body(first), len(first))
+            await backend.client.put_stream(bucket, b, body(second), len(second))
+            written = await backend.copy([(a, 5, BACKEND_MIN_PART), (b, 0, 1000)], None, hash_md5=False)
+            assert written.storage_id is not None
+            assert backend.claim([written.storage_id])  # in flight until its commit, as a disk file
+            backend.release([written.storage_id])
+
+            async def read(offset: int, length: int) -> bytes:
+                stream = await backend.open_stream([(str(written.storage_id), offset, length)])
+                assert stream is not None
+                return b"".join([chunk async for chunk in stream])
+
+            whole = await read(0, written.size)
+            tail = await read(BACKEND_MIN_PART - 3, 10)
+            gone = await backend.open_stream([(uuid.uuid4().hex, 0, 1)])
+            assert gone is None  # a piece that is gone sends the GET back to the metadata
+            return whole, tail, written.size
+        finally:
+            await backend.aclose()
+
+    whole, tail, size = trio.run(run)
+    expected = first[5 : 5 + BACKEND_MIN_PART] + second
+    assert size == len(expected)
+    assert whole == expected
+    assert tail == expected[BACKEND_MIN_PART - 3 : BACKEND_MIN_PART + 7]
