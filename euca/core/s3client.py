@@ -2,19 +2,23 @@
 upload a file, presign a GET. Path-style addressing, SigV4 (euca.protocol.sigv4's client side).
 
 The CLC uses it to read a bundle manifest from Walrus as the caller (so Walrus, not the CLC, decides what
-the caller may read); `euca upload-bundle` uses it to upload parts. It knows nothing of Walrus' insides: a
+the caller may read); `euca upload-bundle` uses it to upload parts; Walrus's "s3" backend (walrus/backend.py)
+uses its streamed calls (put a stream, open a range, delete, list, server-side multipart copy) to keep object
+bytes in an external S3-compatible cluster. It knows nothing of Walrus' insides: a
 role reaches another only over HTTP.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import httpx
 import trio
@@ -24,12 +28,42 @@ from euca.protocol.sigv4 import EMPTY_SHA256, SigningKey, presign_url, sign_requ
 
 UPLOAD_CHUNK = 1024 * 1024
 MAX_ERROR_BODY = 65536
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]{0,2000})</Message>")
 # What a HEAD (which has no body) most likely meant, by status.
 _HEAD_CODES = {403: "AccessDenied", 404: "NotFound", 301: "PermanentRedirect", 400: "BadRequest"}
 
+_CONTENTS = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
+_FIELD = {
+    name: re.compile(rb"<" + name.encode() + rb">([^<]*)</" + name.encode() + rb">")
+    for name in ("Key", "Size", "LastModified", "NextContinuationToken", "IsTruncated", "UploadId", "ETag")
+}
+
 Progress = Callable[[int], None]
+
+
+def _field(name: str, body: bytes) -> str | None:
+    m = _FIELD[name].search(body)
+    return _unescape(m.group(1).decode()) if m else None
+
+
+def _unescape(text: str) -> str:
+    return (
+        text.replace("&quot;", '"').replace("&apos;", "'").replace("&lt;", "<").replace("&gt;", ">")
+    ).replace("&amp;", "&")
+
+
+def _iso_time(text: str) -> float:
+    """Seconds since the epoch of an S3 ISO 8601 timestamp (2026-12-02T23:30:00.000Z)."""
+    return float(calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")))
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
+    last_modified: float  # seconds since the epoch
 
 
 class S3ClientError(CodedError):
@@ -196,3 +230,117 @@ class S3Client:
         if response.status_code != 200:
             raise _error(response, response.content[:MAX_ERROR_BODY])
         return ObjectInfo(size, response.headers.get("etag", ""))
+
+    # -- streamed calls (Walrus's s3 backend) ---------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        extra: list[tuple[str, str]] | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        payload_hash: str = EMPTY_SHA256,
+        ok: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
+        """One request, its body read whole (small answers only); S3ClientError unless its status is in ok."""
+        try:
+            response = await self.http.request(
+                method, url, headers=self._headers(method, url, payload_hash, extra), content=content
+            )
+        except httpx.HTTPError as e:
+            raise S3ClientError("ConnectionError", f"{method} {url}: {e}") from e
+        if response.status_code not in ok:
+            raise _error(response, response.content[:MAX_ERROR_BODY])
+        return response
+
+    async def put_stream(
+        self, bucket: str, key: str, body: AsyncIterable[bytes], size: int | None
+    ) -> ObjectInfo:
+        """Upload an object from an async stream of chunks, never held whole (payload UNSIGNED-PAYLOAD: the
+        caller hashes what it sends). With `size` None the body goes chunked. An exception the stream raises
+        cuts the request short, so the server stores nothing."""
+        url = self.url(bucket, key)
+        extra = [("Content-Length", str(size))] if size is not None else []
+        response = await self._send("PUT", url, extra=extra, content=body, payload_hash=UNSIGNED_PAYLOAD)
+        return ObjectInfo(size or 0, response.headers.get("etag", ""))
+
+    async def open_range(self, bucket: str, key: str, offset: int, length: int) -> httpx.Response:
+        """A streamed GET of [offset, offset+length) of an object; the caller reads it with aiter_bytes and
+        must aclose() it. S3ClientError NoSuchKey (404) when the object is gone."""
+        url = self.url(bucket, key)
+        extra = [("Range", f"bytes={offset}-{offset + length - 1}")] if length else []
+        request = self.http.build_request("GET", url, headers=self._headers("GET", url, EMPTY_SHA256, extra))
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise S3ClientError("ConnectionError", f"GET {url}: {e}") from e
+        if response.status_code not in (200, 206):
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            raise _error(response, body[:MAX_ERROR_BODY])
+        return response
+
+    async def delete_object(self, bucket: str, key: str) -> None:
+        """Delete an object; one already gone is fine (S3 answers 204 either way)."""
+        await self._send("DELETE", self.url(bucket, key), ok=(200, 204, 404))
+
+    async def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ListedObject]:
+        """Every object under `prefix`, a page (ListObjectsV2, 1000 keys) at a time."""
+        token: str | None = None
+        while True:
+            query = f"list-type=2&max-keys=1000&prefix={uri_encode(prefix)}"
+            if token is not None:
+                query += f"&continuation-token={uri_encode(token)}"
+            response = await self._send("GET", f"{self.url(bucket)}?{query}")
+            body = response.content
+            for m in _CONTENTS.finditer(body):
+                item = m.group(1)
+                yield ListedObject(
+                    _field("Key", item) or "",
+                    int(_field("Size", item) or 0),
+                    _iso_time(_field("LastModified", item) or "1970-01-01T00:00:00"),
+                )
+            token = _field("NextContinuationToken", body)
+            if _field("IsTruncated", body) != "true" or not token:
+                return
+
+    async def create_multipart(self, bucket: str, key: str) -> str:
+        response = await self._send("POST", self.url(bucket, key) + "?uploads=")
+        upload_id = _field("UploadId", response.content)
+        if not upload_id:
+            raise S3ClientError("InternalError", "CreateMultipartUpload answered no UploadId")
+        return upload_id
+
+    async def upload_part_copy(
+        self, bucket: str, key: str, upload_id: str, part: int, source_key: str, offset: int, length: int
+    ) -> str:
+        """UploadPartCopy of [offset, offset+length) of another object of the same bucket: the bytes move
+        inside the backend. Returns the part's ETag."""
+        url = f"{self.url(bucket, key)}?partNumber={part}&uploadId={uri_encode(upload_id)}"
+        extra = [
+            ("x-amz-copy-source", f"/{uri_encode(bucket)}/{uri_encode(source_key, keep_slash=True)}"),
+            ("x-amz-copy-source-range", f"bytes={offset}-{offset + length - 1}"),
+        ]
+        response = await self._send("PUT", url, extra=extra)
+        etag = _field("ETag", response.content)
+        if etag is None:
+            raise _error(response, response.content[:MAX_ERROR_BODY])  # a 200 carrying an error document
+        return etag
+
+    async def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> None:
+        parts = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(etag)}</ETag></Part>"
+            for n, etag in enumerate(etags, 1)
+        )
+        body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
+        url = f"{self.url(bucket, key)}?uploadId={uri_encode(upload_id)}"
+        response = await self._send("POST", url, content=body, payload_hash=hashlib.sha256(body).hexdigest())
+        if b"<Error>" in response.content[:512]:
+            raise _error(response, response.content[:MAX_ERROR_BODY])  # S3 may fail a completion with a 200
+
+    async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        url = f"{self.url(bucket, key)}?uploadId={uri_encode(upload_id)}"
+        await self._send("DELETE", url, ok=(200, 204, 404))

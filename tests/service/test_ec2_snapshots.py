@@ -21,6 +21,7 @@ from euca.cli import main
 from helpers.ec2 import error_code
 from helpers.fake_cluster import FakeCluster, FakeNode
 from helpers.instances import unique, wait_for
+from helpers.seaweedfs import ON_BACKEND, backend_overrides
 from helpers.server import EucaServer, admin_cli, start_euca
 from helpers.snapshots import (
     CHUNK,
@@ -39,12 +40,11 @@ GIB = 1024**3
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EucaServer]:
-    server = start_euca(
-        tmp_path_factory.mktemp("euca-snapshots"),
-        roles="clc,walrus,sc",
-        overrides={"clc.poll_interval": 0.2, "cc.cluster": ZONE, "sc.capacity_gb": 100},
-    )
+def cloud(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[EucaServer]:
+    overrides: dict[str, Any] = {"clc.poll_interval": 0.2, "cc.cluster": ZONE, "sc.capacity_gb": 100}
+    if ON_BACKEND:  # EUCA_TEST_WALRUS_BACKEND=s3: the snapshot chunks go to SeaweedFS through Walrus
+        overrides |= backend_overrides(request.getfixturevalue("seaweedfs"))
+    server = start_euca(tmp_path_factory.mktemp("euca-snapshots"), roles="clc,walrus,sc", overrides=overrides)
     yield next(server)
     server.close()
 

@@ -10,6 +10,8 @@ import zlib
 import pytest
 from botocore.exceptions import ClientError
 
+from helpers.seaweedfs import disk_only
+
 MiB = 1024 * 1024
 
 
@@ -188,6 +190,7 @@ def _object_files(euca) -> set[str]:  # type: ignore[no-untyped-def]
     return {p.name for p in root.rglob("*") if p.is_file() and p.parent.name != "tmp"}
 
 
+@disk_only
 def test_completed_object_kept_as_its_parts(euca, s3_client, bucket):
     """CompleteMultipartUpload copies nothing: the object is its part files. Ranges across part boundaries,
     part numbers, copies, an unused part's removal, and overwrite/delete leaving no file behind."""

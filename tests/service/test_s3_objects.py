@@ -12,6 +12,8 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from helpers.seaweedfs import disk_only
+
 
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return str(exc.value.response["Error"]["Code"])
@@ -40,6 +42,7 @@ def test_put_get_head_delete(s3_client, bucket):
 
 
 # Small bodies are kept inline in the state store (no object file); larger ones get a file each.
+@disk_only
 @pytest.mark.parametrize(("size", "files"), [(3, 0), (100 * 1024, 1)], ids=["inline", "file"])
 def test_overwrite_removes_old_bytes(euca, s3_client, bucket, size, files):
     root = euca.data_dir / "objects"

@@ -33,12 +33,12 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import access_log, cors, https, lifecycle, meta, sweep, usage
 from euca.roles.walrus.access_log import AccessLogs
+from euca.roles.walrus.backend import open_byte_store
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.dispatch import dispatch as dispatch_request
 from euca.roles.walrus.meta import usage as usage_meta
 from euca.roles.walrus.service import WalrusService
-from euca.roles.walrus.storage import Storage
 
 log = logging.getLogger("euca.walrus")
 
@@ -187,7 +187,7 @@ class WalrusRole:
         self.ctx = ctx
         ctx.store.migrate("walrus", meta.SCHEMA)
         ctx.store.migrate(usage_meta.NAMESPACE, usage_meta.SCHEMA)
-        self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
+        self.storage = open_byte_store(ctx.config.walrus, ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
         self.walrus.lifecycle_day = ctx.config.walrus.lifecycle_day_seconds
         self.workers = worker_count(ctx.config)
@@ -217,13 +217,13 @@ class WalrusRole:
 
     async def _serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         _raise_open_files_limit()
-        removed = await trio.to_thread.run_sync(self.storage.prepare)
+        removed = await self.storage.setup()
         if removed:
             log.info("removed %d unfinished upload file(s) left by an earlier run", removed)
         await self.walrus.load()
         log.info(
             "walrus ready objects_dir=%s buckets=%d processes=%d",
-            self.storage.root,
+            self.storage.describe(),
             len(self.walrus.buckets),
             self.workers,
         )

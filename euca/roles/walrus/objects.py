@@ -24,7 +24,7 @@ from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService, valid_version_id
-from euca.roles.walrus.storage import Written
+from euca.roles.walrus.storage import Storage, Written
 from euca.roles.walrus.write_extras import expiration_headers, sse_headers, stored_extras
 
 log = logging.getLogger("euca.walrus")
@@ -179,13 +179,20 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
     # thread hop). Once open, a concurrent overwrite cannot take them away; one removed before (the
     # object was just replaced) sends us back to read the new version.
     ranges = svc.sources(o, first, length)
-    fds = svc.storage.open_all([str(source) for source, _, _ in ranges])
+    storage = svc.storage
+    if not isinstance(storage, Storage):  # bytes in a backend cluster: streamed from it, piece by piece
+        stream = await storage.open_stream([(str(source), offset, n) for source, offset, n in ranges])
+        if stream is None:
+            svc.objects.forget(b.name, ep.key)
+            return None
+        return Response(status, [*headers, ("Content-Length", str(length))], stream)
+    fds = storage.open_all([str(source) for source, _, _ in ranges])
     if fds is None:
         svc.objects.forget(b.name, ep.key)
         return None
     pieces = [FileBody(fd, offset, n) for fd, (_, offset, n) in zip(fds, ranges, strict=True)]
     if status == 206 and pieces[0].offset:
-        svc.storage.advise_range(pieces[0].fd, pieces[0].offset, pieces[0].length)
+        storage.advise_range(pieces[0].fd, pieces[0].offset, pieces[0].length)
     if len(pieces) == 1:
         return Response(status, headers, pieces[0])
     return Response(status, headers, FileSegments(pieces))

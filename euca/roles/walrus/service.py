@@ -29,7 +29,7 @@ from euca.roles.walrus.cache import ObjectCache
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import CONFIG, OBJECTS, Changes
 from euca.roles.walrus.meta import BucketRow, ObjectRow
-from euca.roles.walrus.storage import Source, Storage, Written
+from euca.roles.walrus.storage import ByteStore, Source, Written
 
 log = logging.getLogger("euca.walrus")
 T = TypeVar("T")
@@ -46,7 +46,7 @@ class OnBucket(Protocol):
 
 
 class WalrusService:
-    def __init__(self, store: Store, identity: Identity, storage: Storage, region: str):
+    def __init__(self, store: Store, identity: Identity, storage: ByteStore, region: str):
         self.store = store
         self.identity = identity
         self.storage = storage

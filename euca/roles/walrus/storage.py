@@ -13,6 +13,11 @@ A new file is renamed into place before the metadata commit that refers to it, s
 it from its creation until that commit is over (`InFlight`; released by `release` or `remove`): the sweep
 (sweep.py), which removes files no metadata refers to, leaves a locked file alone. The lock dies with its
 process, so what a killed process left is unlocked and swept.
+
+`ByteStore` is the interface Walrus's handlers use (write a stream -> a storage id; copy byte ranges; open a
+range for reading; remove; the in-flight registry around a commit). `Storage` is the local-disk store (the
+default; GETs go out with sendfile); `backend.S3Backend` keeps the bytes in an external S3-compatible
+cluster (walrus.backend = "s3").
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -161,15 +166,125 @@ def locked_by_other(path: str) -> bool:
     return False
 
 
-class Storage:
+class ByteStore:
+    """What Walrus's handlers use to keep object bytes, wherever they are; and the registry of what was
+    written but not yet committed (`claim`, `release`), which the sweep never takes."""
+
+    def __init__(self) -> None:
+        # Placed files whose commit is not over, oldest first (placement runs in worker threads: a lock).
+        self._inflight: dict[str, InFlight] = {}
+        self._inflight_lock = threading.Lock()
+
+    def describe(self) -> str:
+        """Where the bytes are, for the start-up log line."""
+        raise NotImplementedError
+
+    async def setup(self) -> int:
+        """Make the store ready; how many leftovers of an earlier run were removed."""
+        raise NotImplementedError
+
+    async def write_stream(
+        self,
+        stream: BodyStream,
+        algorithm: str | None,
+        *,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+        inline: bool = False,
+    ) -> Written:
+        raise NotImplementedError
+
+    async def copy(
+        self, sources: list[Source], algorithm: str | None, hash_md5: bool = True, inline: bool = False
+    ) -> Written:
+        raise NotImplementedError
+
+    async def open_stream(self, sources: list[tuple[str, int, int]]) -> AsyncIterable[bytes] | None:
+        """The bytes of these (storage id, offset, length) ranges, streamed; None when one is gone (its
+        object was replaced since it was read)."""
+        raise NotImplementedError
+
+    async def remove(self, storage_ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def _track(self, storage_id: str, fd: int) -> None:
+        """A new file is in place; in flight until its commit is over."""
+        now = time.time()
+        with self._inflight_lock:
+            self._inflight[storage_id] = InFlight(fd, now)
+            stale = self._expire(now)
+        for fd_ in stale:
+            if fd_ >= 0:
+                os.close(fd_)
+
+    def in_flight_ids(self) -> set[str]:
+        with self._inflight_lock:
+            return set(self._inflight)
+
+    # -- files in flight ---------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> list[int]:
+        """Under _inflight_lock: forget placed files older than INFLIGHT_MAX (not in a commit); their fds."""
+        stale: list[int] = []
+        for storage_id, entry in list(self._inflight.items()):
+            if now - entry.placed <= INFLIGHT_MAX:
+                break
+            if not entry.committing:
+                del self._inflight[storage_id]
+                stale.append(entry.fd)
+        if stale:
+            log.warning("%d written file(s) never committed; left to the sweep", len(stale))
+        return stale
+
+    def claim(self, storage_ids: Iterable[str]) -> bool:
+        """Before the commit that refers to these new files: mark them committing (never given up while
+        it runs). False if one was given up already (too old, perhaps swept): that commit must not run."""
+        with self._inflight_lock:
+            entries = [self._inflight.get(s) for s in storage_ids]
+            if any(e is None for e in entries):
+                return False
+            for e in entries:
+                assert e is not None
+                e.committing = True
+        return True
+
+    def release(self, storage_ids: Iterable[str | None]) -> None:
+        """The commit that refers to these files is over (or they are about to be removed): drop their locks."""
+        fds = []
+        with self._inflight_lock:
+            for storage_id in storage_ids:
+                entry = self._inflight.pop(storage_id, None) if storage_id else None
+                if entry is not None:
+                    fds.append(entry.fd)
+        for fd in fds:
+            if fd < 0:
+                continue
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def in_flight(self) -> int:
+        with self._inflight_lock:
+            return len(self._inflight)
+
+
+class Storage(ByteStore):
+    """Object bytes on local disk (see the module docstring)."""
+
     def __init__(self, root: Path):
+        super().__init__()
         self.root = root
         self.tmp = root / "tmp"
         self._root_str = str(root)
         self._tmp_str = str(self.tmp)
-        # Placed files whose commit is not over, oldest first (placement runs in worker threads: a lock).
-        self._inflight: dict[str, InFlight] = {}
-        self._inflight_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    async def setup(self) -> int:
+        removed: int = await trio.to_thread.run_sync(self.prepare)
+        return removed
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -211,12 +326,7 @@ class Storage:
         except FileNotFoundError:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.rename(tmp_path, final)
-        now = time.time()
-        with self._inflight_lock:
-            self._inflight[storage_id] = InFlight(fd, now)
-            stale = self._expire(now)
-        for fd_ in stale:
-            os.close(fd_)
+        self._track(storage_id, fd)
         return storage_id
 
     def _new_tmp(self) -> tuple[str, int]:
@@ -229,51 +339,6 @@ class Storage:
             self._discard_tmp(fd, path)
             raise
         return path, fd
-
-    # -- files in flight ---------------------------------------------------------------------------
-
-    def _expire(self, now: float) -> list[int]:
-        """Under _inflight_lock: forget placed files older than INFLIGHT_MAX (not in a commit); their fds."""
-        stale: list[int] = []
-        for storage_id, entry in list(self._inflight.items()):
-            if now - entry.placed <= INFLIGHT_MAX:
-                break
-            if not entry.committing:
-                del self._inflight[storage_id]
-                stale.append(entry.fd)
-        if stale:
-            log.warning("%d written file(s) never committed; left to the sweep", len(stale))
-        return stale
-
-    def claim(self, storage_ids: Iterable[str]) -> bool:
-        """Before the commit that refers to these new files: mark them committing (never given up while
-        it runs). False if one was given up already (too old, perhaps swept): that commit must not run."""
-        with self._inflight_lock:
-            entries = [self._inflight.get(s) for s in storage_ids]
-            if any(e is None for e in entries):
-                return False
-            for e in entries:
-                assert e is not None
-                e.committing = True
-        return True
-
-    def release(self, storage_ids: Iterable[str | None]) -> None:
-        """The commit that refers to these files is over (or they are about to be removed): drop their locks."""
-        fds = []
-        with self._inflight_lock:
-            for storage_id in storage_ids:
-                entry = self._inflight.pop(storage_id, None) if storage_id else None
-                if entry is not None:
-                    fds.append(entry.fd)
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def in_flight(self) -> int:
-        with self._inflight_lock:
-            return len(self._inflight)
 
     # -- writing ----------------------------------------------------------------------------------
 

@@ -16,6 +16,12 @@ read.
 
 Only one sweep runs at a time over an objects directory (a flock on `sweep.lock` in it): with walrus.workers
 only the role's own process sweeps, and two euca processes on one directory take turns.
+
+With the bytes in a backend cluster (walrus.backend = "s3", backend.py) the sweep lists the backend bucket
+instead. A backend object has no lock a sweep could probe, so in-flight writes are told apart by age: an
+unreferenced object is taken only when it is older than backend.SWEEP_MIN_AGE (a write not committed within
+storage.INFLIGHT_MAX of its placing is refused, so an older one can never become referenced) and not in
+this process's in-flight registry; the references are read twice as on disk.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import trio
 
 from euca.core.store import Store
 from euca.roles.walrus import meta
-from euca.roles.walrus.storage import Storage, locked_by_other
+from euca.roles.walrus.backend import SWEEP_MIN_AGE, S3Backend
+from euca.roles.walrus.storage import ByteStore, Storage, locked_by_other
 
 log = logging.getLogger("euca.walrus")
 
@@ -111,8 +119,41 @@ def _try_lock(storage: Storage) -> int | None:
     return fd
 
 
-async def sweep(storage: Storage, store: Store) -> SweepResult | None:
+async def sweep_backend(backend: S3Backend, store: Store, min_age: float = SWEEP_MIN_AGE) -> SweepResult:
+    """One sweep of a backend bucket (see the module docstring)."""
+    result = SweepResult()
+    listed = await backend.listed()
+    result.checked = len(listed)
+    refs = await store.read(meta.referenced_files)
+    cutoff = time.time() - min_age
+    flying = backend.in_flight_ids()
+    candidates = [s for s in listed if s not in refs]
+    old = [s for s in candidates if listed[s][1] <= cutoff and s not in flying]
+    result.in_flight = len(candidates) - len(old)
+    if old:
+        refs = await store.read(meta.referenced_files)
+        for storage_id in old:
+            if storage_id in refs:
+                continue
+            await backend.delete_quietly(storage_id)
+            result.files += 1
+            result.bytes += listed[storage_id][0]
+    return result
+
+
+async def sweep(storage: ByteStore, store: Store) -> SweepResult | None:
     """One sweep (see the module docstring); None if another one holds the lock."""
+    if isinstance(storage, S3Backend):
+        result = await sweep_backend(storage, store)
+        log.info(
+            "walrus sweep reclaimed backend objects=%d bytes=%d checked=%d in_flight=%d",
+            result.files,
+            result.bytes,
+            result.checked,
+            result.in_flight,
+        )
+        return result
+    assert isinstance(storage, Storage)
     lock = await trio.to_thread.run_sync(_try_lock, storage)
     if lock is None:
         log.info("walrus sweep skipped: another process is sweeping %s", storage.root)
@@ -142,7 +183,7 @@ async def sweep(storage: Storage, store: Store) -> SweepResult | None:
     return result
 
 
-async def run(storage: Storage, store: Store, interval: float = SWEEP_INTERVAL) -> None:
+async def run(storage: ByteStore, store: Store, interval: float = SWEEP_INTERVAL) -> None:
     """Sweep now, then every `interval` seconds, for as long as the role runs. A failed sweep is logged and
     tried again at the next interval."""
     while True:

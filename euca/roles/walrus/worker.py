@@ -25,9 +25,9 @@ from euca.core.logs import setup_logging  # the same log format as the role's pr
 from euca.core.roles import Dispatcher
 from euca.core.store import open_store
 from euca.roles.walrus import WalrusApp, changes_path, usage
+from euca.roles.walrus.backend import open_byte_store
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.service import WalrusService
-from euca.roles.walrus.storage import Storage
 
 log = logging.getLogger("euca.walrus")
 
@@ -37,7 +37,7 @@ async def serve(config: Config, index: int, port: int) -> None:
     store = open_store(config.store.url, config.data_path, config.store.synchronous)
     try:
         identity = Identity(store)
-        storage = Storage(config.path(config.walrus.objects_dir))
+        storage = open_byte_store(config.walrus, config.path(config.walrus.objects_dir))
         walrus = WalrusService(store, identity, storage, config.region)
         walrus.lifecycle_day = config.walrus.lifecycle_day_seconds
         walrus.changes = Changes(changes_path(config), index)
