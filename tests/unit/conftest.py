@@ -12,6 +12,7 @@ import pytest
 from euca.core.pki import CloudCA
 from euca.core.store import Store
 from euca.roles.clc import schema
+from helpers import postgres
 from helpers.bundle_keys import BundleKeys
 
 
@@ -25,6 +26,16 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> BundleKeys:
 def service_model() -> Any:
     """botocore's EC2 service model (what the SDKs send and expect)."""
     return botocore.session.get_session().get_service_model("ec2")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """A private PostgreSQL cluster for the session (tests make a database each); skipped only where
+    PostgreSQL's binaries are not installed."""
+    if postgres.bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (initdb/pg_ctl: Debian package postgresql)")
+    with postgres.cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
