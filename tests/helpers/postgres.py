@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # EUCA_TEST_STORE=postgresql: the service tests' servers (helpers.server.start_euca) keep their state in
 # PostgreSQL, a fresh database each, instead of SQLite.
@@ -156,3 +157,68 @@ def cluster(*, fast: bool = True) -> Iterator[Cluster]:
             )
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+# -- the switch for the service tests ------------------------------------------------------------------
+
+_active: Cluster | None = None
+_urls: dict[Path, str] = {}  # data dir -> its store's database, for every server and CLI on that data dir
+
+
+def active() -> Cluster | None:
+    """The session's cluster when EUCA_TEST_STORE=postgresql (session_store() started it), else None."""
+    return _active
+
+
+def store_url(data_dir: Path) -> str | None:
+    """The store URL of servers on `data_dir` under the switch: a fresh database the first time, the same
+    one again for a restart on that data dir; None when the switch is off (SQLite in the data dir)."""
+    if _active is None:
+        return None
+    key = Path(data_dir).resolve()
+    if key not in _urls:
+        _urls[key] = _active.create_database()
+    return _urls[key]
+
+
+def registered_url(data_dir: Path) -> str | None:
+    """The database servers on `data_dir` use under the switch, if one was made; None otherwise."""
+    return _urls.get(Path(data_dir).resolve())
+
+
+def settings_for(data_dir: Path) -> list[str]:
+    """`--set` values for an `euca` process on `data_dir` (empty when the switch is off)."""
+    url = store_url(data_dir)
+    return [] if url is None else [f"store.url={url}"]
+
+
+@contextlib.contextmanager
+def session_store() -> Iterator[Cluster | None]:
+    """For the service tests' session: with EUCA_TEST_STORE=postgresql, a cluster that start_euca and the
+    in-process CLI (`euca --data-dir D admin ...`) use, a database per data dir; otherwise nothing."""
+    global _active
+    if not wanted():
+        yield None
+        return
+    import msgspec
+
+    import euca.cli
+
+    original = euca.cli.load_config
+
+    def load_config(path: Any = None, overrides: dict[str, Any] | None = None) -> Any:
+        config = original(path, overrides)
+        url = _urls.get(config.data_path.resolve())
+        if url is not None and config.store.url == "sqlite:state.db":
+            config = msgspec.structs.replace(config, store=msgspec.structs.replace(config.store, url=url))
+        return config
+
+    with cluster() as c:
+        _active = c
+        euca.cli.load_config = load_config  # type: ignore[assignment]
+        try:
+            yield c
+        finally:
+            euca.cli.load_config = original
+            _active = None
+            _urls.clear()
