@@ -10,7 +10,7 @@ import botocore.session
 import pytest
 
 from euca.core.pki import CloudCA
-from euca.core.store import Store
+from euca.core.store import Store, open_store
 from euca.roles.clc import schema
 from helpers import postgres
 from helpers.bundle_keys import BundleKeys
@@ -38,10 +38,15 @@ def pg_cluster() -> Iterator[postgres.Cluster]:
         yield cluster
 
 
-@pytest.fixture
-def clc_store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh SQLite store with the CLC's schema (migrated, seeded), closed after the test."""
-    s = Store(tmp_path / "state.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def clc_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store with the CLC's schema (migrated, seeded), closed after the test: SQLite, and PostgreSQL
+    (a database of its own in the session's private cluster), so the records modules run on both."""
+    if request.param == "sqlite":
+        s = Store(tmp_path / "state.db")
+    else:
+        cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
+        s = open_store(cluster.create_database("clc"), tmp_path)
     schema.migrate(s)
     yield s
     s.close()
