@@ -13,7 +13,17 @@ from euca import onebox
 from euca.core.components import JoinError, MissingComponent, join_cloud, open_cloud_ca, parse_join_token
 from euca.core.config import Config, ConfigError, load_config
 from euca.core.credentials import write_user_credentials
-from euca.core.identity import ADMIN_USER, AccessKey, Identity, IdentityError
+from euca.core.euare_client import EuareClient, EuareError, Unreachable
+from euca.core.euare_client import members as euare_members
+from euca.core.euare_client import text as euare_text
+from euca.core.identity import (
+    ADMIN_ACCOUNT,
+    ADMIN_USER,
+    AccessKey,
+    Identity,
+    IdentityError,
+    delete_account_tx,
+)
 from euca.core.logs import setup_logging
 from euca.core.pki import CloudCA
 from euca.core.store import Store, open_store
@@ -144,15 +154,55 @@ def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e))
 
 
+# -- accounts: through the CLC's Euare API when the CLC runs (one door to accounts); directly in the store only
+# when no CLC answers here (a cloud not started yet, or tests without a server) -----------------------------
+
+
+def _euare(cfg: Config, identity: Identity) -> EuareClient | None:
+    """A client of this cloud's Euare API as the cloud administrator, or None without an admin key."""
+    try:
+        found = identity.list_access_keys(ADMIN_ACCOUNT)
+    except IdentityError:  # a cloud never started: no cloud administrator yet
+        return None
+    keys = [k for k in found if k.active and k.principal.user_name == ADMIN_USER]
+    if not keys:
+        return None
+    return EuareClient(cfg.endpoint_url("clc"), keys[0].access_key_id, keys[0].secret_key, cfg.region)
+
+
+def _through_euare(cfg: Config, identity: Identity, action: str, params: dict[str, str]) -> Any:
+    """The Euare answer, or None when no CLC answers (the caller then acts on the store itself)."""
+    client = _euare(cfg, identity)
+    if client is None:
+        return None
+    try:
+        return client.call(action, params)
+    except Unreachable:
+        return None
+    except EuareError as e:
+        if e.code in ("InvalidClientTokenId", "SignatureDoesNotMatch"):
+            return None  # another cloud answers on this port (not the one of this data dir)
+        raise click.ClickException(f"{e.code}: {e.message}") from e
+
+
 @admin.command("create-account")
 @click.argument("name")
 @click.pass_context
 def create_account(ctx: click.Context, name: str) -> None:
     """Create an account (with its admin user and one access key)."""
     cfg, identity = _identity(ctx)
+    answer = _through_euare(cfg, identity, "CreateAccount", {"AccountName": name})
     try:
-        account = identity.create_account(name)
-        key = identity.create_access_key(name, ADMIN_USER)
+        if answer is None:
+            identity.create_account(name)
+            key = identity.create_access_key(name, ADMIN_USER)
+        else:
+            created = _through_euare(
+                cfg, identity, "CreateAccessKey", {"UserName": ADMIN_USER, "DelegateAccount": name}
+            )
+            key_id = euare_text(created, "AccessKey/AccessKeyId")
+            key = next(k for k in identity.list_access_keys(name) if k.access_key_id == key_id)
+        account = next(a for a in identity.list_accounts() if a.name == name)
     except IdentityError as e:
         raise _fail(e) from e
     directory = _write_user_credentials(cfg, identity, key)
@@ -164,9 +214,34 @@ def create_account(ctx: click.Context, name: str) -> None:
 @admin.command("list-accounts")
 @click.pass_context
 def list_accounts(ctx: click.Context) -> None:
-    _, identity = _identity(ctx)
-    for a in identity.list_accounts():
+    cfg, identity = _identity(ctx)
+    answer = _through_euare(cfg, identity, "ListAccounts", {})
+    listed = (
+        [euare_text(m, "AccountName") for m in euare_members(answer, "Accounts")]
+        if answer is not None
+        else [a.name for a in identity.list_accounts()]
+    )
+    known = {a.name: a for a in identity.list_accounts()}
+    for name in listed:
+        a = known[name]
         click.echo(f"ACCOUNT\t{a.name}\t{a.account_id}\t{a.canonical_id}")
+
+
+@admin.command("delete-account")
+@click.argument("name")
+@click.option("--recursive", is_flag=True, help="Also delete its users, groups, roles and policies.")
+@click.pass_context
+def delete_account(ctx: click.Context, name: str, recursive: bool) -> None:
+    """Delete an account's identity (its buckets and instances are not touched)."""
+    cfg, identity = _identity(ctx)
+    params = {"AccountName": name, **({"Recursive": "true"} if recursive else {})}
+    if _through_euare(cfg, identity, "DeleteAccount", params) is None:
+        try:
+            identity.store.write_sync(lambda tx: delete_account_tx(tx, name, recursive))
+        except (LookupError, PermissionError, IdentityError) as e:
+            raise click.ClickException(f"cannot delete account {name}: {e or 'no such account'}") from e
+        identity.changed()
+    click.echo(f"ACCOUNT\t{name}\tdeleted")
 
 
 @admin.command("create-user")

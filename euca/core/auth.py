@@ -11,6 +11,8 @@ CONTRACT (roles code against this; keep it stable):
     -> AuthResult(principal=Principal | None (anonymous), ...)
     raises AuthError(code, message, status) with AWS codes:
         InvalidAccessKeyId (unknown or inactive key), SignatureDoesNotMatch, AccessDenied (expired presigned URL),
+        InvalidToken (temporary credentials without their session token, or a token with a long-term key),
+        ExpiredToken (temporary credentials past their expiry, by identity.clock),
         RequestTimeTooSkewed, AuthorizationHeaderMalformed, AuthorizationQueryParametersError,
         MissingSecurityHeader, InvalidArgument, IncompleteSignature, InvalidRequest
     (for service="ec2" with SigV2 also MissingParameter, InvalidParameterValue, RequestExpired)
@@ -33,6 +35,7 @@ signatures are computed over that. An S3 SigV2 signature may also cover the path
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -253,11 +256,37 @@ def _payload_fields(
     return content_sha256, decoded_length, names
 
 
-async def _principal(identity: Identity, access_key_id: str) -> tuple[Principal, str]:
+INVALID_TOKEN = "The provided token is malformed or otherwise invalid."
+EXPIRED_TOKEN = "The provided token has expired."
+
+
+def _security_token(request: Request, form: dict[str, str] | None) -> str | None:
+    """The session token sent with temporary credentials: a header, the presigned query's
+    X-Amz-Security-Token (or x-amz-security-token, SigV2), or SecurityToken in a Query API form."""
+    token = request.headers.get("x-amz-security-token")
+    if token is not None:
+        return token.strip()
+    for name, value in sigv4.parse_query(request.query):
+        if name in ("X-Amz-Security-Token", "x-amz-security-token", "SecurityToken"):
+            return value
+    if form is not None:
+        return form.get("SecurityToken")
+    return None
+
+
+async def _principal(identity: Identity, access_key_id: str, token: str | None) -> tuple[Principal, str]:
     key = await identity.access_key(access_key_id)
     # A disabled key answers like an unknown one, as AWS does.
     if key is None or not key.active:
         raise AuthError("InvalidAccessKeyId", INVALID_ACCESS_KEY, 403)
+    if key.session_token is None:
+        if token:  # a session token with a long-term key: the caller holds something else than it thinks
+            raise AuthError("InvalidToken", INVALID_TOKEN, 400)
+    else:
+        if token is None or not hmac.compare_digest(token.encode(), key.session_token.encode()):
+            raise AuthError("InvalidToken", INVALID_TOKEN, 400)
+        if key.expires is not None and identity.clock() >= key.expires:
+            raise AuthError("ExpiredToken", EXPIRED_TOKEN, 400)
     return key.principal, key.secret_key
 
 
@@ -334,7 +363,7 @@ async def _authenticate(
                 body_sha256=body_sha256,
             )
             parsed4.strings_to_sign.extend(c for c in alt.strings_to_sign if c not in parsed4.strings_to_sign)
-        return await _finish_v4(request, identity, service, parsed4, "sigv4-header")
+        return await _finish_v4(request, identity, service, parsed4, "sigv4-header", form)
     if authorization.startswith("AWS ") and service == "s3":
         parsed2 = sigv2.parse_s3_header_auth(
             request.method,
@@ -358,7 +387,7 @@ async def _authenticate(
             now=now,
             body_sha256=body_sha256,
         )
-        return await _finish_v4(request, identity, service, parsed4, "sigv4-query")
+        return await _finish_v4(request, identity, service, parsed4, "sigv4-query", form)
     if v2_query_s3:
         parsed2 = sigv2.parse_s3_query_auth(
             request.method,
@@ -376,7 +405,7 @@ async def _authenticate(
             parsed2 = sigv2.parse_query_api_auth(
                 request.method, raw_path, headers, params, service=service, now=now
             )
-            return await _finish_v2(request, identity, service, parsed2)
+            return await _finish_v2(request, identity, service, parsed2, params)
 
     content_sha256, decoded_length, trailer_names = _payload_fields(request, service, None)
     if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
@@ -391,10 +420,18 @@ async def _authenticate(
 
 
 async def _finish_v4(
-    request: Request, identity: Identity, service: str, parsed: sigv4_verify.SigV4Request, method: str
+    request: Request,
+    identity: Identity,
+    service: str,
+    parsed: sigv4_verify.SigV4Request,
+    method: str,
+    form: dict[str, str] | None = None,
 ) -> AuthResult:
-    principal, secret = await _principal(identity, parsed.credential.access_key_id)
+    principal, secret = await _principal(
+        identity, parsed.credential.access_key_id, _security_token(request, form)
+    )
     key = parsed.verify(secret)
+    await identity.note_used(principal, service, parsed.credential.region)
     content_sha256, decoded_length, trailer_names = _payload_fields(request, service, parsed.payload_hash)
     seed = None
     if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
@@ -414,10 +451,15 @@ async def _finish_v4(
 
 
 async def _finish_v2(
-    request: Request, identity: Identity, service: str, parsed: sigv2.SigV2Request
+    request: Request,
+    identity: Identity,
+    service: str,
+    parsed: sigv2.SigV2Request,
+    form: dict[str, str] | None = None,
 ) -> AuthResult:
-    principal, secret = await _principal(identity, parsed.access_key_id)
+    principal, secret = await _principal(identity, parsed.access_key_id, _security_token(request, form))
     parsed.verify(secret)
+    await identity.note_used(principal, service, "")
     content_sha256, decoded_length, trailer_names = _payload_fields(request, service, None)
     if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
         raise AuthError(

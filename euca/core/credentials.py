@@ -1,9 +1,11 @@
 """Credentials directories: what a user sources or points the AWS tools at.
 
 <data_dir>/credentials/<account>/<user>/
-    eucarc              sourceable: EC2_URL, S3_URL, AWS_* and euca2ools' names
+    eucarc              sourceable: EC2_URL, S3_URL, AWS_IAM_URL/EUARE_URL, AWS_STS_URL/TOKEN_URL, AWS_* and
+                        euca2ools' names
     aws-credentials     an AWS CLI/boto3 shared credentials file, profile [euca]
-    aws-config          an AWS CLI/boto3 config file: region and endpoint_url for profile euca
+    aws-config          an AWS CLI/boto3 config file: region and endpoint_url for profile euca, and its
+                        services section (IAM at /services/Euare, STS at /services/Tokens)
     cloud-cert.pem      the cloud certificate (for bundling: EUCALYPTUS_CERT)
     cert.pem, pk.pem    the user's X.509 certificate, issued by the cloud CA and registered in the identity
                         store, and its private key (EC2_CERT, EC2_PRIVATE_KEY: bundles are signed with it)
@@ -54,6 +56,10 @@ def write_credentials(
 EUCA_KEY_DIR=$(cd "$(dirname "${{BASH_SOURCE:-$0}}")" && pwd -P)
 export EC2_URL={ec2_url}/services/compute
 export S3_URL={s3_url}/services/objectstorage
+export AWS_IAM_URL={ec2_url}/services/Euare
+export EUARE_URL={ec2_url}/services/Euare
+export AWS_STS_URL={ec2_url}/services/Tokens
+export TOKEN_URL={ec2_url}/services/Tokens
 export AWS_ACCESS_KEY_ID={key.access_key_id}
 export AWS_SECRET_ACCESS_KEY={key.secret_key}
 export AWS_DEFAULT_REGION={region}
@@ -76,7 +82,14 @@ export AWS_PROFILE={PROFILE}
     _write(
         directory / "aws-config",
         f"[profile {PROFILE}]\nregion = {region}\nendpoint_url = {ec2_url}\n"
-        "s3 =\n    addressing_style = path\n",
+        f"services = {PROFILE}-services\n"
+        "s3 =\n    addressing_style = path\n"
+        # Endpoints per service (IAM and STS under Eucalyptus's paths; the rest at the root).
+        f"\n[services {PROFILE}-services]\n"
+        f"iam =\n    endpoint_url = {ec2_url}/services/Euare\n"
+        f"sts =\n    endpoint_url = {ec2_url}/services/Tokens\n"
+        f"ec2 =\n    endpoint_url = {ec2_url}/services/compute\n"
+        f"s3 =\n    endpoint_url = {s3_url}\n",
     )
     return directory
 

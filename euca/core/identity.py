@@ -10,11 +10,17 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from euca.core.iam import schema as iam_schema
+from euca.core.iam import sessions
+from euca.core.iam.changes import ChangeCounter
 from euca.core.store import Store, Tx
 
 ADMIN_ACCOUNT = "eucalyptus"
@@ -79,14 +85,30 @@ class Principal:
     canonical_id: str
     user_name: str
     access_key_id: str
+    # The user's IAM unique id and path (GetCallerIdentity, ARNs).
+    user_id: str = ""
+    path: str = "/"
+    # Temporary credentials (STS): an assumed role's name and session name; a GetSessionToken session has
+    # neither but `temporary` set.
+    role_name: str | None = None
+    session_name: str | None = None
+    role_id: str = ""
+    temporary: bool = False
 
     @property
     def is_cloud_admin(self) -> bool:
-        return self.account_name == ADMIN_ACCOUNT
+        return self.account_name == ADMIN_ACCOUNT and self.role_name is None
+
+    @property
+    def is_account_admin(self) -> bool:
+        """The account's `admin` user (or a session of it): everything in its account is allowed."""
+        return self.user_name == ADMIN_USER and self.role_name is None
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:iam::{self.account_id}:user/{self.user_name}"
+        if self.role_name is not None:
+            return f"arn:aws:sts::{self.account_id}:assumed-role/{self.role_name}/{self.session_name}"
+        return f"arn:aws:iam::{self.account_id}:user{self.path}{self.user_name}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,9 @@ class AccessKey:
     secret_key: str
     active: bool
     principal: Principal
+    # Temporary credentials: the session token that must come with them, and when they expire (epoch seconds).
+    session_token: str | None = None
+    expires: float | None = None
 
 
 @dataclass(frozen=True)
@@ -130,17 +155,59 @@ def _new_secret() -> str:
 
 
 class Identity:
-    # Looked-up keys are cached briefly: every request needs one, and disabling a key must still take effect soon.
-    CACHE_SECONDS = 5.0
+    # Looked-up keys are cached: every request needs one. Any change to identity (a key deleted or disabled, in
+    # any process) moves the shared change counter, which drops the cache at once; the time limit only bounds
+    # how long a key another host's store changed (none today: one store per cloud) could linger.
+    CACHE_SECONDS = 60.0
 
     def __init__(self, store: Store):
         self.store = store
         store.migrate("identity", SCHEMA)
+        store.migrate("iam", iam_schema.SCHEMA)
+        self.changes = ChangeCounter(_changes_path(store))
+        # What time it is for temporary credentials (tests move it instead of sleeping).
+        self.clock: Callable[[], float] = time.time
         self._cache: dict[str, tuple[float, AccessKey | None]] = {}
+        # Parsed identity policies per principal (euca.core.authorize), dropped with the keys on any change.
+        self.policy_cache: dict[tuple[str, str, str], Any] = {}
+        self._used: dict[str, float] = {}
+
+    # A key's last use is written at most this often per process (GetAccessKeyLastUsed is coarse in AWS too:
+    # hours), so recording it costs one store write per key per interval, not one per request.
+    LAST_USED_INTERVAL = 300.0
+
+    async def note_used(self, principal: Principal, service: str, region: str) -> None:
+        """A request signed with the principal's key was verified (sessions are not recorded)."""
+        if principal.temporary:
+            return
+        now = self.clock()
+        akid = principal.access_key_id
+        last = self._used.get(akid)
+        if last is not None and now - last < self.LAST_USED_INTERVAL:
+            return
+        if len(self._used) > 10000:
+            self._used.clear()
+        self._used[akid] = now
+        await self.store.write(
+            lambda tx: tx.execute(
+                "UPDATE access_keys SET last_used=?, last_used_service=?, last_used_region=? WHERE access_key_id=?",
+                (now, service, region, akid),
+            )
+        )
+
+    def changed(self) -> None:
+        """Identity changed (keys, users, policies): every process drops what it cached."""
+        self.changes.bump()
+        self.forget_cached()
+
+    def check_changes(self) -> None:
+        if self.changes.changed():
+            self.forget_cached()
 
     # -- lookups used on every request ---------------------------------------------------------
 
     async def access_key(self, access_key_id: str) -> AccessKey | None:
+        self.check_changes()
         now = time.monotonic()
         hit = self._cache.get(access_key_id)
         if hit is not None and now - hit[0] < self.CACHE_SECONDS:
@@ -183,29 +250,12 @@ class Identity:
 
     def forget_cached(self) -> None:
         self._cache.clear()
+        self.policy_cache.clear()
 
     # -- administration (synchronous: CLI and first start) -------------------------------------
 
     def create_account(self, name: str) -> Account:
-        if not _NAME_RE.match(name):
-            raise IdentityError(f"invalid account name {name!r}: lowercase letters, digits, '.' and '-'")
-
-        def fn(tx: Tx) -> Account:
-            if tx.one("SELECT 1 FROM accounts WHERE name=?", (name,)):
-                raise IdentityError(f"account {name} already exists")
-            while True:
-                account_id = f"{secrets.randbelow(10**12):012d}"
-                if not tx.one("SELECT 1 FROM accounts WHERE account_id=?", (account_id,)):
-                    break
-            canonical_id = secrets.token_hex(32)
-            tx.execute(
-                "INSERT INTO accounts(account_id, name, canonical_id, created) VALUES(?,?,?,?)",
-                (account_id, name, canonical_id, time.time()),
-            )
-            _insert_user(tx, account_id, ADMIN_USER)
-            return Account(account_id, name, canonical_id)
-
-        return self.store.write_sync(fn)
+        return self.store.write_sync(lambda tx: create_account_tx(tx, name))
 
     def create_user(self, account_name: str, user_name: str) -> None:
         if not _USER_RE.match(user_name):
@@ -245,7 +295,7 @@ class Identity:
                 raise IdentityError(f"no access key {access_key_id}")
 
         self.store.write_sync(fn)
-        self._cache.pop(access_key_id, None)
+        self.changed()
 
     def delete_access_key(self, access_key_id: str) -> None:
         def fn(tx: Tx) -> None:
@@ -253,7 +303,7 @@ class Identity:
                 raise IdentityError(f"no access key {access_key_id}")
 
         self.store.write_sync(fn)
-        self._cache.pop(access_key_id, None)
+        self.changed()
 
     def list_accounts(self) -> list[Account]:
         rows = self.store.read_sync(
@@ -363,6 +413,74 @@ class Identity:
         return account, keys[0], created
 
 
+def check_account_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise IdentityError(f"invalid account name {name!r}: lowercase letters, digits, '.' and '-'")
+
+
+def create_account_tx(tx: Tx, name: str) -> Account:
+    """A new account with its `admin` user (no access key)."""
+    check_account_name(name)
+    if tx.one("SELECT 1 FROM accounts WHERE name=?", (name,)):
+        raise IdentityError(f"account {name} already exists")
+    while True:
+        account_id = f"{secrets.randbelow(10**12):012d}"
+        if not tx.one("SELECT 1 FROM accounts WHERE account_id=?", (account_id,)):
+            break
+    canonical_id = secrets.token_hex(32)
+    tx.execute(
+        "INSERT INTO accounts(account_id, name, canonical_id, created) VALUES(?,?,?,?)",
+        (account_id, name, canonical_id, time.time()),
+    )
+    _insert_user(tx, account_id, ADMIN_USER)
+    return Account(account_id, name, canonical_id)
+
+
+def list_accounts_tx(tx: Tx) -> list[Account]:
+    rows = tx.all("SELECT account_id, name, canonical_id FROM accounts ORDER BY name")
+    return [Account(r["account_id"], r["name"], r["canonical_id"]) for r in rows]
+
+
+def find_account_tx(tx: Tx, name_or_id: str) -> Account | None:
+    return _load_account(tx, "name", name_or_id) or _load_account(tx, "account_id", name_or_id)
+
+
+# What an account may still hold when it is deleted without Recursive: only its admin user.
+_ACCOUNT_CONTENTS = (
+    ("SELECT 1 FROM users WHERE account_id=? AND name<>'admin'", "users"),
+    ("SELECT 1 FROM iam_groups WHERE account_id=?", "groups"),
+    ("SELECT 1 FROM iam_roles WHERE account_id=?", "roles"),
+    ("SELECT 1 FROM iam_policies WHERE account_id=?", "policies"),
+    ("SELECT 1 FROM iam_instance_profiles WHERE account_id=?", "instance profiles"),
+)
+
+
+def delete_account_tx(tx: Tx, name: str, recursive: bool) -> Account:
+    """Delete an account and everything of its identity (users, keys, certificates, groups, policies, roles,
+    sessions: the tables cascade). Without `recursive`, only an account that holds nothing but its admin user.
+    Raises LookupError (no such account), PermissionError (the cloud administrators' account) or
+    IdentityError (not empty)."""
+    account = _load_account(tx, "name", name)
+    if account is None:
+        raise LookupError(name)
+    if account.name == ADMIN_ACCOUNT:
+        raise PermissionError(name)
+    if not recursive:
+        for sql, what in _ACCOUNT_CONTENTS:
+            if tx.one(sql, (account.account_id,)):
+                raise IdentityError(
+                    f"Account {name} still has {what}; delete them first or ask for Recursive."
+                )
+    tx.execute("DELETE FROM accounts WHERE account_id=?", (account.account_id,))
+    return account
+
+
+def _changes_path(store: Store) -> Path | None:
+    if store.path == ":memory:" or store.path.startswith("file:"):
+        return None
+    return Path(store.path + ".identity-changes")
+
+
 def _insert_user(tx: Tx, account_id: str, name: str) -> None:
     tx.execute(
         "INSERT INTO users(account_id, name, user_id, created) VALUES(?,?,?,?)",
@@ -384,9 +502,12 @@ def _load_account(tx: Tx, column: str, value: str) -> Account | None:
 
 
 def _load_key(tx: Tx, access_key_id: str) -> AccessKey | None:
+    if access_key_id.startswith(sessions.KEY_PREFIX):
+        return _load_session(tx, access_key_id)
     row = tx.one(
-        "SELECT k.access_key_id, k.secret_key, k.active, k.user_name, a.account_id, a.name, a.canonical_id "
-        "FROM access_keys k JOIN accounts a ON a.account_id = k.account_id WHERE k.access_key_id=?",
+        "SELECT k.access_key_id, k.secret_key, k.active, k.user_name, a.account_id, a.name, a.canonical_id, "
+        "u.user_id, u.path FROM access_keys k JOIN accounts a ON a.account_id = k.account_id "
+        "JOIN users u ON u.account_id = k.account_id AND u.name = k.user_name WHERE k.access_key_id=?",
         (access_key_id,),
     )
     if row is None:
@@ -397,8 +518,37 @@ def _load_key(tx: Tx, access_key_id: str) -> AccessKey | None:
         canonical_id=row["canonical_id"],
         user_name=row["user_name"],
         access_key_id=row["access_key_id"],
+        user_id=row["user_id"],
+        path=row["path"],
     )
     return AccessKey(row["access_key_id"], row["secret_key"], bool(row["active"]), principal)
+
+
+def _load_session(tx: Tx, access_key_id: str) -> AccessKey | None:
+    session = sessions.load(tx, access_key_id)
+    if session is None:
+        return None
+    account = _load_account(tx, "account_id", session.account_id)
+    if account is None:
+        return None
+    user = tx.one(
+        "SELECT user_id, path FROM users WHERE account_id=? AND name=?",
+        (session.account_id, session.user_name),
+    )
+    principal = Principal(
+        account_id=account.account_id,
+        account_name=account.name,
+        canonical_id=account.canonical_id,
+        user_name=session.user_name,
+        access_key_id=access_key_id,
+        user_id=user["user_id"] if user is not None else "",
+        path=user["path"] if user is not None else "/",
+        role_name=session.role_name,
+        session_name=session.session_name,
+        role_id=session.role_id,
+        temporary=True,
+    )
+    return AccessKey(access_key_id, session.secret_key, True, principal, session.token, session.expires)
 
 
 def _load_certificates(tx: Tx, where: str, params: tuple[str, ...]) -> list[SigningCertificate]:

@@ -508,6 +508,104 @@ SC_REPLIES: dict[type, type] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------------------
+# CLC -> SC: snapshots kept in Walrus (issue 10, snapshots). The SC streams a volume into Walrus as chunks
+# named by their SHA-256 plus one manifest (euca/protocol/snapshot_manifest.py), and makes volumes from
+# them. It reaches Walrus as a cloud component with the system account's credentials, which the CLC hands
+# it with each message (`SnapshotStore`, over this mutual-TLS link only); the SC keeps them in memory only.
+
+SnapshotTaskState = Literal["pending", "completed", "error", "unknown"]
+
+
+class SnapshotStore(msgspec.Struct, frozen=True):
+    """Where snapshots live and as whom the SC writes them: Walrus's S3 endpoint (with its path prefix), the
+    system account's bucket, and the system account's key (SigV4, `region`)."""
+
+    endpoint: str
+    bucket: str
+    access_key_id: str
+    secret_key: str
+    region: str
+
+
+class SnapshotStatus(msgspec.Struct, frozen=True):
+    """One snapshot upload as the SC knows it; progress is chunks done of the volume's chunks. `unknown`:
+    the SC never started it (or forgot it)."""
+
+    snapshot_id: str
+    state: SnapshotTaskState
+    volume_id: str = ""
+    size_gb: int = 0
+    chunks_done: int = 0
+    chunks_total: int = 0
+    bytes_uploaded: int = 0
+    reason: str | None = None
+
+
+class CreateSnapshot(msgspec.Struct, frozen=True):
+    """Snapshot `volume_id` as `snapshot_id`, uploading only the chunks the `parent` snapshot (the volume's
+    last completed one, if any) does not hold at the same offset. Answers at once (`pending`); idempotent
+    per snapshot id."""
+
+    snapshot_id: str
+    volume_id: str
+    store: SnapshotStore
+    parent: str | None = None
+
+
+class DescribeSnapshotTasks(msgspec.Struct, frozen=True):
+    snapshot_ids: list[str] = []  # empty: all the SC knows
+
+
+class SnapshotsReply(msgspec.Struct, frozen=True):
+    snapshots: list[SnapshotStatus]
+
+
+class RestoreVolume(msgspec.Struct, frozen=True):
+    """Make volume `volume_id` of `size_gb` GiB from snapshot `snapshot_id`'s chunks (CreateVolume with a
+    SnapshotId). Answers `creating` at once; DescribeVolumes reports it `available` (or `error`) after.
+    Idempotent per volume id."""
+
+    volume_id: str
+    size_gb: int
+    snapshot_id: str
+    store: SnapshotStore
+
+
+class CopySnapshot(msgspec.Struct, frozen=True):
+    """Write a manifest for `snapshot_id` naming the same chunks as `source_id`'s (CopySnapshot within the
+    region: no chunk travels). Answers `completed`, or a fault when the source has no manifest."""
+
+    source_id: str
+    snapshot_id: str
+    store: SnapshotStore
+
+
+class SweepSnapshots(msgspec.Struct, frozen=True):
+    """Delete the manifests of `dead` snapshots (deleted, or ended in error), then every chunk object no
+    remaining manifest names. The CLC sends it only while no snapshot is being written."""
+
+    store: SnapshotStore
+    dead: list[str] = []
+
+
+class SweepReply(msgspec.Struct, frozen=True):
+    manifests_deleted: int = 0
+    chunks_deleted: int = 0
+    bytes_freed: int = 0
+
+
+SC_REPLIES.update(
+    {
+        CreateSnapshot: SnapshotStatus,
+        DescribeSnapshotTasks: SnapshotsReply,
+        RestoreVolume: VolumeStatus,
+        CopySnapshot: SnapshotStatus,
+        SweepSnapshots: SweepReply,
+    }
+)
+
+
 # Message -> the struct its successful reply decodes to.
 REPLIES: dict[type, type] = {
     DescribeResources: ResourcesReply,

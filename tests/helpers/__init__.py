@@ -21,4 +21,7 @@ call lives here, so no test imports from a conftest or from another test module.
     postgres      a private PostgreSQL cluster (initdb + pg_ctl, unix socket), EUCA_TEST_STORE=postgresql
     walrus_process  walrus in a process of its own, to kill -9 and start again
     walrus_files  orphaned object files in a walrus data dir, read straight from the files and the store
+    moto_iam      moto's server on a free loopback port (IAM answers to compare euca's with)
+    iam           the IAM/STS tests' accounts, users with keys and policies, and refused calls' codes
+    snapshots     volume files written and hashed, the snapshot bucket counted, waiting for a snapshot's state
 """

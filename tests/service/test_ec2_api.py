@@ -508,8 +508,11 @@ def test_tags_create_describe_delete(ec2: Any) -> None:
     assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [key_id]}])["Tags"] == []
 
     with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.create_tags(Resources=["eni-12345678"], Tags=[{"Key": "a", "Value": "b"}])
+    assert error_code(err) == "InvalidID"  # a kind of resource this cloud does not have
+    with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.create_tags(Resources=["snap-12345678"], Tags=[{"Key": "a", "Value": "b"}])
-    assert error_code(err) == "InvalidID"
+    assert error_code(err) == "InvalidSnapshot.NotFound"
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.create_tags(Resources=[image_id], Tags=[{"Key": "aws:reserved", "Value": "b"}])
     assert error_code(err) == "InvalidParameterValue"

@@ -40,6 +40,8 @@ def test_each_table_is_queried_by_its_records_module_only() -> None:
         "clc_storage": "topology/records.py",
         "clc_volumes": "volumes/records.py",
         "clc_volume_attachments": "volumes/records.py",
+        "clc_snapshots": "snapshots/records.py",
+        "clc_snapshot_permissions": "snapshots/records.py",
         "clc_security_groups": "security_groups/records.py",
         "clc_addresses": "addresses/records.py",
         "clc_security_group_rules": "security_groups/records.py",

@@ -44,12 +44,13 @@ def test_kinds_by_prefix() -> None:
         "sg": "security-group",
         "eipalloc": "elastic-ip",
         "vol": "volume",
+        "snap": "snapshot",
     }
     assert kinds["emi"] is images.TAG_KIND
     assert kinds["key"].visible is keypairs.key_pair_visible
     assert kinds["i"].not_found_code == "InvalidInstanceID.NotFound"
     assert resource_kind(kinds, "i-12345678") is instances.TAG_KIND
-    for bad in ("snap-12345678", "i-", "i", "emi12345678"):
+    for bad in ("eni-12345678", "i-", "i", "emi12345678"):
         with pytest.raises(Ec2Error, match="InvalidID"):
             resource_kind(kinds, bad)
 

@@ -1152,3 +1152,125 @@ REQUEST_TYPES.update(
         "ModifyInstanceAttribute": ModifyInstanceAttributeRequest,
     }
 )
+
+
+# -- snapshots (issue 10) --------------------------------------------------------------------------------
+# Kept in a block of their own, with their REQUEST_TYPES entries below it.
+
+
+class CreateSnapshotRequest(Wire):
+    volume_id: str
+    description: str | None = None
+    outpost_arn: str | None = None
+    location: str | None = None
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class Snapshot(Wire):
+    """CreateSnapshot's result and DescribeSnapshots' items."""
+
+    snapshot_id: str
+    volume_id: str
+    state: str
+    start_time: datetime
+    progress: str
+    owner_id: str
+    description: str
+    volume_size: int
+    encrypted: bool = False
+    state_message: str | None = None
+    storage_tier: str = "standard"
+    completion_time: datetime | None = None
+    full_snapshot_size_in_bytes: int | None = None
+    tags: list[Tag] | None = None
+
+
+class DescribeSnapshotsRequest(Wire):
+    snapshot_ids: list[str] = []
+    owner_ids: list[str] = []
+    restorable_by_user_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+    dry_run: bool = False
+
+
+class DescribeSnapshotsResult(Wire):
+    snapshots: list[Snapshot]
+    next_token: str | None = None
+
+
+class DeleteSnapshotRequest(Wire):
+    snapshot_id: str
+    dry_run: bool = False
+
+
+class CreateVolumePermission(Wire):
+    user_id: str | None = None
+    group: str | None = None
+
+
+class CreateVolumePermissionModifications(Wire):
+    add: list[CreateVolumePermission] = []
+    remove: list[CreateVolumePermission] = []
+
+
+class DescribeSnapshotAttributeRequest(Wire):
+    attribute: str
+    snapshot_id: str
+    dry_run: bool = False
+
+
+class DescribeSnapshotAttributeResult(Wire):
+    snapshot_id: str
+    create_volume_permissions: list[CreateVolumePermission] | None = None
+    product_codes: list[ProductCode] | None = None
+
+
+class ModifySnapshotAttributeRequest(Wire):
+    snapshot_id: str
+    attribute: str | None = None
+    create_volume_permission: CreateVolumePermissionModifications | None = None
+    group_names: list[str] = []
+    operation_type: str | None = None
+    user_ids: list[str] = []
+    dry_run: bool = False
+
+
+class ResetSnapshotAttributeRequest(Wire):
+    attribute: str
+    snapshot_id: str
+    dry_run: bool = False
+
+
+class CopySnapshotRequest(Wire):
+    source_region: str
+    source_snapshot_id: str
+    description: str | None = None
+    destination_region: str | None = None
+    encrypted: bool | None = None
+    kms_key_id: str | None = None
+    presigned_url: str | None = None
+    destination_outpost_arn: str | None = None
+    destination_availability_zone: str | None = None
+    tag_specifications: list[TagSpecification] = []
+    dry_run: bool = False
+
+
+class CopySnapshotResult(Wire):
+    snapshot_id: str
+    tags: list[Tag] | None = None
+
+
+REQUEST_TYPES.update(
+    {
+        "CreateSnapshot": CreateSnapshotRequest,
+        "DescribeSnapshots": DescribeSnapshotsRequest,
+        "DeleteSnapshot": DeleteSnapshotRequest,
+        "DescribeSnapshotAttribute": DescribeSnapshotAttributeRequest,
+        "ModifySnapshotAttribute": ModifySnapshotAttributeRequest,
+        "ResetSnapshotAttribute": ResetSnapshotAttributeRequest,
+        "CopySnapshot": CopySnapshotRequest,
+    }
+)

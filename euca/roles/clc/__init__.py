@@ -1,7 +1,7 @@
 """CLC: the EC2 Query API and the poll of its clusters.
 
 Layout: one package per resource (topology: clusters and zones, keypairs, tags, instance_types, images,
-security_groups, addresses, instances, volumes; next snapshots), each with
+security_groups, addresses, instances, volumes, snapshots), each with
 - records.py: the only module that reads or writes the resource's tables (declared in schema.py), with the
   resource's rules; other modules call its functions, never its tables;
 - api.py: the resource's EC2 handlers (typed request in, result Struct out) and its HANDLERS table, merged
@@ -38,11 +38,12 @@ from euca.core.http import Request, Response
 from euca.core.roles import RoleContext
 from euca.core.store import Tx
 from euca.protocol.ec2 import wire
-from euca.roles.clc import join, reporting, schema
+from euca.roles.clc import join, quota, reporting, schema
 from euca.roles.clc.addresses import api as addresses_api
 from euca.roles.clc.addresses import records as addresses_records
 from euca.roles.clc.app import Ec2Api, Handler
 from euca.roles.clc.cluster_link import ClusterCaller, ClusterLink
+from euca.roles.clc.iam.app import IamApp, StsApp
 from euca.roles.clc.images import api as images_api
 from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
@@ -53,7 +54,12 @@ from euca.roles.clc.keypairs import records as keypairs_records
 from euca.roles.clc.poller import Poller, PollSettings
 from euca.roles.clc.security_groups import api as security_groups_api
 from euca.roles.clc.security_groups import records as security_groups_records
+from euca.roles.clc.snapshots import api as snapshots_api
+from euca.roles.clc.snapshots import records as snapshots_records
+from euca.roles.clc.snapshots.poll import SnapshotPoll
+from euca.roles.clc.snapshots.system import snapshot_store
 from euca.roles.clc.tags import api as tags_api
+from euca.roles.clc.tags import records as tags_records
 from euca.roles.clc.tags.records import ResourceKind
 from euca.roles.clc.topology import api as topology_api
 from euca.roles.clc.topology import records as topology_records
@@ -71,6 +77,7 @@ TAGGABLE: tuple[ResourceKind, ...] = (
     security_groups_records.TAG_KIND,
     addresses_records.TAG_KIND,
     volumes_records.TAG_KIND,
+    snapshots_records.TAG_KIND,
 )
 
 # Action -> handler, from each resource's api module. An action of the EC2 model missing here answers
@@ -86,6 +93,13 @@ HANDLERS: dict[str, Handler] = {
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
     **volumes_attach.handlers(instances_records.instance_place),
+    # Snapshots sit below volumes (CreateVolume with a SnapshotId reads them): the volume a snapshot is made
+    # of is handed in; so, with EBS-backed images, will the images that use a snapshot (snapshots_api.no_images).
+    **snapshots_api.handlers(
+        lambda tx, account_id, volume_id: volumes_records.owned(
+            tx, account_id, [volumes_records.check_volume_id(volume_id)]
+        )[0]
+    ),
 }
 
 
@@ -111,7 +125,9 @@ class Ec2App:
 
     def __init__(self, ctx: RoleContext, cluster: ClusterLink | None = None):
         self.ctx = ctx
-        self.api = Ec2Api(ctx, HANDLERS, cluster)
+        self.api = Ec2Api(
+            ctx, HANDLERS, cluster, tags_of=tags_records.tags_of, check_quotas=quota.check_quotas
+        )
 
     def claims(self, request: Request) -> bool:
         # EC2 Query requests: ?Action=... or a form POST to the root.
@@ -141,7 +157,17 @@ class ClcRole:
         self.caller: ClusterCaller = caller if caller is not None else ClusterClient(ctx.components, "clc")
         clc = ctx.config.clc
         self.poller = Poller(
-            ctx.store, self.caller, PollSettings(clc.poll_interval, clc.node_lost_timeout, clc.terminated_ttl)
+            ctx.store,
+            self.caller,
+            PollSettings(clc.poll_interval, clc.node_lost_timeout, clc.terminated_ttl),
+            snapshots=SnapshotPoll(
+                ctx.store,
+                self.caller,
+                lambda: snapshot_store(ctx),
+                restoring=lambda tx: any(
+                    v.state == "creating" and v.snapshot_id for v in volumes_records.load_all_volumes(tx)
+                ),
+            ),
         )
         self.link = ClusterLink(
             caller=self.caller,
@@ -152,6 +178,8 @@ class ClcRole:
         self.apps = [Ec2App(ctx, self.link), join.JoinApp(ctx)]
         # Usage reports over the API (reporting.py): Eucalyptus's Reporting path.
         self.apps.append(reporting.ReportApp(ctx))
+        # IAM (Euare) and STS on the same port (issue 12).
+        self.apps += [IamApp(ctx), StsApp(ctx)]
         ctx.on_ready.append(self.on_ready)
 
     async def on_ready(self) -> None:

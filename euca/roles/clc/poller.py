@@ -21,11 +21,13 @@ import trio
 from euca.core.store import Tx
 from euca.protocol import cluster
 from euca.protocol.cluster import ClusterFault, VmType
+from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.cluster_link import ClusterCaller
 from euca.roles.clc.instance_types import records as instance_types
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.reconcile import Reconciliation, reconcile
 from euca.roles.clc.network_view import build_views, instance_metadata
+from euca.roles.clc.snapshots.poll import SnapshotPoll
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.volumes import records as volumes
 from euca.roles.clc.volumes.attach import finish_detach, finish_unexport
@@ -67,8 +69,11 @@ class Poller:
         settings: PollSettings,
         *,
         clock: Callable[[], float] = time.time,
+        snapshots: SnapshotPoll | None = None,
     ):
         self.store = store
+        # Snapshots (issue 10): pending ones followed on their SC each round, deleted ones swept.
+        self.snapshots = snapshots
         self.caller = caller
         self.settings = settings
         self.clock = clock
@@ -126,6 +131,10 @@ class Poller:
                 nursery.start_soon(self._poll_cluster, c, addresses, vm_types, views[c.name])
             for sc in storage:
                 nursery.start_soon(self._poll_storage, sc)
+                if self.snapshots is not None:
+                    nursery.start_soon(self.snapshots.poll, sc)
+        if self.snapshots is not None:
+            await self.snapshots.sweep(await self.store.read(topology.list_storage))
         before = self.clock() - self.settings.terminated_ttl
         forgotten = await self.store.write(lambda tx: instances.forget_terminated(tx, before))
         if forgotten:
@@ -320,7 +329,17 @@ class Poller:
             log.warning(
                 "volumes not known to the CLC cluster=%s ids=%s", sc.cluster, ",".join(result.unknown[:20])
             )
+        snapshot_of = {v.volume_id: v.snapshot_id for v in before if v.snapshot_id}
         for volume_id, size in result.create_again:
+            if volume_id in snapshot_of and self.snapshots is not None:
+                # A volume made from a snapshot is made again from it, never empty.
+                try:
+                    restore = await self.snapshots.restore_message(volume_id, size, snapshot_of[volume_id])
+                except Ec2Error as e:
+                    log.warning("volume restore resend id=%s: %s", volume_id, e.message)
+                    continue
+                await self._resend(sc, restore)
+                continue
             await self._resend(sc, cluster.CreateVolume(volume_id, size))
         for volume_id in result.delete_again:
             await self._resend(sc, cluster.DeleteVolume(volume_id))
@@ -330,7 +349,7 @@ class Poller:
     async def _resend(
         self,
         sc: topology.StorageController,
-        message: cluster.CreateVolume | cluster.DeleteVolume | cluster.GrowVolume,
+        message: cluster.CreateVolume | cluster.DeleteVolume | cluster.GrowVolume | cluster.RestoreVolume,
     ) -> None:
         """Ask the SC again; its answer lands at the next poll."""
         try:

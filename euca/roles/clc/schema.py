@@ -484,6 +484,45 @@ USAGE = Migration(
     ],
 )
 
+# clc_snapshots, clc_snapshot_permissions: snapshots/records.py.
+SNAPSHOTS = Migration(
+    "clc.snapshots",
+    [
+        """
+    -- EBS snapshots as the EC2 API shows them. The chunks and the manifest are in Walrus (the system
+    -- account's bucket); `cluster` is the zone whose SC writes it (and which the poller asks while pending).
+    -- state: pending | completed | error, and deleted (gone for users; kept until the sweep removed its
+    -- manifest, then forgotten).
+    CREATE TABLE clc_snapshots (
+        snapshot_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        volume_id TEXT NOT NULL,
+        volume_size INTEGER NOT NULL,
+        cluster TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        reason TEXT,
+        parent TEXT,
+        copied_from TEXT,
+        chunks_done INTEGER NOT NULL DEFAULT 0,
+        chunks_total INTEGER NOT NULL DEFAULT 0,
+        bytes_uploaded INTEGER NOT NULL DEFAULT 0,
+        public INTEGER NOT NULL DEFAULT 0,
+        started REAL NOT NULL,
+        ended REAL
+    );
+    CREATE INDEX clc_snapshots_account ON clc_snapshots(account_id);
+    CREATE INDEX clc_snapshots_volume ON clc_snapshots(volume_id);
+    -- createVolumePermission: the accounts a snapshot is shared with (group all: clc_snapshots.public).
+    CREATE TABLE clc_snapshot_permissions (
+        snapshot_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        PRIMARY KEY (snapshot_id, account_id)
+    );
+    """,
+    ],
+)
+
 # SECURITY_GROUPS before INSTANCES: an instances step maps old reservations' group names to group ids.
 # clc_clusters.subnet: topology/records.py (issue 9: each cluster's private subnet, set by the admin).
 CLUSTER_SUBNETS = Migration(
@@ -508,6 +547,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     VOLUME_ATTACHMENTS,
     INSTANCE_ATTRIBUTES,
     USAGE,
+    SNAPSHOTS,
 )
 
 

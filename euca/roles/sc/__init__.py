@@ -1,4 +1,4 @@
-"""SC: the storage controller of one cluster (= availability zone): EBS volumes, later their snapshots.
+"""SC: the storage controller of one cluster (= availability zone): EBS volumes and their snapshots.
 
     controller.py  the cluster messages it answers (CreateVolume, DeleteVolume, DescribeVolumes,
                    ExportVolume, UnexportVolume), recovery
@@ -7,6 +7,8 @@
     volumes.py     what it holds (sc_volumes in this host's store): survives restarts
     backend.py     VolumeBackend, the one interface to where bytes live
     files.py       the default backend: sparse raw files in sc.volumes_dir
+    snapshots.py   snapshots streamed into Walrus as chunks + a manifest, and volumes restored from them
+    walrus.py      the S3 requests those make (as the system account, credentials from the CLC's message)
 
 It answers the CLC (and later the NCs of its cluster) on its mutual-TLS listener (8776) with the
 certificate OU=sc, CN=<cluster>. The CLC finds it registered per cluster (`euca admin register-sc`; a
@@ -30,6 +32,7 @@ from euca.roles.sc.backend import VolumeBackend
 from euca.roles.sc.controller import StorageController
 from euca.roles.sc.files import FileBackend
 from euca.roles.sc.nbd import NbdExporter
+from euca.roles.sc.snapshots import SnapshotService
 
 log = logging.getLogger("euca.sc")
 
@@ -66,17 +69,21 @@ class ScRole:
         self.controller = StorageController(
             ctx.store, self.backend, capacity_gb=sc.capacity_gb, exporter=self.exporter
         )
+        self.snapshots = SnapshotService(ctx.store, self.backend, capacity_gb=self.controller.capacity_gb)
         handlers = {cls: _from_clc(fn) for cls, fn in self.controller.handlers().items()}
+        handlers.update({cls: _from_clc(fn) for cls, fn in self.snapshots.handlers().items()})
         self.apps: list[App] = [ClusterApp("sc", handlers)]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await self.controller.recover()
         async with trio.open_nursery() as nursery:
+            # Snapshot uploads and restores a crash cut short end `error` first (a restore's volume is
+            # `creating` and must not be finished empty by the controller's recovery).
+            await nursery.start(self.snapshots.run)
+            await self.controller.recover()
             if self.exporter is not None:
                 await nursery.start(self.exporter.run)
                 await self.controller.export_again()
             task_status.started()
-            await trio.sleep_forever()
 
 
 def create(ctx: RoleContext) -> ScRole:

@@ -38,9 +38,25 @@ def check_volume_id(volume_id: str) -> str:
     return volume_id
 
 
+class ChunkReader(Protocol):
+    """One volume opened for a snapshot (VolumeBackend.open_chunks); blocking, used from one thread at a time."""
+
+    def size_bytes(self) -> int: ...
+
+    def data_chunks(self, chunk_size: int) -> list[int]:
+        """The indices of the chunks that may hold data, ascending; chunks wholly in a hole are left out
+        (a backend that cannot tell lists them all)."""
+        ...
+
+    def read_chunk(self, index: int, chunk_size: int) -> bytes:
+        """Chunk `index`'s bytes (shorter only at the end of the volume)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class VolumeBackend(Protocol):
-    """Where one SC keeps its volumes. Snapshot streams (read a volume's chunks, write a volume from a
-    snapshot's chunks) join this interface with the snapshot slice."""
+    """Where one SC keeps its volumes, and the chunk streams snapshots are made of and restored from."""
 
     name: str
 
@@ -67,4 +83,20 @@ class VolumeBackend(Protocol):
 
     def capacity_gb(self) -> int:
         """GiB this backend can hold in all (0: unknown)."""
+        ...
+
+    # Snapshot streams (sc/snapshots.py): a volume is read and written in fixed chunks at fixed offsets
+    # (chunk i covers [i * chunk_size, (i + 1) * chunk_size)), so the bytes never pass whole through memory.
+
+    def open_chunks(self, volume_id: str) -> ChunkReader:
+        """A reader of the volume's chunks as they are now: it keeps reading this volume even if the volume
+        is deleted meanwhile (a snapshot started before a DeleteVolume completes, as on EC2)."""
+        ...
+
+    def write_chunk(self, volume_id: str, index: int, chunk_size: int, data: bytes) -> None:
+        """Write chunk `index` (into a volume made by create()); durable only after flush()."""
+        ...
+
+    def flush(self, volume_id: str) -> None:
+        """Every chunk written so far made durable."""
         ...

@@ -14,6 +14,7 @@ from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import bucket_config, buckets, cors, listings, multipart, objects
 from euca.roles.walrus.access import check_expected_owner, decide
+from euca.roles.walrus.authorize import authorise
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.post_object import post_object
 from euca.roles.walrus.service import WalrusService
@@ -88,4 +89,5 @@ async def dispatch(svc: WalrusService, call: S3Call, endpoint: Any) -> Response:
         rules = svc.policies.get(bucket)
         if rules is not None:
             call.access = await decide(svc, call, endpoint, bucket, rules)
+    await authorise(svc, call, endpoint)  # the caller's identity policies (issue 12)
     return await handler(svc, call, endpoint)

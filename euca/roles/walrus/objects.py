@@ -19,6 +19,7 @@ from euca.roles.walrus.access import (
     decide_listing_of,
     refuse_public_acl,
 )
+from euca.roles.walrus.authorize import refused_by_identity
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
@@ -222,6 +223,9 @@ async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects)
             access = await decide_each_delete(svc, call, b.name, rules, item.key, item.version_id)
             if access is None or not acls.allowed(b.acl, call.principal, "WRITE", access):
                 refused.add(index)
+    refused |= await refused_by_identity(
+        svc, call, b.name, items
+    )  # the caller's identity policies (issue 12)
 
     def work(tx: Tx) -> tuple[list[s3.DeleteResult], list[str]]:
         results, removed = [], []

@@ -4,6 +4,7 @@ stream the file part into storage the way PutObject does. Wire formats live in e
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from euca.core.auth import PayloadStream
 from euca.core.http import Response
@@ -14,6 +15,7 @@ from euca.protocol.s3 import post as s3_post
 from euca.protocol.s3.headers import check_metadata_size, check_storage_and_encryption
 from euca.roles.walrus import acl as acls
 from euca.roles.walrus.access import decide_form_upload
+from euca.roles.walrus.authorize import authorise_form, check_form_session
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.objects import store_object
 from euca.roles.walrus.service import WalrusService
@@ -70,7 +72,9 @@ async def _read_fields(
                 return fields, event, events[i + 1 :]
 
 
-async def _principal(svc: WalrusService, cred: s3_post.PostCredentials) -> Principal | None:
+async def _principal(
+    svc: WalrusService, cred: s3_post.PostCredentials, token: str | None = None
+) -> Principal | None:
     if cred.method == "anonymous":
         return None
     key = await svc.identity.access_key(cred.access_key_id)
@@ -82,6 +86,7 @@ async def _principal(svc: WalrusService, cred: s3_post.PostCredentials) -> Princ
             AWSAccessKeyId=cred.access_key_id,
         )
     s3_post.check_signature(cred, key.secret_key)
+    check_form_session(svc, key, token)
     return key.principal
 
 
@@ -94,7 +99,7 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
     key = s3_post.object_key(form, file_start.filename)
     cred = s3_post.credentials(form)
     # The signature first: nothing a stranger wrote (the policy document) is decoded before it is checked.
-    principal = await _principal(svc, cred)
+    principal = await _principal(svc, cred, form.get("x-amz-security-token"))
     policy = s3_post.parse_policy(cred.policy) if cred.method != "anonymous" else None
     if policy is not None:
         values = dict(form.items())
@@ -114,6 +119,7 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
     access = await decide_form_upload(svc, call, b.name, key, principal, s3.AclRequest(canned, []), tags)
     if not acls.allowed(b.acl, principal, ep.permission.name, access):
         raise S3Error("AccessDenied")
+    await authorise_form(svc, replace(call, access=access), principal, b.name, key)
     owner = (
         (principal.canonical_id, principal.account_name)
         if principal is not None

@@ -21,6 +21,9 @@ from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
+from euca.roles.clc.snapshots import records as snapshots
+from euca.roles.clc.snapshots.poll import sweep_lock
+from euca.roles.clc.snapshots.system import snapshot_store
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.tags.render import tag_list
 from euca.roles.clc.topology import records as topology
@@ -136,16 +139,28 @@ async def create_volume(call: Ec2Call, req: m.CreateVolumeRequest) -> m.Volume:
     if req.multi_attach_enabled:
         raise Ec2Error("InvalidParameterValue", "Multi-attach volumes are not supported by this cloud.")
     volume_type, iops = _volume_type(req)
+    size = req.size
+    restore_from: cluster.SnapshotStore | None = None
     if req.snapshot_id is not None:
-        # Snapshots arrive with the next slice of issue 10: none exists yet, so none can be found.
-        if not records.SNAPSHOT_ID_RE.match(req.snapshot_id):
+        # From a snapshot the caller may restore (own, shared, public): its zone's SC fetches the chunks.
+        snapshot_id = snapshots.check_snapshot_id(req.snapshot_id)
+        (snapshot,) = await call.ctx.store.read(
+            lambda tx: snapshots.visible(tx, call.account_id, [snapshot_id])
+        )
+        if snapshot.state != "completed":
             raise Ec2Error(
-                "InvalidSnapshotID.Malformed", f'Invalid id: "{req.snapshot_id}" (expecting "snap-...")'
+                "IncorrectState", f"The snapshot '{snapshot_id}' is '{snapshot.state}', not 'completed'."
             )
-        raise Ec2Error("InvalidSnapshot.NotFound", f"The snapshot '{req.snapshot_id}' does not exist.")
-    if req.size is None:
+        if size is not None and size < snapshot.volume_size:
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"Volume of {size}GiB is smaller than snapshot '{snapshot_id}' ({snapshot.volume_size}GiB).",
+            )
+        size = snapshot.volume_size if size is None else size
+        restore_from = await snapshot_store(call.ctx)
+    if size is None:
         raise Ec2Error("MissingParameter", "The request must contain the parameter size or snapshotId")
-    records.check_size(volume_type, req.size)
+    records.check_size(volume_type, size)
     tag_pairs = tags.tags_from_specifications(req.tag_specifications, "volume")
 
     def place(tx: Tx) -> tuple[topology.Cluster, topology.StorageController]:
@@ -161,22 +176,26 @@ async def create_volume(call: Ec2Call, req: m.CreateVolumeRequest) -> m.Volume:
         return c, sc
 
     c, sc = await call.ctx.store.read(place)
-    new = NewVolume(call.account_id, c.zone, c.name, req.size, volume_type, iops, req.client_token, tag_pairs)
-    volume, fresh = await call.ctx.store.write(lambda tx: records.insert_volume(tx, new), durable=True)
+    new = NewVolume(
+        call.account_id, c.zone, c.name, size, volume_type, iops, req.client_token, tag_pairs, req.snapshot_id
+    )
+    async with sweep_lock(call.ctx.store):  # a volume `creating` from a snapshot holds off the snapshot sweep
+        volume, fresh = await call.ctx.store.write(lambda tx: records.insert_volume(tx, new), durable=True)
     if not fresh:
         return render(volume)
-    log.info(
-        "volume creating id=%s zone=%s size=%dGiB type=%s", volume.volume_id, c.zone, req.size, volume_type
-    )
+    log.info("volume creating id=%s zone=%s size=%dGiB type=%s", volume.volume_id, c.zone, size, volume_type)
+    make: cluster.CreateVolume | cluster.RestoreVolume = cluster.CreateVolume(volume.volume_id, size)
+    if restore_from is not None and req.snapshot_id is not None:
+        make = cluster.RestoreVolume(volume.volume_id, size, req.snapshot_id, restore_from)
     try:
-        status = await _ask_sc(call, sc.url, c.name, cluster.CreateVolume(volume.volume_id, req.size))
+        status = await _ask_sc(call, sc.url, c.name, make)
     except ClusterFault as e:
         if e.code == "InsufficientVolumeCapacity":
             # Nothing was made: the volume never was, as in EC2.
             await call.ctx.store.write(lambda tx: records.forget(tx, volume.volume_id))
             log.info("volume refused id=%s: %s", volume.volume_id, e.message)
             raise Ec2Error(e.code, f"There is not enough free space in {zone} for this volume.") from None
-        status = cluster.VolumeStatus(volume.volume_id, "error", req.size, f"{e.code}: {e.message}")
+        status = cluster.VolumeStatus(volume.volume_id, "error", size, f"{e.code}: {e.message}")
     if status is not None and status.state in ("available", "error"):
         await call.ctx.store.write(
             lambda tx: records.set_state(

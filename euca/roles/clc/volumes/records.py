@@ -95,11 +95,14 @@ class NewVolume:
     iops: int | None
     client_token: str | None
     tags: list[tuple[str, str]]
+    snapshot_id: str | None = None  # made from this snapshot (the SC restores it)
 
     @property
     def digest(self) -> str:
         """What an idempotent retry must repeat (ClientToken): the request's parameters."""
         text = f"{self.zone}|{self.size_gib}|{self.volume_type}|{self.iops}|{sorted(self.tags)}"
+        if self.snapshot_id:
+            text += f"|{self.snapshot_id}"
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -264,7 +267,7 @@ def insert_volume(tx: Tx, new: NewVolume) -> tuple[VolumeRecord, bool]:
             break
     tx.execute(
         "INSERT INTO clc_volumes(volume_id, account_id, zone, cluster, size_gib, volume_type, iops, state, "
-        "created, client_token, request_digest) VALUES(?,?,?,?,?,?,?,'creating',?,?,?)",
+        "created, client_token, request_digest, snapshot_id) VALUES(?,?,?,?,?,?,?,'creating',?,?,?,?)",
         (
             volume_id,
             new.account_id,
@@ -276,6 +279,7 @@ def insert_volume(tx: Tx, new: NewVolume) -> tuple[VolumeRecord, bool]:
             time.time(),
             new.client_token,
             digest,
+            new.snapshot_id,
         ),
     )
     usage.volume_created(tx, volume_id, new.account_id, new.zone, new.size_gib)

@@ -1,0 +1,50 @@
+"""Euare's account operations, for the cloud administrator only: CreateAccount, ListAccounts, DeleteAccount
+(`euca admin create-account` and the like are clients of these)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from euca.core.identity import IdentityError, create_account_tx, delete_account_tx, list_accounts_tx
+from euca.protocol.query.wire import QueryError
+from euca.roles.clc.iam.call import Handler, QueryCall
+
+
+def _account(name: str, account_id: str) -> dict[str, Any]:
+    return {"AccountName": name, "AccountId": account_id}
+
+
+async def create_account(call: QueryCall, p: dict[str, Any]) -> dict[str, Any]:
+    name = str(p["AccountName"])
+    try:
+        account = await call.write(lambda tx: create_account_tx(tx, name))
+    except IdentityError as e:
+        code = "EntityAlreadyExists" if "already exists" in str(e) else "ValidationError"
+        raise QueryError(code, str(e)) from None
+    return {"Account": _account(account.name, account.account_id)}
+
+
+async def list_accounts(call: QueryCall, p: dict[str, Any]) -> dict[str, Any]:
+    accounts = await call.read(list_accounts_tx)
+    return {"Accounts": [_account(a.name, a.account_id) for a in accounts], "IsTruncated": False}
+
+
+async def delete_account(call: QueryCall, p: dict[str, Any]) -> None:
+    name, recursive = str(p["AccountName"]), bool(p.get("Recursive", False))
+    try:
+        await call.write(lambda tx: delete_account_tx(tx, name, recursive))
+    except LookupError:
+        raise QueryError("NoSuchEntity", f"The account with name {name} cannot be found.") from None
+    except PermissionError:
+        raise QueryError(
+            "AccessDenied", "The cloud administrators' account cannot be deleted.", 403
+        ) from None
+    except IdentityError as e:
+        raise QueryError("DeleteConflict", str(e)) from None
+
+
+HANDLERS: dict[str, Handler] = {
+    "CreateAccount": create_account,
+    "ListAccounts": list_accounts,
+    "DeleteAccount": delete_account,
+}

@@ -1,0 +1,37 @@
+"""What the IAM and STS tests share: the code of a refused call, new accounts and users with keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from helpers.server import Credentials, EucaServer
+
+
+def refused(call: Callable[[], Any]) -> str:
+    """The error code of a boto3 call that must fail."""
+    try:
+        call()
+    except ClientError as e:
+        return str(e.response["Error"]["Code"])
+    raise AssertionError("the call succeeded")
+
+
+def new_account(euca: EucaServer) -> Credentials:
+    """A fresh account (its admin user's keys), so a test sees only its own users."""
+    name = "iam" + uuid.uuid4().hex[:8]
+    account = euca.ctx.identity.create_account(name)
+    key = euca.ctx.identity.create_access_key(name)
+    return Credentials(key.access_key_id, key.secret_key, name, account.canonical_id)
+
+
+def new_user(iam: Any, account: Credentials, name: str, *policies: str) -> Credentials:
+    """A user of the account with an access key and the given inline policy documents."""
+    iam.create_user(UserName=name)
+    for i, document in enumerate(policies):
+        iam.put_user_policy(UserName=name, PolicyName=f"p{i}", PolicyDocument=document)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"], account.account, account.canonical_id)
