@@ -37,6 +37,9 @@ def test_translate_quotes_the_user_column_and_maps_instr_and_blob_literals() -> 
     assert translate("SELECT 'user', \"user\", users FROM t") == "SELECT 'user', \"user\", users FROM t"
     assert translate("SELECT instr(a, ':user/'), instr FROM t") == "SELECT strpos(a, ':user/'), instr FROM t"
     assert translate("SELECT x'', X'00ff'") == "SELECT '\\x'::bytea, '\\x00ff'::bytea"
+    assert (
+        translate("SELECT a = (b || c) COLLATE BINARY, binary") == 'SELECT a = (b || c) COLLATE "C", binary'
+    )
 
 
 def test_translate_ddl_maps_sqlite_types() -> None:
@@ -62,6 +65,23 @@ def test_translate_ddl_maps_sqlite_types() -> None:
     assert "name TEXT COLLATE \"C\" NOT NULL DEFAULT 'TEXT'" in ddl
     assert '"user" TEXT COLLATE "C"' in ddl
     assert "--" not in ddl and "AUTOINCREMENT" not in ddl
+
+
+def test_translate_ddl_keeps_nocase_and_makes_foreign_keys_deferrable() -> None:
+    ddl = translate(
+        """CREATE TABLE m (
+        account_id TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+        name TEXT NOT NULL COLLATE NOCASE,
+        FOREIGN KEY (account_id, name) REFERENCES users(account_id, name) ON DELETE CASCADE
+    )""",
+        placeholders=False,
+        ddl=True,
+    )
+    assert "name TEXT NOT NULL COLLATE NOCASE," in ddl
+    assert "REFERENCES accounts(account_id) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE," in ddl
+    assert "REFERENCES users(account_id, name) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE\n" in ddl
+    assert translate("PRAGMA defer_foreign_keys=ON") == "SET CONSTRAINTS ALL DEFERRED"
+    assert translate("pragma defer_foreign_keys = off;") == "SET CONSTRAINTS ALL IMMEDIATE"
 
 
 @pytest.fixture
@@ -226,3 +246,44 @@ async def test_a_failed_statement_rolls_back_its_unit_alone(pg: Store) -> None:
     with pytest.raises(Exception, match="duplicate"):
         pg.write_sync(dup)
     pg.write_sync(lambda tx: tx.execute("INSERT INTO u VALUES('after')"))
+
+
+def test_nocase_columns_and_deferred_foreign_keys_as_on_sqlite(pg: Store, tmp_path: Path) -> None:
+    """IAM's names: unique and equal ignoring case (COLLATE NOCASE); a rename moves the rows that name it
+    with the foreign keys deferred to the commit."""
+    ddl = [
+        """
+        CREATE TABLE person (name TEXT NOT NULL COLLATE NOCASE PRIMARY KEY);
+        CREATE TABLE badge (
+            person TEXT NOT NULL COLLATE NOCASE REFERENCES person(name) ON DELETE CASCADE,
+            badge TEXT NOT NULL
+        );
+        """
+    ]
+    lite = Store(tmp_path / "state.db")
+    try:
+        for s in (lite, pg):
+            s.migrate("t", ddl)
+            s.write_sync(lambda tx: tx.execute("INSERT INTO person VALUES('Alice')"))
+            s.write_sync(lambda tx: tx.execute("INSERT INTO badge VALUES('alice', 'gold')"))
+            with pytest.raises(Exception, match="UNIQUE|duplicate"):
+                s.write_sync(lambda tx: tx.execute("INSERT INTO person VALUES('ALICE')"))
+
+            def rename(tx: Tx) -> None:
+                tx.execute("PRAGMA defer_foreign_keys=ON")
+                tx.execute("UPDATE person SET name='Bob' WHERE name=?", ("alice",))
+                tx.execute("UPDATE badge SET person='Bob' WHERE person=?", ("ALICE",))
+
+            s.write_sync(rename)
+            with pytest.raises(Exception, match="FOREIGN KEY|foreign key"):
+                s.write_sync(lambda tx: tx.execute("INSERT INTO badge VALUES('nobody', 'x')"))
+
+        def read(tx: Tx) -> object:
+            return (
+                tx.scalar("SELECT name FROM person WHERE name=? COLLATE NOCASE", ("BOB",)),
+                [tuple(r) for r in tx.all("SELECT person, badge FROM badge")],
+            )
+
+        assert pg.read_sync(read) == lite.read_sync(read) == ("Bob", [("Bob", "gold")])
+    finally:
+        lite.close()

@@ -315,7 +315,7 @@ def open_store(url: str, data_dir: Path, synchronous: str = "NORMAL") -> Store:
     if url.startswith(("postgresql:", "postgres:")):
         from euca.core.store.postgres import PgStore
 
-        return PgStore(url, synchronous=synchronous)
+        return PgStore(url, synchronous=synchronous, local_dir=data_dir)
     if not url.startswith("sqlite:"):
         raise ValueError(f"unsupported store url {url!r}")
     path = Path(url[len("sqlite:") :])

@@ -4,13 +4,15 @@ The driver is psycopg 3 (its sync API in the store's worker threads, as sqlite3 
 
 - Placeholders: callers write `?`; each statement is translated once (cached) to psycopg's `%s`, literal
   `%` doubled, `?` inside literals and comments left alone. The same pass quotes the column name `user`
-  (PostgreSQL reads a bare `user` as CURRENT_USER), maps `instr(` to `strpos(` (same arguments) and a blob
-  literal x'..' to bytea.
+  (PostgreSQL reads a bare `user` as CURRENT_USER), maps `instr(` to `strpos(` (same arguments), a blob
+  literal x'..' to bytea and `COLLATE BINARY` to `COLLATE "C"`.
 - Migrations' DDL is written for SQLite and never edited once released, so its column types are mapped
   when a step runs here: INTEGER -> BIGINT (SQLite integers are 64-bit), `INTEGER PRIMARY KEY
   [AUTOINCREMENT]` -> an identity column (SQLite's rowid alias: a NULL or missing value takes the next
   number), REAL -> DOUBLE PRECISION, BLOB -> BYTEA, TEXT -> TEXT COLLATE "C" (SQLite compares and sorts
-  text bytewise; a database's default collation may not). DML needs no such mapping: callers write the
+  text bytewise; a database's default collation may not); COLLATE NOCASE names an ICU collation the store
+  creates; foreign keys become DEFERRABLE, so `PRAGMA defer_foreign_keys=ON` can be SET CONSTRAINTS ALL
+  DEFERRED. DML needs no such mapping: callers write the
   subset both engines take (ON CONFLICT upserts, RETURNING, no INSERT OR IGNORE/REPLACE).
 - Rows behave as sqlite3.Row does where callers use them (index and name access, keys(), iteration);
   Python bools are sent as integers (the SQLite schema keeps flags in INTEGER columns) and NUMERIC results
@@ -32,6 +34,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -155,8 +158,27 @@ _DDL_TYPES = [
     (re.compile(r"\bINTEGER\b"), "BIGINT"),
     (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
     (re.compile(r"\bBLOB\b"), "BYTEA"),
-    (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),
+    # A column with a collation of its own (COLLATE NOCASE) keeps it; every other compares bytewise.
+    (re.compile(r"\bTEXT\b(?![^,()]*\bCOLLATE\b)"), 'TEXT COLLATE "C"'),
+    # Foreign keys may be deferred to the commit (PRAGMA defer_foreign_keys, below) only if declared so.
+    (
+        re.compile(
+            r"(\bREFERENCES\s+\w+\s*(?:\([^)]*\))?"
+            r"(?:\s+ON\s+(?:DELETE|UPDATE)\s+(?:CASCADE|RESTRICT|SET\s+NULL|SET\s+DEFAULT|NO\s+ACTION))*)"
+        ),
+        r"\1 DEFERRABLE INITIALLY IMMEDIATE",
+    ),
 ]
+
+# SQLite's case-insensitive collation, as PostgreSQL's ICU makes it (created by the store at start): equal
+# and unique ignoring case; it sorts as ICU's root locale does, which orders punctuation differently.
+NOCASE_COLLATION = "CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+
+# The one PRAGMA the roles send, and what it is here (both last until the transaction ends).
+_PRAGMAS = {
+    "pragma defer_foreign_keys=on": "SET CONSTRAINTS ALL DEFERRED",
+    "pragma defer_foreign_keys=off": "SET CONSTRAINTS ALL IMMEDIATE",
+}
 
 
 def translate(sql: str, *, placeholders: bool = True, ddl: bool = False) -> str:
@@ -164,6 +186,9 @@ def translate(sql: str, *, placeholders: bool = True, ddl: bool = False) -> str:
 
     `placeholders`: `?` -> `%s` and `%` -> `%%` (a statement sent with parameters); `ddl`: a migration's
     column types mapped (comments dropped)."""
+    pragma = _PRAGMAS.get(" ".join(sql.replace("=", " = ").split()).lower().replace(" = ", "=").rstrip(";"))
+    if pragma is not None:
+        return pragma
     out: list[str] = []
     code: list[str] = []  # the current run of plain code, where DDL types are mapped
 
@@ -185,6 +210,8 @@ def translate(sql: str, *, placeholders: bool = True, ddl: bool = False) -> str:
                 text = '"user"'
             elif low == "instr" and _next_significant(tokens, i) == "(":
                 text = "strpos"
+            elif low == "binary" and _previous_significant(tokens, i).lower() == "collate":
+                text = '"C"'  # SQLite's bytewise collation
             code.append(text)
         elif kind == "other":
             if placeholders and text == "?":
@@ -208,6 +235,13 @@ def translate(sql: str, *, placeholders: bool = True, ddl: bool = False) -> str:
 
 def _next_significant(tokens: list[re.Match[str]], i: int) -> str:
     for m in tokens[i + 1 :]:
+        if not m.group().isspace():
+            return m.group()
+    return ""
+
+
+def _previous_significant(tokens: list[re.Match[str]], i: int) -> str:
+    for m in reversed(tokens[:i]):
         if not m.group().isspace():
             return m.group()
     return ""
@@ -265,9 +299,16 @@ class PgTx(Tx):
 class PgStore(Store):
     """The Store on PostgreSQL: one writer connection (group commit, as SQLite's), a pool of readers."""
 
-    def __init__(self, url: str, *, synchronous: str = "NORMAL", readers: int = 4):
+    def __init__(
+        self, url: str, *, synchronous: str = "NORMAL", readers: int = 4, local_dir: Path | None = None
+    ):
         # No super().__init__: that opens a SQLite file. The queue and the pools are the shared part.
-        self.path = url
+        # `path` is where files that go with the store live on this host (SQLite's are beside its file):
+        # identity's change counter, which the processes of one host map. Without a local directory there
+        # is none, and such counters stay in the process (":memory:", as for an in-memory SQLite store).
+        if local_dir is not None:
+            local_dir.mkdir(parents=True, exist_ok=True)
+        self.path = str(local_dir / "postgresql") if local_dir is not None else ":memory:"
         self.url = url
         self.synchronous = synchronous.upper()
         self._init_queues(readers)
@@ -276,7 +317,7 @@ class PgStore(Store):
         self._in_write_tx(
             lambda conn: conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
-                '(namespace TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL)'
+                '(namespace TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL); ' + NOCASE_COLLATION
             )
         )
 
