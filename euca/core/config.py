@@ -44,6 +44,10 @@ class HttpLimits(msgspec.Struct, forbid_unknown_fields=True):
     # ahead. An upload at any usual speed never comes near it; one byte every few seconds is cut.
     body_min_rate: int = 1024
     body_grace: float = 30.0
+    # The same both ways: a response must be taken by the client at an average of send_min_rate bytes per
+    # second (0: no minimum) once its first body_grace seconds of waiting are spent, so a client that
+    # stops reading a GET does not hold its connection (and the files it reads) for ever.
+    send_min_rate: int = 1024
     # Connections one listener keeps open for clients outside internal_networks, and for any one such
     # client address; more are answered 503 and closed at once. A listener that requires client
     # certificates (the cluster listeners) has its own budget; internal_networks (this host's own callers)
@@ -62,8 +66,8 @@ class HttpLimits(msgspec.Struct, forbid_unknown_fields=True):
         for name in ("max_header_bytes", "max_connections", "max_connections_per_client"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.body_min_rate < 0:
-            raise ValueError("body_min_rate must not be negative")
+        if self.body_min_rate < 0 or self.send_min_rate < 0:
+            raise ValueError("body_min_rate and send_min_rate must not be negative")
         for network in self.internal_networks:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -113,14 +117,34 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     # on the same port (SO_REUSEPORT), sharing the store and the objects directory. Needs a port of walrus's
     # own (not shared with the EC2 API); otherwise walrus runs in this process alone.
     workers: int = 1
+    # Lifecycle: how often the rules are applied (seconds), and how long a lifecycle "day" is (86400; a
+    # shorter day makes a test's rules expire in seconds, as RGW's rgw_lc_debug_interval does).
+    lifecycle_interval: float = 3600.0
+    lifecycle_day_seconds: float = 86400.0
+    # Server access logs (PutBucketLogging) are delivered to their target buckets this often (seconds).
+    log_delivery_interval: float = 300.0
+    # S3 on HTTPS too, on this port of walrus.listen.host (-1: off; 0: any free port), with tls_cert/tls_key
+    # (PEM files; relative to data_dir) or, when those are empty, a certificate the cloud CA issues for
+    # public_host (kept in data_dir/walrus-https/). SSE-C needs it.
+    https_port: int = -1
+    tls_cert: str = ""
+    tls_key: str = ""
     # S3 usage (walrus/usage.py): each process writes its request counts this often (seconds), and the role's
     # process samples what every bucket holds this often (a row only for a bucket that changed).
     usage_flush_interval: float = 10.0
     usage_sample_interval: float = 300.0
 
     def __post_init__(self) -> None:
+        if self.lifecycle_interval <= 0 or self.lifecycle_day_seconds <= 0 or self.log_delivery_interval <= 0:
+            raise ValueError(
+                "walrus.lifecycle_interval, lifecycle_day_seconds, log_delivery_interval must be positive"
+            )
         if not 1 <= self.workers <= 64:
             raise ValueError(f"walrus.workers must be 1..64, not {self.workers}")
+        if not -1 <= self.https_port <= 65535:
+            raise ValueError(f"walrus.https_port must be -1 (off) or 0..65535, not {self.https_port}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("walrus.tls_cert and walrus.tls_key go together")
 
 
 class ScConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -155,8 +179,9 @@ class CcConfig(msgspec.Struct, forbid_unknown_fields=True):
     scheduler: str = "GREEDY"
     # Seconds between polls of each node; a node that misses a poll is marked down.
     poll_interval: float = 6.0
-    # How many nodes are polled at once.
-    poll_fanout: int = 16
+    # How many nodes are polled at once (64: a round over 1,000 nodes is 2,000 calls, which at 16 at once
+    # took longer than poll_interval on a busy 2-core host; bench/scale.py).
+    poll_fanout: int = 64
     # The VM network: instances get addresses from this subnet on this bridge (created by the setup, inside
     # `netns` when set), with DHCP served by the CC's dnsmasq.
     subnet: str = "10.77.0.0/24"

@@ -81,7 +81,9 @@ export AWS_PROFILE={PROFILE}
     )
     _write(
         directory / "aws-config",
+        # ca_bundle: the cloud CA verifies walrus.https_port's certificate (used only for https:// URLs).
         f"[profile {PROFILE}]\nregion = {region}\nendpoint_url = {ec2_url}\n"
+        f"ca_bundle = {directory.resolve() / 'cloud-cert.pem'}\n"
         f"services = {PROFILE}-services\n"
         "s3 =\n    addressing_style = path\n"
         # Endpoints per service (IAM and STS under Eucalyptus's paths; the rest at the root).

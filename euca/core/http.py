@@ -87,6 +87,8 @@ class _Connection:
         self.opened_at = trio.current_time()
         # When the body being read runs out of time (trio clock); 0: no body read yet in this request.
         self.body_deadline = 0.0
+        # When the response being sent runs out of time; 0: it has not had to wait for the client yet.
+        self.send_deadline = 0.0
 
     async def start_tls(self, context: ssl.SSLContext) -> bool:
         """The TLS handshake, within the first head's time. False (logged in one line) when it fails."""
@@ -195,16 +197,39 @@ class _Connection:
             except OSError as e:
                 raise ClientDisconnected(f"send: {e}") from e
             if sent == len(data):
+                if self.send_deadline:
+                    self._sent(sent)
                 await trio.lowlevel.checkpoint()
                 return
+            self._sent(sent)
             data = memoryview(data)[sent:]
-        with trio.move_on_after(self.limits.io_timeout) as cs:
+        with trio.CancelScope(deadline=self._send_wait_deadline()) as cs:
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 raise ClientDisconnected(f"send: {e}") from e
         if cs.cancelled_caught:
             raise ClientDisconnected("timed out sending to the client")
+        self._sent(len(data))
+
+    def _send_wait_deadline(self) -> float:
+        """How long a send may wait for the client to take bytes: the response's deadline (body_grace from its
+        first wait, then 1/send_min_rate s per byte sent, as for a request body), and never more than
+        io_timeout for one wait. A reader that stops, or trickles, is cut; one at any usual speed never."""
+        now = trio.current_time()
+        if not self.send_deadline:
+            grace = self.limits.body_grace if self.limits.send_min_rate else self.limits.io_timeout
+            self.send_deadline = now + grace
+        return float(min(self.send_deadline, now + self.limits.io_timeout))
+
+    def _sent(self, count: int) -> None:
+        """Credit `count` bytes the client took to the response's deadline (capped io_timeout ahead)."""
+        rate = self.limits.send_min_rate
+        if not self.send_deadline or not rate:
+            return
+        self.send_deadline = min(
+            self.send_deadline + count / rate, trio.current_time() + self.limits.io_timeout
+        )
 
     async def _sendfile(self, body: FileBody) -> None:
         if self.tls:
@@ -227,11 +252,12 @@ class _Connection:
             if sent == 0:
                 raise ClientDisconnected("file shorter than announced")
             if sent < 0:
-                with trio.move_on_after(self.limits.io_timeout) as cs:
+                with trio.CancelScope(deadline=self._send_wait_deadline()) as cs:
                     await trio.lowlevel.wait_writable(sock)
                 if cs.cancelled_caught:
                     raise ClientDisconnected("timed out sending to the client")
                 continue
+            self._sent(sent)
             offset += sent
             remaining -= sent
 
@@ -246,6 +272,7 @@ class _Connection:
             remaining -= len(data)
 
     async def send_response(self, request_method: str, response: Response) -> None:
+        self.send_deadline = 0.0
         headers = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers]
         names = {k.lower() for k, _ in response.headers}
         body = response.body

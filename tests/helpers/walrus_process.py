@@ -37,10 +37,15 @@ def log_path(data_dir: Path, port: int) -> Path:
 
 
 def start_walrus(
-    data_dir: Path, port: int, *, workers: int = 1, settings: Sequence[str] = ()
+    data_dir: Path,
+    port: int,
+    *,
+    workers: int = 1,
+    settings: Sequence[str] = (),
+    config_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start walrus and wait until it answers (and, with workers, until they are ready too); `settings`:
-    more KEY=VALUE for --set."""
+    more KEY=VALUE for --set; `config_file`: a TOML configuration (for values --set cannot give, lists)."""
     args = [
         sys.executable,
         "-m",
@@ -58,6 +63,8 @@ def start_walrus(
         args += ["--set", f"clc.listen.port={free_port()}", "--set", f"walrus.workers={workers}"]
     for setting in [*postgres.settings_for(data_dir), *settings]:
         args += ["--set", setting]
+    if config_file is not None:
+        args += ["--config", str(config_file)]
     log = log_path(data_dir, port)
     ready_before = log.read_bytes().count(b"walrus worker ready") if log.exists() else 0
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))

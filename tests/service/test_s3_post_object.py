@@ -203,3 +203,17 @@ def test_the_bucket_policy_judges_form_uploads(euca, s3_client, bucket):
     assert r.status_code == 403 and _code(r) == "AccessDenied"
     anonymous = httpx.post(f"{euca.url}/{bucket}", data={"key": "anon"}, files={"file": ("x", b"1")})
     assert anonymous.status_code == 204  # the Deny names the other account only
+
+
+def test_a_checksum_field_is_verified_and_kept(euca: Any, s3_client: Any, bucket: str) -> None:
+    data = b"form bytes" * 1000
+    good = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    for value, status in ((good, 204), (base64.b64encode(b"x" * 32).decode(), 400)):
+        post = s3_client.generate_presigned_post(bucket, "summed")
+        fields = dict(post["fields"], **{"x-amz-checksum-sha256": value})
+        r = httpx.post(post["url"], data=fields, files={"file": ("f", data)})
+        assert r.status_code == status, r.text
+        if status == 400:
+            assert _code(r) == "BadDigest"
+    got = s3_client.head_object(Bucket=bucket, Key="summed", ChecksumMode="ENABLED")
+    assert got["ChecksumSHA256"] == good

@@ -462,6 +462,34 @@ async def test_poll_fanout_is_bounded() -> None:
     assert all(n.up for n in cc.nodes.values())
 
 
+async def test_a_poll_is_one_call_per_node_and_two_for_an_older_nc() -> None:
+    new, old = InMemoryNodeController("n1"), InMemoryNodeController("n2")
+    old.one_call = False
+    seen: list[tuple[str, str]] = []
+
+    class Recording(InProcessClient):
+        async def call(self, base_url: str, message: Any, *, expect_name: str | None = None) -> Any:
+            seen.append((str(expect_name), type(message).__name__))
+            return await super().call(base_url, message, expect_name=expect_name)
+
+    cc = ClusterController(
+        "cluster01", Recording({url(n.name): n for n in (new, old)}), SubnetAllocator("10.77.0.0/24")
+    )
+    await cc._set_nodes([c.NodeAddress(n.name, url(n.name)) for n in (new, old)])
+    await cc.poll_round()
+    await cc.poll_round()
+    assert all(n.up for n in cc.nodes.values())
+    assert [m for name, m in seen if name == "n1"] == ["NcDescribeNode", "NcDescribeNode"]
+    # The older NC is asked once, then polled the old way from then on.
+    assert [m for name, m in seen if name == "n2"] == [
+        "NcDescribeNode",
+        "NcDescribeInstances",
+        "NcDescribeResource",
+        "NcDescribeInstances",
+        "NcDescribeResource",
+    ]
+
+
 async def test_the_poll_loop_runs_rounds_until_cancelled() -> None:
     node = InMemoryNodeController("n1")
     cl = Cluster(node)

@@ -53,6 +53,23 @@ def test_release_frees_the_address_for_the_next_lowest() -> None:
     assert pool.allocate(iid(10))[0].ip == "10.77.0.6"
 
 
+def test_lowest_free_first_in_a_large_pool_after_moves_and_releases() -> None:
+    pool = AddressPool("10.64.0.0/16")
+    for n in range(600):
+        pool.allocate(iid(n))
+    assert pool.allocate(iid(600))[0].ip == "10.64.2.90"  # .2 + 600, across octets
+    # A node reports an instance at a higher address: its old one (.0.5) is the lowest free now.
+    assert pool.adopt(iid(3), "d0:0d:00:00:00:03", "10.64.9.9")[1] == "moved"
+    assert pool.allocate(iid(601))[0].ip == "10.64.0.5"
+    pool.release(iid(100))
+    pool.release(iid(50))
+    assert [pool.allocate(iid(n))[0].ip for n in (602, 603, 604)] == [
+        "10.64.0.52",
+        "10.64.0.102",
+        "10.64.2.91",
+    ]
+
+
 def test_exhaustion_is_network_full_with_a_clear_message() -> None:
     pool = AddressPool("10.77.0.0/29")  # .1 gateway, .2-.6 for instances, .7 broadcast
     assert pool.capacity == 5

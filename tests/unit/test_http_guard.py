@@ -6,12 +6,15 @@ short so the tests are quick; `fail_after` guards only turn a hang into a failur
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
 
 from euca.core.config import HttpLimits
-from euca.core.http import ClientDisconnected, HttpServer, Request, Response
+from euca.core.http import ClientDisconnected, FileBody, HttpServer, Request, Response
 from euca.core.http_listen import Admission
 from helpers.raw_http import HANG_GUARD, connect, exchange, one_request, read_until_closed, serving
 
@@ -166,6 +169,62 @@ async def test_a_large_body_at_a_usual_speed_passes_the_minimum_rate() -> None:
         answer = await exchange(server.port, request + data)
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert hashlib.md5(data).hexdigest().encode() in answer
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slow readers: a response the client stops taking
+
+BIG = 64 << 20  # more than loopback's socket buffers hold on both sides
+SLOW_READERS = HttpLimits(header_timeout=1, idle_timeout=1, io_timeout=5, body_grace=1, send_min_rate=1 << 20)
+
+
+async def big_file(request: Request, tmp: Path) -> Response:
+    path = tmp / "big"
+    if not path.exists():
+        with open(path, "wb") as f:
+            f.truncate(BIG)  # sparse: a sendfile of zeros
+    fd = os.open(path, os.O_RDONLY)
+    return Response(200, [("Content-Type", "application/octet-stream")], FileBody(fd, 0, BIG))
+
+
+async def big_chunks(request: Request) -> Response:
+    async def produce() -> AsyncIterator[bytes]:
+        for _ in range(BIG // (1 << 20)):
+            yield bytes(1 << 20)
+
+    return Response(200, [], produce())
+
+
+async def received_after_a_pause(port: int, target: str, pause: float) -> int:
+    """GET `target`, take nothing for `pause` seconds, then read as fast as possible until the server closes:
+    how many bytes came (headers included)."""
+    stream = await connect(port)
+    await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await trio.sleep(pause)
+    return len(await read_until_closed(stream))
+
+
+@pytest.mark.parametrize("target", ["/file", "/chunks"])
+async def test_a_client_that_stops_reading_is_cut(tmp_path: Path, target: str) -> None:
+    async def handler(request: Request) -> Response:
+        return await (big_file(request, tmp_path) if request.path == "/file" else big_chunks(request))
+
+    async with serving(handler, SLOW_READERS) as server:
+        with trio.fail_after(HANG_GUARD):
+            got = await received_after_a_pause(
+                server.port, target, 3.0
+            )  # beyond body_grace, within io_timeout
+    assert got < BIG
+
+
+async def test_a_client_reading_at_a_usual_speed_gets_the_whole_response(tmp_path: Path) -> None:
+    async def handler(request: Request) -> Response:
+        return await big_file(request, tmp_path)
+
+    async with serving(handler, SLOW_READERS) as server:
+        with trio.fail_after(HANG_GUARD):
+            got = await received_after_a_pause(server.port, "/file", 0.0)
+    assert got > BIG
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from euca.protocol.cluster import (
     ImageRef,
     InstanceSpec,
     NcDescribeInstances,
+    NcDescribeNode,
     NcDescribeResource,
     NcGetConsoleOutput,
     NcRebootInstance,
@@ -269,6 +270,18 @@ async def test_run_stages_then_boots(node: Node, pki: Pki, bundles: dict[str, Bu
     assert (status.nc_state, status.state) == ("running", "running")
     assert status.node == "node-1" and status.private_ip == "10.77.0.5" and status.mac == "d0:0d:00:00:00:01"
     assert status.image_id == "emi-00000001" and status.vm_type == "m1.small"
+
+
+async def test_describe_node_lists_the_instances_its_resources_count(
+    node: Node, pki: Pki, bundles: dict[str, Bundle]
+) -> None:
+    empty = await node.nc.describe_node(NcDescribeNode())
+    assert empty.instances == [] and empty.resources.state == "up"
+    await node.run(make_spec(pki, bundles))
+    report = await node.nc.describe_node(NcDescribeNode())
+    assert [s.instance_id for s in report.instances] == ["i-00000001"]
+    assert report.resources == node.nc.resources()
+    assert report.resources.cores_free == empty.resources.cores_free - 1
 
 
 async def test_run_is_idempotent(node: Node, pki: Pki, bundles: dict[str, Bundle]) -> None:

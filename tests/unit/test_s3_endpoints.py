@@ -59,7 +59,27 @@ ROUTES: list[tuple[str, str, dict[str, str], type]] = [
     ("DELETE", "/b?cors", {}, s3.DeleteBucketCors),
     ("OPTIONS", "/b/k", {}, s3.Preflight),
     ("OPTIONS", "/b", {}, s3.Preflight),
-    ("PUT", "/b?lifecycle", {}, s3.Unsupported),
+    ("PUT", "/b?lifecycle", {}, s3.PutBucketLifecycleConfiguration),
+    ("GET", "/b?lifecycle", {}, s3.GetBucketLifecycleConfiguration),
+    ("DELETE", "/b?lifecycle", {}, s3.DeleteBucketLifecycle),
+    ("PUT", "/b?ownershipControls", {}, s3.PutBucketOwnershipControls),
+    ("GET", "/b?ownershipControls", {}, s3.GetBucketOwnershipControls),
+    ("DELETE", "/b?ownershipControls", {}, s3.DeleteBucketOwnershipControls),
+    ("PUT", "/b?object-lock", {}, s3.PutObjectLockConfiguration),
+    ("GET", "/b?object-lock", {}, s3.GetObjectLockConfiguration),
+    ("PUT", "/b?logging", {}, s3.PutBucketLogging),
+    ("GET", "/b?logging", {}, s3.GetBucketLogging),
+    ("PUT", "/b?encryption", {}, s3.PutBucketEncryption),
+    ("GET", "/b?encryption", {}, s3.GetBucketEncryption),
+    ("DELETE", "/b?encryption", {}, s3.DeleteBucketEncryption),
+    ("PUT", "/b/k?retention", {}, s3.PutObjectRetention),
+    ("GET", "/b/k?retention", {}, s3.GetObjectRetention),
+    ("PUT", "/b/k?legal-hold", {}, s3.PutObjectLegalHold),
+    ("GET", "/b/k?legal-hold", {}, s3.GetObjectLegalHold),
+    ("GET", "/b/k?attributes", {"x-amz-object-attributes": "ETag,ObjectSize"}, s3.GetObjectAttributes),
+    ("DELETE", "/b/k?retention", {}, s3.Unsupported),
+    ("POST", "/b?lifecycle", {}, s3.Unsupported),
+    ("PUT", "/b?replication", {}, s3.Unsupported),
     # Sub-resources with a method they have no endpoint for, or on an object: answered 501 as before.
     ("POST", "/b?policy", {}, s3.Unsupported),
     ("PUT", "/b/k?policy", {}, s3.Unsupported),
@@ -98,6 +118,36 @@ FORMER_ACTIONS = {
 FORMER_NEEDS_BODY = {
     "CreateBucket", "PutBucketVersioning", "PutBucketAcl", "PutBucketTagging", "DeleteObjects",
     "CompleteMultipartUpload", "PutObjectAcl", "PutObjectTagging",
+}  # fmt: skip
+
+# The actions of the bucket and object settings added with issue 11 (as S3's policy language names them).
+FORMER_ACTIONS |= {
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "PutBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "GetBucketOwnershipControls": "s3:GetBucketOwnershipControls",
+    "DeleteBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectRetention": "s3:PutObjectRetention",
+    "GetObjectRetention": "s3:GetObjectRetention",
+    "PutObjectLegalHold": "s3:PutObjectLegalHold",
+    "GetObjectLegalHold": "s3:GetObjectLegalHold",
+    "GetObjectAttributes": "s3:GetObjectAttributes",
+    "PutBucketLogging": "s3:PutBucketLogging",
+    "GetBucketLogging": "s3:GetBucketLogging",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    # CORS configuration is judged by a bucket policy too (it was not before issue 11).
+    "PutBucketCors": "s3:PutBucketCORS",
+    "GetBucketCors": "s3:GetBucketCORS",
+    "DeleteBucketCors": "s3:PutBucketCORS",
+}
+ISSUE_11_DOCUMENTS = {
+    "PutBucketLifecycleConfiguration", "PutBucketOwnershipControls", "PutObjectLockConfiguration",
+    "PutObjectRetention", "PutObjectLegalHold", "PutBucketLogging", "PutBucketEncryption",
 }  # fmt: skip
 
 
@@ -160,7 +210,9 @@ def test_body_kinds() -> None:
     streamed = {cls.__name__ for cls in s3.ENDPOINTS if cls.body == "stream"}
     assert streamed == {"PutObject", "UploadPart", "PostObject"}
     documents = {cls.__name__ for cls in s3.ENDPOINTS if cls.body == "document"}
-    assert documents == FORMER_NEEDS_BODY | {"PutBucketPolicy", "PutPublicAccessBlock", "PutBucketCors"}
+    assert documents == FORMER_NEEDS_BODY | {"PutBucketPolicy", "PutPublicAccessBlock", "PutBucketCors"} | (
+        ISSUE_11_DOCUMENTS
+    )
     assert s3.needs_body(s3.PutBucketAcl("b")) and not s3.needs_body(s3.PutObject("b", "k"))
 
 

@@ -113,7 +113,7 @@ def test_virtual_host_bucket():
 
 def test_unsupported_and_bad_input():
     assert isinstance(parse("GET", "/b?replication"), s3.Unsupported)
-    assert isinstance(parse("PUT", "/b/k?retention"), s3.Unsupported)
+    assert isinstance(parse("DELETE", "/b/k?retention"), s3.Unsupported)
     with pytest.raises(S3Error) as e:
         parse("PUT", "/b/k?partNumber=0&uploadId=u")
     assert e.value.code == "InvalidArgument"

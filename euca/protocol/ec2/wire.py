@@ -19,6 +19,7 @@ import gzip
 import math
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -393,35 +394,91 @@ def render_response(action: str, result: Any, request_id: str, version: str = AP
     return "".join(out).encode("utf-8")
 
 
-def _render_members(m: Model, shape_name: str, data: dict[str, Any], out: list[str]) -> None:
-    members = m.shapes[shape_name]["members"]
-    unknown = set(data) - set(members)
-    if unknown:
-        raise ValueError(f"{shape_name} has no member(s) {sorted(unknown)}")
-    for member, ref in members.items():
-        value = data.get(member)
-        if value is None:
-            continue
-        _render_value(m, ref["shape"], ref.get("locationName", member), value, out)
+# How an output shape renders, worked out once per shape from the model (a DescribeInstances of 10,000
+# renders 1.5 million elements: per element, only the value's own work is left).
+_SCALAR, _STRUCTURE, _LIST = 0, 1, 2
 
 
-def _render_value(m: Model, shape_name: str, tag: str, value: Any, out: list[str]) -> None:
+@dataclass(frozen=True)
+class _Field:
+    member: str
+    kind: int
+    scalar_type: str  # the model's type name, for scalars
+    shape: str  # structure: its shape; list: the items' shape
+    open: str
+    close: str
+    item: _Field | None = None  # a list's items
+
+
+@dataclass(frozen=True)
+class _Plan:
+    members: frozenset[str]
+    fields: tuple[_Field, ...]
+
+
+_PLANS: dict[tuple[int, str], _Plan] = {}
+
+
+def _field(m: Model, member: str, shape_name: str, tag: str) -> _Field:
     shape = m.shapes[shape_name]
     kind = shape["type"]
     if kind == "structure":
-        out.append(f"<{tag}>")
-        _render_members(m, shape_name, value, out)
-        out.append(f"</{tag}>")
-    elif kind == "list":
-        member_ref = shape["member"]
-        item_tag = member_ref.get("locationName", "item")
-        out.append(f"<{tag}>")
-        for item in value:
-            if item is not None:
-                _render_value(m, member_ref["shape"], item_tag, item, out)
-        out.append(f"</{tag}>")
+        return _Field(member, _STRUCTURE, kind, shape_name, f"<{tag}>", f"</{tag}>")
+    if kind == "list":
+        item_ref = shape["member"]
+        item = _field(m, "", item_ref["shape"], item_ref.get("locationName", "item"))
+        return _Field(member, _LIST, kind, item_ref["shape"], f"<{tag}>", f"</{tag}>", item)
+    return _Field(member, _SCALAR, kind, shape_name, f"<{tag}>", f"</{tag}>")
+
+
+def _plan(m: Model, shape_name: str) -> _Plan:
+    key = (id(m), shape_name)
+    plan = _PLANS.get(key)
+    if plan is None:
+        members = m.shapes[shape_name]["members"]
+        plan = _Plan(
+            frozenset(members),
+            tuple(
+                _field(m, member, ref["shape"], ref.get("locationName", member))
+                for member, ref in members.items()
+            ),
+        )
+        _PLANS[key] = plan
+    return plan
+
+
+def _render_members(m: Model, shape_name: str, data: dict[str, Any], out: list[str]) -> None:
+    plan = _plan(m, shape_name)
+    if not plan.members.issuperset(data):
+        raise ValueError(f"{shape_name} has no member(s) {sorted(set(data) - plan.members)}")
+    get, append, special = data.get, out.append, _XML_SPECIAL.search
+    for f in plan.fields:
+        value = get(f.member)
+        if value is None:
+            continue
+        if f.kind == _SCALAR:  # inline: most of a big answer's elements are scalars of a structure
+            text = value if type(value) is str else _scalar_text(f.scalar_type, value)
+            append(f.open + (text if special(text) is None else _esc(text)) + f.close)
+        else:
+            _render_field(m, f, value, out)
+
+
+def _render_field(m: Model, f: _Field, value: Any, out: list[str]) -> None:
+    if f.kind == _SCALAR:
+        text = value if type(value) is str else _scalar_text(f.scalar_type, value)
+        out.append(f.open + _esc(text) + f.close)
+    elif f.kind == _STRUCTURE:
+        out.append(f.open)
+        _render_members(m, f.shape, value, out)
+        out.append(f.close)
     else:
-        out.append(f"<{tag}>{_esc(_scalar_text(kind, value))}</{tag}>")
+        item = f.item
+        assert item is not None
+        out.append(f.open)
+        for v in value:
+            if v is not None:
+                _render_field(m, item, v, out)
+        out.append(f.close)
 
 
 def _scalar_text(kind: str, value: Any) -> str:
@@ -454,5 +511,10 @@ _XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quo
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
+_XML_SPECIAL = re.compile('[&<>"\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]')
+
+
 def _esc(text: str) -> str:
+    if _XML_SPECIAL.search(text) is None:  # most values (ids, names, addresses): nothing to do
+        return text
     return _XML_INVALID.sub("", text.translate(_XML_ESCAPES))

@@ -8,16 +8,19 @@
   class attributes; `Endpoint` is their closed union and `ENDPOINTS` its members;
 - router: parse_request() turns a request into one Endpoint value;
 - xml: request bodies (parse_*_body) and responses (render_*);
-- cors, policy, post: CORS rules, bucket policies and public access blocks, browser-based (form) uploads.
+- cors, policy, post: CORS rules, bucket policies and public access blocks, browser-based (form) uploads;
+- lifecycle, object_lock, lock_headers, bucket_settings: lifecycle rules (and what expires when), object lock
+  documents and rules, the lock and SSE request headers, ownership / logging / encryption documents and the
+  GetObjectAttributes answer.
 
 The names of wire, errors, headers, endpoints, router and xml are re-exported here, so that callers write
 `from euca.protocol import s3` and then `s3.PutObject`, `s3.parse_request`, `s3.render_list_objects`;
-cors, policy and post are used as modules (`s3.policy.evaluate`), their names overlapping.
+cors, policy, post and the issue 11 modules are used as modules (`s3.policy.evaluate`, `s3.lifecycle.matches`).
 """
 
 from __future__ import annotations
 
-from euca.protocol.s3 import cors, policy, post
+from euca.protocol.s3 import bucket_settings, cors, lifecycle, lock_headers, object_lock, policy, post
 from euca.protocol.s3.endpoints import (
     ANYONE,
     AUTHENTICATED,
@@ -38,6 +41,9 @@ from euca.protocol.s3.endpoints import (
     CreateMultipartUpload,
     DeleteBucket,
     DeleteBucketCors,
+    DeleteBucketEncryption,
+    DeleteBucketLifecycle,
+    DeleteBucketOwnershipControls,
     DeleteBucketPolicy,
     DeleteBucketTagging,
     DeleteObject,
@@ -47,13 +53,21 @@ from euca.protocol.s3.endpoints import (
     Endpoint,
     GetBucketAcl,
     GetBucketCors,
+    GetBucketEncryption,
+    GetBucketLifecycleConfiguration,
     GetBucketLocation,
+    GetBucketLogging,
+    GetBucketOwnershipControls,
     GetBucketPolicy,
     GetBucketPolicyStatus,
     GetBucketTagging,
     GetBucketVersioning,
     GetObject,
     GetObjectAcl,
+    GetObjectAttributes,
+    GetObjectLegalHold,
+    GetObjectLockConfiguration,
+    GetObjectRetention,
     GetObjectTagging,
     GetPublicAccessBlock,
     HeadBucket,
@@ -69,11 +83,18 @@ from euca.protocol.s3.endpoints import (
     Preflight,
     PutBucketAcl,
     PutBucketCors,
+    PutBucketEncryption,
+    PutBucketLifecycleConfiguration,
+    PutBucketLogging,
+    PutBucketOwnershipControls,
     PutBucketPolicy,
     PutBucketTagging,
     PutBucketVersioning,
     PutObject,
     PutObjectAcl,
+    PutObjectLegalHold,
+    PutObjectLockConfiguration,
+    PutObjectRetention,
     PutObjectTagging,
     PutPublicAccessBlock,
     Unsupported,
@@ -280,6 +301,24 @@ __all__ = [
     "UploadEntry",
     "UploadPart",
     "UploadPartCopy",
+    "PutBucketLifecycleConfiguration",
+    "GetBucketLifecycleConfiguration",
+    "DeleteBucketLifecycle",
+    "PutBucketOwnershipControls",
+    "GetBucketOwnershipControls",
+    "DeleteBucketOwnershipControls",
+    "PutObjectLockConfiguration",
+    "GetObjectLockConfiguration",
+    "PutObjectRetention",
+    "GetObjectRetention",
+    "PutObjectLegalHold",
+    "GetObjectLegalHold",
+    "GetObjectAttributes",
+    "PutBucketLogging",
+    "GetBucketLogging",
+    "PutBucketEncryption",
+    "GetBucketEncryption",
+    "DeleteBucketEncryption",
     "XSI_NS",
     "action_of",
     "apply_overrides",
@@ -340,7 +379,11 @@ __all__ = [
     "validate_tags",
     "version_id_headers",
     "without_checksum_headers",
+    "bucket_settings",
     "cors",
+    "lifecycle",
+    "lock_headers",
+    "object_lock",
     "policy",
     "post",
 ]

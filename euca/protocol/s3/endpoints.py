@@ -25,6 +25,7 @@ from euca.protocol.s3.headers import (
     CopySource,
     ObjectHeaders,
 )
+from euca.protocol.s3.lock_headers import ObjectLockRequest
 
 Body = Literal["none", "document", "stream"]
 
@@ -82,6 +83,8 @@ class CreateBucket:
     body: ClassVar[Body] = "document"
     bucket: str
     acl: AclRequest = field(default_factory=AclRequest)
+    object_lock: bool = False  # x-amz-bucket-object-lock-enabled
+    object_ownership: str | None = None  # x-amz-object-ownership
 
 
 @final
@@ -270,6 +273,8 @@ class PutObject:
     content_length: int | None = None
     conditions: Conditions = field(default_factory=Conditions)
     tagging: dict[str, str] | None = None
+    lock: ObjectLockRequest = field(default_factory=ObjectLockRequest)
+    sse: str | None = None  # x-amz-server-side-encryption
 
 
 @final
@@ -319,6 +324,7 @@ class DeleteObject:
     key: str
     version_id: str | None = None
     conditions: Conditions = field(default_factory=Conditions)
+    bypass_governance: bool = False  # x-amz-bypass-governance-retention
 
 
 @final
@@ -328,6 +334,7 @@ class DeleteObjects:
     permission: ClassVar[Permission] = BUCKET_WRITE
     body: ClassVar[Body] = "document"
     bucket: str
+    bypass_governance: bool = False
 
 
 @final
@@ -347,6 +354,8 @@ class CopyObject:
     acl: AclRequest = field(default_factory=AclRequest)
     tagging: dict[str, str] | None = None
     checksum_algorithm: str | None = None
+    lock: ObjectLockRequest = field(default_factory=ObjectLockRequest)
+    sse: str | None = None
 
 
 @final
@@ -430,6 +439,8 @@ class CreateMultipartUpload:
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
     tagging: dict[str, str] | None = None
+    lock: ObjectLockRequest = field(default_factory=ObjectLockRequest)
+    sse: str | None = None
 
 
 @final
@@ -570,7 +581,7 @@ class DeletePublicAccessBlock:
 @final
 @dataclass(slots=True)
 class PutBucketCors:
-    action: ClassVar[str | None] = None
+    action: ClassVar[str | None] = "s3:PutBucketCORS"
     permission: ClassVar[Permission] = BUCKET_OWNER
     body: ClassVar[Body] = "document"
     bucket: str
@@ -579,7 +590,7 @@ class PutBucketCors:
 @final
 @dataclass(slots=True)
 class GetBucketCors:
-    action: ClassVar[str | None] = None
+    action: ClassVar[str | None] = "s3:GetBucketCORS"
     permission: ClassVar[Permission] = BUCKET_OWNER
     body: ClassVar[Body] = "none"
     bucket: str
@@ -588,7 +599,7 @@ class GetBucketCors:
 @final
 @dataclass(slots=True)
 class DeleteBucketCors:
-    action: ClassVar[str | None] = None
+    action: ClassVar[str | None] = "s3:PutBucketCORS"
     permission: ClassVar[Permission] = BUCKET_OWNER
     body: ClassVar[Body] = "none"
     bucket: str
@@ -604,6 +615,192 @@ class Preflight:
     body: ClassVar[Body] = "none"
     bucket: str
     key: str | None = None
+
+
+# -- lifecycle, ownership controls, object lock, logging, encryption (issue 11) -----------------------------
+
+
+@final
+@dataclass(slots=True)
+class PutBucketLifecycleConfiguration:
+    action: ClassVar[str | None] = "s3:PutLifecycleConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "document"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class GetBucketLifecycleConfiguration:
+    action: ClassVar[str | None] = "s3:GetLifecycleConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class DeleteBucketLifecycle:
+    action: ClassVar[str | None] = "s3:PutLifecycleConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class PutBucketOwnershipControls:
+    action: ClassVar[str | None] = "s3:PutBucketOwnershipControls"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "document"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class GetBucketOwnershipControls:
+    action: ClassVar[str | None] = "s3:GetBucketOwnershipControls"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class DeleteBucketOwnershipControls:
+    action: ClassVar[str | None] = "s3:PutBucketOwnershipControls"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class PutObjectLockConfiguration:
+    action: ClassVar[str | None] = "s3:PutBucketObjectLockConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "document"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class GetObjectLockConfiguration:
+    action: ClassVar[str | None] = "s3:GetBucketObjectLockConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class PutObjectRetention:
+    action: ClassVar[str | None] = "s3:PutObjectRetention"
+    version_action: ClassVar[str] = "s3:PutObjectRetention"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "document"
+    bucket: str
+    key: str
+    version_id: str | None = None
+    bypass_governance: bool = False
+
+
+@final
+@dataclass(slots=True)
+class GetObjectRetention:
+    action: ClassVar[str | None] = "s3:GetObjectRetention"
+    version_action: ClassVar[str] = "s3:GetObjectRetention"
+    permission: ClassVar[Permission] = OBJECT_READ
+    body: ClassVar[Body] = "none"
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+
+@final
+@dataclass(slots=True)
+class PutObjectLegalHold:
+    action: ClassVar[str | None] = "s3:PutObjectLegalHold"
+    version_action: ClassVar[str] = "s3:PutObjectLegalHold"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "document"
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+
+@final
+@dataclass(slots=True)
+class GetObjectLegalHold:
+    action: ClassVar[str | None] = "s3:GetObjectLegalHold"
+    version_action: ClassVar[str] = "s3:GetObjectLegalHold"
+    permission: ClassVar[Permission] = OBJECT_READ
+    body: ClassVar[Body] = "none"
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+
+@final
+@dataclass(slots=True)
+class GetObjectAttributes:
+    """GET /bucket/key?attributes: what x-amz-object-attributes names, of the version asked for."""
+
+    action: ClassVar[str | None] = "s3:GetObjectAttributes"
+    version_action: ClassVar[str] = "s3:GetObjectVersionAttributes"
+    permission: ClassVar[Permission] = OBJECT_READ
+    body: ClassVar[Body] = "none"
+    bucket: str
+    key: str
+    version_id: str | None = None
+    attributes: tuple[str, ...] = ()
+    max_parts: int = 1000
+    part_number_marker: int = 0
+
+
+@final
+@dataclass(slots=True)
+class PutBucketLogging:
+    action: ClassVar[str | None] = "s3:PutBucketLogging"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "document"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class GetBucketLogging:
+    action: ClassVar[str | None] = "s3:GetBucketLogging"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class PutBucketEncryption:
+    action: ClassVar[str | None] = "s3:PutEncryptionConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "document"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class GetBucketEncryption:
+    action: ClassVar[str | None] = "s3:GetEncryptionConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
+
+
+@final
+@dataclass(slots=True)
+class DeleteBucketEncryption:
+    action: ClassVar[str | None] = "s3:PutEncryptionConfiguration"
+    permission: ClassVar[Permission] = BUCKET_OWNER
+    body: ClassVar[Body] = "none"
+    bucket: str
 
 
 # -- what Walrus does not do ---------------------------------------------------------------------------
@@ -668,6 +865,24 @@ Endpoint = (
     | GetBucketCors
     | DeleteBucketCors
     | Preflight
+    | PutBucketLifecycleConfiguration
+    | GetBucketLifecycleConfiguration
+    | DeleteBucketLifecycle
+    | PutBucketOwnershipControls
+    | GetBucketOwnershipControls
+    | DeleteBucketOwnershipControls
+    | PutObjectLockConfiguration
+    | GetObjectLockConfiguration
+    | PutObjectRetention
+    | GetObjectRetention
+    | PutObjectLegalHold
+    | GetObjectLegalHold
+    | GetObjectAttributes
+    | PutBucketLogging
+    | GetBucketLogging
+    | PutBucketEncryption
+    | GetBucketEncryption
+    | DeleteBucketEncryption
     | Unsupported
 )
 
@@ -683,6 +898,11 @@ _VERSIONED = (
     | GetObjectTagging
     | PutObjectTagging
     | DeleteObjectTagging
+    | PutObjectRetention
+    | GetObjectRetention
+    | PutObjectLegalHold
+    | GetObjectLegalHold
+    | GetObjectAttributes
 )
 
 

@@ -9,6 +9,22 @@ from euca.protocol.s3.wire import document, escape
 
 ERRORS: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
+    "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
+    "InvalidBucketAclWithObjectOwnership": (
+        400,
+        "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+    ),
+    "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
+    "InvalidRetentionPeriod": (400, "Default retention period must be a positive integer value."),
+    "InvalidTargetBucketForLogging": (400, "The target bucket for logging does not exist"),
+    "NoSuchLifecycleConfiguration": (404, "The lifecycle configuration does not exist"),
+    "NoSuchObjectLockConfiguration": (404, "The specified object does not have a ObjectLock configuration"),
+    "ObjectLockConfigurationNotFoundError": (404, "Object Lock configuration does not exist for this bucket"),
+    "OwnershipControlsNotFoundError": (404, "The bucket ownership controls were not found"),
+    "ServerSideEncryptionConfigurationNotFoundError": (
+        404,
+        "The server side encryption configuration was not found",
+    ),
     "BadDigest": (400, "The Content-MD5 you specified did not match what we received."),
     "BucketAlreadyExists": (
         409,

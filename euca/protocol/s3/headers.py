@@ -431,10 +431,13 @@ def checksum_of(algorithm: str, data: bytes) -> bytes:
     raise ValueError(algorithm)
 
 
-def check_document_digest(headers: HeaderMap, body: bytes, trailers: Mapping[str, str] | None = None) -> None:
+def check_document_digest(
+    headers: HeaderMap, body: bytes, trailers: Mapping[str, str] | None = None, *, checksum: bool = True
+) -> None:
     """A request document (tagging, policy, versioning, DeleteObjects, ...) against the Content-MD5 and the
     x-amz-checksum-* value (header or trailer) its client sent: InvalidDigest for a Content-MD5 that is no MD5,
-    BadDigest when either does not match the body, as S3 answers."""
+    BadDigest when either does not match the body, as S3 answers. `checksum` False: the x-amz-checksum-*
+    header is not the document's (CompleteMultipartUpload's is the whole object's)."""
     cs = parse_checksum(headers)
     if cs.content_md5 is not None:
         md5 = hashlib.md5(body).digest()
@@ -445,7 +448,7 @@ def check_document_digest(headers: HeaderMap, body: bytes, trailers: Mapping[str
     expected = cs.value
     if expected is None and cs.trailer is not None and trailers is not None:
         expected = trailers.get(cs.trailer)
-    if expected is not None and cs.algorithm is not None:
+    if checksum and expected is not None and cs.algorithm is not None:
         if expected != base64.b64encode(checksum_of(cs.algorithm, body)).decode():
             raise S3Error(
                 "BadDigest", f"The {cs.algorithm} you specified did not match the calculated checksum."

@@ -22,7 +22,7 @@ from urllib.parse import quote
 from euca.protocol import sigv4
 from euca.protocol.bounded import loads_json
 from euca.protocol.s3.errors import S3Error
-from euca.protocol.s3.wire import document, escape, quote_etag
+from euca.protocol.s3.wire import CHECKSUM_ALGORITHMS, document, escape, quote_etag
 
 MAX_FIELD_BYTES = 64 * 1024  # one form field (policy documents and tag sets are well under this)
 MAX_FIELDS_BYTES = 1024 * 1024  # all fields before the file
@@ -478,6 +478,8 @@ def check_policy(policy: Policy, values: Mapping[str, str], now: float) -> None:
         if n not in named
         and n not in _EXEMPT_FIELDS
         and not n.startswith("x-ignore-")
+        # A checksum of the file grants nothing: the upload is refused if the file does not match it.
+        and not n.startswith("x-amz-checksum-")
         and n not in ("x-amz-credential", "x-amz-algorithm", "x-amz-date", "x-amz-security-token")
     ]
     if extra:
@@ -512,3 +514,17 @@ def render_post_response(location: str, bucket: str, key: str, etag: str) -> byt
         f"<ETag>{escape(quote_etag(etag))}</ETag>"
     )
     return document("PostResponse", inner, ns=False)
+
+
+def form_checksum(form: Form) -> tuple[str, str] | None:
+    """(algorithm, base64 value) of an x-amz-checksum-<algorithm> field, None without one; InvalidRequest for
+    an unknown algorithm or more than one."""
+    found = [
+        (n[len("x-amz-checksum-") :].upper(), v) for n, v in form.items() if n.startswith("x-amz-checksum-")
+    ]
+    found = [(a, v) for a, v in found if a != "ALGORITHM"]
+    if not found:
+        return None
+    if len(found) > 1 or found[0][0] not in CHECKSUM_ALGORITHMS:
+        raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- field with a known algorithm")
+    return found[0]

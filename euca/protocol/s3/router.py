@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote
 
+from euca.protocol.s3.bucket_settings import OWNERSHIP, parse_object_attributes
 from euca.protocol.s3.endpoints import (
     AbortMultipartUpload,
     CompleteMultipartUpload,
@@ -17,6 +18,9 @@ from euca.protocol.s3.endpoints import (
     CreateMultipartUpload,
     DeleteBucket,
     DeleteBucketCors,
+    DeleteBucketEncryption,
+    DeleteBucketLifecycle,
+    DeleteBucketOwnershipControls,
     DeleteBucketPolicy,
     DeleteBucketTagging,
     DeleteObject,
@@ -26,13 +30,21 @@ from euca.protocol.s3.endpoints import (
     Endpoint,
     GetBucketAcl,
     GetBucketCors,
+    GetBucketEncryption,
+    GetBucketLifecycleConfiguration,
     GetBucketLocation,
+    GetBucketLogging,
+    GetBucketOwnershipControls,
     GetBucketPolicy,
     GetBucketPolicyStatus,
     GetBucketTagging,
     GetBucketVersioning,
     GetObject,
     GetObjectAcl,
+    GetObjectAttributes,
+    GetObjectLegalHold,
+    GetObjectLockConfiguration,
+    GetObjectRetention,
     GetObjectTagging,
     GetPublicAccessBlock,
     HeadBucket,
@@ -47,11 +59,18 @@ from euca.protocol.s3.endpoints import (
     Preflight,
     PutBucketAcl,
     PutBucketCors,
+    PutBucketEncryption,
+    PutBucketLifecycleConfiguration,
+    PutBucketLogging,
+    PutBucketOwnershipControls,
     PutBucketPolicy,
     PutBucketTagging,
     PutBucketVersioning,
     PutObject,
     PutObjectAcl,
+    PutObjectLegalHold,
+    PutObjectLockConfiguration,
+    PutObjectRetention,
     PutObjectTagging,
     PutPublicAccessBlock,
     Unsupported,
@@ -72,6 +91,7 @@ from euca.protocol.s3.headers import (
     parse_range,
     parse_tagging_header,
 )
+from euca.protocol.s3.lock_headers import parse_bypass, parse_lock_headers
 from euca.protocol.s3.wire import CHECKSUM_ALGORITHMS, MAX_KEY_BYTES, MAX_PART_NUMBER, HeaderMap
 
 # -- bucket naming ---------------------------------------------------------------------------------
@@ -224,7 +244,7 @@ def parse_request(
     q = parse_query(query) if query else {}
     method = method.upper()
     if bucket is not None:
-        config = _parse_bucket_config(method, bucket, key, q)
+        config = _parse_bucket_config(method, bucket, key, q, headers)
         if config is not None:
             return config
     if q and not _UNSUPPORTED_SET.isdisjoint(q):
@@ -255,9 +275,28 @@ _BUCKET_CONFIG: dict[tuple[str, str], Callable[[str], Endpoint]] = {
     ("GET", "cors"): GetBucketCors,
     ("DELETE", "cors"): DeleteBucketCors,
 }
+# Bucket settings added with issue 11, and the object settings beside them (the first present decides).
+_SETTINGS_SUBRESOURCES = ("lifecycle", "ownershipControls", "object-lock", "logging", "encryption")
+_BUCKET_SETTINGS: dict[tuple[str, str], Callable[[str], Endpoint]] = {
+    ("PUT", "lifecycle"): PutBucketLifecycleConfiguration,
+    ("GET", "lifecycle"): GetBucketLifecycleConfiguration,
+    ("DELETE", "lifecycle"): DeleteBucketLifecycle,
+    ("PUT", "ownershipControls"): PutBucketOwnershipControls,
+    ("GET", "ownershipControls"): GetBucketOwnershipControls,
+    ("DELETE", "ownershipControls"): DeleteBucketOwnershipControls,
+    ("PUT", "object-lock"): PutObjectLockConfiguration,
+    ("GET", "object-lock"): GetObjectLockConfiguration,
+    ("PUT", "logging"): PutBucketLogging,
+    ("GET", "logging"): GetBucketLogging,
+    ("PUT", "encryption"): PutBucketEncryption,
+    ("GET", "encryption"): GetBucketEncryption,
+    ("DELETE", "encryption"): DeleteBucketEncryption,
+}
 
 
-def _parse_bucket_config(method: str, bucket: str, key: str | None, q: Mapping[str, str]) -> Endpoint | None:
+def _parse_bucket_config(
+    method: str, bucket: str, key: str | None, q: Mapping[str, str], h: HeaderMap
+) -> Endpoint | None:
     """A policy, public access block or CORS endpoint, or a CORS preflight (OPTIONS, on a bucket or an object);
     None for anything else (a sub-resource with a method it has no endpoint for is Unsupported later)."""
     if q and key is None:
@@ -267,6 +306,15 @@ def _parse_bucket_config(method: str, bucket: str, key: str | None, q: Mapping[s
                 if make is not None:
                     return make(bucket)
                 break
+    if q and key is None:
+        for sub in _SETTINGS_SUBRESOURCES:
+            if sub in q:
+                make = _BUCKET_SETTINGS.get((method, sub))
+                return make(bucket) if make is not None else None
+    if q and key is not None:
+        setting = _object_setting(method, bucket, key, q, h)
+        if setting is not None:
+            return setting
     if method == "OPTIONS":
         return Preflight(bucket, key)
     if q and key is None and "cors" in q:
@@ -274,6 +322,50 @@ def _parse_bucket_config(method: str, bucket: str, key: str | None, q: Mapping[s
         if make is not None:
             return make(bucket)
     return None
+
+
+def _object_setting(
+    method: str, bucket: str, key: str, q: Mapping[str, str], h: HeaderMap
+) -> Endpoint | None:
+    """An object's retention, legal hold or attributes endpoint; None for anything else."""
+    if "retention" in q:
+        if method == "PUT":
+            return PutObjectRetention(bucket, key, _version(q), parse_bypass(h))
+        if method == "GET":
+            return GetObjectRetention(bucket, key, _version(q))
+    elif "legal-hold" in q:
+        if method == "PUT":
+            return PutObjectLegalHold(bucket, key, _version(q))
+        if method == "GET":
+            return GetObjectLegalHold(bucket, key, _version(q))
+    elif "attributes" in q and method == "GET":
+        return GetObjectAttributes(
+            bucket,
+            key,
+            _version(q),
+            parse_object_attributes(h.get("x-amz-object-attributes")),
+            _int_header(h, "x-amz-max-parts", 1000, 0, 1000),
+            _int_header(h, "x-amz-part-number-marker", 0, 0),
+        )
+    return None
+
+
+def _create_bucket(bucket: str, h: HeaderMap) -> CreateBucket:
+    ownership = h.get("x-amz-object-ownership")
+    if ownership is not None and ownership not in OWNERSHIP:
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid x-amz-object-ownership header",
+            ArgumentName="x-amz-object-ownership",
+            ArgumentValue=ownership[:64],
+        )
+    lock = (h.get("x-amz-bucket-object-lock-enabled") or "").strip().lower() == "true"
+    return CreateBucket(bucket, parse_acl_headers(h), lock, ownership)
+
+
+def _int_header(h: HeaderMap, name: str, default: int, lo: int, hi: int | None = None) -> int:
+    raw = h.get(name)
+    return _int_param({name: raw} if raw is not None else {}, name, default, lo, hi)
 
 
 def _parse_bucket_op(method: str, bucket: str, q: Mapping[str, str], h: HeaderMap) -> Endpoint:
@@ -286,7 +378,7 @@ def _parse_bucket_op(method: str, bucket: str, q: Mapping[str, str], h: HeaderMa
             return PutBucketTagging(bucket)
         if q.keys() - {"x-id"}:
             return Unsupported("PUT bucket ?" + ",".join(sorted(q)), bucket)
-        return CreateBucket(bucket, parse_acl_headers(h))
+        return _create_bucket(bucket, h)
     if method in ("GET", "HEAD"):
         if method == "HEAD":
             return HeadBucket(bucket)
@@ -347,7 +439,7 @@ def _parse_bucket_op(method: str, bucket: str, q: Mapping[str, str], h: HeaderMa
         if "delete" in q:
             if not has_integrity_header(h):
                 raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
-            return DeleteObjects(bucket)
+            return DeleteObjects(bucket, parse_bypass(h))
         content_type = h.get("content-type") or ""
         if not q.keys() - {"x-id"} and content_type.lower().startswith("multipart/form-data"):
             return PostObject(bucket, content_type)
@@ -440,6 +532,8 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
                 parse_acl_headers(h),
                 parse_tagging_header(h.get("x-amz-tagging")),
                 algo.upper() if algo else None,
+                parse_lock_headers(h),
+                h.get("x-amz-server-side-encryption"),
             )
         check_storage_and_encryption(h)
         length = parse_content_length(h)
@@ -453,6 +547,8 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
             length,
             parse_conditions(h),
             parse_tagging_header(h.get("x-amz-tagging")),
+            parse_lock_headers(h),
+            h.get("x-amz-server-side-encryption"),
         )
     if method in ("GET", "HEAD"):
         if method == "GET":
@@ -488,7 +584,7 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
             return AbortMultipartUpload(bucket, key, q["uploadId"])
         if "tagging" in q:
             return DeleteObjectTagging(bucket, key, _version(q))
-        return DeleteObject(bucket, key, _version(q), parse_conditions(h))
+        return DeleteObject(bucket, key, _version(q), parse_conditions(h), parse_bypass(h))
     if method == "POST":
         if "uploads" in q:
             check_storage_and_encryption(h)
@@ -506,6 +602,8 @@ def _parse_object_op(method: str, bucket: str, key: str, q: Mapping[str, str], h
                 algo.upper() if algo else None,
                 ctype.upper() if ctype else None,
                 parse_tagging_header(h.get("x-amz-tagging")),
+                parse_lock_headers(h),
+                h.get("x-amz-server-side-encryption"),
             )
         if "uploadId" in q:
             return CompleteMultipartUpload(bucket, key, q["uploadId"], parse_conditions(h))

@@ -62,6 +62,11 @@ def _text(el: ET.Element | None) -> str:
     return "" if el is None or el.text is None else el.text
 
 
+# The same two, for the package's other document parsers (lifecycle, object lock, bucket settings).
+parse_root = _xml
+text_of = _text
+
+
 _LOCATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 

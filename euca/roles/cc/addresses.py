@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ class AddressPool:
         if self.gateway is None or not self._addresses or self.network.prefixlen > 30:
             raise ValueError(f"subnet {subnet} has no address for instances besides the gateway")
         self._index = {ip: i for i, ip in enumerate(self._addresses)}
+        # Every address below this index is taken: allocation looks from here, so 10,000 leases in a /16
+        # cost one step each instead of a scan over all of them (lowest free first all the same).
+        self._free_from = 0
         self._by_instance: dict[str, Lease] = {}
         self._by_ip: dict[ipaddress.IPv4Address, str] = {}
         self._by_mac: dict[str, str] = {}
@@ -62,7 +66,9 @@ class AddressPool:
 
     def leases(self) -> list[Lease]:
         """All leases in address order."""
-        return sorted(self._by_instance.values(), key=lambda lease: ipaddress.IPv4Address(lease.ip))
+        # inet_aton's 4 bytes sort as the addresses do, ~10x cheaper than IPv4Address (10,000 leases are
+        # sorted on every change of the hosts file).
+        return sorted(self._by_instance.values(), key=lambda lease: socket.inet_aton(lease.ip))
 
     def allocate(self, instance_id: str, mac: str | None = None) -> tuple[Lease, bool]:
         """The instance's lease, a new one at the lowest free address if it has none. (lease, is_new)."""
@@ -73,16 +79,21 @@ class AddressPool:
         owner = self._by_mac.get(mac)
         if owner is not None:
             raise ValueError(f"MAC {mac} of {instance_id} is already {owner}'s")
-        for ip in self._addresses:  # 253 at most for a /24; a linear scan is cheaper than keeping a heap
+        for i in range(self._free_from, len(self._addresses)):
+            ip = self._addresses[i]
             if ip not in self._by_ip:
+                self._free_from = i + 1
                 return self._take(instance_id, mac, ip), True
+        self._free_from = len(self._addresses)
         raise NetworkFull(f"no free address in {self.network} for {instance_id} ({self.capacity} in use)")
 
     def release(self, instance_id: str) -> Lease | None:
         lease = self._by_instance.pop(instance_id, None)
         if lease is not None:
-            del self._by_ip[ipaddress.IPv4Address(lease.ip)]
+            addr = ipaddress.IPv4Address(lease.ip)
+            del self._by_ip[addr]
             del self._by_mac[lease.mac]
+            self._free_from = min(self._free_from, self._index[addr])
         return lease
 
     def adopt(self, instance_id: str, mac: str, ip: str) -> tuple[Lease | None, str]:

@@ -41,6 +41,8 @@ class Node:
     # Sequence number (ClusterController.tick) of the request behind the report applied last.
     report_started: int = -1
     instances: dict[str, Tracked] = field(default_factory=dict)
+    # Polled with NcDescribeNode (one call); False once it answered BadMessage (an older NC): two calls.
+    one_call: bool = True
 
 
 @dataclass(eq=False)

@@ -27,11 +27,14 @@ import msgspec
 import trio
 
 from euca.protocol.cluster import (
+    ClusterFault,
     InstancesReply,
     InstanceStatus,
     NcDescribeInstances,
+    NcDescribeNode,
     NcDescribeResource,
     NodeAddress,
+    NodeReport,
     NodeResources,
     VmType,
 )
@@ -52,7 +55,7 @@ class ClusterState:
         network: VmNetwork,
         *,
         poll_interval: float = 6.0,
-        poll_fanout: int = 16,
+        poll_fanout: int = 64,
         call_timeout: float = 30.0,
     ):
         self.cluster = cluster
@@ -97,17 +100,31 @@ class ClusterState:
         started = self.tick()
         try:
             with trio.fail_after(self.poll_timeout):
-                # Instances first: whatever they list is counted in the resources asked for after.
-                listed: InstancesReply = await self.client.call(
-                    node.url, NcDescribeInstances(), expect_name=node.name
-                )
-                resources: NodeResources = await self.client.call(
-                    node.url, NcDescribeResource(), expect_name=node.name
-                )
+                instances, resources = await self._ask_node(node)
         except Exception as e:
             self._node_failed(node, started, describe_error(e))
             return
-        await self._apply_report(node, started, listed.instances, resources)
+        await self._apply_report(node, started, instances, resources)
+
+    async def _ask_node(self, node: Node) -> tuple[list[InstanceStatus], NodeResources]:
+        if node.one_call:
+            try:
+                report: NodeReport = await self.client.call(node.url, NcDescribeNode(), expect_name=node.name)
+            except ClusterFault as e:
+                if e.code != "BadMessage":
+                    raise
+                node.one_call = False  # an NC from before NcDescribeNode
+                log.info("node polled with two calls name=%s (it does not answer NcDescribeNode)", node.name)
+            else:
+                return report.instances, report.resources
+        # Instances first: whatever they list is counted in the resources asked for after.
+        listed: InstancesReply = await self.client.call(
+            node.url, NcDescribeInstances(), expect_name=node.name
+        )
+        resources: NodeResources = await self.client.call(
+            node.url, NcDescribeResource(), expect_name=node.name
+        )
+        return listed.instances, resources
 
     def _current(self, node: Node, started: int) -> bool:
         """Whether a poll begun at `started` is still news for `node` (not removed, nothing newer applied)."""

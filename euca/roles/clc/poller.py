@@ -165,7 +165,7 @@ class Poller:
         wanted = set(ids)
 
         def write(tx: Tx) -> Reconciliation:
-            known = [k for k in instances.known_instances(tx, c.name, since=since) if k.instance_id in wanted]
+            known = instances.known_instances(tx, c.name, since=since, ids=ids)
             reported = [i for i in described.instances if i.instance_id in wanted]
             result = reconcile(known, reported, now, lost_after)
             instances.apply_reconciliation(tx, result, now)

@@ -41,6 +41,7 @@ from euca.protocol.cluster import (
     InstanceStatus,
     NcAttachVolume,
     NcDescribeInstances,
+    NcDescribeNode,
     NcDescribeResource,
     NcDetachVolume,
     NcGetConsoleOutput,
@@ -49,6 +50,7 @@ from euca.protocol.cluster import (
     NcRunInstances,
     NcState,
     NcTerminateInstance,
+    NodeReport,
     NodeResources,
     ec2_state,
     vm_type_fits,
@@ -305,6 +307,7 @@ class NodeController:
         return {
             NcDescribeResource: self.describe_resource,
             NcDescribeInstances: self.describe_instances,
+            NcDescribeNode: self.describe_node,
             NcRunInstance: self.run_instance,
             NcRunInstances: self.run_instances,
             NcTerminateInstance: self.terminate_instance,
@@ -356,6 +359,13 @@ class NodeController:
         return InstancesReply(
             [inst.status(self.name) for inst in self.instances.values() if not wanted or inst.id in wanted]
         )
+
+    async def describe_node(self, message: NcDescribeNode) -> NodeReport:
+        """The CC's poll in one call: the instances, and the resources counted from that same list (no await
+        between them, so an instance admitted meanwhile is in neither)."""
+        await self._host_info()
+        listed = await self.describe_instances(NcDescribeInstances())
+        return NodeReport(listed.instances, self.resources())
 
     async def run_instance(self, message: NcRunInstance) -> InstanceStatus:
         reply = await self.run_instances(NcRunInstances([message.instance]))

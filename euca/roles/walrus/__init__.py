@@ -4,8 +4,9 @@ app: request ids, virtual hosts, authentication, endpoint parsing, error renderi
 service: the service object (caches, change counters, commits); dispatch: endpoint class -> handler, under
 the access decision (access: bucket policy and public access block; acl: access control lists).
 Handlers per resource: buckets, bucket_config, objects, multipart (its computations in completion),
-listings, post_object, cors. meta: metadata (all SQL); storage: bytes on disk; sweep: removes the files
-no metadata refers to (what a crash leaves).
+listings, post_object, cors; settings (lifecycle, ownership, object lock, logging, encryption), object_lock,
+ownership, attributes. meta: metadata (all SQL); storage: bytes on disk; sweep: removes the files no
+metadata refers to (what a crash leaves); lifecycle: applies lifecycle rules; access_log: server access logs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,13 @@ import trio
 
 from euca.core.auth import AuthError, authenticate
 from euca.core.config import ROLE_NAMES, Config
-from euca.core.http import ClientDisconnected, Request, Response
+from euca.core.http import ClientDisconnected, HttpServer, Request, Response
 from euca.core.identity import Identity
-from euca.core.roles import RoleContext
+from euca.core.roles import Dispatcher, RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import cors, meta, sweep, usage
+from euca.roles.walrus import access_log, cors, https, lifecycle, meta, sweep, usage
+from euca.roles.walrus.access_log import AccessLogs
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.dispatch import dispatch as dispatch_request
@@ -45,7 +48,13 @@ class WalrusApp:
     path_prefixes: tuple[str, ...] = ("/services/objectstorage", "/services/Walrus")
 
     def __init__(
-        self, config: Config, identity: Identity, walrus: WalrusService, *, reuse_port: bool = False
+        self,
+        config: Config,
+        identity: Identity,
+        walrus: WalrusService,
+        *,
+        reuse_port: bool = False,
+        secure: bool = False,
     ):
         self.config = config
         self.identity = identity
@@ -53,6 +62,9 @@ class WalrusApp:
         self.domains = tuple(d.lower().strip(".") for d in config.walrus.domains)
         # Served by several processes on one port (walrus.workers): the listener must allow it.
         self.reuse_port = reuse_port
+        self.access_logs = AccessLogs(config.walrus.log_delivery_interval)
+        # Served over TLS (the HTTPS listener, https.py): what may only be sent encrypted is let through.
+        self.secure = secure
         self.usage = usage.UsageCounters(
             0, lambda b: row.owner_id if (row := walrus.buckets.get(b)) else None
         )
@@ -79,6 +91,10 @@ class WalrusApp:
         request_id = rand[:8].hex().upper()
         host_id = base64.b64encode(rand[8:]).decode()
         vbucket = None
+        started = time.monotonic()
+        principal_id: str | None = None
+        auth_method = "anonymous"
+        error_code: str | None = None
         if self.walrus.changes is not None:
             await self.walrus.sync()
         try:
@@ -87,15 +103,24 @@ class WalrusApp:
                 auth = await authenticate(
                     request, self.identity, service="s3", region=self.config.region, virtual_bucket=vbucket
                 )
+                auth_method = auth.method
+                principal_id = auth.principal.canonical_id if auth.principal is not None else None
                 endpoint = s3.parse_request(
                     request.method, request.path, request.query, request.headers, vbucket
                 )
+                if s3.lock_headers.requests_sse_c(request.headers):
+                    # On plain HTTP a customer key has crossed the wire in clear: refused as S3 refuses it.
+                    s3.lock_headers.refuse_sse_c_in_clear(request.headers, secure=self.secure)
+                    raise S3Error(
+                        "NotImplemented", "Walrus does not encrypt with customer-provided keys (SSE-C)"
+                    )
                 response = await dispatch_request(self.walrus, S3Call(request, auth, request_id), endpoint)
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
         except S3Error as e:
             await self.drain_small_body(request)
             response = self.error_response(request, e, request_id, host_id)
+            error_code = e.code
         except ClientDisconnected:
             raise
         except (trio.Cancelled, KeyboardInterrupt):
@@ -111,6 +136,21 @@ class WalrusApp:
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", host_id))
         self.usage.count(request, vbucket, response)  # S3 usage, in memory (usage.py)
+        if self.walrus.settings:  # some bucket has settings: is this one's access logged?
+            bucket = s3.split_path(request.path, vbucket)[0]
+            if bucket is not None and self.walrus.setting(bucket, "logging") is not None:
+                await self.access_logs.record(
+                    self.walrus,
+                    request,
+                    response,
+                    bucket,
+                    principal_id,
+                    auth_method,
+                    request_id,
+                    host_id,
+                    error_code,
+                    started,
+                )
         return response
 
     @staticmethod
@@ -118,7 +158,8 @@ class WalrusApp:
         """Read what is left of a small refused body before answering. Clients such as botocore send
         `Expect: 100-continue` together with a small body; closing with those bytes unread would make the
         kernel reset the connection and the client would lose the error response."""
-        length = request.headers.get("content-length")
+        # A chunked (aws-chunked) body announces its size in x-amz-decoded-content-length instead.
+        length = request.headers.get("content-length") or request.headers.get("x-amz-decoded-content-length")
         if request.body.done or not length or not length.isdigit() or int(length) > 1024 * 1024:
             return
         try:
@@ -145,10 +186,18 @@ class WalrusRole:
         ctx.store.migrate(usage_meta.NAMESPACE, usage_meta.SCHEMA)
         self.storage = Storage(ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
+        self.walrus.lifecycle_day = ctx.config.walrus.lifecycle_day_seconds
         self.workers = worker_count(ctx.config)
         if self.workers > 1:
             self.walrus.changes = Changes(changes_path(ctx.config), 0)
         self.apps = [WalrusApp(ctx.config, ctx.identity, self.walrus, reuse_port=self.workers > 1)]
+        # S3 on HTTPS too (walrus.https_port), served by this process beside its HTTP listener.
+        self.https: WalrusApp | None = None
+        if ctx.config.walrus.https_port >= 0:
+            self.https = WalrusApp(ctx.config, ctx.identity, self.walrus, secure=True)
+            # One process, one set of counters and access log records, whichever listener served.
+            self.https.usage = self.apps[0].usage
+            self.https.access_logs = self.apps[0].access_logs
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         # S3 usage beside the serving: this process's counts flushed, every bucket's size sampled (usage.py).
@@ -175,15 +224,52 @@ class WalrusRole:
             len(self.walrus.buckets),
             self.workers,
         )
+        interval = self.ctx.config.walrus.lifecycle_interval
         if self.workers == 1:
-            task_status.started()
-            await sweep.run(self.storage, self.ctx.store)  # files no metadata refers to (sweep.py)
+            async with trio.open_nursery() as nursery:
+                if self.https is not None:
+                    await nursery.start(self._serve_https)
+                nursery.start_soon(sweep.run, self.storage, self.ctx.store)  # files no row refers to
+                nursery.start_soon(lifecycle.run, self.walrus, interval)  # bucket lifecycle rules
+                nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
+                task_status.started()
+            return
         port = int(self.ctx.endpoints["walrus"].rsplit(":", 1)[1])
         async with trio.open_nursery() as nursery:
+            if self.https is not None:
+                await nursery.start(self._serve_https)
             nursery.start_soon(sweep.run, self.storage, self.ctx.store)
+            nursery.start_soon(lifecycle.run, self.walrus, interval)
+            nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
             for index in range(1, self.workers):
                 nursery.start_soon(self._run_worker, index, port)
             task_status.started()
+
+    async def _serve_https(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """S3 over HTTPS on walrus.https_port (this process only), until the role stops; its address is
+        ctx.endpoints["walrus-https"]."""
+        assert self.https is not None
+        config = self.ctx.config
+        try:
+            context = await trio.to_thread.run_sync(https.server_context, config, self.ctx.ca)
+        except (OSError, ValueError, https.NoCertificate) as e:
+            # S3 on HTTP goes on; the operator sees why HTTPS did not start.
+            log.error("walrus https not started: %s", e)
+            task_status.started()
+            return
+        server = HttpServer(
+            Dispatcher([self.https]), config.walrus.listen.host, config.walrus.https_port, config.http,
+            access_log=True, ssl_context=context,
+        )  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            self.ctx.endpoints["walrus-https"] = f"https://{config.public_host}:{server.port}"
+            log.info("walrus https address=%s:%d", config.walrus.listen.host, server.port)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                server.shutdown()
 
     async def _run_worker(self, index: int, port: int) -> None:
         """One more process serving S3 on our port, restarted if it dies; stopped (SIGTERM: it finishes its

@@ -11,7 +11,7 @@ from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import cors as s3_cors
 from euca.protocol.s3 import policy as s3_policy
 from euca.roles.walrus import acl as acls
-from euca.roles.walrus import meta
+from euca.roles.walrus import meta, object_lock, ownership
 from euca.roles.walrus.access import BucketPolicy, refuse_public_acl
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.responses import empty, xml
@@ -30,6 +30,11 @@ async def get_bucket_versioning(svc: WalrusService, call: S3Call, ep: s3.GetBuck
 async def put_bucket_versioning(svc: WalrusService, call: S3Call, ep: s3.PutBucketVersioning) -> Response:
     b = svc.authorized_bucket(call, ep)
     status = s3.parse_versioning_body(await call.xml_body())
+    if status != "Enabled" and object_lock.lock_enabled(svc, b.name):
+        raise S3Error(
+            "InvalidBucketState",
+            "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",
+        )
     await svc.write_config(lambda tx: meta.update_bucket(tx, b.name, versioning=status))
     b.versioning = status
     log.info("versioning bucket=%s status=%s", b.name, status)
@@ -41,11 +46,13 @@ async def put_bucket_versioning(svc: WalrusService, call: S3Call, ep: s3.PutBuck
 
 async def get_bucket_acl(svc: WalrusService, call: S3Call, ep: s3.GetBucketAcl) -> Response:
     b = svc.authorized_bucket(call, ep)
-    return xml(s3.render_acl(acls.to_policy(b.acl)))
+    acl = ownership.owner_only(b) if ownership.acls_disabled(svc, b.name) else b.acl
+    return xml(s3.render_acl(acls.to_policy(acl)))
 
 
 async def put_bucket_acl(svc: WalrusService, call: S3Call, ep: s3.PutBucketAcl) -> Response:
     b = svc.authorized_bucket(call, ep)
+    ownership.refuse_acl(svc, b.name, ep.acl, body_acl=not ep.acl)
     acl = await svc.acl_from_request(call, ep.acl, (b.owner_id, b.owner_name), None)
     refuse_public_acl(svc, b.name, acl["grants"])
     await svc.write_config(lambda tx: meta.update_bucket(tx, b.name, acl=acl))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from typing import Any
 
 from euca.core.http import Response
+from euca.core.store import Tx
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import meta
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import BucketRow
+from euca.roles.walrus.ownership import grants_beyond_owner
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService
 
@@ -83,21 +86,38 @@ async def create_bucket(svc: WalrusService, call: S3Call, ep: s3.CreateBucket) -
         log.info("create-bucket again bucket=%s owner=%s: acl reset", existing.name, p.account_name)
         return empty(200, [("Location", f"/{existing.name}")])
     acl = await svc.acl_for(ep.acl, (p.canonical_id, p.account_name))
+    if ep.object_ownership == "BucketOwnerEnforced" and grants_beyond_owner(acl, p.canonical_id):
+        raise S3Error("InvalidBucketAclWithObjectOwnership")
     row = BucketRow(
         name=ep.bucket,
         owner_id=p.canonical_id,
         owner_name=p.account_name,
         created=time.time(),
         location=location,
-        versioning="",
+        versioning="Enabled" if ep.object_lock else "",  # object lock needs versioning, and keeps it on
         acl=acl,
         tags=None,
     )
-    clash = await svc.write_config(lambda tx: meta.insert_bucket(tx, row))
+    settings: dict[str, Any] = {}
+    if ep.object_ownership is not None:
+        settings["ownership"] = ep.object_ownership
+    if ep.object_lock:
+        settings["object_lock"] = {}
+
+    def insert(tx: Tx) -> BucketRow | None:
+        clash = meta.insert_bucket(tx, row)
+        if clash is None:
+            for name, value in settings.items():
+                meta.save_setting(tx, row.name, name, value)
+        return clash
+
+    clash = await svc.write_config(insert)
     if clash is not None:
         code = "BucketAlreadyOwnedByYou" if clash.owner_id == p.canonical_id else "BucketAlreadyExists"
         raise S3Error(code, BucketName=ep.bucket)
     svc.buckets[row.name] = row
+    if settings:
+        svc.settings[row.name] = settings
     log.info("create-bucket bucket=%s owner=%s location=%s", row.name, p.account_name, location or "-")
     return empty(200, [("Location", f"/{row.name}")])
 
@@ -114,6 +134,7 @@ async def delete_bucket(svc: WalrusService, call: S3Call, ep: s3.DeleteBucket) -
     svc.buckets.pop(ep.bucket, None)
     svc.policies.pop(ep.bucket, None)
     svc.cors_rules.pop(ep.bucket, None)
+    svc.settings.pop(ep.bucket, None)
     svc.config_changed()
     await svc.storage.remove(files)
     log.info("delete-bucket bucket=%s", ep.bucket)

@@ -32,7 +32,9 @@ class S3Call:
     def payload(self) -> PayloadStream:
         return self.auth.payload(self.request.body)
 
-    async def xml_body(self) -> bytes:
+    async def xml_body(self, *, document_checksum: bool = True) -> bytes:
+        """The whole (small) document body, checked against its Content-MD5 and, unless the request's
+        x-amz-checksum-* describes something else (`document_checksum` False), that checksum."""
         stream = self.payload()
         parts: list[bytes] = []
         size = 0
@@ -40,7 +42,7 @@ class S3Call:
             chunk = await stream.read(262144)
             if not chunk:
                 body = b"".join(parts)
-                check_document_digest(self.request.headers, body, stream.trailers)
+                check_document_digest(self.request.headers, body, stream.trailers, checksum=document_checksum)
                 return body
             size += len(chunk)
             if size > MAX_XML_BODY:

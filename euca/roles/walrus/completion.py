@@ -77,3 +77,21 @@ def multipart_checksum(
 def kept_as_parts(parts: Sequence[PartRow]) -> bool:
     """Whether the object keeps its part files (no copy) rather than one file concatenated from them."""
     return len(parts) <= MAX_SEGMENTS
+
+
+def check_final_checksum(sent: s3.ChecksumRequest, algorithm: str | None, computed: str | None) -> None:
+    """The whole object's x-amz-checksum-* a CompleteMultipartUpload carries, against the one computed from
+    the parts: InvalidRequest when the upload has another algorithm (or none), BadDigest when it differs (a
+    COMPOSITE value may come with or without its "-<parts>" suffix)."""
+    if sent.value is None or sent.algorithm is None:
+        return
+    if sent.algorithm != algorithm or computed is None:
+        raise S3Error(
+            "InvalidRequest",
+            f"The upload was created using the {algorithm or 'null'} checksum algorithm, but the complete "
+            f"request specified {sent.algorithm}.",
+        )
+    if sent.value.split("-", 1)[0] != computed.split("-", 1)[0]:
+        raise S3Error(
+            "BadDigest", f"The {sent.algorithm} you specified did not match the calculated checksum."
+        )

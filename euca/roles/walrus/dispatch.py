@@ -12,8 +12,18 @@ from typing import Any
 from euca.core.http import Response
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import bucket_config, buckets, cors, listings, multipart, objects
+from euca.roles.walrus import (
+    bucket_config,
+    buckets,
+    cors,
+    listings,
+    multipart,
+    object_lock,
+    objects,
+    settings,
+)
 from euca.roles.walrus.access import check_expected_owner, decide
+from euca.roles.walrus.attributes import get_object_attributes
 from euca.roles.walrus.authorize import authorise
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.post_object import post_object
@@ -72,6 +82,26 @@ HANDLERS: dict[type, Handler] = {
     s3.CompleteMultipartUpload: multipart.complete_multipart_upload,
     s3.AbortMultipartUpload: multipart.abort_multipart_upload,
     s3.ListParts: multipart.list_parts,
+    # bucket settings (issue 11)
+    s3.PutBucketLifecycleConfiguration: settings.put_bucket_lifecycle,
+    s3.GetBucketLifecycleConfiguration: settings.get_bucket_lifecycle,
+    s3.DeleteBucketLifecycle: settings.delete_bucket_lifecycle,
+    s3.PutBucketOwnershipControls: settings.put_ownership_controls,
+    s3.GetBucketOwnershipControls: settings.get_ownership_controls,
+    s3.DeleteBucketOwnershipControls: settings.delete_ownership_controls,
+    s3.PutObjectLockConfiguration: settings.put_object_lock_configuration,
+    s3.GetObjectLockConfiguration: settings.get_object_lock_configuration,
+    s3.PutBucketLogging: settings.put_bucket_logging,
+    s3.GetBucketLogging: settings.get_bucket_logging,
+    s3.PutBucketEncryption: settings.put_bucket_encryption,
+    s3.GetBucketEncryption: settings.get_bucket_encryption,
+    s3.DeleteBucketEncryption: settings.delete_bucket_encryption,
+    # an object version's lock, and its attributes
+    s3.PutObjectRetention: object_lock.put_object_retention,
+    s3.GetObjectRetention: object_lock.get_object_retention,
+    s3.PutObjectLegalHold: object_lock.put_object_legal_hold,
+    s3.GetObjectLegalHold: object_lock.get_object_legal_hold,
+    s3.GetObjectAttributes: get_object_attributes,
 }
 
 

@@ -10,19 +10,27 @@ from euca.core.http import Response
 from euca.core.store import Tx
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import completion, meta
+from euca.roles.walrus import completion, meta, ownership
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.meta import ObjectRow, PartRow, UploadRow
 from euca.roles.walrus.objects import copy_source, written_version_headers
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService
+from euca.roles.walrus.write_extras import sse_headers, stored_extras
 
 log = logging.getLogger("euca.walrus")
+
+# Kept in a multipart object's stored headers: the upload it was completed from, and its parts' checksums.
+UPLOAD_ID, PART_CHECKSUMS = "upload_id", "part_checksums"
 
 
 async def create_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.CreateMultipartUpload) -> Response:
     b = svc.authorized_bucket(call, ep)
-    owner = svc.owner_for(call, b)
+    owner, acl_request = svc.owner_for(call, b), ep.acl
+    headers = ep.headers.to_dict()
+    if b.name in svc.settings or ep.lock or ep.sse:
+        owner, acl_request = ownership.writer(svc, b, owner, acl_request)
+        headers.update(stored_extras(svc, b, ep.lock, ep.sse))
     if ep.checksum_type == "FULL_OBJECT" and ep.checksum_algorithm in ("SHA1", "SHA256"):
         raise S3Error(
             "InvalidRequest",
@@ -32,7 +40,7 @@ async def create_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.Creat
     ctype = ep.checksum_type
     if ep.checksum_algorithm and ctype is None:
         ctype = "FULL_OBJECT" if ep.checksum_algorithm == "CRC64NVME" else "COMPOSITE"
-    acl = await svc.acl_for(ep.acl, owner, (b.owner_id, b.owner_name))
+    acl = await svc.acl_for(acl_request, owner, (b.owner_id, b.owner_name))
     upload = UploadRow(
         upload_id=uuid.uuid4().hex,
         bucket=b.name,
@@ -40,7 +48,7 @@ async def create_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.Creat
         initiated=time.time(),
         owner_id=owner[0],
         owner_name=owner[1],
-        headers=ep.headers.to_dict(),
+        headers=headers,
         acl=acl,
         tags=ep.tagging or None,
         checksum_algorithm=ep.checksum_algorithm,
@@ -48,8 +56,8 @@ async def create_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.Creat
     )
     await svc.store.write(lambda tx: meta.create_upload(tx, upload))
     log.info("multipart-create bucket=%s key=%s upload=%s", b.name, ep.key, upload.upload_id)
-    headers = s3.upload_checksum_headers(ep.checksum_algorithm, ctype)
-    return xml(s3.render_initiate_multipart(b.name, ep.key, upload.upload_id), headers=headers)
+    out = s3.upload_checksum_headers(ep.checksum_algorithm, ctype) + sse_headers(headers)
+    return xml(s3.render_initiate_multipart(b.name, ep.key, upload.upload_id), headers=out)
 
 
 async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Response:
@@ -129,18 +137,25 @@ async def complete_multipart_upload(
     """Rules (the parts listed, the write conditions) -> the object's ETag and checksum (pure) -> where its
     bytes are kept -> the commit that hands the parts' files from the upload to the object."""
     b = svc.authorized_bucket(call, ep)
-    requested = s3.parse_complete_body(await call.xml_body())
+    # An x-amz-checksum-* header of a completion is the whole object's checksum, checked below.
+    requested = s3.parse_complete_body(await call.xml_body(document_checksum=False))
 
     def load(tx: Tx) -> tuple[UploadRow, list[PartRow]]:
         return meta.get_upload(tx, b.name, ep.key, ep.upload_id), meta.list_parts(tx, ep.upload_id)
 
-    upload, stored = await svc.store.read(load)
+    try:
+        upload, stored = await svc.store.read(load)
+    except S3Error as e:
+        if e.code != "NoSuchUpload":
+            raise
+        return await _completed_before(svc, b, ep, e)
     algo = upload.checksum_algorithm
     chosen = completion.chosen_parts(requested, stored, ep.upload_id, algo)
     await svc.check_write_conditions(b.name, ep.key, ep.conditions)
 
     etag = completion.multipart_etag(chosen)
     checksum = completion.multipart_checksum(algo, upload.checksum_type, chosen)
+    completion.check_final_checksum(s3.parse_checksum(call.request.headers), algo, checksum)
     sizes = [p.size for p in chosen]
 
     if completion.kept_as_parts(chosen):
@@ -161,7 +176,9 @@ async def complete_multipart_upload(
         storage_id=storage_id,
         owner_id=upload.owner_id,
         owner_name=upload.owner_name,
-        headers=upload.headers,
+        # The upload id and the parts' checksums stay with the object: a repeated completion is answered
+        # from them, and GetObjectAttributes lists the parts' checksums.
+        headers={**upload.headers, UPLOAD_ID: ep.upload_id, PART_CHECKSUMS: [p.checksum for p in chosen]},
         checksum_algorithm=algo if checksum else None,
         checksum_type=upload.checksum_type if checksum else None,
         checksum=checksum,
@@ -195,7 +212,23 @@ async def complete_multipart_upload(
     location = f"/{b.name}/{ep.key}"
     checks = {algo: checksum} if checksum and algo else {}
     body = s3.render_complete_multipart(location, b.name, ep.key, etag, checks, upload.checksum_type)
-    return xml(body, headers=written_version_headers(b, row.version_id))
+    return xml(body, headers=written_version_headers(b, row.version_id) + sse_headers(row.headers))
+
+
+async def _completed_before(
+    svc: WalrusService, b: meta.BucketRow, ep: s3.CompleteMultipartUpload, missing: S3Error
+) -> Response:
+    """A CompleteMultipartUpload of an upload that is gone: if it was completed into a version of this key
+    that still exists, S3 answers the completion again (200, the same result); otherwise NoSuchUpload."""
+    o = await svc.store.read(lambda tx: meta.version_from_upload(tx, b.name, ep.key, ep.upload_id, UPLOAD_ID))
+    if o is None:
+        raise missing
+    algo = o.checksum_algorithm
+    checks = {algo: o.checksum} if o.checksum and algo else {}
+    location = f"/{b.name}/{ep.key}"
+    body = s3.render_complete_multipart(location, b.name, ep.key, o.etag, checks, o.checksum_type)
+    log.info("multipart-complete again bucket=%s key=%s upload=%s", b.name, ep.key, ep.upload_id)
+    return xml(body, headers=written_version_headers(b, o.version_id) + sse_headers(o.headers))
 
 
 async def abort_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.AbortMultipartUpload) -> Response:

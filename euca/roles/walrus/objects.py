@@ -10,7 +10,7 @@ from euca.core.store import Tx
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import acl as acls
-from euca.roles.walrus import meta
+from euca.roles.walrus import meta, object_lock, ownership
 from euca.roles.walrus.access import (
     ACL_ONLY,
     check_expected_owner,
@@ -25,6 +25,7 @@ from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService, valid_version_id
 from euca.roles.walrus.storage import Written
+from euca.roles.walrus.write_extras import expiration_headers, sse_headers, stored_extras
 
 log = logging.getLogger("euca.walrus")
 
@@ -33,18 +34,24 @@ log = logging.getLogger("euca.walrus")
 
 async def put_object(svc: WalrusService, call: S3Call, ep: s3.PutObject) -> Response:
     b = svc.authorized_bucket(call, ep)
-    owner = svc.owner_for(call, b)
+    owner, acl_request = svc.owner_for(call, b), ep.acl
+    extras: dict[str, object] = {}
+    if b.name in svc.settings or ep.lock or ep.sse:  # ownership controls, object lock, encryption
+        owner, acl_request = ownership.writer(svc, b, owner, acl_request)
+        extras = stored_extras(svc, b, ep.lock, ep.sse)
     await svc.check_write_conditions(b.name, ep.key, ep.conditions)
-    acl = await svc.acl_for(ep.acl, owner, (b.owner_id, b.owner_name))
+    acl = await svc.acl_for(acl_request, owner, (b.owner_id, b.owner_name))
     written = await svc.receive(
         call, ep.checksum, ep.checksum.algorithm, ep.content_length, s3.MAX_PUT_SIZE, inline=True
     )
     row = await store_object(
-        svc, b, ep.key, written, owner, ep.headers, ep.checksum.algorithm, acl, ep.tagging
+        svc, b, ep.key, written, owner, ep.headers, ep.checksum.algorithm, acl, ep.tagging, extras
     )
     headers = [s3.etag_header(row.etag), *written_version_headers(b, row.version_id)]
     if row.checksum:
         headers += s3.checksum_headers(row.checksum_algorithm, row.checksum)
+    if extras or b.name in svc.settings:
+        headers += sse_headers(row.headers) + expiration_headers(svc, b, row)
     return empty(200, headers)
 
 
@@ -64,9 +71,14 @@ async def store_object(
     algorithm: str | None,
     acl: acls.Acl,
     tags: dict[str, str] | None,
+    extras: dict[str, object] | None = None,
 ) -> ObjectRow:
-    """Make a written file the object `key` (PutObject and POST Object); the file is removed on failure."""
+    """Make a written file the object `key` (PutObject and POST Object); the file is removed on failure.
+    `extras`: stored beside the headers (object lock fields, server-side encryption)."""
     checksum = written.checksum.b64() if written.checksum else None
+    stored = headers.to_dict()
+    if extras:
+        stored.update(extras)
     row = ObjectRow(
         key=key,
         version_id="",
@@ -76,7 +88,7 @@ async def store_object(
         storage_id=written.storage_id,
         owner_id=owner[0],
         owner_name=owner[1],
-        headers=headers.to_dict(),
+        headers=stored,
         checksum_algorithm=algorithm,
         checksum_type="FULL_OBJECT" if checksum else None,
         checksum=checksum,
@@ -96,14 +108,19 @@ async def store_object(
 # -- GET and HEAD -------------------------------------------------------------------------------------------
 
 
-def object_headers(b: BucketRow, o: ObjectRow, checksum_mode: bool) -> list[tuple[str, str]]:
+def object_headers(
+    svc: WalrusService, b: BucketRow, o: ObjectRow, checksum_mode: bool
+) -> list[tuple[str, str]]:
     """The response headers of a GET or HEAD of `o` (before any range)."""
     rendered = o.rendered
     if rendered is None:
         stored = s3.ObjectHeaders.from_dict(o.headers)
         rendered = s3.stored_object_headers(o.etag, o.last_modified, stored, len(o.tags) if o.tags else 0)
+        rendered += sse_headers(o.headers) + object_lock.lock_response_headers(o.headers)
         o.rendered = rendered  # a cached row serves many GETs
     headers = [*rendered, *s3.version_id_headers(b.versioning, o.version_id)]
+    if b.name in svc.settings:
+        headers += expiration_headers(svc, b, o)
     if checksum_mode:
         headers += s3.checksum_headers(o.checksum_algorithm, o.checksum, o.checksum_type)
     return headers
@@ -135,7 +152,7 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
     if (o is None or o.delete_marker) and not await may_learn_missing(svc, call, b, ep.key):
         raise S3Error("AccessDenied")
     o = svc.live(o, b.name, ep.key, ep.version_id)
-    svc.permit(call, o.acl, "READ")
+    svc.permit(call, o.acl if b.name not in svc.settings else ownership.object_acl(svc, b, o), "READ")
     if ep.conditions:
         try:
             s3.evaluate_conditions(ep.conditions, o.etag, o.last_modified)
@@ -143,7 +160,7 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
             if e.code == "NotModified":
                 e.headers.append(("Last-Modified", s3.http_date(o.last_modified)))
             raise
-    headers = object_headers(b, o, ep.checksum_mode)
+    headers = object_headers(svc, b, o, ep.checksum_mode)
     status, first, length = 200, 0, o.size
     if ep.part_number is not None or ep.range is not None:  # the whole object (most GETs) needs no span
         span = s3.select_span(o.size, o.parts, ep.part_number, ep.range)
@@ -167,6 +184,8 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
         svc.objects.forget(b.name, ep.key)
         return None
     pieces = [FileBody(fd, offset, n) for fd, (_, offset, n) in zip(fds, ranges, strict=True)]
+    if status == 206 and pieces[0].offset:
+        svc.storage.advise_range(pieces[0].fd, pieces[0].offset, pieces[0].length)
     if len(pieces) == 1:
         return Response(status, headers, pieces[0])
     return Response(status, headers, FileSegments(pieces))
@@ -199,11 +218,18 @@ async def delete_object(svc: WalrusService, call: S3Call, ep: s3.DeleteObject) -
         if o is None or o.delete_marker:
             raise S3Error("NoSuchKey", Key=ep.key)
         s3.evaluate_conditions(ep.conditions, o.etag, o.last_modified, mode="write")
-    d = await svc.write(
-        lambda tx: meta.delete_object(tx, b.name, ep.key, ep.version_id, owner[0], owner[1], time.time()),
-        b.name,
-        ep.key,
-    )
+    locked = ep.version_id is not None and object_lock.lock_enabled(svc, b.name)
+    bypass = locked and ep.bypass_governance and await object_lock.may_bypass(svc, call, b, ep.key)
+
+    def work(tx: Tx) -> meta.Deleted:
+        now = time.time()
+        if locked:
+            o = meta.get_object(tx, b.name, ep.key, ep.version_id)
+            if o is not None:
+                object_lock.check_version_delete(o.headers, bypass, now)
+        return meta.delete_object(tx, b.name, ep.key, ep.version_id, owner[0], owner[1], now)
+
+    d = await svc.write(work, b.name, ep.key)
     await svc.storage.remove(d.removed)
     log.info("delete bucket=%s key=%s version=%s marker=%s", b.name, ep.key, d.version_id, d.delete_marker)
     return empty(204, s3.delete_headers(d.version_id, d.delete_marker))
@@ -217,6 +243,13 @@ async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects)
     items, quiet = s3.parse_delete_objects_body(await call.xml_body())
     owner = svc.owner_for(call, b)
     now = time.time()
+    locked = object_lock.lock_enabled(svc, b.name)
+    # Which keys the caller may bypass GOVERNANCE retention on (s3:BypassGovernanceRetention, per key).
+    bypassing: set[str] = set()
+    if locked and ep.bypass_governance:
+        for item in items:
+            if item.key not in bypassing and await object_lock.may_bypass(svc, call, b, item.key):
+                bypassing.add(item.key)
     refused: set[int] = set()
     if rules is not None:
         for index, item in enumerate(items):
@@ -240,6 +273,14 @@ async def delete_objects(svc: WalrusService, call: S3Call, ep: s3.DeleteObjects)
             ):
                 results.append(s3.DeleteResult(item.key, item.version_id, error=S3Error("NoSuchVersion")))
                 continue
+            if locked and item.version_id is not None:
+                o = meta.get_object(tx, b.name, item.key, item.version_id)
+                if o is not None:
+                    try:
+                        object_lock.check_version_delete(o.headers, item.key in bypassing, now)
+                    except S3Error as e:
+                        results.append(s3.DeleteResult(item.key, item.version_id, error=e))
+                        continue
             d = meta.delete_object(tx, b.name, item.key, item.version_id, owner[0], owner[1], now)
             removed += d.removed
             if item.version_id is not None:
@@ -278,7 +319,7 @@ async def copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -
             "The source of a copy request may not specifically refer to a delete marker by version id.",
         )
     o = svc.live(o, sb.name, source.key, source.version_id)
-    if not acls.allowed(o.acl, call.principal, "READ", access):
+    if not acls.allowed(ownership.object_acl(svc, sb, o), call.principal, "READ", access):
         raise S3Error("AccessDenied")
     if source.conditions:
         s3.evaluate_conditions(source.conditions, o.etag, o.last_modified, mode="copy")
@@ -287,7 +328,11 @@ async def copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -
 
 async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Response:
     b = svc.authorized_bucket(call, ep)
-    owner = svc.owner_for(call, b)
+    owner, acl_request = svc.owner_for(call, b), ep.acl
+    extras: dict[str, object] = {}
+    if b.name in svc.settings or ep.lock or ep.sse:
+        owner, acl_request = ownership.writer(svc, b, owner, acl_request)
+        extras = stored_extras(svc, b, ep.lock, ep.sse)
     sb, src = await copy_source(svc, call, ep.source)
     same = sb.name == b.name and src.key == ep.key
     if (
@@ -303,7 +348,12 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
             "itself without changing the object's metadata, storage class, website redirect location "
             "or encryption attributes.",
         )
-    headers = src.headers if ep.metadata_directive == "COPY" else ep.headers.to_dict()
+    # The copy has its own lock and encryption (this request's, or the destination bucket's defaults).
+    headers = (
+        object_lock.without_lock(src.headers) if ep.metadata_directive == "COPY" else ep.headers.to_dict()
+    )
+    headers = {k: v for k, v in headers.items() if k not in ("sse", "upload_id", "part_checksums")}
+    headers.update(extras)
     tags = src.tags if ep.tagging_directive == "COPY" else ep.tagging
     algorithm = ep.checksum_algorithm or src.checksum_algorithm
     multipart_src = "-" in src.etag
@@ -317,7 +367,7 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
         checksum: str | None = written.checksum.b64()
     else:
         checksum = src.checksum if reuse_checksum else None
-    acl = await svc.acl_for(ep.acl, owner, (b.owner_id, b.owner_name))
+    acl = await svc.acl_for(acl_request, owner, (b.owner_id, b.owner_name))
     now = time.time()
     row = ObjectRow(
         key=ep.key,
@@ -344,6 +394,7 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
     )
     out = written_version_headers(b, row.version_id)
     out += s3.copy_source_version_headers(sb.versioning, src.version_id)
+    out += sse_headers(row.headers)
     checks = {algorithm: checksum} if checksum and algorithm else {}
     return xml(s3.render_copy_result("CopyObjectResult", etag, now, checks), headers=out)
 
@@ -354,16 +405,18 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
 async def get_object_acl(svc: WalrusService, call: S3Call, ep: s3.GetObjectAcl) -> Response:
     b = svc.authorized_bucket(call, ep)
     o = await svc.fetch(b.name, ep.key, ep.version_id)
-    svc.permit(call, o.acl, ep.permission.name)
+    acl = ownership.object_acl(svc, b, o)
+    svc.permit(call, acl, ep.permission.name)
     return xml(
-        s3.render_acl(acls.to_policy(o.acl or {})), headers=s3.version_id_headers(b.versioning, o.version_id)
+        s3.render_acl(acls.to_policy(acl or {})), headers=s3.version_id_headers(b.versioning, o.version_id)
     )
 
 
 async def put_object_acl(svc: WalrusService, call: S3Call, ep: s3.PutObjectAcl) -> Response:
     b = svc.authorized_bucket(call, ep)
     o = await svc.fetch(b.name, ep.key, ep.version_id)
-    svc.permit(call, o.acl, ep.permission.name)
+    svc.permit(call, ownership.object_acl(svc, b, o), ep.permission.name)
+    ownership.refuse_acl(svc, b.name, ep.acl, body_acl=not ep.acl)
     acl = await svc.acl_from_request(call, ep.acl, (o.owner_id, o.owner_name), (b.owner_id, b.owner_name))
     refuse_public_acl(svc, b.name, acl["grants"])
     await svc.write(

@@ -14,6 +14,7 @@ from euca.protocol.s3 import S3Error
 from euca.protocol.s3 import post as s3_post
 from euca.protocol.s3.headers import check_metadata_size, check_storage_and_encryption
 from euca.roles.walrus import acl as acls
+from euca.roles.walrus import ownership
 from euca.roles.walrus.access import decide_form_upload
 from euca.roles.walrus.authorize import authorise_form, check_form_session
 from euca.roles.walrus.call import S3Call
@@ -125,7 +126,8 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
         if principal is not None
         else (b.owner_id, b.owner_name)
     )
-    acl = await svc.acl_for(s3.AclRequest(canned, []), owner, (b.owner_id, b.owner_name))
+    owner, acl_request = ownership.writer(svc, b, owner, s3.AclRequest(canned, []))
+    acl = await svc.acl_for(acl_request, owner, (b.owner_id, b.owner_name))
     # The form's fields stand for the headers of a PUT: the same limits apply.
     check_storage_and_encryption(form)
     headers = s3.ObjectHeaders(
@@ -141,15 +143,25 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
 
     rng = policy.length_range if policy is not None else None
     max_size = min(rng[1], s3.MAX_PUT_SIZE) if rng is not None else s3.MAX_PUT_SIZE
-    written = await svc.storage.write_stream(_FileStream(source, parser, pending), None, max_size=max_size)
+    checksum = s3_post.form_checksum(form)
+    algorithm = checksum[0] if checksum else None
+    written = await svc.storage.write_stream(
+        _FileStream(source, parser, pending), algorithm, max_size=max_size
+    )
     try:
         s3_post.check_length(policy, written.size)
+        if checksum is not None and (written.checksum is None or written.checksum.b64() != checksum[1]):
+            raise S3Error(
+                "BadDigest", f"The {checksum[0]} you specified did not match the calculated checksum."
+            )
     except S3Error:
         await svc.storage.remove(written.files)
         raise
-    row = await store_object(svc, b, key, written, owner, headers, None, acl, tags)
+    row = await store_object(svc, b, key, written, owner, headers, algorithm, acl, tags)
 
     out = [s3.etag_header(row.etag), *s3.version_id_headers(b.versioning, row.version_id)]
+    if row.checksum:
+        out += s3.checksum_headers(row.checksum_algorithm, row.checksum)
     redirect = form.get("success_action_redirect") or form.get("redirect")
     if redirect and (redirect.startswith("http://") or redirect.startswith("https://")):
         out.append(("Location", s3_post.redirect_location(redirect, b.name, key, row.etag)))

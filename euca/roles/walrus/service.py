@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -57,6 +57,10 @@ class WalrusService:
         # The access rules (policy, public access block) and CORS rules of the buckets that have them.
         self.policies: dict[str, BucketPolicy] = {}
         self.cors_rules: dict[str, list[s3_cors.Rule]] = {}
+        # The settings of each bucket that has any (lifecycle, ownership, object_lock, logging, encryption).
+        self.settings: dict[str, dict[str, Any]] = {}
+        # The length of a lifecycle "day" (walrus.lifecycle_day_seconds; shorter only in tests).
+        self.lifecycle_day = 86400.0
         self.objects = ObjectCache()
         self.changes: Changes | None = None
         self._config_wanted = 0
@@ -68,10 +72,15 @@ class WalrusService:
     async def load(self) -> None:
         def read(
             tx: Tx,
-        ) -> tuple[list[BucketRow], list[tuple[str, str | None, str | None]], list[tuple[str, str]]]:
-            return meta.load_buckets(tx), meta.load_policies(tx), meta.load_cors(tx)
+        ) -> tuple[
+            list[BucketRow],
+            list[tuple[str, str | None, str | None]],
+            list[tuple[str, str]],
+            list[tuple[str, str, Any]],
+        ]:
+            return meta.load_buckets(tx), meta.load_policies(tx), meta.load_cors(tx), meta.load_settings(tx)
 
-        buckets, policies, cors = await self.store.read(read)
+        buckets, policies, cors, settings = await self.store.read(read)
         self.buckets = {b.name: b for b in buckets}
         self.policies = {}
         for bucket, text, pab in policies:
@@ -83,6 +92,9 @@ class WalrusService:
                     log.warning("bucket=%s: stored policy no longer parses; ignored", bucket)
             self.policies[bucket] = entry
         self.cors_rules = {b: json.loads(r) for b, r in cors}
+        self.settings = {}
+        for bucket, name, value in settings:
+            self.settings.setdefault(bucket, {})[name] = value
 
     async def sync(self) -> None:
         """Before a request, with several processes serving S3: take in the others' committed writes (drop the
@@ -106,6 +118,20 @@ class WalrusService:
             self.changes.bump(CONFIG)
             # A reload begun before our commit would bring back the old state: load once more.
             self._config_wanted += 1
+
+    # -- bucket settings ----------------------------------------------------------------------------------
+
+    def setting(self, bucket: str, name: str) -> Any:
+        """One setting of a bucket (None: not set)."""
+        return self.settings.get(bucket, {}).get(name)
+
+    async def save_setting(self, bucket: str, name: str, value: Any) -> None:
+        """Store one setting of a bucket (None removes it) and keep the cache in step."""
+        await self.write_config(lambda tx: meta.save_setting(tx, bucket, name, value))
+        if value is None:
+            self.settings.get(bucket, {}).pop(name, None)
+        else:
+            self.settings.setdefault(bucket, {})[name] = value
 
     # -- writes -----------------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ async def serve(config: Config, index: int, port: int) -> None:
         identity = Identity(store)
         storage = Storage(config.path(config.walrus.objects_dir))
         walrus = WalrusService(store, identity, storage, config.region)
+        walrus.lifecycle_day = config.walrus.lifecycle_day_seconds
         walrus.changes = Changes(changes_path(config), index)
         await walrus.load()
         app = WalrusApp(config, identity, walrus, reuse_port=True)

@@ -459,15 +459,27 @@ def instance_visible(tx: Tx, instance_id: str, account_id: str) -> bool:
 TAG_KIND = tags.ResourceKind(("i",), "instance", "InvalidInstanceID.NotFound", instance_visible)
 
 
-def known_instances(tx: Tx, cluster_name: str, *, since: float) -> list[Known]:
-    """The cluster's instances that are alive, or ended recently enough that a late report still matters."""
+def known_instances(
+    tx: Tx, cluster_name: str, *, since: float, ids: Sequence[str] | None = None
+) -> list[Known]:
+    """The cluster's instances that are alive, or ended recently enough that a late report still matters;
+    only those of `ids` when given (the poller's watch asks about a batch, not about 10,000)."""
+    sql = (
+        "SELECT instance_id, state, node, private_ip, mac, last_seen FROM clc_instances "
+        "WHERE cluster=? AND (state!='terminated' OR terminated_at>=?)"
+    )
+    if ids is None:
+        rows = tx.all(sql, (cluster_name, since))
+    else:
+        rows = []
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += tx.all(f"{sql} AND instance_id IN ({marks})", (cluster_name, since, *chunk))
     return [
         Known(r["instance_id"], r["state"], r["node"], r["private_ip"], r["mac"], r["last_seen"])
-        for r in tx.all(
-            "SELECT instance_id, state, node, private_ip, mac, last_seen FROM clc_instances "
-            "WHERE cluster=? AND (state!='terminated' OR terminated_at>=?)",
-            (cluster_name, since),
-        )
+        for r in rows
     ]
 
 

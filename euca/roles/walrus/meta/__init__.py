@@ -19,11 +19,14 @@ from euca.roles.walrus.meta.buckets import (
     load_buckets,
     load_cors,
     load_policies,
+    load_settings,
     save_cors,
     save_policy,
+    save_setting,
     update_bucket,
 )
 from euca.roles.walrus.meta.files import referenced_files
+from euca.roles.walrus.meta.lifecycle import uploads_begun_before, versions_under
 from euca.roles.walrus.meta.listings import RawListing, list_objects, list_uploads, list_versions
 from euca.roles.walrus.meta.objects import (
     Deleted,
@@ -32,6 +35,7 @@ from euca.roles.walrus.meta.objects import (
     get_object,
     put_object,
     set_object_fields,
+    version_from_upload,
 )
 from euca.roles.walrus.meta.rows import BucketRow, ObjectRow, PartRow, UploadRow, dumps, loads, new_version_id
 from euca.roles.walrus.meta.schema import SCHEMA
@@ -62,6 +66,7 @@ __all__ = [
     "load_buckets",
     "load_cors",
     "load_policies",
+    "load_settings",
     "loads",
     "new_version_id",
     "put_object",
@@ -69,6 +74,10 @@ __all__ = [
     "referenced_files",
     "save_cors",
     "save_policy",
+    "save_setting",
     "set_object_fields",
     "update_bucket",
+    "uploads_begun_before",
+    "version_from_upload",
+    "versions_under",
 ]

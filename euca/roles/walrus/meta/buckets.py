@@ -38,7 +38,7 @@ def insert_bucket(tx: Tx, b: BucketRow) -> BucketRow | None:
 
 def delete_bucket(tx: Tx, name: str) -> list[str]:
     """Delete an empty bucket (BucketNotEmpty otherwise) with its configuration (policy, public access block,
-    CORS rules: a new bucket of the same name starts without them); returns part files of abandoned uploads
+    CORS rules, settings: a new bucket of the same name starts without them); returns part files of abandoned uploads
     to remove."""
     if tx.one("SELECT 1 FROM walrus_objects WHERE bucket=? LIMIT 1", (name,)):
         raise S3Error("BucketNotEmpty", BucketName=name)
@@ -59,6 +59,7 @@ def delete_bucket(tx: Tx, name: str) -> list[str]:
         raise S3Error("NoSuchBucket", BucketName=name)
     tx.execute("DELETE FROM walrus_bucket_policies WHERE bucket=?", (name,))
     tx.execute("DELETE FROM walrus_bucket_cors WHERE bucket=?", (name,))
+    tx.execute("DELETE FROM walrus_bucket_settings WHERE bucket=?", (name,))
     return files
 
 
@@ -121,4 +122,27 @@ def save_cors(tx: Tx, bucket: str, rules: list[Any] | None) -> None:
             "INSERT INTO walrus_bucket_cors(bucket, rules) VALUES(?,?) "
             "ON CONFLICT(bucket) DO UPDATE SET rules=excluded.rules",
             (bucket, json.dumps(rules)),
+        )
+
+
+# -- settings (lifecycle, ownership controls, object lock, logging, encryption): JSON per bucket and name ----
+
+
+def load_settings(tx: Tx) -> list[tuple[str, str, Any]]:
+    """(bucket, setting name, value) of every setting of every bucket."""
+    return [
+        (r[0], r[1], json.loads(r[2]))
+        for r in tx.all("SELECT bucket, name, value FROM walrus_bucket_settings")
+    ]
+
+
+def save_setting(tx: Tx, bucket: str, name: str, value: Any) -> None:
+    """Set one setting of a bucket; None removes it."""
+    if value is None:
+        tx.execute("DELETE FROM walrus_bucket_settings WHERE bucket=? AND name=?", (bucket, name))
+    else:
+        tx.execute(
+            "INSERT INTO walrus_bucket_settings(bucket, name, value) VALUES(?,?,?) "
+            "ON CONFLICT(bucket, name) DO UPDATE SET value=excluded.value",
+            (bucket, name, json.dumps(value)),
         )

@@ -159,10 +159,20 @@ def delete_object(
 
 
 def set_object_fields(tx: Tx, bucket: str, key: str, version_id: str, **values: Any) -> None:
-    assert set(values) <= {"acl", "tags"}
+    assert set(values) <= {"acl", "tags", "headers"}
     sets = ", ".join(f"{k}=?" for k in values)
     params = [None if v is None else dumps(v) for v in values.values()]
     tx.execute(
         f"UPDATE walrus_objects SET {sets} WHERE bucket=? AND key=? AND version_id=?",
         (*params, bucket, key.encode(), version_id),
     )
+
+
+def version_from_upload(tx: Tx, bucket: str, key: str, upload_id: str, field: str) -> ObjectRow | None:
+    """The version of `key` completed from multipart upload `upload_id` (its stored headers name it)."""
+    row = tx.one(
+        f"SELECT {OBJECT_COLUMNS} FROM walrus_objects WHERE bucket=? AND key=? AND delete_marker=0 "
+        "AND json_extract(headers, ?) = ? ORDER BY id DESC LIMIT 1",
+        (bucket, key.encode(), f"$.{field}", upload_id),
+    )
+    return None if row is None else decode_object(row)

@@ -91,4 +91,14 @@ SCHEMA = [
     """
     ALTER TABLE walrus_objects ADD COLUMN segments TEXT;
     """,
+    # Bucket settings added with issue 11, one row per bucket and setting (JSON value): "lifecycle",
+    # "ownership", "object_lock", "logging", "encryption".
+    """
+    CREATE TABLE walrus_bucket_settings (
+        bucket TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (bucket, name)
+    );
+    """,
 ]
