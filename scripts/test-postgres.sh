@@ -23,6 +23,9 @@ if [ "${#args[@]}" -eq 0 ]; then
         tests/service/test_ec2_security_groups.py
         tests/service/test_images_register.py
         tests/service/test_usage_reports.py
+        # IAM: case-insensitive names, renames with deferred foreign keys, policies and quotas
+        tests/service/test_iam_policies.py
+        tests/service/test_iam_quotas.py
         # S3: objects, listings, versions, multipart, and walrus worker processes sharing the database
         tests/service/test_s3_objects.py
         tests/service/test_s3_listing.py

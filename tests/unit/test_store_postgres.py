@@ -142,6 +142,8 @@ def test_sqlite_ddl_and_rows_behave_the_same(pg: Store, tmp_path: Path) -> None:
             assert first is not None
             total = tx.scalar("SELECT SUM(size) FROM thing")
             where = tx.scalar("SELECT instr(name, 'st') FROM thing WHERE name='last'")
+            got = tx.scalar("SELECT json_extract(?, ?)", ('{"a": {"b": "x"}, "c": 1}', "$.a.b"))
+            missing = tx.scalar("SELECT json_extract(?, ?)", ('{"a": 1}', "$.z"))
             return (
                 [tuple(r) for r in rows],
                 first["ID"],
@@ -151,6 +153,8 @@ def test_sqlite_ddl_and_rows_behave_the_same(pg: Store, tmp_path: Path) -> None:
                 total,
                 type(total),
                 where,
+                got,
+                missing,
                 tx.table_exists("thing"),
                 tx.table_exists("nothing"),
             )

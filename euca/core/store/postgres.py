@@ -5,7 +5,8 @@ The driver is psycopg 3 (its sync API in the store's worker threads, as sqlite3 
 - Placeholders: callers write `?`; each statement is translated once (cached) to psycopg's `%s`, literal
   `%` doubled, `?` inside literals and comments left alone. The same pass quotes the column name `user`
   (PostgreSQL reads a bare `user` as CURRENT_USER), maps `instr(` to `strpos(` (same arguments), a blob
-  literal x'..' to bytea and `COLLATE BINARY` to `COLLATE "C"`.
+  literal x'..' to bytea and `COLLATE BINARY` to `COLLATE "C"`. SQLite's json_extract (object paths) is a
+  function the store creates.
 - Migrations' DDL is written for SQLite and never edited once released, so its column types are mapped
   when a step runs here: INTEGER -> BIGINT (SQLite integers are 64-bit), `INTEGER PRIMARY KEY
   [AUTOINCREMENT]` -> an identity column (SQLite's rowid alias: a NULL or missing value takes the next
@@ -174,6 +175,13 @@ _DDL_TYPES = [
 # and unique ignoring case; it sorts as ICU's root locale does, which orders punctuation differently.
 NOCASE_COLLATION = "CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
 
+# SQLite's json_extract(doc, '$.a.b') for the object paths callers use (no array indices), as a function
+# the store creates: the value at that path as text (NULL where there is none).
+JSON_EXTRACT_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text LANGUAGE sql IMMUTABLE AS "
+    "$$ SELECT CASE WHEN path = '$' THEN doc ELSE (doc::jsonb) #>> string_to_array(substr(path, 3), '.') END $$"
+)
+
 # The one PRAGMA the roles send, and what it is here (both last until the transaction ends).
 _PRAGMAS = {
     "pragma defer_foreign_keys=on": "SET CONSTRAINTS ALL DEFERRED",
@@ -317,7 +325,10 @@ class PgStore(Store):
         self._in_write_tx(
             lambda conn: conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
-                '(namespace TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL); ' + NOCASE_COLLATION
+                '(namespace TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL); '
+                + NOCASE_COLLATION
+                + "; "
+                + JSON_EXTRACT_FUNCTION
             )
         )
 
