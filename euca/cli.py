@@ -229,10 +229,15 @@ def list_accounts(ctx: click.Context) -> None:
 
 @admin.command("delete-account")
 @click.argument("name")
-@click.option("--recursive", is_flag=True, help="Also delete its users, groups, roles and policies.")
+@click.option(
+    "--recursive",
+    is_flag=True,
+    help="Also delete its users, groups, roles, policies, key pairs and elastic IPs.",
+)
 @click.pass_context
 def delete_account(ctx: click.Context, name: str, recursive: bool) -> None:
-    """Delete an account's identity (its buckets and instances are not touched)."""
+    """Delete an account (through the CLC's API: refused while it has instances, volumes, snapshots or
+    images; with no CLC answering, its identity only)."""
     cfg, identity = _identity(ctx)
     params = {"AccountName": name, **({"Recursive": "true"} if recursive else {})}
     if _through_euare(cfg, identity, "DeleteAccount", params) is None:

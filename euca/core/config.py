@@ -268,6 +268,17 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _default_listen_ports(tree: dict[str, Any]) -> None:
+    """A role's `listen` table that names no port keeps the role's own default port (the CC's 8774, ...):
+    `--host` or `cc.listen.host` alone must not move a role to Listen's 8773."""
+    defaults = Config()
+    for role in ROLE_NAMES:
+        section = tree.get(role)
+        listen = section.get("listen") if isinstance(section, dict) else None
+        if isinstance(listen, dict) and "port" not in listen:
+            listen["port"] = defaults.listen_for(role).port
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> Config:
@@ -283,6 +294,7 @@ def load_config(
             raise ConfigError(f"{path}: not valid TOML: {e}") from e
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
+    _default_listen_ports(tree)
     try:
         return msgspec.convert(tree, Config)
     except msgspec.ValidationError as e:

@@ -246,6 +246,22 @@ class BlockDevice(msgspec.Struct, frozen=True):
     device: str
 
 
+# --- Instance profiles (issue 12): the role credentials an instance's metadata service serves
+# (iam/info, iam/security-credentials/ROLE). The CLC mints them (STS sessions of the role) and replaces them
+# before they expire; a new key changes the instance's metadata_version, so the CC asks for them again.
+
+
+class InstanceIam(msgspec.Struct, frozen=True):
+    profile_arn: str
+    profile_id: str
+    role_name: str | None = None  # None: the profile has no role (iam/info only)
+    access_key_id: str | None = None
+    secret_key: str | None = None
+    token: str | None = None
+    expires: float | None = None  # epoch seconds
+    issued: float = 0.0  # LastUpdated
+
+
 class InstanceMetadata(msgspec.Struct, frozen=True):
     """One instance's launch facts for its metadata service (the CLC's records; the same for its life,
     but for the block devices, which volumes will change)."""
@@ -264,6 +280,7 @@ class InstanceMetadata(msgspec.Struct, frozen=True):
     security_groups: list[str] = []  # names, as launched
     manifest_path: str | None = None  # the image's bucket/manifest (ami-manifest-path)
     block_devices: list[BlockDevice] = []
+    iam: InstanceIam | None = None  # instance profiles (issue 12)
 
 
 class PutInstanceMetadata(msgspec.Struct, frozen=True):

@@ -168,7 +168,8 @@ def test_elastic_ips(cloud: Any, ec2: Any, ec2_other: Any, zone: str, image: str
         for i, d in wait_state(ec2, [first, second], "running").items()
         if "PublicIpAddress" in d
     }
-    assert after.get(second) == ip and after.get(first) != ip
+    # the instance it left gets a public address from the pool again, as after a disassociate
+    assert after.get(second) == ip and after.get(first) not in (None, ip)
 
     # releasing an associated address, or another account's, is refused
     with pytest.raises(botocore.exceptions.ClientError) as e:

@@ -5,10 +5,14 @@ a bucket's object quota refuses the object past it; bucket and user counts."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from euca.core.euare_client import EuareClient, EuareError
 from helpers.fake_cluster import FakeCluster, FakeNode, register_with
@@ -105,6 +109,40 @@ def test_instance_quota(cloud: EucaServer, tmp_path: Path) -> None:
         )
         alive = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
         ec2.terminate_instances(InstanceIds=alive)
+
+
+def test_concurrent_launches_cannot_both_pass_a_quota(cloud: EucaServer, tmp_path: Path) -> None:
+    """Launches racing each other under a quota: the check runs in the transaction that records a launch,
+    so exactly as many as the limit allows get through, however the requests interleave."""
+    image_id = register_tiny_image(cloud, tmp_path)
+    cloud.client("ec2").modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
+    account = new_account(cloud)
+    set_account_quota(cloud, account, "instances", limit("ec2:RunInstances", "ec2:quota-vminstancenumber", 2))
+    clients = [cloud.client("ec2", creds=account) for _ in range(6)]
+    with FakeCluster(
+        cloud.ctx.ca, tmp_path / "zr", "zr", [FakeNode("zr-n1", cores=16, memory_mb=16384)], 78
+    ) as fake:
+        register_with(cloud, cloud.client("ec2"), fake)
+        start = threading.Barrier(len(clients))
+
+        def launch(ec2: Any) -> str:
+            start.wait()
+            try:
+                ec2.run_instances(
+                    ImageId=image_id, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": "zr"}
+                )
+            except ClientError as e:
+                return str(e.response["Error"]["Code"])
+            return "launched"
+
+        with ThreadPoolExecutor(len(clients)) as pool:
+            outcomes = sorted(pool.map(launch, clients))
+        assert outcomes == ["InstanceLimitExceeded"] * 4 + ["launched"] * 2
+        alive = [
+            i["InstanceId"] for r in clients[0].describe_instances()["Reservations"] for i in r["Instances"]
+        ]
+        assert len(alive) == 2
+        clients[0].terminate_instances(InstanceIds=alive)
 
 
 def test_limit_documents_are_checked(cloud: EucaServer) -> None:

@@ -308,6 +308,19 @@ def test_reporting_api_for_the_cloud_admin_and_an_account_admin(cloud: Any, usag
     _, key_id, secret = key_line.split("\n")[0].split("\t")
     viewer = type(cloud.other)(key_id, secret, usage["other"], cloud.other.canonical_id)
     assert reporting_api(cloud, viewer, **params).status_code == 403
+    # ... until a policy allows eureport:GenerateReport: then its own account only; a Deny wins again.
+    iam = cloud.client("iam", creds=cloud.other)
+    statement = {"Effect": "Allow", "Action": "eureport:GenerateReport", "Resource": "*"}
+    iam.put_user_policy(
+        UserName=name, PolicyName="reports", PolicyDocument=json.dumps({"Statement": [statement]})
+    )
+    allowed = reporting_api(cloud, viewer, **params)
+    assert allowed.status_code == 200, allowed.text
+    assert {r["account"] for r in rows(allowed.text) if r["level"] == "account"} == {usage["other"]}
+    assert reporting_api(cloud, viewer, Account=usage["admin"], **params).status_code == 403
+    deny = {"Effect": "Deny", "Action": "eureport:*", "Resource": "*"}
+    iam.put_user_policy(UserName=name, PolicyName="no", PolicyDocument=json.dumps({"Statement": [deny]}))
+    assert reporting_api(cloud, viewer, **params).status_code == 403
     unsigned = httpx.get(cloud.url.rstrip("/") + "/services/Reporting?Action=GenerateReport&Type=instance")
     assert unsigned.status_code in (400, 401, 403)
 

@@ -244,3 +244,65 @@ def test_the_catalog_knows_the_spec_until_the_clcs_metadata_arrives() -> None:
     assert catalog.record(BASE) == BASE
     # A view from a CLC that sends no versions asks for nothing.
     assert catalog.wanted(view(("i-00000001", ""))) == []
+
+
+# -- instance profiles (issue 12): meta-data/iam/ ----------------------------------------------------------
+
+IAM = c.InstanceIam(
+    profile_arn="arn:aws:iam::123456789012:instance-profile/app/web",
+    profile_id="AIPAEXAMPLE",
+    role_name="reader",
+    access_key_id="ASIAEXAMPLEKEY",
+    secret_key="secret",
+    token="token",
+    expires=1_767_247_200.0,  # 2026-01-01T06:00:00Z
+    issued=1_767_225_600.0,  # 2026-01-01T00:00:00Z
+)
+
+
+def _iam_get(iam: c.InstanceIam | None, path: str) -> tuple[int, bytes]:
+    r = MetadataRecord("i-1", "10.0.0.5", "d0:0d:00:00:00:01", "z1", iam=iam)
+    got = answer(r, "GET", "/latest/meta-data/" + path, {}, Tokens(b"k" * 32), 0.0)
+    return got.status, got.body
+
+
+def test_iam_tree_serves_the_profile_and_the_role_credentials() -> None:
+    import json
+
+    assert _iam_get(IAM, "")[1].decode().split("\n").count("iam/") == 1
+    assert _iam_get(IAM, "iam/") == (200, b"info\nsecurity-credentials/")
+    assert _iam_get(IAM, "iam") == (200, b"info\nsecurity-credentials/")
+    assert _iam_get(IAM, "iam/security-credentials/") == (200, b"reader")
+    info = json.loads(_iam_get(IAM, "iam/info")[1])
+    assert info == {
+        "Code": "Success",
+        "LastUpdated": "2026-01-01T00:00:00Z",
+        "InstanceProfileArn": IAM.profile_arn,
+        "InstanceProfileId": "AIPAEXAMPLE",
+    }
+    status, body = _iam_get(IAM, "iam/security-credentials/reader")
+    assert status == 200 and json.loads(body) == {
+        "Code": "Success",
+        "LastUpdated": "2026-01-01T00:00:00Z",
+        "Type": "AWS-HMAC",
+        "AccessKeyId": "ASIAEXAMPLEKEY",
+        "SecretAccessKey": "secret",
+        "Token": "token",
+        "Expiration": "2026-01-01T06:00:00Z",
+    }
+    assert _iam_get(IAM, "iam/security-credentials/other")[0] == 404
+
+
+def test_iam_tree_without_a_role_or_profile() -> None:
+    roleless = c.InstanceIam(IAM.profile_arn, IAM.profile_id, issued=IAM.issued)
+    assert _iam_get(roleless, "iam/") == (200, b"info")
+    assert _iam_get(roleless, "iam/security-credentials/")[0] == 404
+    assert _iam_get(None, "iam/")[0] == 404
+    assert b"iam/" not in _iam_get(None, "")[1]
+
+
+def test_catalog_serves_the_credentials_the_clc_sent() -> None:
+    catalog = Catalog()
+    catalog.put([c.InstanceMetadata("i-1", "v1", "r-1", "emi-1", "m1.small", iam=IAM)])
+    record = catalog.record(MetadataRecord("i-1", "10.0.0.5", "d0:0d:00:00:00:01", "z1"))
+    assert record.iam == IAM

@@ -93,3 +93,18 @@ def test_the_view_names_each_instances_metadata_version_and_the_cc_gets_the_meta
     # The version stays the same across polls: a CC that has it asks for nothing.
     again = clc_store.read_sync(lambda tx: build_views(tx, ["c1"]))["c1"]
     assert {i.instance_id: i.metadata_version for i in again.instances} == versions
+
+
+def test_metadata_version_follows_the_instance_credentials_only_when_it_has_a_profile() -> None:
+    from euca.roles.clc.network_view import metadata_version
+
+    facts = instances.LaunchFacts(
+        "i-1", "r-1", "123456789012", "emi-1", None, None, "m1.small", 0, None, [], None
+    )
+    plain = metadata_version(facts)
+    arn = "arn:aws:iam::123456789012:instance-profile/web"
+    first = metadata_version(facts, (arn, "ASIAFIRST"))
+    assert plain == metadata_version(facts, None)  # an instance without a profile: the digest as before
+    assert first not in (plain, metadata_version(facts, (arn, "ASIASECOND")))
+    assert first == metadata_version(facts, (arn, "ASIAFIRST"))
+    assert metadata_version(facts, (arn, None)) not in (plain, first)

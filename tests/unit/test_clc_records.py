@@ -47,6 +47,7 @@ def test_each_table_is_queried_by_its_records_module_only() -> None:
         "clc_security_group_rules": "security_groups/records.py",
         "cluster_join_tokens": "join.py",
         "clc_usage_events": "usage/records.py",
+        "clc_instance_profiles": "instances/records.py",
     }
     sql = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(\w+)", re.IGNORECASE)
     declared: set[str] = set()

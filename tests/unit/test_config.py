@@ -95,3 +95,22 @@ def test_a_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytes
     assert load_config(None, {"data_dir": "rel"}).data_dir == str(tmp_path / "rel")
     monkeypatch.setenv("EUCA_DATA_DIR", "env-rel")
     assert load_config(None).data_path == tmp_path / "env-rel"
+
+
+def test_a_listen_host_alone_keeps_each_roles_own_port(tmp_path: Path) -> None:
+    # `euca --role cc --host 10.0.0.2` (one role per host) sets every role's listen.host: the CC must stay
+    # on 8774, not take Listen's 8773 (where it would collide with an SC or CLC on the same host).
+    hosts = {f"{role}.listen.host": "10.0.0.2" for role in ("clc", "walrus", "sc", "cc", "nc")}
+    cfg = load_config(None, hosts)
+    assert [cfg.listen_for(r).port for r in ("clc", "walrus", "cc", "nc", "sc")] == [
+        8773,
+        8773,
+        8774,
+        8775,
+        8776,
+    ]
+    assert cfg.cc.listen.host == "10.0.0.2"
+    conf = tmp_path / "euca.toml"
+    conf.write_text('[sc.listen]\nhost = "10.0.0.3"\n[nc.listen]\nport = 9000\n')
+    cfg = load_config(conf)
+    assert (cfg.sc.listen.host, cfg.sc.listen.port, cfg.nc.listen.port) == ("10.0.0.3", 8776, 9000)

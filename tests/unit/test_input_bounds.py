@@ -355,9 +355,9 @@ def test_every_integer_shape_of_the_model_is_bounded():
         if shape["type"] in ("integer", "long"):
             lo, hi = wire._INTEGER_RANGE[shape["type"]]
             with pytest.raises(Ec2Error):
-                wire._decode_integer(shape, str(hi + 1), name)
+                wire.decode_integer(shape, str(hi + 1), name)
             with pytest.raises(Ec2Error):
-                wire._decode_integer(shape, str(lo - 1), name)
+                wire.decode_integer(shape, str(lo - 1), name)
 
 
 @pytest.mark.parametrize("version", ["2016-11-15", "2014-06-15", "2006-06-26", ""])
@@ -398,9 +398,9 @@ def test_tag_values_with_control_characters_are_refused():
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999", "x"])
 def test_floats_must_be_finite_numbers(value):
     with pytest.raises(Ec2Error) as e:
-        wire._decode_scalar("double", value, "SpotPrice")
+        wire.decode_scalar("double", value, "SpotPrice")
     assert e.value.code == "InvalidParameterValue"
-    assert wire._decode_scalar("double", "0.25", "SpotPrice") == 0.25
+    assert wire.decode_scalar("double", "0.25", "SpotPrice") == 0.25
 
 
 def test_a_stored_policy_is_read_leniently():

@@ -409,6 +409,17 @@ class Placement(Wire):
     tenancy: str | None = None
 
 
+# Instance profiles (issue 12): what RunInstances names and DescribeInstances shows.
+class IamInstanceProfileSpecification(Wire):
+    arn: str | None = None
+    name: str | None = None
+
+
+class IamInstanceProfile(Wire):
+    arn: str | None = None
+    id: str | None = None
+
+
 class RunInstancesRequest(Wire):
     min_count: int
     max_count: int
@@ -429,6 +440,7 @@ class RunInstancesRequest(Wire):
     disable_api_termination: bool = False
     instance_initiated_shutdown_behavior: str | None = None
     dry_run: bool = False
+    iam_instance_profile: IamInstanceProfileSpecification | None = None  # instance profiles (issue 12)
 
 
 class InstanceState(Wire):
@@ -490,6 +502,7 @@ class Instance(Wire):
     state_reason: StateReason | None = None
     tags: list[Tag] | None = None
     block_device_mappings: list[InstanceBlockDeviceMapping] = []
+    iam_instance_profile: IamInstanceProfile | None = None  # instance profiles (issue 12)
 
 
 class Reservation(Wire):
@@ -1273,4 +1286,30 @@ REQUEST_TYPES.update(
         "ResetSnapshotAttribute": ResetSnapshotAttributeRequest,
         "CopySnapshot": CopySnapshotRequest,
     }
+)
+
+
+# Instance profile associations (issue 12): what DescribeIamInstanceProfileAssociations answers.
+class DescribeIamInstanceProfileAssociationsRequest(Wire):
+    association_ids: list[str] = []
+    filters: list[Filter] = []
+    max_results: int | None = None
+    next_token: str | None = None
+
+
+class IamInstanceProfileAssociation(Wire):
+    association_id: str | None = None
+    instance_id: str | None = None
+    iam_instance_profile: IamInstanceProfile | None = None
+    state: str | None = None
+    timestamp: datetime | None = None
+
+
+class DescribeIamInstanceProfileAssociationsResult(Wire):
+    iam_instance_profile_associations: list[IamInstanceProfileAssociation] = []
+    next_token: str | None = None
+
+
+REQUEST_TYPES.update(
+    {"DescribeIamInstanceProfileAssociations": DescribeIamInstanceProfileAssociationsRequest}
 )

@@ -185,7 +185,7 @@ def decode_input(action: str, params: dict[str, str]) -> dict[str, Any]:
     op = m.operations.get(action)
     if op is None:
         raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
-    tree = _tree(params)
+    tree = form_tree(params)
     input_ref = op.get("input")
     if input_ref is None:
         if tree:
@@ -215,7 +215,7 @@ def parse_request(action: str, params: dict[str, str], request_type: type[T]) ->
 _Tree = dict[str, Any]
 
 
-def _tree(params: dict[str, str]) -> _Tree:
+def form_tree(params: dict[str, str]) -> _Tree:
     """`Filter.1.Value.2=x` -> {"Filter": {"1": {"Value": {"2": "x"}}}}."""
     root: _Tree = {}
     for key, value in params.items():
@@ -282,15 +282,15 @@ def _decode(m: Model, shape_name: str, node: Any, path: str) -> Any:
     if isinstance(node, dict):
         raise Ec2Error("InvalidParameterValue", f"The parameter {path} takes a value, not members")
     if kind in ("integer", "long"):
-        return _decode_integer(shape, node, path)
-    return _decode_scalar(kind, node, path)
+        return decode_integer(shape, node, path)
+    return decode_scalar(kind, node, path)
 
 
 # What an integer of the model may hold when its shape gives no range: EC2's integers are Java's int and long.
 _INTEGER_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
-def _decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
+def decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
     """An integer within its shape's min/max (else the 32- or 64-bit range), checked before any handler or
     query sees it: a number SQLite or a range check downstream cannot take is the client's error."""
     stripped = text.strip()
@@ -311,7 +311,7 @@ def _decode_integer(shape: dict[str, Any], text: str, path: str) -> int:
     return value
 
 
-def _decode_scalar(kind: str, text: str, path: str) -> Any:
+def decode_scalar(kind: str, text: str, path: str) -> Any:
     if kind == "string":
         return text
     if kind == "boolean":
@@ -378,7 +378,7 @@ def render_response(action: str, result: Any, request_id: str, version: str = AP
     op = m.operations[action]
     out: list[str] = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
-        f'<{action}Response xmlns="{namespace(version)}"><requestId>{_esc(request_id)}</requestId>',
+        f'<{action}Response xmlns="{namespace(version)}"><requestId>{xml_escape(request_id)}</requestId>',
     ]
     output_ref = op.get("output")
     if output_ref is None:
@@ -458,7 +458,7 @@ def _render_members(m: Model, shape_name: str, data: dict[str, Any], out: list[s
             continue
         if f.kind == _SCALAR:  # inline: most of a big answer's elements are scalars of a structure
             text = value if type(value) is str else _scalar_text(f.scalar_type, value)
-            append(f.open + (text if special(text) is None else _esc(text)) + f.close)
+            append(f.open + (text if special(text) is None else xml_escape(text)) + f.close)
         else:
             _render_field(m, f, value, out)
 
@@ -466,7 +466,7 @@ def _render_members(m: Model, shape_name: str, data: dict[str, Any], out: list[s
 def _render_field(m: Model, f: _Field, value: Any, out: list[str]) -> None:
     if f.kind == _SCALAR:
         text = value if type(value) is str else _scalar_text(f.scalar_type, value)
-        out.append(f.open + _esc(text) + f.close)
+        out.append(f.open + xml_escape(text) + f.close)
     elif f.kind == _STRUCTURE:
         out.append(f.open)
         _render_members(m, f.shape, value, out)
@@ -501,8 +501,8 @@ def format_timestamp(value: datetime) -> str:
 def render_error(error: Ec2Error, request_id: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Response><Errors><Error><Code>{_esc(error.code)}</Code><Message>{_esc(error.message)}</Message>"
-        f"</Error></Errors><RequestID>{_esc(request_id)}</RequestID></Response>"
+        f"<Response><Errors><Error><Code>{xml_escape(error.code)}</Code><Message>{xml_escape(error.message)}</Message>"
+        f"</Error></Errors><RequestID>{xml_escape(request_id)}</RequestID></Response>"
     ).encode()
 
 
@@ -514,7 +514,7 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _XML_SPECIAL = re.compile('[&<>"\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]')
 
 
-def _esc(text: str) -> str:
+def xml_escape(text: str) -> str:
     if _XML_SPECIAL.search(text) is None:  # most values (ids, names, addresses): nothing to do
         return text
     return _XML_INVALID.sub("", text.translate(_XML_ESCAPES))

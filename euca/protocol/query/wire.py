@@ -119,7 +119,7 @@ def decode_input(service: str, action: str, params: dict[str, str]) -> dict[str,
     (required members, string lengths and patterns' simplest part: min/max length, integer ranges)."""
     m = model(service)
     try:
-        tree = ec2_wire._tree(params)
+        tree = ec2_wire.form_tree(params)
     except CodedError as e:
         raise QueryError("ValidationError", e.message) from None
     input_ref = m.operations[action].get("input")
@@ -189,8 +189,8 @@ def _decode(m: Model, shape_name: str, node: Any, path: str) -> Any:
         raise QueryError("ValidationError", f"The parameter {path} takes a value, not members")
     try:
         if kind in ("integer", "long"):
-            return ec2_wire._decode_integer(shape, node, path)
-        value = ec2_wire._decode_scalar(kind, node, path)
+            return ec2_wire.decode_integer(shape, node, path)
+        value = ec2_wire.decode_scalar(kind, node, path)
     except CodedError as e:
         raise QueryError("ValidationError", e.message) from None
     if kind == "string":
@@ -247,7 +247,9 @@ def render_response(service: str, action: str, result: dict[str, Any] | None, re
         out.append(f"<{wrapper}>")
         _render_members(m, output_ref["shape"], result or {}, out)
         out.append(f"</{wrapper}>")
-    out.append(f"<ResponseMetadata><RequestId>{_esc(request_id)}</RequestId></ResponseMetadata>")
+    out.append(
+        f"<ResponseMetadata><RequestId>{ec2_wire.xml_escape(request_id)}</RequestId></ResponseMetadata>"
+    )
     out.append(f"</{action}Response>")
     return "".join(out).encode("utf-8")
 
@@ -287,7 +289,7 @@ def _render_value(m: Model, shape_name: str, tag: str, value: Any, out: list[str
             out.append("</entry>")
         out.append(f"</{tag}>")
     else:
-        out.append(f"<{tag}>{_esc(_scalar_text(value))}</{tag}>")
+        out.append(f"<{tag}>{ec2_wire.xml_escape(_scalar_text(value))}</{tag}>")
 
 
 def _scalar_text(value: Any) -> str:
@@ -302,10 +304,7 @@ def render_error(service: str, error: QueryError, request_id: str) -> bytes:
     m = model(service)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f'<ErrorResponse xmlns="{m.xmlns}"><Error><Type>{error.fault}</Type><Code>{_esc(error.code)}</Code>'
-        f"<Message>{_esc(error.message)}</Message></Error><RequestId>{_esc(request_id)}</RequestId>"
+        f'<ErrorResponse xmlns="{m.xmlns}"><Error><Type>{error.fault}</Type><Code>{ec2_wire.xml_escape(error.code)}</Code>'
+        f"<Message>{ec2_wire.xml_escape(error.message)}</Message></Error><RequestId>{ec2_wire.xml_escape(request_id)}</RequestId>"
         "</ErrorResponse>"
     ).encode()
-
-
-_esc = ec2_wire._esc

@@ -16,11 +16,13 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import json
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from euca.protocol.cluster import InstanceMetadata, InstanceSpec, NetworkView
+from euca.protocol.cluster import InstanceIam, InstanceMetadata, InstanceSpec, NetworkView
 
 TOKEN_TTL_HEADER = "x-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "x-aws-ec2-metadata-token"
@@ -84,6 +86,7 @@ class MetadataRecord:
     security_groups: tuple[str, ...] | None = None  # names
     manifest_path: str | None = None
     block_devices: tuple[tuple[str, str], ...] = DEFAULT_BLOCK_DEVICES
+    iam: InstanceIam | None = None  # its instance profile and role credentials (issue 12)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,36 @@ def meta_data(r: MetadataRecord) -> dict[str, str]:
     tree.update({k: v for k, v in optional.items() if v is not None})
     if r.public_key:
         tree["public-keys/0/openssh-key"] = r.public_key.strip() + "\n"
+    if r.iam is not None:
+        tree.update(iam_tree(r.iam))
+    return tree
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def iam_tree(iam: InstanceIam) -> dict[str, str]:
+    """meta-data/iam/: `info` (the profile) and `security-credentials/ROLE` (the role's temporary
+    credentials), as EC2 words them (JSON; AWS SDKs read these fields)."""
+    info = {
+        "Code": "Success",
+        "LastUpdated": _iso(iam.issued),
+        "InstanceProfileArn": iam.profile_arn,
+        "InstanceProfileId": iam.profile_id,
+    }
+    tree = {"iam/info": json.dumps(info, indent=2)}
+    if iam.role_name and iam.access_key_id and iam.secret_key and iam.token and iam.expires is not None:
+        credentials = {
+            "Code": "Success",
+            "LastUpdated": _iso(iam.issued),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": iam.access_key_id,
+            "SecretAccessKey": iam.secret_key,
+            "Token": iam.token,
+            "Expiration": _iso(iam.expires),
+        }
+        tree[f"iam/security-credentials/{iam.role_name}"] = json.dumps(credentials, indent=2)
     return tree
 
 
@@ -211,6 +244,7 @@ def _record_from_metadata(base: MetadataRecord, m: InstanceMetadata) -> Metadata
         security_groups=tuple(m.security_groups),
         manifest_path=m.manifest_path,
         block_devices=tuple((d.name, d.device) for d in m.block_devices) or DEFAULT_BLOCK_DEVICES,
+        iam=m.iam,
     )
 
 

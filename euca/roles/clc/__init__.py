@@ -48,6 +48,7 @@ from euca.roles.clc.images import api as images_api
 from euca.roles.clc.images import records as images_records
 from euca.roles.clc.instance_types import api as instance_types_api
 from euca.roles.clc.instances import api as instances_api
+from euca.roles.clc.instances import profiles as instance_profiles
 from euca.roles.clc.instances import records as instances_records
 from euca.roles.clc.keypairs import api as keypairs_api
 from euca.roles.clc.keypairs import records as keypairs_records
@@ -89,6 +90,7 @@ HANDLERS: dict[str, Handler] = {
     **instance_types_api.HANDLERS,
     **images_api.HANDLERS,
     **instances_api.HANDLERS,
+    **instance_profiles.HANDLERS,  # instance profiles (issue 12)
     **security_groups_api.handlers(instances_records.instances_using_group),
     **addresses_api.handlers(instances_records.instance_state),
     **volumes_api.HANDLERS,
@@ -214,6 +216,8 @@ class ClcRole:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.poller.run)
+                # Instance profiles (issue 12): role credentials replaced ahead of their expiry.
+                nursery.start_soon(instance_profiles.run_refresher, self.ctx)
                 task_status.started()
         finally:
             if self._own_caller and isinstance(self.caller, ClusterClient):

@@ -9,9 +9,14 @@ Functions take a store Tx, as the records functions do (the CLI calls them throu
 from __future__ import annotations
 
 from euca.core.store import Tx
+from euca.roles.clc.addresses import records as addresses
+from euca.roles.clc.images import records as images
 from euca.roles.clc.instances import records as instances
+from euca.roles.clc.keypairs import records as keypairs
+from euca.roles.clc.snapshots import records as snapshots
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.topology.records import Cluster, TopologyError
+from euca.roles.clc.volumes import records as volumes
 
 
 def deregister_cluster(tx: Tx, name: str) -> Cluster:
@@ -35,3 +40,50 @@ def set_cluster_subnet(tx: Tx, name: str, subnet: str | None) -> Cluster:
             f"cluster {name} still has {running} instance(s); its subnet changes only while it has none"
         )
     return topology.set_subnet(tx, name, subnet)
+
+
+# -- DeleteAccount (issue 12): what an account still holds ------------------------------------------------
+
+
+def account_resources(tx: Tx, account_id: str) -> dict[str, list[str]]:
+    """The account's EC2 resources by kind (only kinds it has): live instances, volumes, snapshots, images,
+    elastic IPs, key pairs."""
+    found = {
+        "instances": [
+            i.instance_id
+            for i in instances.load_instances(tx, account_id, with_tags=False)
+            if i.state != "terminated"
+        ],
+        "volumes": [v.volume_id for v in volumes.load_volumes(tx, account_id) if v.state not in ("deleted",)],
+        "snapshots": [
+            s.snapshot_id
+            for s in snapshots.load_visible(tx, account_id)
+            if s.account_id == account_id and s.state != "deleted"
+        ],
+        "images": [
+            i.image_id for i in images.load_visible_images(tx, account_id) if i.account_id == account_id
+        ],
+        "elastic IPs": [a.public_ip for a in addresses.load_addresses(tx, account_id)],
+        "key pairs": [k.name for k in keypairs.load_key_pairs(tx, account_id)],
+    }
+    return {kind: ids for kind, ids in found.items() if ids}
+
+
+# What a recursive DeleteAccount refuses to remove: their bytes or guests live on the nodes, SCs and Walrus,
+# and only their own delete or terminate (through the clusters) frees those; dropping the records would
+# leave them running or stored with no owner. Elastic IPs and key pairs are only records: released, deleted.
+UNSAFE_TO_DELETE = ("instances", "volumes", "snapshots", "images")
+
+
+def delete_account_resources(tx: Tx, account_id: str) -> dict[str, list[str]]:
+    """For a recursive DeleteAccount: release the account's elastic IPs and delete its key pairs, unless it
+    still has resources only their own calls remove (then nothing is changed; those are returned)."""
+    held = account_resources(tx, account_id)
+    unsafe = {kind: ids for kind, ids in held.items() if kind in UNSAFE_TO_DELETE}
+    if unsafe:
+        return unsafe
+    for address in addresses.load_addresses(tx, account_id):
+        addresses.release(tx, address)  # associated ones belong to live instances, refused above
+    for key in keypairs.load_key_pairs(tx, account_id):
+        keypairs.delete_key_pair(tx, account_id, key_pair_id=key.key_pair_id, name=None)
+    return {}

@@ -25,6 +25,7 @@ from euca.protocol import cluster
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.images import records as images
+from euca.roles.clc.instances import profiles
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.instances.records import LaunchFacts, NetworkMember
 from euca.roles.clc.keypairs import records as keypairs
@@ -42,24 +43,24 @@ def _rule(r: RuleRecord) -> cluster.SecurityRule:
     )
 
 
-def metadata_version(facts: LaunchFacts) -> str:
+def metadata_version(facts: LaunchFacts, iam: tuple[str, str | None] | None = None) -> str:
     """The digest of what an instance's metadata is made of, but its user data (fixed for its life), the
-    key pair's public key and the image's manifest path (read at send time)."""
-    return hashlib.sha256(
-        msgspec.json.encode(
-            (
-                facts.instance_id,
-                facts.reservation_id,
-                facts.image_id,
-                facts.kernel_id,
-                facts.ramdisk_id,
-                facts.instance_type,
-                facts.launch_index,
-                facts.key_name,
-                facts.groups,
-            )
-        )
-    ).hexdigest()[:16]
+    key pair's public key and the image's manifest path (read at send time). `iam`: its instance profile's
+    ARN and the access key of the credentials served now (a refresh changes the digest, so the CC asks
+    again); left out of the digest for an instance without a profile."""
+    facts_tuple = (
+        facts.instance_id,
+        facts.reservation_id,
+        facts.image_id,
+        facts.kernel_id,
+        facts.ramdisk_id,
+        facts.instance_type,
+        facts.launch_index,
+        facts.key_name,
+        facts.groups,
+    )
+    encoded = msgspec.json.encode(facts_tuple if iam is None else (*facts_tuple, iam))
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def assemble(
@@ -116,7 +117,10 @@ def build_views(tx: Tx, cluster_names: Sequence[str]) -> dict[str, cluster.Netwo
     sources = {r.source_group_id for rs in rules.values() for r in rs if r.source_group_id} - group_ids
     rules.update(security_groups.rules_of_groups(tx, sorted(sources)))
     public_ips = addresses.public_ips_of(tx, [mb.instance_id for mb in members])
-    versions = {f.instance_id: metadata_version(f) for f in instances.launch_facts(tx)}
+    iam = {a.instance_id: (a.profile_arn, a.access_key_id) for a in instances.profile_associations(tx)}
+    versions = {
+        f.instance_id: metadata_version(f, iam.get(f.instance_id)) for f in instances.launch_facts(tx)
+    }
     return {name: assemble(name, members, rules, public_ips, versions) for name in cluster_names}
 
 
@@ -125,7 +129,9 @@ def instance_metadata(tx: Tx, instance_ids: Sequence[str]) -> list[cluster.Insta
     out: list[cluster.InstanceMetadata] = []
     keys: dict[tuple[str, str], str | None] = {}
     manifests: dict[str, str | None] = {}
-    for f in instances.launch_facts(tx, list(dict.fromkeys(instance_ids)), with_user_data=True):
+    ids = list(dict.fromkeys(instance_ids))
+    iam = profiles.instance_iam(tx, ids)
+    for f in instances.launch_facts(tx, ids, with_user_data=True):
         public_key = None
         if f.key_name:
             if (f.account_id, f.key_name) not in keys:
@@ -140,7 +146,7 @@ def instance_metadata(tx: Tx, instance_ids: Sequence[str]) -> list[cluster.Insta
         out.append(
             cluster.InstanceMetadata(
                 instance_id=f.instance_id,
-                version=metadata_version(f),
+                version=metadata_version(f, _iam_version(iam.get(f.instance_id))),
                 reservation_id=f.reservation_id,
                 image_id=f.image_id,
                 instance_type=f.instance_type,
@@ -152,6 +158,11 @@ def instance_metadata(tx: Tx, instance_ids: Sequence[str]) -> list[cluster.Insta
                 user_data=f.user_data or b"",
                 security_groups=f.groups,
                 manifest_path=manifests[f.image_id],
+                iam=iam.get(f.instance_id),
             )
         )
     return out
+
+
+def _iam_version(iam: cluster.InstanceIam | None) -> tuple[str, str | None] | None:
+    return None if iam is None else (iam.profile_arn, iam.access_key_id)

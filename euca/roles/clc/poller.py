@@ -51,6 +51,16 @@ TRANSITION_MAX_POLL = 0.4
 METADATA_BATCH = 100
 
 
+def vouched_for(
+    reported: list[cluster.InstanceStatus], nodes: list[cluster.NodeResources]
+) -> list[cluster.InstanceStatus]:
+    """The instances a cluster reports that count as seen: not those on a node its CC has marked down (the
+    CC keeps them as last reported), so an instance whose node stopped answering is ended as lost after
+    `clc.node_lost_timeout`, and one whose node answers again before that carries on (adopted)."""
+    down = {n.node for n in nodes if n.state == "down"}
+    return [i for i in reported if i.node not in down] if down else reported
+
+
 @dataclass(frozen=True)
 class PollSettings:
     interval: float
@@ -213,7 +223,10 @@ class Poller:
                 tx, c.name, now=now, ok=True, nodes=resources.nodes, capacity=resources.capacity
             )
             result = reconcile(
-                instances.known_instances(tx, c.name, since=since), described.instances, now, lost_after
+                instances.known_instances(tx, c.name, since=since),
+                vouched_for(described.instances, resources.nodes),
+                now,
+                lost_after,
             )
             instances.apply_reconciliation(tx, result, now)
             return result

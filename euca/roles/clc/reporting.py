@@ -6,9 +6,12 @@ as admin.py is. The figures are made by usage/report.py (pure) and rendered by u
 The API is Eucalyptus's Reporting service: `GET|POST /services/Reporting?Action=GenerateReport&Type=instance
 &Format=csv&StartDate=...&EndDate=...&TimeUnit=hours&SizeUnit=GB[&Account=...]`, signed as any Query API
 request (SigV4 or SigV2, an access key of the caller). The answer is the report itself (text/csv,
-application/json or text/html). The cloud admin (the `eucalyptus` account) sees every account or the one
-named, and the capacity; an account's admin user sees its own account; any other caller is refused
-(AccessDenied).
+application/json or text/html). The action is judged by the caller's identity policies like every other,
+as `eureport:GenerateReport` (Eucalyptus's Reporting service let only its system admin in and named no IAM
+action; `eureport` follows its `eu*` vendors for its own services and is the command's name): an account's
+admin user is allowed without a policy, any other user or role only by a policy that allows it (an
+explicit Deny wins). The cloud admin account (`eucalyptus`) sees every account or the one named, and the
+capacity; any other caller sees its own account only (AccessDenied otherwise).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from typing import Any
 import trio
 
 from euca.core.auth import AuthError, authenticate
+from euca.core.authorize import identity_verdict, request_keys
 from euca.core.http import Request, Response
-from euca.core.identity import ADMIN_USER, Account, Identity
+from euca.core.identity import Account, Identity
 from euca.core.roles import RoleContext
 from euca.core.store import Store, Tx
 from euca.protocol.ec2 import wire
 from euca.protocol.ec2.wire import Ec2Error
+from euca.protocol.policy import ALLOW
 from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.topology import records as topology
 from euca.roles.clc.usage import records as usage
@@ -37,6 +42,8 @@ from euca.roles.clc.usage.report import Inputs, ReportError
 
 log = logging.getLogger("euca.clc")
 
+# The IAM action a report is judged as (see the module's docstring).
+REPORT_ACTION = "eureport:GenerateReport"
 GIB = 1024**3
 MIB = 1024**2
 DEFAULT_SPAN = 7 * 86400  # a report without a start covers the week before its end
@@ -231,20 +238,18 @@ class ReportApp:
         action = params.get("Action", "GenerateReport")
         if action != "GenerateReport":
             raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
+        keys = request_keys(principal, request, self.ctx.identity.clock())
+        verdict = await identity_verdict(self.ctx.identity, principal, REPORT_ACTION, "*", keys)
+        if verdict != ALLOW:
+            raise Ec2Error("AccessDenied", f"You are not authorized to perform: {REPORT_ACTION}", 403)
         accounts = await trio.to_thread.run_sync(self.ctx.identity.list_accounts)
         wanted = params.get("Account")
         if principal.is_cloud_admin:
             account_id = _account_of(accounts, wanted) if wanted else None
-        elif principal.user_name == ADMIN_USER:
+        else:
             account_id = principal.account_id
             if wanted and _account_of(accounts, wanted) != account_id:
-                raise Ec2Error(
-                    "AccessDenied", "An account's administrator sees its own account's usage only.", 403
-                )
-        else:
-            raise Ec2Error(
-                "AccessDenied", "Usage reports are for the cloud's and the accounts' administrators.", 403
-            )
+                raise Ec2Error("AccessDenied", "An account's users see their own account's usage only.", 403)
         req = self._request(params, account_id)
         if req.kind == "capacity" and not principal.is_cloud_admin:
             raise Ec2Error("AccessDenied", "The cloud's capacity is reported to the cloud admin only.", 403)

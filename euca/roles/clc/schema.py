@@ -534,6 +534,29 @@ CLUSTER_SUBNETS = Migration(
 )
 
 
+INSTANCE_PROFILES = Migration(
+    "clc.instance_profiles",
+    [
+        """
+    -- The instance profile an instance was launched with (RunInstances IamInstanceProfile; issue 12), and
+    -- the STS session of its role the metadata service serves now (the key's secret and token are in
+    -- sts_sessions); replaced before it expires (instances/profiles.py).
+    CREATE TABLE clc_instance_profiles (
+        instance_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        profile_arn TEXT NOT NULL,
+        profile_id TEXT NOT NULL,
+        association_id TEXT NOT NULL,
+        access_key_id TEXT,
+        issued REAL,
+        expires REAL
+    );
+    CREATE INDEX clc_instance_profiles_expires ON clc_instance_profiles(expires);
+    """,
+    ],
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     CLC,
     IMAGE_BUNDLES,
@@ -548,6 +571,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     INSTANCE_ATTRIBUTES,
     USAGE,
     SNAPSHOTS,
+    INSTANCE_PROFILES,
 )
 
 

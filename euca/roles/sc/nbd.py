@@ -149,7 +149,17 @@ class NbdExporter:
                         if process.returncode is not None:
                             raise BackendError(f"{self.program} exited ({process.returncode}) at start")
                         await trio.sleep(0.02)
-                    stream = await trio.open_unix_socket(str(qmp_path))
+                    # The socket file exists from bind(), a moment before listen(): refused until then.
+                    while True:
+                        try:
+                            stream = await trio.open_unix_socket(str(qmp_path))
+                            break
+                        except ConnectionRefusedError:
+                            if process.returncode is not None:
+                                raise BackendError(
+                                    f"{self.program} exited ({process.returncode}) at start"
+                                ) from None
+                            await trio.sleep(0.02)
                     self.qmp = Qmp(stream)
                     await self.qmp.greet()
                     # nbd-server-start takes the legacy SocketAddress: {"type": ..., "data": {...}}.

@@ -121,6 +121,7 @@ class AddressesApi:
         if not req.instance_id:
             raise Ec2Error("MissingParameter", "The request must contain the parameter InstanceId")
         instance_id = req.instance_id
+        auto = call.ctx.config.clc.auto_public_address
 
         def write(tx: Tx) -> str:
             address = records.find_owned(
@@ -132,7 +133,13 @@ class AddressesApi:
                     "IncorrectInstanceState",
                     f"The instance '{instance_id}' is not in a valid state for this operation.",
                 )
-            return records.associate(tx, address, instance_id, bool(req.allow_reassociation))
+            association_id = records.associate(tx, address, instance_id, bool(req.allow_reassociation))
+            moved_from = address.instance_id
+            # Moved away from another instance (AllowReassociation): that one has lost its elastic IP, and
+            # gets a public address from the pool again, as after DisassociateAddress.
+            if moved_from and moved_from != instance_id and auto:
+                self._public_address_again(tx, call.account_id, moved_from)
+            return association_id
 
         association_id = await call.ctx.store.write(write)
         call.network_changed()
@@ -147,17 +154,21 @@ class AddressesApi:
             else:
                 address = records.find_owned(tx, call.account_id, public_ip=req.public_ip, allocation_id=None)
             instance_id = records.disassociate(tx, address)
-            # As Eucalyptus: an instance that loses its elastic IP gets a public address from the pool again.
             if instance_id and auto:
-                try:
-                    state = self.instance_state(tx, call.account_id, instance_id)
-                except Ec2Error:
-                    return
-                if state in ("pending", "running"):
-                    records.assign_system(tx, call.account_id, [instance_id])
+                self._public_address_again(tx, call.account_id, instance_id)
 
         await call.ctx.store.write(write)
         call.network_changed()
+
+    def _public_address_again(self, tx: Tx, account_id: str, instance_id: str) -> None:
+        """As Eucalyptus: an instance that loses its elastic IP gets a public address from the pool again
+        (while it runs)."""
+        try:
+            state = self.instance_state(tx, account_id, instance_id)
+        except Ec2Error:
+            return
+        if state in ("pending", "running"):
+            records.assign_system(tx, account_id, [instance_id])
 
 
 def handlers(instance_state: InstanceState) -> dict[str, Handler]:

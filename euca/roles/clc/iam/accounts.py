@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from euca.core.identity import IdentityError, create_account_tx, delete_account_tx, list_accounts_tx
+from euca.core.identity import (
+    IdentityError,
+    create_account_tx,
+    delete_account_tx,
+    find_account_tx,
+    list_accounts_tx,
+)
+from euca.core.store import Tx
 from euca.protocol.query.wire import QueryError
+from euca.roles.clc import admin
 from euca.roles.clc.iam.call import Handler, QueryCall
 
 
@@ -29,10 +37,38 @@ async def list_accounts(call: QueryCall, p: dict[str, Any]) -> dict[str, Any]:
     return {"Accounts": [_account(a.name, a.account_id) for a in accounts], "IsTruncated": False}
 
 
+def _held(kinds: dict[str, list[str]]) -> str:
+    return "; ".join(
+        f"{kind}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}" for kind, ids in kinds.items()
+    )
+
+
+def delete_account_checked(tx: Tx, name: str, recursive: bool) -> None:
+    """As Eucalyptus: an account that still holds resources is refused (DeleteConflict) unless Recursive;
+    Recursive releases its elastic IPs and deletes its key pairs and its identity, but still refuses while
+    it has instances, volumes, snapshots or images (admin.UNSAFE_TO_DELETE: terminate or delete them first).
+    Its S3 buckets are Walrus's, which the CLC does not see here."""
+    account = find_account_tx(tx, name)
+    if account is not None and account.name == name:
+        if recursive:
+            unsafe = admin.delete_account_resources(tx, account.account_id)
+            if unsafe:
+                raise IdentityError(
+                    f"Account {name} still has resources that must be terminated or deleted first: {_held(unsafe)}"
+                )
+        else:
+            held = admin.account_resources(tx, account.account_id)
+            if held:
+                raise IdentityError(
+                    f"Account {name} still has {_held(held)}; delete them first or ask for Recursive."
+                )
+    delete_account_tx(tx, name, recursive)
+
+
 async def delete_account(call: QueryCall, p: dict[str, Any]) -> None:
     name, recursive = str(p["AccountName"]), bool(p.get("Recursive", False))
     try:
-        await call.write(lambda tx: delete_account_tx(tx, name, recursive))
+        await call.write(lambda tx: delete_account_checked(tx, name, recursive))
     except LookupError:
         raise QueryError("NoSuchEntity", f"The account with name {name} cannot be found.") from None
     except PermissionError:

@@ -31,7 +31,7 @@ from euca.roles.clc.cluster_link import ClusterLink, connected, ec2_error_of
 from euca.roles.clc.images import bundles
 from euca.roles.clc.images import records as images
 from euca.roles.clc.instance_types import records as instance_types
-from euca.roles.clc.instances import records
+from euca.roles.clc.instances import launch_quota, profiles, records
 from euca.roles.clc.instances.records import LAUNCH_FAILED, NO_CAPACITY
 from euca.roles.clc.instances.render import to_reservations
 from euca.roles.clc.keypairs import records as keypairs
@@ -178,12 +178,25 @@ class Placed:
     public_ips: dict[str, str] = field(default_factory=dict)  # instance id -> its public address
 
 
-def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, now: float) -> Placed:
-    """In one write transaction: the client token, the zone, the pending instances, the capacity taken."""
+def _place(
+    tx: Tx,
+    call: Ec2Call,
+    req: m.RunInstancesRequest,
+    plan: LaunchPlan,
+    now: float,
+    limits: dict[str, int] | None = None,
+    profile: profiles.Profile | None = None,
+) -> Placed:
+    """In one write transaction: the client token, the quotas, the zone, the pending instances, the
+    capacity taken."""
     if req.client_token:
         existing = records.existing_reservation(tx, call.account_id, req.client_token, plan.digest)
         if existing is not None:
             return Placed(existing, None, [], now)
+    if limits:  # in this transaction, so a concurrent launch of the account is counted (launch_quota.py)
+        launch_quota.check_launch(
+            tx, call.account_id, limits, plan.vm.name, max(req.max_count, req.min_count)
+        )
     # The groups are found (the default made on first use) in the transaction that records the instances in
     # them, so no group is deleted in between.
     groups = security_groups.groups_for_launch(
@@ -238,6 +251,8 @@ def _place(tx: Tx, call: Ec2Call, req: m.RunInstancesRequest, plan: LaunchPlan, 
         disable_api_termination=req.disable_api_termination,
     )
     reservation_id, ids = records.record_launch(tx, new, now)
+    if profile is not None:  # the instance profile and its role's first credentials (profiles.py)
+        profiles.associate(tx, profile, ids, call.ctx.identity.clock())
     public_ips = addresses.assign_system(tx, call.account_id, ids) if auto_address else {}
     nodes, capacity = placement.capacity_after(
         target.capacity, target.nodes, instance_types.vm_types(tx), plan.vm, count
@@ -276,8 +291,11 @@ async def run_instances(call: Ec2Call, req: m.RunInstancesRequest) -> m.Reservat
             return (await _reservation_result(call, existing))[0]
     plan = await store.read(lambda tx: _plan(tx, call, req, user_data, digest))
     link = connected(call.cluster)
+    limits = await launch_quota.launch_limits(call)
+    spec = req.iam_instance_profile
+    profile = await profiles.resolve(call, spec) if spec is not None else None
     now = time.time()
-    placed = await store.write(lambda tx: _place(tx, call, req, plan, now))
+    placed = await store.write(lambda tx: _place(tx, call, req, plan, now, limits, profile))
     if placed.cluster is None:  # the same client token won a race with us
         return (await _reservation_result(call, placed.reservation_id))[0]
     target = placed.cluster

@@ -74,6 +74,7 @@ class ClcInstance:
     volumes: list[Attachment] = field(default_factory=list)  # EBS volumes attached (volumes.records)
     disable_api_termination: bool = False
     shutdown_behavior: str = "terminate"
+    iam_instance_profile: tuple[str, str] | None = None  # (arn, id): launched with an instance profile
 
     @property
     def state_code(self) -> int:
@@ -90,8 +91,12 @@ _INSTANCE_COLUMNS = (
     "i.ramdisk_id, i.instance_type, i.key_name, i.architecture, i.zone, i.cluster, i.node, i.private_ip, i.mac, "
     "i.state, i.reason, i.state_reason_code, i.state_reason_message, i.launch_time, i.last_seen, "
     "i.terminated_at, i.disable_api_termination, i.shutdown_behavior, r.client_token, r.groups, r.group_ids"
+    ", p.profile_arn, p.profile_id"  # instance profiles (issue 12)
 )
-_FROM = "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
+_FROM = (
+    "FROM clc_instances i JOIN clc_reservations r ON r.reservation_id = i.reservation_id"
+    " LEFT JOIN clc_instance_profiles p ON p.instance_id = i.instance_id"  # instance profiles (issue 12)
+)
 
 
 def _record(
@@ -132,6 +137,7 @@ def _record(
         volumes=attached or [],
         disable_api_termination=bool(row["disable_api_termination"]),
         shutdown_behavior=row["shutdown_behavior"],
+        iam_instance_profile=(row["profile_arn"], row["profile_id"]) if row["profile_arn"] else None,
     )
 
 
@@ -438,6 +444,7 @@ def forget_terminated(tx: Tx, before: float) -> list[str]:
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         tx.execute(f"DELETE FROM clc_instances WHERE instance_id IN ({marks})", chunk)
+        tx.execute(f"DELETE FROM clc_instance_profiles WHERE instance_id IN ({marks})", chunk)  # issue 12
         tags.forget_resources(tx, chunk)
     if ids:
         tx.execute(
@@ -702,3 +709,64 @@ def _tell_usage(tx: Tx, ids: Sequence[str]) -> None:
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:
     return [list(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK)]
+
+
+# -- instance profiles (issue 12): the profile an instance was launched with, and its role's credentials ----
+
+
+@dataclass(frozen=True)
+class ProfileAssociation:
+    instance_id: str
+    account_id: str
+    profile_arn: str
+    profile_id: str
+    association_id: str
+    state: str  # the instance's
+    access_key_id: str | None  # the STS session the metadata service serves now
+    issued: float | None
+    expires: float | None
+    associated: float  # the instance's launch
+
+
+def record_profile(tx: Tx, account_id: str, instance_ids: list[str], arn: str, profile_id: str) -> None:
+    for instance_id in instance_ids:
+        tx.execute(
+            "INSERT INTO clc_instance_profiles(instance_id, account_id, profile_arn, profile_id, association_id) "
+            "VALUES(?,?,?,?,?)",
+            (instance_id, account_id, arn, profile_id, "iip-assoc-" + secrets.token_hex(9)[:17]),
+        )
+
+
+def profile_associations(
+    tx: Tx, instance_ids: list[str] | None = None, *, account_id: str | None = None, live: bool = True
+) -> list[ProfileAssociation]:
+    """The associations of these instances (None: all), only of live (pending, running) ones if `live`."""
+    sql = (
+        "SELECT p.instance_id, p.account_id, p.profile_arn, p.profile_id, p.association_id, i.state, "
+        "p.access_key_id, p.issued, p.expires, i.launch_time FROM clc_instance_profiles p "
+        "JOIN clc_instances i ON i.instance_id = p.instance_id WHERE 1=1"
+    )
+    args: list[object] = []
+    if live:
+        sql += " AND i.state IN ('pending', 'running')"
+    if account_id is not None:
+        sql += " AND p.account_id=?"
+        args.append(account_id)
+    rows = []
+    if instance_ids is None:
+        rows = tx.all(sql, tuple(args))
+    else:
+        for start in range(0, len(instance_ids), 500):
+            chunk = instance_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(tx.all(f"{sql} AND p.instance_id IN ({marks})", (*args, *chunk)))
+    return [ProfileAssociation(*tuple(r)) for r in rows]
+
+
+def set_profile_credentials(
+    tx: Tx, instance_id: str, access_key_id: str | None, issued: float | None, expires: float | None
+) -> None:
+    tx.execute(
+        "UPDATE clc_instance_profiles SET access_key_id=?, issued=?, expires=? WHERE instance_id=?",
+        (access_key_id, issued, expires, instance_id),
+    )

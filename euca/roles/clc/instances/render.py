@@ -62,7 +62,16 @@ def to_instance(r: ClcInstance) -> m.Instance:
         state_reason=reason,
         tags=tag_list(r.tags),
         block_device_mappings=block_device_mappings(r),
+        iam_instance_profile=iam_instance_profile(r),
     )
+
+
+def iam_instance_profile(r: ClcInstance) -> m.IamInstanceProfile | None:
+    """The instance profile it was launched with (issue 12)."""
+    if r.iam_instance_profile is None:
+        return None
+    arn, profile_id = r.iam_instance_profile
+    return m.IamInstanceProfile(arn=arn, id=profile_id)
 
 
 # An attachment's state as an instance's block device mapping shows it (`terminating`: its instance ended).
