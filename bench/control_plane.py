@@ -2,7 +2,7 @@
 """EC2 control-plane benchmark: euca (CLC + CC + NC in one process, the NC on libvirt's test:///default driver)
 against moto's EC2 (`moto_server`), same machine, same run, same client.
 
-    python bench/control_plane.py [--quick] [--targets euca,moto] [--real-guest] [--keep]
+    python bench/control_plane.py [--quick] [--targets euca,moto] [--store sqlite,postgresql] [--real-guest] [--keep]
 
 Both servers run on 127.0.0.1 (ports from --base-port, default 19260: euca 19260-19262, moto 19270, the
 optional real-guest euca 19265-19267). The workloads run on one server after the other:
@@ -23,6 +23,10 @@ optional real-guest euca 19265-19267). The workloads run on one server after the
   real guest        (--real-guest, euca only) the same with a real QEMU (TCG) guest of the default boot image
                     on qemu:///system: time to running and to the guest's boot marker on its console.
 
+--store picks euca's state store: sqlite (default: the data dir's state.db), postgresql (a private cluster the
+bench starts with initdb + pg_ctl on a unix socket, fsync on as in production; euca's store.url points at a
+fresh database in it), or both (two euca targets, "euca" on SQLite and "euca-pg", measured one after the other).
+
 Every figure is a time (lower is better); the ratio column is moto / euca, so > 1 means euca is faster.
 Results go to bench/results/control-plane-<time>.json. Everything started is stopped by pid.
 """
@@ -30,6 +34,7 @@ Results go to bench/results/control-plane-<time>.json. Everything started is sto
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -53,6 +58,9 @@ from urllib.parse import urlencode, urlsplit
 from procs import descendants, free_port, proc_stat
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+from helpers import postgres  # noqa: E402  (the tests' private PostgreSQL cluster, for --store postgresql)
+
 RESULTS_DIR = BENCH_DIR / "results"
 HOST = "127.0.0.1"
 EC2_VERSION = "2016-11-15"
@@ -241,10 +249,10 @@ def start_euca(
     extra_sets: list[str] | None = None,
     ready_timeout: float = 120,
 ) -> Target:
-    """`euca --role all` in its own data dir: CLC+Walrus on `port`, CC on port+1, NC on port+2."""
-    for p in (port, port + 1, port + 2):
+    """`euca --role all` in its own data dir: CLC+Walrus on `port`, CC on port+1, NC on port+2, SC on port+3."""
+    for p in (port, port + 1, port + 2, port + 3):
         if not free_port(p):
-            raise RuntimeError(f"port {p} is busy ({name} needs {port}..{port + 2})")
+            raise RuntimeError(f"port {p} is busy ({name} needs {port}..{port + 3})")
     t = Target(name, f"http://{HOST}:{port}/services/compute", work / name)
     data = t.workdir / "data"
     data.mkdir(parents=True)
@@ -253,6 +261,7 @@ def start_euca(
         f"walrus.listen.port={port}",
         f"cc.listen.port={port + 1}",
         f"nc.listen.port={port + 2}",
+        f"sc.listen.port={port + 3}",  # not the default 8776: two eucas (--store sqlite,postgresql) side by side
         f"nc.libvirt_uri={libvirt_uri}",
         # Room for every instance the bench makes: a /16 of private addresses, a public address pool as large
         # (every instance takes one at launch, as Eucalyptus gave them), and (test driver) a node as large as
@@ -779,6 +788,11 @@ def main() -> int:
     )
     ap.add_argument("--euca-set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument(
+        "--store",
+        default="sqlite",
+        help="euca's state store: sqlite, postgresql, or sqlite,postgresql (euca and euca-pg, one after the other)",
+    )
+    ap.add_argument(
         "--real-guest",
         action="store_true",
         help="also time a real QEMU (TCG) guest on qemu:///system (needs libvirtd and the boot image)",
@@ -792,6 +806,12 @@ def main() -> int:
     if args.instances:
         plan = Plan(**{**plan.__dict__, "instances": args.instances})
     targets = [x.strip() for x in args.targets.split(",") if x.strip() and x.strip() != "none"]
+    stores = [x.strip() for x in args.store.replace("both", "sqlite,postgresql").split(",") if x.strip()]
+    if set(stores) - {"sqlite", "postgresql"} or not stores:
+        raise SystemExit(f"--store: sqlite, postgresql or both, not {args.store!r}")
+    if "euca" in targets:
+        at = targets.index("euca")
+        targets[at : at + 1] = ["euca" if s == "sqlite" else "euca-pg" for s in stores]
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = Path(tempfile.mkdtemp(prefix="euca-cp-bench-"))
@@ -820,28 +840,34 @@ def main() -> int:
     }
     started: list[Target] = []
     profiler: subprocess.Popen[bytes] | None = None
+    pg_cluster = contextlib.ExitStack()
     try:
-        # Both up first (the idle one costs nearly nothing), then the workloads on one after the other.
-        for name in targets:
-            if name == "euca":
+        # All up first (an idle one costs nearly nothing), then the workloads on one after the other.
+        for i, name in enumerate(targets):
+            if name in ("euca", "euca-pg"):
                 capacity = plan.instances + plan.ttr_repeats + 20
+                store_sets = []
+                if name == "euca-pg":
+                    cluster = pg_cluster.enter_context(postgres.cluster(fast=False))
+                    store_sets = [f"store.url={cluster.create_database('bench')}"]
                 t = start_euca(
                     work,
-                    "euca",
-                    args.base_port,
+                    name,
+                    args.base_port + 20 * i,
                     poll_interval=args.poll_interval,
                     capacity=capacity,
-                    extra_sets=args.euca_set,
+                    extra_sets=[*store_sets, *args.euca_set],
                 )
+                t.info["store"] = "postgresql" if name == "euca-pg" else "sqlite"
                 started.append(t)
                 t.image_id = install_tiny_image(t)
                 log(
-                    f"euca up: {t.endpoint}, image {t.image_id}, NC on test:///default, "
+                    f"{name} up ({t.info['store']}): {t.endpoint}, image {t.image_id}, NC on test:///default, "
                     f"clc.poll_interval={t.info['poll_intervals']['clc']} s, "
                     f"cc.poll_interval={t.info['poll_intervals']['cc']} s"
                 )
             elif name == "moto":
-                t = start_moto(work, args.base_port + 10)
+                t = start_moto(work, args.base_port + 10 + 20 * i)
                 started.append(t)
                 log(f"moto {t.info.get('version', '')} up: {t.endpoint}, image {t.image_id}")
             else:
@@ -850,7 +876,7 @@ def main() -> int:
             res: dict[str, Any] = {"endpoint": t.endpoint, "image": t.image_id, **t.info}
             report["targets"][t.name] = res
             log(f"\n== {t.name}")
-            if args.profile_euca and t.name == "euca" and shutil.which("py-spy") and t.proc:
+            if args.profile_euca and t.name.startswith("euca") and shutil.which("py-spy") and t.proc:
                 out = RESULTS_DIR / f"control-plane-{stamp}-euca.pyspy"
                 profiler = subprocess.Popen(
                     [
@@ -912,6 +938,7 @@ def main() -> int:
             profiler.kill()
         for t in started:
             t.stop()
+        pg_cluster.close()
         out = RESULTS_DIR / f"control-plane-{stamp}.json"
         out.write_text(json.dumps(report, indent=2, default=str))
         if args.keep:
@@ -946,6 +973,16 @@ def print_table(report: dict[str, Any], plan: Plan) -> None:
         (f"walk MaxResults=100 ({n} instances, median)", ("describe", "walk", "100", "median")),
         ("time to running, 1 instance (median)", ("time_to_running", "running", "median")),
     ]
+    pg = report["targets"].get("euca-pg")
+    if pg is not None:
+        print(
+            "\n| workload | euca on SQLite | euca on PostgreSQL | PostgreSQL / SQLite time |\n|---|---:|---:|---:|"
+        )
+        for label, path in rows:
+            sv, pv = get(e, *path), get(pg, *path)
+            print(f"| {label} | {fmt_s(sv)} | {fmt_s(pv)} | {f'{pv / sv:.2f}' if sv and pv else '-'} |")
+        if not e:
+            e = pg
     print("\n| workload | euca | moto | euca/moto speed |\n|---|---:|---:|---:|")
     for label, path in rows:
         ev, mv = get(e, *path), get(m, *path)

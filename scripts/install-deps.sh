@@ -16,6 +16,8 @@ APT_PACKAGES=(
     python3 python3-venv python3-pip python3-dev build-essential git ca-certificates curl
     pkg-config libvirt-dev libvirt-daemon-system qemu-system-x86 qemu-utils
     busybox-static dnsmasq-base iptables iproute2 sqlite3
+    # PostgreSQL (store.url = "postgresql://..."): the tests start private clusters with its initdb and pg_ctl
+    postgresql
     # the default guest image's ssh server (copied into it), and the ssh client the e2e tests log in with
     dropbear-bin openssh-client
     # qemu-storage-daemon: the SC serves attached volumes over NBD (also pulled in by qemu-system-x86)

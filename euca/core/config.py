@@ -76,14 +76,15 @@ class HttpLimits(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
-    # "sqlite:PATH" (relative paths are under data_dir). PostgreSQL may be added later.
+    # "sqlite:PATH" (relative paths are under data_dir), or "postgresql://USER@HOST/DB" (any libpq URI: a
+    # database several CLC and walrus processes may share; see ARCHITECTURE.md, "The store on PostgreSQL").
     url: str = "sqlite:state.db"
     # NORMAL survives a process crash (kill -9) in WAL mode; FULL also survives power loss.
     synchronous: str = "NORMAL"
 
     def __post_init__(self) -> None:
-        if not self.url.startswith("sqlite:"):
-            raise ValueError(f"unsupported store url {self.url!r}: only sqlite:PATH is built")
+        if not self.url.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError(f"unsupported store url {self.url!r}: sqlite:PATH or postgresql://... are built")
         if self.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {self.synchronous!r}")
 

@@ -18,6 +18,7 @@ call lives here, so no test imports from a conftest or from another test module.
     ec2           what the EC2 API tests share beyond their fixtures (the error code of a ClientError)
     signed        raw SigV4-signed EC2 Query requests (for what boto3 will not send)
     raw_http      raw-socket clients and a served HttpServer, for the HTTP server's tests
+    postgres      a private PostgreSQL cluster (initdb + pg_ctl, unix socket), EUCA_TEST_STORE=postgresql
     walrus_process  walrus in a process of its own, to kill -9 and start again
     walrus_files  orphaned object files in a walrus data dir, read straight from the files and the store
     moto_iam      moto's server on a free loopback port (IAM answers to compare euca's with)

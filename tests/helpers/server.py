@@ -29,6 +29,7 @@ from euca.cli import main
 from euca.core.config import ROLE_NAMES, load_config
 from euca.core.roles import RoleContext
 from euca.core.supervisor import Supervisor, resolve_roles
+from helpers import postgres
 from helpers.aws_cli import run_aws
 
 
@@ -112,6 +113,8 @@ def start_euca(
         settings[f"{role}.listen.host"] = "127.0.0.1"
         settings[f"{role}.listen.port"] = 0
     settings.update(overrides or {})
+    if "store.url" not in settings and (pg_url := postgres.store_url(data_dir)) is not None:
+        settings["store.url"] = pg_url  # EUCA_TEST_STORE=postgresql: a database of its own
     config = load_config(None, settings)
     run, _ = resolve_roles(roles)
     supervisor = Supervisor(config, run)

@@ -1,5 +1,6 @@
 """Object files in a walrus data dir that no metadata refers to (orphans), read straight from the files and
-the state store (SQLite, read-only) — independently of the code that writes and sweeps them."""
+the state store (SQLite, read-only; or the data dir's PostgreSQL database under EUCA_TEST_STORE=postgresql)
+— independently of the code that writes and sweeps them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
+
+from helpers import postgres
 
 _STORAGE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -22,16 +26,27 @@ def object_files(objects_dir: Path) -> dict[str, int]:
 
 def referenced_files(db: Path) -> set[str]:
     """Storage ids the Walrus tables refer to: object versions, their segments, parts of open uploads."""
+    refs: set[str] = set()
+    for storage_id, segments in state_rows(db, "SELECT storage_id, segments FROM walrus_objects"):
+        if storage_id:
+            refs.add(storage_id)
+        if segments:
+            refs.update(json.loads(segments))
+    refs.update(r[0] for r in state_rows(db, "SELECT storage_id FROM walrus_parts"))
+    return refs
+
+
+def state_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on the state store of the data dir of `db` (its state.db, or its PostgreSQL database)."""
+    url = postgres.registered_url(db.parent)
+    if url is not None:
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            return list(pg.execute(sql).fetchall())
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        refs: set[str] = set()
-        for storage_id, segments in conn.execute("SELECT storage_id, segments FROM walrus_objects"):
-            if storage_id:
-                refs.add(storage_id)
-            if segments:
-                refs.update(json.loads(segments))
-        refs.update(r[0] for r in conn.execute("SELECT storage_id FROM walrus_parts"))
-        return refs
+        return list(conn.execute(sql).fetchall())
     finally:
         conn.close()
 

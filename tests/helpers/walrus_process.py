@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from helpers import postgres
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,7 +61,7 @@ def start_walrus(
     ]
     if workers > 1:
         args += ["--set", f"clc.listen.port={free_port()}", "--set", f"walrus.workers={workers}"]
-    for setting in settings:
+    for setting in [*postgres.settings_for(data_dir), *settings]:
         args += ["--set", setting]
     if config_file is not None:
         args += ["--config", str(config_file)]

@@ -24,8 +24,30 @@ from typing import Any
 
 import pytest
 
+from helpers import postgres
 from helpers.seaweedfs import SeaweedCluster, backend_overrides, start_cluster, weed_binary
 from helpers.server import EucaServer, start_euca
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_engine() -> Iterator[postgres.Cluster | None]:
+    """EUCA_TEST_STORE=postgresql: every server of the session keeps its state in PostgreSQL (a private
+    cluster, a database per data dir) instead of SQLite; the cluster stops with the session."""
+    with postgres.session_store() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(store_engine: postgres.Cluster | None) -> Iterator[postgres.Cluster]:
+    """A private PostgreSQL cluster (the switch's, when it is on); skipped only where PostgreSQL's binaries are
+    not installed."""
+    if store_engine is not None:
+        yield store_engine
+        return
+    if postgres.bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (initdb/pg_ctl: Debian package postgresql)")
+    with postgres.cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

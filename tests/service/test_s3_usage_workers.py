@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from euca.cli import main
+from helpers.walrus_files import state_rows
 from helpers.walrus_process import free_port, s3_client, start_walrus, stop
 
 GETS = 40
@@ -38,11 +38,11 @@ def test_each_process_counts_and_flushes_its_own(tmp_path: Path) -> None:
                 assert c.get(presigned).content == BODY
     finally:
         stop(proc)
-    with sqlite3.connect(data_dir / "state.db") as db:
-        rows = db.execute(
-            "SELECT process, SUM(requests), SUM(bytes_in), SUM(bytes_out) FROM walrus_usage_requests "
-            "WHERE bucket='counted' GROUP BY process ORDER BY process"
-        ).fetchall()
+    rows = state_rows(
+        data_dir / "state.db",
+        "SELECT process, SUM(requests), SUM(bytes_in), SUM(bytes_out) FROM walrus_usage_requests "
+        "WHERE bucket='counted' GROUP BY process ORDER BY process",
+    )
     assert len(rows) == 2, rows  # both processes served (and flushed) a share
     assert sum(r[1] for r in rows) == GETS + 2
     assert sum(r[2] for r in rows) == len(BODY)

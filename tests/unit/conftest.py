@@ -10,8 +10,9 @@ import botocore.session
 import pytest
 
 from euca.core.pki import CloudCA
-from euca.core.store import Store
+from euca.core.store import Store, open_store
 from euca.roles.clc import schema
+from helpers import postgres
 from helpers.bundle_keys import BundleKeys
 
 
@@ -27,10 +28,25 @@ def service_model() -> Any:
     return botocore.session.get_session().get_service_model("ec2")
 
 
-@pytest.fixture
-def clc_store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh SQLite store with the CLC's schema (migrated, seeded), closed after the test."""
-    s = Store(tmp_path / "state.db")
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """A private PostgreSQL cluster for the session (tests make a database each); skipped only where
+    PostgreSQL's binaries are not installed."""
+    if postgres.bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (initdb/pg_ctl: Debian package postgresql)")
+    with postgres.cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def clc_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store with the CLC's schema (migrated, seeded), closed after the test: SQLite, and PostgreSQL
+    (a database of its own in the session's private cluster), so the records modules run on both."""
+    if request.param == "sqlite":
+        s = Store(tmp_path / "state.db")
+    else:
+        cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
+        s = open_store(cluster.create_database("clc"), tmp_path)
     schema.migrate(s)
     yield s
     s.close()

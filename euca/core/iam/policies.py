@@ -276,7 +276,7 @@ def attach(tx: Tx, account_id: str, kind: str, owner: str, policy_arn: str) -> N
     if int(count) >= MAX_ATTACHED:
         raise limit(f"PoliciesPer{kind.capitalize()}", MAX_ATTACHED)
     tx.execute(
-        "INSERT OR IGNORE INTO iam_attachments(account_id, kind, owner, policy_arn) VALUES(?,?,?,?)",
+        "INSERT INTO iam_attachments(account_id, kind, owner, policy_arn) VALUES(?,?,?,?) ON CONFLICT DO NOTHING",
         (account_id, kind, owner, policy_arn),
     )
 
@@ -339,7 +339,7 @@ def effective_documents(tx: Tx, account_id: str, kind: str, name: str) -> list[s
             r["document"]
             for r in tx.all(
                 "SELECT v.document FROM iam_attachments a JOIN iam_policies p ON p.account_id=a.account_id "
-                "AND a.policy_arn = 'arn:aws:iam::' || p.account_id || ':policy' || p.path || p.name "
+                "AND a.policy_arn = ('arn:aws:iam::' || p.account_id || ':policy' || p.path || p.name) COLLATE BINARY "
                 "JOIN iam_policy_versions v ON v.account_id=p.account_id AND v.policy_name=p.name "
                 "AND v.version_id=p.default_version WHERE a.account_id=? AND a.kind=? AND a.owner=?",
                 (account_id, owner_kind, owner),

@@ -261,7 +261,7 @@ def add_user_to_group(tx: Tx, account_id: str, group: str, user: str) -> None:
     g = group_row(tx, account_id, group)["name"]
     u = user_row(tx, account_id, user)["name"]
     tx.execute(
-        "INSERT OR IGNORE INTO iam_group_members(account_id, group_name, user_name) VALUES(?,?,?)",
+        "INSERT INTO iam_group_members(account_id, group_name, user_name) VALUES(?,?,?) ON CONFLICT DO NOTHING",
         (account_id, g, u),
     )
 

@@ -417,7 +417,8 @@ class SnapshotService:
             existing = volumes.begin_create(tx, msg.volume_id, msg.size_gb, capacity)
             if existing is None:
                 tx.execute(
-                    "INSERT OR REPLACE INTO sc_restores(volume_id, snapshot_id, created) VALUES(?,?,?)",
+                    "INSERT INTO sc_restores(volume_id, snapshot_id, created) VALUES(?,?,?) ON CONFLICT(volume_id) "
+                    "DO UPDATE SET snapshot_id=excluded.snapshot_id, created=excluded.created",
                     (msg.volume_id, msg.snapshot_id, time.time()),
                 )
             return existing

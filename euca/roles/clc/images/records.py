@@ -403,7 +403,7 @@ def modify_image(
     if launch.public is not None:
         tx.execute("UPDATE clc_images SET public=? WHERE image_id=?", (int(launch.public), image.image_id))
     tx.executemany(
-        "INSERT OR IGNORE INTO clc_image_launch_permissions(image_id, account_id) VALUES(?,?)",
+        "INSERT INTO clc_image_launch_permissions(image_id, account_id) VALUES(?,?) ON CONFLICT DO NOTHING",
         [(image.image_id, a) for a in sorted(launch.add_accounts)],
     )
     tx.executemany(

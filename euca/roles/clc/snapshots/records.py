@@ -312,7 +312,7 @@ def change_permissions(
     owned(tx, account_id, snapshot_id)
     for other in add:
         tx.execute(
-            "INSERT OR IGNORE INTO clc_snapshot_permissions(snapshot_id, account_id) VALUES(?,?)",
+            "INSERT INTO clc_snapshot_permissions(snapshot_id, account_id) VALUES(?,?) ON CONFLICT DO NOTHING",
             (snapshot_id, other),
         )
     for other in remove:

@@ -399,7 +399,13 @@ def record_poll(
         tx.execute(
             "UPDATE clc_clusters SET polled=?, last_seen=?, state='up', reason=NULL, nodes=?, capacity=? "
             "WHERE name=?",
-            (now, now, _encoder.encode(list(nodes or [])), _encoder.encode(list(capacity or [])), cluster),
+            (
+                now,
+                now,
+                _encoder.encode(list(nodes or [])).decode(),
+                _encoder.encode(list(capacity or [])).decode(),
+                cluster,
+            ),
         )
     else:
         tx.execute(
@@ -413,5 +419,5 @@ def record_resources(
     """The CLC's own estimate after placing instances, until the next poll brings the CC's numbers."""
     tx.execute(
         "UPDATE clc_clusters SET nodes=?, capacity=? WHERE name=?",
-        (_encoder.encode(list(nodes)), _encoder.encode(list(capacity)), cluster),
+        (_encoder.encode(list(nodes)).decode(), _encoder.encode(list(capacity)).decode(), cluster),
     )

@@ -213,7 +213,7 @@ def events(tx: Tx, kind: str, until: float, account_id: str | None = None) -> li
 
 
 def _has_table(tx: Tx, name: str) -> bool:
-    return tx.one("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)) is not None
+    return tx.table_exists(name)
 
 
 @dataclass(frozen=True)

@@ -472,7 +472,7 @@ def begin_detach(
             f"at '{device or a.device}'",
         )
     tx.execute(
-        "UPDATE clc_volume_attachments SET state='detaching', force=MAX(force, ?) WHERE volume_id=?",
+        "UPDATE clc_volume_attachments SET state='detaching', force=(force | ?) WHERE volume_id=?",
         (int(force), volume_id),
     )
     (found,) = owned(tx, account_id, [volume_id])

@@ -9,7 +9,8 @@ from euca.core.store import Tx
 def bucket_usage(tx: Tx, bucket: str) -> tuple[int, int]:
     """(objects: latest versions that are no delete marker, bytes stored: every version's)."""
     row = tx.one(
-        "SELECT COALESCE(SUM(is_latest=1 AND delete_marker=0), 0), COALESCE(SUM(size), 0) FROM walrus_objects "
+        "SELECT COALESCE(SUM(CASE WHEN is_latest=1 AND delete_marker=0 THEN 1 ELSE 0 END), 0), "
+        "COALESCE(SUM(size), 0) FROM walrus_objects "
         "WHERE bucket=? AND delete_marker=0",
         (bucket,),
     )

@@ -1,6 +1,7 @@
 """The state store: every role keeps its metadata here.
 
-SQLite in WAL mode. All SQLite calls run in worker threads so the event loop never blocks:
+SQLite in WAL mode by default; `store.url = "postgresql://..."` puts it in PostgreSQL instead, behind the same
+interface (`postgres.py`: `PgStore`, a Store whose engine is PostgreSQL; what differs is said there). All SQLite calls run in worker threads so the event loop never blocks:
 one writer connection and a small pool of readers that see the last committed state.
 
 Writes are group-committed: units of work that arrive while a transaction is in flight wait, and then run
@@ -11,7 +12,8 @@ commit and, for `durable` writes, one WAL sync, instead of queueing for one each
 
 The interface roles use is narrow on purpose: `migrate()` at start, `write(fn)` for a
 transaction, `read(fn)` for a snapshot, where `fn` receives a `Tx` with execute/one/all.
-Only plain SQL with `?` placeholders goes through it, so a PostgreSQL store can translate.
+Only plain SQL with `?` placeholders goes through it, in the subset both engines take (PostgreSQL's store
+translates the placeholders; migrations' DDL types are mapped there).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class Tx:
         row = self._conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def table_exists(self, name: str) -> bool:
+        """Whether the store has a table of that name (each engine keeps its catalogue its own way)."""
+        return self.one("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)) is not None
+
 
 # Most units of work one transaction takes: bounds how long the last of a burst waits for its commit.
 MAX_BATCH = 256
@@ -81,17 +87,21 @@ class Store:
         self.synchronous = synchronous.upper()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect()
+        self._init_queues(readers)
+        self._readers: list[sqlite3.Connection] = []
+        self._writer.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (namespace TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+
+    def _init_queues(self, readers: int) -> None:
+        """What every engine shares: the group-commit queue and the reader pool's bounds."""
         # Held while the writer connection is in a transaction (batches in worker threads, write_sync).
         self._writer_lock = threading.RLock()  # re-entered only to fail as SQLite would, not to deadlock
         self._pending: list[_WriteJob[Any]] = []
         self._committing = False
         self._read_limiter = trio.CapacityLimiter(readers)
-        self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        self._writer.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (namespace TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -301,6 +311,11 @@ def _split_sql(script: str) -> list[str]:
 
 
 def open_store(url: str, data_dir: Path, synchronous: str = "NORMAL") -> Store:
+    """`sqlite:PATH` (relative to the data directory) or `postgresql://...` (a libpq URI)."""
+    if url.startswith(("postgresql:", "postgres:")):
+        from euca.core.store.postgres import PgStore
+
+        return PgStore(url, synchronous=synchronous, local_dir=data_dir)
     if not url.startswith("sqlite:"):
         raise ValueError(f"unsupported store url {url!r}")
     path = Path(url[len("sqlite:") :])

@@ -1,0 +1,92 @@
+"""Two CLCs sharing one PostgreSQL database (store.url), each with its own data dir and listener: what one
+records the other answers, and requests racing on both never break the one-writer rules the records modules
+rely on (an address allocated once, a key pair name taken once)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from helpers import postgres
+from helpers.server import EucaServer, start_euca
+
+POOL = "10.99.7.10-10.99.7.29"  # 20 addresses
+
+
+@pytest.fixture(scope="module")
+def clcs(
+    pg_cluster: postgres.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[EucaServer]]:
+    url = pg_cluster.create_database("shared")
+    servers = [
+        start_euca(
+            tmp_path_factory.mktemp(f"clc{i}"),
+            roles="clc",
+            overrides={"store.url": url, "clc.public_addresses": POOL},
+        )
+        for i in range(2)
+    ]
+    try:
+        yield [next(s) for s in servers]
+    finally:
+        for s in servers:
+            s.close()
+
+
+def _race(calls: list[Any]) -> list[Any]:
+    """Run each call in its own thread at once; each one's result or ClientError."""
+    results: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except botocore.exceptions.ClientError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_both_clcs_answer_from_one_database(clcs: list[EucaServer], tmp_path: Path) -> None:
+    a, b = (c.client("ec2") for c in clcs)
+    # The admin account is one: made by the first CLC's start, found by the second's.
+    assert clcs[0].admin.access_key == clcs[1].admin.access_key
+    a.create_key_pair(KeyName="made-on-a")
+    assert [k["KeyName"] for k in b.describe_key_pairs(KeyNames=["made-on-a"])["KeyPairs"]] == ["made-on-a"]
+    b.delete_key_pair(KeyName="made-on-a")
+    with pytest.raises(botocore.exceptions.ClientError):
+        a.describe_key_pairs(KeyNames=["made-on-a"])
+
+
+def test_racing_allocations_on_two_clcs_take_each_address_once(clcs: list[EucaServer]) -> None:
+    clients = [c.client("ec2") for c in clcs]
+    results = _race([lambda c=clients[i % 2]: c.allocate_address()["PublicIp"] for i in range(24)])
+    taken = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if not isinstance(r, str)]
+    assert len(taken) == 20 and len(set(taken)) == 20  # the whole pool, no address twice
+    assert [e.response["Error"]["Code"] for e in refused] == ["InsufficientAddressCapacity"] * 4
+    seen = {a["PublicIp"] for a in clients[1].describe_addresses()["Addresses"]}
+    assert set(taken) <= seen
+    for ip in taken:
+        clients[0].release_address(PublicIp=ip)
+
+
+def test_racing_key_pair_creates_take_the_name_once(clcs: list[EucaServer]) -> None:
+    clients = [c.client("ec2") for c in clcs]
+    results = _race(
+        [lambda c=clients[i % 2]: c.create_key_pair(KeyName="raced")["KeyName"] for i in range(6)]
+    )
+    assert results.count("raced") == 1
+    codes = {r.response["Error"]["Code"] for r in results if r != "raced"}
+    assert codes == {"InvalidKeyPair.Duplicate"}
