@@ -50,7 +50,7 @@ def _walrus_buckets(tx: Tx, canonical_id: str) -> list[str]:
     """The account's S3 buckets, read from Walrus's table where Walrus shares the CLC's store (one host, as
     reporting.py reads Walrus's usage rows). Where Walrus runs elsewhere with its own store the CLC cannot see
     them: nothing is known, nothing refused, and such buckets stay with an owner no one can sign as."""
-    if tx.one("SELECT 1 FROM sqlite_master WHERE type='table' AND name='walrus_buckets'") is None:
+    if not tx.table_exists("walrus_buckets"):
         return []
     return [
         r["name"]

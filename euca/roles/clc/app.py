@@ -58,7 +58,6 @@ class Ec2Call:
 
 Handler = Callable[[Ec2Call, Any], Awaitable[Any]]
 TagsOf = Callable[[Tx, str, list[str]], dict[str, dict[str, str]]]
-QuotaCheck = Callable[[Ec2Call, str, Any], Awaitable[None]]
 
 # How an authentication failure reads to an EC2 client (EC2 has no SignatureDoesNotMatch or
 # InvalidAccessKeyId of its own: it answers AuthFailure).
@@ -90,7 +89,6 @@ class Ec2Api:
         handlers: dict[str, Handler],
         cluster: ClusterLink | None = None,
         tags_of: TagsOf | None = None,
-        check_quotas: QuotaCheck | None = None,
     ):
         self.ctx = ctx
         self.handlers = handlers
@@ -98,8 +96,6 @@ class Ec2Api:
         # The tags of resources by id (tags.records.tags_of, handed in by the composition root: tags' api
         # imports this module), for conditions on ec2:ResourceTag/...; None: no tags known.
         self.tags_of: TagsOf = tags_of if tags_of is not None else (lambda tx, account, ids: {})
-        # Quotas (Limit policies) on what a request adds (quota.check_quotas, handed in like tags_of).
-        self.check_quotas = check_quotas
 
     async def __call__(self, request: Request) -> Response:
         request_id = wire.new_request_id()
@@ -151,8 +147,6 @@ class Ec2Api:
         await self.authorise(call, action, typed)
         if getattr(typed, "dry_run", False):
             raise Ec2Error("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
-        if self.check_quotas is not None:
-            await self.check_quotas(call, action, typed)
         return await handler(call, typed)
 
     async def authorise(self, call: Ec2Call, action: str, typed: Any) -> None:
