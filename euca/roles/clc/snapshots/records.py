@@ -12,7 +12,6 @@ the row kept until the sweep removed its manifest from Walrus, then forgotten. c
 from __future__ import annotations
 
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
 from euca.protocol.snapshot_manifest import SNAPSHOT_ID_RE
+from euca.roles.clc.ids import unused_id
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.usage import records as usage
 
@@ -201,10 +201,9 @@ def parent_for(tx: Tx, volume_id: str) -> str | None:
 
 def insert_snapshot(tx: Tx, new: NewSnapshot) -> SnapshotRecord:
     """Record a snapshot `pending`."""
-    while True:
-        snapshot_id = f"snap-{secrets.token_hex(4)}"
-        if tx.one("SELECT 1 FROM clc_snapshots WHERE snapshot_id=?", (snapshot_id,)) is None:
-            break
+    snapshot_id = unused_id(
+        "snap", lambda new: tx.one("SELECT 1 FROM clc_snapshots WHERE snapshot_id=?", (new,)) is not None
+    )
     tx.execute(
         "INSERT INTO clc_snapshots(snapshot_id, account_id, volume_id, volume_size, cluster, description, state, "
         "parent, copied_from, started) VALUES(?,?,?,?,?,?,'pending',?,?,?)",
