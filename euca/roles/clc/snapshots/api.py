@@ -128,17 +128,7 @@ async def _ask_sc(call: Ec2Call, sc: topology.StorageController, message: object
 
 async def _record_status(call: Ec2Call, status: cluster.SnapshotStatus) -> None:
     if status.state in ("pending", "completed", "error"):
-        await call.ctx.store.write(
-            lambda tx: records.record_progress(
-                tx,
-                status.snapshot_id,
-                status.state,
-                chunks_done=status.chunks_done,
-                chunks_total=status.chunks_total,
-                bytes_uploaded=status.bytes_uploaded,
-                reason=status.reason,
-            )
-        )
+        await call.ctx.store.write(lambda tx: records.record_progress(tx, status))
 
 
 def handlers(volume_of: VolumeLookup, images_using: ImagesUsing = no_images) -> dict[str, Handler]:
