@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -43,3 +47,22 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             stack.append(child)
     return out
+
+
+def stop_tree(proc: subprocess.Popen[Any], wait: float, after_kill: float) -> None:
+    """SIGTERM a server (SIGKILL when it is not gone in `wait` seconds, then up to `after_kill` seconds more),
+    then SIGKILL what it had forked (workers) that outlived it. Nothing when it has already ended."""
+    if proc.poll() is not None:
+        return
+    pids = [proc.pid, *descendants(proc.pid)]
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=after_kill)
+    for pid in pids[1:]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

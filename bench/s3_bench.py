@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from procs import descendants, free_port, proc_stat
+from procs import descendants, free_port, proc_stat, stop_tree
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -238,20 +238,8 @@ class Target:
         return process_tree_cpu(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        pids = [self.proc.pid, *descendants(self.proc.pid)]
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        for pid in pids[1:]:  # workers a server forked, if any outlived it
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self.proc is not None:
+            stop_tree(self.proc, wait=15, after_kill=5)
 
 
 def process_tree_cpu(pid: int) -> float:

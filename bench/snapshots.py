@@ -34,7 +34,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import descendants, free_port
+from procs import free_port, stop_tree
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -133,20 +132,8 @@ class Euca:
         )
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        pids = [self.proc.pid, *descendants(self.proc.pid)]
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        for pid in pids[1:]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self.proc is not None:
+            stop_tree(self.proc, wait=30, after_kill=10)
 
     def sc_log(self, snapshot_id: str) -> dict[str, float]:
         """The SC's own line for a completed snapshot: chunks, bytes uploaded, seconds."""

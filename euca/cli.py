@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,15 +145,25 @@ def admin() -> None:
     """Accounts, users and access keys (run on the CLC host)."""
 
 
-def _identity(ctx: click.Context) -> tuple[Config, Identity]:
+def _store(ctx: click.Context) -> tuple[Config, Store]:
+    """The configuration and this host's store (its data directory made where missing)."""
     cfg = _load(ctx)
     cfg.data_path.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
+    return cfg, open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
+
+
+def _identity(ctx: click.Context) -> tuple[Config, Identity]:
+    cfg, store = _store(ctx)
     return cfg, Identity(store)
 
 
-def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
+@contextmanager
+def _as_failure(*refusals: type[Exception]) -> Iterator[None]:
+    """A command's refusals (errors of these types) as its failure: their message, exit status 1."""
+    try:
+        yield
+    except refusals as e:
+        raise click.ClickException(str(e)) from e
 
 
 # -- accounts: through the CLC's Euare API when the CLC runs (one door to accounts); directly in the store only
@@ -192,7 +204,7 @@ def create_account(ctx: click.Context, name: str) -> None:
     """Create an account (with its admin user and one access key)."""
     cfg, identity = _identity(ctx)
     answer = _through_euare(cfg, identity, "CreateAccount", {"AccountName": name})
-    try:
+    with _as_failure(IdentityError):
         if answer is None:
             identity.create_account(name)
             key = identity.create_access_key(name, ADMIN_USER)
@@ -203,8 +215,6 @@ def create_account(ctx: click.Context, name: str) -> None:
             key_id = euare_text(created, "AccessKey/AccessKeyId")
             key = next(k for k in identity.list_access_keys(name) if k.access_key_id == key_id)
         account = next(a for a in identity.list_accounts() if a.name == name)
-    except IdentityError as e:
-        raise _fail(e) from e
     directory = _write_user_credentials(cfg, identity, key)
     click.echo(f"ACCOUNT\t{account.name}\t{account.account_id}")
     click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
@@ -255,10 +265,8 @@ def delete_account(ctx: click.Context, name: str, recursive: bool) -> None:
 @click.pass_context
 def create_user(ctx: click.Context, account: str, name: str) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         identity.create_user(account, name)
-    except IdentityError as e:
-        raise _fail(e) from e
     click.echo(f"USER\t{account}\t{name}")
 
 
@@ -267,11 +275,9 @@ def create_user(ctx: click.Context, account: str, name: str) -> None:
 @click.pass_context
 def list_users(ctx: click.Context, account: str) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         for name in identity.list_users(account):
             click.echo(f"USER\t{account}\t{name}")
-    except IdentityError as e:
-        raise _fail(e) from e
 
 
 @admin.command("create-access-key")
@@ -281,10 +287,8 @@ def list_users(ctx: click.Context, account: str) -> None:
 @click.pass_context
 def create_access_key(ctx: click.Context, account: str, user: str, write_credentials: bool) -> None:
     cfg, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         key = identity.create_access_key(account, user)
-    except IdentityError as e:
-        raise _fail(e) from e
     click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
     if write_credentials:
         click.echo(f"CREDENTIALS\t{_write_user_credentials(cfg, identity, key)}")
@@ -295,10 +299,8 @@ def create_access_key(ctx: click.Context, account: str, user: str, write_credent
 @click.pass_context
 def list_access_keys(ctx: click.Context, account: str | None) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         keys = identity.list_access_keys(account)
-    except IdentityError as e:
-        raise _fail(e) from e
     for k in keys:
         status = "Active" if k.active else "Inactive"
         click.echo(
@@ -311,10 +313,8 @@ def list_access_keys(ctx: click.Context, account: str | None) -> None:
 @click.pass_context
 def disable_access_key(ctx: click.Context, access_key_id: str) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         identity.set_access_key_active(access_key_id, False)
-    except IdentityError as e:
-        raise _fail(e) from e
     click.echo(f"ACCESSKEY\t{access_key_id}\tInactive")
 
 
@@ -323,10 +323,8 @@ def disable_access_key(ctx: click.Context, access_key_id: str) -> None:
 @click.pass_context
 def enable_access_key(ctx: click.Context, access_key_id: str) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         identity.set_access_key_active(access_key_id, True)
-    except IdentityError as e:
-        raise _fail(e) from e
     click.echo(f"ACCESSKEY\t{access_key_id}\tActive")
 
 
@@ -335,10 +333,8 @@ def enable_access_key(ctx: click.Context, access_key_id: str) -> None:
 @click.pass_context
 def delete_access_key(ctx: click.Context, access_key_id: str) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         identity.delete_access_key(access_key_id)
-    except IdentityError as e:
-        raise _fail(e) from e
     click.echo(f"ACCESSKEY\t{access_key_id}\tDeleted")
 
 
@@ -359,12 +355,10 @@ def write_credentials_command(ctx: click.Context, account: str, user: str, direc
     Uses the user's newest active access key (creating one if there is none); the certificate already in the
     directory is kept while it is registered, otherwise a new one is issued by the cloud CA and registered."""
     cfg, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         keys = [k for k in identity.list_access_keys(account) if k.active and k.principal.user_name == user]
         key = keys[-1] if keys else identity.create_access_key(account, user)
         written = _write_user_credentials(cfg, identity, key, Path(directory) if directory else None)
-    except IdentityError as e:
-        raise _fail(e) from e
     if not keys:
         click.echo(f"ACCESSKEY\t{key.access_key_id}\t{key.secret_key}")
     click.echo(f"CREDENTIALS\t{written}")
@@ -377,10 +371,8 @@ def write_credentials_command(ctx: click.Context, account: str, user: str, direc
 def list_certificates(ctx: click.Context, account: str | None, user: str | None) -> None:
     """Users' signing certificates (bundle manifests are verified against the active ones)."""
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         certs = identity.list_certificates(account, user if account else None)
-    except IdentityError as e:
-        raise _fail(e) from e
     names = {a.account_id: a.name for a in identity.list_accounts()}
     for c in certs:
         status = "Active" if c.active else "Inactive"
@@ -395,10 +387,8 @@ def list_certificates(ctx: click.Context, account: str | None, user: str | None)
 @click.pass_context
 def disable_certificate(ctx: click.Context, certificate_id: str) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         identity.set_certificate_active(certificate_id, False)
-    except IdentityError as e:
-        raise _fail(e) from e
     click.echo(f"CERTIFICATE\t{certificate_id}\tInactive")
 
 
@@ -407,10 +397,8 @@ def disable_certificate(ctx: click.Context, certificate_id: str) -> None:
 @click.pass_context
 def enable_certificate(ctx: click.Context, certificate_id: str) -> None:
     _, identity = _identity(ctx)
-    try:
+    with _as_failure(IdentityError):
         identity.set_certificate_active(certificate_id, True)
-    except IdentityError as e:
-        raise _fail(e) from e
     click.echo(f"CERTIFICATE\t{certificate_id}\tActive")
 
 
@@ -420,9 +408,7 @@ def enable_certificate(ctx: click.Context, certificate_id: str) -> None:
 def _clc_store(ctx: click.Context) -> tuple[Config, Store]:
     from euca.roles.clc.schema import migrate
 
-    cfg = _load(ctx)
-    cfg.data_path.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg.store.url, cfg.data_path, cfg.store.synchronous)
+    cfg, store = _store(ctx)
     migrate(store)
     return cfg, store
 
@@ -474,11 +460,9 @@ def register_cluster(
     from euca.roles.clc.topology import records as topology
 
     cfg, store = _clc_store(ctx)
-    try:
+    with _as_failure(topology.TopologyError):
         url = topology.service_url(host, port)
         cluster = store.write_sync(lambda tx: topology.register_cluster(tx, name, url, zone, subnet=subnet))
-    except topology.TopologyError as e:
-        raise _fail(e) from e
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\t{cluster.url}")
     if cluster.subnet:
         click.echo(f"SUBNET\t{cluster.name}\t{cluster.subnet}")
@@ -497,10 +481,8 @@ def modify_cluster(ctx: click.Context, name: str, subnet: str) -> None:
 
     _, store = _clc_store(ctx)
     wanted = None if subnet == "default" else subnet
-    try:
+    with _as_failure(TopologyError):
         cluster = store.write_sync(lambda tx: admin.set_cluster_subnet(tx, name, wanted))
-    except TopologyError as e:
-        raise _fail(e) from e
     click.echo(f"SUBNET\t{cluster.name}\t{cluster.subnet or 'default'}")
 
 
@@ -536,10 +518,8 @@ def deregister_cluster(ctx: click.Context, name: str) -> None:
     from euca.roles.clc.topology.records import TopologyError
 
     _, store = _clc_store(ctx)
-    try:
+    with _as_failure(TopologyError):
         cluster = store.write_sync(lambda tx: admin.deregister_cluster(tx, name))
-    except TopologyError as e:
-        raise _fail(e) from e
     revoke_cluster_join_tokens(store, cluster.name)  # unused tokens must not join a cluster that is gone
     _revoke_certificates(ctx, "cc", cluster.name)
     _revoke_certificates(ctx, "sc", cluster.name)
@@ -564,11 +544,9 @@ def register_node(
 
     cfg, store = _clc_store(ctx)
     node_name = name or host
-    try:
+    with _as_failure(topology.TopologyError):
         url = topology.service_url(host, port)
         node = store.write_sync(lambda tx: topology.register_node(tx, node_name, cluster_name, url))
-    except topology.TopologyError as e:
-        raise _fail(e) from e
     click.echo(f"NODE\t{node.name}\t{node.cluster}\t{node.url}")
     if join_token:
         _print_join_token(cfg, store, "nc", node.name, host, cluster=node.cluster)
@@ -582,10 +560,8 @@ def deregister_node(ctx: click.Context, name: str) -> None:
     from euca.roles.clc.topology import records as topology
 
     _, store = _clc_store(ctx)
-    try:
+    with _as_failure(topology.TopologyError):
         node = store.write_sync(lambda tx: topology.deregister_node(tx, name))
-    except topology.TopologyError as e:
-        raise _fail(e) from e
     revoke_join_tokens(store, "nc", node.name)  # an unused token would join it to its old cluster
     _revoke_certificates(ctx, "nc", node.name)
     click.echo(f"NODE\t{node.name}\t{node.cluster}\tDeregistered")
@@ -605,11 +581,9 @@ def register_sc(ctx: click.Context, cluster: str, host: str, port: int, join_tok
     from euca.roles.clc.topology import records as topology
 
     cfg, store = _clc_store(ctx)
-    try:
+    with _as_failure(topology.TopologyError):
         url = topology.service_url(host, port)
         sc = store.write_sync(lambda tx: topology.register_storage(tx, cluster, url))
-    except topology.TopologyError as e:
-        raise _fail(e) from e
     click.echo(f"STORAGE\t{sc.cluster}\t{sc.url}")
     if join_token:
         _print_join_token(cfg, store, "sc", sc.cluster, host)
@@ -624,10 +598,8 @@ def deregister_sc(ctx: click.Context, cluster: str) -> None:
     from euca.roles.clc.topology import records as topology
 
     _, store = _clc_store(ctx)
-    try:
+    with _as_failure(topology.TopologyError):
         sc = store.write_sync(lambda tx: topology.deregister_storage(tx, cluster))
-    except topology.TopologyError as e:
-        raise _fail(e) from e
     revoke_join_tokens(store, "sc", sc.cluster)
     _revoke_certificates(ctx, "sc", sc.cluster)
     click.echo(f"STORAGE\t{sc.cluster}\tDeregistered")
@@ -723,14 +695,12 @@ def modify_instance_type(
     if cpu is None and memory is None and disk is None:
         raise click.UsageError("give at least one of --cpu, --memory, --disk")
     _, store = _clc_store(ctx)
-    try:
+    with _as_failure(instance_types.InstanceTypeError):
         t = store.write_sync(
             lambda tx: instance_types.modify_instance_type(
                 tx, name, cpu=cpu, memory_mib=memory, disk_gib=disk
             )
         )
-    except instance_types.InstanceTypeError as e:
-        raise _fail(e) from e
     click.echo(f"TYPE\t{t.name}\t{t.cpu}\t{t.memory_mib}\t{t.disk_gib}")
 
 
@@ -765,10 +735,8 @@ def remove_public_addresses(ctx: click.Context, ranges: tuple[str, ...]) -> None
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     _, store = _clc_store(ctx)
-    try:
+    with _as_failure(ValueError):
         removed = store.write_sync(lambda tx: addresses.remove_from_pool(tx, wanted))
-    except ValueError as e:
-        raise _fail(e) from e
     click.echo(f"removed {len(removed)} address(es)")
 
 
@@ -866,7 +834,7 @@ def report(
 
     _, store = _clc_store(ctx)
     identity = Identity(store)
-    try:
+    with _as_failure(ReportError):
         end_at = reporting.parse_time(end) if end else time.time()
         start_at = reporting.parse_time(start) if start else end_at - reporting.DEFAULT_SPAN
         account_id = None
@@ -877,8 +845,6 @@ def report(
             account_id = found[0].account_id
         req = reporting.ReportRequest(kind, start_at, end_at, time_unit, size_unit, fmt, account_id)
         text = reporting.generate(store, identity, req)
-    except ReportError as e:
-        raise _fail(e) from e
     _emit_report(kind, text, output)
 
 

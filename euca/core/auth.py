@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -311,6 +312,46 @@ async def authenticate(
         raise
     except SignatureError as e:
         raise AuthError(e.code, e.message, e.status) from None
+
+
+# A Query protocol's form parser: (query string, body, Content-Type) -> the parameters; raises its own coded
+# error on a malformed form (euca.protocol.ec2.wire.parse_form, euca.protocol.query.wire.parse_form).
+FormParser = Callable[[str, bytes, str | None], dict[str, str]]
+
+
+class BodyTooLarge(Exception):
+    """A Query request's body past the size its service reads (each service answers it with its own code)."""
+
+
+async def authenticate_query(
+    request: Request,
+    identity: Identity,
+    *,
+    service: str,
+    region: str,
+    max_body: int,
+    parse_form: FormParser,
+) -> tuple[dict[str, str], AuthResult]:
+    """A Query request's parameters (the query string, and a POST's form body) and who signed it.
+
+    Raises BodyTooLarge past `max_body` bytes, what `parse_form` raises on a malformed form (before the
+    signature is looked at), and AuthError as authenticate() does."""
+    try:
+        body = await request.body.read_all(max_body)
+    except ValueError:
+        raise BodyTooLarge(max_body) from None
+    ctype = request.headers.get("content-type")
+    form = parse_form("", body, ctype) if request.method == "POST" else None
+    params = parse_form(request.query, body if request.method == "POST" else b"", ctype)
+    result = await authenticate(
+        request,
+        identity,
+        service=service,
+        region=region,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        form=form,
+    )
+    return params, result
 
 
 async def _authenticate(

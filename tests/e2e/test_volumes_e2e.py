@@ -10,7 +10,6 @@ Polls wait with a long deadline (HANG_GUARD) that only stops a hang; nothing ass
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
 import re
@@ -28,6 +27,7 @@ import pytest
 
 from euca.images import bootimage as bi
 from euca.images import default_image as di
+from helpers.onebox_cloud import ec2_from_credentials
 from helpers.polling import HANG_GUARD, free_ports, wait_until
 from helpers.qemu_host import connect, libvirt, unusable_reason
 
@@ -113,21 +113,7 @@ class OneBox:
 
     def ec2(self) -> Any:
         if self._ec2 is None:
-            import boto3
-
-            creds_dir = self.data / "credentials" / "eucalyptus" / "admin"
-            creds = configparser.ConfigParser()
-            creds.read(creds_dir / "aws-credentials")
-            conf = configparser.ConfigParser()
-            conf.read(creds_dir / "aws-config")
-            profile = conf["profile euca"]
-            self._ec2 = boto3.client(
-                "ec2",
-                endpoint_url=profile["endpoint_url"],
-                region_name=profile["region"],
-                aws_access_key_id=creds["euca"]["aws_access_key_id"],
-                aws_secret_access_key=creds["euca"]["aws_secret_access_key"],
-            )
+            self._ec2 = ec2_from_credentials(self.data / "credentials" / "eucalyptus" / "admin")
         return self._ec2
 
 

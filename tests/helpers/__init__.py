@@ -25,4 +25,5 @@ call lives here, so no test imports from a conftest or from another test module.
     iam           the IAM/STS tests' accounts, users with keys and policies, and refused calls' codes
     snapshots     volume files written and hashed, the snapshot bucket counted, waiting for a snapshot's state
     sim_nodes     many real NCs in one process on private test-driver connections (bench/scale.py)
+    clc_records   the CLC records tests' starting rows (a NewReservation built one way)
 """

@@ -351,9 +351,8 @@ class FakeCluster:
         self._thread.join(30)
 
 
-def register_with(cloud: EucaServer, ec2: Any, fake: FakeCluster) -> None:
-    """Register the stand-in and its nodes with the cloud as an operator would (`euca admin register-cluster`,
-    `register-node`, no join tokens), then wait until its zone is available to `ec2`."""
+def register_cluster(cloud: EucaServer, fake: FakeCluster) -> None:
+    """Register the stand-in as an operator would (`euca admin register-cluster`, no join token)."""
     admin_cli(
         cloud,
         "register-cluster",
@@ -364,6 +363,12 @@ def register_with(cloud: EucaServer, ec2: Any, fake: FakeCluster) -> None:
         str(fake.port),
         "--no-join-token",
     )
+
+
+def register_with(cloud: EucaServer, ec2: Any, fake: FakeCluster) -> None:
+    """Register the stand-in and its nodes with the cloud as an operator would (`euca admin register-cluster`,
+    `register-node`, no join tokens), then wait until its zone is available to `ec2`."""
+    register_cluster(cloud, fake)
     for node in fake.nodes:
         admin_cli(
             cloud,

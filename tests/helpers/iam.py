@@ -10,10 +10,25 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError
 
 from euca.core.euare_client import EuareClient
 from helpers.server import Credentials, EucaServer
+
+
+def session_client(euca: EucaServer, service: str, credentials: dict[str, Any]) -> Any:
+    """A boto3 client of `euca` signing with temporary credentials, as STS hands them out (SessionToken) or
+    the instance metadata service does (Token)."""
+    token = credentials["SessionToken"] if "SessionToken" in credentials else credentials["Token"]
+    return boto3.client(
+        service,
+        endpoint_url=euca.url,
+        region_name=euca.region,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=token,
+    )
 
 
 def refused(call: Callable[[], Any]) -> str:

@@ -38,6 +38,26 @@ def euca_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "euca.cli"]
 
 
+def ec2_from_credentials(creds_dir: Path, **client_options: Any) -> Any:
+    """A boto3 EC2 client with the keys, region and endpoint of a credentials directory's AWS files (the
+    `euca` profile `euca admin write-credentials` writes); `client_options` go to boto3.client."""
+    import boto3
+
+    creds = configparser.ConfigParser()
+    creds.read(creds_dir / "aws-credentials")
+    conf = configparser.ConfigParser()
+    conf.read(creds_dir / "aws-config")
+    profile = conf["profile euca"]
+    return boto3.client(
+        "ec2",
+        endpoint_url=profile["endpoint_url"],
+        region_name=profile["region"],
+        aws_access_key_id=creds["euca"]["aws_access_key_id"],
+        aws_secret_access_key=creds["euca"]["aws_secret_access_key"],
+        **client_options,
+    )
+
+
 class EucaProcess:
     """One `euca` process with its own log file; started by start(), ended by stop() or kill9()."""
 
@@ -293,21 +313,10 @@ class Cloud:
     def ec2(self) -> Any:
         """boto3 EC2 client with the keys, region and endpoint of the credentials directory's AWS files."""
         if self._ec2 is None:
-            import boto3
             from botocore.config import Config as BotoConfig
 
-            creds = configparser.ConfigParser()
-            creds.read(self.creds_dir / "aws-credentials")
-            conf = configparser.ConfigParser()
-            conf.read(self.creds_dir / "aws-config")
-            profile = conf["profile euca"]
-            self._ec2 = boto3.client(
-                "ec2",
-                endpoint_url=profile["endpoint_url"],
-                region_name=profile["region"],
-                aws_access_key_id=creds["euca"]["aws_access_key_id"],
-                aws_secret_access_key=creds["euca"]["aws_secret_access_key"],
-                config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"}),
+            self._ec2 = ec2_from_credentials(
+                self.creds_dir, config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"})
             )
         return self._ec2
 

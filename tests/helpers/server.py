@@ -26,6 +26,7 @@ import trio
 from click.testing import CliRunner
 
 from euca.cli import main
+from euca.core.components import join_cloud
 from euca.core.config import ROLE_NAMES, load_config
 from euca.core.roles import RoleContext
 from euca.core.supervisor import Supervisor, resolve_roles
@@ -178,3 +179,17 @@ def admin_cli(euca: EucaServer, *args: str) -> str:
     result = CliRunner().invoke(main, ["--data-dir", str(euca.data_dir), "admin", *args])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def join_sc_host(euca: EucaServer, zone: str, port: int, data_dir: Path) -> None:
+    """`euca admin register-sc ZONE --host 127.0.0.1 --port PORT` as an operator would run it (its join token
+    names this server's CLC), then `data_dir`, a fresh SC host, joins the cloud with that token."""
+    clc_port = euca.url.rsplit(":", 1)[1]
+    result = CliRunner().invoke(
+        main,
+        ["--data-dir", str(euca.data_dir), "--set", f"clc.listen.port={clc_port}", "admin", "register-sc"]
+        + [zone, "--host", "127.0.0.1", "--port", str(port)],
+    )
+    assert result.exit_code == 0, result.output
+    token = next(line.split("\t")[1] for line in result.output.splitlines() if line.startswith("JOINTOKEN\t"))
+    join_cloud(load_config(None, {"data_dir": str(data_dir)}), token)

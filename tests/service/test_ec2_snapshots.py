@@ -15,14 +15,12 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from click.testing import CliRunner
 
-from euca.cli import main
 from helpers.ec2 import error_code
-from helpers.fake_cluster import FakeCluster, FakeNode
+from helpers.fake_cluster import FakeCluster, FakeNode, register_cluster
 from helpers.instances import unique, wait_for
 from helpers.seaweedfs import ON_BACKEND, backend_overrides
-from helpers.server import EucaServer, admin_cli, start_euca
+from helpers.server import EucaServer, admin_cli, join_sc_host, start_euca
 from helpers.snapshots import (
     CHUNK,
     MIB,
@@ -91,46 +89,17 @@ def zones(
     cloud: EucaServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str, ScProcess]]:
     """(zone A, its SC in this process; zone B, its SC a process of its own)."""
-    from euca.core.components import join_cloud
-    from euca.core.config import load_config
-
     zone_b = unique("zsnapb")
     cc_a = FakeCluster(cloud.ctx.ca, tmp_path_factory.mktemp("cc-a"), ZONE, [FakeNode(f"{ZONE}-n1")], 55)
     cc_b = FakeCluster(cloud.ctx.ca, tmp_path_factory.mktemp("cc-b"), zone_b, [FakeNode(f"{zone_b}-n1")], 55)
     with cc_a, cc_b:
         for fake in (cc_a, cc_b):
-            admin_cli(
-                cloud,
-                "register-cluster",
-                fake.name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(fake.port),
-                "--no-join-token",
-            )
+            register_cluster(cloud, fake)
         sc_port = cloud.ctx.endpoints["sc"].rsplit(":", 1)[1]
         admin_cli(cloud, "register-sc", ZONE, "--host", "127.0.0.1", "--port", sc_port, "--no-join-token")
         port = free_port()
-        clc_port = cloud.url.rsplit(":", 1)[1]
-        result = CliRunner().invoke(
-            main,
-            [
-                "--data-dir",
-                str(cloud.data_dir),
-                "--set",
-                f"clc.listen.port={clc_port}",
-                "admin",
-                "register-sc",
-            ]
-            + [zone_b, "--host", "127.0.0.1", "--port", str(port)],
-        )
-        assert result.exit_code == 0, result.output
-        token = next(
-            line.split("\t")[1] for line in result.output.splitlines() if line.startswith("JOINTOKEN\t")
-        )
         remote = tmp_path_factory.mktemp("sc-b") / "data"
-        join_cloud(load_config(None, {"data_dir": str(remote)}), token)
+        join_sc_host(cloud, zone_b, port, remote)
         sc_b = ScProcess(remote, port)
         sc_b.start()
         try:

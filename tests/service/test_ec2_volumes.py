@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from euca.cli import main
 from helpers.fake_cluster import FakeCluster, FakeNode
 from helpers.instances import unique, wait_for
-from helpers.server import start_euca
+from helpers.server import join_sc_host, start_euca
 
 ZONE = unique("zvol")
 CAPACITY = 50  # GiB the SC promises in all: more than the tests hold at once
@@ -379,31 +379,14 @@ def test_an_sc_on_another_host_joins_with_a_token(
 ) -> None:
     """`euca admin register-sc` prints a token; an SC with its own data dir joins with it (certificate OU=sc,
     CN=the cluster, from the cloud CA), and the zone that had no SC takes volumes on it."""
-    from euca.core.components import Components, join_cloud
-    from euca.core.config import load_config
+    from euca.core.components import Components
 
     _, bare = zones
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    clc_port = cloud.url.rsplit(":", 1)[1]
-    result = CliRunner().invoke(
-        main,
-        [
-            "--data-dir",
-            str(cloud.data_dir),
-            "--set",
-            f"clc.listen.port={clc_port}",
-            "admin",
-            "register-sc",
-            bare,
-        ]
-        + ["--host", "127.0.0.1", "--port", str(port)],
-    )
-    assert result.exit_code == 0, result.output
-    token = next(line.split("\t")[1] for line in result.output.splitlines() if line.startswith("JOINTOKEN\t"))
     remote = tmp_path / "sc-host"
-    join_cloud(load_config(None, {"data_dir": str(remote)}), token)
+    join_sc_host(cloud, bare, port, remote)
     assert Components(remote / "pki" / "components").name("sc") == bare
     server = start_euca(remote, roles="sc", overrides={"sc.listen.port": port})
     next(server)

@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from euca.protocol import cluster as c
 from euca.roles.cc import metadata
 from euca.roles.clc.instances import profiles
 from helpers.fake_cluster import FakeCluster, FakeNode, register_with
-from helpers.iam import new_account, new_user, refused
+from helpers.iam import new_account, new_user, refused, session_client
 from helpers.instances import instances_of, register_tiny_image, wait_for
 from helpers.server import EucaServer, start_euca
 
@@ -83,17 +82,6 @@ def held(fake: FakeCluster, instance_id: str) -> c.InstanceIam | None:
     with fake.lock:
         found = fake.metadata.get(instance_id)
     return found.iam if found is not None else None
-
-
-def client(cloud: EucaServer, service: str, credentials: dict[str, Any]) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=cloud.url,
-        region_name=cloud.region,
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["Token"],
-    )
 
 
 def test_launch_refusals(cloud: EucaServer, setup: dict[str, Any]) -> None:
@@ -167,8 +155,8 @@ def test_role_credentials_through_the_metadata_path(
     }
 
     # The role's policies: S3 buckets listed, instances described; nothing else.
-    s3 = client(cloud, "s3", credentials)
-    role_ec2 = client(cloud, "ec2", credentials)
+    s3 = session_client(cloud, "s3", credentials)
+    role_ec2 = session_client(cloud, "ec2", credentials)
     s3.list_buckets()
     assert [
         i["InstanceId"] for r in role_ec2.describe_instances()["Reservations"] for i in r["Instances"]
@@ -196,7 +184,7 @@ def test_role_credentials_through_the_metadata_path(
         )
         renewed = json.loads(served(fake, instance_id, "iam/security-credentials/reader").body)
         assert renewed["AccessKeyId"] == second.access_key_id
-        client(cloud, "s3", renewed).list_buckets()
+        session_client(cloud, "s3", renewed).list_buckets()
     finally:
         identity.clock = original
     ec2.terminate_instances(InstanceIds=[instance_id])

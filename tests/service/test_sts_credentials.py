@@ -10,23 +10,11 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
-from helpers.iam import new_account, new_user, refused
+from helpers.iam import new_account, new_user, refused, session_client
 from helpers.server import Credentials, EucaServer
-
-
-def session_client(euca: EucaServer, service: str, credentials: dict[str, Any]) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=euca.url,
-        region_name=euca.region,
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
-from euca.core.auth import AuthError, PayloadError, authenticate
+from euca.core.auth import AuthError, BodyTooLarge, PayloadError, authenticate, authenticate_query
 from euca.core.http import Headers, Request
 from euca.core.identity import ADMIN_ACCOUNT, Identity
 from euca.core.store import Store
+from euca.protocol.ec2 import wire as ec2_wire
 
 
 class MemoryBody:
@@ -31,6 +32,13 @@ class MemoryBody:
         n = min(max_bytes, self.step)
         chunk = self.data[self.pos : self.pos + n]
         self.pos += len(chunk)
+        return chunk
+
+    async def read_all(self, limit: int) -> bytes:
+        """As euca.core.http_messages.Body.read_all: the rest, refused (ValueError) past `limit` bytes."""
+        if len(self.data) - self.pos > limit:
+            raise ValueError(f"request body larger than {limit} bytes")
+        chunk, self.pos = self.data[self.pos :], len(self.data)
         return chunk
 
 
@@ -310,6 +318,41 @@ async def test_ec2_sigv4_form_post(identity, admin_key):
             region="euca",
             body_sha256=hashlib.sha256(body + b"&x=1").hexdigest(),
             form=form,
+        )
+    assert e.value.code == "SignatureDoesNotMatch"
+
+
+async def test_authenticate_query_reads_the_form_and_checks_the_signature(identity, admin_key):
+    client, sent = capture_client("ec2", admin_key, endpoint="http://127.0.0.1:19310/services/compute")
+    client.describe_instances(InstanceIds=["i-12345678"])
+    method, url, headers, body = sent[0]
+    params, result = await authenticate_query(
+        make_request(method, url, headers, body),
+        identity,
+        service="ec2",
+        region="euca",
+        max_body=len(body),
+        parse_form=ec2_wire.parse_form,
+    )
+    assert params["Action"] == "DescribeInstances" and params["InstanceId.1"] == "i-12345678"
+    assert result.principal == admin_key.principal
+    with pytest.raises(BodyTooLarge):
+        await authenticate_query(
+            make_request(method, url, headers, body),
+            identity,
+            service="ec2",
+            region="euca",
+            max_body=len(body) - 1,
+            parse_form=ec2_wire.parse_form,
+        )
+    with pytest.raises(AuthError) as e:
+        await authenticate_query(
+            make_request(method, url, headers, body + b"&x=1"),
+            identity,
+            service="ec2",
+            region="euca",
+            max_body=len(body) + 4,
+            parse_form=ec2_wire.parse_form,
         )
     assert e.value.code == "SignatureDoesNotMatch"
 

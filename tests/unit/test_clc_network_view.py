@@ -8,6 +8,7 @@ from euca.roles.clc.instances.records import NetworkMember
 from euca.roles.clc.keypairs import records as keypairs
 from euca.roles.clc.network_view import assemble, build_views, instance_metadata
 from euca.roles.clc.security_groups.records import RuleRecord
+from helpers.clc_records import new_reservation
 
 
 def rule(group: str, *, cidr: str | None = None, source: str | None = None) -> RuleRecord:
@@ -49,24 +50,13 @@ def test_the_view_names_each_instances_metadata_version_and_the_cc_gets_the_meta
 
     def launch(tx: Tx) -> list[str]:
         keypairs.insert_key_pair(tx, account, "k", "ed25519", "ssh-ed25519 AAAA k", "fp", [])
-        new = instances.NewReservation(
-            account_id=account,
-            requester=f"arn:aws:iam::{account}:root",
-            client_token=None,
-            request_digest="d",
+        new = new_reservation(
+            account,
             groups=["web"],
             group_ids=["sg-00000001"],
-            image_id="emi-00000001",
-            kernel_id=None,
-            ramdisk_id=None,
-            instance_type="m1.small",
             key_name="k",
             user_data=b"#!/bin/sh\necho hi\n",
-            architecture="x86_64",
             zone="c1",
-            cluster="c1",
-            count=2,
-            tags=[],
         )
         return instances.record_launch(tx, new, 100.0)[1]
 

@@ -18,6 +18,7 @@ from euca.roles.clc.instances import records as instances
 from euca.roles.clc.keypairs import records as keypairs
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.topology import records as topology
+from helpers.clc_records import new_reservation
 
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
@@ -76,21 +77,12 @@ def test_schema_migrates_once_and_again(tmp_path: Path) -> None:
 def _launch(
     tx: Tx, count: int = 2, *, cluster: str = "c1", token: str | None = None
 ) -> tuple[str, list[str]]:
-    new = instances.NewReservation(
-        account_id=ACCOUNT,
-        requester="arn:aws:iam::123456789012:root",
+    new = new_reservation(
+        ACCOUNT,
         client_token=token,
         request_digest="digest",
         groups=["default"],
         group_ids=["sg-00000001"],
-        image_id="emi-00000001",
-        kernel_id=None,
-        ramdisk_id=None,
-        instance_type="m1.small",
-        key_name=None,
-        user_data=b"",
-        architecture="x86_64",
-        zone="z1",
         cluster=cluster,
         count=count,
         tags=[("team", "infra")],

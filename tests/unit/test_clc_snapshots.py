@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from euca.core.store import Store
-from euca.protocol.cluster import SnapshotStatus
+from euca.protocol.cluster import SnapshotStatus, SnapshotTaskState
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.snapshots import records
 from euca.roles.clc.snapshots.poll import reconcile_snapshots
@@ -31,12 +31,9 @@ def new(store: Store, **kw: object) -> records.SnapshotRecord:
     return store.write_sync(lambda tx: records.insert_snapshot(tx, snapshot))
 
 
-def progress(store: Store, snapshot_id: str, state: str, done: int, total: int = 256) -> bool:
-    return store.write_sync(
-        lambda tx: records.record_progress(
-            tx, snapshot_id, state, chunks_done=done, chunks_total=total, bytes_uploaded=done * 4
-        )
-    )
+def progress(store: Store, snapshot_id: str, state: SnapshotTaskState, done: int, total: int = 256) -> bool:
+    status = SnapshotStatus(snapshot_id, state, chunks_done=done, chunks_total=total, bytes_uploaded=done * 4)
+    return store.write_sync(lambda tx: records.record_progress(tx, status))
 
 
 def test_progress_and_parent(clc_store: Store) -> None:

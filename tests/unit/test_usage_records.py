@@ -15,6 +15,7 @@ from euca.roles.clc.addresses import records as addresses
 from euca.roles.clc.instances import records as instances
 from euca.roles.clc.usage import records as usage
 from euca.roles.clc.volumes import records as volumes
+from helpers.clc_records import new_reservation
 
 ACCOUNT = "123456789012"
 
@@ -38,25 +39,7 @@ def _log(
 
 
 def _launch(tx: Tx) -> list[str]:
-    new = instances.NewReservation(
-        account_id=ACCOUNT,
-        requester=f"arn:aws:iam::{ACCOUNT}:user/alice",
-        client_token=None,
-        request_digest="d",
-        groups=[],
-        group_ids=[],
-        image_id="emi-00000001",
-        kernel_id=None,
-        ramdisk_id=None,
-        instance_type="m1.small",
-        key_name=None,
-        user_data=b"",
-        architecture="x86_64",
-        zone="z1",
-        cluster="c1",
-        count=2,
-        tags=[],
-    )
+    new = new_reservation(ACCOUNT, requester=f"arn:aws:iam::{ACCOUNT}:user/alice")
     return instances.record_launch(tx, new, 0.0)[1]
 
 

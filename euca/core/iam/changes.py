@@ -9,9 +9,10 @@ either value differs from what any reader last saw, so no change is missed."""
 from __future__ import annotations
 
 import mmap
-import os
 import secrets
 from pathlib import Path
+
+from euca.core.files import map_shared
 
 SIZE = 8
 
@@ -21,13 +22,7 @@ class ChangeCounter:
         self._map: mmap.mmap | None = None
         self._local = b"\0" * SIZE  # a store in memory: one process, the value lives here
         if path is not None:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                if os.fstat(fd).st_size < SIZE:
-                    os.ftruncate(fd, SIZE)
-                self._map = mmap.mmap(fd, SIZE)
-            finally:
-                os.close(fd)
+            self._map = map_shared(path, SIZE)
         self._seen = self.value()
 
     def value(self) -> bytes:

@@ -6,13 +6,12 @@ Struct (or None for actions whose answer is just `<return>true</return>`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from euca.core.auth import AuthError, authenticate
+from euca.core.auth import AuthError, BodyTooLarge, authenticate_query
 from euca.core.authorize import identity_policies, identity_verdict, request_keys
 from euca.core.http import Request, Response
 from euca.core.identity import Principal
@@ -102,23 +101,18 @@ class Ec2Api:
         version = wire.API_VERSION
         try:
             try:
-                body = await request.body.read_all(MAX_BODY)
-            except ValueError:
-                raise Ec2Error(
-                    "InvalidParameterValue", f"The request body is larger than {MAX_BODY} bytes."
-                ) from None
-            ctype = request.headers.get("content-type")
-            form = wire.parse_form("", body, ctype) if request.method == "POST" else None
-            params = wire.parse_form(request.query, body if request.method == "POST" else b"", ctype)
-            try:
-                result = await authenticate(
+                params, result = await authenticate_query(
                     request,
                     self.ctx.identity,
                     service="ec2",
                     region=self.ctx.config.region,
-                    body_sha256=hashlib.sha256(body).hexdigest(),
-                    form=form,
+                    max_body=MAX_BODY,
+                    parse_form=wire.parse_form,
                 )
+            except BodyTooLarge:
+                raise Ec2Error(
+                    "InvalidParameterValue", f"The request body is larger than {MAX_BODY} bytes."
+                ) from None
             except AuthError as e:
                 raise auth_failure(e) from None
             if result.principal is None:

@@ -3,12 +3,20 @@ poller share, and how a CC's fault reads to an EC2 client."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import trio
+
 from euca.protocol.cluster import ClusterFault
 from euca.protocol.ec2.wire import Ec2Error
+
+log = logging.getLogger("euca.clc")
+
+# How long an EC2 action waits for a storage controller before it answers without it (the poller asks again).
+SC_CALL_TIMEOUT = 10.0
 
 
 class ClusterCaller(Protocol):
@@ -53,3 +61,21 @@ def ec2_error_of(fault: ClusterFault) -> Ec2Error:
     if "." in fault.code or fault.code in ("InsufficientInstanceCapacity", "IncorrectInstanceState"):
         return Ec2Error(fault.code, fault.message)
     return Ec2Error("InternalError", f"The cluster failed: {fault.code}: {fault.message}")
+
+
+async def ask_storage(link: ClusterLink | None, sc_url: str, cluster_name: str, message: object) -> Any:
+    """A storage controller's answer to `message`, or None when there is no link or the SC did not answer in
+    time or was unreachable (logged; the poller asks again). Its other faults (ClusterFault) are raised."""
+    if link is None:
+        return None
+    try:
+        with trio.fail_after(SC_CALL_TIMEOUT):
+            return await link.caller.call(sc_url, message, expect_name=cluster_name)
+    except trio.TooSlowError:
+        log.warning("storage controller slow cluster=%s message=%s", cluster_name, type(message).__name__)
+        return None
+    except ClusterFault as e:
+        if e.code == "Unavailable":
+            log.warning("storage controller unreachable cluster=%s: %s", cluster_name, e.message)
+            return None
+        raise

@@ -16,7 +16,6 @@ capacity; any other caller sees its own account only (AccessDenied otherwise).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 
 import trio
 
-from euca.core.auth import AuthError, authenticate
+from euca.core.auth import AuthError, BodyTooLarge, authenticate_query
 from euca.core.authorize import identity_verdict, request_keys
 from euca.core.http import Request, Response
 from euca.core.identity import Account, Identity
@@ -215,21 +214,16 @@ class ReportApp:
 
     async def _handle(self, request: Request) -> Response:
         try:
-            body = await request.body.read_all(MAX_BODY)
-        except ValueError:
-            raise Ec2Error("InvalidParameterValue", "The request body is too large.") from None
-        ctype = request.headers.get("content-type")
-        form = wire.parse_form("", body, ctype) if request.method == "POST" else None
-        params = wire.parse_form(request.query, body if request.method == "POST" else b"", ctype)
-        try:
-            auth = await authenticate(
+            params, auth = await authenticate_query(
                 request,
                 self.ctx.identity,
                 service="ec2",
                 region=self.ctx.config.region,
-                body_sha256=hashlib.sha256(body).hexdigest(),
-                form=form,
+                max_body=MAX_BODY,
+                parse_form=wire.parse_form,
             )
+        except BodyTooLarge:
+            raise Ec2Error("InvalidParameterValue", "The request body is too large.") from None
         except AuthError as e:
             raise Ec2Error("AuthFailure", e.message, 401 if e.status < 500 else e.status) from None
         principal = auth.principal

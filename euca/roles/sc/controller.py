@@ -19,7 +19,7 @@ from euca.core.store import Store
 from euca.protocol import cluster as c
 from euca.protocol.cluster import ClusterFault
 from euca.roles.sc import exports, volumes
-from euca.roles.sc.backend import BackendError, VolumeBackend, check_volume_id
+from euca.roles.sc.backend import BackendError, VolumeBackend
 from euca.roles.sc.nbd import NbdExporter
 
 log = logging.getLogger("euca.sc")
@@ -79,12 +79,7 @@ class StorageController:
                 await self._remove(v.volume_id)
 
     async def create_volume(self, msg: c.CreateVolume) -> c.VolumeStatus:
-        try:
-            check_volume_id(msg.volume_id)
-        except BackendError as e:
-            raise ClusterFault("InvalidParameterValue", str(e), 400) from None
-        if not 1 <= msg.size_gb <= 16384:
-            raise ClusterFault("InvalidParameterValue", f"volume size {msg.size_gb} GiB: 1..16384", 400)
+        volumes.check_new(msg.volume_id, msg.size_gb)
         capacity = self.capacity_gb()
         async with self._lock(msg.volume_id):
             try:
@@ -120,19 +115,16 @@ class StorageController:
         """The backend grows first and the row follows: after a crash in between the row is smaller than
         the bytes, and the CLC's resend grows again (a no-op for the backend) and records it."""
         async with self._lock(msg.volume_id):
-            found = await self.store.read(lambda tx: volumes.get(tx, msg.volume_id))
-            if found is None:
-                raise ClusterFault("InvalidVolume.NotFound", f"no volume {msg.volume_id} here", 404)
-            if found.state != "available":
-                raise ClusterFault("IncorrectState", f"{msg.volume_id} is {found.state}", 409)
+            found = volumes.check_available(
+                msg.volume_id, await self.store.read(lambda tx: volumes.get(tx, msg.volume_id))
+            )
             if msg.size_gb < found.size_gb:
                 raise ClusterFault(
                     "InvalidParameterValue",
                     f"{msg.volume_id} has {found.size_gb} GiB: volumes only grow",
                     400,
                 )
-            if not msg.size_gb <= 16384:
-                raise ClusterFault("InvalidParameterValue", f"volume size {msg.size_gb} GiB: 1..16384", 400)
+            volumes.check_size(msg.size_gb)
             capacity = self.capacity_gb()
             allocated = await self.store.read(volumes.allocated_gb)
             if capacity and allocated - found.size_gb + msg.size_gb > capacity:
@@ -189,11 +181,9 @@ class StorageController:
     async def export_volume(self, msg: c.ExportVolume) -> c.VolumeExport:
         """The volume served to `msg.node`: recorded first (so a restart exports it again), then exported."""
         async with self._lock(msg.volume_id):
-            found = await self.store.read(lambda tx: volumes.get(tx, msg.volume_id))
-            if found is None:
-                raise ClusterFault("InvalidVolume.NotFound", f"no volume {msg.volume_id} here", 404)
-            if found.state != "available":
-                raise ClusterFault("IncorrectState", f"{msg.volume_id} is {found.state}", 409)
+            volumes.check_available(
+                msg.volume_id, await self.store.read(lambda tx: volumes.get(tx, msg.volume_id))
+            )
             await self.store.write(lambda tx: exports.record(tx, msg.volume_id, msg.node), durable=True)
             return await self._export(msg.volume_id)
 

@@ -41,7 +41,7 @@ from euca.protocol import cluster as c
 from euca.protocol import snapshot_manifest as sm
 from euca.protocol.cluster import ClusterFault
 from euca.roles.sc import volumes
-from euca.roles.sc.backend import GIB, BackendError, ChunkReader, VolumeBackend, check_volume_id
+from euca.roles.sc.backend import GIB, BackendError, ChunkReader, VolumeBackend
 from euca.roles.sc.walrus import TIMEOUT, SnapshotBucket
 
 log = logging.getLogger("euca.sc")
@@ -215,10 +215,7 @@ class SnapshotService:
         _check_snapshot_id(msg.snapshot_id)
         if msg.parent is not None:
             _check_snapshot_id(msg.parent)
-        try:
-            check_volume_id(msg.volume_id)
-        except BackendError as e:
-            raise ClusterFault("InvalidParameterValue", str(e), 400) from None
+        volumes.check_id(msg.volume_id)
 
         def begin(tx: Tx) -> tuple[sqlite3.Row | None, volumes.ScVolume | None]:
             volume = volumes.get(tx, msg.volume_id)
@@ -229,10 +226,7 @@ class SnapshotService:
         existing, volume = await self.store.write(begin, durable=True)
         if existing is not None:
             return _status(existing, self._progress.get(msg.snapshot_id))
-        if volume is None:
-            raise ClusterFault("InvalidVolume.NotFound", f"no volume {msg.volume_id} here", 404)
-        if volume.state != "available":
-            raise ClusterFault("IncorrectState", f"{msg.volume_id} is {volume.state}", 409)
+        volume = volumes.check_available(msg.volume_id, volume)
         try:
             # Opened now: the snapshot is of the volume as it is when CreateSnapshot is answered, even if
             # the volume is deleted while it uploads.
@@ -405,12 +399,7 @@ class SnapshotService:
 
     async def restore_volume(self, msg: c.RestoreVolume) -> c.VolumeStatus:
         _check_snapshot_id(msg.snapshot_id)
-        try:
-            check_volume_id(msg.volume_id)
-        except BackendError as e:
-            raise ClusterFault("InvalidParameterValue", str(e), 400) from None
-        if not 1 <= msg.size_gb <= 16384:
-            raise ClusterFault("InvalidParameterValue", f"volume size {msg.size_gb} GiB: 1..16384", 400)
+        volumes.check_new(msg.volume_id, msg.size_gb)
         capacity = self.capacity_gb()
 
         def begin(tx: Tx) -> volumes.ScVolume | None:

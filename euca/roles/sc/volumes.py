@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 
 from euca.core.store import Store, Tx
-from euca.protocol.cluster import VolumeStatus
+from euca.protocol.cluster import ClusterFault, VolumeStatus
+from euca.roles.sc.backend import BackendError, check_volume_id
 
 MIGRATION = [
     """
@@ -43,6 +44,39 @@ class ScVolume:
     @property
     def status(self) -> VolumeStatus:
         return VolumeStatus(self.volume_id, self.state, self.size_gb, self.reason)  # type: ignore[arg-type]
+
+
+# EBS's largest volume, in GiB.
+MAX_SIZE_GB = 16384
+
+
+def check_size(size_gb: int) -> None:
+    """A size the SC makes a volume of (1 GiB to MAX_SIZE_GB), else InvalidParameterValue."""
+    if not 1 <= size_gb <= MAX_SIZE_GB:
+        raise ClusterFault("InvalidParameterValue", f"volume size {size_gb} GiB: 1..{MAX_SIZE_GB}", 400)
+
+
+def check_id(volume_id: str) -> None:
+    """A volume id as the CLC gives them (vol- and 8 or 17 hex digits), else InvalidParameterValue."""
+    try:
+        check_volume_id(volume_id)
+    except BackendError as e:
+        raise ClusterFault("InvalidParameterValue", str(e), 400) from None
+
+
+def check_new(volume_id: str, size_gb: int) -> None:
+    """CreateVolume's and RestoreVolume's volume: a well-formed id and a size the SC makes."""
+    check_id(volume_id)
+    check_size(size_gb)
+
+
+def check_available(volume_id: str, found: ScVolume | None) -> ScVolume:
+    """`found` (the row of `volume_id`, if any) when the volume is here and available; else the fault."""
+    if found is None:
+        raise ClusterFault("InvalidVolume.NotFound", f"no volume {volume_id} here", 404)
+    if found.state != "available":
+        raise ClusterFault("IncorrectState", f"{volume_id} is {found.state}", 409)
+    return found
 
 
 def _volume(row: sqlite3.Row) -> ScVolume:

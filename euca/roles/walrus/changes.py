@@ -14,10 +14,10 @@ clients rely on (read-after-write). The store stays the truth; the counters only
 
 from __future__ import annotations
 
-import mmap
-import os
 import struct
 from pathlib import Path
+
+from euca.core.files import map_shared
 
 SLOTS = 64
 _SLOT = struct.Struct("<QQ")  # objects, configuration
@@ -32,13 +32,7 @@ class Changes:
         if not 0 <= slot < SLOTS:
             raise ValueError(f"slot {slot} out of range")
         self.slot = slot
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if os.fstat(fd).st_size < SIZE:
-                os.ftruncate(fd, SIZE)
-            self._map = mmap.mmap(fd, SIZE)
-        finally:
-            os.close(fd)
+        self._map = map_shared(path, SIZE)
         self._raw = self._map[:SIZE]
         self._seen = list(_SLOT.iter_unpack(self._raw))
 

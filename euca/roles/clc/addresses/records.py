@@ -15,7 +15,6 @@ name them by allocation id (eipalloc-...): both identify here (see api.py).
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.ids import unused_id
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.usage import records as usage
 
@@ -163,11 +163,8 @@ def _take_free(tx: Tx, wanted: str | None = None) -> str:
 # -- elastic IPs -----------------------------------------------------------------------------------------
 
 
-def _new_id(tx: Tx, prefix: str, column: str) -> str:
-    while True:
-        new = f"{prefix}-{secrets.token_hex(4)}"
-        if not tx.one(f"SELECT 1 FROM clc_addresses WHERE {column}=?", (new,)):
-            return new
+def _holds(tx: Tx, column: str, value: str) -> bool:
+    return tx.one(f"SELECT 1 FROM clc_addresses WHERE {column}=?", (value,)) is not None
 
 
 def allocate(
@@ -175,7 +172,7 @@ def allocate(
 ) -> AddressRecord:
     """A free address (or the one asked for) allocated to the account."""
     ip = _take_free(tx, wanted)
-    allocation_id = _new_id(tx, "eipalloc", "allocation_id")
+    allocation_id = unused_id("eipalloc", lambda new: _holds(tx, "allocation_id", new))
     tx.execute(
         "UPDATE clc_addresses SET account_id=?, allocation_id=?, domain=?, auto=0, allocated=? WHERE public_ip=?",
         (account_id, allocation_id, domain, time.time(), ip),
@@ -239,7 +236,7 @@ def associate(tx: Tx, address: AddressRecord, instance_id: str, allow_reassociat
             "give AllowReassociation to move it.",
         )
     _let_go(tx, instance_id)
-    association_id = _new_id(tx, "eipassoc", "association_id")
+    association_id = unused_id("eipassoc", lambda new: _holds(tx, "association_id", new))
     tx.execute(
         "UPDATE clc_addresses SET instance_id=?, association_id=? WHERE public_ip=?",
         (instance_id, association_id, address.public_ip),

@@ -4,12 +4,11 @@ Both also answer requests whose SigV4 scope names `iam` or `sts`, wherever they 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
 from euca.core import quotas
-from euca.core.auth import AuthError, authenticate
+from euca.core.auth import AuthError, BodyTooLarge, authenticate_query
 from euca.core.authorize import identity_verdict, request_keys
 from euca.core.http import Request, Response
 from euca.core.iam import roles
@@ -84,23 +83,18 @@ class QueryApi:
 
     async def _parse(self, request: Request, request_id: str) -> tuple[str, dict[str, Any], QueryCall]:
         try:
-            body = await request.body.read_all(MAX_BODY)
-        except ValueError:
-            raise QueryError(
-                "ValidationError", f"The request body is larger than {MAX_BODY} bytes."
-            ) from None
-        ctype = request.headers.get("content-type")
-        form = wire.parse_form("", body, ctype) if request.method == "POST" else None
-        params = wire.parse_form(request.query, body if request.method == "POST" else b"", ctype)
-        try:
-            result = await authenticate(
+            params, result = await authenticate_query(
                 request,
                 self.ctx.identity,
                 service=self.service,
                 region=self.ctx.config.region,
-                body_sha256=hashlib.sha256(body).hexdigest(),
-                form=form,
+                max_body=MAX_BODY,
+                parse_form=wire.parse_form,
             )
+        except BodyTooLarge:
+            raise QueryError(
+                "ValidationError", f"The request body is larger than {MAX_BODY} bytes."
+            ) from None
         except AuthError as e:
             raise auth_failure(e) from None
         if result.principal is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.ids import unused_id
 from euca.roles.clc.security_groups.rules import SourceGroup, Wanted, full_access
 from euca.roles.clc.tags import records as tags
 
@@ -84,13 +85,6 @@ class Resolved:
         )
 
 
-def new_group_id(tx: Tx) -> str:
-    while True:
-        group_id = f"sg-{secrets.token_hex(4)}"
-        if not tx.one("SELECT 1 FROM clc_security_groups WHERE group_id=?", (group_id,)):
-            return group_id
-
-
 def new_rule_id() -> str:
     return "sgr-" + secrets.token_hex(9)[:17]
 
@@ -123,7 +117,9 @@ def _group(row: sqlite3.Row) -> GroupRecord:
 
 
 def _insert_group(tx: Tx, account_id: str, name: str, description: str) -> str:
-    group_id = new_group_id(tx)
+    group_id = unused_id(
+        "sg", lambda new: tx.one("SELECT 1 FROM clc_security_groups WHERE group_id=?", (new,)) is not None
+    )
     tx.execute(
         "INSERT INTO clc_security_groups(group_id, account_id, name, description, created) VALUES(?,?,?,?,?)",
         (group_id, account_id, name, description, time.time()),

@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-import trio
-
 from euca.core.identity import ADMIN_ACCOUNT
 from euca.core.store import Tx
 from euca.protocol import cluster
@@ -28,6 +26,7 @@ from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
+from euca.roles.clc.cluster_link import ask_storage
 from euca.roles.clc.quota import limits_on, refuse_past
 from euca.roles.clc.snapshots import records
 from euca.roles.clc.snapshots.poll import sweep_lock
@@ -39,7 +38,6 @@ from euca.roles.clc.topology import records as topology
 
 log = logging.getLogger("euca.clc")
 
-SC_CALL_TIMEOUT = 10.0
 PAGE_LIMITS = PageLimits(5, 1000, capped=True)
 # The volume id EC2 shows for a copied snapshot (its volume is another's, perhaps in another region).
 COPY_VOLUME_ID = "vol-ffffffff"
@@ -110,36 +108,13 @@ SNAPSHOT_FILTERS: FilterSet[SnapshotRecord] = FilterSet(
 
 async def _ask_sc(call: Ec2Call, sc: topology.StorageController, message: object) -> object | None:
     """The SC's answer, or None when it could not be reached in time (the poller asks again)."""
-    link = call.cluster
-    if link is None:
-        return None
-    try:
-        with trio.fail_after(SC_CALL_TIMEOUT):
-            answer: object = await link.caller.call(sc.url, message, expect_name=sc.cluster)
-            return answer
-    except trio.TooSlowError:
-        log.warning("storage controller slow cluster=%s message=%s", sc.cluster, type(message).__name__)
-        return None
-    except ClusterFault as e:
-        if e.code == "Unavailable":
-            log.warning("storage controller unreachable cluster=%s: %s", sc.cluster, e.message)
-            return None
-        raise
+    answer: object | None = await ask_storage(call.cluster, sc.url, sc.cluster, message)
+    return answer
 
 
 async def _record_status(call: Ec2Call, status: cluster.SnapshotStatus) -> None:
     if status.state in ("pending", "completed", "error"):
-        await call.ctx.store.write(
-            lambda tx: records.record_progress(
-                tx,
-                status.snapshot_id,
-                status.state,
-                chunks_done=status.chunks_done,
-                chunks_total=status.chunks_total,
-                bytes_uploaded=status.bytes_uploaded,
-                reason=status.reason,
-            )
-        )
+        await call.ctx.store.write(lambda tx: records.record_progress(tx, status))
 
 
 def _check_snapshot_quota(tx: Tx, limits: dict[str, int], account_id: str) -> None:

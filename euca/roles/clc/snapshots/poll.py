@@ -99,20 +99,7 @@ class SnapshotPoll:
         result = reconcile_snapshots(pending, reply.snapshots)
 
         def write(tx: Any) -> list[SnapshotStatus]:
-            return [
-                s
-                for s in result.progress
-                if records.record_progress(
-                    tx,
-                    s.snapshot_id,
-                    s.state,
-                    chunks_done=s.chunks_done,
-                    chunks_total=s.chunks_total,
-                    bytes_uploaded=s.bytes_uploaded,
-                    reason=s.reason,
-                )
-                and s.state != "pending"
-            ]
+            return [s for s in result.progress if records.record_progress(tx, s) and s.state != "pending"]
 
         for s in await self.store.write(write):
             log.info(
@@ -146,17 +133,7 @@ class SnapshotPoll:
             else:
                 return
         log.info("snapshot resent id=%s cluster=%s", snapshot.snapshot_id, sc.cluster)
-        await self.store.write(
-            lambda tx: records.record_progress(
-                tx,
-                status.snapshot_id,
-                status.state,
-                chunks_done=status.chunks_done,
-                chunks_total=status.chunks_total,
-                bytes_uploaded=status.bytes_uploaded,
-                reason=status.reason,
-            )
-        )
+        await self.store.write(lambda tx: records.record_progress(tx, status))
 
     async def restore_message(self, volume_id: str, size_gb: int, snapshot_id: str) -> cluster.RestoreVolume:
         return cluster.RestoreVolume(volume_id, size_gb, snapshot_id, await self.snapshot_store())

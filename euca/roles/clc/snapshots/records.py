@@ -12,15 +12,16 @@ the row kept until the sweep removed its manifest from Walrus, then forgotten. c
 from __future__ import annotations
 
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from euca.core.store import Tx
+from euca.protocol.cluster import SnapshotStatus
 from euca.protocol.ec2.wire import Ec2Error
 from euca.protocol.snapshot_manifest import SNAPSHOT_ID_RE
+from euca.roles.clc.ids import unused_id
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.usage import records as usage
 
@@ -201,10 +202,9 @@ def parent_for(tx: Tx, volume_id: str) -> str | None:
 
 def insert_snapshot(tx: Tx, new: NewSnapshot) -> SnapshotRecord:
     """Record a snapshot `pending`."""
-    while True:
-        snapshot_id = f"snap-{secrets.token_hex(4)}"
-        if tx.one("SELECT 1 FROM clc_snapshots WHERE snapshot_id=?", (snapshot_id,)) is None:
-            break
+    snapshot_id = unused_id(
+        "snap", lambda new: tx.one("SELECT 1 FROM clc_snapshots WHERE snapshot_id=?", (new,)) is not None
+    )
     tx.execute(
         "INSERT INTO clc_snapshots(snapshot_id, account_id, volume_id, volume_size, cluster, description, state, "
         "parent, copied_from, started) VALUES(?,?,?,?,?,?,'pending',?,?,?)",
@@ -239,27 +239,26 @@ def pending(tx: Tx, cluster: str | None = None) -> list[SnapshotRecord]:
     return _complete(tx, rows, None)
 
 
-def record_progress(
-    tx: Tx,
-    snapshot_id: str,
-    state: str,
-    *,
-    chunks_done: int,
-    chunks_total: int,
-    bytes_uploaded: int,
-    reason: str | None = None,
-) -> bool:
+def record_progress(tx: Tx, status: SnapshotStatus) -> bool:
     """What the SC said of a pending snapshot; True if it moved (only a pending one does)."""
-    ended = time.time() if state != "pending" else None
+    ended = time.time() if status.state != "pending" else None
     moved = bool(
         tx.execute(
             "UPDATE clc_snapshots SET state=?, chunks_done=?, chunks_total=?, bytes_uploaded=?, reason=?, ended=? "
             "WHERE snapshot_id=? AND state='pending'",
-            (state, chunks_done, chunks_total, bytes_uploaded, reason, ended, snapshot_id),
+            (
+                status.state,
+                status.chunks_done,
+                status.chunks_total,
+                status.bytes_uploaded,
+                status.reason,
+                ended,
+                status.snapshot_id,
+            ),
         )
     )
-    if moved and state == "error":
-        usage.snapshot_deleted(tx, snapshot_id)  # a failed snapshot holds nothing
+    if moved and status.state == "error":
+        usage.snapshot_deleted(tx, status.snapshot_id)  # a failed snapshot holds nothing
     return moved
 
 

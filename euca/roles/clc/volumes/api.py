@@ -12,8 +12,6 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import trio
-
 from euca.core.store import Tx
 from euca.protocol import cluster
 from euca.protocol.cluster import ClusterFault
@@ -21,6 +19,7 @@ from euca.protocol.ec2 import messages as m
 from euca.protocol.ec2.filters import FilterSet, PageLimits, paginate
 from euca.protocol.ec2.wire import Ec2Error
 from euca.roles.clc.app import Ec2Call, Handler
+from euca.roles.clc.cluster_link import ask_storage
 from euca.roles.clc.quota import limits_on, refuse_past
 from euca.roles.clc.snapshots import records as snapshots
 from euca.roles.clc.snapshots.poll import sweep_lock
@@ -35,7 +34,6 @@ from euca.roles.clc.volumes.records import NewVolume, VolumeRecord
 log = logging.getLogger("euca.clc")
 
 # How long CreateVolume/DeleteVolume wait for the SC before answering anyway (the poller finishes the job).
-SC_CALL_TIMEOUT = 10.0
 PAGE_LIMITS = PageLimits(5, 500, capped=True)
 
 
@@ -93,21 +91,8 @@ async def _ask_sc(
     call: Ec2Call, sc_url: str, cluster_name: str, message: object
 ) -> cluster.VolumeStatus | None:
     """The SC's answer, or None when it could not be reached in time (the poller asks again)."""
-    link = call.cluster
-    if link is None:
-        return None
-    try:
-        with trio.fail_after(SC_CALL_TIMEOUT):
-            status: cluster.VolumeStatus = await link.caller.call(sc_url, message, expect_name=cluster_name)
-            return status
-    except trio.TooSlowError:
-        log.warning("storage controller slow cluster=%s message=%s", cluster_name, type(message).__name__)
-        return None
-    except ClusterFault as e:
-        if e.code == "Unavailable":
-            log.warning("storage controller unreachable cluster=%s: %s", cluster_name, e.message)
-            return None
-        raise
+    status: cluster.VolumeStatus | None = await ask_storage(call.cluster, sc_url, cluster_name, message)
+    return status
 
 
 def _volume_type(req: m.CreateVolumeRequest) -> tuple[str, int | None]:

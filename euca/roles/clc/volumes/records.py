@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 from euca.core.store import Tx
 from euca.protocol.ec2.wire import Ec2Error
+from euca.roles.clc.ids import unused_id
 from euca.roles.clc.tags import records as tags
 from euca.roles.clc.usage import records as usage
 
@@ -261,10 +261,9 @@ def insert_volume(tx: Tx, new: NewVolume) -> tuple[VolumeRecord, bool]:
                 )
             tagged = tags.tags_of(tx, new.account_id, [row["volume_id"]])
             return _record(row, tagged.get(row["volume_id"])), False
-    while True:
-        volume_id = f"vol-{secrets.token_hex(4)}"
-        if tx.one("SELECT 1 FROM clc_volumes WHERE volume_id=?", (volume_id,)) is None:
-            break
+    volume_id = unused_id(
+        "vol", lambda new: tx.one("SELECT 1 FROM clc_volumes WHERE volume_id=?", (new,)) is not None
+    )
     tx.execute(
         "INSERT INTO clc_volumes(volume_id, account_id, zone, cluster, size_gib, volume_type, iops, state, "
         "created, client_token, request_digest, snapshot_id) VALUES(?,?,?,?,?,?,?,'creating',?,?,?,?)",
