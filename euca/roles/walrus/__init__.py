@@ -25,10 +25,10 @@ import trio
 
 from euca.core.auth import AuthError, authenticate
 from euca.core.config import ROLE_NAMES, Config
-from euca.core.http import ClientDisconnected, HttpServer, Request, Response
+from euca.core.http import ClientDisconnected, Request, Response
 from euca.core.https import is_secure
 from euca.core.identity import Identity
-from euca.core.roles import Dispatcher, RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
 from euca.roles.walrus import access_log, cors, lifecycle, meta, sweep, usage
