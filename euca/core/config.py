@@ -123,12 +123,6 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
     lifecycle_day_seconds: float = 86400.0
     # Server access logs (PutBucketLogging) are delivered to their target buckets this often (seconds).
     log_delivery_interval: float = 300.0
-    # S3 on HTTPS too, on this port of walrus.listen.host (-1: off; 0: any free port), with tls_cert/tls_key
-    # (PEM files; relative to data_dir) or, when those are empty, a certificate the cloud CA issues for
-    # public_host (kept in data_dir/walrus-https/). SSE-C needs it.
-    https_port: int = -1
-    tls_cert: str = ""
-    tls_key: str = ""
     # S3 usage (walrus/usage.py): each process writes its request counts this often (seconds), and the role's
     # process samples what every bucket holds this often (a row only for a bucket that changed).
     usage_flush_interval: float = 10.0
@@ -154,10 +148,6 @@ class WalrusConfig(msgspec.Struct, forbid_unknown_fields=True):
             )
         if not 1 <= self.workers <= 64:
             raise ValueError(f"walrus.workers must be 1..64, not {self.workers}")
-        if not -1 <= self.https_port <= 65535:
-            raise ValueError(f"walrus.https_port must be -1 (off) or 0..65535, not {self.https_port}")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("walrus.tls_cert and walrus.tls_key go together")
 
 
 class ScConfig(msgspec.Struct, forbid_unknown_fields=True):

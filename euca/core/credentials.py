@@ -87,7 +87,7 @@ export AWS_PROFILE={PROFILE}
     )
     _write(
         directory / "aws-config",
-        # ca_bundle: the cloud CA verifies walrus.https_port's certificate (used only for https:// URLs).
+        # ca_bundle: the cloud CA verifies the certificate of https.port's listener (used only for https:// URLs).
         f"[profile {PROFILE}]\nregion = {region}\nendpoint_url = {ec2_url}\n"
         f"ca_bundle = {directory.resolve() / 'cloud-cert.pem'}\n"
         f"services = {PROFILE}-services\n"

@@ -21,6 +21,7 @@ import pytest
 
 from euca.images import bootimage as bi
 from helpers.guest_ssh import make_key_pair, ssh_ok, wait_for_ssh
+from helpers.onebox_cloud import libvirtd_netns
 from helpers.qemu_host import LIBVIRT_URI, connect, libvirt, unusable_reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,13 +157,6 @@ def test_acpi_reboot_and_shutdown(conn: Any, guest: tuple[Any, Path, str]) -> No
     print(f"ACPI shutdown: domain gone after {took:.1f}s")
 
 
-def _libvirtd_netns() -> str:
-    pid = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout.split()
-    if not pid:
-        return ""
-    return subprocess.run(["ip", "netns", "identify", pid[0]], capture_output=True, text=True).stdout.strip()
-
-
 def sh(*argv: str) -> str:
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
@@ -174,7 +168,7 @@ def sh(*argv: str) -> str:
 def dhcp_bridge(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(bridge, gateway): a bridge of this test's own in libvirtd's network namespace (scripts/setup-host's
     "euca"), with busybox udhcpd serving it; both removed afterwards. Never in the host's namespace."""
-    ns = _libvirtd_netns()
+    ns = libvirtd_netns() or ""
     if not ns:
         pytest.skip("libvirtd does not run in a network namespace (scripts/setup-host starts it in one)")
     tag = uuid.uuid4().hex[:6]
@@ -222,7 +216,7 @@ def test_network_in_the_namespace(
         address = lease.split()[3].split("/")[0]
         assert address.startswith(gateway.rsplit(".", 1)[0] + ".") and f"router={gateway}" in lease
         print(f"lease {took:.1f}s after start: {lease}")
-        ns = _libvirtd_netns()
+        ns = libvirtd_netns() or ""
         wait_for(
             f"answering ping at {address}",
             lambda: (
@@ -279,7 +273,7 @@ def metadata_standin(
     namespace, answering every source as the instance `spec` describes, with the CC's own answer function
     (euca.roles.cc.metadata); `refuse_tokens` in the spec makes it a service without IMDSv2."""
     bridge, _ = dhcp_bridge
-    ns = _libvirtd_netns()
+    ns = libvirtd_netns() or ""
     sh("ip", "-n", ns, "addr", "add", "169.254.169.254/32", "dev", bridge)
     # Ahead of any cluster's DNAT of 169.254.169.254 in the shared namespace: ours stays local.
     keep_local = ["-t", "nat", "PREROUTING", "-i", bridge, "-d", "169.254.169.254/32", "-j", "ACCEPT"]
@@ -318,7 +312,7 @@ def test_metadata_hostname_ssh_key_and_user_data(
     """The guest reads its metadata (IMDSv2), sets its hostname, installs root's key, starts dropbear and
     runs its user-data script (output on the console); ssh with the key from the namespace gets in."""
     bridge, gateway = dhcp_bridge
-    ns = _libvirtd_netns()
+    ns = libvirtd_netns() or ""
     key, public_key = make_key_pair(tmp_path)
     name = f"i-{uuid.uuid4().hex[:8]}"
     local_ip = gateway.rsplit(".", 1)[0] + ".10"

@@ -18,7 +18,6 @@ One guest; polls wait with a long deadline that only stops a hang; nothing asser
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,24 +52,9 @@ fi
 """
 
 
-def _system_libvirtd_netns() -> str | None:
-    """The namespace of the libvirtd serving qemu:///system: the one started without a --config of its own
-    (other tests may run libvirtds of their own, per simulated host, beside it)."""
-    found = subprocess.run(["pgrep", "-a", "-x", "libvirtd"], capture_output=True, text=True).stdout
-    for line in found.splitlines():
-        pid, _, args = line.partition(" ")
-        if "--config" not in args:
-            ns = subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True).stdout
-            return ns.strip() or None
-    return None
-
-
 @pytest.fixture(scope="module")
 def guest_bridges() -> Iterator[GuestBridges]:
     bridges = guest_bridges_here()
-    system = _system_libvirtd_netns()
-    if system is not None and bridges.netns != system:
-        bridges = GuestBridges(system)
     try:
         yield bridges
     finally:

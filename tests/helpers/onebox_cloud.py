@@ -174,12 +174,16 @@ def destroy_domains(names: set[str]) -> list[str]:
 
 
 def libvirtd_netns() -> str | None:
-    """The named network namespace libvirtd runs in (scripts/setup-host: `euca`), or None (the host's)."""
-    pids = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout.split()
-    if not pids:
-        return None
-    ns = subprocess.run(["ip", "netns", "identify", pids[0]], capture_output=True, text=True).stdout.strip()
-    return ns or None
+    """The named network namespace of the libvirtd serving qemu:///system (scripts/setup-host: `euca`), or None
+    (the host's). That libvirtd is the one started without a --config of its own: the multi-host tests run a
+    libvirtd per simulated host beside it, each with its own configuration."""
+    found = subprocess.run(["pgrep", "-a", "-x", "libvirtd"], capture_output=True, text=True).stdout
+    for line in found.splitlines():
+        pid, _, args = line.partition(" ")
+        if "--config" not in args:
+            ns = subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True).stdout
+            return ns.strip() or None
+    return None
 
 
 # -- fixtures --------------------------------------------------------------------------------------------------

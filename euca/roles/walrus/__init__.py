@@ -25,13 +25,13 @@ import trio
 
 from euca.core.auth import AuthError, authenticate
 from euca.core.config import ROLE_NAMES, Config
-from euca.core.http import ClientDisconnected, HttpServer, Request, Response
+from euca.core.http import ClientDisconnected, Request, Response
 from euca.core.https import is_secure
 from euca.core.identity import Identity
-from euca.core.roles import Dispatcher, RoleContext
+from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import access_log, cors, https, lifecycle, meta, sweep, usage
+from euca.roles.walrus import access_log, cors, lifecycle, meta, sweep, usage
 from euca.roles.walrus.access_log import AccessLogs
 from euca.roles.walrus.backend import open_byte_store
 from euca.roles.walrus.call import S3Call
@@ -55,7 +55,6 @@ class WalrusApp:
         walrus: WalrusService,
         *,
         reuse_port: bool = False,
-        secure: bool = False,
     ):
         self.config = config
         self.identity = identity
@@ -64,8 +63,6 @@ class WalrusApp:
         # Served by several processes on one port (walrus.workers): the listener must allow it.
         self.reuse_port = reuse_port
         self.access_logs = AccessLogs(config.walrus.log_delivery_interval)
-        # Served over TLS (the HTTPS listener, https.py): what may only be sent encrypted is let through.
-        self.secure = secure
         self.usage = usage.UsageCounters(
             0, lambda b: row.owner_id if (row := walrus.buckets.get(b)) else None
         )
@@ -111,9 +108,7 @@ class WalrusApp:
                 )
                 if s3.lock_headers.requests_sse_c(request.headers):
                     # On plain HTTP a customer key has crossed the wire in clear: refused as S3 refuses it.
-                    s3.lock_headers.refuse_sse_c_in_clear(
-                        request.headers, secure=self.secure or is_secure(request)
-                    )
+                    s3.lock_headers.refuse_sse_c_in_clear(request.headers, secure=is_secure(request))
                     raise S3Error(
                         "NotImplemented", "Walrus does not encrypt with customer-provided keys (SSE-C)"
                     )
@@ -194,13 +189,6 @@ class WalrusRole:
         if self.workers > 1:
             self.walrus.changes = Changes(changes_path(ctx.config), 0)
         self.apps = [WalrusApp(ctx.config, ctx.identity, self.walrus, reuse_port=self.workers > 1)]
-        # S3 on HTTPS too (walrus.https_port), served by this process beside its HTTP listener.
-        self.https: WalrusApp | None = None
-        if ctx.config.walrus.https_port >= 0:
-            self.https = WalrusApp(ctx.config, ctx.identity, self.walrus, secure=True)
-            # One process, one set of counters and access log records, whichever listener served.
-            self.https.usage = self.apps[0].usage
-            self.https.access_logs = self.apps[0].access_logs
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         # S3 usage beside the serving: this process's counts flushed, every bucket's size sampled (usage.py).
@@ -230,8 +218,6 @@ class WalrusRole:
         interval = self.ctx.config.walrus.lifecycle_interval
         if self.workers == 1:
             async with trio.open_nursery() as nursery:
-                if self.https is not None:
-                    await nursery.start(self._serve_https)
                 nursery.start_soon(sweep.run, self.storage, self.ctx.store)  # files no row refers to
                 nursery.start_soon(lifecycle.run, self.walrus, interval)  # bucket lifecycle rules
                 nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
@@ -239,40 +225,12 @@ class WalrusRole:
             return
         port = int(self.ctx.endpoints["walrus"].rsplit(":", 1)[1])
         async with trio.open_nursery() as nursery:
-            if self.https is not None:
-                await nursery.start(self._serve_https)
             nursery.start_soon(sweep.run, self.storage, self.ctx.store)
             nursery.start_soon(lifecycle.run, self.walrus, interval)
             nursery.start_soon(access_log.run, self.walrus, self.apps[0].access_logs)
             for index in range(1, self.workers):
                 nursery.start_soon(self._run_worker, index, port)
             task_status.started()
-
-    async def _serve_https(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """S3 over HTTPS on walrus.https_port (this process only), until the role stops; its address is
-        ctx.endpoints["walrus-https"]."""
-        assert self.https is not None
-        config = self.ctx.config
-        try:
-            context = await trio.to_thread.run_sync(https.server_context, config, self.ctx.ca)
-        except (OSError, ValueError, https.NoCertificate) as e:
-            # S3 on HTTP goes on; the operator sees why HTTPS did not start.
-            log.error("walrus https not started: %s", e)
-            task_status.started()
-            return
-        server = HttpServer(
-            Dispatcher([self.https]), config.walrus.listen.host, config.walrus.https_port, config.http,
-            access_log=True, ssl_context=context,
-        )  # fmt: skip
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            self.ctx.endpoints["walrus-https"] = f"https://{config.public_host}:{server.port}"
-            log.info("walrus https address=%s:%d", config.walrus.listen.host, server.port)
-            task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                server.shutdown()
 
     async def _run_worker(self, index: int, port: int) -> None:
         """One more process serving S3 on our port, restarted if it dies; stopped (SIGTERM: it finishes its
