@@ -16,7 +16,7 @@ import trio
 from euca.core.authorize import identity_verdict
 from euca.core.iam import policies as iam_policies
 from euca.core.identity import Identity
-from euca.core.store import Store, Tx, open_store
+from euca.core.store import Store, Tx, listen, open_store
 from euca.core.store.postgres import PgStore
 from euca.protocol.policy import ALLOW, DENY
 from helpers import postgres
@@ -201,3 +201,12 @@ def test_sqlite_stores_have_no_remote_watch(tmp_path: Path) -> None:
         s.write_sync(lambda tx: tx.announce("identity"))  # accepted, and nothing to send
     finally:
         s.close()
+
+
+def test_notify_sql_sends_each_name_once_and_refuses_names_that_are_not_plain() -> None:
+    assert listen.notify_sql(["walrus.objects", "identity", "identity"], "ab12") == (
+        "SELECT pg_notify('euca_changes', 'identity ab12'), pg_notify('euca_changes', 'walrus.objects ab12')"
+    )
+    for bad in ("", "Identity", "it's", "a b", "x" * 64):
+        with pytest.raises(ValueError):
+            listen.check_name(bad)
