@@ -6,6 +6,7 @@ out (the key cache's age limit is set beyond any test's length)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -210,3 +211,28 @@ def test_notify_sql_sends_each_name_once_and_refuses_names_that_are_not_plain() 
     for bad in ("", "Identity", "it's", "a b", "x" * 64):
         with pytest.raises(ValueError):
             listen.check_name(bad)
+
+
+async def test_closing_the_store_ends_its_listener(pg_cluster: postgres.Cluster, tmp_path: Path) -> None:
+    a, b = _stores(pg_cluster, tmp_path)
+    a.close()
+
+    def listeners() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "euca-store-listen" and t.is_alive()}
+
+    before = listeners()  # other tests' stores still open, if any
+    watch = b.watch("identity")
+    await wait_until_async("b to listen", lambda: _async(not watch.changed()))
+    assert len(listeners() - before) == 1
+    url = b.url
+    b.close()
+    assert listeners() - before == set()
+
+    def listening() -> int:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    await wait_until_async("the listening session to end", lambda: _async(listening() == 0))

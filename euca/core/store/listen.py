@@ -92,13 +92,11 @@ class Listener:
         with self._lock:
             self._stopped = True
             thread = self._thread
-        if thread is None:
-            self._close_pipe()
-            return
-        os.write(self._wake_w, b"x")
-        thread.join(10)
-
-    def _close_pipe(self) -> None:
+        if thread is not None:
+            os.write(self._wake_w, b"x")
+            thread.join(10)
+            if thread.is_alive():
+                return  # stuck connecting: it may still wait on the pipe, which stays open
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -106,32 +104,33 @@ class Listener:
 
     def _run(self) -> None:
         delay = RETRY_FIRST
+        while not self._stopped:
+            epoch = self._epoch
+            try:
+                self._listen()
+            except Exception as e:
+                if self._stopped:
+                    return
+                if self._epoch != epoch:
+                    delay = RETRY_FIRST  # it listened until the connection was lost: try again soon
+                log.warning("store listener: %s (connecting again in %.1fs)", e, delay)
+            if self._sleep(delay):
+                return
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _listen(self) -> None:
+        """Connect, LISTEN, and count notices until the connection is lost (raises) or we stop."""
+        conn = psycopg.connect(self.url, autocommit=True, **KEEPALIVES)  # type: ignore[arg-type]
         try:
-            while not self._stopped:
-                try:
-                    conn = psycopg.connect(self.url, autocommit=True, **KEEPALIVES)  # type: ignore[arg-type]
-                except psycopg.Error as e:
-                    log.warning("store listener cannot connect (retrying in %.1fs): %s", delay, e)
-                    if self._sleep(delay):
-                        return
-                    delay = min(delay * 2, RETRY_MAX)
-                    continue
-                try:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    # From here every commit that announces is heard; what committed before is in any read
-                    # that starts now: one more epoch makes every watch drop what it cached.
-                    self._epoch += 1
-                    self._live = True
-                    delay = RETRY_FIRST
-                    self._serve(conn)
-                except psycopg.Error as e:
-                    if not self._stopped:
-                        log.warning("store listener lost its connection (reconnecting): %s", e)
-                finally:
-                    self._live = False
-                    conn.close()
+            conn.execute(f"LISTEN {CHANNEL}")
+            # From here every commit that announces is heard; what committed before is in any read that
+            # starts now: one more epoch makes every watch drop what it cached.
+            self._epoch += 1
+            self._live = True
+            self._serve(conn)
         finally:
-            self._close_pipe()
+            self._live = False
+            conn.close()
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, or less if stopped; whether stopped."""
