@@ -93,7 +93,7 @@ class WalrusApp:
         principal_id: str | None = None
         auth_method = "anonymous"
         error_code: str | None = None
-        if self.walrus.changes is not None:
+        if self.walrus.watching:
             await self.walrus.sync()
         try:
             vbucket = self.virtual_bucket(request)
@@ -185,6 +185,7 @@ class WalrusRole:
         self.storage = open_byte_store(ctx.config.walrus, ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
         self.walrus.lifecycle_day = ctx.config.walrus.lifecycle_day_seconds
+        self.walrus.watch_other_hosts()
         self.workers = worker_count(ctx.config)
         if self.workers > 1:
             self.walrus.changes = Changes(changes_path(ctx.config), 0)

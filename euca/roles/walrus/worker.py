@@ -41,6 +41,7 @@ async def serve(config: Config, index: int, port: int) -> None:
         walrus = WalrusService(store, identity, storage, config.region)
         walrus.lifecycle_day = config.walrus.lifecycle_day_seconds
         walrus.changes = Changes(changes_path(config), index)
+        walrus.watch_other_hosts()
         await walrus.load()
         app = WalrusApp(config, identity, walrus, reuse_port=True)
         app.usage.process = index
