@@ -133,3 +133,24 @@ def test_five_gib_exactly_is_asked_for(s3_client: Any, bucket: str) -> None:
     url = s3_client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=300)
     status, _ = first_answer(url, {"Content-Length": str(5 * 1024**3), "Expect": "100-continue"})
     assert status == 100
+
+
+def test_refusals_decided_on_the_head_come_before_continue(
+    s3_client: Any, s3_other: Any, bucket: str, bucket_name: str
+) -> None:
+    # Signed by another account (authenticated, not allowed), to a bucket that does not exist, to an upload
+    # that does not exist: each is answered on the head, and no body is asked for.
+    headers = {"Content-Length": "123", "Expect": "100-continue"}
+    url = s3_other.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=300)
+    status, data = first_answer(url, headers)
+    assert (status, b"<Code>AccessDenied</Code>" in data) == (403, True), data[:300]
+    missing = bucket_name + "-missing"
+    url = s3_client.generate_presigned_url(
+        "put_object", Params={"Bucket": missing, "Key": "k"}, ExpiresIn=300
+    )
+    status, data = first_answer(url, headers)
+    assert (status, b"<Code>NoSuchBucket</Code>" in data) == (404, True), data[:300]
+    params = {"Bucket": bucket, "Key": "k", "UploadId": "no-such-upload", "PartNumber": 1}
+    url = s3_client.generate_presigned_url("upload_part", Params=params, ExpiresIn=300)
+    status, data = first_answer(url, headers)
+    assert (status, b"<Code>NoSuchUpload</Code>" in data) == (404, True), data[:300]
