@@ -7,13 +7,18 @@ the refused connection is closed (its body was never sent), one whose body came 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from helpers.server import Credentials
+from euca.core.identity import ADMIN_ACCOUNT, ADMIN_USER
+from helpers.server import Credentials, start_euca
 
 
 def first_answer(url: str, headers: dict[str, str], method: str = "PUT") -> tuple[int, bytes]:
@@ -154,3 +159,35 @@ def test_refusals_decided_on_the_head_come_before_continue(
     url = s3_client.generate_presigned_url("upload_part", Params=params, ExpiresIn=300)
     status, data = first_answer(url, headers)
     assert (status, b"<Code>NoSuchUpload</Code>" in data) == (404, True), data[:300]
+
+
+def test_boto3_gets_the_early_refusal_over_https(tmp_path: Path, bucket_name: str) -> None:
+    # The same over TLS (the https.port listener), which has no half-close to linger with.
+    server = start_euca(
+        tmp_path / "data",
+        roles="clc,walrus",
+        overrides={"https.port": 0, "https.host": "127.0.0.1", "default_image": False},
+    )
+    euca = next(server)
+    try:
+        ca = euca.data_dir / "credentials" / ADMIN_ACCOUNT / ADMIN_USER / "cloud-cert.pem"
+        url = euca.ctx.endpoints["https"]
+        config = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"})
+        admin = boto3.client(
+            "s3", endpoint_url=url, region_name=euca.region, verify=str(ca), config=config,
+            aws_access_key_id=euca.admin.access_key, aws_secret_access_key=euca.admin.secret_key,
+        )  # fmt: skip
+        anonymous = boto3.client(
+            "s3", endpoint_url=url, region_name=euca.region, verify=str(ca),
+            config=config.merge(BotoConfig(signature_version=UNSIGNED)),
+        )  # fmt: skip
+        admin.create_bucket(Bucket=bucket_name)
+        for size in (100, 2 * 1024 * 1024):
+            with pytest.raises(ClientError) as e:
+                anonymous.put_object(Bucket=bucket_name, Key="k", Body=b"x" * size)
+            assert e.value.response["Error"]["Code"] == "AccessDenied"
+            assert e.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+            admin.put_object(Bucket=bucket_name, Key="k", Body=b"y" * size)
+        assert admin.get_object(Bucket=bucket_name, Key="k")["Body"].read() == b"y" * (2 * 1024 * 1024)
+    finally:
+        server.close()
