@@ -116,7 +116,6 @@ class WalrusApp:
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
         except S3Error as e:
-            await self.drain_small_body(request)
             response = self.error_response(request, e, request_id, host_id)
             error_code = e.code
         except ClientDisconnected:
@@ -150,21 +149,6 @@ class WalrusApp:
                     started,
                 )
         return response
-
-    @staticmethod
-    async def drain_small_body(request: Request) -> None:
-        """Read what is left of a small refused body before answering. Clients such as botocore send
-        `Expect: 100-continue` together with a small body; closing with those bytes unread would make the
-        kernel reset the connection and the client would lose the error response."""
-        # A chunked (aws-chunked) body announces its size in x-amz-decoded-content-length instead.
-        length = request.headers.get("content-length") or request.headers.get("x-amz-decoded-content-length")
-        if request.body.done or not length or not length.isdigit() or int(length) > 1024 * 1024:
-            return
-        try:
-            while await request.body.read():
-                pass
-        except ClientDisconnected:
-            pass
 
     @staticmethod
     def error_response(request: Request, e: S3Error, request_id: str, host_id: str) -> Response:
