@@ -101,4 +101,8 @@ SCHEMA = [
         PRIMARY KEY (bucket, name)
     );
     """,
+    # Server-side encryption at rest (issue 11): a part's CTR nonce; its upload's headers hold the data key.
+    """
+    ALTER TABLE walrus_parts ADD COLUMN sse TEXT;
+    """,
 ]
