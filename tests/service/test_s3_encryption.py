@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import ssl
 import stat
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
@@ -350,3 +352,44 @@ def test_backend_cluster_keeps_only_ciphertext(
         assert not any(needle[:4096] in data for data in stored for needle in (single, p1, p2))
     finally:
         server.close()
+
+
+def test_post_form_uploads_are_encrypted(cloud: EucaServer, s3: Any, bucket: str) -> None:
+    """A browser POST upload takes SSE-C from its form fields (over HTTPS) and the bucket default otherwise."""
+    ca = cloud.data_dir / "credentials" / ADMIN_ACCOUNT / ADMIN_USER / "cloud-cert.pem"
+    key64 = base64.b64encode(KEY).decode()
+    md5 = base64.b64encode(hashlib.md5(KEY).digest()).decode()
+    fields = {
+        "x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": key64,
+        "x-amz-server-side-encryption-customer-key-MD5": md5,
+    }
+    post = s3.generate_presigned_post(
+        bucket, "c", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
+    )
+    data = body(100 * 1024)
+    r = httpx.post(
+        post["url"],
+        data=post["fields"],
+        files={"file": ("f", data)},
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    assert r.status_code == 204, r.text
+    assert r.headers["x-amz-server-side-encryption-customer-key-MD5"] == md5
+    assert s3.get_object(Bucket=bucket, Key="c", **SSE_C)["Body"].read() == data
+    assert not files_holding(cloud.data_dir, data[:4096])
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    post = s3.generate_presigned_post(bucket, "d")
+    r = httpx.post(
+        post["url"],
+        data=post["fields"],
+        files={"file": ("f", data)},
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    assert r.status_code == 204 and r.headers["x-amz-server-side-encryption"] == "AES256"
+    assert s3.get_object(Bucket=bucket, Key="d")["Body"].read() == data
