@@ -94,8 +94,8 @@ class EncryptingStream:
 class IterStream:
     """A BodyStream over an async iterator of chunks."""
 
-    def __init__(self, chunks: AsyncIterator[bytes]):
-        self._chunks = chunks
+    def __init__(self, chunks: AsyncIterable[bytes]):
+        self._chunks = aiter(chunks)
         self._pending = b""
 
     async def read(self, max_bytes: int = BATCH) -> bytes:
@@ -113,17 +113,34 @@ async def _slices(data: bytes) -> AsyncIterator[bytes]:
         yield data[start : start + BATCH]
 
 
-async def _file_chunks(fd: int, offset: int, length: int) -> AsyncIterator[bytes]:
-    try:
-        while length > 0:
-            data = await trio.to_thread.run_sync(os.pread, fd, min(BATCH, length), offset)
-            if not data:
-                raise OSError("object data shorter than recorded")
-            offset += len(data)
-            length -= len(data)
-            yield data
-    finally:
-        os.close(fd)
+class _FileRange:
+    """A range of an open file, read in batches off the event loop; the descriptor is closed at the end or
+    by `aclose`, whichever comes first (also when the range was never read)."""
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self._fd, self._offset, self._length = fd, offset, length
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            while self._length > 0 and self._fd >= 0:
+                data = await trio.to_thread.run_sync(
+                    os.pread, self._fd, min(BATCH, self._length), self._offset
+                )
+                if not data:
+                    raise OSError("object data shorter than recorded")
+                self._offset += len(data)
+                self._length -= len(data)
+                yield data
+        finally:
+            self._close()
+
+    async def aclose(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 async def _read_piece(
@@ -134,32 +151,52 @@ async def _read_piece(
         return _slices(source[offset : offset + length])
     if isinstance(storage, Storage):
         fds = storage.open_all([source])
-        return None if fds is None else _file_chunks(fds[0], offset, length)
+        return None if fds is None else _FileRange(fds[0], offset, length)
     return await storage.open_stream([(source, offset, length)])
 
 
-async def open_plain(
-    storage: ByteStore, pieces: list[Piece], key: bytes | None
-) -> AsyncIterator[bytes] | None:
+async def open_plain(storage: ByteStore, pieces: list[Piece], key: bytes | None) -> PlainBody | None:
     """The plaintext of these pieces, streamed (decrypted with `key` where a piece has a nonce); None when the
     first piece is gone (read the object again). One gone later (replaced while being sent) cuts the body."""
     pieces = [p for p in pieces if p[2] > 0]
     first = await _read_piece(storage, *pieces[0][:3]) if pieces else None
     if pieces and first is None:
         return None
-    return _decrypted(storage, pieces, key, first)
+    return PlainBody(storage, pieces, key, first)
 
 
-async def _decrypted(
-    storage: ByteStore, pieces: list[Piece], key: bytes | None, first: AsyncIterable[bytes] | None
-) -> AsyncIterator[bytes]:
-    for index, (source, offset, length, nonce) in enumerate(pieces):
-        body = first if index == 0 else await _read_piece(storage, source, offset, length)
-        if body is None:
-            raise OSError("object data gone while it was being read")
-        keystream = Keystream(key, nonce, offset) if key is not None and nonce is not None else None
-        async for chunk in body:
-            yield keystream.apply(chunk) if keystream is not None else chunk
+class PlainBody:
+    """A response body: the pieces' plaintext one after the other. The first piece is opened before the
+    response starts; `aclose` (the server calls it whenever the body ends) closes what is open (a file, a
+    backend response), even when the body was never read."""
+
+    def __init__(
+        self, storage: ByteStore, pieces: list[Piece], key: bytes | None, first: AsyncIterable[bytes] | None
+    ):
+        self._storage = storage
+        self._pieces = pieces
+        self._key = key
+        self._current = first
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for index, (source, offset, length, nonce) in enumerate(self._pieces):
+            if index > 0:
+                self._current = await _read_piece(self._storage, source, offset, length)
+            body = self._current
+            if body is None:
+                raise OSError("object data gone while it was being read")
+            keystream = (
+                Keystream(self._key, nonce, offset) if self._key is not None and nonce is not None else None
+            )
+            async for chunk in body:
+                yield keystream.apply(chunk) if keystream is not None else chunk
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        body, self._current = self._current, None
+        close = getattr(body, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def copy_plain(
@@ -177,9 +214,15 @@ async def copy_plain(
     if plain is None:
         raise S3Error("InternalError", "the copy source changed while it was being read")
     total = sum(p[2] for p in pieces)
-    if cipher is None:
-        return await storage.write_stream(IterStream(plain), algorithm, expected_size=total, inline=inline)
-    stream = EncryptingStream(IterStream(plain), cipher, algorithm)
-    written = await storage.write_stream(stream, None, expected_size=total, inline=inline)
-    stream.finish(written)
-    return written
+    try:
+        if cipher is None:
+            return await storage.write_stream(
+                IterStream(plain), algorithm, expected_size=total, inline=inline
+            )
+        stream = EncryptingStream(IterStream(plain), cipher, algorithm)
+        written = await storage.write_stream(stream, None, expected_size=total, inline=inline)
+        stream.finish(written)
+        return written
+    finally:
+        with trio.CancelScope(shield=True):
+            await plain.aclose()
