@@ -151,6 +151,8 @@ def test_sse_s3_multipart_parts_and_ranges_across_them(cloud: EucaServer, s3: An
         CopySourceRange="bytes=10-1000009",
     )["CopyPartResult"]["ETag"]
     assert e1 == f'"{hashlib.md5(p1).hexdigest()}"'
+    part = s3.upload_part(Bucket=bucket, Key="mp", UploadId=up["UploadId"], PartNumber=4, Body=b"x")
+    assert part["ServerSideEncryption"] == "AES256"  # a part's answer says how it is kept, as S3's does
     parts = [{"PartNumber": n, "ETag": e} for n, e in ((1, e1), (2, e2), (3, e3))]
     done = s3.complete_multipart_upload(
         Bucket=bucket, Key="mp", UploadId=up["UploadId"], MultipartUpload={"Parts": parts}
@@ -267,6 +269,7 @@ def test_sse_c_multipart_and_copy(cloud: EucaServer, s3: Any, bucket: str) -> No
     assert up["SSECustomerAlgorithm"] == "AES256"
     p1, p2 = body(5 * MiB), body(MiB + 9)
     e1 = s3.upload_part(Bucket=bucket, Key="mc", UploadId=up["UploadId"], PartNumber=1, Body=p1, **SSE_C)
+    assert e1["SSECustomerAlgorithm"] == "AES256"
     # (Refused parts are small: a refusal before a large body is read makes botocore see the connection end.)
     with pytest.raises(ClientError) as e:
         s3.upload_part(

@@ -109,7 +109,7 @@ async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Re
         ep.part_number,
         written.size,
     )
-    headers = [s3.etag_header(written.md5)]
+    headers = [s3.etag_header(written.md5), *sse_headers(upload.headers)]
     if checksum and algorithm:
         headers += s3.checksum_headers(algorithm, checksum)
     return empty(200, headers)
@@ -148,7 +148,9 @@ async def upload_part_copy(svc: WalrusService, call: S3Call, ep: s3.UploadPartCo
     )
     await svc.storage.remove(removed)
     checks = {upload.checksum_algorithm: checksum} if checksum and upload.checksum_algorithm else {}
-    return xml(s3.render_copy_result("CopyPartResult", written.md5, now, checks))
+    return xml(
+        s3.render_copy_result("CopyPartResult", written.md5, now, checks), headers=sse_headers(upload.headers)
+    )
 
 
 async def complete_multipart_upload(
