@@ -203,6 +203,18 @@ def test_sse_c_round_trip_and_key_checks(cloud: EucaServer, s3: Any, bucket: str
         s3.get_object(Bucket=bucket, Key="c")
     assert error(e) == (400, "InvalidRequest")
     with pytest.raises(ClientError) as e:
+        s3.get_object_attributes(Bucket=bucket, Key="c", ObjectAttributes=["ObjectSize"])
+    assert error(e) == (400, "InvalidRequest")
+    attrs = s3.get_object_attributes(  # botocore encodes the key for this operation only as given
+        Bucket=bucket,
+        Key="c",
+        ObjectAttributes=["ObjectSize"],
+        SSECustomerAlgorithm="AES256",
+        SSECustomerKey=base64.b64encode(KEY).decode(),
+        SSECustomerKeyMD5=md5,
+    )
+    assert attrs["ObjectSize"] == len(data)
+    with pytest.raises(ClientError) as e:
         s3.head_object(Bucket=bucket, Key="c")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     with pytest.raises(ClientError) as e:
