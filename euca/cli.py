@@ -466,6 +466,7 @@ def register_cluster(
     click.echo(f"CLUSTER\t{cluster.name}\t{cluster.zone}\t{cluster.url}")
     if cluster.subnet:
         click.echo(f"SUBNET\t{cluster.name}\t{cluster.subnet}")
+    _reissue_here(ctx, "cc", cluster.name)
     if join_token:
         _print_join_token(cfg, store, "cc", cluster.name, host)
 
@@ -495,6 +496,14 @@ def describe_clusters(ctx: click.Context) -> None:
     _, store = _clc_store(ctx)
     for c in store.read_sync(topology.list_clusters):
         click.echo(f"CLUSTER\t{c.name}\t{c.zone}\t{c.url}\t{c.subnet or 'default'}\t{c.state}")
+
+
+def _reissue_here(ctx: click.Context, role: str, name: str, cluster: str | None = None) -> None:
+    """A component of this host registered again after its deregistration: a new certificate (issue 13)."""
+    from euca.core.components import reissue_revoked_here
+
+    if reissue_revoked_here(_load(ctx), role, name, cluster=cluster):
+        click.echo(f"REISSUED\t{role}\t{name}")
 
 
 def _revoke_certificates(
@@ -548,6 +557,7 @@ def register_node(
         url = topology.service_url(host, port)
         node = store.write_sync(lambda tx: topology.register_node(tx, node_name, cluster_name, url))
     click.echo(f"NODE\t{node.name}\t{node.cluster}\t{node.url}")
+    _reissue_here(ctx, "nc", node.name, node.cluster)
     if join_token:
         _print_join_token(cfg, store, "nc", node.name, host, cluster=node.cluster)
 
@@ -585,6 +595,7 @@ def register_sc(ctx: click.Context, cluster: str, host: str, port: int, join_tok
         url = topology.service_url(host, port)
         sc = store.write_sync(lambda tx: topology.register_storage(tx, cluster, url))
     click.echo(f"STORAGE\t{sc.cluster}\t{sc.url}")
+    _reissue_here(ctx, "sc", sc.cluster)
     if join_token:
         _print_join_token(cfg, store, "sc", sc.cluster, host)
 

@@ -204,6 +204,8 @@ class Components:
         self.node_image_cert_path = directory / "node-image-cert.pem"
         self._server_contexts: dict[str, ssl.SSLContext] = {}
         self._client_contexts: dict[str, ssl.SSLContext] = {}
+        # Each role's certificate file as its contexts loaded it (mtime, size): reload_changed's reference.
+        self._loaded: dict[str, tuple[int, int]] = {}
         self.revocations = Revocations(directory / CRL_FILE, self.ca_cert_path)
 
     @classmethod
@@ -305,6 +307,7 @@ class Components:
             ident = self.identity(role)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._loaded.setdefault(role, self._stamp(role))
             ctx.load_cert_chain(ident.cert_path, ident.key_path)
             ctx.load_verify_locations(cafile=str(self.ca_cert_path))
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -322,9 +325,39 @@ class Components:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(cafile=str(self.ca_cert_path))
+            self._loaded.setdefault(role, self._stamp(role))
             ctx.load_cert_chain(ident.cert_path, ident.key_path)
             self._client_contexts[role] = ctx
         return ctx
+
+    def _stamp(self, role: str) -> tuple[int, int]:
+        try:
+            st = self.cert_path(role).stat()
+        except OSError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
+
+    def reload_changed(self) -> list[str]:
+        """Load again, into the contexts already handed out (listeners keep theirs), each role's certificate
+        whose file changed since: a component re-registered on the CA host after its certificate was revoked
+        (`euca admin register-*`, reissue_revoked_here) presents the new one from its next handshake without
+        a restart. One stat per role; returns the roles reloaded."""
+        reloaded = []
+        for role, loaded in list(self._loaded.items()):
+            stamp = self._stamp(role)
+            if stamp == loaded or stamp == (0, 0):
+                continue
+            try:
+                for contexts in (self._server_contexts, self._client_contexts):
+                    if role in contexts:
+                        contexts[role].load_cert_chain(self.cert_path(role), self.key_path(role))
+            except (OSError, ssl.SSLError) as e:  # caught mid-write: the next check sees the whole pair
+                log.warning("component certificate not reloaded role=%s: %s", role, e)
+                continue
+            self._loaded[role] = stamp
+            reloaded.append(role)
+            log.info("component certificate reloaded role=%s name=%s", role, self.name(role))
+        return reloaded
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -383,6 +416,25 @@ def ensure_components(
         issued.append(NODE_IMAGE_ROLE)
         log.info("node image key issued name=%s", node_image_name)
     return issued
+
+
+def reissue_revoked_here(config: Config, role: str, name: str, *, cluster: str | None = None) -> bool:
+    """On the CA's host, when this host runs `role` registered as `name` and its certificate is revoked
+    (it was deregistered), issue it a new one now that it is registered again: its running process
+    reloads it (Components.reload_changed), as a joined host re-joins with its new token. Returns whether a
+    certificate was issued."""
+    ca = open_cloud_ca(config)
+    components = Components.for_config(config)
+    if not ca.has_key or not components.has(role):
+        return False
+    cert = x509.load_pem_x509_certificate(components.cert_path(role).read_bytes())
+    ou, cn = subject_fields(cert)
+    if ou != role or cn != name or cert.serial_number not in ca.revocations().serials:
+        return False
+    member_of = cluster if cluster is not None else cert_cluster(cert)  # a node may come back in another
+    return bool(
+        ensure_components(components, ca, [(role, name, component_hosts(config, role))], cluster=member_of)
+    )
 
 
 def revoke_component(

@@ -157,6 +157,7 @@ class Supervisor:
                     for role in roles:
                         await roles_nursery.start(role.run)
                         log.info("role ready name=%s", role.name)
+                    roles_nursery.start_soon(watch_certificates, ctx.components)
                     for on_ready in ctx.on_ready:
                         await on_ready()
                     for hook in self.start_hooks:
@@ -174,6 +175,18 @@ class Supervisor:
         finally:
             ctx.store.close()
             log.info("stopped")
+
+
+# How often a running process looks for a certificate of its own issued anew (one stat per role).
+CERTIFICATE_CHECK_SECONDS = 2.0
+
+
+async def watch_certificates(components: Components) -> None:
+    """Listeners and clients present a component certificate re-issued on this host (re-registration after
+    a deregistration revoked it) from their next handshake, without a restart."""
+    while True:
+        await trio.sleep(CERTIFICATE_CHECK_SECONDS)
+        components.reload_changed()
 
 
 def open_components(config: Config, ca: CloudCA, role_names: list[str]) -> Components:

@@ -26,6 +26,7 @@ from euca.protocol.cluster import (
     ClusterFault,
     DescribeInstances,
     DescribeResources,
+    DescribeVolumes,
     InstancesReply,
     NcDescribeInstances,
     NcDescribeNode,
@@ -33,6 +34,7 @@ from euca.protocol.cluster import (
     NodeReport,
     NodeResources,
     ResourcesReply,
+    VolumesReply,
 )
 
 HANG_GUARD = 30
@@ -311,3 +313,38 @@ async def test_a_node_registered_again_joins_again(tmp_path: Path) -> None:
                 server.shutdown()
     finally:
         ctx.store.close()
+
+
+async def test_a_component_of_the_ca_host_registered_again_is_reissued_and_reloaded(tmp_path: Path) -> None:
+    """A one-box's own SC deregistered (revoked), then registered again: `register-sc` issues it a new
+    certificate and the running listener presents it from its next handshake, with no restart."""
+    from click.testing import CliRunner
+
+    from euca.cli import main
+
+    def admin(*args: str) -> str:
+        result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "admin", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    config = load_config(None, {"data_dir": str(tmp_path), "cc.cluster": "c1"})
+    ca = CloudCA.load_or_create(tmp_path / "pki")
+    here = Components.for_config(config)
+    ensure_components(here, ca, [("clc", "clc", HOSTS), ("sc", "c1", HOSTS)])
+    admin("register-cluster", "c1", "--host", "127.0.0.1", "--no-join-token")
+    admin("register-sc", "c1", "--host", "127.0.0.1", "--no-join-token")
+
+    async def volumes(message: DescribeVolumes, peer: Peer) -> VolumesReply:
+        return VolumesReply([])
+
+    ask = DescribeVolumes()
+    async with listener(here, "sc", {DescribeVolumes: volumes}) as url, ClusterClient(here, "clc") as clc:
+        await clc.call(url, ask, expect_name="c1")
+        assert "REVOKED\tsc\tc1" in admin("deregister-sc", "c1")
+        with pytest.raises(ClusterFault) as refused:
+            await clc.call(url, ask, expect_name="c1")
+        assert "revoked" in refused.value.message
+        assert "REISSUED\tsc\tc1" in admin("register-sc", "c1", "--host", "127.0.0.1", "--no-join-token")
+        assert here.reload_changed() == ["sc"]  # what the supervisor's watch_certificates does
+        assert isinstance(await clc.call(url, ask, expect_name="c1"), VolumesReply)
+        assert here.reload_changed() == []

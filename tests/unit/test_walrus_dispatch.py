@@ -34,7 +34,7 @@ def test_every_endpoint_of_the_union_has_a_handler_and_every_handler_an_endpoint
 def _call(
     principal: Principal | None = None, query: str = "", headers: dict[str, str] | None = None
 ) -> S3Call:
-    request = SimpleNamespace(query=query, headers=headers or {}, client=("10.0.0.1", 1234))
+    request = SimpleNamespace(query=query, headers=headers or {}, client=("10.0.0.1", 1234), context={})
     return S3Call(request, SimpleNamespace(principal=principal), "req")  # type: ignore[arg-type]
 
 

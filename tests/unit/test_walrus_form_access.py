@@ -22,7 +22,7 @@ OTHER = Principal("222", "other", "other-cid", "admin", "AK2")
 
 
 def unsigned_call() -> S3Call:
-    request = SimpleNamespace(query="", headers={}, client=("10.0.0.1", 1234))
+    request = SimpleNamespace(query="", headers={}, client=("10.0.0.1", 1234), context={})
     return S3Call(request, SimpleNamespace(principal=None), "req")  # type: ignore[arg-type]
 
 

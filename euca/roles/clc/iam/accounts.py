@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from euca.core.identity import (
+    ADMIN_ACCOUNT,
     IdentityError,
     create_account_tx,
     delete_account_tx,
@@ -50,6 +51,8 @@ def delete_account_checked(tx: Tx, name: str, recursive: bool) -> None:
     or delete them first), or while its security groups are used (admin.delete_account_resources). Its
     buckets are seen only where Walrus shares the CLC's store."""
     account = find_account_tx(tx, name)
+    if account is not None and account.name == ADMIN_ACCOUNT:
+        raise PermissionError(name)  # the cloud administrators' account: refused before what it holds
     if account is not None and account.name == name:
         blocking = admin.delete_account_resources(
             tx, account.account_id, account.canonical_id, recursive=recursive
