@@ -141,3 +141,29 @@ def test_customer_key_with_sse_header_is_refused() -> None:
     with pytest.raises(S3Error) as e:
         sse_c.refuse_with_sse(h, sse_c.parse_customer_key(h))
     assert e.value.code == "InvalidArgument"
+
+
+def test_a_record_under_another_cloud_key_is_an_internal_error_naming_both_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old, new = cipher.new_key(), cipher.new_key()
+    sealing = encryption.Sealing(old, None)
+    record = encryption.sealed_record(sealing, [cipher.new_nonce()])
+    assert encryption.open_record(old, record, None) == sealing.key
+    with pytest.raises(S3Error) as e:
+        encryption.open_record(new, record, None)
+    assert e.value.code == "InternalError"
+    assert encryption.key_id(old) in caplog.text and encryption.key_id(new) in caplog.text
+
+
+def test_customer_records_open_only_with_their_key() -> None:
+    key = os.urandom(32)
+    customer = sse_c.CustomerKey(key, base64.b64encode(hashlib.md5(key).digest()).decode())
+    sealing = encryption.Sealing(cipher.new_key(), customer)
+    assert base64.b64encode(key).decode() not in str(sealing.record)  # the customer key is never kept
+    assert encryption.open_record(b"", sealing.record, customer) == sealing.key
+    other = sse_c.CustomerKey(os.urandom(32), "x")
+    for who, code in ((other, "AccessDenied"), (None, "InvalidRequest")):
+        with pytest.raises(S3Error) as e:
+            encryption.open_record(b"", sealing.record, who)
+        assert e.value.code == code

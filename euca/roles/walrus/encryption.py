@@ -7,13 +7,14 @@ SSE-C (only over HTTPS: the app refuses it in clear) wraps it by the customer's 
 a salted HMAC of it recognises the key again (a wrong key is AccessDenied, none InvalidRequest).
 
 Stored with the version (its headers): `sse_key` = {"by": "cloud" | "customer", "wrapped": the data key
-wrapped, "salt"/"check": the customer key's HMAC, "nonces": one per piece (the object, or each part)}, and
-for SSE-C `sse_c` = the key's MD5 (echoed in answers). A multipart upload keeps the record (without nonces)
-in its headers, and each part its nonce (walrus_parts.sse). A version without `sse_key` is plaintext (every
-object written before this existed)."""
+wrapped, "kid": which cloud key, "salt"/"check": the customer key's HMAC, "nonces": one per piece (the
+object, or each part)}, and for SSE-C `sse_c` = the key's MD5 (echoed in answers). A multipart upload keeps
+the record (without nonces) in its headers, and each part its nonce (walrus_parts.sse). A version without
+`sse_key` is plaintext (every object written before this existed)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -94,6 +95,7 @@ class Sealing:
             self.record: dict[str, Any] = {
                 "by": "cloud",
                 "wrapped": cipher.b64(cipher.wrap(cloud_key, self.key)),
+                "kid": key_id(cloud_key),
             }
         else:
             salt = os.urandom(16)
@@ -150,9 +152,20 @@ def open_record(
             raise S3Error("InvalidRequest", NOT_APPLICABLE)
         key = cipher.unwrap(cloud_key, cipher.unb64(record["wrapped"]))
     if key is None:
-        log.error("walrus: a stored data key does not unwrap (was the cloud key file replaced?)")
+        log.error(
+            "walrus: a stored data key does not unwrap: wrapped by cloud key %s, this host's %s is %s "
+            "(was the key file replaced?)",
+            record.get("kid", "?"),
+            CLOUD_KEY_FILE,
+            key_id(cloud_key),
+        )
         raise S3Error("InternalError", "the object's data key cannot be opened")
     return key
+
+
+def key_id(cloud_key: bytes) -> str:
+    """A short public name of the cloud key (which key wrapped a record, for the log when one does not open)."""
+    return hashlib.sha256(b"walrus-sse-key-id" + cloud_key).hexdigest()[:16]
 
 
 def object_key(
