@@ -252,10 +252,9 @@ def delete_account(ctx: click.Context, name: str, recursive: bool) -> None:
     params = {"AccountName": name, **({"Recursive": "true"} if recursive else {})}
     if _through_euare(cfg, identity, "DeleteAccount", params) is None:
         try:
-            identity.store.write_sync(lambda tx: delete_account_tx(tx, name, recursive))
+            identity.change_sync(lambda tx: delete_account_tx(tx, name, recursive))
         except (LookupError, PermissionError, IdentityError) as e:
             raise click.ClickException(f"cannot delete account {name}: {e or 'no such account'}") from e
-        identity.changed()
     click.echo(f"ACCOUNT\t{name}\tdeleted")
 
 

@@ -64,6 +64,32 @@ EXCLUDED_TESTS = {
     "test_get_default_public_block": "expects four false values where S3 answers NoSuchPublicAccessBlockConfiguration",
     "sse_kms": "SSE-KMS needs a key management service (Walrus has none: aws:kms is refused)",
 }
+# Tests that fail against AWS S3 itself, because the request they mean to send never reaches a server as
+# meant: botocore refuses it before sending, its signer undoes the header the test sets (the server then
+# gets a correctly signed request and answers 200), or the test's own hook breaks. They measure the client,
+# not the server (see conformance/README.md). Node ids, deselected exactly (no -k substring matching).
+_RESIGNED = "the header the test breaks is set before signing; botocore's signer replaces it (valid request)"
+_REFUSED = "botocore refuses the parameters (ParamValidationError) before any request is sent"
+FAILS_AGAINST_AWS = {
+    "test_s3_bucket_v.py::TestBucketNameRules::test_bucket_create_naming_bad_long": _REFUSED,
+    "test_s3_bucket_v.py::TestBucketNameRules::test_bucket_create_naming_bad_punctuation": _REFUSED,
+    "test_s3_bucket_v.py::TestBucketNameRules::test_bucket_create_naming_bad_short_empty": _REFUSED,
+    "test_s3_bucket_v.py::TestBucketOpts::test_logging_toggle": _REFUSED,
+    "test_s3_headers_x.py::TestBucketHeaders::test_bucket_create_bad_authorization_empty": _RESIGNED,
+    "test_s3_headers_x.py::TestBucketHeaders::test_bucket_create_bad_authorization_invalid_aws2": _RESIGNED,
+    "test_s3_headers_x.py::TestBucketHeaders::test_bucket_create_bad_authorization_none": _RESIGNED,
+    "test_s3_headers_x.py::TestBucketHeaders::test_bucket_create_bad_date_none_aws2": _RESIGNED,
+    "test_s3_headers_x.py::TestBucketHeaders::test_object_create_bad_authorization_incorrect_aws2": _RESIGNED,
+    "test_s3_headers_x.py::TestBucketHeaders::test_object_create_bad_authorization_invalid_aws2": _RESIGNED,
+    "test_s3_headers_x.py::TestBucketHeaders::test_object_create_bad_date_none_aws2": _RESIGNED,
+    "test_s3_headers_x.py::TestObjectHeaders::test_object_create_bad_authorization_empty": _RESIGNED,
+    "test_s3_headers_x.py::TestObjectHeaders::test_object_create_bad_authorization_none": _RESIGNED,
+    "test_s3_headers_x.py::TestObjectHeaders::test_object_create_bad_content_length_none": _RESIGNED,
+    "test_s3_headers_x.py::TestObjectHeaders::test_object_create_bad_content_length_mismatch_above": "its "
+    "before-sign hook reads kwargs['params'], which that event does not pass: KeyError before sending",
+    "test_s3_tagging_policy_mixin_v.py::TestTaggingPolicyMixin::test_bucket_policy_put_obj_request_obj_tag": "it "
+    "adds x-amz-tagging to the main client's requests but puts with the alt client, untagged: AccessDenied on S3",
+}
 # Tests with these markers are left out (pytest -m expression).
 EXCLUDED_MARKERS = {
     "lifecycle_need_speedup": "need a lifecycle day of 10 s (RGW's rgw_lc_debug_interval; walrus has "
@@ -347,10 +373,13 @@ def main() -> int:
             "-k", deselect, "-m", " and ".join(f"not {m}" for m in EXCLUDED_MARKERS), "--timeout", str(args.timeout), "--junitxml", str(junit), "-q", "-rN",
             "-o", "junit_family=xunit1", "-W", "ignore::DeprecationWarning",
         ]  # fmt: skip
+        for node in FAILS_AGAINST_AWS:
+            cmd += ["--deselect", f"tests/{node}"]
         if args.jobs > 0:
             cmd += ["-n", str(args.jobs)]
         cmd += args.pytest_args
         log(f"excluded files: {', '.join(EXCLUDED_FILES)}; excluded tests: {deselect}")
+        log(f"deselected {len(FAILS_AGAINST_AWS)} tests that fail against AWS S3 too (client-side; README)")
         log("running: " + " ".join(cmd))
         env = dict(os.environ, S3TEST_CONF=str(conf), PYTHONDONTWRITEBYTECODE="1")
         env.pop("AWS_PROFILE", None)  # the suite passes keys explicitly; a stray profile must not interfere

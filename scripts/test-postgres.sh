@@ -16,6 +16,10 @@ if [ "${#args[@]}" -eq 0 ]; then
     args=(
         tests/unit/test_store.py
         tests/unit/test_store_postgres.py
+        # Two hosts (data directories) on one database: identity's and Walrus's changes heard across them
+        tests/unit/test_store_hosts.py
+        tests/service/test_store_shared.py
+        tests/service/test_s3_hosts.py
         # EC2: instances through a fake cluster, addresses, volumes, security groups, images, usage reports
         tests/service/test_ec2_instances.py
         tests/service/test_ec2_addresses.py

@@ -26,6 +26,7 @@ import os
 import socket as pysocket
 import ssl
 import time
+from http import HTTPStatus
 from typing import Any, cast
 
 import h11
@@ -68,6 +69,14 @@ log = logging.getLogger("euca.http")
 SMALL_FILE = 64 * 1024
 # What a refused client may still send after its error response before we stop listening to it.
 LINGER_MAX_BYTES = 1024 * 1024
+# Status lines carry a reason phrase ("HTTP/1.1 403 Forbidden"): h11 leaves it empty, and botocore reads a
+# final answer that comes instead of `100 Continue` only from a status line of three parts (with two it
+# takes the header lines for the status line and gives up on the connection).
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")
 
 
 class _Connection:
@@ -147,7 +156,7 @@ class _Connection:
 
     async def next_event_for_body(self) -> Any:
         if self.conn.they_are_waiting_for_100_continue:
-            await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            await self.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
         try:
             event = self.conn.next_event()
             while event is h11.NEED_DATA:
@@ -298,7 +307,14 @@ class _Connection:
         elif "content-length" not in names:
             headers.append((b"Transfer-Encoding", b"chunked"))
         try:
-            head = self.conn.send(h11.Response(status_code=response.status, headers=headers)) or b""
+            head = (
+                self.conn.send(
+                    h11.Response(
+                        status_code=response.status, headers=headers, reason=reason_phrase(response.status)
+                    )
+                )
+                or b""
+            )
             if is_head or no_body_status:
                 await self._send_bytes(head + (self.conn.send(h11.EndOfMessage()) or b""))
             elif isinstance(body, bytes | bytearray | memoryview):
@@ -466,7 +482,10 @@ class _Connection:
                 # h11 would refuse to keep the connection; make the intent explicit to the client.
             await self.send_response(request.method, response)
             if self.conn.their_state is h11.SEND_BODY:
-                # Body left unread (100-continue declined or too big to drain): this connection is done.
+                # Body left unread (100-continue declined or too big to drain): this connection is done. A
+                # client that sent its body anyway (it stopped waiting for 100 Continue) must not have its
+                # answer destroyed by the reset that closing over unread bytes makes.
+                await self._linger()
                 raise ClientDisconnected("request body not consumed")
         finally:
             self.server.in_flight -= 1
@@ -489,6 +508,7 @@ class _Connection:
                     h11.Response(
                         status_code=status,
                         headers=[(b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")],
+                        reason=reason_phrase(status),
                     )
                 )
                 await self.send(h11.Data(data=body))

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +22,8 @@ from euca.core.iam import schema as iam_schema
 from euca.core.iam import sessions
 from euca.core.iam.changes import ChangeCounter
 from euca.core.store import Store, Tx
+
+T = TypeVar("T")
 
 ADMIN_ACCOUNT = "eucalyptus"
 ADMIN_USER = "admin"
@@ -154,10 +156,15 @@ def _new_secret() -> str:
     return secrets.token_urlsafe(30)[:40]
 
 
+# The name identity changes are announced under through the store (to processes on other hosts).
+CHANGES = "identity"
+
+
 class Identity:
     # Looked-up keys are cached: every request needs one. Any change to identity (a key deleted or disabled, in
-    # any process) moves the shared change counter, which drops the cache at once; the time limit only bounds
-    # how long a key another host's store changed (none today: one store per cloud) could linger.
+    # any process) moves this host's change counter, which drops the cache at once, and is announced through
+    # a shared PostgreSQL store to other hosts (heard as soon as its notice arrives); the time limit only
+    # bounds how long a key could linger where a notice was never heard (a listener cut off unnoticed).
     CACHE_SECONDS = 60.0
 
     def __init__(self, store: Store):
@@ -165,6 +172,8 @@ class Identity:
         store.migrate("identity", SCHEMA)
         store.migrate("iam", iam_schema.SCHEMA)
         self.changes = ChangeCounter(_changes_path(store))
+        # Changes committed on other hosts (a PostgreSQL store); None where the store is this host's alone.
+        self.remote = store.watch(CHANGES)
         # What time it is for temporary credentials (tests move it instead of sleeping).
         self.clock: Callable[[], float] = time.time
         self._cache: dict[str, tuple[float, AccessKey | None]] = {}
@@ -195,13 +204,29 @@ class Identity:
             )
         )
 
+    async def change(self, fn: Callable[[Tx], T]) -> T:
+        """A change to identity: `fn` in a durable write that announces it to other hosts, then every process
+        of this host drops what it cached."""
+        result = await self.store.write(lambda tx: _announced(tx, fn), durable=True)
+        self.changed()
+        return result
+
+    def change_sync(self, fn: Callable[[Tx], T]) -> T:
+        """`change` for the CLI and start-up."""
+        result = self.store.write_sync(lambda tx: _announced(tx, fn), durable=True)
+        self.changed()
+        return result
+
     def changed(self) -> None:
-        """Identity changed (keys, users, policies): every process drops what it cached."""
+        """Identity changed (keys, users, policies): every process of this host drops what it cached. (Other
+        hosts hear of it only from the write that announced it: `change`.)"""
         self.changes.bump()
         self.forget_cached()
 
     def check_changes(self) -> None:
-        if self.changes.changed():
+        local = self.changes.changed()
+        remote = self.remote is not None and self.remote.changed()
+        if local or remote:
             self.forget_cached()
 
     # -- lookups used on every request ---------------------------------------------------------
@@ -294,16 +319,14 @@ class Identity:
             ):
                 raise IdentityError(f"no access key {access_key_id}")
 
-        self.store.write_sync(fn)
-        self.changed()
+        self.change_sync(fn)
 
     def delete_access_key(self, access_key_id: str) -> None:
         def fn(tx: Tx) -> None:
             if not tx.execute("DELETE FROM access_keys WHERE access_key_id=?", (access_key_id,)):
                 raise IdentityError(f"no access key {access_key_id}")
 
-        self.store.write_sync(fn)
-        self.changed()
+        self.change_sync(fn)
 
     def list_accounts(self) -> list[Account]:
         rows = self.store.read_sync(
@@ -473,6 +496,12 @@ def delete_account_tx(tx: Tx, name: str, recursive: bool) -> Account:
                 )
     tx.execute("DELETE FROM accounts WHERE account_id=?", (account.account_id,))
     return account
+
+
+def _announced(tx: Tx, fn: Callable[[Tx], T]) -> T:
+    result = fn(tx)
+    tx.announce(CHANGES)
+    return result
 
 
 def _changes_path(store: Store) -> Path | None:

@@ -9,6 +9,7 @@ import pytest
 
 from euca.images import bootimage as bi
 from helpers.netns_lab import Lab
+from helpers.onebox_cloud import GuestBridges, guest_bridges_here
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +30,13 @@ def lab() -> Iterator[Lab]:
         yield spaces
     finally:
         spaces.cleanup()
+
+
+@pytest.fixture(scope="module")
+def guest_bridges() -> Iterator[GuestBridges]:
+    """Bridges for one module's test clusters inside libvirtd's namespace, removed with their chains after it."""
+    bridges = guest_bridges_here()
+    try:
+        yield bridges
+    finally:
+        bridges.cleanup()

@@ -27,7 +27,12 @@ import pytest
 
 from euca.images import bootimage as bi
 from euca.images.guest_init import BOOT_MARKER
-from helpers.onebox_cloud import INSTANCE_TYPE, Cloud, GuestBridges, guest_bridges_here, start_cloud
+from helpers.onebox_cloud import (
+    INSTANCE_TYPE,
+    Cloud,
+    GuestBridges,
+    start_cloud_in_netns,
+)
 from helpers.polling import wait_until
 from helpers.qemu_host import unusable_reason
 from helpers.snapshots import volume_path
@@ -53,20 +58,8 @@ fi
 
 
 @pytest.fixture(scope="module")
-def guest_bridges() -> Iterator[GuestBridges]:
-    bridges = guest_bridges_here()
-    try:
-        yield bridges
-    finally:
-        bridges.cleanup()
-
-
-@pytest.fixture(scope="module")
 def cloud(guest_bridges: GuestBridges) -> Iterator[Cloud]:
-    if guest_bridges.netns is None:
-        pytest.skip("libvirtd does not run in a network namespace (scripts/setup-host starts it in one)")
-    env = {**os.environ, "XDG_CACHE_HOME": str(IMAGE_CACHE)}
-    with start_cloud(guest_bridges, subnet_prefix="10.73", env=env) as c:
+    with start_cloud_in_netns(guest_bridges, IMAGE_CACHE, subnet_prefix="10.73") as c:
         yield c
 
 

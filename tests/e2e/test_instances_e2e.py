@@ -43,22 +43,11 @@ from helpers.onebox_cloud import (
     GuestBridges,
     SecondCluster,
     domain_names,
-    guest_bridges_here,
     start_cloud,
     start_second_cluster,
 )
 from helpers.polling import wait_until
 from helpers.qemu_host import unusable_reason
-
-
-@pytest.fixture(scope="module")
-def guest_bridges() -> Iterator[GuestBridges]:
-    bridges = guest_bridges_here()
-    try:
-        yield bridges
-    finally:
-        bridges.cleanup()
-
 
 _REASON = unusable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")

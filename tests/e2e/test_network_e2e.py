@@ -44,8 +44,7 @@ from helpers.onebox_cloud import (
     Cloud,
     GuestBridges,
     SecondCluster,
-    guest_bridges_here,
-    start_cloud,
+    start_cloud_in_netns,
     start_second_cluster,
 )
 from helpers.polling import wait_until
@@ -89,24 +88,12 @@ pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
 @pytest.fixture(scope="module")
-def guest_bridges() -> Iterator[GuestBridges]:
-    bridges = guest_bridges_here()
-    try:
-        yield bridges
-    finally:
-        bridges.cleanup()
-
-
-@pytest.fixture(scope="module")
 def cloud(guest_bridges: GuestBridges) -> Iterator[Cloud]:
-    if guest_bridges.netns is None:
-        pytest.skip("libvirtd does not run in a network namespace (scripts/setup-host starts it in one)")
-    env = {**os.environ, "XDG_CACHE_HOME": str(IMAGE_CACHE)}
-    with start_cloud(
+    with start_cloud_in_netns(
         guest_bridges,
+        IMAGE_CACHE,
         subnet_prefix="10.75",
         extra_args=["--set", f"clc.public_addresses={PUBLIC_POOL}"],
-        env=env,
     ) as c:
         yield c
 

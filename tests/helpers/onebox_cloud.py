@@ -554,6 +554,22 @@ def start_cloud(
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def start_cloud_in_netns(
+    guest_bridges: GuestBridges, image_cache: Path, *, subnet_prefix: str, extra_args: Iterable[str] = ()
+) -> Iterator[Cloud]:
+    """start_cloud for tests whose guests must be reached over the network: skipped unless libvirtd runs in
+    a namespace (scripts/setup-host), with the module's own image cache (XDG_CACHE_HOME) so that its
+    guest image is built once and kept between runs."""
+    import pytest
+
+    if guest_bridges.netns is None:
+        pytest.skip("libvirtd does not run in a network namespace (scripts/setup-host starts it in one)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(image_cache)}
+    with start_cloud(guest_bridges, subnet_prefix=subnet_prefix, extra_args=extra_args, env=env) as cloud:
+        yield cloud
+
+
 @dataclass
 class SecondCluster:
     name: str

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+import trio
 
 # Bounds every wait on a process or a guest: a guest that never boots fails its test instead of hanging the
 # run. Generous, as TCG guests on a busy 2-core box take their time.
@@ -48,3 +50,21 @@ def wait_until(
             extra = f"\n{detail()}" if detail is not None else ""
             raise AssertionError(f"gave up waiting ({deadline:.0f}s) for {what}{extra}")
         time.sleep(interval)
+
+
+async def wait_until_async(
+    what: str,
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    deadline: float = HANG_GUARD,
+    interval: float = 0.05,
+) -> T:
+    """wait_until for trio tests: awaits probe() until it returns something other than None/False."""
+    end = time.monotonic() + deadline
+    while True:
+        value = await probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting ({deadline:.0f}s) for {what}")
+        await trio.sleep(interval)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +142,36 @@ def sweeps_logged(data_dir: Path, port: int) -> int:
     """How many sweeps the walrus processes on this port have logged (euca/roles/walrus/sweep.py)."""
     log = log_path(data_dir, port)
     return log.read_bytes().count(b"walrus sweep reclaimed") if log.exists() else 0
+
+
+class PausedUpload:
+    """A presigned 64 MiB PUT that stops after its first 16 MiB until `finish()`: a crash test kills the
+    server while this body is on its way (the client's error then is expected and ignored)."""
+
+    MIB = 1024 * 1024
+
+    def __init__(self, url: str):
+        import threading
+
+        self.halfway = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._upload, args=(url,), daemon=True)
+        self._thread.start()
+        assert self.halfway.wait(60), "the upload never started"
+
+    def _body(self) -> Iterator[bytes]:
+        for i in range(64):
+            if i == 16:
+                self.halfway.set()
+                self._release.wait(60)
+            yield b"n" * self.MIB
+
+    def _upload(self, url: str) -> None:
+        try:
+            httpx.put(url, content=self._body(), headers={"Content-Length": str(64 * self.MIB)}, timeout=60)
+        except httpx.HTTPError:
+            pass
+
+    def finish(self) -> None:
+        self._release.set()
+        self._thread.join(60)

@@ -169,8 +169,15 @@ def test_run_describe_terminate(
         node_cert
     )
     assert spec.kernel is None and spec.ramdisk is None
-    # ...and the topology it learns from the CLC's poll
-    assert fake.last_topology is not None and [n.name for n in fake.last_topology.nodes] == [f"{zone}-n1"]
+    # ...and the topology it learns from the CLC's polls (the stand-in reports capacity from its own nodes,
+    # so its zone was available after a poll that came between register-cluster and register-node)
+    wait_for(
+        "the node in the CC's topology",
+        lambda: (
+            fake.last_topology is not None and [n.name for n in fake.last_topology.nodes] == [f"{zone}-n1"]
+        ),
+    )
+    assert fake.last_topology is not None
     assert "m1.small" in [t.name for t in fake.last_topology.vm_types]
 
     running = wait_state(ec2, ids, "running")

@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import trio
 from boto3.s3.transfer import TransferConfig
@@ -30,7 +28,7 @@ from helpers.seaweedfs import (
     backend_overrides,
 )
 from helpers.server import EucaServer, start_euca
-from helpers.walrus_process import free_port, kill_9, s3_client, start_walrus, stop
+from helpers.walrus_process import PausedUpload, free_port, kill_9, s3_client, start_walrus, stop
 
 MiB = 1024 * 1024
 
@@ -240,29 +238,10 @@ def test_kill_9_mid_upload_keeps_the_old_version_and_no_backend_debris(
         before = backend_keys(seaweedfs, bucket)
         assert len(before) == 1
         url = s3.generate_presigned_url("put_object", Params={"Bucket": "crash", "Key": "obj"})
-        halfway = threading.Event()
-        release = threading.Event()
-
-        def body() -> Iterator[bytes]:
-            for i in range(64):
-                if i == 16:
-                    halfway.set()
-                    release.wait(60)
-                yield b"n" * MiB
-
-        def upload() -> None:
-            try:
-                httpx.put(url, content=body(), headers={"Content-Length": str(64 * MiB)}, timeout=60)
-            except httpx.HTTPError:
-                pass
-
-        t = threading.Thread(target=upload, daemon=True)
-        t.start()
-        assert halfway.wait(60)
+        upload = PausedUpload(url)
         time.sleep(1)  # the first 16 MiB are on their way to the backend
         kill_9(proc)
-        release.set()
-        t.join(60)
+        upload.finish()
 
         proc = start_walrus(data_dir, port, settings=settings)
         s3 = s3_client(data_dir, port)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
-import httpx
 import pytest
 
 from helpers.walrus_files import object_files, orphan_files
-from helpers.walrus_process import free_port, kill_9, s3_client, start_walrus, stop
+from helpers.walrus_process import PausedUpload, free_port, kill_9, s3_client, start_walrus, stop
 
 MiB = 1024 * 1024
 
@@ -29,25 +27,7 @@ def test_kill_9_mid_upload(tmp_path, old, old_files):
         s3.create_bucket(Bucket="crash")
         s3.put_object(Bucket="crash", Key="obj", Body=old)
         url = s3.generate_presigned_url("put_object", Params={"Bucket": "crash", "Key": "obj"})
-        halfway = threading.Event()
-        release = threading.Event()
-
-        def body():  # type: ignore[no-untyped-def]
-            for i in range(64):
-                if i == 16:
-                    halfway.set()
-                    release.wait(60)
-                yield b"n" * MiB
-
-        def upload() -> None:
-            try:
-                httpx.put(url, content=body(), headers={"Content-Length": str(64 * MiB)}, timeout=60)
-            except httpx.HTTPError:
-                pass
-
-        t = threading.Thread(target=upload, daemon=True)
-        t.start()
-        assert halfway.wait(60)
+        upload = PausedUpload(url)
         tmp_dir = data_dir / "objects" / "tmp"
         for _ in range(600):  # the server has started writing the new version
             if any(p.stat().st_size > 0 for p in tmp_dir.iterdir()):
@@ -55,8 +35,7 @@ def test_kill_9_mid_upload(tmp_path, old, old_files):
             time.sleep(0.05)
         assert list(tmp_dir.iterdir()), "upload never reached the server"
         kill_9(proc)
-        release.set()
-        t.join(60)
+        upload.finish()
         assert list(tmp_dir.iterdir())  # the debris of the killed upload, until the next start
 
         proc = start_walrus(data_dir, port)

@@ -18,7 +18,7 @@ import trio
 
 from euca.core.components import Components, ensure_components
 from euca.core.config import HttpLimits
-from euca.core.http import FileBody, HttpServer, Peer, Request, Response
+from euca.core.http import FileBody, HttpServer, Peer, Request, Response, reason_phrase
 from euca.core.pki import CloudCA
 from helpers.raw_http import read_until_closed, serving
 
@@ -165,6 +165,55 @@ async def test_expect_100_continue_refused_without_the_body_being_sent() -> None
         # ...and the connection is closed: the unsent body can never be mistaken for a next request.
         assert await client.read_until_closed() == b""
         await client.aclose()
+
+
+PUT_EXPECTING_CONTINUE = b"PUT /obj HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+
+
+async def test_status_lines_carry_a_reason_phrase() -> None:
+    # botocore reads a final answer sent instead of 100 Continue only from a three-part status line.
+    async def refuse(request: Request) -> Response:
+        return Response(403, [("Content-Type", "text/plain")], b"denied")
+
+    async with serving(refuse) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(PUT_EXPECTING_CONTINUE)
+        answer = await read_until_closed(stream)
+        await stream.aclose()
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer
+    async with serving(echo) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(PUT_EXPECTING_CONTINUE)
+        first = await stream.receive_some(65536)
+        await stream.aclose()
+    assert first.startswith(b"HTTP/1.1 100 Continue\r\n"), first
+
+
+def test_reason_phrases() -> None:
+    assert (reason_phrase(200), reason_phrase(404), reason_phrase(503)) == (
+        b"OK",
+        b"Not Found",
+        b"Service Unavailable",
+    )
+    assert reason_phrase(599) == b"Unknown"  # never empty
+
+
+async def test_a_body_sent_without_waiting_for_continue_does_not_cost_the_early_answer() -> None:
+    # A client that stops waiting for 100 Continue sends its body anyway; the server answered already and
+    # closes, but reads what comes first so that the close is not a reset that destroys the answer.
+    async def refuse(request: Request) -> Response:
+        return Response(403, [("Content-Type", "text/plain")], b"denied")
+
+    body = b"x" * 300_000
+    async with serving(refuse) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        length = b"Content-Length: %d\r\n" % len(body)
+        head = b"PUT /obj HTTP/1.1\r\nHost: x\r\n" + length + b"Expect: 100-continue\r\n\r\n"
+        await stream.send_all(head + body)
+        answer = await read_until_closed(stream)
+        await stream.aclose()
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer[:200]
+    assert b"Connection: close\r\n" in answer and answer.endswith(b"\r\n\r\ndenied")
 
 
 async def test_chunked_request_body_is_streamed_to_the_handler() -> None:

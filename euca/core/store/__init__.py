@@ -24,9 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
+
+if TYPE_CHECKING:
+    from euca.core.store.listen import Watch
 
 log = logging.getLogger("euca.store")
 
@@ -63,6 +66,11 @@ class Tx:
     def table_exists(self, name: str) -> bool:
         """Whether the store has a table of that name (each engine keeps its catalogue its own way)."""
         return self.one("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)) is not None
+
+    def announce(self, name: str) -> None:
+        """In a write: processes watching `name` through the store (`Store.watch`) hear of it once this unit
+        commits, and never if it is rolled back. SQLite's store is one host's, whose processes share mapped
+        counters instead: nothing to send."""
 
 
 # Most units of work one transaction takes: bounds how long the last of a burst waits for its commit.
@@ -143,6 +151,13 @@ class Store:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    # -- changes other hosts make ---------------------------------------------------------------
+
+    def watch(self, name: str) -> Watch | None:
+        """How this process hears of changes to `name` committed through another store object sharing the
+        database (`Tx.announce`), for its caches; None where no other host can share it (SQLite: a file)."""
+        return None
 
     # -- work ---------------------------------------------------------------------------------
 

@@ -24,6 +24,9 @@ The driver is psycopg 3 (its sync API in the store's worker threads, as sqlite3 
   are serialised across every process that shares the database (walrus workers, several CLCs), and each
   statement after the lock sees every commit before it (READ COMMITTED). Reads run in REPEATABLE READ READ
   ONLY transactions: a consistent snapshot, never blocked by a writer, as SQLite's WAL readers.
+- Changes other hosts cache: the names units announce (`Tx.announce`) go out as NOTIFYs in the round trip
+  of the COMMIT (only for units that stand); `watch` hears other stores' through one LISTENing connection
+  (listen.py).
 - Durability: a batch with a `durable` unit commits with synchronous_commit on (the commit is on disk
   before the callers hear back); the others, at `store.synchronous` NORMAL (the default), with it off: a
   crash of the database server may lose the last moments of them, never consistency, as SQLite's NORMAL.
@@ -42,7 +45,7 @@ import psycopg
 import psycopg.adapt
 import psycopg.pq
 
-from euca.core.store import Params, Store, Tx, _split_sql, _WriteJob
+from euca.core.store import Params, Store, Tx, _split_sql, _WriteJob, listen
 
 log = logging.getLogger("euca.store")
 
@@ -278,10 +281,11 @@ def _params(params: Params) -> Params:
 class PgTx(Tx):
     """One unit of work on one PostgreSQL connection."""
 
-    __slots__ = ("_pg",)
+    __slots__ = ("_pg", "announced")
 
     def __init__(self, conn: psycopg.Connection[PgRow]):
         self._pg = conn
+        self.announced: set[str] = set()
 
     def execute(self, sql: str, params: Params = ()) -> int:
         return self._pg.execute(_sql(sql), _params(params)).rowcount
@@ -303,6 +307,9 @@ class PgTx(Tx):
     def table_exists(self, name: str) -> bool:
         return self.scalar("SELECT to_regclass(?) IS NOT NULL", (name,)) is True
 
+    def announce(self, name: str) -> None:
+        self.announced.add(listen.check_name(name))
+
 
 class PgStore(Store):
     """The Store on PostgreSQL: one writer connection (group commit, as SQLite's), a pool of readers."""
@@ -319,6 +326,9 @@ class PgStore(Store):
         self.path = str(local_dir / "postgresql") if local_dir is not None else ":memory:"
         self.url = url
         self.synchronous = synchronous.upper()
+        # Changes announced by writes through this store object, and heard from others (listen.py).
+        self.origin = listen.new_origin()
+        self._listener: listen.Listener | None = None
         self._init_queues(readers)
         self._pg_readers: list[psycopg.Connection[PgRow]] = []
         self._pg_writer = self._pg_connect()
@@ -399,24 +409,40 @@ class PgStore(Store):
                     job.result, job.error = None, e
                 return
             try:
+                announced: set[str] = set()  # by the units that stand
                 if len(batch) == 1:
-                    batch[0].result = batch[0].fn(PgTx(conn))
+                    tx = PgTx(conn)
+                    batch[0].result = batch[0].fn(tx)
+                    announced |= tx.announced
                 else:
                     for job in batch:
                         conn.execute("SAVEPOINT unit")
+                        tx = PgTx(conn)
                         try:
-                            job.result = job.fn(PgTx(conn))
+                            job.result = job.fn(tx)
+                            announced |= tx.announced
                         except Exception as e:
                             job.error = e
                             conn.execute("ROLLBACK TO SAVEPOINT unit")
                         conn.execute("RELEASE SAVEPOINT unit")
-                conn.execute("COMMIT")
+                if announced:
+                    # The notices go with the COMMIT, in one round trip: sent if and when it commits.
+                    conn.execute(cast(Any, listen.notify_sql(announced, self.origin) + "; COMMIT"))
+                else:
+                    conn.execute("COMMIT")
             except BaseException as e:
                 _rollback(conn)
                 for job in batch:
                     if job.error is None:
                         job.result = None
                         job.error = e
+
+    def watch(self, name: str) -> listen.Watch:
+        with self._readers_lock:
+            if self._listener is None:
+                self._listener = listen.Listener(self.url, self.origin)
+            listener = self._listener
+        return listener.watch(name)
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         conn = self._take_pg_reader()
@@ -452,6 +478,9 @@ class PgStore(Store):
         with self._readers_lock:
             self._closed = True
             readers, self._pg_readers = self._pg_readers, []
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         for conn in readers:
             conn.close()
         with self._writer_lock:

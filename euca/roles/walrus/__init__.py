@@ -93,7 +93,7 @@ class WalrusApp:
         principal_id: str | None = None
         auth_method = "anonymous"
         error_code: str | None = None
-        if self.walrus.changes is not None:
+        if self.walrus.watching:
             await self.walrus.sync()
         try:
             vbucket = self.virtual_bucket(request)
@@ -113,7 +113,6 @@ class WalrusApp:
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
         except S3Error as e:
-            await self.drain_small_body(request)
             response = self.error_response(request, e, request_id, host_id)
             error_code = e.code
         except ClientDisconnected:
@@ -149,21 +148,6 @@ class WalrusApp:
         return response
 
     @staticmethod
-    async def drain_small_body(request: Request) -> None:
-        """Read what is left of a small refused body before answering. Clients such as botocore send
-        `Expect: 100-continue` together with a small body; closing with those bytes unread would make the
-        kernel reset the connection and the client would lose the error response."""
-        # A chunked (aws-chunked) body announces its size in x-amz-decoded-content-length instead.
-        length = request.headers.get("content-length") or request.headers.get("x-amz-decoded-content-length")
-        if request.body.done or not length or not length.isdigit() or int(length) > 1024 * 1024:
-            return
-        try:
-            while await request.body.read():
-                pass
-        except ClientDisconnected:
-            pass
-
-    @staticmethod
     def error_response(request: Request, e: S3Error, request_id: str, host_id: str) -> Response:
         headers = list(e.headers)
         if e.status == 304 or request.method == "HEAD":
@@ -183,6 +167,7 @@ class WalrusRole:
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
         self.walrus.lifecycle_day = ctx.config.walrus.lifecycle_day_seconds
         self.walrus.cloud_key = encryption.load_cloud_key(ctx.config.path(encryption.CLOUD_KEY_FILE))
+        self.walrus.watch_other_hosts()
         self.workers = worker_count(ctx.config)
         if self.workers > 1:
             self.walrus.changes = Changes(changes_path(ctx.config), 0)

@@ -130,7 +130,7 @@ async def head_bucket(svc: WalrusService, call: S3Call, ep: s3.HeadBucket) -> Re
 async def delete_bucket(svc: WalrusService, call: S3Call, ep: s3.DeleteBucket) -> Response:
     svc.authorized_bucket(call, ep)
     # The bucket's policy, public access block and CORS rules go with it, in the same transaction.
-    files = await svc.write(lambda tx: meta.delete_bucket(tx, ep.bucket), ep.bucket, None)
+    files = await svc.write(lambda tx: meta.delete_bucket(tx, ep.bucket), ep.bucket, None, config=True)
     svc.buckets.pop(ep.bucket, None)
     svc.policies.pop(ep.bucket, None)
     svc.cors_rules.pop(ep.bucket, None)

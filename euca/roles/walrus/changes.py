@@ -10,6 +10,8 @@ counter reloads the buckets from the store before the request goes on.
 
 A request that starts after another process answered a write therefore sees that write, which is what
 clients rely on (read-after-write). The store stays the truth; the counters only say when to look again.
+Walrus on other hosts sharing a PostgreSQL store hears of writes through the store instead (service.py,
+`watch_other_hosts`: core/store/listen.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -32,6 +32,9 @@ from euca.roles.walrus.encrypted_io import EncryptingStream, PieceCipher
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.storage import ByteStore, Source, Written
 
+if TYPE_CHECKING:
+    from euca.core.store.listen import Watch
+
 log = logging.getLogger("euca.walrus")
 T = TypeVar("T")
 
@@ -44,6 +47,19 @@ class OnBucket(Protocol):
 
     @property
     def permission(self) -> s3.Permission: ...
+
+
+# What Walrus's writes announce through the store (heard by Walrus on other hosts): object rows, and buckets
+# with their policies, CORS rules and settings.
+OBJECT_CHANGES = "walrus.objects"
+CONFIG_CHANGES = "walrus.config"
+
+
+def _announced(tx: Tx, fn: Callable[[Tx], T], names: tuple[str, ...]) -> T:
+    result = fn(tx)
+    for name in names:
+        tx.announce(name)
+    return result
 
 
 class WalrusService:
@@ -66,13 +82,30 @@ class WalrusService:
         # The key that wraps SSE-S3 data keys (encryption.load_cloud_key; set by whoever builds the service).
         self.cloud_key = b""
         self.changes: Changes | None = None
+        # Writes committed through other store objects: Walrus on other hosts sharing a PostgreSQL store
+        # (watch_other_hosts; None on SQLite, one host's, whose processes share `changes`).
+        self.remote_objects: Watch | None = None
+        self.remote_config: Watch | None = None
         self._config_wanted = 0
         self._config_loaded = 0
         self._reload_lock = trio.Lock()
 
     # -- caches and change counters ---------------------------------------------------------------------
 
+    def watch_other_hosts(self) -> None:
+        """Hear of the writes of Walrus processes on other hosts (through the store: PostgreSQL only)."""
+        self.remote_objects = self.store.watch(OBJECT_CHANGES)
+        self.remote_config = self.store.watch(CONFIG_CHANGES)
+
+    @property
+    def watching(self) -> bool:
+        """Whether other processes may write the Walrus tables (sync() before each request)."""
+        return self.changes is not None or self.remote_config is not None
+
     async def load(self) -> None:
+        if self.remote_config is not None:
+            self.remote_config.changed()  # what is announced from here on comes after this read
+
         def read(
             tx: Tx,
         ) -> tuple[
@@ -102,8 +135,11 @@ class WalrusService:
     async def sync(self) -> None:
         """Before a request, with several processes serving S3: take in the others' committed writes (drop the
         object cache; reload buckets, policies and CORS rules)."""
-        assert self.changes is not None
-        objects, config = self.changes.poll()
+        objects, config = self.changes.poll() if self.changes is not None else (False, False)
+        if self.remote_objects is not None and self.remote_objects.changed():
+            objects = True
+        if self.remote_config is not None and self.remote_config.changed():
+            config = True
         if objects:
             self.objects.clear()
         if config:
@@ -119,6 +155,7 @@ class WalrusService:
         """This process committed a change of a bucket, its policy or its CORS rules."""
         if self.changes is not None:
             self.changes.bump(CONFIG)
+        if self.watching:
             # A reload begun before our commit would bring back the old state: load once more.
             self._config_wanted += 1
 
@@ -141,16 +178,26 @@ class WalrusService:
     async def write_config(self, fn: Callable[[Tx], T]) -> T:
         """A metadata write of buckets (their settings, policies, CORS rules): other processes reload them."""
         try:
-            return await self.store.write(fn)
+            return await self.store.write(lambda tx: _announced(tx, fn, (CONFIG_CHANGES,)))
         finally:
             self.config_changed()
 
-    async def write(self, fn: Callable[[Tx], T], bucket: str, key: str | None, *, durable: bool = False) -> T:
+    async def write(
+        self,
+        fn: Callable[[Tx], T],
+        bucket: str,
+        key: str | None,
+        *,
+        durable: bool = False,
+        config: bool = False,
+    ) -> T:
         """A metadata write that changes object `key` (every key of the bucket if None): the object cache
-        forgets it before the write starts and again once it is committed."""
+        forgets it before the write starts and again once it is committed. With `config`, it changes the
+        bucket too (other hosts reload the buckets; the caller calls config_changed())."""
         self._forget(bucket, key)
+        names = (OBJECT_CHANGES, CONFIG_CHANGES) if config else (OBJECT_CHANGES,)
         try:
-            return await self.store.write(fn, durable=durable)
+            return await self.store.write(lambda tx: _announced(tx, fn, names), durable=durable)
         finally:
             self._forget(bucket, key)
             if self.changes is not None:

@@ -42,6 +42,7 @@ async def serve(config: Config, index: int, port: int) -> None:
         walrus.lifecycle_day = config.walrus.lifecycle_day_seconds
         walrus.cloud_key = encryption.load_cloud_key(config.path(encryption.CLOUD_KEY_FILE))
         walrus.changes = Changes(changes_path(config), index)
+        walrus.watch_other_hosts()
         await walrus.load()
         app = WalrusApp(config, identity, walrus, reuse_port=True)
         app.usage.process = index

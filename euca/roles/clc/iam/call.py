@@ -27,10 +27,8 @@ class QueryCall:
         return await self.ctx.store.read(fn)
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        """A change to identity: durable, and every process drops what it cached."""
-        result = await self.ctx.store.write(fn, durable=True)
-        self.ctx.identity.changed()
-        return result
+        """A change to identity: durable, and every process (on every host) drops what it cached."""
+        return await self.ctx.identity.change(fn)
 
 
 Handler = Callable[[QueryCall, dict[str, Any]], Awaitable[dict[str, Any] | None]]
