@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from euca.core.store import Store, open_store
 from euca.protocol.s3 import S3Error, sse_c
-from euca.roles.walrus import cipher, encryption
+from euca.roles.walrus import cipher, encryption, meta
 from euca.roles.walrus.meta import ObjectRow
 
 
@@ -167,3 +170,31 @@ def test_customer_records_open_only_with_their_key() -> None:
         with pytest.raises(S3Error) as e:
             encryption.open_record(b"", sealing.record, who)
         assert e.value.code == code
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store("sqlite:state.db", tmp_path)
+    s.migrate("walrus", meta.SCHEMA)
+    yield s
+    s.close()
+
+
+async def test_the_first_hosts_cloud_key_is_the_clouds(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second Walrus host with a key of its own would write what the others cannot read: it encrypts and
+    opens nothing with it (ServiceUnavailable), and the log says which file to copy."""
+    first, other = cipher.new_key(), cipher.new_key()
+    assert await encryption.cloud_key_of_the_cloud(store, first) == first
+    assert await encryption.cloud_key_of_the_cloud(store, other) == b""
+    assert encryption.key_id(first) in caplog.text and encryption.CLOUD_KEY_FILE in caplog.text
+    assert await encryption.cloud_key_of_the_cloud(store, first) == first  # a restart of the first host
+    with pytest.raises(S3Error) as e:
+        encryption.sealing_for_write(b"", {encryption.SSE: "AES256"}, None)
+    assert e.value.code == "ServiceUnavailable" and e.value.status == 503
+    record = encryption.sealed_record(encryption.Sealing(first, None), [cipher.new_nonce()])
+    with pytest.raises(S3Error) as e:
+        encryption.open_record(b"", record, None)
+    assert e.value.code == "ServiceUnavailable"
+    assert encryption.sealing_for_write(b"", {}, None) is None  # plaintext writes go on

@@ -192,6 +192,7 @@ class WalrusRole:
         if removed:
             log.info("removed %d unfinished upload file(s) left by an earlier run", removed)
         await self.walrus.load()
+        self.walrus.cloud_key = await encryption.cloud_key_of_the_cloud(self.ctx.store, self.walrus.cloud_key)
         log.info(
             "walrus ready objects_dir=%s buckets=%d processes=%d",
             self.storage.describe(),

@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from euca.core.store import Store
 from euca.protocol.s3 import S3Error, sse_c
 from euca.protocol.s3.sse_c import CustomerKey
-from euca.roles.walrus import cipher
+from euca.roles.walrus import cipher, meta
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.encrypted_io import Piece, PieceCipher
 from euca.roles.walrus.meta import ObjectRow
@@ -66,6 +68,26 @@ def load_cloud_key(path: Path) -> bytes:
     finally:
         os.unlink(tmp)
     return _read_key(path)
+
+
+async def cloud_key_of_the_cloud(store: Store, cloud_key: bytes) -> bytes:
+    """This host's cloud key if it is the cloud's, else b"" (nothing is encrypted or opened with it). The
+    first Walrus to start records its key's id in the store; another Walrus host sharing the database must
+    hold the same file (copied from the first): one that made its own would write objects no other host can
+    read, so it is told so in the log, and SSE-S3 through it answers ServiceUnavailable until it has the key."""
+    kid = key_id(cloud_key)
+    recorded = await store.write(lambda tx: meta.claim_cloud_key(tx, kid, time.time()))
+    if recorded == kid:
+        return cloud_key
+    log.error(
+        "walrus: this host's %s (key %s) is not the cloud's (key %s): copy %s from the first Walrus host "
+        "(mode 0600) and restart; until then SSE-S3 writes and reads through this host are refused",
+        CLOUD_KEY_FILE,
+        kid,
+        recorded,
+        CLOUD_KEY_FILE,
+    )
+    return b""
 
 
 def _read_key(path: Path) -> bytes:
@@ -122,6 +144,7 @@ def sealing_for_write(
         extras[SSE_C] = customer.md5
         return Sealing(cloud_key, customer)
     if extras.get(SSE):
+        _require(cloud_key)
         return Sealing(cloud_key, None)
     return None
 
@@ -150,6 +173,7 @@ def open_record(
     else:
         if customer is not None:
             raise S3Error("InvalidRequest", NOT_APPLICABLE)
+        _require(cloud_key)
         key = cipher.unwrap(cloud_key, cipher.unb64(record["wrapped"]))
     if key is None:
         log.error(
@@ -161,6 +185,13 @@ def open_record(
         )
         raise S3Error("InternalError", "the object's data key cannot be opened")
     return key
+
+
+def _require(cloud_key: bytes) -> None:
+    if not cloud_key:
+        raise S3Error(
+            "ServiceUnavailable", "This Walrus host does not hold the cloud's encryption key (see its log)."
+        )
 
 
 def key_id(cloud_key: bytes) -> str:

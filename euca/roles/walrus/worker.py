@@ -44,6 +44,7 @@ async def serve(config: Config, index: int, port: int) -> None:
         walrus.changes = Changes(changes_path(config), index)
         walrus.watch_other_hosts()
         await walrus.load()
+        walrus.cloud_key = await encryption.cloud_key_of_the_cloud(store, walrus.cloud_key)
         app = WalrusApp(config, identity, walrus, reuse_port=True)
         app.usage.process = index
         server = HttpServer(

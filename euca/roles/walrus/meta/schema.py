@@ -105,4 +105,12 @@ SCHEMA = [
     """
     ALTER TABLE walrus_parts ADD COLUMN sse TEXT;
     """,
+    # The id of the SSE cloud key every Walrus host of the cloud must hold (one row; the key stays in files).
+    """
+    CREATE TABLE walrus_sse_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        kid TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    """,
 ]
