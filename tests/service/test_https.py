@@ -173,8 +173,7 @@ def test_sse_c_passes_the_transport_rule_over_https(
     cloud: EucaServer, creds_dir: Path, https_url: str, bucket_name: str
 ) -> None:
     """SSE-C is refused over plain HTTP (the key crossed the wire in clear, InvalidRequest as S3); over this
-    listener it passes that rule and gets Walrus's answer for SSE-C (NotImplemented: no customer-key
-    encryption)."""
+    listener it passes that rule and the object is stored under the customer key (test_s3_encryption.py)."""
     key = b"k" * 32
     sse_c: dict[str, Any] = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
     cloud.client("s3").create_bucket(Bucket=bucket_name)
@@ -182,6 +181,5 @@ def test_sse_c_passes_the_transport_rule_over_https(
         cloud.client("s3").put_object(Bucket=bucket_name, Key="c", Body=b"x", **sse_c)
     assert clear.value.response["Error"]["Code"] == "InvalidRequest"
     s3 = _client(cloud, "s3", https_url, creds_dir / "cloud-cert.pem")
-    with pytest.raises(botocore.exceptions.ClientError) as tls:
-        s3.put_object(Bucket=bucket_name, Key="c", Body=b"x", **sse_c)
-    assert tls.value.response["Error"]["Code"] == "NotImplemented"
+    s3.put_object(Bucket=bucket_name, Key="c", Body=b"x", **sse_c)
+    assert s3.get_object(Bucket=bucket_name, Key="c", **sse_c)["Body"].read() == b"x"

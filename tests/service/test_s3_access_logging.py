@@ -87,3 +87,27 @@ def test_requests_are_delivered_as_log_objects(s3: Any) -> None:
     owner = s3.get_bucket_acl(Bucket=target)["Owner"]["ID"]
     key = s3.list_objects_v2(Bucket=target, Prefix="logs/")["Contents"][0]["Key"]
     assert s3.get_object_acl(Bucket=target, Key=key)["Owner"]["ID"] == owner
+
+
+def test_log_objects_follow_the_targets_default_encryption(s3: Any) -> None:
+    source, target = new_bucket(s3), new_bucket(s3)
+    s3.put_bucket_encryption(
+        Bucket=target,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_bucket_logging(
+        Bucket=source,
+        BucketLoggingStatus={"LoggingEnabled": {"TargetBucket": target, "TargetPrefix": "enc/"}},
+    )
+    s3.put_object(Bucket=source, Key="k", Body=b"hi")
+
+    def delivered() -> str | None:
+        contents = s3.list_objects_v2(Bucket=target, Prefix="enc/").get("Contents", [])
+        return str(contents[0]["Key"]) if contents else None
+
+    key = wait_until("a log object", delivered, deadline=60, interval=0.2)
+    got = s3.get_object(Bucket=target, Key=key)
+    assert got["ServerSideEncryption"] == "AES256"
+    assert f" {source} [" in got["Body"].read().decode()  # read back decrypted

@@ -110,3 +110,25 @@ def test_a_bucket_policy_put_through_one_host_applies_on_the_other(walruses: lis
     wait_until("b to apply the policy put through a", lambda: anonymous_status() == 200, interval=0.05)
     a.delete_bucket_policy(Bucket=bucket)
     wait_until("b to drop the policy deleted through a", lambda: anonymous_status() == 403, interval=0.05)
+
+
+def test_a_host_without_the_clouds_sse_key_refuses_sse_s3(walruses: list[EucaServer]) -> None:
+    """Each host made its own walrus-sse.key here; the first to start holds the cloud's. The other logs which
+    file to copy and refuses SSE-S3 (503) rather than write what the first could not read."""
+    a, b = (w.client("s3") for w in walruses)
+    bucket = "hosts-" + uuid.uuid4().hex[:12]
+    a.create_bucket(Bucket=bucket)
+    wait_until(
+        "b to know the bucket", lambda: _code(lambda: b.head_bucket(Bucket=bucket)) is None, interval=0.05
+    )
+    a.put_object(Bucket=bucket, Key="enc", Body=b"secret", ServerSideEncryption="AES256")
+    assert a.get_object(Bucket=bucket, Key="enc")["Body"].read() == b"secret"
+    put = _code(lambda: b.put_object(Bucket=bucket, Key="e2", Body=b"x", ServerSideEncryption="AES256"))
+    assert put == "ServiceUnavailable"
+
+    def b_answers() -> str | None:
+        code = _code(lambda: b.get_object(Bucket=bucket, Key="enc"))
+        return None if code in (None, "NoSuchKey") else code
+
+    assert wait_until("b to know the object", b_answers, interval=0.05) == "ServiceUnavailable"
+    b.put_object(Bucket=bucket, Key="plain", Body=b"p")  # plaintext goes on through either host

@@ -88,6 +88,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented"),
     "NotModified": (304, "Not Modified"),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold"),
+    "ServiceUnavailable": (503, "Reduce your request rate."),
     "UnresolvableGrantByEmailAddress": (
         400,
         "The email address you provided does not match any account on record.",

@@ -31,7 +31,7 @@ from euca.core.identity import Identity
 from euca.core.roles import RoleContext
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import access_log, cors, lifecycle, meta, sweep, usage
+from euca.roles.walrus import access_log, cors, encryption, lifecycle, meta, sweep, usage
 from euca.roles.walrus.access_log import AccessLogs
 from euca.roles.walrus.backend import open_byte_store
 from euca.roles.walrus.call import S3Call
@@ -109,9 +109,6 @@ class WalrusApp:
                 if s3.lock_headers.requests_sse_c(request.headers):
                     # On plain HTTP a customer key has crossed the wire in clear: refused as S3 refuses it.
                     s3.lock_headers.refuse_sse_c_in_clear(request.headers, secure=is_secure(request))
-                    raise S3Error(
-                        "NotImplemented", "Walrus does not encrypt with customer-provided keys (SSE-C)"
-                    )
                 response = await dispatch_request(self.walrus, S3Call(request, auth, request_id), endpoint)
             except AuthError as e:
                 raise S3Error(e.code, e.message, e.status) from e
@@ -169,6 +166,7 @@ class WalrusRole:
         self.storage = open_byte_store(ctx.config.walrus, ctx.config.path(ctx.config.walrus.objects_dir))
         self.walrus = WalrusService(ctx.store, ctx.identity, self.storage, ctx.config.region)
         self.walrus.lifecycle_day = ctx.config.walrus.lifecycle_day_seconds
+        self.walrus.cloud_key = encryption.load_cloud_key(ctx.config.path(encryption.CLOUD_KEY_FILE))
         self.walrus.watch_other_hosts()
         self.workers = worker_count(ctx.config)
         if self.workers > 1:
@@ -194,6 +192,7 @@ class WalrusRole:
         if removed:
             log.info("removed %d unfinished upload file(s) left by an earlier run", removed)
         await self.walrus.load()
+        self.walrus.cloud_key = await encryption.cloud_key_of_the_cloud(self.ctx.store, self.walrus.cloud_key)
         log.info(
             "walrus ready objects_dir=%s buckets=%d processes=%d",
             self.storage.describe(),

@@ -20,8 +20,11 @@ import trio
 from euca.core.http import FileBody, FileSegments, Request, Response
 from euca.protocol import s3
 from euca.roles.walrus import acl as acls
+from euca.roles.walrus import encryption
+from euca.roles.walrus.encrypted_io import copy_plain
 from euca.roles.walrus.objects import store_object
 from euca.roles.walrus.service import WalrusService
+from euca.roles.walrus.write_extras import encryption_for_write
 
 log = logging.getLogger("euca.walrus")
 
@@ -109,12 +112,21 @@ async def _write_log_object(svc: WalrusService, target: str, prefix: str, lines:
         log.warning("access log target bucket=%s is gone: %d record(s) dropped", target, len(lines))
         return False
     data = ("\n".join(lines) + "\n").encode()
-    written = await svc.storage.copy([(data, 0, len(data))], None, hash_md5=True, inline=True)
+    # A target bucket with default encryption gets its log objects encrypted, as S3 delivers them.
+    sse = encryption_for_write(svc, tb, None)
+    extras: dict[str, object] = {encryption.SSE: sse} if sse else {}
+    sealing = encryption.sealing_for_write(svc.cloud_key, extras, None)
+    if sealing is not None:
+        piece = sealing.piece()
+        written = await copy_plain(svc.storage, [(data, 0, len(data), None)], None, piece, None, inline=True)
+        extras[encryption.SSE_KEY] = encryption.sealed_record(sealing, [piece.nonce])
+    else:
+        written = await svc.storage.copy([(data, 0, len(data))], None, hash_md5=True, inline=True)
     key = prefix + time.strftime("%Y-%m-%d-%H-%M-%S-", time.gmtime()) + os.urandom(8).hex().upper()
     owner = (tb.owner_id, tb.owner_name)
     acl = acls.canned("private", *owner)
     await store_object(
-        svc, tb, key, written, owner, s3.ObjectHeaders(content_type="text/plain"), None, acl, None
+        svc, tb, key, written, owner, s3.ObjectHeaders(content_type="text/plain"), None, acl, None, extras
     )
     return True
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from euca.core.http import Response
 from euca.protocol import s3
 from euca.protocol.s3 import S3Error
-from euca.roles.walrus import meta, ownership
+from euca.roles.walrus import encryption, meta, ownership
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.multipart import PART_CHECKSUMS
 from euca.roles.walrus.objects import may_learn_missing
@@ -21,6 +21,10 @@ async def get_object_attributes(svc: WalrusService, call: S3Call, ep: s3.GetObje
         raise S3Error("AccessDenied")
     o = svc.live(o, b.name, ep.key, ep.version_id)
     svc.permit(call, ownership.object_acl(svc, b, o), "READ")
+    # An SSE-C version answers only to its key, as for a HEAD (S3 asks GetObjectAttributes for it too).
+    customer = encryption.customer_key(call)
+    if customer is not None or encryption.SSE_KEY in o.headers:
+        encryption.object_key(svc.cloud_key, o, customer)
     parts = None
     if o.parts is not None and "-" in o.etag:
         checksums = o.headers.get(PART_CHECKSUMS) or [None] * len(o.parts)

@@ -9,9 +9,10 @@ import uuid
 from euca.core.http import Response
 from euca.core.store import Tx
 from euca.protocol import s3
-from euca.protocol.s3 import S3Error
-from euca.roles.walrus import completion, meta, ownership
+from euca.protocol.s3 import S3Error, sse_c
+from euca.roles.walrus import cipher, completion, encryption, meta, ownership
 from euca.roles.walrus.call import S3Call
+from euca.roles.walrus.encrypted_io import PieceCipher, copy_plain
 from euca.roles.walrus.meta import ObjectRow, PartRow, UploadRow
 from euca.roles.walrus.objects import copy_source, written_version_headers
 from euca.roles.walrus.responses import empty, xml
@@ -28,9 +29,16 @@ async def create_multipart_upload(svc: WalrusService, call: S3Call, ep: s3.Creat
     b = svc.authorized_bucket(call, ep)
     owner, acl_request = svc.owner_for(call, b), ep.acl
     headers = ep.headers.to_dict()
-    if b.name in svc.settings or ep.lock or ep.sse:
+    customer = encryption.customer_key(call)
+    if b.name in svc.settings or ep.lock or ep.sse or customer:
+        sse_c.refuse_with_sse(call.request.headers, customer)
         owner, acl_request = ownership.writer(svc, b, owner, acl_request)
-        headers.update(stored_extras(svc, b, ep.lock, ep.sse))
+        extras = stored_extras(svc, b, ep.lock, ep.sse)
+        # One data key per upload (wrapped in its headers); each part is encrypted with its own nonce.
+        sealing = encryption.sealing_for_write(svc.cloud_key, extras, customer)
+        if sealing is not None:
+            extras[encryption.SSE_KEY] = sealing.record
+        headers.update(extras)
     if ep.checksum_type == "FULL_OBJECT" and ep.checksum_algorithm in ("SHA1", "SHA256"):
         raise S3Error(
             "InvalidRequest",
@@ -74,7 +82,10 @@ async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Re
             f"Checksum Type mismatch occurred, expected checksum Type: "
             f"{upload.checksum_algorithm.lower()}, actual checksum Type: {ep.checksum.algorithm.lower()}",
         )
-    written = await svc.receive(call, ep.checksum, algorithm, ep.content_length, s3.MAX_PUT_SIZE)
+    piece = part_cipher(svc, call, upload)
+    written = await svc.receive(
+        call, ep.checksum, algorithm, ep.content_length, s3.MAX_PUT_SIZE, cipher=piece
+    )
     checksum = written.checksum.b64() if written.checksum else None
     assert written.storage_id is not None  # parts are always files
     part = PartRow(
@@ -84,6 +95,7 @@ async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Re
         storage_id=written.storage_id,
         checksum=checksum,
         last_modified=time.time(),
+        sse=cipher.b64(piece.nonce) if piece is not None else None,
     )
     removed = await svc.commit_part(
         lambda tx: meta.put_part(tx, b.name, ep.key, ep.upload_id, part), written.files
@@ -97,7 +109,7 @@ async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Re
         ep.part_number,
         written.size,
     )
-    headers = [s3.etag_header(written.md5)]
+    headers = [s3.etag_header(written.md5), *sse_headers(upload.headers)]
     if checksum and algorithm:
         headers += s3.checksum_headers(algorithm, checksum)
     return empty(200, headers)
@@ -106,12 +118,19 @@ async def upload_part(svc: WalrusService, call: S3Call, ep: s3.UploadPart) -> Re
 async def upload_part_copy(svc: WalrusService, call: S3Call, ep: s3.UploadPartCopy) -> Response:
     b = svc.authorized_bucket(call, ep)
     upload = await svc.store.read(lambda tx: meta.get_upload(tx, b.name, ep.key, ep.upload_id))
+    piece = part_cipher(svc, call, upload)
     _, src = await copy_source(svc, call, ep.source)
+    source_key = encryption.object_key(svc.cloud_key, src, encryption.source_customer_key(call))
     rng = s3.parse_copy_range(ep.source_range, src.size)
     first, last = rng if rng is not None else (0, src.size - 1)
-    written = await svc.storage.copy(
-        svc.sources(src, first, max(0, last - first + 1)), upload.checksum_algorithm
-    )
+    length = max(0, last - first + 1)
+    if source_key is not None or piece is not None:
+        key, nonces = source_key or (None, None)
+        written = await copy_plain(
+            svc.storage, encryption.pieces(src, first, length, nonces), key, piece, upload.checksum_algorithm
+        )
+    else:
+        written = await svc.storage.copy(svc.sources(src, first, length), upload.checksum_algorithm)
     assert written.storage_id is not None
     checksum = written.checksum.b64() if written.checksum else None
     now = time.time()
@@ -122,13 +141,16 @@ async def upload_part_copy(svc: WalrusService, call: S3Call, ep: s3.UploadPartCo
         storage_id=written.storage_id,
         checksum=checksum,
         last_modified=now,
+        sse=cipher.b64(piece.nonce) if piece is not None else None,
     )
     removed = await svc.commit_part(
         lambda tx: meta.put_part(tx, b.name, ep.key, ep.upload_id, part), written.files
     )
     await svc.storage.remove(removed)
     checks = {upload.checksum_algorithm: checksum} if checksum and upload.checksum_algorithm else {}
-    return xml(s3.render_copy_result("CopyPartResult", written.md5, now, checks))
+    return xml(
+        s3.render_copy_result("CopyPartResult", written.md5, now, checks), headers=sse_headers(upload.headers)
+    )
 
 
 async def complete_multipart_upload(
@@ -158,7 +180,16 @@ async def complete_multipart_upload(
     completion.check_final_checksum(s3.parse_checksum(call.request.headers), algo, checksum)
     sizes = [p.size for p in chosen]
 
-    if completion.kept_as_parts(chosen):
+    record = upload.headers.get(encryption.SSE_KEY)
+    if record is not None:
+        # Each part has its own nonce under the upload's key: the object keeps its parts as they are (a
+        # concatenation would need them decrypted and encrypted again), whatever their number.
+        if any(p.sse is None for p in chosen):
+            raise S3Error("InternalError", "an encrypted upload has a part without its nonce")
+        extra_headers: dict[str, object] = {encryption.SSE_KEY: {**record, "nonces": [p.sse for p in chosen]}}
+    else:
+        extra_headers = {}
+    if record is not None or completion.kept_as_parts(chosen):
         # The object is kept as its part files (already synced when each part was acknowledged): nothing
         # is copied, and the commit below hands the files from the upload to the object.
         segments: list[str] | None = [p.storage_id for p in chosen]
@@ -178,7 +209,12 @@ async def complete_multipart_upload(
         owner_name=upload.owner_name,
         # The upload id and the parts' checksums stay with the object: a repeated completion is answered
         # from them, and GetObjectAttributes lists the parts' checksums.
-        headers={**upload.headers, UPLOAD_ID: ep.upload_id, PART_CHECKSUMS: [p.checksum for p in chosen]},
+        headers={
+            **upload.headers,
+            UPLOAD_ID: ep.upload_id,
+            PART_CHECKSUMS: [p.checksum for p in chosen],
+            **extra_headers,
+        },
         checksum_algorithm=algo if checksum else None,
         checksum_type=upload.checksum_type if checksum else None,
         checksum=checksum,
@@ -213,6 +249,27 @@ async def complete_multipart_upload(
     checks = {algo: checksum} if checksum and algo else {}
     body = s3.render_complete_multipart(location, b.name, ep.key, etag, checks, upload.checksum_type)
     return xml(body, headers=written_version_headers(b, row.version_id) + sse_headers(row.headers))
+
+
+def part_cipher(svc: WalrusService, call: S3Call, upload: UploadRow) -> PieceCipher | None:
+    """How a new part of `upload` is encrypted (None: plaintext): under the upload's data key, opened with the
+    cloud key or with the customer key this request must carry again (another key, or none, is refused as S3
+    refuses it), with a nonce of its own."""
+    customer = encryption.customer_key(call)
+    record = upload.headers.get(encryption.SSE_KEY)
+    if record is None:
+        if customer is not None:
+            raise S3Error("InvalidRequest", encryption.NOT_APPLICABLE)
+        return None
+    key = encryption.open_record(
+        svc.cloud_key,
+        record,
+        customer,
+        missing="The multipart upload initiate requested encryption. Subsequent part requests must include "
+        "the appropriate encryption parameters.",
+        wrong=S3Error("InvalidRequest", encryption.UPLOAD_MISMATCH),
+    )
+    return PieceCipher(key, cipher.new_nonce(), record.get("by") == "customer")
 
 
 async def _completed_before(

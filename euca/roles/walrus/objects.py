@@ -8,9 +8,9 @@ import time
 from euca.core.http import FileBody, FileSegments, Response
 from euca.core.store import Tx
 from euca.protocol import s3
-from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import S3Error, sse_c
 from euca.roles.walrus import acl as acls
-from euca.roles.walrus import meta, object_lock, ownership
+from euca.roles.walrus import encryption, meta, object_lock, ownership
 from euca.roles.walrus.access import (
     ACL_ONLY,
     check_expected_owner,
@@ -21,6 +21,8 @@ from euca.roles.walrus.access import (
 )
 from euca.roles.walrus.authorize import refused_by_identity
 from euca.roles.walrus.call import S3Call
+from euca.roles.walrus.encrypted_io import copy_plain, open_plain
+from euca.roles.walrus.encryption import SSE_KEY
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.responses import empty, xml
 from euca.roles.walrus.service import WalrusService, valid_version_id
@@ -35,15 +37,28 @@ log = logging.getLogger("euca.walrus")
 async def put_object(svc: WalrusService, call: S3Call, ep: s3.PutObject) -> Response:
     b = svc.authorized_bucket(call, ep)
     owner, acl_request = svc.owner_for(call, b), ep.acl
+    customer = encryption.customer_key(call)
     extras: dict[str, object] = {}
-    if b.name in svc.settings or ep.lock or ep.sse:  # ownership controls, object lock, encryption
+    sealing = None
+    if b.name in svc.settings or ep.lock or ep.sse or customer:  # ownership, object lock, encryption
+        sse_c.refuse_with_sse(call.request.headers, customer)
         owner, acl_request = ownership.writer(svc, b, owner, acl_request)
         extras = stored_extras(svc, b, ep.lock, ep.sse)
+        sealing = encryption.sealing_for_write(svc.cloud_key, extras, customer)
     await svc.check_write_conditions(b.name, ep.key, ep.conditions)
     acl = await svc.acl_for(acl_request, owner, (b.owner_id, b.owner_name))
+    piece = sealing.piece() if sealing is not None else None
     written = await svc.receive(
-        call, ep.checksum, ep.checksum.algorithm, ep.content_length, s3.MAX_PUT_SIZE, inline=True
+        call,
+        ep.checksum,
+        ep.checksum.algorithm,
+        ep.content_length,
+        s3.MAX_PUT_SIZE,
+        inline=True,
+        cipher=piece,
     )
+    if sealing is not None and piece is not None:
+        extras[encryption.SSE_KEY] = encryption.sealed_record(sealing, [piece.nonce])
     row = await store_object(
         svc, b, ep.key, written, owner, ep.headers, ep.checksum.algorithm, acl, ep.tagging, extras
     )
@@ -160,6 +175,9 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
             if e.code == "NotModified":
                 e.headers.append(("Last-Modified", s3.http_date(o.last_modified)))
             raise
+    # The data key of an encrypted version (SSE-C: the request's key must be the one it was stored with).
+    customer = encryption.customer_key(call)
+    sealed = encryption.object_key(svc.cloud_key, o, customer) if customer or SSE_KEY in o.headers else None
     headers = object_headers(svc, b, o, ep.checksum_mode)
     status, first, length = 200, 0, o.size
     if ep.part_number is not None or ep.range is not None:  # the whole object (most GETs) needs no span
@@ -172,6 +190,13 @@ async def _get_object(svc: WalrusService, call: S3Call, ep: s3.GetObject | s3.He
         headers = s3.apply_overrides(headers, ep.overrides)
     if is_head:
         return Response(status, headers, b"", head_length=length)
+    if sealed is not None:
+        key, nonces = sealed
+        plain = await open_plain(svc.storage, encryption.pieces(o, first, length, nonces), key)
+        if plain is None:
+            svc.objects.forget(b.name, ep.key)
+            return None
+        return Response(status, [*headers, ("Content-Length", str(length))], plain)
     if o.data is not None:
         data = o.data if first == 0 and length == len(o.data) else o.data[first : first + length]
         return Response(status, headers, data)
@@ -336,11 +361,16 @@ async def copy_source(svc: WalrusService, call: S3Call, source: s3.CopySource) -
 async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Response:
     b = svc.authorized_bucket(call, ep)
     owner, acl_request = svc.owner_for(call, b), ep.acl
+    customer = encryption.customer_key(call)
     extras: dict[str, object] = {}
-    if b.name in svc.settings or ep.lock or ep.sse:
+    sealing = None
+    if b.name in svc.settings or ep.lock or ep.sse or customer:
+        sse_c.refuse_with_sse(call.request.headers, customer)
         owner, acl_request = ownership.writer(svc, b, owner, acl_request)
         extras = stored_extras(svc, b, ep.lock, ep.sse)
+        sealing = encryption.sealing_for_write(svc.cloud_key, extras, customer)
     sb, src = await copy_source(svc, call, ep.source)
+    source_key = encryption.object_key(svc.cloud_key, src, encryption.source_customer_key(call))
     same = sb.name == b.name and src.key == ep.key
     if (
         same
@@ -348,6 +378,8 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
         and ep.source.version_id in (None, src.version_id)
         and ep.tagging_directive == "COPY"
         and not ep.checksum_algorithm
+        and not ep.sse
+        and customer is None
     ):
         raise S3Error(
             "InvalidRequest",
@@ -359,16 +391,28 @@ async def copy_object(svc: WalrusService, call: S3Call, ep: s3.CopyObject) -> Re
     headers = (
         object_lock.without_lock(src.headers) if ep.metadata_directive == "COPY" else ep.headers.to_dict()
     )
-    headers = {k: v for k, v in headers.items() if k not in ("sse", "upload_id", "part_checksums")}
+    headers = {
+        k: v for k, v in headers.items() if k not in (*encryption.STORED, "upload_id", "part_checksums")
+    }
     headers.update(extras)
     tags = src.tags if ep.tagging_directive == "COPY" else ep.tagging
     algorithm = ep.checksum_algorithm or src.checksum_algorithm
     multipart_src = "-" in src.etag
     reuse_checksum = algorithm == src.checksum_algorithm and src.checksum_type == "FULL_OBJECT"
     need_hash = multipart_src or (algorithm is not None and not reuse_checksum)
-    written = await svc.storage.copy(
-        svc.sources(src, 0, src.size), algorithm if need_hash else None, hash_md5=need_hash, inline=True
-    )
+    if source_key is not None or sealing is not None:
+        # Encrypted on either side: the plaintext streams through, decrypted and (re-)encrypted, hashed.
+        need_hash, piece = True, sealing.piece() if sealing is not None else None
+        key, nonces = source_key or (None, None)
+        written = await copy_plain(
+            svc.storage, encryption.pieces(src, 0, src.size, nonces), key, piece, algorithm, inline=True
+        )
+        if sealing is not None and piece is not None:
+            headers[encryption.SSE_KEY] = encryption.sealed_record(sealing, [piece.nonce])
+    else:
+        written = await svc.storage.copy(
+            svc.sources(src, 0, src.size), algorithm if need_hash else None, hash_md5=need_hash, inline=True
+        )
     etag = written.md5 if need_hash else src.etag
     if written.checksum is not None:
         checksum: str | None = written.checksum.b64()

@@ -8,18 +8,21 @@ from dataclasses import replace
 
 from euca.core.auth import PayloadStream
 from euca.core.http import Response
+from euca.core.https import is_secure
 from euca.core.identity import Principal
 from euca.protocol import s3
-from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import S3Error, sse_c
 from euca.protocol.s3 import post as s3_post
 from euca.protocol.s3.headers import check_metadata_size, check_storage_and_encryption
 from euca.roles.walrus import acl as acls
-from euca.roles.walrus import ownership
+from euca.roles.walrus import encryption, ownership
 from euca.roles.walrus.access import decide_form_upload
 from euca.roles.walrus.authorize import authorise_form, check_form_session
 from euca.roles.walrus.call import S3Call
+from euca.roles.walrus.encrypted_io import EncryptingStream
 from euca.roles.walrus.objects import store_object
 from euca.roles.walrus.service import WalrusService
+from euca.roles.walrus.write_extras import encryption_for_write, sse_headers
 
 READ_SIZE = 262144
 
@@ -145,9 +148,22 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
     max_size = min(rng[1], s3.MAX_PUT_SIZE) if rng is not None else s3.MAX_PUT_SIZE
     checksum = s3_post.form_checksum(form)
     algorithm = checksum[0] if checksum else None
+    # Encryption as a PUT asks for it (the form's x-amz-server-side-encryption* fields or the bucket default).
+    customer = sse_c.parse_customer_key(form)
+    s3.lock_headers.refuse_sse_c_in_clear(form, secure=is_secure(call.request))
+    sse_c.refuse_with_sse(form, customer)
+    sse = encryption_for_write(svc, b, form.get("x-amz-server-side-encryption"))
+    extras: dict[str, object] = {encryption.SSE: sse} if sse else {}
+    sealing = encryption.sealing_for_write(svc.cloud_key, extras, customer)
+    piece = sealing.piece() if sealing is not None else None
+    file_stream = _FileStream(source, parser, pending)
+    sealed = EncryptingStream(file_stream, piece, algorithm) if piece is not None else None
     written = await svc.storage.write_stream(
-        _FileStream(source, parser, pending), algorithm, max_size=max_size
+        sealed or file_stream, None if sealed else algorithm, max_size=max_size
     )
+    if sealed is not None and sealing is not None and piece is not None:
+        sealed.finish(written)
+        extras[encryption.SSE_KEY] = encryption.sealed_record(sealing, [piece.nonce])
     try:
         s3_post.check_length(policy, written.size)
         if checksum is not None and (written.checksum is None or written.checksum.b64() != checksum[1]):
@@ -157,9 +173,10 @@ async def post_object(svc: WalrusService, call: S3Call, ep: s3.PostObject) -> Re
     except S3Error:
         await svc.storage.remove(written.files)
         raise
-    row = await store_object(svc, b, key, written, owner, headers, algorithm, acl, tags)
+    row = await store_object(svc, b, key, written, owner, headers, algorithm, acl, tags, extras)
 
     out = [s3.etag_header(row.etag), *s3.version_id_headers(b.versioning, row.version_id)]
+    out += sse_headers(row.headers)
     if row.checksum:
         out += s3.checksum_headers(row.checksum_algorithm, row.checksum)
     redirect = form.get("success_action_redirect") or form.get("redirect")

@@ -28,6 +28,7 @@ from euca.roles.walrus.access import BucketPolicy
 from euca.roles.walrus.cache import ObjectCache
 from euca.roles.walrus.call import S3Call
 from euca.roles.walrus.changes import CONFIG, OBJECTS, Changes
+from euca.roles.walrus.encrypted_io import EncryptingStream, PieceCipher
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.storage import ByteStore, Source, Written
 
@@ -78,6 +79,8 @@ class WalrusService:
         # The length of a lifecycle "day" (walrus.lifecycle_day_seconds; shorter only in tests).
         self.lifecycle_day = 86400.0
         self.objects = ObjectCache()
+        # The key that wraps SSE-S3 data keys (encryption.load_cloud_key; set by whoever builds the service).
+        self.cloud_key = b""
         self.changes: Changes | None = None
         # Writes committed through other store objects: Walrus on other hosts sharing a PostgreSQL store
         # (watch_other_hosts; None on SQLite, one host's, whose processes share `changes`).
@@ -241,22 +244,30 @@ class WalrusService:
         max_size: int,
         *,
         inline: bool = False,
+        cipher: PieceCipher | None = None,
     ) -> Written:
         """The request body, written to storage (or kept in memory, `inline`) and checked against the
         Content-MD5 and x-amz-checksum-* the client sent; BadDigest (and nothing kept) if it does not match.
-        A body announced over `max_size` is refused before any of it is asked for (no 100 Continue)."""
+        A body announced over `max_size` is refused before any of it is asked for (no 100 Continue).
+        With `cipher`, the bytes are kept encrypted (encrypted_io.py); the hashes are the plaintext's."""
         if content_length is not None and content_length > max_size:
             raise S3Error("EntityTooLarge", ProposedSize=str(content_length), MaxSizeAllowed=str(max_size))
         stream = call.payload()
+        sealed = EncryptingStream(stream, cipher, algorithm) if cipher is not None else None
         written = await self.storage.write_stream(
-            stream, algorithm, expected_size=content_length, max_size=max_size, inline=inline
+            sealed or stream,
+            None if sealed else algorithm,
+            expected_size=content_length,
+            max_size=max_size,
+            inline=inline,
         )
+        plain_md5 = sealed.finish(written) if sealed is not None else written.md5
         try:
-            if cs.content_md5 is not None and base64.b64decode(cs.content_md5) != bytes.fromhex(written.md5):
+            if cs.content_md5 is not None and base64.b64decode(cs.content_md5) != bytes.fromhex(plain_md5):
                 raise S3Error(
                     "BadDigest",
                     ExpectedDigest=cs.content_md5,
-                    CalculatedDigest=base64.b64encode(bytes.fromhex(written.md5)).decode(),
+                    CalculatedDigest=base64.b64encode(bytes.fromhex(plain_md5)).decode(),
                 )
             expected = cs.value
             if expected is None and cs.trailer is not None:

@@ -24,7 +24,7 @@ from euca.core.identity import Identity
 from euca.core.logs import setup_logging  # the same log format as the role's process
 from euca.core.roles import Dispatcher
 from euca.core.store import open_store
-from euca.roles.walrus import WalrusApp, changes_path, usage
+from euca.roles.walrus import WalrusApp, changes_path, encryption, usage
 from euca.roles.walrus.backend import open_byte_store
 from euca.roles.walrus.changes import Changes
 from euca.roles.walrus.service import WalrusService
@@ -40,9 +40,11 @@ async def serve(config: Config, index: int, port: int) -> None:
         storage = open_byte_store(config.walrus, config.path(config.walrus.objects_dir))
         walrus = WalrusService(store, identity, storage, config.region)
         walrus.lifecycle_day = config.walrus.lifecycle_day_seconds
+        walrus.cloud_key = encryption.load_cloud_key(config.path(encryption.CLOUD_KEY_FILE))
         walrus.changes = Changes(changes_path(config), index)
         walrus.watch_other_hosts()
         await walrus.load()
+        walrus.cloud_key = await encryption.cloud_key_of_the_cloud(store, walrus.cloud_key)
         app = WalrusApp(config, identity, walrus, reuse_port=True)
         app.usage.process = index
         server = HttpServer(

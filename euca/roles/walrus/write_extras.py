@@ -3,9 +3,9 @@ fields (object_lock.py), server-side encryption, and the lifecycle expiration a 
 
 Server-side encryption: x-amz-server-side-encryption AES256 (SSE-S3), asked for by the request or by the
 bucket's default encryption, is recorded with the version and answered on PUT, GET, HEAD, copy and
-completion, as S3 answers it. The bytes are not encrypted at rest yet (the per-object data key is issue 11's
-next slice); KMS algorithms are refused (no key management service), SSE-C is refused over plain HTTP as S3
-refuses it (app: WalrusApp.handle).
+completion, as S3 answers it (SSE-C: the algorithm and the customer key's MD5); the bytes are encrypted at
+rest (encryption.py). KMS algorithms are refused (no key management service), SSE-C is refused over plain
+HTTP as S3 refuses it (app: WalrusApp.handle).
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import time
 from typing import Any
 
 from euca.protocol import s3
-from euca.protocol.s3 import S3Error
+from euca.protocol.s3 import S3Error, sse_c
+from euca.roles.walrus.encryption import SSE, SSE_C
 from euca.roles.walrus.meta import BucketRow, ObjectRow
 from euca.roles.walrus.object_lock import lock_for_write
 from euca.roles.walrus.service import WalrusService
-
-SSE = "sse"
 
 
 def encryption_for_write(svc: WalrusService, b: BucketRow, requested: str | None) -> str | None:
@@ -44,7 +43,10 @@ def stored_extras(
 
 def sse_headers(stored: dict[str, Any]) -> list[tuple[str, str]]:
     algorithm = stored.get(SSE)
-    return [("x-amz-server-side-encryption", str(algorithm))] if algorithm else []
+    if algorithm:
+        return [("x-amz-server-side-encryption", str(algorithm))]
+    customer = stored.get(SSE_C)
+    return sse_c.response_headers(str(customer)) if customer else []
 
 
 def expiration_headers(svc: WalrusService, b: BucketRow, o: ObjectRow) -> list[tuple[str, str]]:

@@ -39,10 +39,12 @@ from euca.roles.walrus.meta.objects import (
 )
 from euca.roles.walrus.meta.rows import BucketRow, ObjectRow, PartRow, UploadRow, dumps, loads, new_version_id
 from euca.roles.walrus.meta.schema import SCHEMA
+from euca.roles.walrus.meta.sse_key import claim_cloud_key
 from euca.roles.walrus.meta.uploads import create_upload, finish_upload, get_upload, list_parts, put_part
 
 __all__ = [
     "SCHEMA",
+    "claim_cloud_key",
     "BucketRow",
     "Deleted",
     "ObjectRow",

@@ -157,6 +157,8 @@ class PartRow:
     storage_id: str
     checksum: str | None
     last_modified: float
+    # The part's CTR nonce (base64) when its upload is encrypted (the upload's headers hold the data key).
+    sse: str | None = None
 
 
 UPLOAD_COLUMNS = "upload_id, bucket, key, initiated, owner_id, owner_name, headers, acl, tags, checksum_algorithm, checksum_type"
@@ -179,12 +181,14 @@ def decode_upload(r: Any) -> UploadRow:
     )
 
 
-PART_COLUMNS = "part_number, size, etag, storage_id, checksum, last_modified"
+PART_COLUMNS = "part_number, size, etag, storage_id, checksum, last_modified, sse"
 
 
 def decode_part(r: Any) -> PartRow:
     """A PartRow from a row of PART_COLUMNS."""
-    return PartRow(part_number=r[0], size=r[1], etag=r[2], storage_id=r[3], checksum=r[4], last_modified=r[5])
+    return PartRow(
+        part_number=r[0], size=r[1], etag=r[2], storage_id=r[3], checksum=r[4], last_modified=r[5], sse=r[6]
+    )
 
 
 BUCKET_COLUMNS = "name, owner_id, owner_name, created, location, versioning, acl, tags"

@@ -101,4 +101,16 @@ SCHEMA = [
         PRIMARY KEY (bucket, name)
     );
     """,
+    # Server-side encryption at rest (issue 11): a part's CTR nonce; its upload's headers hold the data key.
+    """
+    ALTER TABLE walrus_parts ADD COLUMN sse TEXT;
+    """,
+    # The id of the SSE cloud key every Walrus host of the cloud must hold (one row; the key stays in files).
+    """
+    CREATE TABLE walrus_sse_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        kid TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    """,
 ]

@@ -52,10 +52,10 @@ def put_part(tx: Tx, bucket: str, key: str, upload_id: str, p: PartRow) -> list[
     )
     tx.execute(
         "INSERT INTO walrus_parts(upload_id, part_number, size, etag, storage_id, checksum, "
-        "last_modified) VALUES(?,?,?,?,?,?,?) ON CONFLICT(upload_id, part_number) DO UPDATE SET "
+        "last_modified, sse) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(upload_id, part_number) DO UPDATE SET "
         "size=excluded.size, etag=excluded.etag, storage_id=excluded.storage_id, checksum=excluded.checksum, "
-        "last_modified=excluded.last_modified",
-        (upload_id, p.part_number, p.size, p.etag, p.storage_id, p.checksum, p.last_modified),
+        "last_modified=excluded.last_modified, sse=excluded.sse",
+        (upload_id, p.part_number, p.size, p.etag, p.storage_id, p.checksum, p.last_modified, p.sse),
     )
     return [old[0]] if old else []
 
