@@ -130,7 +130,9 @@ def start_cluster(root: Path) -> SeaweedCluster:
         for port, grpc, d in ((v1, v1g, "v1"), (v2, v2g, "v2")):
             spawn(
                 "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={port}", f"-port.grpc={grpc}",
-                f"-dir={root / d}", f"-master=127.0.0.1:{m}.{mg}", "-max=20",
+                # -max: volume slots; every bucket (a collection) grows several volumes, each replicated
+                # on both servers, so 20 ran out after a few test modules' buckets (writes then 500)
+                f"-dir={root / d}", f"-master=127.0.0.1:{m}.{mg}", "-max=200",
             )  # fmt: skip
         _wait(v1, cluster.procs, "volume 1", log)
         _wait(v2, cluster.procs, "volume 2", log)
