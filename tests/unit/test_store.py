@@ -226,3 +226,44 @@ async def test_a_write_cancelled_before_its_transaction_does_not_run(store: Stor
         assert cs.cancelled_caught
         gate.set()
     assert ran == ["slow"]
+
+
+async def test_a_write_cancelled_once_its_transaction_started_waits_for_its_commit(store: Store) -> None:
+    ran: list[str] = []
+    first_gate, second_gate = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def first(tx: Tx) -> None:
+        first_gate.wait(10)
+        ran.append("first")
+
+    def second(tx: Tx) -> str:
+        second_gate.wait(10)
+        tx.execute("INSERT INTO item(name, n) VALUES('second', 2)")
+        ran.append("second")
+        return "second"
+
+    async def cancelled_writer(cs: trio.CancelScope) -> None:
+        with cs:
+            outcome["result"] = await store.write(second)  # returns, then the next checkpoint is cancelled
+            outcome["returned"] = True
+            await trio.lowlevel.checkpoint()
+        outcome["cancelled"] = cs.cancelled_caught
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.write, first)
+        await trio.testing.wait_all_tasks_blocked()
+        cs = trio.CancelScope()
+        nursery.start_soon(cancelled_writer, cs)
+        await trio.testing.wait_all_tasks_blocked()
+        first_gate.set()  # `first` commits; `second` is taken into the next transaction, which waits
+        with trio.fail_after(10):
+            while store._pending:  # still queued: not taken yet
+                await trio.sleep(0.01)
+        cs.cancel()  # taken already: its outcome stands and the caller still hears it
+        await trio.testing.wait_all_tasks_blocked()
+        second_gate.set()
+    assert ran == ["first", "second"]
+    assert outcome == {"result": "second", "returned": True, "cancelled": True}
+    names = await store.read(lambda tx: {r[0] for r in tx.all("SELECT name FROM item")})
+    assert "second" in names
