@@ -433,7 +433,9 @@ class _Connection:
     async def _handle(self, event: h11.Request) -> None:
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
-        headers = Headers(list(event.headers))
+        # raw_items(): a list as received; iterating h11's Headers goes through the Sequence ABC, one
+        # __getitem__ per field. (Names keep their case here: Headers lower-cases them itself.)
+        headers = Headers(event.headers.raw_items())
         if "transfer-encoding" in headers and "content-length" in headers:
             # Two framings: a proxy in front may have used the other one (request smuggling). RFC 9112 6.1:
             # a server may reject such a message, and must close the connection after it.
@@ -590,7 +592,7 @@ def _pread_all(body: FileBody) -> bytes:
 def _head_size(event: h11.Request) -> int:
     """Bytes of the request line and header fields, as they were on the wire (give or take whitespace)."""
     size = len(event.method) + len(event.target) + 12
-    for name, value in event.headers:
+    for name, value in event.headers.raw_items():
         size += len(name) + len(value) + 4
     return size
 
