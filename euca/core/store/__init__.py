@@ -8,7 +8,8 @@ Writes are group-committed: units of work that arrive while a transaction is in 
 together, one after the other, in the next transaction (BEGIN IMMEDIATE, a SAVEPOINT around each unit, one
 COMMIT). Each unit still sees the ones before it, one that raises is rolled back alone (to its savepoint),
 and every caller returns only once the COMMIT is done. Concurrent writers thus share one thread hop, one
-commit and, for `durable` writes, one WAL sync, instead of queueing for one each.
+commit and, for `durable` writes, one WAL sync, instead of queueing for one each. Reads that queue while every
+reader is busy likewise share the next reader's thread hop (each in its own snapshot).
 
 The interface roles use is narrow on purpose: `migrate()` at start, `write(fn)` for a
 transaction, `read(fn)` for a snapshot, where `fn` receives a `Tx` with execute/one/all.
