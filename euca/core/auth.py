@@ -214,7 +214,7 @@ class AuthResult:
 
 
 def _wire_headers(request: Request) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw]
+    return list(request.headers.pairs)
 
 
 def _utf8_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:

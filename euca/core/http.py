@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import socket as pysocket
 import ssl
 import time
@@ -307,14 +308,7 @@ class _Connection:
         elif "content-length" not in names:
             headers.append((b"Transfer-Encoding", b"chunked"))
         try:
-            head = (
-                self.conn.send(
-                    h11.Response(
-                        status_code=response.status, headers=headers, reason=reason_phrase(response.status)
-                    )
-                )
-                or b""
-            )
+            head = self.conn.send(_response_event(response.status, headers)) or b""
             if is_head or no_body_status:
                 await self._send_bytes(head + (self.conn.send(h11.EndOfMessage()) or b""))
             elif isinstance(body, bytes | bytearray | memoryview):
@@ -439,7 +433,9 @@ class _Connection:
     async def _handle(self, event: h11.Request) -> None:
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
-        headers = Headers(list(event.headers))
+        # raw_items(): a list as received; iterating h11's Headers goes through the Sequence ABC, one
+        # __getitem__ per field. (Names keep their case here: Headers lower-cases them itself.)
+        headers = Headers(event.headers.raw_items())
         if "transfer-encoding" in headers and "content-length" in headers:
             # Two framings: a proxy in front may have used the other one (request smuggling). RFC 9112 6.1:
             # a server may reject such a message, and must close the connection after it.
@@ -554,6 +550,34 @@ async def _discard(body: ResponseBody) -> None:
                 pass
 
 
+# h11's rules for a header field name (a token) and value (no NUL, no CR/LF or other whitespace but inner
+# spaces and tabs), each as one pattern over all the names or all the values of a response joined by "\n" (which
+# neither may contain, counted to be sure): two regex matches per response instead of h11's two per header.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_FIELD_CONTENT = rb"[^\x00\s]+(?:[ \t]+[^\x00\s]+)*"
+_NAMES = re.compile(_TOKEN + rb"(?:\n" + _TOKEN + rb")*")
+_VALUES = re.compile(rb"(?:" + _FIELD_CONTENT + rb")?(?:\n(?:" + _FIELD_CONTENT + rb")?)*")
+
+
+def _response_event(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
+    """h11's Response for a status and header list. Headers that pass h11's checks (all of them, in
+    practice) are checked here in two matches and handed over as parsed; anything else goes through h11's
+    own validation, which raises its usual LocalProtocolError."""
+    reason = reason_phrase(status)
+    names = b"\n".join([name for name, _ in headers])
+    values = b"\n".join([value for _, value in headers])
+    separators = len(headers) - 1  # more "\n" than that: some name or value holds one, which h11 refuses
+    if (
+        type(status) is int
+        and names.count(b"\n") == separators
+        and values.count(b"\n") == separators
+        and _NAMES.fullmatch(names)
+        and _VALUES.fullmatch(values)
+    ):
+        return h11.Response(status_code=status, headers=headers, reason=reason, _parsed=True)
+    return h11.Response(status_code=status, headers=headers, reason=reason)
+
+
 def _pieces(body: FileBody | FileSegments) -> list[FileBody]:
     return body.parts if isinstance(body, FileSegments) else [body]
 
@@ -568,7 +592,7 @@ def _pread_all(body: FileBody) -> bytes:
 def _head_size(event: h11.Request) -> int:
     """Bytes of the request line and header fields, as they were on the wire (give or take whitespace)."""
     size = len(event.method) + len(event.target) + 12
-    for name, value in event.headers:
+    for name, value in event.headers.raw_items():
         size += len(name) + len(value) + 4
     return size
 

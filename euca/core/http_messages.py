@@ -21,14 +21,17 @@ RECV_SIZE = 256 * 1024
 class Headers:
     """Request headers: case-insensitive lookup, values decoded as latin-1 (what HTTP carries)."""
 
-    __slots__ = ("raw", "_map")
+    __slots__ = ("raw", "pairs", "_map")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]):
         self.raw = raw
+        # Every field as received, in order, decoded (names in lower case): what signatures are checked against.
+        self.pairs: list[tuple[str, str]] = []
         m: dict[str, str] = {}
         for k, v in raw:
             name = k.decode("latin-1").lower()
             value = v.decode("latin-1")
+            self.pairs.append((name, value))
             # Repeated headers fold into one comma-separated value (RFC 9110 5.3).
             m[name] = f"{m[name]},{value}" if name in m else value
         self._map = m

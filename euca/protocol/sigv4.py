@@ -94,9 +94,15 @@ def canonical_uri(raw_path: str, *, service: str) -> str:
     return uri_encode(wire_bytes(_remove_dot_segments(raw_path)), keep_slash=True)
 
 
+# A path of unreserved characters and slashes only: decoding and encoding it again gives it back unchanged.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~/]+")
+
+
 def s3_reencoded_uri(raw_path: str) -> str:
     """The path decoded and encoded again by the RFC 3986 rules, for clients that left reserved characters raw
     or encoded unreserved ones: S3 signs its own encoding of the key, which then differs from the bytes sent."""
+    if _PLAIN_PATH.fullmatch(raw_path):
+        return raw_path  # most paths: nothing to decode, nothing to encode
     return uri_encode(unquote_to_bytes(wire_bytes(raw_path or "/")), keep_slash=True)
 
 

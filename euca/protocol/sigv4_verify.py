@@ -83,11 +83,14 @@ def _malformed_header(service: str, detail: str) -> SignatureError:
     return SignatureError("IncompleteSignature", detail, 400)
 
 
+_CREDENTIAL_DATE = re.compile(r"^\d{8}$")
+
+
 def _parse_credential(value: str) -> Credential | None:
     parts = value.split("/")
     if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
         return None
-    if not re.match(r"^\d{8}$", parts[1]) or not parts[2] or not parts[3]:
+    if not _CREDENTIAL_DATE.match(parts[1]) or not parts[2] or not parts[3]:
         return None
     return Credential(parts[0], parts[1], parts[2], parts[3])
 
@@ -241,6 +244,7 @@ _PRESIGN_PARAMS = (
     "X-Amz-SignedHeaders",
     "X-Amz-Expires",
 )
+_PRESIGN_PARAM_SET = frozenset(_PRESIGN_PARAMS)
 
 
 def _query_error(message: str) -> SignatureError:
@@ -261,7 +265,7 @@ def parse_query_auth(
     params: dict[str, str] = {}
     for key, value in parse_query(raw_query):
         params.setdefault(key, value)
-    if any(name not in params for name in _PRESIGN_PARAMS):
+    if not params.keys() >= _PRESIGN_PARAM_SET:
         raise _query_error(
             "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
             "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import pytest
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
@@ -664,3 +664,26 @@ def test_signing_key_is_the_documented_derivation():
     # The AWS General Reference example: secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY, 20120215, us-east-1, iam.
     key = sigv4.signing_key(SUITE_SECRET, "20120215", "us-east-1", "iam")
     assert key.hex() == "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "/",
+        "",
+        "/bench/list/obj-000123",
+        "/b/a.b_c~d-e/F9",
+        "/b//k",
+        "/b/k%2Fx",
+        "/b/%7Etilde",
+        "/b/a+b",
+        "/b/sp ace",
+        "/b/caf\u00e9",
+        "/b/k=v&x",
+        "/b/k\n",
+    ],
+)
+def test_s3_reencoded_uri_is_the_decoded_path_encoded_again(raw_path: str) -> None:
+    # A plain path is returned as it is: the same as decoding and encoding it again.
+    expected = sigv4.uri_encode(unquote_to_bytes(sigv4.wire_bytes(raw_path or "/")), keep_slash=True)
+    assert sigv4.s3_reencoded_uri(raw_path) == expected

@@ -226,3 +226,152 @@ async def test_a_write_cancelled_before_its_transaction_does_not_run(store: Stor
         assert cs.cancelled_caught
         gate.set()
     assert ran == ["slow"]
+
+
+async def test_a_write_cancelled_once_its_transaction_started_waits_for_its_commit(store: Store) -> None:
+    ran: list[str] = []
+    first_gate, second_gate = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def first(tx: Tx) -> None:
+        first_gate.wait(10)
+        ran.append("first")
+
+    def second(tx: Tx) -> str:
+        second_gate.wait(10)
+        tx.execute("INSERT INTO item(name, n) VALUES('second', 2)")
+        ran.append("second")
+        return "second"
+
+    async def cancelled_writer(cs: trio.CancelScope) -> None:
+        with cs:
+            outcome["result"] = await store.write(second)  # returns, then the next checkpoint is cancelled
+            outcome["returned"] = True
+            await trio.lowlevel.checkpoint()
+        outcome["cancelled"] = cs.cancelled_caught
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.write, first)
+        await trio.testing.wait_all_tasks_blocked()
+        cs = trio.CancelScope()
+        nursery.start_soon(cancelled_writer, cs)
+        await trio.testing.wait_all_tasks_blocked()
+        first_gate.set()  # `first` commits; `second` is taken into the next transaction, which waits
+        with trio.fail_after(10):
+            while store._pending:  # still queued: not taken yet
+                await trio.sleep(0.01)
+        cs.cancel()  # taken already: its outcome stands and the caller still hears it
+        await trio.testing.wait_all_tasks_blocked()
+        second_gate.set()
+    assert ran == ["first", "second"]
+    assert outcome == {"result": "second", "returned": True, "cancelled": True}
+    names = await store.read(lambda tx: {r[0] for r in tx.all("SELECT name FROM item")})
+    assert "second" in names
+
+
+async def _block_every_reader(store: Store, nursery: trio.Nursery, gate: threading.Event) -> None:
+    """Occupy every reader hop with a read that waits for `gate`: reads made now queue."""
+    for _ in range(store._read_hops_max):
+        nursery.start_soon(store.read, lambda tx: gate.wait(10))
+    await trio.testing.wait_all_tasks_blocked()
+    assert store._read_hops == store._read_hops_max
+
+
+async def test_reads_queued_behind_busy_readers_share_hops_and_each_get_their_own_outcome(
+    store: Store,
+) -> None:
+    store.write_sync(
+        lambda tx: [tx.execute("INSERT INTO item(name, n) VALUES(?, ?)", (f"k{i}", i)) for i in range(40)]
+    )
+    gate = threading.Event()
+    results: dict[int, object] = {}
+
+    async def reader(i: int) -> None:
+        def fn(tx: Tx) -> int:
+            if i % 9 == 4:
+                raise ValueError(i)
+            return int(tx.scalar("SELECT n FROM item WHERE name=?", (f"k{i}",)))
+
+        try:
+            results[i] = await store.read(fn)
+        except ValueError as e:
+            results[i] = e
+
+    async with trio.open_nursery() as nursery:
+        await _block_every_reader(store, nursery, gate)
+        for i in range(40):
+            nursery.start_soon(reader, i)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(store._read_pending) == 40  # all queued
+        gate.set()
+    for i in range(40):
+        if i % 9 == 4:
+            assert isinstance(results[i], ValueError) and results[i].args == (i,)
+        else:
+            assert results[i] == i
+    assert store._read_pending == [] and store._read_hops == 0
+
+
+async def test_a_queued_read_sees_what_was_committed_before_it_was_made(store: Store) -> None:
+    gate = threading.Event()
+    async with trio.open_nursery() as nursery:
+        await _block_every_reader(store, nursery, gate)
+        await store.write(lambda tx: tx.execute("INSERT INTO item(name, n) VALUES('w', 7)"))
+        seen: list[object] = []
+
+        async def reader() -> None:
+            seen.append(await store.read(lambda tx: tx.scalar("SELECT n FROM item WHERE name='w'")))
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert seen == [7]
+
+
+async def test_a_read_cancelled_while_queued_does_not_run(store: Store) -> None:
+    gate = threading.Event()
+    ran: list[str] = []
+    cs = trio.CancelScope()
+
+    async def reader() -> None:
+        with cs:
+            await store.read(lambda tx: ran.append("queued"))
+
+    async with trio.open_nursery() as nursery:
+        await _block_every_reader(store, nursery, gate)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(store._read_pending) == 1
+        cs.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert cs.cancelled_caught
+        assert store._read_pending == []
+        gate.set()
+    assert ran == []
+    # The readers are all free again, and a read runs.
+    assert await store.read(lambda tx: 1) == 1
+
+
+async def test_a_read_cancelled_once_taken_returns_its_result(store: Store) -> None:
+    gate, inner = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+    cs = trio.CancelScope()
+
+    async def reader() -> None:
+        with cs:
+            outcome["result"] = await store.read(lambda tx: (inner.wait(10), "done")[1])
+            await trio.lowlevel.checkpoint()
+        outcome["cancelled"] = cs.cancelled_caught
+
+    async with trio.open_nursery() as nursery:
+        await _block_every_reader(store, nursery, gate)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()  # the blocking reads finish; the queued one is taken into a hop and waits on `inner`
+        with trio.fail_after(10):
+            while store._read_pending:
+                await trio.sleep(0.01)
+        cs.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        inner.set()
+    assert outcome == {"result": "done", "cancelled": True}

@@ -8,7 +8,8 @@ Writes are group-committed: units of work that arrive while a transaction is in 
 together, one after the other, in the next transaction (BEGIN IMMEDIATE, a SAVEPOINT around each unit, one
 COMMIT). Each unit still sees the ones before it, one that raises is rolled back alone (to its savepoint),
 and every caller returns only once the COMMIT is done. Concurrent writers thus share one thread hop, one
-commit and, for `durable` writes, one WAL sync, instead of queueing for one each.
+commit and, for `durable` writes, one WAL sync, instead of queueing for one each. Reads that queue while every
+reader is busy likewise share the next reader's thread hop (each in its own snapshot).
 
 The interface roles use is narrow on purpose: `migrate()` at start, `write(fn)` for a
 transaction, `read(fn)` for a snapshot, where `fn` receives a `Tx` with execute/one/all.
@@ -89,6 +90,26 @@ class _WriteJob(Generic[T]):
         self.error: BaseException | None = None
 
 
+# What a read taken into a hop that never ran (the hop itself failed) raises.
+_NOT_RUN = RuntimeError("the store read was not run")
+
+# Most reads one thread hop takes: bounds how long a read waits behind the others of its hop.
+MAX_READ_BATCH = 16
+
+
+class _ReadJob(Generic[T]):
+    __slots__ = ("fn", "taken", "called", "done", "wake", "result", "error")
+
+    def __init__(self, fn: Callable[[Tx], T]):
+        self.fn = fn
+        self.taken = False  # in a reader's hop now: it will run
+        self.called = False  # its caller was woken to take the reader that became free
+        self.done = False
+        self.wake = trio.Event()  # set when done, or when called
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class Store:
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", readers: int = 4):
         self.path = str(path)
@@ -107,7 +128,10 @@ class Store:
         self._writer_lock = threading.RLock()  # re-entered only to fail as SQLite would, not to deadlock
         self._pending: list[_WriteJob[Any]] = []
         self._committing = False
-        self._read_limiter = trio.CapacityLimiter(readers)
+        # Reads: at most `readers` thread hops at once; reads that queue meanwhile share the next hop.
+        self._read_hops_max = readers
+        self._read_hops = 0
+        self._read_pending: list[_ReadJob[Any]] = []
         self._readers_lock = threading.Lock()
         self._closed = False
 
@@ -246,17 +270,85 @@ class Store:
                 if not job.taken:
                     self._pending.remove(job)
                     raise
-            with trio.CancelScope(shield=True):
-                await job.done.wait()
+                # Taken: its outcome will stand, so it is awaited (the cancellation arrives at the next
+                # checkpoint). Only this path needs the shielded wait: a wait that returned found it done.
+                with trio.CancelScope(shield=True):
+                    await job.done.wait()
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[no-any-return]
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` against a consistent snapshot, in a reader thread."""
-        async with self._read_limiter:
-            result: T = await trio.to_thread.run_sync(self.read_sync, fn)
-            return result
+        """Run `fn` against a consistent snapshot, in a reader thread.
+
+        At most `readers` thread hops run at once. Reads that arrive while all of them are busy queue, and
+        the next free hop takes up to MAX_READ_BATCH of them: each still runs alone in a snapshot of its own
+        taken when it starts (read_sync), one after the other, so a burst of reads (GETs of objects not in
+        a cache) shares a thread hop, as a burst of writes shares a commit. Cancelled while queued, `fn`
+        does not run; once taken, it runs and its result is returned (the cancellation arrives at the
+        caller's next checkpoint), as with a thread call."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        job: _ReadJob[T] = _ReadJob(fn)
+        self._read_pending.append(job)
+        while not job.taken:
+            if self._read_hops < self._read_hops_max:
+                await self._read_hop()  # takes the oldest queued reads, ours among them or not
+                continue
+            try:
+                await job.wake.wait()
+            except trio.Cancelled:
+                if job.taken:
+                    break  # it runs: wait for it below
+                self._read_pending.remove(job)
+                if job.called:
+                    self._call_next_reader()  # the free hop it was woken for goes to the next one
+                raise
+            if not job.taken:  # called: loop to take the free hop (or wait again if another took it)
+                job.called = False
+                job.wake = trio.Event()
+        if not job.done:
+            with trio.CancelScope(shield=True):
+                await job.wake.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    async def _read_hop(self) -> None:
+        batch = self._read_pending[:MAX_READ_BATCH]
+        del self._read_pending[:MAX_READ_BATCH]
+        for job in batch:
+            job.taken = True
+            job.error = _NOT_RUN
+            if job.wake.is_set():  # it was called: its caller must now wait for the outcome instead
+                job.wake = trio.Event()
+        self._read_hops += 1
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._run_reads, batch)
+        finally:
+            self._read_hops -= 1
+            for job in batch:
+                job.done = True
+                job.wake.set()
+            self._call_next_reader()
+
+    def _run_reads(self, batch: list[_ReadJob[Any]]) -> None:
+        """The reads of one hop, in the reader thread, each in its own snapshot; each outcome kept for its
+        caller."""
+        for job in batch:
+            try:
+                job.result = self.read_sync(job.fn)
+                job.error = None
+            except BaseException as e:  # raised to its own caller, as from a thread of its own
+                job.error = e
+
+    def _call_next_reader(self) -> None:
+        """A hop is free: wake the oldest queued read not woken yet, whose caller takes it."""
+        for job in self._read_pending:
+            if not job.called:
+                job.called = True
+                job.wake.set()
+                return
 
     def _take_reader(self) -> sqlite3.Connection:
         with self._readers_lock:
