@@ -236,3 +236,12 @@ def test_access_log_line() -> None:
     )
     assert line.startswith("owner b [01/Mar/2024:15:30:00 +0000] 10.0.0.1 - RID REST.GET.OBJECT a%20b ")
     assert '"GET /b/a%20b?x=%22y%22 HTTP/1.1" 404 NoSuchKey 120 - 3 - "-" "curl/8" - HID' in line
+
+
+def test_iso8601_truncates_to_the_millisecond_and_never_goes_back() -> None:
+    from euca.protocol.s3.wire import iso8601
+
+    second = calendar.timegm((2030, 1, 1, 0, 0, 12))
+    assert iso8601(second + 0.9996) == "2030-01-01T00:00:12.999Z"  # was "...12.000Z", a second early
+    assert iso8601(second + 0.5) == "2030-01-01T00:00:12.500Z"
+    assert iso8601(second) == "2030-01-01T00:00:12.000Z"

@@ -75,7 +75,9 @@ def url_encode(value: str, encode: bool) -> str:
 
 
 def iso8601(ts: float) -> str:
-    ms = int(round((ts - int(ts)) * 1000)) % 1000
+    # Milliseconds truncated, never rounded: rounding 12.9996 gave "12.000" (the `% 1000` wrap), a time
+    # almost a second before the write, so `aws s3 sync` took a file written that second as newer.
+    ms = int((ts - int(ts)) * 1000)
     return f"{_iso_seconds(int(ts))}.{ms:03d}Z"
 
 
