@@ -193,3 +193,19 @@ def join_sc_host(euca: EucaServer, zone: str, port: int, data_dir: Path) -> None
     assert result.exit_code == 0, result.output
     token = next(line.split("\t")[1] for line in result.output.splitlines() if line.startswith("JOINTOKEN\t"))
     join_cloud(load_config(None, {"data_dir": str(data_dir)}), token)
+
+
+def start_hosts(
+    tmp_path_factory: Any, name: str, roles: str, overrides: dict[str, Any], count: int = 2
+) -> Iterator[list[EucaServer]]:
+    """`count` servers as on hosts of their own (each its own data directory) with the same settings, e.g.
+    one PostgreSQL store; stopped when the generator is closed."""
+    servers = [
+        start_euca(tmp_path_factory.mktemp(f"{name}{i}"), roles=roles, overrides=overrides)
+        for i in range(count)
+    ]
+    try:
+        yield [next(s) for s in servers]
+    finally:
+        for s in servers:
+            s.close()

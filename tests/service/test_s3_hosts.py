@@ -18,7 +18,7 @@ import pytest
 from helpers import postgres
 from helpers.polling import wait_until
 from helpers.seaweedfs import SeaweedCluster, backend_overrides
-from helpers.server import EucaServer, start_euca
+from helpers.server import EucaServer, start_hosts
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,7 @@ def walruses(
         "store.url": pg_cluster.create_database("walrus_hosts"),
         **backend_overrides(seaweedfs, bucket="hosts-" + uuid.uuid4().hex[:12]),
     }
-    servers = [
-        start_euca(tmp_path_factory.mktemp(f"walrus{i}"), roles="walrus", overrides=overrides)
-        for i in range(2)
-    ]
-    try:
-        yield [next(s) for s in servers]
-    finally:
-        for s in servers:
-            s.close()
+    yield from start_hosts(tmp_path_factory, "walrus", "walrus", overrides)
 
 
 def _code(call: Callable[[], Any]) -> str | None:

@@ -17,7 +17,7 @@ import pytest
 from helpers import postgres
 from helpers.iam import new_account, new_user
 from helpers.polling import wait_until
-from helpers.server import EucaServer, start_euca
+from helpers.server import EucaServer, start_hosts
 
 POOL = "10.99.7.10-10.99.7.29"  # 20 addresses
 
@@ -27,19 +27,7 @@ def clcs(
     pg_cluster: postgres.Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[EucaServer]]:
     url = pg_cluster.create_database("shared")
-    servers = [
-        start_euca(
-            tmp_path_factory.mktemp(f"clc{i}"),
-            roles="clc",
-            overrides={"store.url": url, "clc.public_addresses": POOL},
-        )
-        for i in range(2)
-    ]
-    try:
-        yield [next(s) for s in servers]
-    finally:
-        for s in servers:
-            s.close()
+    yield from start_hosts(tmp_path_factory, "clc", "clc", {"store.url": url, "clc.public_addresses": POOL})
 
 
 def _race(calls: list[Any]) -> list[Any]:

@@ -270,10 +270,8 @@ class Store:
                 if not job.taken:
                     self._pending.remove(job)
                     raise
-                # Taken: its outcome will stand, so it is awaited (the cancellation arrives at the next
-                # checkpoint). Only this path needs the shielded wait: a wait that returned found it done.
-                with trio.CancelScope(shield=True):
-                    await job.done.wait()
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[no-any-return]
