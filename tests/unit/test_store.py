@@ -375,3 +375,70 @@ async def test_a_read_cancelled_once_taken_returns_its_result(store: Store) -> N
         await trio.testing.wait_all_tasks_blocked()
         inner.set()
     assert outcome == {"result": "done", "cancelled": True}
+
+
+async def test_a_committer_returns_once_its_own_unit_commits(store: Store) -> None:
+    """The caller that commits for the queue stops after the batch with its own unit and hands the committing
+    to the next queued caller: under writes that never pause, the queue is never empty, and a committer that
+    ran until it was would keep its caller waiting as long as the load lasted."""
+    first_gate, second_gate = threading.Event(), threading.Event()
+    first_returned = trio.Event()
+
+    def first(tx: Tx) -> str:
+        first_gate.wait(10)
+        tx.execute("INSERT INTO item(name, n) VALUES('first', 1)")
+        return "first"
+
+    def second(tx: Tx) -> str:
+        second_gate.wait(10)
+        tx.execute("INSERT INTO item(name, n) VALUES('second', 2)")
+        return "second"
+
+    results: dict[str, str] = {}
+
+    async def writer(name: str, fn: Callable[[Tx], str], done: trio.Event | None = None) -> None:
+        results[name] = await store.write(fn)
+        if done is not None:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer, "first", first, first_returned)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(writer, "second", second)  # queued behind `first`'s transaction
+        await trio.testing.wait_all_tasks_blocked()
+        first_gate.set()
+        with trio.fail_after(8):  # a guard, not a measure: the old committer waited for `second` (10 s)
+            await first_returned.wait()
+        assert "second" not in results  # its transaction is still open, committed by its own caller
+        second_gate.set()
+    assert results == {"first": "first", "second": "second"}
+
+
+async def test_a_caller_handed_the_committing_and_cancelled_passes_it_on(store: Store) -> None:
+    gate = threading.Event()
+
+    def slow(tx: Tx) -> None:
+        gate.wait(10)
+
+    def put(name: str) -> Callable[[Tx], None]:
+        return lambda tx: tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,)) and None
+
+    cs = trio.CancelScope()
+
+    async def cancelled() -> None:
+        with cs:
+            await store.write(put("cancelled"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.write, slow)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(cancelled)  # the oldest queued: it is handed the committing when `slow` is done
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.write, put("after"))
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        cs.cancel()  # may land before or after the hand-over: either way `after` still commits
+    assert cs.cancelled_caught
+    names = await store.read(lambda tx: {r[0] for r in tx.all("SELECT name FROM item")})
+    assert "after" in names
+    assert not store._committing and not store._pending

@@ -8,7 +8,9 @@ Writes are group-committed: units of work that arrive while a transaction is in 
 together, one after the other, in the next transaction (BEGIN IMMEDIATE, a SAVEPOINT around each unit, one
 COMMIT). Each unit still sees the ones before it, one that raises is rolled back alone (to its savepoint),
 and every caller returns only once the COMMIT is done. Concurrent writers thus share one thread hop, one
-commit and, for `durable` writes, one WAL sync, instead of queueing for one each. Reads that queue while every
+commit and, for `durable` writes, one WAL sync, instead of queueing for one each. The caller that runs a
+transaction is one of the writers: it stops once its own unit is committed and hands the next transaction
+to the oldest caller still queued, so no caller waits for more than the batches ahead of its own. Reads that queue while every
 reader is busy likewise share the next reader's thread hop (each in its own snapshot).
 
 The interface roles use is narrow on purpose: `migrate()` at start, `write(fn)` for a
@@ -79,13 +81,15 @@ MAX_BATCH = 256
 
 
 class _WriteJob(Generic[T]):
-    __slots__ = ("fn", "durable", "taken", "done", "result", "error")
+    __slots__ = ("fn", "durable", "taken", "called", "done", "wake", "result", "error")
 
     def __init__(self, fn: Callable[[Tx], T], durable: bool):
         self.fn = fn
         self.durable = durable
         self.taken = False  # part of a transaction now: its outcome will stand
-        self.done = trio.Event()
+        self.called = False  # its caller was handed the committing (the previous committer is done)
+        self.done = False
+        self.wake = trio.Event()  # set when done, or when called
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -249,32 +253,60 @@ class Store:
         is returned (the cancellation arrives at the caller's next checkpoint), as with a thread call."""
         job: _WriteJob[T] = _WriteJob(fn, durable)
         self._pending.append(job)
-        if not self._committing:
-            # No transaction in flight: this task commits, for itself and whoever queues meanwhile.
-            self._committing = True
+        if self._committing:
             try:
-                with trio.CancelScope(shield=True):
-                    while self._pending:
-                        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                        for j in batch:
-                            j.taken = True
-                        await trio.to_thread.run_sync(self._run_batch, batch)
-                        for j in batch:
-                            j.done.set()
-            finally:
-                self._committing = False
-        else:
-            try:
-                await job.done.wait()
+                await job.wake.wait()
             except trio.Cancelled:
                 if not job.taken:
+                    # Not in a transaction: it never runs. Handed the committing meanwhile, pass it on.
                     self._pending.remove(job)
+                    if job.called:
+                        self._pass_committing()
                     raise
+            if not job.done and job.called:
+                await self._commit_until(job)
             with trio.CancelScope(shield=True):
-                await job.done.wait()
+                await job.wake.wait()  # taken into a transaction while cancelled: its outcome stands
+        else:
+            # No transaction in flight: this task commits, for itself and whoever queues meanwhile.
+            self._committing = True
+            await self._commit_until(job)
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[no-any-return]
+
+    async def _commit_until(self, job: _WriteJob[Any]) -> None:
+        """Commit queued batches, oldest first, until `job`'s own is done; then hand the committing to the
+        caller of the oldest unit still queued. A caller never commits for others past its own unit: with
+        writes arriving without pause the queue may never be empty, and a committer that ran until it was
+        would keep its own caller waiting for as long as the load lasts."""
+        try:
+            with trio.CancelScope(shield=True):
+                while not job.done:
+                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                    for j in batch:
+                        j.taken = True
+                    try:
+                        await trio.to_thread.run_sync(self._run_batch, batch)
+                    except Exception as e:  # the transaction could not be had (busy past the timeout ...)
+                        for j in batch:
+                            if j.error is None:
+                                j.result, j.error = None, e
+                    finally:
+                        for j in batch:
+                            j.done = True
+                            j.wake.set()
+        finally:
+            self._pass_committing()
+
+    def _pass_committing(self) -> None:
+        """The committer is done: the caller of the oldest queued unit commits next, or nobody is needed."""
+        if self._pending:
+            nxt = self._pending[0]
+            nxt.called = True
+            nxt.wake.set()
+        else:
+            self._committing = False
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` against a consistent snapshot, in a reader thread.
