@@ -421,8 +421,8 @@ async def test_a_caller_handed_the_committing_and_cancelled_passes_it_on(store: 
     def slow(tx: Tx) -> None:
         gate.wait(10)
 
-    def put(name: str) -> Callable[[Tx], None]:
-        return lambda tx: tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,)) and None
+    def put(name: str) -> Callable[[Tx], int]:
+        return lambda tx: tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,))
 
     cs = trio.CancelScope()
 
