@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -420,8 +421,8 @@ async def test_a_caller_handed_the_committing_and_cancelled_passes_it_on(store: 
     def slow(tx: Tx) -> None:
         gate.wait(10)
 
-    def put(name: str) -> Callable[[Tx], None]:
-        return lambda tx: tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,)) and None
+    def put(name: str) -> Callable[[Tx], int]:
+        return lambda tx: tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,))
 
     cs = trio.CancelScope()
 
@@ -441,4 +442,35 @@ async def test_a_caller_handed_the_committing_and_cancelled_passes_it_on(store: 
     assert cs.cancelled_caught
     names = await store.read(lambda tx: {r[0] for r in tx.all("SELECT name FROM item")})
     assert "after" in names
+    assert not store._committing and not store._pending
+
+
+async def test_a_batch_whose_transaction_cannot_start_fails_each_caller(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout: every caller of the batch hears the
+    error (none is left waiting), and the store takes writes again once the lock is free."""
+    if isinstance(store, PgStore):
+        pytest.skip("SQLite's busy timeout: PostgreSQL waits on its row and table locks instead")
+    import euca.core.store as store_module
+
+    monkeypatch.setattr(store_module, "_BUSY_TIMEOUT", 0.2)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    outcomes: list[object] = []
+
+    async def writer(name: str) -> None:
+        try:
+            await store.write(lambda tx: tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,)))
+            outcomes.append(name)
+        except sqlite3.OperationalError as e:
+            outcomes.append(e)
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b", "c"):
+            nursery.start_soon(writer, name)
+    assert len(outcomes) == 3 and all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
+    other.execute("ROLLBACK")
+    other.close()
+    await store.write(lambda tx: tx.execute("INSERT INTO item(name, n) VALUES('after', 1)"))
     assert not store._committing and not store._pending

@@ -194,6 +194,19 @@ async def test_a_lost_listener_connection_counts_as_a_change(
         b.close()
 
 
+def test_a_watch_asked_of_a_closed_store_starts_no_listener(
+    pg_cluster: postgres.Cluster, tmp_path: Path
+) -> None:
+    """A cache made after shutdown (a late request) gets a watch that always says "changed", and no LISTEN
+    thread that nobody would stop (it would retry for the life of the process)."""
+    s = open_store(pg_cluster.create_database("closed"), tmp_path)
+    s.close()
+    before = {t.name for t in threading.enumerate()}
+    watch = s.watch("identity")
+    assert watch is not None and watch.changed() and watch.changed()
+    assert "euca-store-listen" not in {t.name for t in threading.enumerate()} - before
+
+
 def test_sqlite_stores_have_no_remote_watch(tmp_path: Path) -> None:
     """One host by definition: its processes share the mapped counters (iam/changes.py, walrus/changes.py)."""
     s = Store(tmp_path / "state.db")

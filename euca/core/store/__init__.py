@@ -288,10 +288,12 @@ class Store:
                         j.taken = True
                     try:
                         await trio.to_thread.run_sync(self._run_batch, batch)
-                    except Exception as e:  # the transaction could not be had (busy past the timeout ...)
+                    except BaseException as e:  # the transaction could not be had (busy past the timeout ...)
                         for j in batch:
                             if j.error is None:
                                 j.result, j.error = None, e
+                        if not isinstance(e, Exception):
+                            raise
                     finally:
                         for j in batch:
                             j.done = True

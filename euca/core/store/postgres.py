@@ -441,6 +441,9 @@ class PgStore(Store):
         with self._readers_lock:
             if self._listener is None:
                 self._listener = listen.Listener(self.url, self.origin)
+                if self._closed:
+                    # Closed: a watch that never listens (always "changed"), not a thread nobody stops.
+                    self._listener.stop()
             listener = self._listener
         return listener.watch(name)
 
