@@ -3,8 +3,12 @@ our domains told apart from others by their metadata."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import libvirt
 import pytest
+import trio
 
 from euca.roles.nc.domain import Disk, DomainSpec, domain_xml
 from euca.roles.nc.hypervisor import Hypervisor, HypervisorError, HypervisorUnavailable
@@ -99,3 +103,36 @@ async def test_unreachable_libvirt_is_an_error_not_a_hang() -> None:
     hv = Hypervisor("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
     with pytest.raises(HypervisorUnavailable):
         await hv.host_info()
+
+
+async def test_calls_into_the_in_process_test_driver_run_one_at_a_time() -> None:
+    """libvirt's test driver runs in this process; two threads in it at once crashed the test suite once (a
+    segfault in defineXML): such calls are serialised, while calls through libvirtd are not."""
+    inside: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+    first_in = threading.Event()
+    release = threading.Event()
+
+    def call(name: str) -> Callable[[libvirt.virConnect], None]:
+        def fn(conn: libvirt.virConnect) -> None:
+            inside.append(name)
+            overlaps.append(tuple(inside))
+            if name == "first":
+                first_in.set()
+                release.wait(10)
+            conn.getHostname()
+            inside.remove(name)
+
+        return fn
+
+    hv = Hypervisor("test:///default")
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hv.call, call("first"))
+            await trio.to_thread.run_sync(first_in.wait, 10)
+            nursery.start_soon(hv.call, call("second"))
+            await trio.sleep(0.2)  # time for the second call's thread to (wrongly) enter
+            release.set()
+    finally:
+        await hv.close()
+    assert overlaps == [("first",), ("second",)]
