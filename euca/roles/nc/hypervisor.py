@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import libvirt
 import trio
@@ -130,15 +130,16 @@ _IN_PROCESS_LOCKS: dict[str, threading.Lock] = {}
 _IN_PROCESS_LOCKS_GUARD = threading.Lock()
 
 
-def _one_at_a_time(uri: str, fn: Callable[[libvirt.virConnect], T]) -> Callable[[libvirt.virConnect], T]:
+def _one_at_a_time(uri: str, fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn` (a call into libvirt on `uri`: open, close or any call on a connection), serialised for `test:`."""
     if not uri.startswith("test:"):
         return fn
     with _IN_PROCESS_LOCKS_GUARD:
         lock = _IN_PROCESS_LOCKS.setdefault(uri, threading.Lock())
 
-    def serialised(conn: libvirt.virConnect) -> T:
+    def serialised(*args: Any) -> T:
         with lock:
-            return fn(conn)
+            return fn(*args)
 
     return serialised
 
@@ -176,7 +177,9 @@ class Hypervisor:
         async with self._lock:
             if self._conn is None:
                 try:
-                    self._conn = await trio.to_thread.run_sync(libvirt.open, self.uri)
+                    self._conn = await trio.to_thread.run_sync(
+                        _one_at_a_time(self.uri, libvirt.open), self.uri
+                    )
                 except libvirt.libvirtError as e:
                     raise HypervisorUnavailable(f"cannot connect to {self.uri}: {e}") from e
                 self._owns_conn = True
@@ -226,7 +229,7 @@ class Hypervisor:
         self._conn = None
         for conn in conns:
             try:
-                await trio.to_thread.run_sync(conn.close)
+                await trio.to_thread.run_sync(_one_at_a_time(self.uri, conn.close))
             except libvirt.libvirtError:
                 pass
 
