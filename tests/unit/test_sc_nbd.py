@@ -115,3 +115,49 @@ async def test_the_controller_exports_records_and_exports_again_after_a_restart(
             nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def test_a_daemon_left_by_a_killed_sc_is_stopped_before_a_new_one_starts(tmp_path: Path) -> None:
+    """kill -9 of the SC leaves its qemu-storage-daemon running (holding the NBD port and the files); the next
+    start stops it (found by its pid file and command line) and serves with a daemon of its own."""
+    directory = tmp_path / "nbd"
+    directory.mkdir()
+    qmp = directory / "qmp.sock"
+    orphan = subprocess.Popen(
+        [
+            "qemu-storage-daemon",
+            "--chardev",
+            f"socket,id=qmp,path={qmp},server=on,wait=off",
+            "--monitor",
+            "chardev=qmp",
+        ]
+    )
+    try:
+        (directory / "daemon.pid").write_text(f"{orphan.pid}\n")
+        exporter = NbdExporter(directory)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exporter.run)
+            assert orphan.poll() is not None  # stopped
+            assert int((directory / "daemon.pid").read_text()) != orphan.pid
+            assert await exporter.exports() == []
+            nursery.cancel_scope.cancel()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+        orphan.wait()
+
+
+async def test_a_pid_file_naming_another_process_is_left_alone(tmp_path: Path) -> None:
+    directory = tmp_path / "nbd"
+    directory.mkdir()
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (directory / "daemon.pid").write_text(f"{bystander.pid}\n")
+        exporter = NbdExporter(directory)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exporter.run)
+            assert bystander.poll() is None
+            nursery.cancel_scope.cancel()
+    finally:
+        bystander.kill()
+        bystander.wait()
