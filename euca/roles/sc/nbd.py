@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -131,8 +130,6 @@ class NbdExporter:
         """Start the daemon, open QMP, start the NBD server; then serve until cancelled (the daemon with it)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         qmp_path = self.dir / "qmp.sock"
-        pid_path = self.dir / "daemon.pid"
-        await _stop_stale_daemon(pid_path, qmp_path, self.program)
         for stale in (qmp_path, self.dir / "nbd.sock"):
             stale.unlink(missing_ok=True)
         argv = [
@@ -172,7 +169,6 @@ class NbdExporter:
                     )
                 if self.address["type"] == "unix":
                     os.chmod(self.address["path"], 0o600)
-                pid_path.write_text(f"{process.pid}\n")
                 log.info("nbd server started pid=%d address=%s", process.pid, _describe(self.address))
                 self.ready.set()
                 task_status.started()
@@ -242,48 +238,6 @@ class NbdExporter:
     async def exports(self) -> list[str]:
         """The export ids the daemon serves now (tests; the controller keeps its own record)."""
         return sorted(e["id"] for e in await self._qmp().command("query-block-exports"))
-
-
-async def _stop_stale_daemon(pid_path: Path, qmp_path: Path, program: str) -> None:
-    """A daemon left by an SC that died without stopping it (kill -9: the child outlives its parent) still
-    holds the NBD port and the volume files: stop it before starting anew (the new one exports again what
-    the store says is attached). Only a live process whose command line is that program on this QMP socket."""
-    try:
-        pid = int(pid_path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return
-    if not _is_daemon(pid, qmp_path, program):
-        pid_path.unlink(missing_ok=True)
-        return
-    log.warning("stopping a qemu-storage-daemon left by an earlier SC pid=%d", pid)
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        with trio.move_on_after(wait):
-            while _is_daemon(pid, qmp_path, program):
-                await trio.sleep(0.05)
-        if not _is_daemon(pid, qmp_path, program):
-            break
-    pid_path.unlink(missing_ok=True)
-
-
-def _is_daemon(pid: int, qmp_path: Path, program: str) -> bool:
-    """Whether `pid` is a running (not zombie) `program` with `qmp_path` on its command line."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return (
-        state != b"Z"
-        and bool(argv)
-        and os.path.basename(argv[0]) == os.path.basename(program).encode()
-        and any(str(qmp_path).encode() in a for a in argv)
-    )
 
 
 def _describe(address: Mapping[str, Any]) -> str:
