@@ -416,7 +416,15 @@ async def test_a_committer_returns_once_its_own_unit_commits(store: Store) -> No
 
 
 async def test_a_caller_handed_the_committing_and_cancelled_passes_it_on(store: Store) -> None:
+    """The cancellation lands first, then the committer hands the next transaction to that (still queued)
+    caller: it must not run its unit, and must pass the committing on, or the writers behind it wait forever."""
     gate = threading.Event()
+    cs = trio.CancelScope()
+    hand_over = store._pass_committing
+
+    def cancel_then_hand_over() -> None:
+        cs.cancel()  # the queued caller is woken with Cancelled before it is handed the committing
+        hand_over()
 
     def slow(tx: Tx) -> None:
         gate.wait(10)
@@ -424,24 +432,24 @@ async def test_a_caller_handed_the_committing_and_cancelled_passes_it_on(store: 
     def put(name: str) -> Callable[[Tx], int]:
         return lambda tx: tx.execute("INSERT INTO item(name, n) VALUES(?, 1)", (name,))
 
-    cs = trio.CancelScope()
-
     async def cancelled() -> None:
         with cs:
             await store.write(put("cancelled"))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(store.write, slow)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(cancelled)  # the oldest queued: it is handed the committing when `slow` is done
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(store.write, put("after"))
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
-        cs.cancel()  # may land before or after the hand-over: either way `after` still commits
+    with trio.fail_after(10):  # a guard: without the pass-on, `after` waits for ever
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.write, slow)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(cancelled)  # the oldest queued
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store.write, put("after"))
+            await trio.testing.wait_all_tasks_blocked()
+            store._pass_committing = cancel_then_hand_over  # type: ignore[method-assign]
+            gate.set()
+    store._pass_committing = hand_over  # type: ignore[method-assign]
     assert cs.cancelled_caught
     names = await store.read(lambda tx: {r[0] for r in tx.all("SELECT name FROM item")})
-    assert "after" in names
+    assert "after" in names and "cancelled" not in names
     assert not store._committing and not store._pending
 
 

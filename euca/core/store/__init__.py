@@ -10,8 +10,8 @@ COMMIT). Each unit still sees the ones before it, one that raises is rolled back
 and every caller returns only once the COMMIT is done. Concurrent writers thus share one thread hop, one
 commit and, for `durable` writes, one WAL sync, instead of queueing for one each. The caller that runs a
 transaction is one of the writers: it stops once its own unit is committed and hands the next transaction
-to the oldest caller still queued, so no caller waits for more than the batches ahead of its own. Reads that queue while every
-reader is busy likewise share the next reader's thread hop (each in its own snapshot).
+to the oldest caller still queued, so no caller waits for more than the batches ahead of its own. Reads that
+queue while every reader is busy likewise share the next reader's thread hop (each in its own snapshot).
 
 The interface roles use is narrow on purpose: `migrate()` at start, `write(fn)` for a
 transaction, `read(fn)` for a snapshot, where `fn` receives a `Tx` with execute/one/all.

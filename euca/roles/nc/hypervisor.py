@@ -208,7 +208,11 @@ class Hypervisor:
                 result: T = await trio.to_thread.run_sync(_one_at_a_time(self.uri, fn), conn)
                 return result
             except libvirt.libvirtError as e:
-                if attempt == 1 and self._owns_conn and _is_connection_error(e, conn):
+                if (
+                    attempt == 1
+                    and self._owns_conn
+                    and await trio.to_thread.run_sync(_one_at_a_time(self.uri, _is_connection_error), e, conn)
+                ):  # isAlive() is a call into the driver too
                     log.warning("libvirt connection lost uri=%s error=%s: reconnecting", self.uri, e)
                     self._drop(conn)
                     continue
